@@ -1,0 +1,182 @@
+//! `chat-memory`: a small client of the public API, for people and runbooks.
+//!
+//! ```text
+//! chat-memory update --chat c1 -m "user:My member ID is W123" -m "assistant:Thanks" --wait
+//! chat-memory status <job-id>
+//! chat-memory get c1
+//! chat-memory delete c1
+//! ```
+
+mod render;
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use tonic::transport::Channel;
+
+use chat_memory_proto::v1::{
+    ChatMessage, DeleteMemoryRequest, GetMemoryRequest, GetUpdateStatusRequest, JobState, Role,
+    UpdateMemoryRequest, memory_service_client::MemoryServiceClient,
+};
+
+#[derive(Parser)]
+#[command(
+    name = "chat-memory",
+    about = "Client of the chat-memory gateway",
+    version
+)]
+struct Cli {
+    /// Gateway address.
+    #[arg(
+        long,
+        global = true,
+        env = "CHAT_MEMORY_GATEWAY",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    gateway: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Send new messages of a chat; prints the job id.
+    Update {
+        #[arg(long)]
+        chat: String,
+        /// A message as `role:text` (role: user, assistant, system, tool); repeat in order.
+        #[arg(short, long = "message", required = true)]
+        messages: Vec<String>,
+        /// Idempotency key: retrying with the same key has no second effect.
+        #[arg(long)]
+        key: Option<String>,
+        /// Wait until the job finished and print its status.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Show an update job's status.
+    Status { job_id: String },
+    /// Show a chat's memory and its freshness.
+    Get { chat_id: String },
+    /// Delete a chat's memory and job records.
+    Delete { chat_id: String },
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("chat-memory: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    let channel = Channel::from_shared(cli.gateway.clone())
+        .map_err(|e| format!("--gateway {}: {e}", cli.gateway))?
+        .connect()
+        .await
+        .map_err(|e| format!("cannot reach the gateway at {}: {e}", cli.gateway))?;
+    let mut client = MemoryServiceClient::new(channel);
+    match cli.command {
+        Command::Update {
+            chat,
+            messages,
+            key,
+            wait,
+        } => {
+            let messages = messages
+                .iter()
+                .map(|m| parse_message(m))
+                .collect::<Result<Vec<_>, _>>()?;
+            let req = UpdateMemoryRequest {
+                chat_id: chat,
+                messages,
+                idempotency_key: key.unwrap_or_default(),
+            };
+            let resp = client
+                .update_memory(req)
+                .await
+                .map_err(render::status)?
+                .into_inner();
+            if !wait {
+                println!(
+                    "{}",
+                    serde_json::json!({ "job_id": resp.job_id, "deduplicated": resp.deduplicated })
+                );
+                return Ok(());
+            }
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let s = client
+                    .get_update_status(GetUpdateStatusRequest {
+                        job_id: resp.job_id.clone(),
+                    })
+                    .await
+                    .map_err(render::status)?
+                    .into_inner();
+                let done = matches!(
+                    JobState::try_from(s.state),
+                    Ok(JobState::Succeeded | JobState::Failed)
+                );
+                if done || Instant::now() > deadline {
+                    println!("{}", render::job(&s));
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Command::Status { job_id } => {
+            let s = client
+                .get_update_status(GetUpdateStatusRequest { job_id })
+                .await
+                .map_err(render::status)?;
+            println!("{}", render::job(&s.into_inner()));
+        }
+        Command::Get { chat_id } => {
+            let m = client
+                .get_memory(GetMemoryRequest { chat_id })
+                .await
+                .map_err(render::status)?;
+            println!("{}", render::memory(&m.into_inner()));
+        }
+        Command::Delete { chat_id } => {
+            let d = client
+                .delete_memory(DeleteMemoryRequest { chat_id })
+                .await
+                .map_err(render::status)?
+                .into_inner();
+            println!(
+                "{}",
+                serde_json::json!({ "memory_deleted": d.memory_deleted, "jobs_removed": d.jobs_removed })
+            );
+        }
+    }
+    Ok(())
+}
+
+fn parse_message(raw: &str) -> Result<ChatMessage, String> {
+    let (role, text) = raw
+        .split_once(':')
+        .ok_or_else(|| format!("message {raw:?}: expected role:text"))?;
+    let role = match role.trim() {
+        "user" => Role::User,
+        "assistant" => Role::Assistant,
+        "system" => Role::System,
+        "tool" => Role::Tool,
+        other => {
+            return Err(format!(
+                "message role {other:?}: expected user, assistant, system or tool"
+            ));
+        }
+    };
+    Ok(ChatMessage {
+        role: role as i32,
+        content: text.trim().to_owned(),
+        ..Default::default()
+    })
+}

@@ -1,0 +1,49 @@
+//! JSON renderings of API responses and errors.
+
+use prost_types::Timestamp;
+use serde_json::{Value, json};
+use tonic::Status;
+
+use chat_memory_proto::time::from_timestamp;
+use chat_memory_proto::v1::{GetMemoryResponse, GetUpdateStatusResponse, JobState};
+
+fn time(ts: Option<&Timestamp>) -> Value {
+    ts.and_then(from_timestamp)
+        .map_or(Value::Null, |t| json!(t.to_rfc3339()))
+}
+
+pub fn status(s: Status) -> String {
+    format!("{:?}: {}", s.code(), s.message())
+}
+
+pub fn job(s: &GetUpdateStatusResponse) -> String {
+    let state = JobState::try_from(s.state).map_or("unknown", |st| st.as_str_name());
+    let v = json!({
+        "job_id": s.job_id,
+        "chat_id": s.chat_id,
+        "state": state.trim_start_matches("JOB_STATE_").to_lowercase(),
+        "attempts": s.attempts,
+        "error": (!s.error.is_empty()).then_some(&s.error),
+        "resulting_version": s.resulting_version,
+        "accepted_at": time(s.accepted_at.as_ref()),
+        "updated_at": time(s.updated_at.as_ref()),
+    });
+    serde_json::to_string_pretty(&v).unwrap_or_default()
+}
+
+pub fn memory(r: &GetMemoryResponse) -> String {
+    let m = r.memory.clone().unwrap_or_default();
+    let t = m.token_counts.unwrap_or_default();
+    let f = r.freshness.clone().unwrap_or_default();
+    let v = json!({
+        "chat_id": r.chat_id,
+        "version": m.version,
+        "updated_at": time(m.updated_at.as_ref()),
+        "user_confirmed": m.user_confirmed,
+        "llm_inferred": m.llm_inferred,
+        "general_summary": m.general_summary,
+        "tokens": { "user_confirmed": t.user_confirmed, "llm_inferred": t.llm_inferred, "general_summary": t.general_summary, "total": t.total },
+        "freshness": { "last_applied_job_id": f.last_applied_job_id, "pending_jobs": f.pending_jobs },
+    });
+    serde_json::to_string_pretty(&v).unwrap_or_default()
+}

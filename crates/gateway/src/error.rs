@@ -1,0 +1,98 @@
+//! The gateway's errors and their one mapping to gRPC status codes.
+//!
+//! Expected failures (bad input, not found, full queue) carry a precise message.
+//! Unexpected ones (a dependency down, an internal fault) are logged with their
+//! cause here and reach the caller as a short, content-free message.
+
+use job_queue::QueueError;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::validation::FieldViolation;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("{0}")]
+    Invalid(#[from] FieldViolation),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("the update queue is full, retry later")]
+    QueueFull(String),
+    #[error("the update job is too large for the queue")]
+    JobTooLarge,
+    #[error("the update queue is unavailable")]
+    QueueUnavailable(#[source] QueueError),
+    #[error("memory-store is unavailable")]
+    StoreUnavailable(#[source] Status),
+    #[error("memory-store failed")]
+    Store(#[source] Status),
+}
+
+impl GatewayError {
+    /// Classifies a failed memory-store call. `what` names the entity for NOT_FOUND.
+    pub fn from_store(status: Status, what: &'static str) -> Self {
+        match status.code() {
+            Code::NotFound => Self::NotFound(what),
+            Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::Cancelled
+            | Code::ResourceExhausted => Self::StoreUnavailable(status),
+            Code::Ok
+            | Code::Unknown
+            | Code::InvalidArgument
+            | Code::AlreadyExists
+            | Code::PermissionDenied
+            | Code::FailedPrecondition
+            | Code::Aborted
+            | Code::OutOfRange
+            | Code::Unimplemented
+            | Code::Internal
+            | Code::DataLoss
+            | Code::Unauthenticated => Self::Store(status),
+        }
+    }
+
+    /// Classifies a failed publish.
+    pub fn from_queue(error: QueueError) -> Self {
+        match error {
+            QueueError::Full(detail) => Self::QueueFull(detail),
+            QueueError::TooLarge { .. } => Self::JobTooLarge,
+            e @ (QueueError::Connect { .. }
+            | QueueError::ConnectTimeout(_)
+            | QueueError::Stream { .. }
+            | QueueError::Publish(_)) => Self::QueueUnavailable(e),
+        }
+    }
+}
+
+impl From<GatewayError> for Status {
+    fn from(error: GatewayError) -> Self {
+        match error {
+            GatewayError::Invalid(v) => Status::with_error_details(
+                Code::InvalidArgument,
+                v.to_string(),
+                ErrorDetails::with_bad_request_violation(v.field, v.reason),
+            ),
+            GatewayError::NotFound(what) => Status::not_found(format!("{what} not found")),
+            GatewayError::QueueFull(detail) => {
+                tracing::warn!(detail = %detail, "update rejected: queue full");
+                Status::resource_exhausted("the update queue is full, retry later")
+            }
+            GatewayError::JobTooLarge => {
+                Status::invalid_argument("messages: the update is too large for the queue")
+            }
+            GatewayError::QueueUnavailable(e) => {
+                tracing::error!(error = %e, "update queue unavailable");
+                Status::unavailable("the update queue is unavailable, retry later")
+            }
+            GatewayError::StoreUnavailable(s) => {
+                tracing::error!(code = ?s.code(), error = %s.message(), "memory-store unavailable");
+                Status::unavailable("memory storage is unavailable, retry later")
+            }
+            GatewayError::Store(s) => {
+                tracing::error!(code = ?s.code(), error = %s.message(), "memory-store call failed");
+                Status::internal("internal error")
+            }
+        }
+    }
+}

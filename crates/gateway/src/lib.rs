@@ -1,0 +1,121 @@
+//! The gateway: chat-memory's public gRPC API (`chatmemory.v1.MemoryService`).
+//!
+//! It parses and validates requests, publishes update jobs to JetStream (an update
+//! is accepted once JetStream acknowledges it), and forwards reads, job status and
+//! deletes to memory-store. It never touches Postgres.
+//!
+//! # Layout
+//! - [`settings`]: typed settings of the gateway.
+//! - [`validation`]: request -> domain types (`ChatId`, `UpdateCommand`), with the limits.
+//! - [`service`]: the gRPC handlers: convert, call, map the error.
+//! - [`error`]: `GatewayError` and its one mapping to `tonic::Status`.
+//! - [`run`]: wires NATS, the store client, health and reflection, and serves.
+
+pub mod error;
+pub mod service;
+pub mod settings;
+pub mod validation;
+
+use std::future::Future;
+use std::time::Duration;
+
+use chat_memory_proto::{
+    store::memory_store_client::MemoryStoreClient, v1::memory_service_server::MemoryServiceServer,
+};
+use job_queue::{JobPublisher, QueueError};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+
+pub use crate::error::GatewayError;
+use crate::service::MemoryApi;
+pub use crate::settings::Settings;
+
+/// Why the gateway could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error(transparent)]
+    Settings(#[from] service_kit::settings::SettingsError),
+    #[error("reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("gRPC server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// Connects to NATS (failing fast if it is down), makes sure the jobs stream
+/// exists, and serves the public API on `listener` until `shutdown` resolves.
+///
+/// memory-store is connected lazily: while it is down, reads answer `UNAVAILABLE`.
+///
+/// # Errors
+/// [`StartError`] when NATS is unreachable, the stream cannot be created, or serving fails.
+pub async fn run(
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let js = job_queue::connect(&settings.nats, "chat-memory-gateway").await?;
+    job_queue::ensure_stream(&js, &settings.nats).await?;
+    let publisher = JobPublisher::new(js.clone(), settings.nats.clone());
+
+    let store = MemoryStoreClient::new(settings.store.lazy_channel()?);
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<MemoryServiceServer<MemoryApi>>()
+        .await;
+    let health_watch = tokio::spawn(watch_nats_health(js.client(), health_reporter));
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(chat_memory_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(chat_memory_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let api = MemoryApi::new(publisher, store, settings.limits.clone());
+    let max_decode = settings.limits.max_request_bytes + 64 * 1024;
+    tracing::info!(addr = ?listener.local_addr().ok(), "gateway serving");
+    let served = Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(MemoryServiceServer::new(api).max_decoding_message_size(max_decode))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await;
+    health_watch.abort();
+    served?;
+    tracing::info!("gateway stopped");
+    Ok(())
+}
+
+/// Reports NOT_SERVING while the NATS connection is down, so a load balancer
+/// sends updates to a gateway that can accept them.
+async fn watch_nats_health(
+    client: async_nats::Client,
+    reporter: tonic_health::server::HealthReporter,
+) {
+    let mut serving = true;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let connected = client.connection_state() == async_nats::connection::State::Connected;
+        if connected != serving {
+            serving = connected;
+            if connected {
+                tracing::info!("NATS connection restored");
+                reporter
+                    .set_serving::<MemoryServiceServer<MemoryApi>>()
+                    .await;
+            } else {
+                tracing::warn!("NATS connection lost");
+                reporter
+                    .set_not_serving::<MemoryServiceServer<MemoryApi>>()
+                    .await;
+            }
+        }
+    }
+}

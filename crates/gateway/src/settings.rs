@@ -1,0 +1,46 @@
+//! Gateway settings: `[nats]`, `[store]`, `[limits]`, `[telemetry]` and the listen address.
+
+use std::net::SocketAddr;
+
+use job_queue::QueueSettings;
+use serde::{Deserialize, Serialize};
+use service_kit::grpc_client::ClientSettings;
+use service_kit::settings::{SettingsError, Validate};
+use service_kit::telemetry::TelemetrySettings;
+
+use crate::validation::Limits;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Address of the public gRPC listener.
+    pub listen_addr: String,
+    pub nats: QueueSettings,
+    /// How to reach memory-store.
+    pub store: ClientSettings,
+    pub limits: Limits,
+    pub telemetry: TelemetrySettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen_addr: "127.0.0.1:50051".into(),
+            nats: QueueSettings::default(),
+            store: ClientSettings::new("http://127.0.0.1:50052"),
+            limits: Limits::default(),
+            telemetry: TelemetrySettings::default(),
+        }
+    }
+}
+
+impl Validate for Settings {
+    fn validate(&self) -> Result<(), SettingsError> {
+        self.listen_addr
+            .parse::<SocketAddr>()
+            .map_err(|e| SettingsError::invalid("listen_addr", e.to_string()))?;
+        self.nats.validate()?;
+        self.store.validate("store")?;
+        self.limits.validate()
+    }
+}

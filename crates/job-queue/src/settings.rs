@@ -1,0 +1,136 @@
+//! Queue settings, one section (`nats`) of both the gateway's and the worker's settings.
+
+use serde::{Deserialize, Serialize};
+use service_kit::settings::SettingsError;
+
+/// Where the jobs stream lives and how it is shaped.
+///
+/// `stream`, `subject_prefix` and `partitions` must be equal in every gateway and
+/// worker of a deployment: they define where a chat's jobs are.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueueSettings {
+    /// NATS server URL.
+    pub url: String,
+    /// JetStream stream holding the update jobs.
+    pub stream: String,
+    /// Subjects are `<subject_prefix>.jobs.<partition>`.
+    pub subject_prefix: String,
+    /// Number of partitions; fixed for the life of the stream (changing it re-maps chats).
+    pub partitions: u32,
+    /// JetStream duplicate window: a job id seen again within it is not stored twice.
+    pub duplicate_window_secs: u64,
+    /// Stream limit on stored (unacknowledged) jobs; publishing beyond it fails with a full-queue error.
+    pub max_jobs: i64,
+    /// Stream limit in bytes.
+    pub max_bytes: i64,
+    /// How long to wait for the server's publish acknowledgement.
+    pub publish_timeout_ms: u64,
+    /// How long to wait for the first connection at start.
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        Self {
+            url: "nats://127.0.0.1:4222".into(),
+            stream: "CHAT_MEMORY_JOBS".into(),
+            subject_prefix: "chatmemory".into(),
+            partitions: 32,
+            duplicate_window_secs: 600,
+            max_jobs: 1_000_000,
+            max_bytes: 1 << 30,
+            publish_timeout_ms: 5_000,
+            connect_timeout_ms: 5_000,
+        }
+    }
+}
+
+impl QueueSettings {
+    /// Checks the values that would otherwise fail late or silently.
+    ///
+    /// # Errors
+    /// [`SettingsError::Invalid`] naming the first bad field.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        if !self.url.starts_with("nats://") && !self.url.starts_with("tls://") {
+            return Err(SettingsError::invalid(
+                "nats.url",
+                "must start with nats:// or tls://",
+            ));
+        }
+        let name_ok = !self.stream.is_empty()
+            && self
+                .stream
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !name_ok {
+            return Err(SettingsError::invalid(
+                "nats.stream",
+                "must be non-empty [A-Za-z0-9_-]",
+            ));
+        }
+        let prefix_ok = !self.subject_prefix.is_empty()
+            && self.subject_prefix.split('.').all(|t| {
+                !t.is_empty()
+                    && t.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            });
+        if !prefix_ok {
+            return Err(SettingsError::invalid(
+                "nats.subject_prefix",
+                "must be dot-separated [A-Za-z0-9_-] tokens",
+            ));
+        }
+        if self.partitions == 0 || self.partitions > 1024 {
+            return Err(SettingsError::invalid(
+                "nats.partitions",
+                "must be between 1 and 1024",
+            ));
+        }
+        if self.duplicate_window_secs == 0 {
+            return Err(SettingsError::invalid(
+                "nats.duplicate_window_secs",
+                "must be at least 1",
+            ));
+        }
+        if self.max_jobs <= 0 || self.max_bytes <= 0 {
+            return Err(SettingsError::invalid(
+                "nats.max_jobs",
+                "limits must be positive",
+            ));
+        }
+        if self.publish_timeout_ms == 0 || self.connect_timeout_ms == 0 {
+            return Err(SettingsError::invalid(
+                "nats.publish_timeout_ms",
+                "timeouts must be positive",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        assert!(QueueSettings::default().validate().is_ok());
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let cases: [(&str, fn(&mut QueueSettings)); 4] = [
+            ("nats.url", |s| s.url = "http://x".into()),
+            ("nats.stream", |s| s.stream = "a.b".into()),
+            ("nats.subject_prefix", |s| s.subject_prefix = "a..b".into()),
+            ("nats.partitions", |s| s.partitions = 0),
+        ];
+        for (field, mutate) in cases {
+            let mut s = QueueSettings::default();
+            mutate(&mut s);
+            let err = s.validate().expect_err(field).to_string();
+            assert!(err.contains(field), "{field}: {err}");
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! Connecting to NATS and creating the jobs stream idempotently.
+//!
+//! The stream is created if missing and never deleted or reconfigured here:
+//! deleting it would drop accepted jobs. A running stream whose shape differs from
+//! the settings is reported, and changing it is an explicit operation (runbooks).
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+
+use crate::QueueSettings;
+
+/// Queue failures, shared by publisher and consumers.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("NATS at {url} is unreachable: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    #[error("NATS did not answer within {0:?} at start")]
+    ConnectTimeout(Duration),
+    #[error("jobs stream {stream}: {reason}")]
+    Stream { stream: String, reason: String },
+    #[error("the jobs queue is full ({0})")]
+    Full(String),
+    #[error("job message of {size} bytes exceeds the server's maximum payload")]
+    TooLarge { size: usize },
+    #[error("publishing the job failed: {0}")]
+    Publish(String),
+}
+
+impl QueueError {
+    /// True when the failure is the dependency being unavailable (retry later).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            Self::Connect { .. } | Self::ConnectTimeout(_) | Self::Publish(_) | Self::Stream { .. }
+        )
+    }
+}
+
+/// Connects to NATS, failing within `connect_timeout_ms` when the server is down.
+/// After the first connection the client reconnects by itself, forever.
+///
+/// # Errors
+/// [`QueueError::Connect`] or [`QueueError::ConnectTimeout`].
+pub async fn connect(
+    settings: &QueueSettings,
+    client_name: &str,
+) -> Result<jetstream::Context, QueueError> {
+    let timeout = Duration::from_millis(settings.connect_timeout_ms);
+    let options = async_nats::ConnectOptions::new()
+        .name(client_name)
+        .connection_timeout(timeout)
+        .retry_on_initial_connect()
+        .max_reconnects(None);
+    // retry_on_initial_connect makes connect() return at once and keep trying in the
+    // background; we still want a clear failure at start, so wait for the first
+    // connection with a deadline.
+    let client = options
+        .connect(&settings.url)
+        .await
+        .map_err(|source| QueueError::Connect {
+            url: settings.url.clone(),
+            source,
+        })?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    while client.connection_state() != async_nats::connection::State::Connected {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(QueueError::ConnectTimeout(timeout));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut js = jetstream::new(client);
+    js.set_timeout(Duration::from_millis(settings.publish_timeout_ms));
+    Ok(js)
+}
+
+/// The stream configuration the settings describe.
+pub fn stream_config(settings: &QueueSettings) -> stream::Config {
+    stream::Config {
+        name: settings.stream.clone(),
+        subjects: vec![chat_memory_proto::jobs::stream_subjects(
+            &settings.subject_prefix,
+        )],
+        // Work queue: a job is removed once acknowledged; each partition consumer
+        // filters a distinct subject, which work-queue retention requires.
+        retention: stream::RetentionPolicy::WorkQueue,
+        // File storage: an acknowledged publish survives a NATS restart.
+        storage: stream::StorageType::File,
+        // Refuse new jobs when full rather than dropping accepted ones.
+        discard: stream::DiscardPolicy::New,
+        max_messages: settings.max_jobs,
+        max_bytes: settings.max_bytes,
+        duplicate_window: Duration::from_secs(settings.duplicate_window_secs),
+        num_replicas: 1,
+        ..Default::default()
+    }
+}
+
+/// Returns the jobs stream, creating it if absent. Never changes an existing one.
+///
+/// # Errors
+/// [`QueueError::Stream`] when JetStream refuses, or an existing stream binds other subjects.
+pub async fn ensure_stream(
+    js: &jetstream::Context,
+    settings: &QueueSettings,
+) -> Result<stream::Stream, QueueError> {
+    let wanted = stream_config(settings);
+    let err = |reason: String| QueueError::Stream {
+        stream: settings.stream.clone(),
+        reason,
+    };
+    let mut stream = js
+        .get_or_create_stream(wanted.clone())
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    let info = stream.info().await.map_err(|e| err(e.to_string()))?;
+    if info.config.subjects != wanted.subjects || info.config.retention != wanted.retention {
+        return Err(err(format!(
+            "exists with subjects {:?} and retention {:?}, settings want {:?} and {:?}",
+            info.config.subjects, info.config.retention, wanted.subjects, wanted.retention
+        )));
+    }
+    if info.config.duplicate_window != wanted.duplicate_window
+        || info.config.max_messages != wanted.max_messages
+    {
+        tracing::warn!(
+            stream = %settings.stream,
+            "jobs stream limits differ from settings; keeping the stream's (change them explicitly, see runbooks/maintenance.md)"
+        );
+    }
+    Ok(stream)
+}

@@ -1,0 +1,93 @@
+//! Connecting to Postgres and the helpers every write transaction shares.
+
+use std::time::Duration;
+
+use migration::{Migrator, MigratorTrait};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
+    DbErr, EntityTrait, Statement,
+};
+
+use crate::{
+    domain::{ChatId, StreamSeq},
+    entity::chat_tombstones,
+    error::StoreError,
+    settings::DatabaseSettings,
+};
+
+/// Opens the pool and proves the server answers.
+///
+/// # Errors
+/// [`StoreError::DatabaseUnavailable`] when Postgres cannot be reached within
+/// the connect and acquire timeouts (memory-store must not start half-alive).
+pub async fn connect(settings: &DatabaseSettings) -> Result<DatabaseConnection, StoreError> {
+    let connect_timeout = Duration::from_millis(settings.connect_timeout_ms);
+    let acquire_timeout = Duration::from_millis(settings.acquire_timeout_ms);
+    let mut options = ConnectOptions::new(settings.url.clone());
+    options
+        .max_connections(settings.max_connections)
+        .min_connections(settings.min_connections)
+        .connect_timeout(connect_timeout)
+        .acquire_timeout(acquire_timeout)
+        .sqlx_logging(false);
+    // sqlx retries refused connections until its own deadline; bound the whole
+    // start-up so an unreachable server fails fast with one clear error.
+    let deadline = connect_timeout + acquire_timeout;
+    let db = tokio::time::timeout(deadline, Database::connect(options))
+        .await
+        .map_err(|_| {
+            StoreError::DatabaseUnavailable(DbErr::Custom(format!(
+                "no connection to Postgres within {} ms",
+                deadline.as_millis()
+            )))
+        })?
+        .map_err(StoreError::DatabaseUnavailable)?;
+    db.ping().await.map_err(StoreError::DatabaseUnavailable)?;
+    Ok(db)
+}
+
+/// Refuses to serve on a schema that is behind this binary.
+///
+/// Read-only: it never creates the migrations table, so it works for a role
+/// without DDL rights and never races the migration Job.
+///
+/// # Errors
+/// [`StoreError::SchemaNotMigrated`] listing the pending migrations.
+pub async fn ensure_migrated(db: &DatabaseConnection) -> Result<(), StoreError> {
+    let pending: Vec<String> = Migrator::get_pending_migrations_read_only(db)
+        .await?
+        .iter()
+        .map(|m| m.name().to_owned())
+        .collect();
+    if pending.is_empty() {
+        Ok(())
+    } else {
+        Err(StoreError::SchemaNotMigrated { pending })
+    }
+}
+
+/// Serialises every write of one chat: held until the transaction ends.
+///
+/// All checks (tombstone, applied sequence, version) and the writes that follow
+/// run under this lock, so two deliveries of the same chat cannot interleave.
+pub async fn lock_chat(txn: &DatabaseTransaction, chat_id: &ChatId) -> Result<(), StoreError> {
+    txn.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+        [chat_id.as_str().into()],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Whether the chat was deleted after the job at `seq` was accepted.
+pub async fn deleted_through(
+    txn: &DatabaseTransaction,
+    chat_id: &ChatId,
+    seq: StreamSeq,
+) -> Result<bool, StoreError> {
+    let tombstone = chat_tombstones::Entity::find_by_id(chat_id.as_str())
+        .one(txn)
+        .await?;
+    Ok(tombstone.is_some_and(|t| t.deleted_through_seq >= seq.get()))
+}

@@ -1,0 +1,300 @@
+//! Domain types: parsed, valid inputs and the results of store operations.
+//!
+//! Parse, don't validate: the gRPC layer turns raw request fields into these
+//! types once, and the query layer only accepts them, so an empty chat id or a
+//! zero stream sequence can never reach a SQL statement.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::error::StoreError;
+
+/// A non-empty chat id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatId(String);
+
+impl ChatId {
+    /// # Errors
+    /// [`StoreError::InvalidArgument`] on an empty id.
+    pub fn parse(raw: String) -> Result<Self, StoreError> {
+        if raw.is_empty() {
+            return Err(StoreError::invalid("chat_id", "must not be empty"));
+        }
+        Ok(Self(raw))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A job id: a UUID assigned by the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobId(Uuid);
+
+impl JobId {
+    /// # Errors
+    /// [`StoreError::InvalidArgument`] naming `job_id` when `raw` is not a UUID.
+    pub fn parse(raw: &str) -> Result<Self, StoreError> {
+        if raw.is_empty() {
+            return Err(StoreError::invalid("job_id", "must not be empty"));
+        }
+        Uuid::parse_str(raw)
+            .map(Self)
+            .map_err(|_| StoreError::invalid("job_id", "must be a UUID"))
+    }
+
+    pub fn uuid(self) -> Uuid {
+        self.0
+    }
+}
+
+/// A JetStream stream sequence: positive, and stored as `bigint`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct StreamSeq(i64);
+
+impl StreamSeq {
+    /// # Errors
+    /// [`StoreError::InvalidArgument`] naming `field` for 0 or a value beyond `i64::MAX`.
+    pub fn parse(raw: u64, field: &'static str) -> Result<Self, StoreError> {
+        if raw == 0 {
+            return Err(StoreError::invalid(field, "must be at least 1"));
+        }
+        i64::try_from(raw)
+            .map(Self)
+            .map_err(|_| StoreError::invalid(field, "out of range"))
+    }
+
+    pub fn get(self) -> i64 {
+        self.0
+    }
+}
+
+/// Converts a protobuf `uint32` to the `integer` columns (counts, attempts).
+///
+/// # Errors
+/// [`StoreError::InvalidArgument`] naming `field` beyond `i32::MAX`.
+pub fn count(raw: u32, field: &'static str) -> Result<i32, StoreError> {
+    i32::try_from(raw).map_err(|_| StoreError::invalid(field, "out of range"))
+}
+
+/// The lifecycle of a job, stored as text in `jobs.state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// # Errors
+    /// [`StoreError::CorruptRow`] for a value the CHECK constraint should have refused.
+    pub fn from_db(raw: &str) -> Result<Self, StoreError> {
+        match raw {
+            "queued" => Ok(Self::Queued),
+            "running" => Ok(Self::Running),
+            "succeeded" => Ok(Self::Succeeded),
+            "failed" => Ok(Self::Failed),
+            other => Err(StoreError::CorruptRow {
+                table: "jobs",
+                reason: format!("unknown state {other:?}"),
+            }),
+        }
+    }
+
+    /// Succeeded and failed jobs never run again.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed)
+    }
+}
+
+/// Token counts of the three rendered fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TokenCounts {
+    pub user_confirmed: i32,
+    pub llm_inferred: i32,
+    pub general_summary: i32,
+}
+
+/// The memory as the summarizer produced it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemoryContent {
+    pub user_confirmed: String,
+    pub llm_inferred: String,
+    pub general_summary: String,
+    pub tokens: TokenCounts,
+    /// Opaque agent state, validated as JSON at the edge.
+    pub state: serde_json::Value,
+}
+
+/// A job the gateway durably accepted into the stream.
+#[derive(Debug, Clone)]
+pub struct AcceptedJob {
+    pub job_id: JobId,
+    pub chat_id: ChatId,
+    pub stream_seq: StreamSeq,
+    pub message_count: i32,
+    pub idempotency_key: Option<String>,
+    pub accepted_at: DateTime<Utc>,
+}
+
+/// A delivery of a job the worker is about to process.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub job_id: JobId,
+    pub chat_id: ChatId,
+    pub stream_seq: StreamSeq,
+    /// JetStream delivery count (1 for the first delivery).
+    pub attempt: i32,
+    pub message_count: i32,
+    pub accepted_at: DateTime<Utc>,
+}
+
+/// Why a job must not be applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    AlreadyApplied,
+    Superseded,
+    ChatDeleted,
+    AlreadyFailed,
+}
+
+/// What `begin_job` decided.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Begin {
+    /// Apply the job on top of `prior` (absent for a new chat) at `prior_version` (0 if new).
+    Apply {
+        prior: Option<MemoryContent>,
+        prior_version: i64,
+    },
+    Skip(Skip),
+}
+
+/// A finished job's new memory, to be written if the chat has not moved on.
+#[derive(Debug, Clone)]
+pub struct Commit {
+    pub job_id: JobId,
+    pub chat_id: ChatId,
+    pub stream_seq: StreamSeq,
+    pub expected_version: i64,
+    pub content: MemoryContent,
+    pub attempt: i32,
+}
+
+/// The outcome of a commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitOutcome {
+    Applied,
+    AlreadyApplied,
+    Superseded,
+    ChatDeleted,
+    VersionConflict,
+}
+
+/// The outcome of a commit and the chat's memory version after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Committed {
+    pub outcome: CommitOutcome,
+    pub version: i64,
+}
+
+/// A failed attempt of a job.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub job_id: JobId,
+    pub chat_id: ChatId,
+    pub stream_seq: StreamSeq,
+    pub attempt: i32,
+    pub error: String,
+    /// The job will never be retried.
+    pub terminal: bool,
+}
+
+/// A chat's memory and how fresh it is.
+#[derive(Debug, Clone)]
+pub struct MemoryView {
+    pub chat_id: String,
+    pub content: MemoryContent,
+    pub version: i64,
+    pub updated_at: DateTime<Utc>,
+    pub last_applied_job_id: Uuid,
+    /// Jobs of the chat still queued or running.
+    pub pending_jobs: u64,
+}
+
+/// A job's status.
+#[derive(Debug, Clone)]
+pub struct JobView {
+    pub job_id: Uuid,
+    pub chat_id: String,
+    pub state: JobState,
+    pub attempts: i32,
+    pub error: Option<String>,
+    pub resulting_version: Option<i64>,
+    pub stream_seq: i64,
+    pub accepted_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What a chat delete removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deleted {
+    pub memory_deleted: bool,
+    pub jobs_removed: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_chat_id_is_rejected_with_the_field_name() {
+        let err = ChatId::parse(String::new()).err().map(|e| e.to_string());
+        assert_eq!(err.as_deref(), Some("chat_id: must not be empty"));
+    }
+
+    #[test]
+    fn job_ids_must_be_uuids() {
+        assert!(JobId::parse("0190b2a0-7d1e-7c2b-9f5e-3b8f2a1c4d5e").is_ok());
+        for bad in ["", "not-a-uuid", "1234"] {
+            let err = JobId::parse(bad)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(err.starts_with("job_id: "), "{bad:?} gave {err:?}");
+        }
+    }
+
+    #[test]
+    fn stream_seq_zero_and_overflow_are_rejected() {
+        assert!(StreamSeq::parse(0, "stream_seq").is_err());
+        assert!(StreamSeq::parse(u64::MAX, "stream_seq").is_err());
+        assert_eq!(
+            StreamSeq::parse(7, "stream_seq").map(StreamSeq::get).ok(),
+            Some(7)
+        );
+    }
+
+    #[test]
+    fn job_states_round_trip_through_their_column_value() {
+        for s in [
+            JobState::Queued,
+            JobState::Running,
+            JobState::Succeeded,
+            JobState::Failed,
+        ] {
+            assert_eq!(JobState::from_db(s.as_str()).ok(), Some(s));
+        }
+        assert!(JobState::from_db("paused").is_err());
+    }
+}

@@ -1,0 +1,222 @@
+//! Conversions between `chatmemory.store.v1` messages and domain types.
+//!
+//! Requests are parsed here once; every failure names the offending field.
+
+use chat_memory_proto::{
+    store::{self as pb},
+    time::{from_timestamp, to_timestamp},
+    v1 as pb_v1,
+};
+use chrono::{DateTime, Utc};
+use prost_types::Timestamp;
+
+use crate::{
+    domain::{
+        AcceptedJob, Begin, ChatId, Commit, CommitOutcome, Committed, Delivery, Failure, JobId,
+        JobState, JobView, MemoryContent, MemoryView, Skip, StreamSeq, TokenCounts, count,
+    },
+    error::StoreError,
+};
+
+/// An optional timestamp: absent means "now" (the caller did not know better).
+fn time_or_now(ts: Option<&Timestamp>, field: &'static str) -> Result<DateTime<Utc>, StoreError> {
+    match ts {
+        None => Ok(Utc::now()),
+        Some(ts) => from_timestamp(ts).ok_or_else(|| StoreError::invalid(field, "out of range")),
+    }
+}
+
+pub fn accepted_job(r: pb::RecordAcceptedRequest) -> Result<AcceptedJob, StoreError> {
+    let chat_id = ChatId::parse(r.chat_id)?;
+    Ok(AcceptedJob {
+        chat_id,
+        job_id: JobId::parse(&r.job_id)?,
+        stream_seq: StreamSeq::parse(r.stream_seq, "stream_seq")?,
+        message_count: count(r.message_count, "message_count")?,
+        accepted_at: time_or_now(r.accepted_at.as_ref(), "accepted_at")?,
+        idempotency_key: Some(r.idempotency_key).filter(|k| !k.is_empty()),
+    })
+}
+
+pub fn delivery(r: pb::BeginJobRequest) -> Result<Delivery, StoreError> {
+    let chat_id = ChatId::parse(r.chat_id)?;
+    Ok(Delivery {
+        chat_id,
+        job_id: JobId::parse(&r.job_id)?,
+        stream_seq: StreamSeq::parse(r.stream_seq, "stream_seq")?,
+        attempt: count(r.attempt, "attempt")?,
+        message_count: count(r.message_count, "message_count")?,
+        accepted_at: time_or_now(r.accepted_at.as_ref(), "accepted_at")?,
+    })
+}
+
+pub fn commit(r: pb::CommitJobRequest) -> Result<Commit, StoreError> {
+    let chat_id = ChatId::parse(r.chat_id)?;
+    let content = r
+        .content
+        .ok_or_else(|| StoreError::invalid("content", "is required"))?;
+    if r.expected_version < 0 {
+        return Err(StoreError::invalid(
+            "expected_version",
+            "must not be negative",
+        ));
+    }
+    Ok(Commit {
+        chat_id,
+        job_id: JobId::parse(&r.job_id)?,
+        stream_seq: StreamSeq::parse(r.stream_seq, "stream_seq")?,
+        expected_version: r.expected_version,
+        content: memory_content(content)?,
+        attempt: count(r.attempt, "attempt")?,
+    })
+}
+
+pub fn failure(r: pb::FailJobRequest) -> Result<Failure, StoreError> {
+    let chat_id = ChatId::parse(r.chat_id)?;
+    Ok(Failure {
+        chat_id,
+        job_id: JobId::parse(&r.job_id)?,
+        stream_seq: StreamSeq::parse(r.stream_seq, "stream_seq")?,
+        attempt: count(r.attempt, "attempt")?,
+        error: r.error,
+        terminal: r.terminal,
+    })
+}
+
+/// `through_stream_seq` may be 0: nothing of the chat is left in the stream.
+pub fn through_seq(raw: u64) -> Result<i64, StoreError> {
+    i64::try_from(raw).map_err(|_| StoreError::invalid("through_stream_seq", "out of range"))
+}
+
+fn memory_content(c: pb::MemoryContent) -> Result<MemoryContent, StoreError> {
+    let tokens = c.token_counts.unwrap_or_default();
+    // An empty state means "no state yet"; anything else must be JSON.
+    let state = if c.state_json.trim().is_empty() {
+        serde_json::Value::Object(serde_json::Map::new())
+    } else {
+        serde_json::from_str(&c.state_json)
+            .map_err(|e| StoreError::invalid("content.state_json", format!("not JSON: {e}")))?
+    };
+    Ok(MemoryContent {
+        user_confirmed: c.user_confirmed,
+        llm_inferred: c.llm_inferred,
+        general_summary: c.general_summary,
+        tokens: TokenCounts {
+            user_confirmed: count(tokens.user_confirmed, "content.token_counts.user_confirmed")?,
+            llm_inferred: count(tokens.llm_inferred, "content.token_counts.llm_inferred")?,
+            general_summary: count(
+                tokens.general_summary,
+                "content.token_counts.general_summary",
+            )?,
+        },
+        state,
+    })
+}
+
+/// Stored counts are written from `u32` values, so they are never negative.
+fn unsigned(v: i32) -> u32 {
+    u32::try_from(v).unwrap_or(0)
+}
+
+fn token_counts(t: TokenCounts) -> pb_v1::TokenCounts {
+    let (u, l, g) = (
+        unsigned(t.user_confirmed),
+        unsigned(t.llm_inferred),
+        unsigned(t.general_summary),
+    );
+    pb_v1::TokenCounts {
+        user_confirmed: u,
+        llm_inferred: l,
+        general_summary: g,
+        total: u.saturating_add(l).saturating_add(g),
+    }
+}
+
+pub fn content_to_pb(c: MemoryContent) -> pb::MemoryContent {
+    pb::MemoryContent {
+        user_confirmed: c.user_confirmed,
+        llm_inferred: c.llm_inferred,
+        general_summary: c.general_summary,
+        token_counts: Some(token_counts(c.tokens)),
+        state_json: c.state.to_string(),
+    }
+}
+
+pub fn begin_to_pb(b: Begin) -> pb::BeginJobResponse {
+    match b {
+        Begin::Apply {
+            prior,
+            prior_version,
+        } => pb::BeginJobResponse {
+            skip: pb::SkipReason::Unspecified.into(),
+            prior: prior.map(content_to_pb),
+            prior_version,
+        },
+        Begin::Skip(reason) => {
+            let skip = match reason {
+                Skip::AlreadyApplied => pb::SkipReason::AlreadyApplied,
+                Skip::Superseded => pb::SkipReason::Superseded,
+                Skip::ChatDeleted => pb::SkipReason::ChatDeleted,
+                Skip::AlreadyFailed => pb::SkipReason::AlreadyFailed,
+            };
+            pb::BeginJobResponse {
+                skip: skip.into(),
+                prior: None,
+                prior_version: 0,
+            }
+        }
+    }
+}
+
+pub fn committed_to_pb(c: Committed) -> pb::CommitJobResponse {
+    let outcome = match c.outcome {
+        CommitOutcome::Applied => pb::CommitOutcome::Applied,
+        CommitOutcome::AlreadyApplied => pb::CommitOutcome::AlreadyApplied,
+        CommitOutcome::Superseded => pb::CommitOutcome::Superseded,
+        CommitOutcome::ChatDeleted => pb::CommitOutcome::ChatDeleted,
+        CommitOutcome::VersionConflict => pb::CommitOutcome::VersionConflict,
+    };
+    pb::CommitJobResponse {
+        outcome: outcome.into(),
+        version: c.version,
+    }
+}
+
+pub fn memory_to_pb(m: MemoryView) -> pb::GetMemoryResponse {
+    let tokens = token_counts(m.content.tokens);
+    pb::GetMemoryResponse {
+        chat_id: m.chat_id,
+        memory: Some(pb_v1::Memory {
+            user_confirmed: m.content.user_confirmed,
+            llm_inferred: m.content.llm_inferred,
+            general_summary: m.content.general_summary,
+            token_counts: Some(tokens),
+            version: m.version,
+            updated_at: Some(to_timestamp(m.updated_at)),
+        }),
+        freshness: Some(pb_v1::Freshness {
+            last_applied_job_id: m.last_applied_job_id.to_string(),
+            pending_jobs: u32::try_from(m.pending_jobs).unwrap_or(u32::MAX),
+        }),
+    }
+}
+
+pub fn job_to_pb(j: JobView) -> pb::GetJobResponse {
+    let state = match j.state {
+        JobState::Queued => pb_v1::JobState::Queued,
+        JobState::Running => pb_v1::JobState::Running,
+        JobState::Succeeded => pb_v1::JobState::Succeeded,
+        JobState::Failed => pb_v1::JobState::Failed,
+    };
+    pb::GetJobResponse {
+        job_id: j.job_id.to_string(),
+        chat_id: j.chat_id,
+        state: state.into(),
+        attempts: unsigned(j.attempts),
+        error: j.error.unwrap_or_default(),
+        resulting_version: j.resulting_version,
+        accepted_at: Some(to_timestamp(j.accepted_at)),
+        updated_at: Some(to_timestamp(j.updated_at)),
+        stream_seq: u64::try_from(j.stream_seq).unwrap_or(0),
+    }
+}

@@ -1,0 +1,99 @@
+//! The `chatmemory.store.v1.MemoryStore` adapter: each handler converts the
+//! request ([`convert`]), calls the query layer, and maps the error.
+
+mod convert;
+
+use chat_memory_proto::store::{self as pb, memory_store_server::MemoryStore};
+use sea_orm::DatabaseConnection;
+use tonic::{Request, Response, Status};
+
+use crate::{
+    domain::{ChatId, JobId},
+    jobs, memories,
+};
+
+/// The gRPC service; cheap to clone (the pool is shared).
+#[derive(Clone)]
+pub struct StoreService {
+    db: DatabaseConnection,
+}
+
+impl StoreService {
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+}
+
+#[tonic::async_trait]
+impl MemoryStore for StoreService {
+    async fn record_accepted(
+        &self,
+        request: Request<pb::RecordAcceptedRequest>,
+    ) -> Result<Response<pb::RecordAcceptedResponse>, Status> {
+        let job = convert::accepted_job(request.into_inner())?;
+        let recorded = jobs::record_accepted(&self.db, job).await?;
+        Ok(Response::new(pb::RecordAcceptedResponse {
+            inserted: recorded.inserted,
+            earlier_acceptance: recorded.earlier_acceptance,
+        }))
+    }
+
+    async fn begin_job(
+        &self,
+        request: Request<pb::BeginJobRequest>,
+    ) -> Result<Response<pb::BeginJobResponse>, Status> {
+        let delivery = convert::delivery(request.into_inner())?;
+        let begin = jobs::begin_job(&self.db, delivery).await?;
+        Ok(Response::new(convert::begin_to_pb(begin)))
+    }
+
+    async fn commit_job(
+        &self,
+        request: Request<pb::CommitJobRequest>,
+    ) -> Result<Response<pb::CommitJobResponse>, Status> {
+        let commit = convert::commit(request.into_inner())?;
+        let committed = memories::commit_job(&self.db, commit).await?;
+        Ok(Response::new(convert::committed_to_pb(committed)))
+    }
+
+    async fn fail_job(
+        &self,
+        request: Request<pb::FailJobRequest>,
+    ) -> Result<Response<pb::FailJobResponse>, Status> {
+        let failure = convert::failure(request.into_inner())?;
+        jobs::fail_job(&self.db, failure).await?;
+        Ok(Response::new(pb::FailJobResponse {}))
+    }
+
+    async fn get_memory(
+        &self,
+        request: Request<pb::GetMemoryRequest>,
+    ) -> Result<Response<pb::GetMemoryResponse>, Status> {
+        let chat_id = ChatId::parse(request.into_inner().chat_id)?;
+        let memory = memories::get_memory(&self.db, &chat_id).await?;
+        Ok(Response::new(convert::memory_to_pb(memory)))
+    }
+
+    async fn get_job(
+        &self,
+        request: Request<pb::GetJobRequest>,
+    ) -> Result<Response<pb::GetJobResponse>, Status> {
+        let job_id = JobId::parse(&request.into_inner().job_id)?;
+        let job = jobs::get_job(&self.db, job_id).await?;
+        Ok(Response::new(convert::job_to_pb(job)))
+    }
+
+    async fn delete_chat(
+        &self,
+        request: Request<pb::DeleteChatRequest>,
+    ) -> Result<Response<pb::DeleteChatResponse>, Status> {
+        let request = request.into_inner();
+        let chat_id = ChatId::parse(request.chat_id)?;
+        let through = convert::through_seq(request.through_stream_seq)?;
+        let deleted = memories::delete_chat(&self.db, &chat_id, through).await?;
+        Ok(Response::new(pb::DeleteChatResponse {
+            memory_deleted: deleted.memory_deleted,
+            jobs_removed: u32::try_from(deleted.jobs_removed).unwrap_or(u32::MAX),
+        }))
+    }
+}

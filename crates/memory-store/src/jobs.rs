@@ -1,0 +1,304 @@
+//! The job lifecycle: accepted (gateway), begun, failed (worker), and status reads.
+//!
+//! Every write locks the chat first (see [`crate::db::lock_chat`]), so the
+//! read-then-write sequences below cannot interleave with another write of the
+//! same chat.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, DatabaseConnection, DatabaseTransaction, EntityTrait,
+    TransactionTrait, TryInsertResult,
+};
+
+use crate::{
+    db::{deleted_through, lock_chat},
+    domain::{
+        AcceptedJob, Begin, ChatId, Delivery, Failure, JobId, JobState, JobView, Skip, StreamSeq,
+    },
+    entity::{jobs, memories},
+    error::StoreError,
+    memories::content_of,
+};
+
+/// The error recorded on a job that a later job of its chat overtook.
+pub const SUPERSEDED_ERROR: &str = "superseded by a later update";
+
+/// Records a job the gateway accepted, as `queued`. Never changes a known job.
+///
+/// What [`record_accepted`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recorded {
+    /// The row was inserted now.
+    pub inserted: bool,
+    /// The job was known from another stream message: a repeated request.
+    pub earlier_acceptance: bool,
+}
+
+/// Returns whether the row was inserted, and whether the job id was already
+/// accepted as another stream message. A job of a chat deleted after it was
+/// accepted is not recorded (it would stay "pending" forever).
+pub async fn record_accepted(
+    db: &DatabaseConnection,
+    job: AcceptedJob,
+) -> Result<Recorded, StoreError> {
+    let txn = begin_chat(db, &job.chat_id).await?;
+    if deleted_through(&txn, &job.chat_id, job.stream_seq).await? {
+        txn.commit().await?;
+        return Ok(Recorded {
+            inserted: false,
+            earlier_acceptance: false,
+        });
+    }
+    let job_id = job.job_id.uuid();
+    let stream_seq = job.stream_seq.get();
+    let row = jobs::ActiveModel {
+        job_id: Set(job.job_id.uuid()),
+        chat_id: Set(job.chat_id.as_str().to_owned()),
+        stream_seq: Set(job.stream_seq.get()),
+        state: Set(JobState::Queued.as_str().to_owned()),
+        attempts: Set(0),
+        error: Set(None),
+        resulting_version: Set(None),
+        message_count: Set(job.message_count),
+        idempotency_key: Set(job.idempotency_key),
+        accepted_at: Set(job.accepted_at),
+        updated_at: Set(Utc::now()),
+    };
+    let result = jobs::Entity::insert(row)
+        .on_conflict_do_nothing_on([jobs::Column::JobId])
+        .exec_without_returning(&txn)
+        .await?;
+    let inserted = matches!(result, TryInsertResult::Inserted(n) if n > 0);
+    let earlier_acceptance = if inserted {
+        false
+    } else {
+        jobs::Entity::find_by_id(job_id)
+            .one(&txn)
+            .await?
+            .is_some_and(|known| known.stream_seq != stream_seq)
+    };
+    txn.commit().await?;
+    Ok(Recorded {
+        inserted,
+        earlier_acceptance,
+    })
+}
+
+/// Decides whether a delivery must be applied and, if so, marks the job
+/// `running` and returns the memory to build on.
+pub async fn begin_job(db: &DatabaseConnection, d: Delivery) -> Result<Begin, StoreError> {
+    let txn = begin_chat(db, &d.chat_id).await?;
+    if deleted_through(&txn, &d.chat_id, d.stream_seq).await? {
+        txn.commit().await?;
+        return Ok(Begin::Skip(Skip::ChatDeleted));
+    }
+    let job = find_job(&txn, d.job_id, &d.chat_id).await?;
+    if let Some(row) = &job {
+        match JobState::from_db(&row.state)? {
+            JobState::Succeeded => return finish(txn, Begin::Skip(Skip::AlreadyApplied)).await,
+            JobState::Failed => return finish(txn, Begin::Skip(Skip::AlreadyFailed)).await,
+            JobState::Queued | JobState::Running => {}
+        }
+    }
+    let new_row = NewJobRow {
+        job_id: d.job_id,
+        chat_id: &d.chat_id,
+        stream_seq: d.stream_seq,
+        message_count: d.message_count,
+        accepted_at: d.accepted_at,
+    };
+    let memory = memories::Entity::find_by_id(d.chat_id.as_str())
+        .one(&txn)
+        .await?;
+    if memory
+        .as_ref()
+        .is_some_and(|m| m.last_applied_seq >= d.stream_seq.get())
+    {
+        write_job(&txn, job, new_row, JobWrite::superseded(d.attempt)).await?;
+        return finish(txn, Begin::Skip(Skip::Superseded)).await;
+    }
+    let running = JobWrite {
+        state: JobState::Running,
+        attempts: d.attempt,
+        error: None,
+        resulting_version: None,
+    };
+    write_job(&txn, job, new_row, running).await?;
+    txn.commit().await?;
+    Ok(match memory {
+        Some(m) => Begin::Apply {
+            prior_version: m.version,
+            prior: Some(content_of(m)),
+        },
+        None => Begin::Apply {
+            prior: None,
+            prior_version: 0,
+        },
+    })
+}
+
+/// Records a failed attempt. A succeeded job is never touched; a failed one
+/// only takes a later terminal error.
+pub async fn fail_job(db: &DatabaseConnection, f: Failure) -> Result<(), StoreError> {
+    let txn = begin_chat(db, &f.chat_id).await?;
+    let job = find_job(&txn, f.job_id, &f.chat_id).await?;
+    let current = job
+        .as_ref()
+        .map(|row| JobState::from_db(&row.state))
+        .transpose()?;
+    let state = match (current, f.terminal) {
+        (Some(JobState::Succeeded), _) | (Some(JobState::Failed), false) => None,
+        (_, true) => Some(JobState::Failed),
+        (Some(JobState::Queued | JobState::Running) | None, false) => Some(JobState::Running),
+    };
+    // A job of a deleted chat is not brought back by its failure report.
+    let deleted = job.is_none() && deleted_through(&txn, &f.chat_id, f.stream_seq).await?;
+    if let (Some(state), false) = (state, deleted) {
+        let new_row = NewJobRow {
+            job_id: f.job_id,
+            chat_id: &f.chat_id,
+            stream_seq: f.stream_seq,
+            message_count: 0,
+            accepted_at: Utc::now(),
+        };
+        let write = JobWrite {
+            state,
+            attempts: f.attempt,
+            error: Some(Some(f.error)),
+            resulting_version: None,
+        };
+        write_job(&txn, job, new_row, write).await?;
+    }
+    txn.commit().await?;
+    Ok(())
+}
+
+/// A job's status.
+///
+/// # Errors
+/// [`StoreError::NotFound`] for an unknown job.
+pub async fn get_job(db: &DatabaseConnection, job_id: JobId) -> Result<JobView, StoreError> {
+    let row = jobs::Entity::find_by_id(job_id.uuid())
+        .one(db)
+        .await?
+        .ok_or(StoreError::NotFound("job"))?;
+    Ok(JobView {
+        state: JobState::from_db(&row.state)?,
+        job_id: row.job_id,
+        chat_id: row.chat_id,
+        attempts: row.attempts,
+        error: row.error,
+        resulting_version: row.resulting_version,
+        stream_seq: row.stream_seq,
+        accepted_at: row.accepted_at,
+        updated_at: row.updated_at,
+    })
+}
+
+/// Opens a transaction holding the chat's write lock.
+pub(crate) async fn begin_chat(
+    db: &DatabaseConnection,
+    chat_id: &ChatId,
+) -> Result<DatabaseTransaction, StoreError> {
+    let txn = db.begin().await?;
+    lock_chat(&txn, chat_id).await?;
+    Ok(txn)
+}
+
+/// Commits a transaction (releasing the chat lock) and returns `value`.
+async fn finish<T>(txn: DatabaseTransaction, value: T) -> Result<T, StoreError> {
+    txn.commit().await?;
+    Ok(value)
+}
+
+/// Loads a job; a job id already used by another chat is a caller bug.
+pub(crate) async fn find_job(
+    txn: &DatabaseTransaction,
+    job_id: JobId,
+    chat_id: &ChatId,
+) -> Result<Option<jobs::Model>, StoreError> {
+    let row = jobs::Entity::find_by_id(job_id.uuid()).one(txn).await?;
+    match row {
+        Some(row) if row.chat_id != chat_id.as_str() => Err(StoreError::invalid(
+            "job_id",
+            "already used by another chat",
+        )),
+        row => Ok(row),
+    }
+}
+
+/// The columns of a job row that only matter when the row does not exist yet
+/// (the worker can see a job before the gateway's RecordAccepted lands).
+pub(crate) struct NewJobRow<'a> {
+    pub job_id: JobId,
+    pub chat_id: &'a ChatId,
+    pub stream_seq: StreamSeq,
+    pub message_count: i32,
+    pub accepted_at: DateTime<Utc>,
+}
+
+/// A change of a job's lifecycle columns.
+pub(crate) struct JobWrite {
+    pub state: JobState,
+    /// Kept as the maximum of the stored and the reported attempt count.
+    pub attempts: i32,
+    /// `None` keeps the stored error; `Some(e)` replaces it.
+    pub error: Option<Option<String>>,
+    pub resulting_version: Option<i64>,
+}
+
+impl JobWrite {
+    pub(crate) fn superseded(attempt: i32) -> Self {
+        Self {
+            state: JobState::Failed,
+            attempts: attempt,
+            error: Some(Some(SUPERSEDED_ERROR.to_owned())),
+            resulting_version: None,
+        }
+    }
+}
+
+/// Applies `write` to the job row, inserting the row from `new_row` when missing.
+pub(crate) async fn write_job(
+    txn: &DatabaseTransaction,
+    existing: Option<jobs::Model>,
+    new_row: NewJobRow<'_>,
+    write: JobWrite,
+) -> Result<(), StoreError> {
+    let now = Utc::now();
+    match existing {
+        Some(row) => {
+            let attempts = row.attempts.max(write.attempts);
+            let mut active: jobs::ActiveModel = row.into();
+            active.state = Set(write.state.as_str().to_owned());
+            active.attempts = Set(attempts);
+            if let Some(error) = write.error {
+                active.error = Set(error);
+            }
+            if let Some(version) = write.resulting_version {
+                active.resulting_version = Set(Some(version));
+            }
+            active.updated_at = Set(now);
+            active.update(txn).await?;
+        }
+        None => {
+            let active = jobs::ActiveModel {
+                job_id: Set(new_row.job_id.uuid()),
+                chat_id: Set(new_row.chat_id.as_str().to_owned()),
+                stream_seq: Set(new_row.stream_seq.get()),
+                state: Set(write.state.as_str().to_owned()),
+                attempts: Set(write.attempts),
+                error: Set(write.error.flatten()),
+                resulting_version: Set(write.resulting_version),
+                message_count: Set(new_row.message_count),
+                idempotency_key: Set(None),
+                accepted_at: Set(new_row.accepted_at),
+                updated_at: Set(now),
+            };
+            jobs::Entity::insert(active)
+                .exec_without_returning(txn)
+                .await?;
+        }
+    }
+    Ok(())
+}

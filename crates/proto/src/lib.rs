@@ -1,0 +1,32 @@
+//! Wire contracts shared by the chat-memory services.
+//!
+//! # Layout
+//! - [`v1`]: the public API served by the gateway (`chatmemory.v1`).
+//! - [`store`]: memory-store's internal API (`chatmemory.store.v1`).
+//! - [`jobs`]: the update-job payload and the JetStream subject layout.
+//! - [`time`]: conversions between protobuf timestamps and `chrono`.
+//! - [`FILE_DESCRIPTOR_SET`]: every service above, for gRPC reflection and tests
+//!   that enumerate RPCs.
+
+pub mod jobs;
+pub mod time;
+
+/// Public API: `chatmemory.v1`.
+pub mod v1 {
+    tonic::include_proto!("chatmemory.v1");
+}
+
+/// Internal memory-store API: `chatmemory.store.v1` (re-exported from `store::v1`,
+/// whose nesting mirrors the package so generated cross-package paths resolve).
+pub mod store {
+    pub use self::v1::*;
+
+    #[allow(clippy::all)]
+    pub mod v1 {
+        tonic::include_proto!("chatmemory.store.v1");
+    }
+}
+
+/// Encoded `FileDescriptorSet` of all chat-memory protos.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/chatmemory_descriptor.bin"));

@@ -1,0 +1,269 @@
+//! The structured memory behind the three text layers, serialised as the
+//! opaque `state_json` the worker stores and hands back.
+//!
+//! Only `Vec`s and structs: serialisation order is insertion order, so the
+//! same input always yields byte-identical JSON.
+
+use serde::{Deserialize, Serialize};
+
+use super::text::near_duplicate;
+use crate::tool::PriorMemory;
+
+/// Bumped when the state layout changes incompatibly; older state is then
+/// re-seeded from the text layers instead of misread.
+pub(crate) const STATE_VERSION: u32 = 1;
+
+/// Most message ids kept per item: enough provenance, bounded state size.
+const MAX_SOURCE_IDS: usize = 8;
+
+/// Most evicted items remembered, newest last.
+const MAX_RECENT_EVICTIONS: usize = 16;
+
+/// Salience given to items recovered from text without structured state.
+const SEEDED_SALIENCE: u32 = 4;
+
+/// Salience added when an item is seen again or confirmed.
+const REINFORCEMENT: u32 = 1;
+
+/// Salience never grows beyond this, so an old item cannot become unevictable.
+const MAX_SALIENCE: u32 = 16;
+
+/// Which layer an item or summary line belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Field {
+    UserConfirmed,
+    LlmInferred,
+    GeneralSummary,
+}
+
+/// One remembered statement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Item {
+    pub text: String,
+    pub field: Field,
+    /// How worth keeping the item is; the lowest goes first when over budget.
+    pub salience: u32,
+    /// Ids of the messages this item came from, oldest first.
+    pub source_ids: Vec<String>,
+    pub first_batch: u64,
+    pub last_seen_batch: u64,
+}
+
+/// One line of the rolling summary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SummaryLine {
+    pub text: String,
+    pub batch: u64,
+    pub source_ids: Vec<String>,
+}
+
+/// Something dropped to stay within a budget.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Eviction {
+    pub field: Field,
+    pub text: String,
+    pub source_ids: Vec<String>,
+    pub batch: u64,
+}
+
+/// Eviction counters per layer plus the most recent evictions.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Evictions {
+    pub user_confirmed: u64,
+    pub llm_inferred: u64,
+    pub general_summary: u64,
+    pub recent: Vec<Eviction>,
+}
+
+/// Everything the offline backend knows about one chat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct MemoryState {
+    pub version: u32,
+    /// Number of batches folded in so far; the current batch's number while one is processed.
+    pub batch: u64,
+    /// User-confirmed and inferred items, in the order they were first seen.
+    pub items: Vec<Item>,
+    /// Rolling summary, oldest line first.
+    pub summary: Vec<SummaryLine>,
+    /// Texts of the inferred items of the last assistant message, when a batch
+    /// ended with it: a "yes" at the start of the next batch confirms them.
+    #[serde(default)]
+    pub open_inferences: Vec<String>,
+    #[serde(default)]
+    pub evictions: Evictions,
+}
+
+impl MemoryState {
+    fn empty() -> Self {
+        Self {
+            version: STATE_VERSION,
+            batch: 0,
+            items: Vec::new(),
+            summary: Vec::new(),
+            open_inferences: Vec::new(),
+            evictions: Evictions::default(),
+        }
+    }
+
+    /// The state to continue from: the prior structured state when it parses,
+    /// otherwise items re-seeded line by line from the prior text layers.
+    pub(crate) fn load(prior: Option<&PriorMemory>) -> Self {
+        let Some(prior) = prior else {
+            return Self::empty();
+        };
+        let parsed = prior
+            .state_json
+            .as_deref()
+            .and_then(|json| serde_json::from_str::<Self>(json).ok())
+            .filter(|state| state.version == STATE_VERSION);
+        match parsed {
+            Some(state) => state,
+            None => {
+                if prior.state_json.is_some() {
+                    tracing::warn!("prior state_json unreadable, re-seeding from text layers");
+                }
+                Self::seed(prior)
+            }
+        }
+    }
+
+    fn seed(prior: &PriorMemory) -> Self {
+        let mut state = Self::empty();
+        for (layer, field) in [
+            (&prior.user_confirmed, Field::UserConfirmed),
+            (&prior.llm_inferred, Field::LlmInferred),
+        ] {
+            for text in layer_lines(layer) {
+                state.absorb(Item {
+                    text,
+                    field,
+                    salience: SEEDED_SALIENCE,
+                    source_ids: Vec::new(),
+                    first_batch: 0,
+                    last_seen_batch: 0,
+                });
+            }
+        }
+        state.summary = layer_lines(&prior.general_summary)
+            .into_iter()
+            .map(|text| SummaryLine {
+                text,
+                batch: 0,
+                source_ids: Vec::new(),
+            })
+            .collect();
+        state
+    }
+
+    /// Adds `candidate`, or folds it into an existing item saying the same
+    /// thing. Returns the index of the item that now holds it, or `None` when
+    /// the candidate was redundant (a guess about an already confirmed fact).
+    pub(crate) fn absorb(&mut self, candidate: Item) -> Option<usize> {
+        let Some(index) = self
+            .items
+            .iter()
+            .position(|i| near_duplicate(&i.text, &candidate.text))
+        else {
+            self.items.push(candidate);
+            return Some(self.items.len() - 1);
+        };
+        let existing = &mut self.items[index];
+        existing.last_seen_batch = existing.last_seen_batch.max(candidate.last_seen_batch);
+        merge_sources(&mut existing.source_ids, &candidate.source_ids);
+        match (existing.field, candidate.field) {
+            (Field::UserConfirmed, Field::LlmInferred) => None,
+            (Field::LlmInferred, Field::UserConfirmed) => {
+                // The user said it themselves: keep their words, now confirmed.
+                existing.field = Field::UserConfirmed;
+                existing.text = candidate.text;
+                existing.salience = existing.salience.max(candidate.salience);
+                Some(index)
+            }
+            _ => {
+                existing.salience =
+                    (existing.salience.max(candidate.salience) + REINFORCEMENT).min(MAX_SALIENCE);
+                Some(index)
+            }
+        }
+    }
+
+    /// Turns the inferred item worded `inferred` into a user-confirmed fact
+    /// worded `confirmed_text`, crediting the confirming message.
+    pub(crate) fn confirm(&mut self, inferred: &str, confirmed_text: String, confirming_id: &str) {
+        let Some(index) = self.find_inferred(inferred) else {
+            return;
+        };
+        let mut confirmed = self.items.remove(index);
+        confirmed.field = Field::UserConfirmed;
+        confirmed.text = confirmed_text;
+        confirmed.salience = (confirmed.salience + REINFORCEMENT).min(MAX_SALIENCE);
+        confirmed.last_seen_batch = self.batch;
+        merge_sources(&mut confirmed.source_ids, &[confirming_id.to_owned()]);
+        // Re-absorb: the confirmed wording may duplicate a fact already stated.
+        self.absorb(confirmed);
+    }
+
+    /// Drops the inferred item worded `inferred`: the user said it is wrong.
+    pub(crate) fn refute(&mut self, inferred: &str) {
+        if let Some(index) = self.find_inferred(inferred) {
+            self.items.remove(index);
+        }
+    }
+
+    fn find_inferred(&self, text: &str) -> Option<usize> {
+        self.items
+            .iter()
+            .position(|i| i.field == Field::LlmInferred && i.text == text)
+    }
+
+    /// Records that `text` was dropped from `field` to stay within budget.
+    pub(crate) fn record_eviction(&mut self, field: Field, text: String, source_ids: Vec<String>) {
+        let counter = match field {
+            Field::UserConfirmed => &mut self.evictions.user_confirmed,
+            Field::LlmInferred => &mut self.evictions.llm_inferred,
+            Field::GeneralSummary => &mut self.evictions.general_summary,
+        };
+        *counter += 1;
+        let recent = &mut self.evictions.recent;
+        recent.push(Eviction {
+            field,
+            text,
+            source_ids,
+            batch: self.batch,
+        });
+        if recent.len() > MAX_RECENT_EVICTIONS {
+            let excess = recent.len() - MAX_RECENT_EVICTIONS;
+            recent.drain(..excess);
+        }
+    }
+}
+
+/// Appends ids not yet present, keeping only the newest [`MAX_SOURCE_IDS`].
+pub(crate) fn merge_sources(into: &mut Vec<String>, from: &[String]) {
+    for id in from {
+        if !into.contains(id) {
+            into.push(id.clone());
+        }
+    }
+    if into.len() > MAX_SOURCE_IDS {
+        let excess = into.len() - MAX_SOURCE_IDS;
+        into.drain(..excess);
+    }
+}
+
+/// The items of a rendered layer: one per non-empty line, list marker removed.
+fn layer_lines(layer: &str) -> Vec<String> {
+    layer
+        .lines()
+        .map(|l| l.trim())
+        .map(|l| {
+            l.strip_prefix("- ")
+                .or_else(|| l.strip_prefix("* "))
+                .unwrap_or(l)
+                .trim()
+        })
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}

@@ -1,0 +1,108 @@
+//! Token counting with `cl100k_base`, the budget unit of every memory layer.
+//!
+//! The BPE tables are embedded in `tiktoken-rs`, but building the encoder is
+//! slow (seconds in debug builds), so it is built once per process and
+//! [`warm_tokenizer`] lets `main` pay that cost before serving.
+
+use std::sync::OnceLock;
+
+use tiktoken_rs::CoreBPE;
+
+/// Appended to text shortened to fit a budget, so readers can tell.
+const ELLIPSIS: &str = "…";
+
+static ENCODER: OnceLock<Option<CoreBPE>> = OnceLock::new();
+
+fn encoder() -> Option<&'static CoreBPE> {
+    ENCODER
+        .get_or_init(|| match tiktoken_rs::cl100k_base() {
+            Ok(bpe) => Some(bpe),
+            Err(e) => {
+                // Cannot happen with the embedded tables; if it does, counting
+                // falls back to bytes, an upper bound, so limits still hold.
+                tracing::error!(error = %e, "cl100k_base tokenizer unavailable, counting bytes");
+                None
+            }
+        })
+        .as_ref()
+}
+
+/// Builds the tokenizer now so the first request does not pay for it.
+pub fn warm_tokenizer() {
+    let _ = count_tokens("warm up");
+}
+
+/// Number of `cl100k_base` tokens in `text` (special-token markers count as
+/// ordinary text).
+pub fn count_tokens(text: &str) -> u32 {
+    let n = match encoder() {
+        Some(bpe) => bpe.encode_ordinary(text).len(),
+        None => text.len(),
+    };
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// Longest prefix of `text` (whole words when possible, ending in `…`) whose
+/// token count is at most `max_tokens`; `text` itself when it already fits, and
+/// an empty string when not even one character fits.
+pub(crate) fn clip_to_tokens(text: &str, max_tokens: u32) -> String {
+    if count_tokens(text) <= max_tokens {
+        return text.to_owned();
+    }
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let by_words = longest_fitting(words.len(), max_tokens, |n| {
+        format!("{}{ELLIPSIS}", words[..n].join(" "))
+    });
+    if let Some(clipped) = by_words {
+        return clipped;
+    }
+    let chars: Vec<char> = text.chars().collect();
+    longest_fitting(chars.len(), max_tokens, |n| {
+        format!("{}{ELLIPSIS}", chars[..n].iter().collect::<String>())
+    })
+    .unwrap_or_default()
+}
+
+/// Binary search for the largest `n` in `1..=len` whose candidate fits. Token
+/// counts grow (weakly) with the prefix length, which makes the search valid.
+fn longest_fitting(
+    len: usize,
+    max_tokens: u32,
+    candidate: impl Fn(usize) -> String,
+) -> Option<String> {
+    let (mut lo, mut hi) = (1usize, len);
+    let mut best = None;
+    while lo <= hi {
+        let mid = lo + (hi - lo) / 2;
+        let text = candidate(mid);
+        if count_tokens(&text) <= max_tokens {
+            best = Some(text);
+            lo = mid + 1;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counting_matches_cl100k() {
+        assert_eq!(count_tokens(""), 0);
+        assert_eq!(count_tokens("hello world"), 2);
+    }
+
+    #[test]
+    fn clipping_respects_the_budget_and_keeps_short_text() {
+        let text = "My member ID is XKH-448812 and my plan is the Aetna Choice POS II plan";
+        assert_eq!(clip_to_tokens(text, 100), text);
+        for budget in 0..12 {
+            let clipped = clip_to_tokens(text, budget);
+            assert!(count_tokens(&clipped) <= budget, "{budget}: {clipped}");
+        }
+        assert!(clip_to_tokens(text, 6).starts_with("My member"));
+    }
+}

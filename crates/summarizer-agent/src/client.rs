@@ -1,0 +1,327 @@
+//! [`AgentClient`]: how other services call the agent's `summarize` tool.
+//!
+//! One MCP connection (an rmcp client over streamable HTTP) is shared by all
+//! clones and tasks. It is opened on the first call, and dropped when a call
+//! fails at the transport level, for example because the agent restarted; a
+//! call that hit such a failure on an older connection is retried once on a
+//! new one, so a restart is invisible to callers. Every call is bounded by the
+//! per-call timeout, connecting included.
+
+use std::{sync::Arc, time::Duration};
+
+use rmcp::{
+    ServiceError, ServiceExt,
+    model::{
+        CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, Implementation,
+    },
+    service::{ClientInitializeError, RoleClient, RunningService},
+    transport::{
+        StreamableHttpClientTransport, streamable_http_client::StreamableHttpClientTransportConfig,
+    },
+};
+use tokio::sync::Mutex;
+
+use crate::tool::{BACKEND_UNAVAILABLE_CODE, SummarizeInput, SummarizeOutput, TOOL_NAME};
+
+/// Concurrent tool calls one connection carries (rmcp's default is 16).
+const MAX_CONCURRENT_CALLS: usize = 64;
+
+type Session = RunningService<RoleClient, ClientConfig>;
+
+/// Why a `summarize` call failed. [`AgentClientError::is_transient`] tells the
+/// caller whether to retry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AgentClientError {
+    /// The agent could not be reached, dropped the connection, did not answer
+    /// within the call timeout, or reported its backend temporarily down.
+    #[error("summarizer agent unavailable: {0}")]
+    Unavailable(String),
+    /// The agent refused the call (invalid input, tool error); retrying the
+    /// same input fails again.
+    #[error("summarizer agent rejected the call: {message}")]
+    Rejected {
+        /// JSON-RPC error code, when the refusal was a protocol error.
+        code: Option<i32>,
+        /// What the agent said.
+        message: String,
+    },
+    /// The agent answered with something that is not a `SummarizeOutput`.
+    #[error("summarizer agent returned invalid output: {0}")]
+    InvalidOutput(String),
+    /// The client was constructed with an unusable URL or settings.
+    #[error("invalid summarizer agent client configuration: {0}")]
+    InvalidConfig(String),
+}
+
+impl AgentClientError {
+    /// True when a later retry of the same call may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Unavailable(_) => true,
+            Self::Rejected { .. } | Self::InvalidOutput(_) | Self::InvalidConfig(_) => false,
+        }
+    }
+}
+
+/// Client of the agent's `summarize` tool. Cheap to clone; clones share one
+/// connection, and any number of tasks may call it at once.
+#[derive(Clone)]
+pub struct AgentClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    url: String,
+    call_timeout: Duration,
+    /// Shared HTTP connection pool; survives reconnects of the MCP session.
+    http: reqwest::Client,
+    /// The current MCP connection: `None` before the first call and after a
+    /// transport failure. A tokio mutex because connecting happens under it,
+    /// so concurrent callers share one connection attempt.
+    session: Mutex<Option<Arc<Session>>>,
+}
+
+impl std::fmt::Debug for AgentClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentClient")
+            .field("url", &self.inner.url)
+            .field("call_timeout", &self.inner.call_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How one attempt on one session failed.
+enum Attempt {
+    /// The connection is suspect: drop it, maybe retry.
+    Transport(String),
+    /// Anything else; final.
+    Final(AgentClientError),
+}
+
+impl AgentClient {
+    /// A client for the MCP endpoint at `url` (e.g. `http://summarizer-agent:50053/mcp`).
+    /// Does not connect: the agent need not be up yet.
+    ///
+    /// # Errors
+    /// [`AgentClientError::InvalidConfig`] when `url` is not an http(s) URL or
+    /// `call_timeout` is zero.
+    pub fn new(url: &str, call_timeout: Duration) -> Result<Self, AgentClientError> {
+        let parsed = reqwest::Url::parse(url)
+            .map_err(|e| AgentClientError::InvalidConfig(format!("url {url:?}: {e}")))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(AgentClientError::InvalidConfig(format!(
+                "url {url:?}: not http(s)"
+            )));
+        }
+        if call_timeout.is_zero() {
+            return Err(AgentClientError::InvalidConfig(
+                "call_timeout must be positive".into(),
+            ));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(call_timeout)
+            .build()
+            .map_err(|e| AgentClientError::InvalidConfig(format!("http client: {e}")))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                url: url.to_owned(),
+                call_timeout,
+                http,
+                session: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// The endpoint this client calls.
+    pub fn url(&self) -> &str {
+        &self.inner.url
+    }
+
+    /// Calls `summarize` with `input`, within the call timeout.
+    ///
+    /// # Errors
+    /// [`AgentClientError::Unavailable`] (transient) for connection failures and
+    /// timeouts; [`AgentClientError::Rejected`] and
+    /// [`AgentClientError::InvalidOutput`] (permanent) otherwise.
+    pub async fn summarize(
+        &self,
+        input: &SummarizeInput,
+    ) -> Result<SummarizeOutput, AgentClientError> {
+        let arguments = match serde_json::to_value(input) {
+            Ok(serde_json::Value::Object(map)) => map,
+            Ok(_) | Err(_) => {
+                return Err(AgentClientError::Rejected {
+                    code: None,
+                    message: "input does not serialise to a JSON object".into(),
+                });
+            }
+        };
+        let timeout = self.inner.call_timeout;
+        match tokio::time::timeout(timeout, self.call_with_reconnect(arguments)).await {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::debug!(url = %self.inner.url, ?timeout, "summarize call timed out");
+                Err(AgentClientError::Unavailable(format!(
+                    "no answer within {timeout:?}"
+                )))
+            }
+        }
+    }
+
+    async fn call_with_reconnect(
+        &self,
+        arguments: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<SummarizeOutput, AgentClientError> {
+        let (session, fresh) = self.session().await?;
+        let first = call_once(&session, arguments.clone()).await;
+        let Err(Attempt::Transport(reason)) = first else {
+            return first.map_err(Attempt::into_error);
+        };
+        self.discard(&session).await;
+        if fresh {
+            return Err(AgentClientError::Unavailable(reason));
+        }
+        // The connection predates this call: the agent may have restarted
+        // since. One retry on a new connection tells the two cases apart.
+        tracing::info!(url = %self.inner.url, %reason, "agent connection broken, reconnecting");
+        let (session, _) = self.session().await?;
+        let second = call_once(&session, arguments).await;
+        if matches!(second, Err(Attempt::Transport(_))) {
+            self.discard(&session).await;
+        }
+        second.map_err(Attempt::into_error)
+    }
+
+    /// The shared session, connecting first when there is none. The flag is
+    /// true when this call created it.
+    async fn session(&self) -> Result<(Arc<Session>, bool), AgentClientError> {
+        let mut slot = self.inner.session.lock().await;
+        if let Some(session) = slot.as_ref() {
+            return Ok((Arc::clone(session), false));
+        }
+        let transport = StreamableHttpClientTransport::with_client(
+            self.inner.http.clone(),
+            StreamableHttpClientTransportConfig::with_uri(self.inner.url.as_str())
+                .max_concurrent_requests(MAX_CONCURRENT_CALLS),
+        );
+        let config = ClientConfig::new(
+            ClientCapabilities::default(),
+            Implementation::new("summarizer-agent-client", env!("CARGO_PKG_VERSION")),
+        );
+        let session = Arc::new(config.serve(transport).await.map_err(init_error)?);
+        tracing::debug!(url = %self.inner.url, "connected to summarizer agent");
+        *slot = Some(Arc::clone(&session));
+        Ok((session, true))
+    }
+
+    /// Forgets `broken` if it is still the shared session (another task may
+    /// already have replaced it). In-flight calls on it keep their handle.
+    async fn discard(&self, broken: &Arc<Session>) {
+        let mut slot = self.inner.session.lock().await;
+        if slot
+            .as_ref()
+            .is_some_and(|current| Arc::ptr_eq(current, broken))
+        {
+            *slot = None;
+        }
+    }
+}
+
+async fn call_once(
+    session: &Session,
+    arguments: serde_json::Map<String, serde_json::Value>,
+) -> Result<SummarizeOutput, Attempt> {
+    let params = CallToolRequestParams::new(TOOL_NAME).with_arguments(arguments);
+    let result = session.call_tool(params).await.map_err(service_error)?;
+    parse_output(result).map_err(Attempt::Final)
+}
+
+/// The structured content as a [`SummarizeOutput`]; the text content is the
+/// fallback for servers that only send text.
+fn parse_output(result: CallToolResult) -> Result<SummarizeOutput, AgentClientError> {
+    let text = || {
+        result
+            .content
+            .iter()
+            .filter_map(|c| c.as_text().map(|t| t.text.as_str()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    if result.is_error == Some(true) {
+        return Err(AgentClientError::Rejected {
+            code: None,
+            message: text(),
+        });
+    }
+    let parsed = match &result.structured_content {
+        Some(value) => serde_json::from_value::<SummarizeOutput>(value.clone()),
+        None => serde_json::from_str::<SummarizeOutput>(&text()),
+    };
+    parsed.map_err(|e| AgentClientError::InvalidOutput(e.to_string()))
+}
+
+fn service_error(error: ServiceError) -> Attempt {
+    match error {
+        ServiceError::McpError(e) if e.code.0 == BACKEND_UNAVAILABLE_CODE => {
+            Attempt::Final(AgentClientError::Unavailable(e.message.into_owned()))
+        }
+        ServiceError::McpError(e) => Attempt::Final(AgentClientError::Rejected {
+            code: Some(e.code.0),
+            message: e.message.into_owned(),
+        }),
+        e @ (ServiceError::TransportSend(_)
+        | ServiceError::TransportClosed
+        | ServiceError::Cancelled { .. }
+        | ServiceError::Timeout { .. }) => Attempt::Transport(error_chain(&e)),
+        e @ ServiceError::UnexpectedResponse => {
+            Attempt::Final(AgentClientError::InvalidOutput(e.to_string()))
+        }
+        // Subscription and input-required errors cannot come from a plain
+        // tool call; treat anything unforeseen as permanent.
+        e => Attempt::Final(AgentClientError::Rejected {
+            code: None,
+            message: e.to_string(),
+        }),
+    }
+}
+
+fn init_error(error: ClientInitializeError) -> AgentClientError {
+    match error {
+        ClientInitializeError::JsonRpcError(e) => AgentClientError::Rejected {
+            code: Some(e.code.0),
+            message: e.message.into_owned(),
+        },
+        e @ (ClientInitializeError::TransportError { .. }
+        | ClientInitializeError::ConnectionClosed(_)
+        | ClientInitializeError::Cancelled) => AgentClientError::Unavailable(error_chain(&e)),
+        // Protocol mismatches: retrying will not help.
+        e => AgentClientError::Rejected {
+            code: None,
+            message: error_chain(&e),
+        },
+    }
+}
+
+/// `error` and its causes on one line ("a: b: c"), for logs that need the root cause.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut line = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !line.contains(&cause_text) {
+            line.push_str(": ");
+            line.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    line
+}
+
+impl Attempt {
+    fn into_error(self) -> AgentClientError {
+        match self {
+            Self::Transport(reason) => AgentClientError::Unavailable(reason),
+            Self::Final(error) => error,
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! Serving: the MCP streamable-HTTP endpoint at `/mcp` and the standard gRPC
+//! health service, on one listener.
+//!
+//! ```text
+//!             ┌─ /mcp ───────────────────────▶ StreamableHttpService ─▶ SummarizerTools ─▶ backend
+//! listener ───┤  (HTTP/1.1 or h2c, stateless JSON)
+//!             └─ /grpc.health.v1.Health/* ───▶ tonic-health (h2c)
+//! ```
+
+mod mcp;
+
+use std::{future::Future, sync::Arc};
+
+use rmcp::transport::streamable_http_server::{
+    StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
+};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic_health::ServingStatus;
+
+use crate::{AgentError, backend::SummarizerBackend, settings::Settings};
+
+/// Name under which the health service reports the agent (besides `""`).
+pub const HEALTH_SERVICE_NAME: &str = "chatmemory.agent";
+
+/// Path of the MCP endpoint.
+pub const MCP_PATH: &str = "/mcp";
+
+/// Serves with the backend named in `settings` until `shutdown` resolves.
+///
+/// # Errors
+/// [`AgentError`] when the listener fails.
+pub async fn run(
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), AgentError> {
+    let backend = settings.backend.build();
+    run_with_backend(settings, backend, listener, shutdown).await
+}
+
+/// Serves with an explicit backend (tests wrap the offline one) until
+/// `shutdown` resolves, then finishes in-flight requests and returns.
+///
+/// # Errors
+/// [`AgentError`] when the listener fails.
+pub async fn run_with_backend(
+    settings: Settings,
+    backend: Arc<dyn SummarizerBackend>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), AgentError> {
+    let addr = listener.local_addr().map_err(AgentError::ListenerAddress)?;
+    let backend_name = backend.name();
+    // Cancelled on shutdown so rmcp ends its in-process request handling too.
+    let mcp_cancel = CancellationToken::new();
+    let mcp = StreamableHttpService::new(
+        move || Ok(mcp::SummarizerTools::new(Arc::clone(&backend))),
+        Arc::new(LocalSessionManager::default()),
+        mcp_config(&settings, mcp_cancel.child_token()),
+    );
+
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status(HEALTH_SERVICE_NAME, ServingStatus::Serving)
+        .await;
+    reporter
+        .set_service_status("", ServingStatus::Serving)
+        .await;
+
+    let app = tonic::service::Routes::new(health)
+        .into_axum_router()
+        .nest_service(MCP_PATH, mcp);
+
+    tracing::info!(%addr, backend = backend_name, "summarizer agent serving");
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("summarizer agent shutting down");
+            // Report NOT_SERVING first so health checks drain traffic away.
+            reporter
+                .set_service_status(HEALTH_SERVICE_NAME, ServingStatus::NotServing)
+                .await;
+            mcp_cancel.cancel();
+        })
+        .await;
+    result.map_err(AgentError::Serve)
+}
+
+/// Stateless streamable HTTP with plain JSON responses: no session lives in
+/// the agent, so a restart (or another replica) is invisible to clients.
+fn mcp_config(settings: &Settings, cancel: CancellationToken) -> StreamableHttpServerConfig {
+    StreamableHttpServerConfig::default()
+        .with_legacy_session_mode(false)
+        .with_json_response(true)
+        .with_sse_keep_alive(None)
+        .with_allowed_hosts(settings.allowed_hosts.clone())
+        .with_cancellation_token(cancel)
+}

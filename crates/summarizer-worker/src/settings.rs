@@ -1,0 +1,209 @@
+//! Worker settings.
+
+use std::net::SocketAddr;
+
+use job_queue::QueueSettings;
+use serde::{Deserialize, Serialize};
+use service_kit::grpc_client::ClientSettings;
+use service_kit::settings::{SettingsError, Validate};
+use service_kit::telemetry::TelemetrySettings;
+use summarizer_agent::tool::TokenLimits;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Address of the health endpoint (`grpc.health.v1`).
+    pub listen_addr: String,
+    pub nats: QueueSettings,
+    pub consumer: ConsumerSettings,
+    pub retry: RetrySettings,
+    /// How to reach memory-store.
+    pub store: ClientSettings,
+    pub agent: AgentSettings,
+    pub memory: MemoryBudget,
+    pub telemetry: TelemetrySettings,
+}
+
+/// How jobs are taken from JetStream.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsumerSettings {
+    /// Durable consumer names are `<durable_prefix>-p<partition>`.
+    pub durable_prefix: String,
+    /// A job unacknowledged this long is redelivered (its worker is presumed dead).
+    /// Also the longest a partition stalls after a worker dies mid-job.
+    pub ack_wait_ms: u64,
+    /// Progress acks while a job runs; must be well under `ack_wait_ms`.
+    pub progress_interval_ms: u64,
+    /// On shutdown, how long an in-flight job may still run before it is handed back.
+    pub shutdown_grace_ms: u64,
+}
+
+/// Retries of one delivery.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetrySettings {
+    /// Agent calls per job before the job ends FAILED.
+    pub max_attempts: u32,
+    pub initial_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+    /// How long one delivery keeps retrying memory-store before leaving the job to
+    /// be redelivered (the job is never failed because memory-store is down).
+    pub store_retry_ms: u64,
+}
+
+/// How to reach the summarizer agent.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentSettings {
+    /// MCP streamable-HTTP endpoint of the agent.
+    pub url: String,
+    /// Deadline of one agent call.
+    pub call_timeout_ms: u64,
+}
+
+/// Token budget of each memory field, counted with the cl100k BPE.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MemoryBudget {
+    pub user_confirmed_tokens: u32,
+    pub llm_inferred_tokens: u32,
+    pub general_summary_tokens: u32,
+}
+
+impl MemoryBudget {
+    pub fn limits(&self) -> TokenLimits {
+        TokenLimits {
+            user_confirmed: self.user_confirmed_tokens,
+            llm_inferred: self.llm_inferred_tokens,
+            general_summary: self.general_summary_tokens,
+        }
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen_addr: "127.0.0.1:50054".into(),
+            nats: QueueSettings::default(),
+            consumer: ConsumerSettings::default(),
+            retry: RetrySettings::default(),
+            store: ClientSettings::new("http://127.0.0.1:50052"),
+            agent: AgentSettings::default(),
+            memory: MemoryBudget::default(),
+            telemetry: TelemetrySettings::default(),
+        }
+    }
+}
+
+impl Default for ConsumerSettings {
+    fn default() -> Self {
+        Self {
+            durable_prefix: "summarizer".into(),
+            ack_wait_ms: 30_000,
+            progress_interval_ms: 5_000,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        Self {
+            max_attempts: 5,
+            initial_backoff_ms: 200,
+            max_backoff_ms: 5_000,
+            store_retry_ms: 20_000,
+        }
+    }
+}
+
+impl Default for AgentSettings {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:50053/mcp".into(),
+            call_timeout_ms: 30_000,
+        }
+    }
+}
+
+impl Default for MemoryBudget {
+    fn default() -> Self {
+        let d = TokenLimits::default();
+        Self {
+            user_confirmed_tokens: d.user_confirmed,
+            llm_inferred_tokens: d.llm_inferred,
+            general_summary_tokens: d.general_summary,
+        }
+    }
+}
+
+impl Validate for Settings {
+    fn validate(&self) -> Result<(), SettingsError> {
+        self.listen_addr
+            .parse::<SocketAddr>()
+            .map_err(|e| SettingsError::invalid("listen_addr", e.to_string()))?;
+        self.nats.validate()?;
+        self.store.validate("store")?;
+        let c = &self.consumer;
+        if c.durable_prefix.is_empty()
+            || !c
+                .durable_prefix
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-')
+        {
+            return Err(SettingsError::invalid(
+                "consumer.durable_prefix",
+                "must be non-empty [A-Za-z0-9_-]",
+            ));
+        }
+        if c.ack_wait_ms < 1_000 {
+            return Err(SettingsError::invalid(
+                "consumer.ack_wait_ms",
+                "must be at least 1000",
+            ));
+        }
+        if c.progress_interval_ms == 0 || c.progress_interval_ms * 2 > c.ack_wait_ms {
+            return Err(SettingsError::invalid(
+                "consumer.progress_interval_ms",
+                "must be positive and at most half of ack_wait_ms",
+            ));
+        }
+        let r = &self.retry;
+        if r.max_attempts == 0 {
+            return Err(SettingsError::invalid(
+                "retry.max_attempts",
+                "must be at least 1",
+            ));
+        }
+        if r.initial_backoff_ms == 0 || r.max_backoff_ms < r.initial_backoff_ms {
+            return Err(SettingsError::invalid(
+                "retry.max_backoff_ms",
+                "backoffs must be positive and max >= initial",
+            ));
+        }
+        if !(self.agent.url.starts_with("http://") || self.agent.url.starts_with("https://")) {
+            return Err(SettingsError::invalid(
+                "agent.url",
+                "must be an http:// or https:// URL",
+            ));
+        }
+        if self.agent.call_timeout_ms == 0 {
+            return Err(SettingsError::invalid(
+                "agent.call_timeout_ms",
+                "must be positive",
+            ));
+        }
+        let m = &self.memory;
+        if m.user_confirmed_tokens == 0
+            || m.llm_inferred_tokens == 0
+            || m.general_summary_tokens == 0
+        {
+            return Err(SettingsError::invalid(
+                "memory",
+                "every token budget must be positive",
+            ));
+        }
+        Ok(())
+    }
+}

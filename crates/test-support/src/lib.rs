@@ -1,0 +1,41 @@
+//! Test harness: starts the real chat-memory stack in-process.
+//!
+//! Each [`TestStack`] gets its own Postgres database (migrated) and its own
+//! JetStream stream, subjects and consumer names, so tests run in parallel and
+//! leave nothing behind. Services listen on port 0. Nothing is mocked: the worker
+//! talks to the real agent over MCP and to memory-store over gRPC, memory-store to
+//! Postgres, the gateway to JetStream.
+//!
+//! # Layout
+//! - [`database`]: per-test databases (create, migrate, drop, sweep leftovers).
+//! - [`stack`]: the services, their addresses, and killing / adding workers.
+//! - [`gate`]: an agent backend wrapper that holds calls, to kill a worker mid-job.
+//! - [`wait`]: waiting for a condition with a deadline.
+
+pub mod database;
+pub mod gate;
+pub mod stack;
+pub mod wait;
+
+pub use stack::{StackOptions, TestStack};
+
+/// Postgres server the tests use; override with `CHAT_MEMORY_TEST_PG`.
+pub fn pg_server_url() -> String {
+    std::env::var("CHAT_MEMORY_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+/// NATS server the tests use; override with `CHAT_MEMORY_TEST_NATS`.
+pub fn nats_url() -> String {
+    std::env::var("CHAT_MEMORY_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+/// A name unique to this test: `<unix seconds>_<random>`; the time lets a later
+/// run sweep what a crashed run left behind.
+pub fn unique_suffix() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    format!("{secs}_{:08x}", rand::random::<u32>())
+}

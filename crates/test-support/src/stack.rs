@@ -1,0 +1,353 @@
+//! The whole stack, in-process, on port 0.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+use chat_memory_proto::store::memory_store_client::MemoryStoreClient;
+use chat_memory_proto::v1::memory_service_client::MemoryServiceClient;
+use chat_memory_proto::v1::{GetUpdateStatusRequest, GetUpdateStatusResponse, JobState};
+use job_queue::QueueSettings;
+use service_kit::grpc_client::ClientSettings;
+use summarizer_agent::backend::SummarizerBackend;
+
+use crate::database::TestDatabase;
+use crate::wait;
+
+/// What to start.
+pub struct StackOptions {
+    pub workers: usize,
+    pub partitions: u32,
+    /// Short, so a killed worker's job is redelivered quickly.
+    pub ack_wait_ms: u64,
+    /// Backend of the agent; the offline one when `None`.
+    pub backend: Option<Arc<dyn SummarizerBackend>>,
+    /// Stream limit, to test a full queue.
+    pub max_jobs: i64,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        Self {
+            workers: 1,
+            partitions: 8,
+            ack_wait_ms: 2_000,
+            backend: None,
+            max_jobs: 1_000_000,
+        }
+    }
+}
+
+/// A running service: its shutdown trigger and task.
+struct Service {
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), String>>,
+}
+
+impl Service {
+    async fn stop(mut self) -> Result<(), String> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match tokio::time::timeout(Duration::from_secs(15), &mut self.task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join)) => Err(format!("task failed: {join}")),
+            Err(_) => {
+                self.task.abort();
+                Err("did not stop within 15 s".into())
+            }
+        }
+    }
+}
+
+fn spawn<F, E>(run: impl FnOnce(oneshot::Receiver<()>) -> F) -> Service
+where
+    F: Future<Output = Result<(), E>> + Send + 'static,
+    E: std::fmt::Display,
+{
+    let (tx, rx) = oneshot::channel();
+    let fut = run(rx);
+    let task = tokio::spawn(async move { fut.await.map_err(|e| e.to_string()) });
+    Service {
+        shutdown: Some(tx),
+        task,
+    }
+}
+
+async fn signal(rx: oneshot::Receiver<()>) {
+    let _ = rx.await;
+}
+
+async fn bind() -> (TcpListener, SocketAddr) {
+    let l = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("bind: {e}"));
+    let addr = l.local_addr().unwrap_or_else(|e| panic!("local_addr: {e}"));
+    (l, addr)
+}
+
+/// The running stack. Call [`TestStack::shutdown`] at the end of a test to drop
+/// its database and stream (a later run sweeps what a panicking test leaves).
+pub struct TestStack {
+    pub database: TestDatabase,
+    pub queue: QueueSettings,
+    pub gateway_addr: SocketAddr,
+    pub store_addr: SocketAddr,
+    pub agent_addr: SocketAddr,
+    pub worker_settings: summarizer_worker::Settings,
+    gateway: Option<Service>,
+    store: Option<Service>,
+    agent: Option<Service>,
+    workers: Vec<Option<Service>>,
+    /// Health addresses of the workers, by index.
+    pub worker_addrs: Vec<SocketAddr>,
+}
+
+impl TestStack {
+    /// Starts everything with the default options.
+    pub async fn start() -> Self {
+        Self::start_with(StackOptions::default()).await
+    }
+
+    /// Starts memory-store, the agent, `workers` workers and the gateway, and
+    /// waits until the gateway and every worker report SERVING.
+    ///
+    /// # Panics
+    /// When Postgres or NATS is unreachable, or a service fails to start.
+    pub async fn start_with(opts: StackOptions) -> Self {
+        let database = TestDatabase::create().await;
+        let suffix = crate::unique_suffix();
+        let queue = QueueSettings {
+            url: crate::nats_url(),
+            stream: format!("CMT_{suffix}"),
+            subject_prefix: format!("cmt.{suffix}"),
+            partitions: opts.partitions,
+            max_jobs: opts.max_jobs,
+            duplicate_window_secs: 120,
+            ..QueueSettings::default()
+        };
+
+        let (store_listener, store_addr) = bind().await;
+        let mut store_settings = memory_store::settings::Settings::default();
+        store_settings.database.url = database.url.clone();
+        store_settings.database.max_connections = 16;
+        let store = spawn(|rx| memory_store::run(store_settings, store_listener, signal(rx)));
+
+        let (agent_listener, agent_addr) = bind().await;
+        let agent_settings = summarizer_agent::settings::Settings::default();
+        let backend = opts
+            .backend
+            .unwrap_or_else(|| agent_settings.backend.build());
+        let agent = spawn(|rx| {
+            summarizer_agent::server::run_with_backend(
+                agent_settings,
+                backend,
+                agent_listener,
+                signal(rx),
+            )
+        });
+
+        let mut worker_settings = summarizer_worker::Settings {
+            nats: queue.clone(),
+            store: ClientSettings::new(format!("http://{store_addr}")),
+            ..summarizer_worker::Settings::default()
+        };
+        worker_settings.agent.url = format!("http://{agent_addr}/mcp");
+        worker_settings.agent.call_timeout_ms = 10_000;
+        worker_settings.consumer.durable_prefix = "w".into();
+        worker_settings.consumer.ack_wait_ms = opts.ack_wait_ms;
+        worker_settings.consumer.progress_interval_ms = (opts.ack_wait_ms / 4).max(100);
+        worker_settings.consumer.shutdown_grace_ms = 2_000;
+        worker_settings.retry.initial_backoff_ms = 20;
+        worker_settings.retry.max_backoff_ms = 200;
+        worker_settings.retry.store_retry_ms = 2_000;
+
+        let (gateway_listener, gateway_addr) = bind().await;
+        let gateway_settings = gateway::Settings {
+            nats: queue.clone(),
+            store: ClientSettings::new(format!("http://{store_addr}")),
+            ..gateway::Settings::default()
+        };
+        let gateway = spawn(|rx| gateway::run(gateway_settings, gateway_listener, signal(rx)));
+
+        let mut stack = Self {
+            database,
+            queue,
+            gateway_addr,
+            store_addr,
+            agent_addr,
+            worker_settings,
+            gateway: Some(gateway),
+            store: Some(store),
+            agent: Some(agent),
+            workers: Vec::new(),
+            worker_addrs: Vec::new(),
+        };
+        stack.wait_serving(gateway_addr, "gateway").await;
+        stack.wait_serving(store_addr, "memory-store").await;
+        for _ in 0..opts.workers {
+            stack.add_worker().await;
+        }
+        stack
+    }
+
+    /// Starts one more worker; returns its index once it is consuming.
+    pub async fn add_worker(&mut self) -> usize {
+        let (listener, addr) = bind().await;
+        let settings = self.worker_settings.clone();
+        let worker = spawn(|rx| summarizer_worker::run(settings, listener, signal(rx)));
+        self.workers.push(Some(worker));
+        self.worker_addrs.push(addr);
+        self.wait_serving(addr, "summarizer-worker").await;
+        self.workers.len() - 1
+    }
+
+    /// Kills worker `i` as a crash would: no NAK, no ack, no goodbye.
+    pub fn kill_worker(&mut self, i: usize) {
+        if let Some(w) = self.workers.get_mut(i).and_then(Option::take) {
+            w.task.abort();
+        }
+    }
+
+    /// Stops memory-store (gracefully); [`TestStack::restart_store`] brings it back on the same port.
+    pub async fn stop_store(&mut self) {
+        if let Some(s) = self.store.take() {
+            s.stop()
+                .await
+                .unwrap_or_else(|e| panic!("memory-store did not stop: {e}"));
+        }
+    }
+
+    /// Starts memory-store again on its old address.
+    pub async fn restart_store(&mut self) {
+        let listener = TcpListener::bind(self.store_addr)
+            .await
+            .unwrap_or_else(|e| panic!("rebind {}: {e}", self.store_addr));
+        let mut settings = memory_store::settings::Settings::default();
+        settings.database.url = self.database.url.clone();
+        self.store = Some(spawn(|rx| {
+            memory_store::run(settings, listener, signal(rx))
+        }));
+        self.wait_serving(self.store_addr, "memory-store").await;
+    }
+
+    /// A client of the public API.
+    pub async fn gateway(&self) -> MemoryServiceClient<Channel> {
+        MemoryServiceClient::new(channel(self.gateway_addr).await)
+    }
+
+    /// A client of memory-store's internal API.
+    pub async fn store(&self) -> MemoryStoreClient<Channel> {
+        MemoryStoreClient::new(channel(self.store_addr).await)
+    }
+
+    /// A JetStream context on the test's NATS server.
+    pub async fn jetstream(&self) -> async_nats::jetstream::Context {
+        job_queue::connect(&self.queue, "test")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Waits until the job is SUCCEEDED or FAILED and returns its status.
+    pub async fn wait_job_done(&self, job_id: &str, timeout: Duration) -> GetUpdateStatusResponse {
+        let client = self.gateway().await;
+        wait::until(&format!("job {job_id} to finish"), timeout, || {
+            let mut client = client.clone();
+            let job_id = job_id.to_owned();
+            async move {
+                let s = client
+                    .get_update_status(GetUpdateStatusRequest { job_id })
+                    .await
+                    .ok()?
+                    .into_inner();
+                matches!(
+                    JobState::try_from(s.state),
+                    Ok(JobState::Succeeded | JobState::Failed)
+                )
+                .then_some(s)
+            }
+        })
+        .await
+    }
+
+    async fn wait_serving(&self, addr: SocketAddr, what: &str) {
+        wait::until(
+            &format!("{what} at {addr} to be SERVING"),
+            Duration::from_secs(30),
+            || async move {
+                let mut health =
+                    tonic_health::pb::health_client::HealthClient::new(try_channel(addr).await?);
+                let status = health
+                    .check(tonic_health::pb::HealthCheckRequest {
+                        service: String::new(),
+                    })
+                    .await
+                    .ok()?
+                    .into_inner()
+                    .status;
+                (status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32)
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+
+    /// Stops every service gracefully, then deletes the stream and the database.
+    ///
+    /// # Panics
+    /// When a service stopped with an error: shutting down cleanly is part of the contract.
+    pub async fn shutdown(mut self) {
+        let mut errors = Vec::new();
+        if let Some(g) = self.gateway.take() {
+            g.stop()
+                .await
+                .unwrap_or_else(|e| errors.push(format!("gateway: {e}")));
+        }
+        for w in self.workers.drain(..).flatten() {
+            w.stop()
+                .await
+                .unwrap_or_else(|e| errors.push(format!("worker: {e}")));
+        }
+        if let Some(a) = self.agent.take() {
+            a.stop()
+                .await
+                .unwrap_or_else(|e| errors.push(format!("agent: {e}")));
+        }
+        if let Some(s) = self.store.take() {
+            s.stop()
+                .await
+                .unwrap_or_else(|e| errors.push(format!("memory-store: {e}")));
+        }
+        if let Ok(js) = job_queue::connect(&self.queue, "test-cleanup").await {
+            let _ = js.delete_stream(&self.queue.stream).await;
+        }
+        self.database.drop_now().await;
+        assert!(
+            errors.is_empty(),
+            "services did not stop cleanly: {errors:?}"
+        );
+    }
+}
+
+async fn try_channel(addr: SocketAddr) -> Option<Channel> {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .ok()?
+        .connect()
+        .await
+        .ok()
+}
+
+/// A connected channel to `addr`.
+///
+/// # Panics
+/// When nothing listens there.
+pub async fn channel(addr: SocketAddr) -> Channel {
+    try_channel(addr)
+        .await
+        .unwrap_or_else(|| panic!("cannot connect to {addr}"))
+}

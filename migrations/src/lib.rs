@@ -1,0 +1,24 @@
+//! Postgres schema of memory-store, as frozen history.
+//!
+//! # Layout
+//! - [`Migrator`]: the ordered list of migrations; `chat-memory-migrate up` applies it.
+//! - `m20261124_000001_create_memory_tables`: `memories`, `jobs`, `chat_tombstones`.
+//!
+//! Migrations never import entity types: an entity describes the schema of
+//! *today*, a migration the change of *one day*, and must keep compiling (and
+//! meaning the same) after the entities move on. memory-store only checks that
+//! nothing is pending; it never migrates at start (one Job does, not every replica).
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261124_000001_create_memory_tables;
+
+/// Every migration of memory-store, oldest first.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261124_000001_create_memory_tables::Migration)]
+    }
+}
