@@ -120,7 +120,8 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_field() {
-        let cases: [(&str, fn(&mut QueueSettings)); 4] = [
+        type Mutation = fn(&mut QueueSettings);
+        let cases: [(&str, Mutation); 4] = [
             ("nats.url", |s| s.url = "http://x".into()),
             ("nats.stream", |s| s.stream = "a.b".into()),
             ("nats.subject_prefix", |s| s.subject_prefix = "a..b".into()),

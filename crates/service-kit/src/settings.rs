@@ -106,7 +106,7 @@ mod tests {
 
     use super::*;
 
-    #[derive(Debug, Serialize, Deserialize, PartialEq)]
+    #[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
     #[serde(default, deny_unknown_fields)]
     struct Demo {
         nats: Nats,
@@ -116,13 +116,6 @@ mod tests {
     struct Nats {
         url: String,
         partitions: u32,
-    }
-    impl Default for Demo {
-        fn default() -> Self {
-            Self {
-                nats: Nats::default(),
-            }
-        }
     }
     impl Default for Nats {
         fn default() -> Self {

@@ -181,7 +181,7 @@ impl Processor {
                 state_json: (!p.state_json.is_empty()).then_some(p.state_json),
             }),
             messages: input_messages(job),
-            limits: self.limits.clone(),
+            limits: self.limits,
         };
         let output = self
             .agent
