@@ -22,7 +22,7 @@ flag=""
 if [ "$PROFILE" = "release" ]; then flag="--release"; fi
 echo "[run-local] building ($PROFILE)..." >&2
 cargo build $flag --bins --workspace
-BIN=target/$PROFILE
+BIN=${CARGO_TARGET_DIR:-target}/$PROFILE
 
 "$BIN/chat-memory-migrate" --database-url "$DATABASE_URL" up
 
@@ -35,10 +35,12 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# start NAME PORT [VAR=VALUE ...]: each service gets only its own settings (unknown
+# settings are rejected at start, so a typo never goes unnoticed).
 start() {
   local name=$1 port=$2
   shift 2
-  "$BIN/$name" "$@" >"$LOGS/$name.log" 2>&1 &
+  env "$@" "$BIN/$name" >"$LOGS/$name.log" 2>&1 &
   pids+=($!)
   for _ in $(seq 1 150); do
     if port_open "$port"; then return 0; fi
@@ -50,8 +52,7 @@ start() {
   echo "[run-local] $name did not listen on $port" >&2; exit 1
 }
 
-export CHAT_MEMORY__DATABASE__URL="$DATABASE_URL"
-start memory-store 50052
+start memory-store 50052 CHAT_MEMORY__DATABASE__URL="$DATABASE_URL"
 start summarizer-agent 50053
 start summarizer-worker 50054
 start gateway 50051

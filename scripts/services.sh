@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Makes sure PostgreSQL and NATS (with JetStream) are running on this machine.
+# Makes sure PostgreSQL and NATS (with JetStream) are running on this machine, and
+# that Prometheus's binaries are installed (for the alert-rule tests).
 # Starts them if they are installed but down; installs them from Debian's packages
-# (postgresql, nats-server) if they are absent. Idempotent: safe to run any time.
+# (postgresql, nats-server, prometheus) if they are absent. Idempotent: safe to run any time.
 #
 #   scripts/services.sh            # ensure both are up
 #
@@ -68,5 +69,14 @@ ensure_nats() {
   wait_port 4222 NATS
 }
 
+ensure_prometheus() {
+  # promtool tests the alert rules; the observability test scrapes the stack with a real Prometheus.
+  if command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; then return; fi
+  log "installing Prometheus (promtool) from Debian's packages"
+  apt_install prometheus
+  # The package may start a system Prometheus on :9090; the tests run their own.
+}
+
 ensure_postgres
 ensure_nats
+ensure_prometheus

@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`Migrator`]: the ordered list of migrations; `chat-memory-migrate up` applies it.
 //! - `m20261124_000001_create_memory_tables`: `memories`, `jobs`, `chat_tombstones`.
+//! - `m20261201_000001_audit_and_owners`: the append-only `audit_log` and `chat_owners`.
 //!
 //! Migrations never import entity types: an entity describes the schema of
 //! *today*, a migration the change of *one day*, and must keep compiling (and
@@ -12,6 +13,7 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20261124_000001_create_memory_tables;
+mod m20261201_000001_audit_and_owners;
 
 /// Every migration of memory-store, oldest first.
 pub struct Migrator;
@@ -19,6 +21,9 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261124_000001_create_memory_tables::Migration)]
+        vec![
+            Box::new(m20261124_000001_create_memory_tables::Migration),
+            Box::new(m20261201_000001_audit_and_owners::Migration),
+        ]
     }
 }

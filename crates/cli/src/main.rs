@@ -5,8 +5,11 @@
 //! chat-memory status <job-id>
 //! chat-memory get c1
 //! chat-memory delete c1
+//! chat-memory audit --chat c1 --action delete     # needs a memory:admin token
+//! chat-memory queue --nats nats://127.0.0.1:4222
 //! ```
 
+mod queue;
 mod render;
 
 use std::process::ExitCode;
@@ -35,6 +38,9 @@ struct Cli {
         default_value = "http://127.0.0.1:50051"
     )]
     gateway: String,
+    /// Bearer JWT presented to the gateway (scopes memory:read / write / admin).
+    #[arg(long, global = true, env = "CHAT_MEMORY_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -61,6 +67,39 @@ enum Command {
     Get { chat_id: String },
     /// Delete a chat's memory and job records.
     Delete { chat_id: String },
+    /// Show the audit log of the token's tenant, newest first (memory:admin).
+    Audit {
+        #[arg(long)]
+        chat: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+        /// update, read, status, delete, denied, expire or audit.
+        #[arg(long)]
+        action: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Show the update queue per partition, read from JetStream (operators).
+    Queue {
+        #[arg(
+            long,
+            env = "CHAT_MEMORY__NATS__URL",
+            default_value = "nats://127.0.0.1:4222"
+        )]
+        nats: String,
+        #[arg(
+            long,
+            env = "CHAT_MEMORY__NATS__STREAM",
+            default_value = "CHAT_MEMORY_JOBS"
+        )]
+        stream: String,
+        #[arg(
+            long,
+            env = "CHAT_MEMORY__CONSUMER__DURABLE_PREFIX",
+            default_value = "summarizer"
+        )]
+        durable_prefix: String,
+    },
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -76,12 +115,34 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
+    if let Command::Queue {
+        nats,
+        stream,
+        durable_prefix,
+    } = &cli.command
+    {
+        return queue::print(nats, stream, durable_prefix).await;
+    }
     let channel = Channel::from_shared(cli.gateway.clone())
         .map_err(|e| format!("--gateway {}: {e}", cli.gateway))?
         .connect()
         .await
         .map_err(|e| format!("cannot reach the gateway at {}: {e}", cli.gateway))?;
-    let mut client = MemoryServiceClient::new(channel);
+    let header = match &cli.token {
+        Some(token) => Some(
+            format!("Bearer {token}")
+                .parse::<tonic::metadata::MetadataValue<_>>()
+                .map_err(|_| "--token: not a valid header value".to_owned())?,
+        ),
+        None => None,
+    };
+    let mut client =
+        MemoryServiceClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
+            if let Some(h) = &header {
+                req.metadata_mut().insert("authorization", h.clone());
+            }
+            Ok(req)
+        });
     match cli.command {
         Command::Update {
             chat,
@@ -143,6 +204,28 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .await
                 .map_err(render::status)?;
             println!("{}", render::memory(&m.into_inner()));
+        }
+        Command::Queue { .. } => {}
+        Command::Audit {
+            chat,
+            user,
+            action,
+            limit,
+        } => {
+            let rows = client
+                .query_audit(chat_memory_proto::v1::QueryAuditRequest {
+                    chat_id: chat.unwrap_or_default(),
+                    user: user.unwrap_or_default(),
+                    action: action.unwrap_or_default(),
+                    before: None,
+                    limit,
+                })
+                .await
+                .map_err(render::status)?
+                .into_inner();
+            for e in rows.entries {
+                println!("{}", render::audit(&e));
+            }
         }
         Command::Delete { chat_id } => {
             let d = client

@@ -47,3 +47,20 @@ pub fn memory(r: &GetMemoryResponse) -> String {
     });
     serde_json::to_string_pretty(&v).unwrap_or_default()
 }
+
+/// One audit row as a JSON line.
+pub fn audit(e: &chat_memory_proto::v1::AuditEntry) -> String {
+    json!({
+        "at": time(e.at.as_ref()),
+        "tenant": e.tenant,
+        "user": e.user,
+        "action": e.action,
+        "chat_id": e.chat_id,
+        "job_id": e.job_id,
+        "outcome": e.outcome,
+        "request_id": e.request_id,
+        "trace_id": e.trace_id,
+        "detail": e.detail,
+    })
+    .to_string()
+}

@@ -8,10 +8,20 @@ use job_queue::QueueError;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+use crate::auth::AuthError;
 use crate::validation::FieldViolation;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
+    /// No, or no acceptable, bearer token.
+    #[error("{0}")]
+    Unauthenticated(AuthError),
+    /// A valid token without the scope the RPC needs (names the scope).
+    #[error("this call needs the {0} scope")]
+    PermissionDenied(&'static str),
+    /// The caller's per-minute budget is spent.
+    #[error("rate limit exceeded")]
+    RateLimited { retry_after: std::time::Duration },
     #[error("{0}")]
     Invalid(#[from] FieldViolation),
     #[error("{0} not found")]
@@ -68,6 +78,26 @@ impl GatewayError {
 impl From<GatewayError> for Status {
     fn from(error: GatewayError) -> Self {
         match error {
+            GatewayError::Unauthenticated(reason) => {
+                Status::unauthenticated(format!("authentication failed: {reason}"))
+            }
+            GatewayError::PermissionDenied(scope) => {
+                Status::permission_denied(format!("this call needs the {scope} scope"))
+            }
+            GatewayError::RateLimited { retry_after } => {
+                // Whole seconds, rounded up, as HTTP's Retry-After; the exact
+                // delay also travels as google.rpc.RetryInfo.
+                let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                let mut status = Status::with_error_details(
+                    Code::ResourceExhausted,
+                    format!("rate limit exceeded, retry in {secs} s"),
+                    ErrorDetails::with_retry_info(Some(retry_after)),
+                );
+                if let Ok(value) = secs.to_string().parse() {
+                    status.metadata_mut().insert("retry-after", value);
+                }
+                status
+            }
             GatewayError::Invalid(v) => Status::with_error_details(
                 Code::InvalidArgument,
                 v.to_string(),

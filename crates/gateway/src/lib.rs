@@ -6,30 +6,51 @@
 //!
 //! # Layout
 //! - [`settings`]: typed settings of the gateway.
-//! - [`validation`]: request -> domain types (`ChatId`, `UpdateCommand`), with the limits.
-//! - [`service`]: the gRPC handlers: convert, call, map the error.
+//! - [`auth`]: bearer JWTs -> [`auth::Principal`]; [`auth::layer`] is the gate
+//!   in front of every RPC (token, scope, rate limit, audit of refusals).
+//! - [`ratelimit`]: governor's GCRA with its state in NATS KV, shared by replicas.
+//! - [`audit`]: one audit row per call, written through memory-store.
+//! - [`validation`]: request -> domain types (`ChatId`, `UpdateCommand`), with
+//!   the limits, NFC normalisation and the tenant namespace of chat ids.
+//! - [`service`]: the gRPC handlers: convert, call on the caller's behalf,
+//!   map the error, audit.
 //! - [`error`]: `GatewayError` and its one mapping to `tonic::Status`.
-//! - [`run`]: wires NATS, the store client, health and reflection, and serves.
+//! - [`run`]: wires NATS, the store client, the gate, health and reflection, and serves.
+//!
+//! See `docs/security.md` for the security model.
 
+pub mod audit;
+pub mod auth;
 pub mod error;
+pub mod ratelimit;
 pub mod service;
 pub mod settings;
 pub mod validation;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chat_memory_proto::{
     store::memory_store_client::MemoryStoreClient, v1::memory_service_server::MemoryServiceServer,
 };
 use job_queue::{JobPublisher, QueueError};
+use service_kit::service_auth::AttachToken;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::Server;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Server};
 
+use crate::audit::AuditSink;
+use crate::auth::Verifier;
+use crate::auth::layer::{Gate, GateLayer};
 pub use crate::error::GatewayError;
+use crate::ratelimit::{LimiterError, Limiters};
 use crate::service::MemoryApi;
 pub use crate::settings::Settings;
+
+/// memory-store's client, presenting the service token on every call.
+pub type StoreClient = MemoryStoreClient<InterceptedService<Channel, AttachToken>>;
 
 /// Why the gateway could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +59,8 @@ pub enum StartError {
     Queue(#[from] QueueError),
     #[error(transparent)]
     Settings(#[from] service_kit::settings::SettingsError),
+    #[error(transparent)]
+    RateLimiter(#[from] LimiterError),
     #[error("reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC server: {0}")]
@@ -60,7 +83,18 @@ pub async fn run(
     job_queue::ensure_stream(&js, &settings.nats).await?;
     let publisher = JobPublisher::new(js.clone(), settings.nats.clone());
 
-    let store = MemoryStoreClient::new(settings.store.lazy_channel()?);
+    let store = MemoryStoreClient::with_interceptor(
+        settings.store.lazy_channel()?,
+        settings.store.token_interceptor()?,
+    );
+    let verifier = Verifier::new(&settings.auth)?;
+    let limiters = Limiters::open(&js, settings.rate_limit.clone()).await?;
+    let (audit, audit_retry) = AuditSink::new(store.clone());
+    let gate = Arc::new(Gate {
+        verifier,
+        limiters,
+        audit: audit.clone(),
+    });
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -77,10 +111,15 @@ pub async fn run(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
-    let api = MemoryApi::new(publisher, store, settings.limits.clone());
+    let api = MemoryApi::new(publisher, store, settings.limits.clone(), audit);
     let max_decode = settings.limits.max_request_bytes + 64 * 1024;
-    tracing::info!(addr = ?listener.local_addr().ok(), "gateway serving");
-    let served = Server::builder()
+    let mut builder = Server::builder();
+    if let Some(tls) = settings.tls.server_config()? {
+        builder = builder.tls_config(tls)?;
+    }
+    tracing::info!(addr = ?listener.local_addr().ok(), tls = settings.tls.enabled(), "gateway serving");
+    let served = builder
+        .layer(GateLayer::new(gate))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -88,6 +127,7 @@ pub async fn run(
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await;
     health_watch.abort();
+    audit_retry.abort();
     served?;
     tracing::info!("gateway stopped");
     Ok(())

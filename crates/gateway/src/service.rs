@@ -1,32 +1,43 @@
-//! gRPC handlers of `chatmemory.v1.MemoryService`: each converts the request to
-//! domain types, calls the queue or memory-store, and maps the error.
+//! gRPC handlers of `chatmemory.v1.MemoryService`: each takes the caller from
+//! the gate ([`CallContext`]), converts the request to domain types, calls the
+//! queue or memory-store on the caller's behalf, maps the error, and writes the
+//! call's one audit row.
+//!
+//! Isolation: chat ids are namespaced by tenant ([`ChatId::namespaced`]) before
+//! anything downstream sees them, and every store call carries the caller's
+//! [`Access`], so memory-store answers NOT_FOUND for another tenant's (or, without
+//! `memory:admin`, another user's) chat or job, exactly as for a missing one.
 
 use chrono::Utc;
-use tonic::{Request, Response, Status, transport::Channel};
+use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use chat_memory_proto::jobs::v1::UpdateJob;
-use chat_memory_proto::store::{self as store_pb, memory_store_client::MemoryStoreClient};
+use chat_memory_proto::store::{self as store_pb, Access};
 use chat_memory_proto::time::to_timestamp;
 use chat_memory_proto::v1::{
     DeleteMemoryRequest, DeleteMemoryResponse, GetMemoryRequest, GetMemoryResponse,
-    GetUpdateStatusRequest, GetUpdateStatusResponse, UpdateMemoryRequest, UpdateMemoryResponse,
-    memory_service_server::MemoryService,
+    GetUpdateStatusRequest, GetUpdateStatusResponse, QueryAuditRequest, QueryAuditResponse,
+    UpdateMemoryRequest, UpdateMemoryResponse, memory_service_server::MemoryService,
 };
 use job_queue::JobPublisher;
 
+use crate::StoreClient;
+use crate::audit::{Action, AuditSink, Facts, Row};
+use crate::auth::layer::CallContext;
 use crate::error::GatewayError;
 use crate::validation::{ChatId, JobId, Limits, UpdateCommand};
 
 /// Namespace of job ids derived from idempotency keys (UUIDv5).
 const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x6c1d_3f0e_8a2b_4c5d_9e7f_1a2b_3c4d_5e6f);
 
-/// The job id of an update: derived from the chat and idempotency key when there
-/// is one (so a retry maps to the same job), else a fresh time-ordered UUIDv7.
-pub fn job_id_for(chat_id: &ChatId, idempotency_key: Option<&str>) -> Uuid {
+/// The job id of an update: derived from the namespaced chat and idempotency key
+/// when there is one (so a retry maps to the same job, and two tenants' keys
+/// never collide), else a fresh time-ordered UUIDv7.
+pub fn job_id_for(namespaced_chat: &str, idempotency_key: Option<&str>) -> Uuid {
     match idempotency_key {
         Some(key) => {
-            let name = format!("{}\u{0}{key}", chat_id.as_str());
+            let name = format!("{namespaced_chat}\u{0}{key}");
             Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, name.as_bytes())
         }
         None => Uuid::now_v7(),
@@ -36,44 +47,84 @@ pub fn job_id_for(chat_id: &ChatId, idempotency_key: Option<&str>) -> Uuid {
 /// The public API.
 pub struct MemoryApi {
     publisher: JobPublisher,
-    store: MemoryStoreClient<Channel>,
+    store: StoreClient,
     limits: Limits,
+    audit: AuditSink,
+}
+
+fn access(ctx: &CallContext) -> Access {
+    Access {
+        tenant: ctx.principal.tenant.clone(),
+        user: ctx.principal.user.clone(),
+        acts_for_tenant: ctx.principal.acts_for_tenant(),
+    }
+}
+
+/// The chat id a client may see: the public part of a namespaced id of its tenant.
+fn public_chat(ctx: &CallContext, namespaced: &str) -> Result<String, GatewayError> {
+    ChatId::public_of(&ctx.principal.tenant, namespaced)
+        .map(str::to_owned)
+        // memory-store already checked the namespace; this is a second lock.
+        .ok_or(GatewayError::NotFound("chat"))
 }
 
 impl MemoryApi {
-    pub fn new(publisher: JobPublisher, store: MemoryStoreClient<Channel>, limits: Limits) -> Self {
+    pub fn new(
+        publisher: JobPublisher,
+        store: StoreClient,
+        limits: Limits,
+        audit: AuditSink,
+    ) -> Self {
         Self {
             publisher,
             store,
             limits,
+            audit,
         }
     }
 
-    async fn update(&self, req: UpdateMemoryRequest) -> Result<UpdateMemoryResponse, GatewayError> {
+    async fn update(
+        &self,
+        ctx: &CallContext,
+        facts: &mut Facts,
+        req: UpdateMemoryRequest,
+    ) -> Result<UpdateMemoryResponse, GatewayError> {
         let cmd = UpdateCommand::parse(req, &self.limits)?;
-        let job_id = job_id_for(&cmd.chat_id, cmd.idempotency_key.as_deref());
-        let accepted_at = to_timestamp(Utc::now());
+        facts.chat_id = cmd.chat_id.as_str().to_owned();
+        let chat_id = cmd.chat_id.namespaced(&ctx.principal.tenant);
+        // First writer owns the chat. While memory-store is down the update is
+        // still accepted; memory-store then checks ownership before applying it.
+        let claim = store_pb::ClaimChatRequest {
+            chat_id: chat_id.clone(),
+            access: Some(access(ctx)),
+        };
+        match self.store.clone().claim_chat(claim).await {
+            Ok(_) => {}
+            Err(status) => match GatewayError::from_store(status, "chat") {
+                GatewayError::StoreUnavailable(s) => {
+                    tracing::warn!(code = ?s.code(), "ownership not checked now: memory-store unavailable");
+                }
+                other => return Err(other),
+            },
+        }
+        let job_id = job_id_for(&chat_id, cmd.idempotency_key.as_deref());
+        facts.job_id = job_id.to_string();
         let message_count = u32::try_from(cmd.messages.len()).unwrap_or(u32::MAX);
         let job = UpdateJob {
             job_id: job_id.to_string(),
-            chat_id: cmd.chat_id.as_str().to_owned(),
+            chat_id,
             messages: cmd.messages.into_iter().map(|m| m.0).collect(),
-            accepted_at: Some(accepted_at),
+            accepted_at: Some(to_timestamp(Utc::now())),
             idempotency_key: cmd.idempotency_key.clone().unwrap_or_default(),
+            owner_user: ctx.principal.user.clone(),
+            acts_for_tenant: ctx.principal.acts_for_tenant(),
         };
         let published = self
             .publisher
             .publish(&job)
             .await
             .map_err(GatewayError::from_queue)?;
-        tracing::info!(
-            job_id = %job.job_id,
-            chat_id = %job.chat_id,
-            stream_seq = published.sequence,
-            messages = message_count,
-            duplicate = published.duplicate,
-            "update accepted"
-        );
+        tracing::info!(job_id = %job.job_id, stream_seq = published.sequence, messages = message_count, duplicate = published.duplicate, "update accepted");
         // The job is durable now. Registering it makes its status and the chat's
         // pending count visible at once; if memory-store is down, the worker
         // registers it when it runs, so the update is still accepted.
@@ -98,19 +149,26 @@ impl MemoryApi {
         })
     }
 
-    async fn get(&self, req: GetMemoryRequest) -> Result<GetMemoryResponse, GatewayError> {
+    async fn get(
+        &self,
+        ctx: &CallContext,
+        facts: &mut Facts,
+        req: GetMemoryRequest,
+    ) -> Result<GetMemoryResponse, GatewayError> {
         let chat_id = ChatId::parse(&req.chat_id, &self.limits)?;
+        facts.chat_id = chat_id.as_str().to_owned();
         let resp = self
             .store
             .clone()
             .get_memory(store_pb::GetMemoryRequest {
-                chat_id: chat_id.as_str().to_owned(),
+                chat_id: chat_id.namespaced(&ctx.principal.tenant),
+                access: Some(access(ctx)),
             })
             .await
             .map_err(|s| GatewayError::from_store(s, "memory"))?
             .into_inner();
         Ok(GetMemoryResponse {
-            chat_id: resp.chat_id,
+            chat_id: public_chat(ctx, &resp.chat_id)?,
             memory: resp.memory,
             freshness: resp.freshness,
         })
@@ -118,21 +176,27 @@ impl MemoryApi {
 
     async fn status(
         &self,
+        ctx: &CallContext,
+        facts: &mut Facts,
         req: GetUpdateStatusRequest,
     ) -> Result<GetUpdateStatusResponse, GatewayError> {
         let job_id = JobId::parse(&req.job_id)?;
+        facts.job_id = job_id.0.to_string();
         let job = self
             .store
             .clone()
             .get_job(store_pb::GetJobRequest {
                 job_id: job_id.0.to_string(),
+                access: Some(access(ctx)),
             })
             .await
             .map_err(|s| GatewayError::from_store(s, "job"))?
             .into_inner();
+        let chat_id = public_chat(ctx, &job.chat_id)?;
+        facts.chat_id.clone_from(&chat_id);
         Ok(GetUpdateStatusResponse {
             job_id: job.job_id,
-            chat_id: job.chat_id,
+            chat_id,
             state: job.state,
             attempts: job.attempts,
             error: job.error,
@@ -142,8 +206,14 @@ impl MemoryApi {
         })
     }
 
-    async fn delete(&self, req: DeleteMemoryRequest) -> Result<DeleteMemoryResponse, GatewayError> {
+    async fn delete(
+        &self,
+        ctx: &CallContext,
+        facts: &mut Facts,
+        req: DeleteMemoryRequest,
+    ) -> Result<DeleteMemoryResponse, GatewayError> {
         let chat_id = ChatId::parse(&req.chat_id, &self.limits)?;
+        facts.chat_id = chat_id.as_str().to_owned();
         // Every job accepted before this point has a sequence <= through: those
         // still queued are discarded by the worker instead of re-creating the memory.
         let through = self
@@ -155,18 +225,91 @@ impl MemoryApi {
             .store
             .clone()
             .delete_chat(store_pb::DeleteChatRequest {
-                chat_id: chat_id.as_str().to_owned(),
+                chat_id: chat_id.namespaced(&ctx.principal.tenant),
                 through_stream_seq: through,
+                access: Some(access(ctx)),
             })
             .await
             .map_err(|s| GatewayError::from_store(s, "memory"))?
             .into_inner();
-        tracing::info!(chat_id = %chat_id.as_str(), jobs_removed = resp.jobs_removed, "chat deleted");
+        facts.detail = format!(
+            "memory_deleted={} jobs_removed={}",
+            resp.memory_deleted, resp.jobs_removed
+        );
         Ok(DeleteMemoryResponse {
             memory_deleted: resp.memory_deleted,
             jobs_removed: resp.jobs_removed,
         })
     }
+
+    async fn audit_query(
+        &self,
+        ctx: &CallContext,
+        facts: &mut Facts,
+        req: QueryAuditRequest,
+    ) -> Result<QueryAuditResponse, GatewayError> {
+        if !req.chat_id.is_empty() {
+            facts.chat_id = ChatId::parse(&req.chat_id, &self.limits)?
+                .as_str()
+                .to_owned();
+        }
+        let resp = self
+            .store
+            .clone()
+            .query_audit(store_pb::QueryAuditRequest {
+                tenant: ctx.principal.tenant.clone(),
+                filter: Some(req),
+            })
+            .await
+            .map_err(|s| GatewayError::from_store(s, "audit"))?
+            .into_inner();
+        Ok(QueryAuditResponse {
+            entries: resp.entries,
+        })
+    }
+
+    /// Writes the call's audit row and turns the result into the gRPC answer.
+    async fn finish<T>(
+        &self,
+        ctx: &CallContext,
+        action: Action,
+        facts: Facts,
+        result: Result<T, GatewayError>,
+    ) -> Result<Response<T>, Status> {
+        let (answer, outcome) = match result {
+            Ok(value) => (Ok(Response::new(value)), tonic::Code::Ok),
+            Err(e) => {
+                let status = Status::from(e);
+                let code = status.code();
+                (Err(status), code)
+            }
+        };
+        self.audit
+            .record(Row {
+                request_id: ctx.request_id,
+                tenant: ctx.principal.tenant.clone(),
+                user: ctx.principal.user.clone(),
+                action,
+                outcome,
+                facts,
+            })
+            .await;
+        answer
+    }
+}
+
+/// The caller the gate admitted. Missing only if a service was mounted without
+/// the gate: refuse rather than serve anonymously.
+fn context<T>(request: &Request<T>) -> Result<CallContext, Status> {
+    request
+        .extensions()
+        .get::<CallContext>()
+        .cloned()
+        .ok_or_else(|| {
+            Status::from(GatewayError::Unauthenticated(
+                crate::auth::AuthError::Missing,
+            ))
+        })
 }
 
 #[tonic::async_trait]
@@ -175,28 +318,52 @@ impl MemoryService for MemoryApi {
         &self,
         request: Request<UpdateMemoryRequest>,
     ) -> Result<Response<UpdateMemoryResponse>, Status> {
-        Ok(Response::new(self.update(request.into_inner()).await?))
+        let ctx = context(&request)?;
+        let mut facts = Facts::default();
+        let result = self.update(&ctx, &mut facts, request.into_inner()).await;
+        self.finish(&ctx, Action::Update, facts, result).await
     }
 
     async fn get_memory(
         &self,
         request: Request<GetMemoryRequest>,
     ) -> Result<Response<GetMemoryResponse>, Status> {
-        Ok(Response::new(self.get(request.into_inner()).await?))
+        let ctx = context(&request)?;
+        let mut facts = Facts::default();
+        let result = self.get(&ctx, &mut facts, request.into_inner()).await;
+        self.finish(&ctx, Action::Read, facts, result).await
     }
 
     async fn get_update_status(
         &self,
         request: Request<GetUpdateStatusRequest>,
     ) -> Result<Response<GetUpdateStatusResponse>, Status> {
-        Ok(Response::new(self.status(request.into_inner()).await?))
+        let ctx = context(&request)?;
+        let mut facts = Facts::default();
+        let result = self.status(&ctx, &mut facts, request.into_inner()).await;
+        self.finish(&ctx, Action::Status, facts, result).await
     }
 
     async fn delete_memory(
         &self,
         request: Request<DeleteMemoryRequest>,
     ) -> Result<Response<DeleteMemoryResponse>, Status> {
-        Ok(Response::new(self.delete(request.into_inner()).await?))
+        let ctx = context(&request)?;
+        let mut facts = Facts::default();
+        let result = self.delete(&ctx, &mut facts, request.into_inner()).await;
+        self.finish(&ctx, Action::Delete, facts, result).await
+    }
+
+    async fn query_audit(
+        &self,
+        request: Request<QueryAuditRequest>,
+    ) -> Result<Response<QueryAuditResponse>, Status> {
+        let ctx = context(&request)?;
+        let mut facts = Facts::default();
+        let result = self
+            .audit_query(&ctx, &mut facts, request.into_inner())
+            .await;
+        self.finish(&ctx, Action::Audit, facts, result).await
     }
 }
 
@@ -205,13 +372,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_same_idempotency_key_gives_the_same_job_id_per_chat() {
-        let limits = Limits::default();
-        let a = ChatId::parse("chat-a", &limits).expect("valid");
-        let b = ChatId::parse("chat-b", &limits).expect("valid");
-        assert_eq!(job_id_for(&a, Some("k1")), job_id_for(&a, Some("k1")));
-        assert_ne!(job_id_for(&a, Some("k1")), job_id_for(&a, Some("k2")));
-        assert_ne!(job_id_for(&a, Some("k1")), job_id_for(&b, Some("k1")));
-        assert_ne!(job_id_for(&a, None), job_id_for(&a, None));
+    fn the_same_idempotency_key_gives_the_same_job_id_per_tenant_and_chat() {
+        assert_eq!(job_id_for("t/a", Some("k1")), job_id_for("t/a", Some("k1")));
+        assert_ne!(job_id_for("t/a", Some("k1")), job_id_for("t/a", Some("k2")));
+        assert_ne!(job_id_for("t/a", Some("k1")), job_id_for("t/b", Some("k1")));
+        assert_ne!(job_id_for("t/a", Some("k1")), job_id_for("u/a", Some("k1")));
+        assert_ne!(job_id_for("t/a", None), job_id_for("t/a", None));
     }
 }

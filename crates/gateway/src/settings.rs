@@ -1,4 +1,5 @@
-//! Gateway settings: `[nats]`, `[store]`, `[limits]`, `[telemetry]` and the listen address.
+//! Gateway settings: `[nats]`, `[store]`, `[limits]`, `[auth]`, `[rate_limit]`,
+//! `[tls]`, `[telemetry]` and the listen address.
 
 use std::net::SocketAddr;
 
@@ -7,7 +8,10 @@ use serde::{Deserialize, Serialize};
 use service_kit::grpc_client::ClientSettings;
 use service_kit::settings::{SettingsError, Validate};
 use service_kit::telemetry::TelemetrySettings;
+use service_kit::tls::ServerTls;
 
+use crate::auth::AuthSettings;
+use crate::ratelimit::RateLimitSettings;
 use crate::validation::Limits;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -19,6 +23,12 @@ pub struct Settings {
     /// How to reach memory-store.
     pub store: ClientSettings,
     pub limits: Limits,
+    /// How bearer tokens are verified.
+    pub auth: AuthSettings,
+    /// Per-user request budgets, shared by all replicas through NATS KV.
+    pub rate_limit: RateLimitSettings,
+    /// TLS of the public listener.
+    pub tls: ServerTls,
     pub telemetry: TelemetrySettings,
 }
 
@@ -29,6 +39,9 @@ impl Default for Settings {
             nats: QueueSettings::default(),
             store: ClientSettings::new("http://127.0.0.1:50052"),
             limits: Limits::default(),
+            auth: AuthSettings::default(),
+            rate_limit: RateLimitSettings::default(),
+            tls: ServerTls::default(),
             telemetry: TelemetrySettings::default(),
         }
     }
@@ -41,6 +54,9 @@ impl Validate for Settings {
             .map_err(|e| SettingsError::invalid("listen_addr", e.to_string()))?;
         self.nats.validate()?;
         self.store.validate("store")?;
-        self.limits.validate()
+        self.limits.validate()?;
+        self.auth.validate()?;
+        self.rate_limit.validate()?;
+        self.tls.validate("tls")
     }
 }

@@ -6,6 +6,7 @@
 //! - [`stream`]: connecting and creating the jobs stream idempotently.
 //! - [`publish`]: publishing a job durably, with deduplication by job id.
 //! - [`consumer`]: the per-partition durable pull consumer configuration.
+//! - [`headers`]: the trace context a job message carries.
 //!
 //! # Why partitions
 //! A chat maps to one of N partition subjects (`chat_memory_proto::jobs::partition_for`).
@@ -16,6 +17,7 @@
 //! on `max_ack_pending`.
 
 pub mod consumer;
+pub mod headers;
 pub mod publish;
 pub mod settings;
 pub mod stream;

@@ -158,6 +158,8 @@ pub struct Delivery {
     pub attempt: i32,
     pub message_count: i32,
     pub accepted_at: DateTime<Utc>,
+    /// Who asked for the job (absent for jobs accepted before issue 4).
+    pub access: Option<crate::access::Access>,
 }
 
 /// Why a job must not be applied.
@@ -167,6 +169,8 @@ pub enum Skip {
     Superseded,
     ChatDeleted,
     AlreadyFailed,
+    /// Another user owns the chat.
+    NotOwner,
 }
 
 /// What `begin_job` decided.

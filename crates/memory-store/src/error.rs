@@ -34,6 +34,9 @@ pub enum StoreError {
     /// The gRPC server failed (bind, accept, HTTP/2).
     #[error("gRPC server failed")]
     Serve(#[from] tonic::transport::Error),
+    /// Settings that only fail when used (an unreadable TLS file).
+    #[error(transparent)]
+    Settings(#[from] service_kit::settings::SettingsError),
 }
 
 impl StoreError {
@@ -109,7 +112,10 @@ impl From<StoreError> for Status {
                 tracing::error!(error = %err, "schema not migrated");
                 Status::new(Code::Unavailable, "storage not ready, retry later")
             }
-            StoreError::Database(_) | StoreError::CorruptRow { .. } | StoreError::Serve(_) => {
+            StoreError::Database(_)
+            | StoreError::CorruptRow { .. }
+            | StoreError::Serve(_)
+            | StoreError::Settings(_) => {
                 tracing::error!(error = %cause_chain(&err), "internal error");
                 Status::internal("internal error")
             }

@@ -11,6 +11,7 @@ use sea_orm::{
 };
 
 use crate::{
+    access::{self, Access},
     db::{deleted_through, lock_chat},
     domain::{
         AcceptedJob, Begin, ChatId, Delivery, Failure, JobId, JobState, JobView, Skip, StreamSeq,
@@ -19,6 +20,9 @@ use crate::{
     error::StoreError,
     memories::content_of,
 };
+
+/// The error recorded on a job whose requester does not own the chat.
+pub const NOT_OWNER_ERROR: &str = "rejected: the chat belongs to another user";
 
 /// The error recorded on a job that a later job of its chat overtook.
 pub const SUPERSEDED_ERROR: &str = "superseded by a later update";
@@ -107,6 +111,24 @@ pub async fn begin_job(db: &DatabaseConnection, d: Delivery) -> Result<Begin, St
         message_count: d.message_count,
         accepted_at: d.accepted_at,
     };
+    // The gateway claims the chat before accepting; if memory-store was down
+    // then, this is the first check of who owns it. Another user's job never applies.
+    if let Some(access) = &d.access {
+        match access::claim_in(&txn, &d.chat_id, access).await {
+            Ok(_) => {}
+            Err(StoreError::NotFound(_)) => {
+                let write = JobWrite {
+                    state: JobState::Failed,
+                    attempts: d.attempt,
+                    error: Some(Some(NOT_OWNER_ERROR.to_owned())),
+                    resulting_version: None,
+                };
+                write_job(&txn, job, new_row, write).await?;
+                return finish(txn, Begin::Skip(Skip::NotOwner)).await;
+            }
+            Err(other) => return Err(other),
+        }
+    }
     let memory = memories::Entity::find_by_id(d.chat_id.as_str())
         .one(&txn)
         .await?;
@@ -176,12 +198,18 @@ pub async fn fail_job(db: &DatabaseConnection, f: Failure) -> Result<(), StoreEr
 /// A job's status.
 ///
 /// # Errors
-/// [`StoreError::NotFound`] for an unknown job.
-pub async fn get_job(db: &DatabaseConnection, job_id: JobId) -> Result<JobView, StoreError> {
+/// [`StoreError::NotFound`] for an unknown job, or one `access` may not see.
+pub async fn get_job(
+    db: &DatabaseConnection,
+    job_id: JobId,
+    access: Option<&Access>,
+) -> Result<JobView, StoreError> {
     let row = jobs::Entity::find_by_id(job_id.uuid())
         .one(db)
         .await?
         .ok_or(StoreError::NotFound("job"))?;
+    // Another tenant's (or user's) job is reported exactly like an unknown one.
+    access::check(db, &row.chat_id, access, "job").await?;
     Ok(JobView {
         state: JobState::from_db(&row.state)?,
         job_id: row.job_id,

@@ -11,7 +11,17 @@
 //!   operation, each serialised per chat by an advisory lock.
 //! - [`domain`]: parsed inputs and operation results.
 //! - `db`: pool set-up, the schema check, the per-chat lock.
-//! - `entity`: sea-orm entities of `memories`, `jobs`, `chat_tombstones`.
+//! - `entity`: sea-orm entities of `memories`, `jobs`, `chat_tombstones`,
+//!   `audit_log`, `chat_owners`.
+//! - [`access`]: tenant namespaces and chat owners; a chat the caller may not
+//!   see is NOT_FOUND, never PERMISSION_DENIED.
+//! - [`audit`]: the append-only audit log.
+//! - [`expiry`]: the sweep that purges inactive chats (short-term memory).
+//!
+//! # Security
+//! Every RPC except health requires the service token (`service_token`,
+//! compared in constant time by `service_kit::service_auth`); the listener
+//! serves TLS (and mTLS) when `tls` is configured.
 //! - `health`: `grpc.health.v1` driven by a periodic database ping.
 //!
 //! # Exactly once
@@ -26,14 +36,19 @@
 use std::future::Future;
 
 use chat_memory_proto::store::memory_store_server::MemoryStoreServer;
+use service_kit::service_auth::ServiceTokenLayer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 
+pub mod access;
+pub mod audit;
 mod db;
 pub mod domain;
 mod entity;
 pub mod error;
+pub mod expiry;
 mod grpc;
 mod health;
 pub mod jobs;
@@ -62,13 +77,27 @@ pub async fn run(
     health::report(&reporter, ServingStatus::Serving).await;
     let watcher = tokio::spawn(health::watch_database(db.clone(), reporter));
 
-    tracing::info!(addr = ?listener.local_addr().ok(), "memory-store serving");
-    let served = tonic::transport::Server::builder()
+    let sweep_cancel = CancellationToken::new();
+    let sweeper = tokio::spawn(expiry::run(
+        db.clone(),
+        settings.expiry.clone(),
+        sweep_cancel.clone(),
+    ));
+
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = settings.tls.server_config()? {
+        builder = builder.tls_config(tls)?;
+    }
+    tracing::info!(addr = ?listener.local_addr().ok(), tls = settings.tls.enabled(), "memory-store serving");
+    let served = builder
+        .layer(ServiceTokenLayer::new(settings.service_token.clone()))
         .add_service(health_service)
         .add_service(MemoryStoreServer::new(grpc::StoreService::new(db.clone())))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await;
 
+    sweep_cancel.cancel();
+    let _ = sweeper.await;
     watcher.abort();
     if let Err(e) = db.close().await {
         tracing::warn!(error = %error::cause_chain(&e), "closing the database pool failed");

@@ -2,17 +2,18 @@
 
 use chrono::Utc;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, DatabaseConnection, EntityTrait, PaginatorTrait,
-    QueryFilter,
+    ActiveModelTrait, ActiveValue::Set, DatabaseConnection, DatabaseTransaction, EntityTrait,
+    PaginatorTrait, QueryFilter,
 };
 
 use crate::{
+    access::{self, Access},
     db::deleted_through,
     domain::{
         ChatId, Commit, CommitOutcome, Committed, Deleted, JobState, MemoryContent, MemoryView,
         TokenCounts,
     },
-    entity::{chat_tombstones, jobs, memories},
+    entity::{chat_owners, chat_tombstones, jobs, memories},
     error::StoreError,
     jobs::{JobWrite, NewJobRow, begin_chat, find_job, write_job},
 };
@@ -108,11 +109,13 @@ pub async fn commit_job(db: &DatabaseConnection, c: Commit) -> Result<Committed,
 /// The chat's memory and its pending job count.
 ///
 /// # Errors
-/// [`StoreError::NotFound`] when the chat has no memory.
+/// [`StoreError::NotFound`] when the chat has no memory, or `access` may not see it.
 pub async fn get_memory(
     db: &DatabaseConnection,
     chat_id: &ChatId,
+    access: Option<&Access>,
 ) -> Result<MemoryView, StoreError> {
+    access::check(db, chat_id.as_str(), access, "memory").await?;
     let row = memories::Entity::find_by_id(chat_id.as_str())
         .one(db)
         .await?
@@ -136,27 +139,47 @@ pub async fn get_memory(
     })
 }
 
-/// Removes the chat's memory and job rows, and records a tombstone so jobs with
-/// `stream_seq <= through_seq` still in the stream are discarded.
+/// Removes the chat's memory, job rows and owner, and records a tombstone so
+/// jobs with `stream_seq <= through_seq` still in the stream are discarded
+/// (the worker acks them, and the work-queue stream then drops their messages).
+///
+/// # Errors
+/// [`StoreError::NotFound`] when `access` may not see the chat.
 pub async fn delete_chat(
     db: &DatabaseConnection,
     chat_id: &ChatId,
     through_seq: i64,
+    access: Option<&Access>,
 ) -> Result<Deleted, StoreError> {
     let txn = begin_chat(db, chat_id).await?;
+    access::check(&txn, chat_id.as_str(), access, "memory").await?;
+    let deleted = purge_in(&txn, chat_id, through_seq).await?;
+    txn.commit().await?;
+    Ok(deleted)
+}
+
+/// [`delete_chat`] inside a transaction holding the chat's lock (also used by expiry).
+pub(crate) async fn purge_in(
+    txn: &DatabaseTransaction,
+    chat_id: &ChatId,
+    through_seq: i64,
+) -> Result<Deleted, StoreError> {
     let memory_deleted = memories::Entity::delete_by_id(chat_id.as_str())
-        .exec(&txn)
+        .exec(txn)
         .await?
         .rows_affected
         > 0;
     let jobs_removed = jobs::Entity::delete_many()
         .filter(jobs::COLUMN.chat_id.eq(chat_id.as_str()))
-        .exec(&txn)
+        .exec(txn)
         .await?
         .rows_affected;
+    chat_owners::Entity::delete_by_id(chat_id.as_str())
+        .exec(txn)
+        .await?;
     let now = Utc::now();
     match chat_tombstones::Entity::find_by_id(chat_id.as_str())
-        .one(&txn)
+        .one(txn)
         .await?
     {
         Some(existing) => {
@@ -164,7 +187,7 @@ pub async fn delete_chat(
             let mut row: chat_tombstones::ActiveModel = existing.into();
             row.deleted_through_seq = Set(through);
             row.deleted_at = Set(now);
-            row.update(&txn).await?;
+            row.update(txn).await?;
         }
         None => {
             let row = chat_tombstones::ActiveModel {
@@ -173,11 +196,10 @@ pub async fn delete_chat(
                 deleted_at: Set(now),
             };
             chat_tombstones::Entity::insert(row)
-                .exec_without_returning(&txn)
+                .exec_without_returning(txn)
                 .await?;
         }
     }
-    txn.commit().await?;
     Ok(Deleted {
         memory_deleted,
         jobs_removed,

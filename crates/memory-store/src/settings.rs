@@ -5,8 +5,10 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 use service_kit::{
+    secret::Secret,
     settings::{SettingsError, Validate},
     telemetry::TelemetrySettings,
+    tls::ServerTls,
 };
 
 /// Everything memory-store reads at start.
@@ -16,7 +18,34 @@ pub struct Settings {
     /// gRPC listen address, `host:port`.
     pub listen_addr: String,
     pub database: DatabaseSettings,
+    /// Bearer token every caller (gateway, worker) must present; health stays open.
+    pub service_token: Option<Secret>,
+    /// Serve without a service token. Only for a developer's machine: memory-store
+    /// holds every tenant's data, so `validate()` refuses a missing token otherwise.
+    pub insecure_no_service_token: bool,
+    /// TLS of the listener (and mTLS with `tls.client_ca_path`).
+    pub tls: ServerTls,
+    pub expiry: ExpirySettings,
     pub telemetry: TelemetrySettings,
+}
+
+/// Short-term memory: inactive chats are purged.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExpirySettings {
+    /// A chat not written for this long is purged (0 disables expiry).
+    pub inactive_after_secs: u64,
+    /// Time between two sweeps.
+    pub sweep_interval_ms: u64,
+}
+
+impl Default for ExpirySettings {
+    fn default() -> Self {
+        Self {
+            inactive_after_secs: 30 * 24 * 3600,
+            sweep_interval_ms: 60_000,
+        }
+    }
 }
 
 /// The Postgres pool.
@@ -41,6 +70,10 @@ impl Default for Settings {
         Self {
             listen_addr: "127.0.0.1:50052".into(),
             database: DatabaseSettings::default(),
+            service_token: None,
+            insecure_no_service_token: false,
+            tls: ServerTls::default(),
+            expiry: ExpirySettings::default(),
             telemetry: TelemetrySettings::default(),
         }
     }
@@ -64,6 +97,21 @@ impl Validate for Settings {
             return Err(SettingsError::invalid(
                 "listen_addr",
                 "must be host:port, e.g. 127.0.0.1:50052",
+            ));
+        }
+        if self.service_token.as_ref().is_none_or(Secret::is_empty)
+            && !self.insecure_no_service_token
+        {
+            return Err(SettingsError::invalid(
+                "service_token",
+                "is required (or set insecure_no_service_token = true on a developer machine)",
+            ));
+        }
+        self.tls.validate("tls")?;
+        if self.expiry.sweep_interval_ms == 0 {
+            return Err(SettingsError::invalid(
+                "expiry.sweep_interval_ms",
+                "must be at least 1",
             ));
         }
         let db = &self.database;
@@ -114,17 +162,35 @@ mod tests {
             .collect()
     }
 
+    const TOKEN: (&str, &str) = ("CHAT_MEMORY__SERVICE_TOKEN", "t0ken");
+
     #[test]
-    fn defaults_are_valid() {
-        let s: Settings = load_from(None, env(&[])).expect("defaults load");
-        assert_eq!(s, Settings::default());
+    fn defaults_with_a_service_token_are_valid() {
+        let s: Settings = load_from(None, env(&[TOKEN])).expect("defaults load");
+        assert_eq!(
+            s,
+            Settings {
+                service_token: Some(Secret::new("t0ken")),
+                ..Settings::default()
+            }
+        );
+    }
+
+    #[test]
+    fn a_missing_service_token_is_refused_and_never_printed_when_set() {
+        let err = load_from::<Settings, _>(None, env(&[])).expect_err("no token");
+        assert!(err.to_string().contains("service_token"), "{err}");
+        let s: Settings = load_from(None, env(&[TOKEN])).expect("load");
+        let printed = service_kit::settings::render(&s);
+        assert!(!printed.contains("t0ken"), "{printed}");
+        assert!(printed.contains("<redacted>"), "{printed}");
     }
 
     #[test]
     fn the_database_url_comes_from_the_environment() {
         let url = "postgres://app@db:5432/cm";
         let s: Settings =
-            load_from(None, env(&[("CHAT_MEMORY__DATABASE__URL", url)])).expect("load");
+            load_from(None, env(&[("CHAT_MEMORY__DATABASE__URL", url), TOKEN])).expect("load");
         assert_eq!(s.database.url, url);
     }
 
@@ -150,7 +216,7 @@ mod tests {
             ),
         ];
         for (key, value, field) in cases {
-            let err = load_from::<Settings, _>(None, env(&[(key, value)])).expect_err(key);
+            let err = load_from::<Settings, _>(None, env(&[(key, value), TOKEN])).expect_err(key);
             assert!(err.to_string().contains(field), "{key}={value}: {err}");
         }
     }

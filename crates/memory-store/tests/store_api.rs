@@ -178,6 +178,7 @@ fn accepted(job: &str, chat: &str, seq: u64) -> RecordAcceptedRequest {
 
 fn begin(job: &str, chat: &str, seq: u64) -> BeginJobRequest {
     BeginJobRequest {
+        access: None,
         job_id: job.into(),
         chat_id: chat.into(),
         stream_seq: seq,
@@ -259,6 +260,7 @@ impl TestStore {
         let response = self
             .client
             .get_memory(GetMemoryRequest {
+                access: None,
                 chat_id: chat.into(),
             })
             .await
@@ -269,7 +271,10 @@ impl TestStore {
     async fn job_state(&mut self, job: &str) -> (JobState, String) {
         let job = self
             .client
-            .get_job(GetJobRequest { job_id: job.into() })
+            .get_job(GetJobRequest {
+                access: None,
+                job_id: job.into(),
+            })
             .await
             .expect("get job")
             .into_inner();
@@ -319,6 +324,7 @@ async fn a_commit_is_visible_through_get_memory_with_version_one_and_pending_cou
     let got = store
         .client
         .get_memory(GetMemoryRequest {
+            access: None,
             chat_id: "chat-a".into(),
         })
         .await
@@ -342,6 +348,7 @@ async fn a_commit_is_visible_through_get_memory_with_version_one_and_pending_cou
     let job = store
         .client
         .get_job(GetJobRequest {
+            access: None,
             job_id: first.clone(),
         })
         .await
@@ -422,6 +429,7 @@ async fn a_stale_expected_version_is_a_version_conflict_and_writes_nothing() {
     let got = store
         .client
         .get_memory(GetMemoryRequest {
+            access: None,
             chat_id: "chat-c".into(),
         })
         .await
@@ -479,6 +487,7 @@ async fn delete_chat_discards_jobs_accepted_before_it_and_applies_later_ones() {
     let deleted = store
         .client
         .delete_chat(DeleteChatRequest {
+            access: None,
             chat_id: "chat-e".into(),
             through_stream_seq: 2,
         })
@@ -491,6 +500,7 @@ async fn delete_chat_discards_jobs_accepted_before_it_and_applies_later_ones() {
     let gone = store
         .client
         .get_memory(GetMemoryRequest {
+            access: None,
             chat_id: "chat-e".into(),
         })
         .await;
@@ -509,7 +519,13 @@ async fn delete_chat_discards_jobs_accepted_before_it_and_applies_later_ones() {
         .expect("commit")
         .into_inner();
     assert_eq!(outcome(&r), CommitOutcome::ChatDeleted);
-    let unknown = store.client.get_job(GetJobRequest { job_id: queued }).await;
+    let unknown = store
+        .client
+        .get_job(GetJobRequest {
+            access: None,
+            job_id: queued,
+        })
+        .await;
     assert_eq!(
         unknown.err().map(|s| s.code()),
         Some(Code::NotFound),
@@ -620,6 +636,7 @@ async fn fail_job_records_errors_and_never_touches_a_succeeded_job() {
     let job = store
         .client
         .get_job(GetJobRequest {
+            access: None,
             job_id: flaky.clone(),
         })
         .await
@@ -664,6 +681,7 @@ async fn get_memory_of_an_unknown_chat_is_not_found_without_details() {
     let status = store
         .client
         .get_memory(GetMemoryRequest {
+            access: None,
             chat_id: "secret-chat".into(),
         })
         .await
@@ -684,13 +702,17 @@ async fn get_job_rejects_a_malformed_id_and_reports_an_unknown_one_as_not_found(
     let bad = store
         .client
         .get_job(GetJobRequest {
+            access: None,
             job_id: "not-a-uuid".into(),
         })
         .await
         .expect_err("bad");
     let unknown = store
         .client
-        .get_job(GetJobRequest { job_id: job_id() })
+        .get_job(GetJobRequest {
+            access: None,
+            job_id: job_id(),
+        })
         .await
         .expect_err("unknown");
 
@@ -723,6 +745,7 @@ async fn invalid_inputs_are_rejected_naming_the_field() {
         (
             "empty chat in get",
             c.get_memory(GetMemoryRequest {
+                access: None,
                 chat_id: String::new(),
             })
             .await

@@ -6,7 +6,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tonic::transport::{Channel, Endpoint};
 
+use crate::secret::Secret;
+use crate::service_auth::AttachToken;
 use crate::settings::SettingsError;
+use crate::tls::ClientTls;
 
 /// How to reach a gRPC service.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -17,6 +20,10 @@ pub struct ClientSettings {
     pub connect_timeout_ms: u64,
     /// Deadline of each call.
     pub request_timeout_ms: u64,
+    /// Bearer token presented to the service (its `service_token`).
+    pub service_token: Option<Secret>,
+    /// TLS for `https://` endpoints.
+    pub tls: ClientTls,
 }
 
 impl Default for ClientSettings {
@@ -33,6 +40,8 @@ impl ClientSettings {
             endpoint: endpoint.into(),
             connect_timeout_ms: 1_000,
             request_timeout_ms: 5_000,
+            service_token: None,
+            tls: ClientTls::default(),
         }
     }
 
@@ -65,12 +74,27 @@ impl ClientSettings {
     /// # Errors
     /// [`SettingsError::Invalid`] when the endpoint is not a URI.
     pub fn lazy_channel(&self) -> Result<Channel, SettingsError> {
-        let endpoint = Endpoint::from_shared(self.endpoint.clone())
+        let mut endpoint = Endpoint::from_shared(self.endpoint.clone())
             .map_err(|e| SettingsError::invalid("endpoint", e.to_string()))?;
+        if self.endpoint.starts_with("https://") {
+            endpoint = endpoint
+                .tls_config(self.tls.client_config()?)
+                .map_err(|e| SettingsError::invalid("tls", e.to_string()))?;
+        }
         Ok(endpoint
             .connect_timeout(Duration::from_millis(self.connect_timeout_ms))
             .timeout(Duration::from_millis(self.request_timeout_ms))
             .tcp_nodelay(true)
             .connect_lazy())
+    }
+}
+
+impl ClientSettings {
+    /// The interceptor that presents [`ClientSettings::service_token`].
+    ///
+    /// # Errors
+    /// [`SettingsError::Invalid`] when the token is not a valid header value.
+    pub fn token_interceptor(&self) -> Result<AttachToken, SettingsError> {
+        AttachToken::new(self.service_token.as_ref())
     }
 }

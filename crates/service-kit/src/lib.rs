@@ -4,10 +4,18 @@
 //! - [`grpc_client`]: settings and a lazy channel for calling another service.
 //! - [`settings`]: typed, layered settings (defaults, then a file, then
 //!   `CHAT_MEMORY__SECTION__KEY` environment variables) and the common CLI flags.
-//! - [`telemetry`]: structured JSON logs; the guard flushes on drop.
+//! - [`telemetry`]: JSON logs with trace ids, OTLP traces and metrics, `/metrics`,
+//!   trace-context propagation; the guard flushes on drop.
 //! - [`shutdown`]: a future that resolves on SIGINT or SIGTERM.
+//! - [`secret`]: [`secret::Secret`], a setting that never prints.
+//! - [`service_auth`]: the service token between internal services (server
+//!   layer, client interceptor), compared in constant time.
+//! - [`tls`]: TLS settings of gRPC listeners and clients.
 
 pub mod grpc_client;
+pub mod secret;
+pub mod service_auth;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;

@@ -106,6 +106,19 @@ impl AgentClient {
     /// [`AgentClientError::InvalidConfig`] when `url` is not an http(s) URL or
     /// `call_timeout` is zero.
     pub fn new(url: &str, call_timeout: Duration) -> Result<Self, AgentClientError> {
+        Self::with_service_token(url, call_timeout, None)
+    }
+
+    /// [`AgentClient::new`], presenting `token` as `authorization: Bearer` on
+    /// every request (the agent's `service_token`).
+    ///
+    /// # Errors
+    /// As [`AgentClient::new`]; also when the token is not a valid header value.
+    pub fn with_service_token(
+        url: &str,
+        call_timeout: Duration,
+        token: Option<&service_kit::secret::Secret>,
+    ) -> Result<Self, AgentClientError> {
         let parsed = reqwest::Url::parse(url)
             .map_err(|e| AgentClientError::InvalidConfig(format!("url {url:?}: {e}")))?;
         if !matches!(parsed.scheme(), "http" | "https") {
@@ -118,8 +131,20 @@ impl AgentClient {
                 "call_timeout must be positive".into(),
             ));
         }
+        crate::tls::install_ring_provider();
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = token.filter(|t| !t.is_empty()) {
+            let mut value =
+                reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+                    .map_err(|_| {
+                        AgentClientError::InvalidConfig("service token: not a header value".into())
+                    })?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         let http = reqwest::Client::builder()
             .connect_timeout(call_timeout)
+            .default_headers(headers)
             .build()
             .map_err(|e| AgentClientError::InvalidConfig(format!("http client: {e}")))?;
         Ok(Self {

@@ -18,7 +18,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 
-use crate::{AgentError, backend::SummarizerBackend, settings::Settings};
+use crate::{
+    AgentError,
+    agent::{CallPolicy, SummarizerAgent},
+    backend::SummarizerBackend,
+    settings::Settings,
+};
 
 /// Name under which the health service reports the agent (besides `""`).
 pub const HEALTH_SERVICE_NAME: &str = "chatmemory.agent";
@@ -29,18 +34,21 @@ pub const MCP_PATH: &str = "/mcp";
 /// Serves with the backend named in `settings` until `shutdown` resolves.
 ///
 /// # Errors
-/// [`AgentError`] when the listener fails.
+/// [`AgentError`] when the backend cannot be built or the listener fails.
 pub async fn run(
     settings: Settings,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AgentError> {
-    let backend = settings.backend.build();
+    let backend = settings.build_backend().map_err(AgentError::Backend)?;
     run_with_backend(settings, backend, listener, shutdown).await
 }
 
 /// Serves with an explicit backend (tests wrap the offline one) until
 /// `shutdown` resolves, then finishes in-flight requests and returns.
+///
+/// Every call goes through [`SummarizerAgent`]: deadline, output validation,
+/// budgets, token accounting.
 ///
 /// # Errors
 /// [`AgentError`] when the listener fails.
@@ -52,10 +60,15 @@ pub async fn run_with_backend(
 ) -> Result<(), AgentError> {
     let addr = listener.local_addr().map_err(AgentError::ListenerAddress)?;
     let backend_name = backend.name();
+    let policy = CallPolicy {
+        call_timeout: std::time::Duration::from_millis(settings.call_timeout_ms),
+        max_attempts: settings.max_attempts,
+    };
+    let agent = Arc::new(SummarizerAgent::new(backend, policy).map_err(AgentError::Backend)?);
     // Cancelled on shutdown so rmcp ends its in-process request handling too.
     let mcp_cancel = CancellationToken::new();
     let mcp = StreamableHttpService::new(
-        move || Ok(mcp::SummarizerTools::new(Arc::clone(&backend))),
+        move || Ok(mcp::SummarizerTools::new(Arc::clone(&agent))),
         Arc::new(LocalSessionManager::default()),
         mcp_config(&settings, mcp_cancel.child_token()),
     );
@@ -68,9 +81,14 @@ pub async fn run_with_backend(
         .set_service_status("", ServingStatus::Serving)
         .await;
 
+    // Only the MCP route needs the service token; health stays open for probes.
+    let token = settings.service_token.clone().filter(|t| !t.is_empty());
+    let mcp_route = axum::Router::new().nest_service(MCP_PATH, mcp).layer(
+        axum::middleware::from_fn_with_state(Arc::new(token), require_service_token),
+    );
     let app = tonic::service::Routes::new(health)
         .into_axum_router()
-        .nest_service(MCP_PATH, mcp);
+        .merge(mcp_route);
 
     tracing::info!(%addr, backend = backend_name, "summarizer agent serving");
     let result = axum::serve(listener, app)
@@ -96,4 +114,26 @@ fn mcp_config(settings: &Settings, cancel: CancellationToken) -> StreamableHttpS
         .with_sse_keep_alive(None)
         .with_allowed_hosts(settings.allowed_hosts.clone())
         .with_cancellation_token(cancel)
+}
+
+/// Refuses MCP requests without the configured bearer token (401), compared in
+/// constant time. Without a configured token (loopback-only agents, see
+/// `Settings::validate`) every request passes.
+async fn require_service_token(
+    axum::extract::State(token): axum::extract::State<Arc<Option<service_kit::secret::Secret>>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let authorized = token.as_ref().as_ref().is_none_or(|t| {
+        service_kit::service_auth::is_authorized(
+            t,
+            request.headers().get(axum::http::header::AUTHORIZATION),
+        )
+    });
+    if authorized {
+        next.run(request).await
+    } else {
+        tracing::warn!("MCP call without a valid service token");
+        axum::response::IntoResponse::into_response(axum::http::StatusCode::UNAUTHORIZED)
+    }
 }

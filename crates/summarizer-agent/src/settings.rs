@@ -9,7 +9,11 @@ use service_kit::{
     telemetry::TelemetrySettings,
 };
 
-use crate::backend::{SummarizerBackend, offline::OfflineBackend};
+use crate::backend::{
+    BackendError, SummarizerBackend,
+    offline::OfflineBackend,
+    openai::{OpenAiBackend, OpenAiSettings},
+};
 
 /// Everything the agent binary needs to start.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,6 +32,18 @@ pub struct Settings {
     pub allowed_hosts: Vec<String>,
     /// Which summarizer computes the memory.
     pub backend: BackendKind,
+    /// Deadline of one `summarize` call inside the agent, retries included.
+    /// Keep it below the worker's `agent.call_timeout_ms`, so a slow model
+    /// ends as the agent's own `Unavailable` rather than a client timeout.
+    pub call_timeout_ms: u64,
+    /// Model calls per `summarize` when the output fails validation (the
+    /// validation error is fed back to the model each time).
+    pub max_attempts: u32,
+    /// The `openai` backend's endpoint, used when `backend = "openai"`.
+    pub openai: OpenAiSettings,
+    /// Bearer token the MCP endpoint requires (the worker's `agent.service_token`).
+    /// Required unless the agent listens on loopback only; health stays open.
+    pub service_token: Option<service_kit::secret::Secret>,
     /// Log filter and format.
     pub telemetry: TelemetrySettings,
 }
@@ -38,6 +54,10 @@ impl Default for Settings {
             listen_addr: "127.0.0.1:50053".into(),
             allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             backend: BackendKind::Offline,
+            call_timeout_ms: 25_000,
+            max_attempts: 3,
+            openai: OpenAiSettings::default(),
+            service_token: None,
             telemetry: TelemetrySettings {
                 // rmcp logs every stateless request's session start/end at info.
                 log_filter: "info,rmcp=warn".into(),
@@ -54,14 +74,26 @@ pub enum BackendKind {
     /// Deterministic heuristics, no network ([`OfflineBackend`]).
     #[default]
     Offline,
+    /// An OpenAI-compatible Chat Completions endpoint ([`OpenAiBackend`]):
+    /// OpenAI, vLLM, Ollama, llama.cpp server.
+    Openai,
 }
 
-impl BackendKind {
-    /// Builds the backend this kind names.
-    pub fn build(self) -> Arc<dyn SummarizerBackend> {
-        match self {
-            Self::Offline => Arc::new(OfflineBackend::new()),
-        }
+impl Settings {
+    /// Builds the backend `backend` names.
+    ///
+    /// # Errors
+    /// [`BackendError::Internal`] when the openai backend cannot be built
+    /// (its HTTP client or output schema).
+    pub fn build_backend(&self) -> Result<Arc<dyn SummarizerBackend>, BackendError> {
+        Ok(match self.backend {
+            BackendKind::Offline => Arc::new(OfflineBackend::new()),
+            BackendKind::Openai => Arc::new(OpenAiBackend::new(
+                &self.openai,
+                std::time::Duration::from_millis(self.call_timeout_ms),
+                self.max_attempts,
+            )?),
+        })
     }
 }
 
@@ -89,12 +121,33 @@ where
 
 impl Validate for Settings {
     fn validate(&self) -> Result<(), SettingsError> {
-        self.listen_addr.parse::<SocketAddr>().map_err(|e| {
+        let addr = self.listen_addr.parse::<SocketAddr>().map_err(|e| {
             SettingsError::invalid(
                 "listen_addr",
                 format!("{:?} is not host:port ({e})", self.listen_addr),
             )
         })?;
+        // Reachable from other hosts: the MCP endpoint must not be anonymous.
+        if !addr.ip().is_loopback()
+            && self
+                .service_token
+                .as_ref()
+                .is_none_or(service_kit::secret::Secret::is_empty)
+        {
+            return Err(SettingsError::invalid(
+                "service_token",
+                "is required when listen_addr is not a loopback address",
+            ));
+        }
+        if self.call_timeout_ms == 0 || self.max_attempts == 0 {
+            return Err(SettingsError::invalid(
+                "call_timeout_ms",
+                "call_timeout_ms and max_attempts must be positive",
+            ));
+        }
+        if self.backend == BackendKind::Openai {
+            self.openai.validate()?;
+        }
         if self.allowed_hosts.iter().any(|h| h.trim().is_empty()) {
             return Err(SettingsError::invalid(
                 "allowed_hosts",
@@ -139,6 +192,43 @@ mod tests {
         let result = service_kit::settings::load_from::<Settings, _>(
             None,
             env(&[("CHAT_MEMORY__BACKEND", "gpt")]),
+        );
+        assert!(result.is_err());
+    }
+
+    #[test]
+    fn the_openai_backend_is_configured_from_the_environment_and_its_key_never_prints() {
+        let s = service_kit::settings::load_from::<Settings, _>(
+            None,
+            env(&[
+                ("CHAT_MEMORY__BACKEND", "openai"),
+                ("CHAT_MEMORY__OPENAI__BASE_URL", "http://127.0.0.1:8000/v1"),
+                ("CHAT_MEMORY__OPENAI__MODEL", "qwen2.5-7b-instruct"),
+                ("CHAT_MEMORY__OPENAI__API_KEY", "sk-very-secret"),
+            ]),
+        );
+        let s = match s {
+            Ok(s) => s,
+            Err(e) => panic!("settings: {e}"),
+        };
+        assert_eq!(s.backend, BackendKind::Openai);
+        assert_eq!(s.openai.model, "qwen2.5-7b-instruct");
+        assert_eq!(
+            s.openai.api_key.as_ref().map(|k| k.expose()),
+            Some("sk-very-secret")
+        );
+        let printed = format!("{s:?}\n{}", service_kit::settings::render(&s));
+        assert!(!printed.contains("sk-very-secret"), "{printed}");
+    }
+
+    #[test]
+    fn an_openai_base_url_that_is_not_http_is_rejected() {
+        let result = service_kit::settings::load_from::<Settings, _>(
+            None,
+            env(&[
+                ("CHAT_MEMORY__BACKEND", "openai"),
+                ("CHAT_MEMORY__OPENAI__BASE_URL", "ftp://example.com"),
+            ]),
         );
         assert!(result.is_err());
     }

@@ -26,7 +26,8 @@ pub struct SummarizeInput {
     pub prior: Option<PriorMemory>,
     /// The new messages of this batch, oldest first.
     pub messages: Vec<InputMessage>,
-    /// Token budget of each memory layer; defaults to 1000 / 500 / 500.
+    /// Token budget of each memory layer and of the three together; defaults
+    /// to 1000 / 500 / 500, total 2000.
     #[serde(default)]
     pub limits: TokenLimits,
 }
@@ -55,6 +56,22 @@ pub struct InputMessage {
     pub role: Role,
     /// The message text.
     pub content: String,
+    /// When the message was sent (RFC 3339), if known. Lets relative dates
+    /// ("yesterday", "last week") be anchored to the calendar.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_at: Option<String>,
+}
+
+impl InputMessage {
+    /// A message without a timestamp.
+    pub fn new(id: impl Into<String>, role: Role, content: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            role,
+            content: content.into(),
+            sent_at: None,
+        }
+    }
 }
 
 /// Author of a message.
@@ -71,7 +88,8 @@ pub enum Role {
     Tool,
 }
 
-/// Maximum number of tokens (cl100k_base) of each memory layer.
+/// Maximum number of tokens (cl100k_base) of each memory layer, and of the
+/// three layers together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct TokenLimits {
@@ -81,6 +99,10 @@ pub struct TokenLimits {
     pub llm_inferred: u32,
     /// Budget of `general_summary`.
     pub general_summary: u32,
+    /// Budget of the three layers together (defaults to 2000). When it is
+    /// smaller than the sum of the layer budgets, the summary gives way first,
+    /// then the inferences, then the user's facts.
+    pub total: u32,
 }
 
 impl Default for TokenLimits {
@@ -89,6 +111,30 @@ impl Default for TokenLimits {
             user_confirmed: 1000,
             llm_inferred: 500,
             general_summary: 500,
+            total: 2000,
+        }
+    }
+}
+
+impl TokenLimits {
+    /// Per-layer budgets that also respect `total`: each layer keeps its own
+    /// budget while the total allows, in priority order user facts,
+    /// inferences, summary.
+    pub fn effective(&self) -> Self {
+        let mut left = self.total;
+        let mut take = |want: u32| {
+            let got = want.min(left);
+            left -= got;
+            got
+        };
+        let user_confirmed = take(self.user_confirmed);
+        let llm_inferred = take(self.llm_inferred);
+        let general_summary = take(self.general_summary);
+        Self {
+            user_confirmed,
+            llm_inferred,
+            general_summary,
+            total: user_confirmed + llm_inferred + general_summary,
         }
     }
 }
@@ -107,6 +153,21 @@ pub struct SummarizeOutput {
     /// Opaque structured state (items with the message ids they came from). Store
     /// it and pass it back as `prior.state_json` on the next call for this chat.
     pub state_json: String,
+    /// What producing this output cost, for logs and metrics; not part of the memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<CallUsage>,
+}
+
+/// Token accounting of one `summarize` call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct CallUsage {
+    /// Tokens sent to the model (for the offline backend: the batch and prior
+    /// memory it read, counted with cl100k_base).
+    pub prompt_tokens: u32,
+    /// Tokens the model produced (offline: the returned layers).
+    pub completion_tokens: u32,
+    /// Model calls made, retries included (offline: 1).
+    pub attempts: u32,
 }
 
 /// Token counts (cl100k_base) of the returned layers.
@@ -127,6 +188,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_total_below_the_layer_budgets_squeezes_the_summary_first() {
+        let limits = TokenLimits {
+            user_confirmed: 600,
+            llm_inferred: 300,
+            general_summary: 300,
+            total: 1000,
+        };
+        let e = limits.effective();
+        assert_eq!(
+            (e.user_confirmed, e.llm_inferred, e.general_summary, e.total),
+            (600, 300, 100, 1000)
+        );
+    }
+
+    #[test]
+    fn limits_without_a_total_still_parse() {
+        let limits: Result<TokenLimits, _> =
+            serde_json::from_str(r#"{"user_confirmed":10,"llm_inferred":10,"general_summary":10}"#);
+        assert_eq!(limits.map(|l| l.total).ok(), Some(2000));
+    }
+
+    #[test]
     fn roles_are_snake_case_on_the_wire() {
         let json = serde_json::to_string(&Role::Assistant).unwrap_or_default();
         assert_eq!(json, "\"assistant\"");
@@ -142,7 +225,8 @@ mod tests {
             Some(TokenLimits {
                 user_confirmed: 1000,
                 llm_inferred: 500,
-                general_summary: 500
+                general_summary: 500,
+                total: 2000,
             })
         );
     }

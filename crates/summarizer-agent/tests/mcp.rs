@@ -93,11 +93,7 @@ async fn bind_within(addr: &str, deadline: Duration) -> anyhow::Result<TcpListen
 }
 
 fn insurance_batch(chat_id: &str) -> SummarizeInput {
-    let msg = |id: &str, role, content: &str| InputMessage {
-        id: id.into(),
-        role,
-        content: content.into(),
-    };
+    let msg = |id: &str, role, content: &str| InputMessage::new(id, role, content);
     SummarizeInput {
         chat_id: chat_id.into(),
         prior: None,
@@ -172,6 +168,8 @@ async fn many_tasks_can_share_one_client() -> anyhow::Result<()> {
 #[tokio::test]
 async fn the_tool_list_exposes_summarize_with_its_schemas() -> anyhow::Result<()> {
     let agent = TestAgent::start("127.0.0.1:0").await?;
+    // This raw rmcp client builds its own reqwest client: rustls needs its provider.
+    summarizer_agent::install_ring_provider();
     let transport = StreamableHttpClientTransport::from_config(
         StreamableHttpClientTransportConfig::with_uri(agent.mcp_url()),
     );

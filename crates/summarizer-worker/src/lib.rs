@@ -7,6 +7,7 @@
 //!   message: progress acks while working, ack after commit, hand back on shutdown.
 //! - [`processor`]: one job: `BeginJob` -> agent -> `CommitJob`, with bounded retries.
 //! - [`backoff`]: exponential backoff with jitter.
+//! - [`metrics`]: the worker's metrics.
 //!
 //! # Guarantees, and where they come from
 //! - Order per chat: a chat's jobs share a partition whose consumer allows one
@@ -17,6 +18,7 @@
 //!   crash anywhere means a redelivery that is either applied once or skipped.
 
 pub mod backoff;
+pub mod metrics;
 pub mod partition;
 pub mod processor;
 pub mod settings;
@@ -84,10 +86,14 @@ pub async fn run(
         consumers.push((p, consumer));
     }
 
-    let store = MemoryStoreClient::new(settings.store.lazy_channel()?);
-    let agent = AgentClient::new(
+    let store = MemoryStoreClient::with_interceptor(
+        settings.store.lazy_channel()?,
+        settings.store.token_interceptor()?,
+    );
+    let agent = AgentClient::with_service_token(
         &settings.agent.url,
         Duration::from_millis(settings.agent.call_timeout_ms),
+        settings.agent.service_token.as_ref(),
     )?;
     let processor = Processor::new(
         store,
@@ -104,6 +110,12 @@ pub async fn run(
     let cancel = CancellationToken::new();
     let mut loops = tokio::task::JoinSet::new();
     for (p, consumer) in consumers {
+        loops.spawn(partition::watch_depth(
+            consumer.clone(),
+            p,
+            Duration::from_secs(5),
+            cancel.clone(),
+        ));
         let partition = partition::PartitionLoop::new(
             p,
             consumer,

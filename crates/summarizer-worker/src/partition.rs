@@ -3,18 +3,23 @@
 //! still being worked on), an acknowledgement after memory-store committed, and on
 //! shutdown a NAK that hands an unfinished job straight back.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{
     AckKind, Message,
     consumer::{Consumer, pull},
 };
 use futures::StreamExt;
+use opentelemetry::trace::TraceContextExt;
 use prost::Message as _;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use chat_memory_proto::jobs::v1::UpdateJob;
+use chat_memory_proto::time::from_timestamp;
 
+use crate::metrics;
 use crate::processor::{Delivery, Disposition, Outcome, Processor};
 use crate::settings::ConsumerSettings;
 
@@ -85,6 +90,46 @@ impl PartitionLoop {
         let Some(delivery) = self.decode(&message).await else {
             return;
         };
+        // One span per delivery, a child of the gateway's publish (trace context in
+        // the message headers) and linked to it, per the messaging conventions.
+        let span = tracing::info_span!(
+            "process update job",
+            otel.kind = "consumer",
+            messaging.system = "nats",
+            messaging.operation.type = "process",
+            messaging.destination.name = %message.subject,
+            messaging.message.id = %delivery.job.job_id,
+            messaging.nats.delivery_count = delivery.delivered,
+            job_id = %delivery.job.job_id,
+            partition = self.partition,
+        );
+        let parent = service_kit::telemetry::propagation::context_from_fields(
+            &job_queue::headers::trace_fields(message.headers.as_ref()),
+        );
+        let publish = parent.span().span_context().clone();
+        if publish.is_valid() {
+            let _ = span.set_parent(parent);
+            span.add_link(publish);
+        }
+        self.handle_in_span(message, delivery, cancel)
+            .instrument(span)
+            .await;
+    }
+
+    async fn handle_in_span(
+        &self,
+        message: Message,
+        delivery: Delivery,
+        cancel: &CancellationToken,
+    ) {
+        let m = metrics::get();
+        if delivery.delivered > 1 {
+            m.redelivery();
+        }
+        if let Some(accepted) = delivery.job.accepted_at.as_ref().and_then(from_timestamp) {
+            m.queue_wait((chrono::Utc::now() - accepted).to_std().unwrap_or_default());
+        }
+        let started = Instant::now();
         let job_id = delivery.job.job_id.clone();
         let work = self.processor.handle(&delivery);
         tokio::pin!(work);
@@ -100,6 +145,8 @@ impl PartitionLoop {
         loop {
             tokio::select! {
                 disposition = &mut work => {
+                    let outcome = outcome_label(&disposition);
+                    m.job(outcome, started.elapsed());
                     self.finish(&message, &job_id, disposition).await;
                     return;
                 }
@@ -147,6 +194,7 @@ impl PartitionLoop {
             Disposition::Abandon => return,
             Disposition::Ack(outcome) => outcome,
         };
+        metrics::get().update(outcome_label(&Disposition::Ack(outcome.clone())));
         match &outcome {
             Outcome::Applied { version } => {
                 tracing::info!(job_id, partition = self.partition, version, "job applied")
@@ -165,6 +213,39 @@ impl PartitionLoop {
         // redelivered and memory-store skips it as already applied.
         if let Err(e) = message.double_ack().await {
             tracing::warn!(job_id, error = %e, "ack not confirmed; a redelivery will be skipped");
+        }
+    }
+}
+
+/// The metric label of a disposition.
+fn outcome_label(d: &Disposition) -> &'static str {
+    match d {
+        Disposition::Ack(Outcome::Applied { .. }) => "succeeded",
+        Disposition::Ack(Outcome::Skipped(_)) => "skipped",
+        Disposition::Ack(Outcome::Failed(_)) => "failed",
+        Disposition::Ack(Outcome::Poison(_)) => "poison",
+        Disposition::Abandon => "abandoned",
+    }
+}
+
+/// Reports the partition's depth (jobs stored and not yet acknowledged) every
+/// `every`, for the `chat_memory_queue_depth` gauge.
+pub async fn watch_depth(
+    mut consumer: Consumer<pull::Config>,
+    partition: u32,
+    every: Duration,
+    cancel: CancellationToken,
+) {
+    loop {
+        match consumer.info().await {
+            Ok(info) => {
+                metrics::get().set_depth(partition, info.num_pending + info.num_ack_pending as u64)
+            }
+            Err(e) => tracing::debug!(partition, error = %e, "cannot read consumer info"),
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
         }
     }
 }

@@ -72,7 +72,7 @@ enum StepError {
 /// Runs jobs; cheap to clone (shared clients).
 #[derive(Clone)]
 pub struct Processor {
-    store: MemoryStoreClient<Channel>,
+    store: StoreClient,
     agent: AgentClient,
     retry: RetrySettings,
     limits: TokenLimits,
@@ -80,7 +80,7 @@ pub struct Processor {
 
 impl Processor {
     pub fn new(
-        store: MemoryStoreClient<Channel>,
+        store: StoreClient,
         agent: AgentClient,
         retry: RetrySettings,
         limits: TokenLimits,
@@ -131,6 +131,7 @@ impl Processor {
                             )
                             .await;
                     }
+                    crate::metrics::get().update("retried");
                     self.record_attempt(d, attempt, &e.to_string()).await;
                     tokio::time::sleep(self.backoff(agent_failures)).await;
                 }
@@ -164,6 +165,7 @@ impl Processor {
                 attempt,
                 message_count: u32::try_from(job.messages.len()).unwrap_or(u32::MAX),
                 accepted_at: job.accepted_at,
+                access: job_access(job),
             })
             .await
             .map_err(classify_store)?
@@ -325,6 +327,8 @@ fn input_messages(job: &UpdateJob) -> Vec<InputMessage> {
                 Ok(ProtoRole::Unspecified) | Err(_) => Role::Tool,
             },
             content: m.content.clone(),
+            // RFC 3339, so the agent can anchor "yesterday" to a date.
+            sent_at: m.sent_at.as_ref().map(ToString::to_string),
         })
         .collect()
 }
@@ -342,6 +346,28 @@ fn memory_content(out: SummarizeOutput) -> MemoryContent {
         }),
         state_json: out.state_json,
     }
+}
+
+/// memory-store's client, presenting the service token on every call.
+pub type StoreClient = MemoryStoreClient<
+    tonic::service::interceptor::InterceptedService<
+        Channel,
+        service_kit::service_auth::AttachToken,
+    >,
+>;
+
+/// The requester of a job, for memory-store's ownership check: the namespace
+/// is the chat id's prefix (`<tenant>/<chat>`). Jobs from before issue 4 carry
+/// no owner and are applied as before.
+fn job_access(
+    job: &chat_memory_proto::jobs::v1::UpdateJob,
+) -> Option<chat_memory_proto::store::Access> {
+    let (tenant, _) = job.chat_id.split_once('/')?;
+    (!job.owner_user.is_empty()).then(|| chat_memory_proto::store::Access {
+        tenant: tenant.to_owned(),
+        user: job.owner_user.clone(),
+        acts_for_tenant: job.acts_for_tenant,
+    })
 }
 
 #[cfg(test)]

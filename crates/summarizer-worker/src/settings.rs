@@ -60,6 +60,8 @@ pub struct AgentSettings {
     pub url: String,
     /// Deadline of one agent call.
     pub call_timeout_ms: u64,
+    /// Bearer token the agent's MCP endpoint requires (its `service_token`).
+    pub service_token: Option<service_kit::secret::Secret>,
 }
 
 /// Token budget of each memory field, counted with the cl100k BPE.
@@ -69,6 +71,8 @@ pub struct MemoryBudget {
     pub user_confirmed_tokens: u32,
     pub llm_inferred_tokens: u32,
     pub general_summary_tokens: u32,
+    /// Budget of the three fields together.
+    pub total_tokens: u32,
 }
 
 impl MemoryBudget {
@@ -77,6 +81,7 @@ impl MemoryBudget {
             user_confirmed: self.user_confirmed_tokens,
             llm_inferred: self.llm_inferred_tokens,
             general_summary: self.general_summary_tokens,
+            total: self.total_tokens,
         }
     }
 }
@@ -123,6 +128,7 @@ impl Default for AgentSettings {
         Self {
             url: "http://127.0.0.1:50053/mcp".into(),
             call_timeout_ms: 30_000,
+            service_token: None,
         }
     }
 }
@@ -134,6 +140,7 @@ impl Default for MemoryBudget {
             user_confirmed_tokens: d.user_confirmed,
             llm_inferred_tokens: d.llm_inferred,
             general_summary_tokens: d.general_summary,
+            total_tokens: d.total,
         }
     }
 }
@@ -198,6 +205,7 @@ impl Validate for Settings {
         if m.user_confirmed_tokens == 0
             || m.llm_inferred_tokens == 0
             || m.general_summary_tokens == 0
+            || m.total_tokens == 0
         {
             return Err(SettingsError::invalid(
                 "memory",

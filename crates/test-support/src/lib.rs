@@ -7,17 +7,23 @@
 //! Postgres, the gateway to JetStream.
 //!
 //! # Layout
+//! - [`auth`]: the stack's credentials and token minting for any tenant/user/scopes.
 //! - [`database`]: per-test databases (create, migrate, drop, sweep leftovers).
 //! - [`stack`]: the services, their addresses, and killing / adding workers.
 //! - [`gate`]: an agent backend wrapper that holds calls, to kill a worker mid-job.
+//! - [`processes`]: the stack as real OS processes (traces across processes, SIGKILL).
+//! - [`otlp`]: an OTLP receiver collecting the spans services export.
 //! - [`wait`]: waiting for a condition with a deadline.
 
+pub mod auth;
 pub mod database;
 pub mod gate;
+pub mod otlp;
+pub mod processes;
 pub mod stack;
 pub mod wait;
 
-pub use stack::{StackOptions, TestStack};
+pub use stack::{GatewayClient, StackOptions, StoreClient, TestStack};
 
 /// Postgres server the tests use; override with `CHAT_MEMORY_TEST_PG`.
 pub fn pg_server_url() -> String {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use chat_memory_proto::store::memory_store_client::MemoryStoreClient;
@@ -16,6 +17,7 @@ use job_queue::QueueSettings;
 use service_kit::grpc_client::ClientSettings;
 use summarizer_agent::backend::SummarizerBackend;
 
+use crate::auth::{self, Bearer};
 use crate::database::TestDatabase;
 use crate::wait;
 
@@ -29,7 +31,17 @@ pub struct StackOptions {
     pub backend: Option<Arc<dyn SummarizerBackend>>,
     /// Stream limit, to test a full queue.
     pub max_jobs: i64,
+    /// Per-user requests per minute at the gateway; huge by default so only
+    /// the rate-limit tests meet the limit.
+    pub rate_limit_per_minute: u32,
+    /// memory-store's expiry of inactive chats.
+    pub expiry: memory_store::settings::ExpirySettings,
 }
+
+/// A client of the public API that presents a bearer token.
+pub type GatewayClient = MemoryServiceClient<InterceptedService<Channel, Bearer>>;
+/// A client of memory-store that presents the service token (or not).
+pub type StoreClient = MemoryStoreClient<InterceptedService<Channel, Bearer>>;
 
 impl Default for StackOptions {
     fn default() -> Self {
@@ -39,6 +51,8 @@ impl Default for StackOptions {
             ack_wait_ms: 2_000,
             backend: None,
             max_jobs: 1_000_000,
+            rate_limit_per_minute: 1_000_000,
+            expiry: memory_store::settings::ExpirySettings::default(),
         }
     }
 }
@@ -101,6 +115,10 @@ pub struct TestStack {
     pub agent_addr: SocketAddr,
     pub worker_settings: summarizer_worker::Settings,
     gateway: Option<Service>,
+    /// Further gateway replicas ([`TestStack::add_gateway`]).
+    extra_gateways: Vec<Service>,
+    gateway_settings: gateway::Settings,
+    store_settings: memory_store::settings::Settings,
     store: Option<Service>,
     agent: Option<Service>,
     workers: Vec<Option<Service>>,
@@ -136,13 +154,21 @@ impl TestStack {
         let mut store_settings = memory_store::settings::Settings::default();
         store_settings.database.url = database.url.clone();
         store_settings.database.max_connections = 16;
-        let store = spawn(|rx| memory_store::run(store_settings, store_listener, signal(rx)));
+        store_settings.service_token = Some(auth::service_token());
+        store_settings.expiry = opts.expiry.clone();
+        let run_store = store_settings.clone();
+        let store = spawn(|rx| memory_store::run(run_store, store_listener, signal(rx)));
 
         let (agent_listener, agent_addr) = bind().await;
-        let agent_settings = summarizer_agent::settings::Settings::default();
-        let backend = opts
-            .backend
-            .unwrap_or_else(|| agent_settings.backend.build());
+        let agent_settings = summarizer_agent::settings::Settings {
+            service_token: Some(auth::service_token()),
+            ..summarizer_agent::settings::Settings::default()
+        };
+        let backend = opts.backend.unwrap_or_else(|| {
+            agent_settings
+                .build_backend()
+                .unwrap_or_else(|e| panic!("agent backend: {e}"))
+        });
         let agent = spawn(|rx| {
             summarizer_agent::server::run_with_backend(
                 agent_settings,
@@ -154,9 +180,10 @@ impl TestStack {
 
         let mut worker_settings = summarizer_worker::Settings {
             nats: queue.clone(),
-            store: ClientSettings::new(format!("http://{store_addr}")),
+            store: internal_client(store_addr),
             ..summarizer_worker::Settings::default()
         };
+        worker_settings.agent.service_token = Some(auth::service_token());
         worker_settings.agent.url = format!("http://{agent_addr}/mcp");
         worker_settings.agent.call_timeout_ms = 10_000;
         worker_settings.consumer.durable_prefix = "w".into();
@@ -168,12 +195,16 @@ impl TestStack {
         worker_settings.retry.store_retry_ms = 2_000;
 
         let (gateway_listener, gateway_addr) = bind().await;
-        let gateway_settings = gateway::Settings {
+        let mut gateway_settings = gateway::Settings {
             nats: queue.clone(),
-            store: ClientSettings::new(format!("http://{store_addr}")),
+            store: internal_client(store_addr),
+            auth: auth::gateway_auth(),
             ..gateway::Settings::default()
         };
-        let gateway = spawn(|rx| gateway::run(gateway_settings, gateway_listener, signal(rx)));
+        gateway_settings.rate_limit.per_minute = opts.rate_limit_per_minute;
+        gateway_settings.rate_limit.bucket = format!("CMT_RL_{suffix}");
+        let run_gateway = gateway_settings.clone();
+        let gateway = spawn(|rx| gateway::run(run_gateway, gateway_listener, signal(rx)));
 
         let mut stack = Self {
             database,
@@ -183,6 +214,9 @@ impl TestStack {
             agent_addr,
             worker_settings,
             gateway: Some(gateway),
+            extra_gateways: Vec::new(),
+            gateway_settings,
+            store_settings,
             store: Some(store),
             agent: Some(agent),
             workers: Vec::new(),
@@ -228,22 +262,46 @@ impl TestStack {
         let listener = TcpListener::bind(self.store_addr)
             .await
             .unwrap_or_else(|e| panic!("rebind {}: {e}", self.store_addr));
-        let mut settings = memory_store::settings::Settings::default();
-        settings.database.url = self.database.url.clone();
+        let settings = self.store_settings.clone();
         self.store = Some(spawn(|rx| {
             memory_store::run(settings, listener, signal(rx))
         }));
         self.wait_serving(self.store_addr, "memory-store").await;
     }
 
-    /// A client of the public API.
-    pub async fn gateway(&self) -> MemoryServiceClient<Channel> {
-        MemoryServiceClient::new(channel(self.gateway_addr).await)
+    /// A client of the public API, as [`auth::USER`] of [`auth::TENANT`] with
+    /// `memory:read` and `memory:write`.
+    pub async fn gateway(&self) -> GatewayClient {
+        self.gateway_as(&auth::mint(
+            auth::TENANT,
+            auth::USER,
+            &["memory:read", "memory:write"],
+        ))
+        .await
     }
 
-    /// A client of memory-store's internal API.
-    pub async fn store(&self) -> MemoryStoreClient<Channel> {
-        MemoryStoreClient::new(channel(self.store_addr).await)
+    /// A client of the public API presenting `token`.
+    pub async fn gateway_as(&self, token: &str) -> GatewayClient {
+        gateway_client(self.gateway_addr, Bearer::new(token)).await
+    }
+
+    /// Starts one more gateway replica on the same queue, store and rate-limit
+    /// bucket; returns its address once it is SERVING.
+    pub async fn add_gateway(&mut self) -> SocketAddr {
+        let (listener, addr) = bind().await;
+        let settings = self.gateway_settings.clone();
+        self.extra_gateways
+            .push(spawn(|rx| gateway::run(settings, listener, signal(rx))));
+        self.wait_serving(addr, "gateway replica").await;
+        addr
+    }
+
+    /// A client of memory-store's internal API, presenting the service token.
+    pub async fn store(&self) -> StoreClient {
+        MemoryStoreClient::with_interceptor(
+            channel(self.store_addr).await,
+            Bearer::new(auth::SERVICE_TOKEN),
+        )
     }
 
     /// A JetStream context on the test's NATS server.
@@ -276,25 +334,7 @@ impl TestStack {
     }
 
     async fn wait_serving(&self, addr: SocketAddr, what: &str) {
-        wait::until(
-            &format!("{what} at {addr} to be SERVING"),
-            Duration::from_secs(30),
-            || async move {
-                let mut health =
-                    tonic_health::pb::health_client::HealthClient::new(try_channel(addr).await?);
-                let status = health
-                    .check(tonic_health::pb::HealthCheckRequest {
-                        service: String::new(),
-                    })
-                    .await
-                    .ok()?
-                    .into_inner()
-                    .status;
-                (status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32)
-                    .then_some(())
-            },
-        )
-        .await;
+        wait_serving(addr, what).await;
     }
 
     /// Stops every service gracefully, then deletes the stream and the database.
@@ -307,6 +347,11 @@ impl TestStack {
             g.stop()
                 .await
                 .unwrap_or_else(|e| errors.push(format!("gateway: {e}")));
+        }
+        for g in self.extra_gateways.drain(..) {
+            g.stop()
+                .await
+                .unwrap_or_else(|e| errors.push(format!("gateway replica: {e}")));
         }
         for w in self.workers.drain(..).flatten() {
             w.stop()
@@ -325,6 +370,8 @@ impl TestStack {
         }
         if let Ok(js) = job_queue::connect(&self.queue, "test-cleanup").await {
             let _ = js.delete_stream(&self.queue.stream).await;
+            let bucket = &self.gateway_settings.rate_limit.bucket;
+            let _ = js.delete_stream(format!("KV_{bucket}")).await;
         }
         self.database.drop_now().await;
         assert!(
@@ -332,6 +379,32 @@ impl TestStack {
             "services did not stop cleanly: {errors:?}"
         );
     }
+}
+
+/// Waits until `grpc.health.v1` at `addr` reports SERVING.
+///
+/// # Panics
+/// After 30 s.
+pub async fn wait_serving(addr: SocketAddr, what: &str) {
+    wait::until(
+        &format!("{what} at {addr} to be SERVING"),
+        Duration::from_secs(30),
+        || async move {
+            let mut health =
+                tonic_health::pb::health_client::HealthClient::new(try_channel(addr).await?);
+            let status = health
+                .check(tonic_health::pb::HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .status;
+            (status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32)
+                .then_some(())
+        },
+    )
+    .await;
 }
 
 async fn try_channel(addr: SocketAddr) -> Option<Channel> {
@@ -350,4 +423,17 @@ pub async fn channel(addr: SocketAddr) -> Channel {
     try_channel(addr)
         .await
         .unwrap_or_else(|| panic!("cannot connect to {addr}"))
+}
+
+/// Settings to reach an internal service at `addr` with the service token.
+fn internal_client(addr: SocketAddr) -> ClientSettings {
+    ClientSettings {
+        service_token: Some(auth::service_token()),
+        ..ClientSettings::new(format!("http://{addr}"))
+    }
+}
+
+/// A client of the public API at `addr` with `bearer`.
+pub async fn gateway_client(addr: SocketAddr, bearer: Bearer) -> GatewayClient {
+    MemoryServiceClient::with_interceptor(channel(addr).await, bearer)
 }

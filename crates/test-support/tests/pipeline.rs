@@ -13,12 +13,11 @@ use tonic_types::StatusExt;
 use chat_memory_proto::jobs::v1::UpdateJob;
 use chat_memory_proto::v1::{
     ChatMessage, DeleteMemoryRequest, GetMemoryRequest, GetMemoryResponse, GetUpdateStatusRequest,
-    JobState, Role, UpdateMemoryRequest, memory_service_client::MemoryServiceClient,
+    JobState, Role, UpdateMemoryRequest,
 };
 use summarizer_agent::backend::offline::OfflineBackend;
 use test_support::gate::{Gate, GatedBackend};
-use test_support::{StackOptions, TestStack, wait};
-use tonic::transport::Channel;
+use test_support::{GatewayClient, StackOptions, TestStack, wait};
 
 const JOB_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -46,7 +45,7 @@ fn update(chat_id: &str, messages: Vec<ChatMessage>) -> UpdateMemoryRequest {
     }
 }
 
-async fn send(client: &mut MemoryServiceClient<Channel>, req: UpdateMemoryRequest) -> String {
+async fn send(client: &mut GatewayClient, req: UpdateMemoryRequest) -> String {
     client
         .update_memory(req)
         .await
@@ -55,7 +54,7 @@ async fn send(client: &mut MemoryServiceClient<Channel>, req: UpdateMemoryReques
         .job_id
 }
 
-async fn memory(client: &mut MemoryServiceClient<Channel>, chat_id: &str) -> GetMemoryResponse {
+async fn memory(client: &mut GatewayClient, chat_id: &str) -> GetMemoryResponse {
     client
         .get_memory(GetMemoryRequest {
             chat_id: chat_id.into(),
@@ -325,16 +324,18 @@ async fn a_job_delivered_twice_is_applied_once() {
     .await;
     stack.wait_job_done(&job_id, JOB_TIMEOUT).await;
 
+    // Behind the gateway, chat ids are namespaced by tenant.
+    let namespaced = format!("{}/chat-dup", test_support::auth::TENANT);
     let replay = UpdateJob {
         job_id: job_id.clone(),
-        chat_id: "chat-dup".into(),
+        chat_id: namespaced.clone(),
         messages: vec![user("My PCP is Dr. Alvarez at One Medical.")],
         ..Default::default()
     };
     let js = stack.jetstream().await;
     let subject = chat_memory_proto::jobs::partition_subject(
         &stack.queue.subject_prefix,
-        chat_memory_proto::jobs::partition_for("chat-dup", stack.queue.partitions),
+        chat_memory_proto::jobs::partition_for(&namespaced, stack.queue.partitions),
     );
     js.publish(subject, replay.encode_to_vec().into())
         .await

@@ -11,6 +11,8 @@ use chrono::{DateTime, Utc};
 use prost_types::Timestamp;
 
 use crate::{
+    access::Access,
+    audit::{AuditQuery, AuditRecord},
     domain::{
         AcceptedJob, Begin, ChatId, Commit, CommitOutcome, Committed, Delivery, Failure, JobId,
         JobState, JobView, MemoryContent, MemoryView, Skip, StreamSeq, TokenCounts, count,
@@ -47,6 +49,7 @@ pub fn delivery(r: pb::BeginJobRequest) -> Result<Delivery, StoreError> {
         attempt: count(r.attempt, "attempt")?,
         message_count: count(r.message_count, "message_count")?,
         accepted_at: time_or_now(r.accepted_at.as_ref(), "accepted_at")?,
+        access: Access::parse(r.access)?,
     })
 }
 
@@ -158,6 +161,7 @@ pub fn begin_to_pb(b: Begin) -> pb::BeginJobResponse {
                 Skip::Superseded => pb::SkipReason::Superseded,
                 Skip::ChatDeleted => pb::SkipReason::ChatDeleted,
                 Skip::AlreadyFailed => pb::SkipReason::AlreadyFailed,
+                Skip::NotOwner => pb::SkipReason::NotOwner,
             };
             pb::BeginJobResponse {
                 skip: skip.into(),
@@ -218,5 +222,72 @@ pub fn job_to_pb(j: JobView) -> pb::GetJobResponse {
         accepted_at: Some(to_timestamp(j.accepted_at)),
         updated_at: Some(to_timestamp(j.updated_at)),
         stream_seq: u64::try_from(j.stream_seq).unwrap_or(0),
+    }
+}
+
+/// Longest page of audit rows one query returns.
+const MAX_AUDIT_PAGE: u32 = 1000;
+
+pub fn audit_record(r: pb::RecordAuditRequest) -> Result<AuditRecord, StoreError> {
+    let e = r
+        .entry
+        .ok_or_else(|| StoreError::invalid("entry", "is required"))?;
+    let audit_id = uuid::Uuid::parse_str(&e.audit_id)
+        .map_err(|_| StoreError::invalid("entry.audit_id", "must be a UUID"))?;
+    Ok(AuditRecord {
+        audit_id,
+        at: time_or_now(e.at.as_ref(), "entry.at")?,
+        tenant: e.tenant,
+        user: e.user,
+        action: e.action,
+        chat_id: e.chat_id,
+        job_id: e.job_id,
+        outcome: e.outcome,
+        request_id: e.request_id,
+        trace_id: e.trace_id,
+        detail: e.detail,
+    })
+}
+
+pub fn audit_query(r: pb::QueryAuditRequest) -> Result<AuditQuery, StoreError> {
+    if r.tenant.is_empty() {
+        return Err(StoreError::invalid("tenant", "must not be empty"));
+    }
+    let f = r.filter.unwrap_or_default();
+    let before = match f.before.as_ref() {
+        None => None,
+        Some(ts) => Some(
+            from_timestamp(ts)
+                .ok_or_else(|| StoreError::invalid("filter.before", "out of range"))?,
+        ),
+    };
+    let limit = match f.limit {
+        0 => 100,
+        n => n.min(MAX_AUDIT_PAGE),
+    };
+    let nonempty = |s: String| Some(s).filter(|s| !s.is_empty());
+    Ok(AuditQuery {
+        tenant: r.tenant,
+        chat_id: nonempty(f.chat_id),
+        user: nonempty(f.user),
+        action: nonempty(f.action),
+        before,
+        limit: u64::from(limit),
+    })
+}
+
+pub fn audit_entry_to_pb(m: crate::entity::audit_log::Model) -> pb_v1::AuditEntry {
+    pb_v1::AuditEntry {
+        audit_id: m.audit_id.to_string(),
+        at: Some(to_timestamp(m.at)),
+        tenant: m.tenant,
+        user: m.user_id,
+        action: m.action,
+        chat_id: m.chat_id,
+        job_id: m.job_id,
+        outcome: m.outcome,
+        request_id: m.request_id,
+        trace_id: m.trace_id,
+        detail: m.detail,
     }
 }

@@ -8,6 +8,8 @@ use sea_orm::DatabaseConnection;
 use tonic::{Request, Response, Status};
 
 use crate::{
+    access::{self, Access},
+    audit,
     domain::{ChatId, JobId},
     jobs, memories,
 };
@@ -69,8 +71,10 @@ impl MemoryStore for StoreService {
         &self,
         request: Request<pb::GetMemoryRequest>,
     ) -> Result<Response<pb::GetMemoryResponse>, Status> {
-        let chat_id = ChatId::parse(request.into_inner().chat_id)?;
-        let memory = memories::get_memory(&self.db, &chat_id).await?;
+        let request = request.into_inner();
+        let chat_id = ChatId::parse(request.chat_id)?;
+        let access = Access::parse(request.access)?;
+        let memory = memories::get_memory(&self.db, &chat_id, access.as_ref()).await?;
         Ok(Response::new(convert::memory_to_pb(memory)))
     }
 
@@ -78,8 +82,10 @@ impl MemoryStore for StoreService {
         &self,
         request: Request<pb::GetJobRequest>,
     ) -> Result<Response<pb::GetJobResponse>, Status> {
-        let job_id = JobId::parse(&request.into_inner().job_id)?;
-        let job = jobs::get_job(&self.db, job_id).await?;
+        let request = request.into_inner();
+        let job_id = JobId::parse(&request.job_id)?;
+        let access = Access::parse(request.access)?;
+        let job = jobs::get_job(&self.db, job_id, access.as_ref()).await?;
         Ok(Response::new(convert::job_to_pb(job)))
     }
 
@@ -90,10 +96,43 @@ impl MemoryStore for StoreService {
         let request = request.into_inner();
         let chat_id = ChatId::parse(request.chat_id)?;
         let through = convert::through_seq(request.through_stream_seq)?;
-        let deleted = memories::delete_chat(&self.db, &chat_id, through).await?;
+        let access = Access::parse(request.access)?;
+        let deleted = memories::delete_chat(&self.db, &chat_id, through, access.as_ref()).await?;
         Ok(Response::new(pb::DeleteChatResponse {
             memory_deleted: deleted.memory_deleted,
             jobs_removed: u32::try_from(deleted.jobs_removed).unwrap_or(u32::MAX),
+        }))
+    }
+
+    async fn claim_chat(
+        &self,
+        request: Request<pb::ClaimChatRequest>,
+    ) -> Result<Response<pb::ClaimChatResponse>, Status> {
+        let request = request.into_inner();
+        let chat_id = ChatId::parse(request.chat_id)?;
+        let access = Access::parse(request.access)?
+            .ok_or_else(|| crate::StoreError::invalid("access", "is required"))?;
+        let claimed = access::claim(&self.db, &chat_id, &access).await?;
+        Ok(Response::new(pb::ClaimChatResponse { claimed }))
+    }
+
+    async fn record_audit(
+        &self,
+        request: Request<pb::RecordAuditRequest>,
+    ) -> Result<Response<pb::RecordAuditResponse>, Status> {
+        let record = convert::audit_record(request.into_inner())?;
+        let inserted = audit::record(&self.db, record).await?;
+        Ok(Response::new(pb::RecordAuditResponse { inserted }))
+    }
+
+    async fn query_audit(
+        &self,
+        request: Request<pb::QueryAuditRequest>,
+    ) -> Result<Response<pb::QueryAuditResponse>, Status> {
+        let query = convert::audit_query(request.into_inner())?;
+        let rows = audit::query(&self.db, query).await?;
+        Ok(Response::new(pb::QueryAuditResponse {
+            entries: rows.into_iter().map(convert::audit_entry_to_pb).collect(),
         }))
     }
 }

@@ -3,30 +3,27 @@
 //! One call runs the pipeline
 //!
 //! ```text
-//! prior.state_json ──load──▶ MemoryState ──fold_messages──▶ items (+ confirmations)
-//!   (or text layers)                      ──push_batch_line─▶ summary line
-//!                                         ──fit_items / fit_summary──▶ three layers within budget
+//! prior.state_json ──load──▶ MemoryState ──fold_messages──▶ sentences scored, deduplicated,
+//!   (or text layers)                                          dated, sorted into layers
+//!                                         ──fit_memory──▶ three layers within budget
 //! ```
 //!
 //! Same input, byte-identical output: only ordered collections, no clock, no
 //! randomness.
 
-mod budget;
 mod classify;
 mod extract;
 mod lexicon;
-mod state;
-mod summary;
 #[cfg(test)]
 mod tests;
-mod text;
-mod tokens;
 
-pub use tokens::{count_tokens, warm_tokenizer};
+pub use crate::memory::tokens::{count_tokens, warm_tokenizer};
 
-use self::state::{Field, MemoryState};
 use super::{BackendError, SummarizeFuture, SummarizerBackend};
-use crate::tool::{SummarizeInput, SummarizeOutput, TokenCounts};
+use crate::{
+    memory::{budget::fit_memory, state::MemoryState},
+    tool::{SummarizeInput, SummarizeOutput},
+};
 
 /// Heuristic summarizer; see the module documentation.
 #[derive(Debug, Clone, Copy, Default)]
@@ -51,29 +48,8 @@ impl OfflineBackend {
         let mut state = MemoryState::load(input.prior.as_ref());
         state.batch += 1;
         extract::fold_messages(&mut state, &input.messages);
-        summary::push_batch_line(&mut state, &input.messages);
-
-        let limits = input.limits;
-        let user_confirmed =
-            budget::fit_items(&mut state, Field::UserConfirmed, limits.user_confirmed);
-        let llm_inferred = budget::fit_items(&mut state, Field::LlmInferred, limits.llm_inferred);
-        let general_summary = summary::fit_summary(&mut state, limits.general_summary);
-
-        let counts = [&user_confirmed, &llm_inferred, &general_summary].map(|s| count_tokens(s));
-        let state_json = serde_json::to_string(&state)
-            .map_err(|e| BackendError::Internal(format!("cannot serialise state: {e}")))?;
-        Ok(SummarizeOutput {
-            user_confirmed,
-            llm_inferred,
-            general_summary,
-            token_counts: TokenCounts {
-                user_confirmed: counts[0],
-                llm_inferred: counts[1],
-                general_summary: counts[2],
-                total: counts.iter().fold(0u32, |a, b| a.saturating_add(*b)),
-            },
-            state_json,
-        })
+        let layers = fit_memory(&mut state, input.limits);
+        super::output_from(layers, &state)
     }
 }
 

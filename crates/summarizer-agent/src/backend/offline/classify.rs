@@ -3,13 +3,11 @@
 //! denying that guess. Tuned for health-insurance navigation chats (plans,
 //! deductibles, member ids, claims, prescriptions, providers).
 
-use super::{
-    lexicon::{
-        AFFIRMATIONS, DENIALS, DOMAIN_WORDS, FIRST_PERSON, HEDGES, MONTHS, NOT_DENIALS,
-        PLEASANTRIES, REQUEST_OPENINGS, STATIVE_VERBS,
-    },
-    text::words,
+use super::lexicon::{
+    AFFIRMATIONS, DENIALS, DOMAIN_WORDS, EVENT_VERBS, FILLERS, FIRST_PERSON, FUNCTION_WORDS,
+    HEDGES, MONTHS, NOT_DENIALS, PLEASANTRIES, REQUEST_OPENINGS, STATIVE_VERBS, TIME_WORDS,
 };
+use crate::memory::text::words;
 
 /// Minimum score for a user sentence to be remembered as a fact.
 const FACT_THRESHOLD: u32 = 3;
@@ -33,12 +31,17 @@ pub(crate) fn fact_salience(sentence: &str) -> Option<u32> {
     let has_id = sentence.split_whitespace().any(is_identifier);
     let has_digit = sentence.chars().any(|c| c.is_ascii_digit());
     let first_person = ws.iter().any(|w| FIRST_PERSON.contains(&w.as_str()));
-    let stative = ws
-        .windows(2)
-        .any(|p| matches!(p[0].as_str(), "i" | "we") && STATIVE_VERBS.contains(&p[1].as_str()))
-        || ws
-            .iter()
-            .any(|w| matches!(w.as_str(), "i'm" | "i've" | "we're"));
+    let stative = ws.windows(2).any(|p| {
+        matches!(p[0].as_str(), "i" | "we")
+            && (STATIVE_VERBS.contains(&p[1].as_str()) || EVENT_VERBS.contains(&p[1].as_str()))
+    }) || ws
+        .iter()
+        .any(|w| matches!(w.as_str(), "i'm" | "i've" | "we're" | "we've"));
+    let timed = ws.iter().any(|w| TIME_WORDS.contains(&w.as_str()));
+    let content = ws
+        .iter()
+        .filter(|w| !FUNCTION_WORDS.contains(&w.as_str()))
+        .count();
     let domain = ws
         .iter()
         .filter(|w| DOMAIN_WORDS.contains(&w.as_str()))
@@ -55,11 +58,13 @@ pub(crate) fn fact_salience(sentence: &str) -> Option<u32> {
     score += u32::try_from(domain.min(3)).unwrap_or(3);
     score += u32::try_from(capitalised_entities(sentence).min(2)).unwrap_or(2);
     score += u32::from(dated);
+    score += if timed { 2 } else { 0 };
+    score += u32::from(content >= 6) + u32::from(content >= 10);
 
     let asks = sentence.trim_end().ends_with('?') || starts_with_any(&normalised, REQUEST_OPENINGS);
     if asks {
         // A question only tells us something when it names a concrete thing.
-        score = score.saturating_sub(if has_id { 1 } else { 4 });
+        score = score.saturating_sub(if has_id { 1 } else { 6 });
     }
     (score >= FACT_THRESHOLD && (ws.len() >= 3 || has_id)).then_some(score)
 }
@@ -90,6 +95,23 @@ pub(crate) fn inference(sentence: &str) -> Option<String> {
     // question without such a tag ("Might you have a PPO?") does not.
     let (head, tag) = trimmed.rsplit_once(',')?;
     (words(tag).len() <= 4 && words(head).len() >= 3).then(|| format!("{}.", head.trim()))
+}
+
+/// `sentence` without leading interjections ("Wow, ", "Oh yeah! "): they
+/// cost tokens and say nothing.
+pub(crate) fn trim_filler(sentence: &str) -> String {
+    let mut rest = sentence.trim();
+    while let Some((first, tail)) = rest.split_once(' ') {
+        let bare = first
+            .trim_end_matches([',', '!', '.', '\u{2026}'])
+            .to_lowercase();
+        let punctuated = first.ends_with([',', '!', '.', '\u{2026}']);
+        if !FILLERS.contains(&bare.as_str()) || !(punctuated || bare == "oh") {
+            break;
+        }
+        rest = tail.trim_start();
+    }
+    capitalise(rest)
 }
 
 /// Classifies a user message as a reply to the preceding assistant message.

@@ -76,3 +76,40 @@ pub(crate) const DENIALS: &[&str] = &[
 /// Openings that start with a denial word without denying anything.
 #[rustfmt::skip]
 pub(crate) const NOT_DENIALS: &[&str] = &["no one", "no problem", "no worries", "no idea", "no longer"];
+
+/// Past-tense verbs that, after "I" or "we", report something that happened.
+#[rustfmt::skip]
+pub(crate) const EVENT_VERBS: &[&str] = &[
+    "went", "made", "bought", "joined", "started", "finished", "painted", "read", "wrote",
+    "adopted", "signed", "tried", "learned", "ran", "won", "lost", "met", "visited", "saw",
+    "received", "applied", "enrolled", "decided", "planned", "booked", "traveled", "travelled",
+    "moved", "graduated", "married", "attended", "volunteered", "created", "built", "gave",
+    "found", "took", "got", "did", "love", "like", "enjoy", "want", "plan",
+];
+
+/// Words that place a statement in time.
+#[rustfmt::skip]
+pub(crate) const TIME_WORDS: &[&str] = &[
+    "yesterday", "today", "tomorrow", "tonight", "week", "weekend", "month", "year", "ago",
+    "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday", "since",
+];
+
+/// Interjections and openers worth nothing on their own.
+#[rustfmt::skip]
+pub(crate) const FILLERS: &[&str] = &[
+    "wow", "oh", "ooh", "yeah", "hey", "hi", "hello", "hmm", "well", "haha", "lol", "omg", "aw",
+    "aww", "ah", "ahh", "cool", "great", "awesome", "nice", "thanks", "gosh", "whoa", "yay",
+    "so", "totally", "definitely", "honestly", "sure", "ok", "okay",
+];
+
+/// Words that carry grammar, not content; a sentence's content is the rest.
+#[rustfmt::skip]
+pub(crate) const FUNCTION_WORDS: &[&str] = &[
+    "a", "an", "the", "and", "or", "but", "of", "to", "in", "on", "at", "for", "with", "by",
+    "from", "as", "is", "are", "was", "were", "be", "been", "am", "do", "does", "did", "has",
+    "have", "had", "it", "its", "it's", "this", "that", "these", "those", "there", "i", "me",
+    "my", "you", "your", "we", "our", "they", "them", "he", "she", "so", "just", "really",
+    "very", "too", "also", "what", "how", "i'm", "you're", "that's", "not", "can", "will",
+    "would", "could", "all", "about", "like", "some", "such", "much", "lot", "things", "thing",
+    "up", "out", "if", "when", "get", "got",
+];

@@ -108,6 +108,7 @@ fn every_layer_stays_within_its_limit_whatever_the_input() {
             user_confirmed: limit,
             llm_inferred: limit,
             general_summary: limit,
+            total: limit * 2,
         };
         let input = SummarizeInput {
             limits,
@@ -157,6 +158,7 @@ fn evictions_are_recorded_in_the_state() {
         user_confirmed: 40,
         llm_inferred: 40,
         general_summary: 40,
+        total: 120,
     };
     let out = summarize(&SummarizeInput {
         limits,

@@ -7,11 +7,7 @@ use super::OfflineBackend;
 use crate::tool::{InputMessage, PriorMemory, Role, SummarizeInput, SummarizeOutput, TokenLimits};
 
 pub(super) fn msg(id: &str, role: Role, content: &str) -> InputMessage {
-    InputMessage {
-        id: id.into(),
-        role,
-        content: content.into(),
-    }
+    InputMessage::new(id, role, content)
 }
 
 pub(super) fn batch(

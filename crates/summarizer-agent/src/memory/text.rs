@@ -132,6 +132,66 @@ pub(crate) fn near_duplicate(a: &str, b: &str) -> bool {
     overlap >= NEAR_DUPLICATE_OVERLAP
 }
 
+/// Openings that announce a correction and say nothing themselves.
+const CORRECTION_OPENERS: &[&str] = &["actually", "sorry", "correction", "oh", "wait", "update"];
+
+/// True when `newer` restates the subject of `older` with a different,
+/// specific value: "Actually my deductible is $2,000." corrects "My
+/// deductible is $1,500.". Only "my/our <1-3 words> is/are/was <value>" with
+/// a number or a name in both values counts, so chatty statements about the
+/// same subject ("my kids are excited") never replace facts.
+pub(crate) fn supersedes(newer: &str, older: &str) -> bool {
+    match (subject_value(newer), subject_value(older)) {
+        (Some((subject_new, value_new)), Some((subject_old, value_old))) => {
+            subject_new == subject_old && value_new != value_old
+        }
+        _ => false,
+    }
+}
+
+fn subject_value(text: &str) -> Option<(String, String)> {
+    // One normalised word per raw token, so both views stay aligned.
+    let raw: Vec<&str> = text.split_whitespace().collect();
+    let lowered: Vec<String> = raw.iter().map(|t| words(t).join("")).collect();
+    let start = lowered
+        .iter()
+        .take_while(|w| CORRECTION_OPENERS.contains(&w.as_str()))
+        .count();
+    if !matches!(lowered.get(start).map(String::as_str), Some("my" | "our")) {
+        return None;
+    }
+    let copula = lowered
+        .iter()
+        .skip(start + 2)
+        .take(3)
+        .position(|w| matches!(w.as_str(), "is" | "are" | "was"))
+        .map(|p| p + start + 2)?;
+    let value_raw = &raw[copula + 1..];
+    let specific = value_raw.iter().any(|t| {
+        t.chars().any(|c| c.is_ascii_digit())
+            || t.chars().next().is_some_and(char::is_uppercase) && *t != "I"
+    });
+    if !specific {
+        return None;
+    }
+    Some((
+        lowered[start..copula].join(" "),
+        lowered[copula + 1..].join(" "),
+    ))
+}
+
+/// The clauses of a compound statement ("My deductible is $1,500 and my
+/// out-of-pocket maximum is $6,000."), so a correction replaces only the
+/// clause it corrects.
+pub(crate) fn clauses(text: &str) -> Vec<String> {
+    text.trim_end_matches(['.', '!'])
+        .split(" and ")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,6 +232,27 @@ mod tests {
         assert!(!near_duplicate(
             "My deductible is $1,500.",
             "My deductible is $2,000."
+        ));
+    }
+
+    #[test]
+    fn a_new_value_for_the_same_subject_supersedes_the_old_one() {
+        assert!(supersedes(
+            "Actually, my deductible is $2,000.",
+            "My deductible is $1,500."
+        ));
+        assert!(!supersedes(
+            "My deductible is $1,500.",
+            "My deductible is $1,500."
+        ));
+        assert!(!supersedes(
+            "My kids are excited about summer.",
+            "My kids are 5 and 7."
+        ));
+        assert!(!supersedes("My copay is $30.", "My deductible is $1,500."));
+        assert!(supersedes(
+            "Actually, my out-of-pocket maximum is $7,000.",
+            "my out-of-pocket maximum is $6,000"
         ));
     }
 }

@@ -1,17 +1,27 @@
-//! Parsing requests into domain types. Everything past this module only sees
-//! values that passed these checks ("parse, don't validate").
+//! The validation layer: requests become domain types here, and everything
+//! past this module only sees values that passed these checks ("parse, don't
+//! validate"). The fuzz target (`fuzz/`) drives [`UpdateCommand::parse`].
 //!
-//! Limits (all configurable under `[limits]`):
-//! - `chat_id`: 1..=`max_chat_id_len` bytes of `[A-Za-z0-9._:@-]`;
-//! - `messages`: 1..=`max_messages` per request;
-//! - each `content`: non-blank, at most `max_message_bytes` bytes, no control
-//!   characters other than tab, line feed and carriage return;
-//! - all contents together: at most `max_request_bytes` bytes;
-//! - `role`: user, assistant, system or tool (unspecified or unknown values rejected);
+//! Limits (configurable under `[limits]`, defaults in brackets):
+//! - `chat_id`: 1..=`max_chat_id_len` [128] bytes of `[A-Za-z0-9._:@-]`; never
+//!   `/`, the separator of the tenant namespace ([`ChatId::namespaced`]);
+//! - `messages`: 1..=`max_messages` [100] per request;
+//! - each `content`: normalised to Unicode NFC first (so equal text is stored
+//!   and limited alike), then non-blank, at most `max_message_bytes` [32 KiB];
+//!   no control characters other than tab, line feed and carriage return, and
+//!   no bidirectional overrides or isolates (U+202A..U+202E, U+2066..U+2069),
+//!   which can make text read differently from what it is;
+//! - the whole request (contents, ids, keys): at most `max_request_bytes` [1 MiB];
+//! - `role`: one of `allowed_roles` [user, assistant, system, tool]; unspecified
+//!   or unknown values are rejected;
 //! - `client_message_id` and `idempotency_key`: at most 128 bytes of printable ASCII.
+
+#[cfg(test)]
+mod tests;
 
 use serde::{Deserialize, Serialize};
 use service_kit::settings::SettingsError;
+use unicode_normalization::UnicodeNormalization;
 use uuid::Uuid;
 
 use chat_memory_proto::v1::{ChatMessage, Role, UpdateMemoryRequest};
@@ -24,6 +34,8 @@ pub struct Limits {
     pub max_messages: usize,
     pub max_message_bytes: usize,
     pub max_request_bytes: usize,
+    /// Roles a message may have: `user`, `assistant`, `system`, `tool`.
+    pub allowed_roles: Vec<String>,
 }
 
 impl Default for Limits {
@@ -33,6 +45,9 @@ impl Default for Limits {
             max_messages: 100,
             max_message_bytes: 32 * 1024,
             max_request_bytes: 1024 * 1024,
+            allowed_roles: ["user", "assistant", "system", "tool"]
+                .map(str::to_owned)
+                .to_vec(),
         }
     }
 }
@@ -53,8 +68,42 @@ impl Limits {
                 "must be >= limits.max_message_bytes",
             ));
         }
+        if self.allowed_roles.is_empty()
+            || self.allowed_roles.iter().any(|r| role_by_name(r).is_none())
+        {
+            return Err(SettingsError::invalid(
+                "limits.allowed_roles",
+                "must list one or more of user, assistant, system, tool",
+            ));
+        }
         Ok(())
     }
+
+    fn allows(&self, role: Role) -> bool {
+        self.allowed_roles
+            .iter()
+            .any(|r| role_by_name(r) == Some(role))
+    }
+}
+
+fn role_by_name(name: &str) -> Option<Role> {
+    match name {
+        "user" => Some(Role::User),
+        "assistant" => Some(Role::Assistant),
+        "system" => Some(Role::System),
+        "tool" => Some(Role::Tool),
+        _ => None,
+    }
+}
+
+/// Separator between a tenant and a chat id in the namespaced ids every
+/// service behind the gateway sees. Public chat ids cannot contain it.
+pub const NAMESPACE_SEPARATOR: char = '/';
+
+/// Whether a character may not appear in message content.
+pub fn is_forbidden_char(c: char) -> bool {
+    (c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+        || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 /// Longest accepted `client_message_id` or `idempotency_key`.
@@ -111,6 +160,19 @@ impl ChatId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The id memory-store and the queue see: `<tenant>/<chat_id>`. Two tenants
+    /// using the same chat id get two different chats.
+    pub fn namespaced(&self, tenant: &str) -> String {
+        format!("{tenant}{NAMESPACE_SEPARATOR}{}", self.0)
+    }
+
+    /// The public chat id of a namespaced one, if it lies in `tenant`'s namespace.
+    pub fn public_of<'a>(tenant: &str, namespaced: &'a str) -> Option<&'a str> {
+        namespaced
+            .strip_prefix(tenant)?
+            .strip_prefix(NAMESPACE_SEPARATOR)
+    }
 }
 
 /// A validated job id.
@@ -166,20 +228,21 @@ impl UpdateCommand {
             "" => None,
             key => Some(printable_key("idempotency_key", key)?.to_owned()),
         };
-        let mut total = 0usize;
+        let mut total = chat_id.as_str().len() + req.idempotency_key.len();
         let mut messages = Vec::with_capacity(req.messages.len());
         for (i, m) in req.messages.into_iter().enumerate() {
-            total += m.content.len();
-            messages.push(parse_message(i, m, limits)?);
-        }
-        if total > limits.max_request_bytes {
-            return Err(violation(
-                "messages",
-                format!(
-                    "contents total {total} bytes, more than the {} allowed per request",
-                    limits.max_request_bytes
-                ),
-            ));
+            let m = parse_message(i, m, limits)?;
+            total += m.0.content.len() + m.0.client_message_id.len();
+            if total > limits.max_request_bytes {
+                return Err(violation(
+                    "messages",
+                    format!(
+                        "the request exceeds the {} bytes allowed per request",
+                        limits.max_request_bytes
+                    ),
+                ));
+            }
+            messages.push(m);
         }
         Ok(Self {
             chat_id,
@@ -191,7 +254,7 @@ impl UpdateCommand {
 
 fn parse_message(
     i: usize,
-    m: ChatMessage,
+    mut m: ChatMessage,
     limits: &Limits,
 ) -> Result<ValidMessage, FieldViolation> {
     match Role::try_from(m.role) {
@@ -204,9 +267,33 @@ fn parse_message(
                 format!("unknown role {}", m.role),
             ));
         }
-        Ok(Role::User | Role::Assistant | Role::System | Role::Tool) => {}
+        Ok(role @ (Role::User | Role::Assistant | Role::System | Role::Tool)) => {
+            if !limits.allows(role) {
+                return Err(violation(
+                    format!("messages[{i}].role"),
+                    format!("role {} is not allowed here", role.as_str_name()),
+                ));
+            }
+        }
     }
     let field = || format!("messages[{i}].content");
+    // Checked before normalising too: NFC can grow text (up to 3x), and an
+    // over-size message should not cost a normalisation pass.
+    if m.content.len() > limits.max_message_bytes {
+        return Err(violation(
+            field(),
+            format!(
+                "must be at most {} bytes, got {}",
+                limits.max_message_bytes,
+                m.content.len()
+            ),
+        ));
+    }
+    if !unicode_normalization::is_nfc_quick(m.content.chars())
+        .eq(&unicode_normalization::IsNormalized::Yes)
+    {
+        m.content = m.content.nfc().collect();
+    }
     if m.content.trim().is_empty() {
         return Err(violation(field(), "must not be empty"));
     }
@@ -220,14 +307,10 @@ fn parse_message(
             ),
         ));
     }
-    if let Some(c) = m
-        .content
-        .chars()
-        .find(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
-    {
+    if let Some(c) = m.content.chars().find(|&c| is_forbidden_char(c)) {
         return Err(violation(
             field(),
-            format!("contains control character U+{:04X}", u32::from(c)),
+            format!("contains forbidden character U+{:04X}", u32::from(c)),
         ));
     }
     if !m.client_message_id.is_empty() {
@@ -258,135 +341,4 @@ fn printable_key<'a>(field: &str, key: &'a str) -> Result<&'a str, FieldViolatio
         return Err(violation(field, "must be printable ASCII without spaces"));
     }
     Ok(key)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn msg(role: Role, content: &str) -> ChatMessage {
-        ChatMessage {
-            role: role as i32,
-            content: content.into(),
-            ..Default::default()
-        }
-    }
-
-    fn request(chat_id: &str, messages: Vec<ChatMessage>) -> UpdateMemoryRequest {
-        UpdateMemoryRequest {
-            chat_id: chat_id.into(),
-            messages,
-            idempotency_key: String::new(),
-        }
-    }
-
-    #[test]
-    fn a_well_formed_request_parses() {
-        let req = request(
-            "chat-1",
-            vec![msg(Role::User, "My plan is Blue Shield PPO 500.\nThanks")],
-        );
-        let cmd = UpdateCommand::parse(req, &Limits::default()).expect("valid");
-        assert_eq!(cmd.chat_id.as_str(), "chat-1");
-        assert_eq!(cmd.messages.len(), 1);
-    }
-
-    #[test]
-    fn each_bad_input_names_its_field() {
-        let limits = Limits {
-            max_chat_id_len: 16,
-            max_messages: 3,
-            max_message_bytes: 64,
-            max_request_bytes: 100,
-        };
-        let long = "x".repeat(65);
-        let cases: Vec<(&str, UpdateMemoryRequest, &str)> = vec![
-            (
-                "empty chat id",
-                request("", vec![msg(Role::User, "hi")]),
-                "chat_id",
-            ),
-            (
-                "long chat id",
-                request(&"c".repeat(17), vec![msg(Role::User, "hi")]),
-                "chat_id",
-            ),
-            (
-                "chat id with space",
-                request("a b", vec![msg(Role::User, "hi")]),
-                "chat_id",
-            ),
-            ("no messages", request("c", vec![]), "messages"),
-            (
-                "too many messages",
-                request("c", vec![msg(Role::User, "a"); 4]),
-                "messages",
-            ),
-            (
-                "over-size message",
-                request("c", vec![msg(Role::User, &long)]),
-                "messages[0].content",
-            ),
-            (
-                "control character",
-                request(
-                    "c",
-                    vec![msg(Role::User, "ok"), msg(Role::User, "bell\u{7}")],
-                ),
-                "messages[1].content",
-            ),
-            (
-                "blank content",
-                request("c", vec![msg(Role::User, "  \n ")]),
-                "messages[0].content",
-            ),
-            (
-                "unspecified role",
-                request("c", vec![msg(Role::Unspecified, "hi")]),
-                "messages[0].role",
-            ),
-            (
-                "unknown role",
-                request(
-                    "c",
-                    vec![ChatMessage {
-                        role: 42,
-                        content: "hi".into(),
-                        ..Default::default()
-                    }],
-                ),
-                "messages[0].role",
-            ),
-            (
-                "total too large",
-                request(
-                    "c",
-                    vec![
-                        msg(Role::User, &"y".repeat(60)),
-                        msg(Role::User, &"y".repeat(60)),
-                    ],
-                ),
-                "messages",
-            ),
-        ];
-        for (name, req, field) in cases {
-            let err = UpdateCommand::parse(req, &limits).expect_err(name);
-            assert_eq!(err.field, field, "{name}: {err}");
-        }
-    }
-
-    #[test]
-    fn an_idempotency_key_with_spaces_is_rejected() {
-        let mut req = request("c", vec![msg(Role::User, "hi")]);
-        req.idempotency_key = "a key".into();
-        let err = UpdateCommand::parse(req, &Limits::default()).expect_err("must fail");
-        assert_eq!(err.field, "idempotency_key");
-    }
-
-    #[test]
-    fn job_ids_must_be_uuids() {
-        assert_eq!(JobId::parse("").expect_err("empty").field, "job_id");
-        assert!(JobId::parse("not-a-uuid").is_err());
-        assert!(JobId::parse("0191f7c2-6b0e-7a3c-9f00-0123456789ab").is_ok());
-    }
 }

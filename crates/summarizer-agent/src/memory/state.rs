@@ -1,17 +1,18 @@
 //! The structured memory behind the three text layers, serialised as the
-//! opaque `state_json` the worker stores and hands back.
+//! opaque `state_json` the worker stores and hands back. Every backend folds
+//! its findings into this state, and the layers are rendered from it.
 //!
 //! Only `Vec`s and structs: serialisation order is insertion order, so the
 //! same input always yields byte-identical JSON.
 
 use serde::{Deserialize, Serialize};
 
-use super::text::near_duplicate;
+use super::text::{clauses, near_duplicate, supersedes};
 use crate::tool::PriorMemory;
 
 /// Bumped when the state layout changes incompatibly; older state is then
 /// re-seeded from the text layers instead of misread.
-pub(crate) const STATE_VERSION: u32 = 1;
+pub(crate) const STATE_VERSION: u32 = 2;
 
 /// Most message ids kept per item: enough provenance, bounded state size.
 const MAX_SOURCE_IDS: usize = 8;
@@ -28,13 +29,24 @@ const REINFORCEMENT: u32 = 1;
 /// Salience never grows beyond this, so an old item cannot become unevictable.
 const MAX_SALIENCE: u32 = 16;
 
-/// Which layer an item or summary line belongs to.
+/// Which layer an item belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum Field {
     UserConfirmed,
     LlmInferred,
     GeneralSummary,
+}
+
+/// Who said the statement an item came from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Speaker {
+    #[default]
+    User,
+    Assistant,
+    /// A model's summary of a batch: no one said it verbatim.
+    Narrator,
 }
 
 /// One remembered statement.
@@ -44,27 +56,36 @@ pub(crate) struct Item {
     pub field: Field,
     /// How worth keeping the item is; the lowest goes first when over budget.
     pub salience: u32,
-    /// Ids of the messages this item came from, oldest first.
+    /// Ids of the messages this item came from, oldest first (provenance).
     pub source_ids: Vec<String>,
     pub first_batch: u64,
     pub last_seen_batch: u64,
+    /// Calendar day of the batch it came from ("8 May 2023"), when the
+    /// messages carried timestamps: facts keep their place in time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub date: Option<String>,
+    #[serde(default)]
+    pub speaker: Speaker,
 }
 
-/// One line of the rolling summary.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct SummaryLine {
-    pub text: String,
-    pub batch: u64,
-    pub source_ids: Vec<String>,
+/// Why an item left the memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum EvictionReason {
+    /// It did not fit the token budget.
+    Budget,
+    /// The user said something newer that replaces it.
+    Corrected,
 }
 
-/// Something dropped to stay within a budget.
+/// Something dropped from the memory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Eviction {
     pub field: Field,
     pub text: String,
     pub source_ids: Vec<String>,
     pub batch: u64,
+    pub reason: EvictionReason,
 }
 
 /// Eviction counters per layer plus the most recent evictions.
@@ -76,16 +97,14 @@ pub(crate) struct Evictions {
     pub recent: Vec<Eviction>,
 }
 
-/// Everything the offline backend knows about one chat.
+/// Everything remembered about one chat.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct MemoryState {
     pub version: u32,
     /// Number of batches folded in so far; the current batch's number while one is processed.
     pub batch: u64,
-    /// User-confirmed and inferred items, in the order they were first seen.
+    /// All items, in the order they were first seen.
     pub items: Vec<Item>,
-    /// Rolling summary, oldest line first.
-    pub summary: Vec<SummaryLine>,
     /// Texts of the inferred items of the last assistant message, when a batch
     /// ended with it: a "yes" at the start of the next batch confirms them.
     #[serde(default)]
@@ -100,7 +119,6 @@ impl MemoryState {
             version: STATE_VERSION,
             batch: 0,
             items: Vec::new(),
-            summary: Vec::new(),
             open_inferences: Vec::new(),
             evictions: Evictions::default(),
         }
@@ -133,33 +151,40 @@ impl MemoryState {
         for (layer, field) in [
             (&prior.user_confirmed, Field::UserConfirmed),
             (&prior.llm_inferred, Field::LlmInferred),
+            (&prior.general_summary, Field::GeneralSummary),
         ] {
-            for text in layer_lines(layer) {
-                state.absorb(Item {
-                    text,
+            for line in layer_lines(layer) {
+                let seeded = SeededLine::parse(&line, field);
+                state.batch = state.batch.max(seeded.batch);
+                let item = Item {
+                    text: seeded.text,
                     field,
                     salience: SEEDED_SALIENCE,
                     source_ids: Vec::new(),
-                    first_batch: 0,
-                    last_seen_batch: 0,
-                });
+                    first_batch: seeded.batch,
+                    last_seen_batch: seeded.batch,
+                    date: seeded.date,
+                    speaker: seeded.speaker,
+                };
+                // Summary lines may restate facts on purpose: never merged away.
+                if field == Field::GeneralSummary {
+                    state.items.push(item);
+                } else {
+                    state.absorb(item);
+                }
             }
         }
-        state.summary = layer_lines(&prior.general_summary)
-            .into_iter()
-            .map(|text| SummaryLine {
-                text,
-                batch: 0,
-                source_ids: Vec::new(),
-            })
-            .collect();
         state
     }
 
     /// Adds `candidate`, or folds it into an existing item saying the same
-    /// thing. Returns the index of the item that now holds it, or `None` when
-    /// the candidate was redundant (a guess about an already confirmed fact).
+    /// thing. A user fact replaces older user facts it corrects. Returns the
+    /// index of the item that now holds it, or `None` when the candidate was
+    /// redundant (a guess about an already confirmed fact).
     pub(crate) fn absorb(&mut self, candidate: Item) -> Option<usize> {
+        if candidate.field == Field::UserConfirmed {
+            self.drop_corrected_by(&candidate);
+        }
         let Some(index) = self
             .items
             .iter()
@@ -170,20 +195,68 @@ impl MemoryState {
         };
         let existing = &mut self.items[index];
         existing.last_seen_batch = existing.last_seen_batch.max(candidate.last_seen_batch);
-        merge_sources(&mut existing.source_ids, &candidate.source_ids);
         match (existing.field, candidate.field) {
             (Field::UserConfirmed, Field::LlmInferred) => None,
-            (Field::LlmInferred, Field::UserConfirmed) => {
+            (Field::LlmInferred | Field::GeneralSummary, Field::UserConfirmed) => {
                 // The user said it themselves: keep their words, now confirmed.
+                merge_sources(&mut existing.source_ids, &candidate.source_ids);
                 existing.field = Field::UserConfirmed;
+                existing.speaker = Speaker::User;
                 existing.text = candidate.text;
                 existing.salience = existing.salience.max(candidate.salience);
                 Some(index)
             }
+            (Field::UserConfirmed | Field::LlmInferred, Field::GeneralSummary) => {
+                // The other side repeating a fact adds no evidence about the user.
+                Some(index)
+            }
             _ => {
+                merge_sources(&mut existing.source_ids, &candidate.source_ids);
                 existing.salience =
                     (existing.salience.max(candidate.salience) + REINFORCEMENT).min(MAX_SALIENCE);
                 Some(index)
+            }
+        }
+    }
+
+    /// Removes from user facts what `newer` corrects ("my deductible is
+    /// $2,000" replaces "my deductible is $1,500"): the whole item, or only
+    /// the corrected clause of a compound one. Records what went and why.
+    fn drop_corrected_by(&mut self, newer: &Item) {
+        let mut n = 0;
+        while n < self.items.len() {
+            let old = &self.items[n];
+            if old.field != Field::UserConfirmed {
+                n += 1;
+                continue;
+            }
+            let parts = clauses(&old.text);
+            let (gone, kept): (Vec<String>, Vec<String>) =
+                parts.into_iter().partition(|c| supersedes(&newer.text, c));
+            if gone.is_empty() {
+                n += 1;
+                continue;
+            }
+            let sources = old.source_ids.clone();
+            if kept.is_empty() {
+                let old = self.items.remove(n);
+                self.record_eviction(old.field, old.text, sources, EvictionReason::Corrected);
+            } else {
+                let rest = kept.join(" and ");
+                let mut chars = rest.chars();
+                let first: String = chars
+                    .next()
+                    .map(|c| c.to_uppercase().collect())
+                    .unwrap_or_default();
+                self.items[n].text = format!("{first}{}.", chars.as_str());
+                let removed = gone.join(" and ");
+                self.record_eviction(
+                    Field::UserConfirmed,
+                    removed,
+                    sources,
+                    EvictionReason::Corrected,
+                );
+                n += 1;
             }
         }
     }
@@ -196,6 +269,7 @@ impl MemoryState {
         };
         let mut confirmed = self.items.remove(index);
         confirmed.field = Field::UserConfirmed;
+        confirmed.speaker = Speaker::User;
         confirmed.text = confirmed_text;
         confirmed.salience = (confirmed.salience + REINFORCEMENT).min(MAX_SALIENCE);
         confirmed.last_seen_batch = self.batch;
@@ -217,8 +291,14 @@ impl MemoryState {
             .position(|i| i.field == Field::LlmInferred && i.text == text)
     }
 
-    /// Records that `text` was dropped from `field` to stay within budget.
-    pub(crate) fn record_eviction(&mut self, field: Field, text: String, source_ids: Vec<String>) {
+    /// Records that `text` left `field`, and why.
+    pub(crate) fn record_eviction(
+        &mut self,
+        field: Field,
+        text: String,
+        source_ids: Vec<String>,
+        reason: EvictionReason,
+    ) {
         let counter = match field {
             Field::UserConfirmed => &mut self.evictions.user_confirmed,
             Field::LlmInferred => &mut self.evictions.llm_inferred,
@@ -231,6 +311,7 @@ impl MemoryState {
             text,
             source_ids,
             batch: self.batch,
+            reason,
         });
         if recent.len() > MAX_RECENT_EVICTIONS {
             let excess = recent.len() - MAX_RECENT_EVICTIONS;
@@ -252,8 +333,58 @@ pub(crate) fn merge_sources(into: &mut Vec<String>, from: &[String]) {
     }
 }
 
+/// A rendered line taken apart again: `[8 May 2023]` or `Batch 3:` headers
+/// and `User:` / `Assistant:` labels become fields, so re-rendering does not
+/// stack them.
+struct SeededLine {
+    text: String,
+    batch: u64,
+    date: Option<String>,
+    speaker: Speaker,
+}
+
+impl SeededLine {
+    fn parse(line: &str, field: Field) -> Self {
+        let mut rest = line.trim();
+        let mut batch = 0;
+        let mut date = None;
+        if let Some(after) = rest.strip_prefix('[')
+            && let Some((day, tail)) = after.split_once(']')
+        {
+            date = Some(day.trim().to_owned());
+            rest = tail.trim_start();
+        } else if let Some(after) = rest.strip_prefix("Batch ")
+            && let Some((number, tail)) = after.split_once(':')
+            && let Ok(n) = number.trim().parse::<u64>()
+        {
+            batch = n;
+            rest = tail.trim_start();
+        }
+        let mut speaker = match field {
+            Field::UserConfirmed => Speaker::User,
+            Field::LlmInferred => Speaker::Assistant,
+            Field::GeneralSummary => Speaker::Narrator,
+        };
+        if field == Field::GeneralSummary {
+            if let Some(tail) = rest.strip_prefix("User:") {
+                speaker = Speaker::User;
+                rest = tail.trim_start();
+            } else if let Some(tail) = rest.strip_prefix("Assistant:") {
+                speaker = Speaker::Assistant;
+                rest = tail.trim_start();
+            }
+        }
+        Self {
+            text: rest.to_owned(),
+            batch,
+            date,
+            speaker,
+        }
+    }
+}
+
 /// The items of a rendered layer: one per non-empty line, list marker removed.
-fn layer_lines(layer: &str) -> Vec<String> {
+pub(crate) fn layer_lines(layer: &str) -> Vec<String> {
     layer
         .lines()
         .map(|l| l.trim())

@@ -1,0 +1,222 @@
+//! The gate in front of every gRPC service of the gateway: authentication,
+//! scope, rate limit, and the audit row of every refusal.
+//!
+//! It runs before any handler, on the raw HTTP/2 request, so a new RPC is
+//! protected the day it is added: only [`OPEN_PATH_PREFIXES`] pass without a
+//! token, and an RPC missing from [`required_scope`] is refused for everyone
+//! (PERMISSION_DENIED) until someone decides which scope it needs.
+//!
+//! Health (probes carry no credentials) and server reflection (it describes
+//! the public API, which is no secret, and keeps `grpcurl` usable) stay open.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{HeaderMap, Request, Response};
+use tonic::Status;
+use uuid::Uuid;
+
+use super::{AuthError, Principal, Scope, Verifier};
+use crate::audit::{Action, AuditSink, Facts, Row};
+use crate::error::GatewayError;
+use crate::ratelimit::Limiters;
+
+/// Paths served without a token.
+pub const OPEN_PATH_PREFIXES: &[&str] = &[
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1.ServerReflection/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+];
+
+/// The public service's path prefix.
+const SERVICE_PREFIX: &str = "/chatmemory.v1.MemoryService/";
+
+/// The scope an RPC needs; `None` for an RPC nobody decided on yet (refused).
+pub fn required_scope(path: &str) -> Option<Scope> {
+    match path.strip_prefix(SERVICE_PREFIX)? {
+        "UpdateMemory" | "DeleteMemory" => Some(Scope::Write),
+        "GetMemory" | "GetUpdateStatus" => Some(Scope::Read),
+        "QueryAudit" => Some(Scope::Admin),
+        _ => None,
+    }
+}
+
+/// What a handler learns about its call from the gate.
+#[derive(Debug, Clone)]
+pub struct CallContext {
+    pub principal: Principal,
+    /// Also the audit row's id.
+    pub request_id: Uuid,
+}
+
+/// Everything the gate needs; shared by all connections.
+pub struct Gate {
+    pub verifier: Verifier,
+    pub limiters: Limiters,
+    pub audit: AuditSink,
+}
+
+impl Gate {
+    /// The caller, if it may make this call.
+    async fn admit(&self, headers: &HeaderMap, path: &str) -> Result<Principal, Denial> {
+        let token =
+            bearer(headers).map_err(|e| Denial::new(None, GatewayError::Unauthenticated(e)))?;
+        let principal = self
+            .verifier
+            .verify(token)
+            .map_err(|e| Denial::new(None, GatewayError::Unauthenticated(e)))?;
+        let allowed = required_scope(path).is_some_and(|scope| principal.has(scope));
+        if !allowed {
+            let needed = required_scope(path).map_or("an undeclared scope", Scope::as_str);
+            return Err(Denial::new(
+                Some(principal),
+                GatewayError::PermissionDenied(needed),
+            ));
+        }
+        if let Err(retry_after) = self.limiters.check(&principal).await {
+            return Err(Denial::new(
+                Some(principal),
+                GatewayError::RateLimited { retry_after },
+            ));
+        }
+        Ok(principal)
+    }
+}
+
+/// A refused call: who (when known) and why.
+struct Denial {
+    principal: Option<Principal>,
+    error: GatewayError,
+}
+
+impl Denial {
+    fn new(principal: Option<Principal>, error: GatewayError) -> Self {
+        Self { principal, error }
+    }
+}
+
+/// The bearer token of the `authorization` header.
+fn bearer(headers: &HeaderMap) -> Result<&str, AuthError> {
+    let value = headers
+        .get(http::header::AUTHORIZATION)
+        .ok_or(AuthError::Missing)?;
+    let token = service_kit::service_auth::bearer_token(Some(value)).ok_or(AuthError::Malformed)?;
+    std::str::from_utf8(token).map_err(|_| AuthError::Malformed)
+}
+
+/// Puts the [`Gate`] in front of a service.
+#[derive(Clone)]
+pub struct GateLayer {
+    gate: Arc<Gate>,
+}
+
+impl GateLayer {
+    pub fn new(gate: Arc<Gate>) -> Self {
+        Self { gate }
+    }
+}
+
+impl<S> tower::Layer<S> for GateLayer {
+    type Service = GateService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        GateService {
+            inner,
+            gate: Arc::clone(&self.gate),
+        }
+    }
+}
+
+/// The service [`GateLayer`] wraps around the gateway's router.
+#[derive(Clone)]
+pub struct GateService<S> {
+    inner: S,
+    gate: Arc<Gate>,
+}
+
+type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
+
+impl<S, B> tower::Service<Request<B>> for GateService<S>
+where
+    S: tower::Service<Request<B>, Response = Response<tonic::body::Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let path = request.uri().path().to_owned();
+        if OPEN_PATH_PREFIXES.iter().any(|p| path.starts_with(p)) {
+            return Box::pin(self.inner.call(request));
+        }
+        // The ready service goes into the future; a fresh clone stays for the next call.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let gate = Arc::clone(&self.gate);
+        Box::pin(async move {
+            let request_id = Uuid::now_v7();
+            match gate.admit(request.headers(), &path).await {
+                Ok(principal) => {
+                    request.extensions_mut().insert(CallContext {
+                        principal,
+                        request_id,
+                    });
+                    inner.call(request).await
+                }
+                Err(denial) => {
+                    let status = Status::from(denial.error);
+                    let (tenant, user) = denial
+                        .principal
+                        .map(|p| (p.tenant, p.user))
+                        .unwrap_or_default();
+                    gate.audit
+                        .record(Row {
+                            request_id,
+                            tenant,
+                            user,
+                            action: Action::Denied,
+                            outcome: status.code(),
+                            facts: Facts {
+                                detail: format!("{path}: {}", status.message()),
+                                ..Facts::default()
+                            },
+                        })
+                        .await;
+                    Ok(status.into_http())
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_public_rpc_has_a_declared_scope_and_unknown_ones_none() {
+        for (method, scope) in [
+            ("UpdateMemory", Scope::Write),
+            ("DeleteMemory", Scope::Write),
+            ("GetMemory", Scope::Read),
+            ("GetUpdateStatus", Scope::Read),
+            ("QueryAudit", Scope::Admin),
+        ] {
+            assert_eq!(
+                required_scope(&format!("{SERVICE_PREFIX}{method}")),
+                Some(scope)
+            );
+        }
+        assert_eq!(required_scope("/chatmemory.v1.MemoryService/Other"), None);
+        assert_eq!(required_scope("/other.Service/GetMemory"), None);
+    }
+}

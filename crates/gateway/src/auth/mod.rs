@@ -1,0 +1,290 @@
+//! Who is calling: bearer JWTs turned into a [`Principal`].
+//!
+//! Tokens are verified with HS256 (a shared secret) or RS256/ES256 (public keys
+//! from a JWKS file, chosen by `kid`); issuer and audience must match, `exp` is
+//! required and enforced with `leeway_secs`. The algorithm is fixed by the key,
+//! never taken from the token, so an RS256 key can never verify an HS256 token
+//! forged with the public key as the secret.
+//!
+//! Claims: the tenant in `tenant_claim` (default `tenant`), the user in `sub`,
+//! scopes in `scope` (space-separated) and/or `scopes` (array).
+
+mod keys;
+pub mod layer;
+
+use std::collections::BTreeSet;
+
+use jsonwebtoken::{Validation, decode, decode_header};
+use serde::{Deserialize, Serialize};
+use service_kit::secret::Secret;
+use service_kit::settings::SettingsError;
+
+pub use keys::KeySet;
+
+/// Longest accepted tenant id and user id (`sub`).
+pub const MAX_TENANT_LEN: usize = 64;
+pub const MAX_USER_LEN: usize = 256;
+
+/// A permission a token grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Scope {
+    /// Read memories and job status.
+    Read,
+    /// Update and delete memories.
+    Write,
+    /// Everything, for every user of the tenant (acts for the tenant), and the audit log.
+    Admin,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "memory:read",
+            Self::Write => "memory:write",
+            Self::Admin => "memory:admin",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "memory:read" => Some(Self::Read),
+            "memory:write" => Some(Self::Write),
+            "memory:admin" => Some(Self::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// The authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub tenant: String,
+    pub user: String,
+    pub scopes: BTreeSet<Scope>,
+}
+
+impl Principal {
+    /// `memory:admin` grants every scope.
+    pub fn has(&self, scope: Scope) -> bool {
+        self.scopes.contains(&scope) || self.scopes.contains(&Scope::Admin)
+    }
+
+    /// Acts for every user of its tenant (not only its own chats).
+    pub fn acts_for_tenant(&self) -> bool {
+        self.scopes.contains(&Scope::Admin)
+    }
+}
+
+/// Why a token was refused. Every variant is UNAUTHENTICATED; the text is for
+/// the audit row and logs (it never includes the token).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("missing bearer token")]
+    Missing,
+    #[error("malformed authorization header or token")]
+    Malformed,
+    #[error("token expired")]
+    Expired,
+    #[error("token signature or key invalid")]
+    BadSignature,
+    #[error("token audience not accepted")]
+    WrongAudience,
+    #[error("token issuer not accepted")]
+    WrongIssuer,
+    #[error("token claims invalid: {0}")]
+    BadClaims(&'static str),
+}
+
+/// `[auth]` settings of the gateway.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Expected `iss`.
+    pub issuer: String,
+    /// Accepted `aud`.
+    pub audience: String,
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
+    pub leeway_secs: u64,
+    /// HS256 shared secret (one of this and `jwks_path`).
+    pub hs256_secret: Option<Secret>,
+    /// JWKS file with the RS256/ES256 public keys (one of this and `hs256_secret`).
+    pub jwks_path: String,
+    /// Claim that carries the tenant id.
+    pub tenant_claim: String,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            issuer: "chat-memory".into(),
+            audience: "chat-memory".into(),
+            leeway_secs: 30,
+            hs256_secret: None,
+            jwks_path: String::new(),
+            tenant_claim: "tenant".into(),
+        }
+    }
+}
+
+impl AuthSettings {
+    /// # Errors
+    /// [`SettingsError::Invalid`] naming the first bad field.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let has_secret = self.hs256_secret.as_ref().is_some_and(|s| !s.is_empty());
+        match (has_secret, self.jwks_path.is_empty()) {
+            (false, true) => {
+                return Err(SettingsError::invalid(
+                    "auth",
+                    "set auth.hs256_secret or auth.jwks_path: every call needs a verifiable token",
+                ));
+            }
+            (true, false) => {
+                return Err(SettingsError::invalid(
+                    "auth",
+                    "set only one of auth.hs256_secret and auth.jwks_path",
+                ));
+            }
+            _ => {}
+        }
+        if self
+            .hs256_secret
+            .as_ref()
+            .is_some_and(|s| !s.is_empty() && s.expose().len() < 32)
+        {
+            return Err(SettingsError::invalid(
+                "auth.hs256_secret",
+                "must be at least 32 bytes",
+            ));
+        }
+        if self.issuer.is_empty() {
+            return Err(SettingsError::invalid("auth.issuer", "must not be empty"));
+        }
+        if self.audience.is_empty() {
+            return Err(SettingsError::invalid("auth.audience", "must not be empty"));
+        }
+        if self.leeway_secs > 300 {
+            return Err(SettingsError::invalid(
+                "auth.leeway_secs",
+                "must be at most 300",
+            ));
+        }
+        if self.tenant_claim.is_empty() {
+            return Err(SettingsError::invalid(
+                "auth.tenant_claim",
+                "must not be empty",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Verifies tokens against the configured keys.
+pub struct Verifier {
+    keys: KeySet,
+    settings: AuthSettings,
+}
+
+/// The claims we read; everything else is ignored.
+#[derive(Debug, Deserialize)]
+struct Claims {
+    sub: String,
+    #[serde(default)]
+    scope: Option<String>,
+    #[serde(default)]
+    scopes: Option<Vec<String>>,
+    #[serde(flatten)]
+    rest: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Verifier {
+    /// # Errors
+    /// [`SettingsError::Invalid`] when the JWKS file cannot be read or holds no usable key.
+    pub fn new(settings: &AuthSettings) -> Result<Self, SettingsError> {
+        Ok(Self {
+            keys: KeySet::load(settings)?,
+            settings: settings.clone(),
+        })
+    }
+
+    /// The principal of a bearer token.
+    ///
+    /// # Errors
+    /// An [`AuthError`] saying why the token is not acceptable.
+    pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        let header = decode_header(token).map_err(|_| AuthError::Malformed)?;
+        let (key, algorithm) = self.keys.select(&header)?;
+        let mut validation = Validation::new(algorithm);
+        validation.set_issuer(&[&self.settings.issuer]);
+        validation.set_audience(&[&self.settings.audience]);
+        validation.leeway = self.settings.leeway_secs;
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        let data = decode::<Claims>(token, key, &validation).map_err(classify)?;
+        self.principal(data.claims)
+    }
+
+    fn principal(&self, claims: Claims) -> Result<Principal, AuthError> {
+        let tenant = claims
+            .rest
+            .get(&self.settings.tenant_claim)
+            .and_then(serde_json::Value::as_str)
+            .ok_or(AuthError::BadClaims("tenant claim missing"))?;
+        if !valid_tenant(tenant) {
+            return Err(AuthError::BadClaims("tenant id malformed"));
+        }
+        if claims.sub.is_empty()
+            || claims.sub.len() > MAX_USER_LEN
+            || claims.sub.chars().any(char::is_control)
+        {
+            return Err(AuthError::BadClaims("sub malformed"));
+        }
+        let mut scopes = BTreeSet::new();
+        let listed = claims.scope.iter().flat_map(|s| s.split_whitespace());
+        let array = claims.scopes.iter().flatten().map(String::as_str);
+        for raw in listed.chain(array) {
+            // Unknown scopes (for other services) are ignored, not an error.
+            if let Some(scope) = Scope::parse(raw) {
+                scopes.insert(scope);
+            }
+        }
+        Ok(Principal {
+            tenant: tenant.to_owned(),
+            user: claims.sub,
+            scopes,
+        })
+    }
+}
+
+/// A tenant id: 1..=64 of `[A-Za-z0-9._-]` (never the namespace separator `/`).
+pub fn valid_tenant(tenant: &str) -> bool {
+    !tenant.is_empty()
+        && tenant.len() <= MAX_TENANT_LEN
+        && tenant
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+fn classify(error: jsonwebtoken::errors::Error) -> AuthError {
+    use jsonwebtoken::errors::ErrorKind as K;
+    match error.kind() {
+        K::ExpiredSignature => AuthError::Expired,
+        K::InvalidAudience => AuthError::WrongAudience,
+        K::InvalidIssuer => AuthError::WrongIssuer,
+        K::InvalidSignature
+        | K::InvalidAlgorithm
+        | K::InvalidEcdsaKey
+        | K::InvalidEddsaKey
+        | K::InvalidRsaKey(_)
+        | K::InvalidKeyFormat
+        | K::MissingAlgorithm
+        | K::UnsupportedAlgorithm
+        | K::InvalidAlgorithmName => AuthError::BadSignature,
+        K::MissingRequiredClaim(_) => AuthError::BadClaims("required claim missing"),
+        K::ImmatureSignature => AuthError::BadClaims("token not valid yet"),
+        K::InvalidSubject => AuthError::BadClaims("sub not accepted"),
+        K::InvalidClaimFormat(_) => AuthError::BadClaims("claim has the wrong type"),
+        // Shape, encoding and JSON problems, and anything a future version adds.
+        _ => AuthError::Malformed,
+    }
+}

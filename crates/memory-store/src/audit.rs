@@ -1,0 +1,130 @@
+//! The audit log: append (idempotent on the audit id) and query per tenant.
+//!
+//! memory-store only stores what the gateway (one row per public call) and the
+//! expiry sweep (one row per expired chat) report; it never derives rows from
+//! content, and the table holds none.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveValue::Set, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, TryInsertResult,
+};
+use uuid::Uuid;
+
+use crate::{entity::audit_log, error::StoreError};
+
+/// Every action the log knows (the table's CHECK constraint lists the same).
+pub const ACTIONS: &[&str] = &[
+    "update", "read", "status", "delete", "denied", "expire", "audit",
+];
+
+/// Longest accepted text field of a row: ids and short reasons only.
+const MAX_FIELD_BYTES: usize = 512;
+
+/// One row to append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub audit_id: Uuid,
+    pub at: DateTime<Utc>,
+    pub tenant: String,
+    pub user: String,
+    pub action: String,
+    pub chat_id: String,
+    pub job_id: String,
+    pub outcome: String,
+    pub request_id: String,
+    pub trace_id: String,
+    pub detail: String,
+}
+
+impl AuditRecord {
+    /// # Errors
+    /// [`StoreError::InvalidArgument`] for an unknown action or an over-long field.
+    pub fn validate(&self) -> Result<(), StoreError> {
+        if !ACTIONS.contains(&self.action.as_str()) {
+            return Err(StoreError::invalid("entry.action", "unknown action"));
+        }
+        let fields = [
+            ("entry.tenant", &self.tenant),
+            ("entry.user", &self.user),
+            ("entry.chat_id", &self.chat_id),
+            ("entry.job_id", &self.job_id),
+            ("entry.outcome", &self.outcome),
+            ("entry.request_id", &self.request_id),
+            ("entry.trace_id", &self.trace_id),
+            ("entry.detail", &self.detail),
+        ];
+        for (field, value) in fields {
+            if value.len() > MAX_FIELD_BYTES {
+                return Err(StoreError::invalid(field, "too long"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Which rows to read.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub tenant: String,
+    pub chat_id: Option<String>,
+    pub user: Option<String>,
+    pub action: Option<String>,
+    pub before: Option<DateTime<Utc>>,
+    pub limit: u64,
+}
+
+/// Appends `record`; false when a row with its id already exists (a retry).
+///
+/// # Errors
+/// [`StoreError::InvalidArgument`] for a malformed record; database errors.
+pub async fn record<C: ConnectionTrait>(db: &C, record: AuditRecord) -> Result<bool, StoreError> {
+    record.validate()?;
+    let row = audit_log::ActiveModel {
+        audit_id: Set(record.audit_id),
+        at: Set(record.at),
+        tenant: Set(record.tenant),
+        user_id: Set(record.user),
+        action: Set(record.action),
+        chat_id: Set(record.chat_id),
+        job_id: Set(record.job_id),
+        outcome: Set(record.outcome),
+        request_id: Set(record.request_id),
+        trace_id: Set(record.trace_id),
+        detail: Set(record.detail),
+    };
+    let result = audit_log::Entity::insert(row)
+        .on_conflict_do_nothing_on([audit_log::Column::AuditId])
+        .exec_without_returning(db)
+        .await?;
+    Ok(matches!(result, TryInsertResult::Inserted(n) if n > 0))
+}
+
+/// The tenant's rows matching `query`, newest first.
+///
+/// # Errors
+/// Database errors.
+pub async fn query(
+    db: &DatabaseConnection,
+    query: AuditQuery,
+) -> Result<Vec<audit_log::Model>, StoreError> {
+    let mut select =
+        audit_log::Entity::find().filter(audit_log::COLUMN.tenant.eq(query.tenant.as_str()));
+    if let Some(chat) = &query.chat_id {
+        select = select.filter(audit_log::COLUMN.chat_id.eq(chat.as_str()));
+    }
+    if let Some(user) = &query.user {
+        select = select.filter(audit_log::COLUMN.user_id.eq(user.as_str()));
+    }
+    if let Some(action) = &query.action {
+        select = select.filter(audit_log::COLUMN.action.eq(action.as_str()));
+    }
+    if let Some(before) = query.before {
+        select = select.filter(audit_log::COLUMN.at.lt(before));
+    }
+    Ok(select
+        .order_by_desc(audit_log::Column::At)
+        .limit(query.limit)
+        .all(db)
+        .await?)
+}

@@ -1,0 +1,136 @@
+//! Short-term memory: chats nobody wrote to for `expiry.inactive_after_secs`
+//! are purged (memory, jobs, owner) by a background sweep, each with one
+//! `expire` audit row written in the same transaction.
+//!
+//! Every replica may sweep: a chat is re-checked under its lock, so two
+//! replicas never expire (or audit) the same chat twice.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::{
+    access::NAMESPACE_SEPARATOR,
+    audit::{self, AuditRecord},
+    domain::ChatId,
+    entity::{chat_owners, jobs, memories},
+    error::{StoreError, cause_chain},
+    jobs::begin_chat,
+    memories::purge_in,
+    settings::ExpirySettings,
+};
+
+/// Chats one sweep pass looks at, at most (the next pass continues).
+const BATCH: u64 = 100;
+
+/// Sweeps every `sweep_interval_ms` until `cancel` fires.
+pub async fn run(db: DatabaseConnection, settings: ExpirySettings, cancel: CancellationToken) {
+    if settings.inactive_after_secs == 0 {
+        tracing::info!("chat expiry disabled");
+        return;
+    }
+    let mut ticker = tokio::time::interval(Duration::from_millis(settings.sweep_interval_ms));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        match sweep_once(&db, &settings).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(chats = n, "expired inactive chats"),
+            Err(e) => tracing::warn!(error = %cause_chain(&e), "expiry sweep failed"),
+        }
+    }
+}
+
+/// One pass: expires up to [`BATCH`] inactive chats; returns how many.
+///
+/// # Errors
+/// Database errors (the next pass retries).
+pub async fn sweep_once(
+    db: &DatabaseConnection,
+    settings: &ExpirySettings,
+) -> Result<usize, StoreError> {
+    let ttl = chrono::Duration::seconds(
+        i64::try_from(settings.inactive_after_secs).unwrap_or(i64::MAX / 1000),
+    );
+    let cutoff = Utc::now() - ttl;
+    let stale = chat_owners::Entity::find()
+        .filter(chat_owners::COLUMN.last_activity_at.lt(cutoff))
+        .order_by_asc(chat_owners::Column::LastActivityAt)
+        .limit(BATCH)
+        .all(db)
+        .await?;
+    let mut expired = 0;
+    for owner in stale {
+        if expire_chat(db, &owner.chat_id, cutoff).await? {
+            expired += 1;
+        }
+    }
+    Ok(expired)
+}
+
+/// Expires one chat if it is still inactive under its lock.
+async fn expire_chat(
+    db: &DatabaseConnection,
+    chat_id: &str,
+    cutoff: chrono::DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let chat = ChatId::parse(chat_id.to_owned())?;
+    let txn = begin_chat(db, &chat).await?;
+    let Some(owner) = chat_owners::Entity::find_by_id(chat_id).one(&txn).await? else {
+        txn.commit().await?;
+        return Ok(false);
+    };
+    if owner.last_activity_at >= cutoff {
+        txn.commit().await?;
+        return Ok(false);
+    }
+    // Jobs up to the chat's last known sequence are discarded if still queued.
+    let last_job_seq: Option<i64> = jobs::Entity::find()
+        .select_only()
+        .column_as(jobs::Column::StreamSeq.max(), "max_seq")
+        .filter(jobs::Column::ChatId.eq(chat_id))
+        .into_tuple()
+        .one(&txn)
+        .await?
+        .flatten();
+    let applied_seq = memories::Entity::find_by_id(chat_id)
+        .one(&txn)
+        .await?
+        .map_or(0, |m| m.last_applied_seq);
+    let through = last_job_seq.unwrap_or(0).max(applied_seq);
+    let deleted = purge_in(&txn, &chat, through).await?;
+    let public_chat = chat_id
+        .split_once(NAMESPACE_SEPARATOR)
+        .map_or(chat_id, |(_, public)| public);
+    let audit_id = Uuid::now_v7();
+    audit::record(
+        &txn,
+        AuditRecord {
+            audit_id,
+            at: Utc::now(),
+            tenant: owner.tenant,
+            user: owner.owner_user,
+            action: "expire".into(),
+            chat_id: public_chat.to_owned(),
+            job_id: String::new(),
+            outcome: "OK".into(),
+            request_id: audit_id.to_string(),
+            trace_id: String::new(),
+            detail: format!(
+                "inactive since {}; memory_deleted={} jobs_removed={}",
+                owner.last_activity_at.to_rfc3339(),
+                deleted.memory_deleted,
+                deleted.jobs_removed
+            ),
+        },
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(true)
+}

@@ -1,0 +1,195 @@
+//! Telemetry for every service: JSON logs carrying trace and span ids, OpenTelemetry
+//! traces and metrics exported over OTLP when an endpoint is configured, and the
+//! same metrics on a Prometheus scrape endpoint.
+//!
+//! # Layout
+//! - [`init`] / [`TelemetryGuard`]: installs the global subscriber, tracer and
+//!   meter providers; the guard flushes and shuts them down on drop.
+//! - [`json_log`]: the JSON line format with `trace_id` / `span_id`.
+//! - [`propagation`]: W3C trace context in and out of gRPC metadata and HTTP headers.
+//! - [`metrics_http`]: serves `/metrics` for Prometheus.
+//!
+//! Spans are always recorded (so logs carry trace ids) and exported only when
+//! `otlp_endpoint` is set. Never put message content in a span or log field.
+
+pub mod json_log;
+pub mod metrics_http;
+pub mod propagation;
+
+use std::time::Duration;
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use serde::{Deserialize, Serialize};
+use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
+
+/// Telemetry settings, the `[telemetry]` section of every service.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// `EnvFilter` directive, e.g. `info` or `info,summarizer_worker=debug`.
+    pub log_filter: String,
+    /// `json` (default, for machines) or `pretty` (for people at a terminal).
+    pub log_format: LogFormat,
+    /// OTLP/gRPC collector endpoint, e.g. `http://otel-collector:4317`; none: no export.
+    pub otlp_endpoint: Option<String>,
+    /// How often metrics are pushed over OTLP.
+    pub otlp_metrics_interval_ms: u64,
+    /// Where `/metrics` is served for Prometheus; none: not served.
+    pub metrics_addr: Option<String>,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        Self {
+            log_filter: "info".into(),
+            log_format: LogFormat::Json,
+            otlp_endpoint: None,
+            otlp_metrics_interval_ms: 10_000,
+            metrics_addr: None,
+        }
+    }
+}
+
+impl TelemetrySettings {
+    /// The same settings with `/metrics` served on `addr` by default.
+    pub fn with_metrics_addr(mut self, addr: &str) -> Self {
+        self.metrics_addr = Some(addr.to_owned());
+        self
+    }
+}
+
+/// Keeps telemetry alive; dropping it flushes buffered spans and metrics and
+/// shuts the exporters down (otherwise the last spans of a process are lost).
+#[must_use = "telemetry stops when the guard is dropped"]
+pub struct TelemetryGuard {
+    tracer_provider: SdkTracerProvider,
+    meter_provider: SdkMeterProvider,
+    registry: prometheus::Registry,
+}
+
+impl TelemetryGuard {
+    /// The registry `/metrics` renders.
+    pub fn registry(&self) -> prometheus::Registry {
+        self.registry.clone()
+    }
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Err(e) = self.tracer_provider.force_flush() {
+            eprintln!("telemetry: flushing spans failed: {e}");
+        }
+        let _ = self.tracer_provider.shutdown();
+        if let Err(e) = self.meter_provider.force_flush() {
+            eprintln!("telemetry: flushing metrics failed: {e}");
+        }
+        let _ = self.meter_provider.shutdown();
+    }
+}
+
+/// Targets whose spans must not be exported: exporting would create spans about
+/// exporting, and transport internals drown the service's own spans.
+const NOISY_TARGETS: [&str; 6] = ["h2", "hyper", "tonic", "tower", "opentelemetry", "reqwest"];
+
+/// Installs logs, traces and metrics for `service_name`. Must run inside the tokio
+/// runtime (the exporters spawn on it). Safe to call more than once in a process
+/// (tests): later calls keep the first subscriber but still return a working guard.
+/// An exporter that cannot be built is reported on stderr and left out; the
+/// service runs without it rather than not at all.
+pub fn init(service_name: &'static str, settings: &TelemetrySettings) -> TelemetryGuard {
+    let resource = Resource::builder().with_service_name(service_name).build();
+
+    let mut tracer_builder = SdkTracerProvider::builder().with_resource(resource.clone());
+    let mut meter_builder = SdkMeterProvider::builder().with_resource(resource);
+    if let Some(endpoint) = &settings.otlp_endpoint {
+        match otlp_exporters(endpoint) {
+            Ok((spans, metrics)) => {
+                tracer_builder = tracer_builder.with_batch_exporter(spans);
+                let reader = PeriodicReader::builder(metrics)
+                    .with_interval(Duration::from_millis(
+                        settings.otlp_metrics_interval_ms.max(100),
+                    ))
+                    .build();
+                meter_builder = meter_builder.with_reader(reader);
+            }
+            Err(e) => eprintln!("{service_name}: OTLP export to {endpoint} disabled: {e}"),
+        }
+    }
+    let registry = prometheus::Registry::new();
+    match opentelemetry_prometheus::exporter()
+        .with_registry(registry.clone())
+        .build()
+    {
+        Ok(exporter) => meter_builder = meter_builder.with_reader(exporter),
+        Err(e) => eprintln!("{service_name}: Prometheus exporter disabled: {e}"),
+    }
+    let tracer_provider = tracer_builder.build();
+    let meter_provider = meter_builder.build();
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    opentelemetry::global::set_tracer_provider(tracer_provider.clone());
+    opentelemetry::global::set_meter_provider(meter_provider.clone());
+
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&settings.log_filter))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let otel_filter = tracing_subscriber::filter::filter_fn(|meta| {
+        !NOISY_TARGETS.iter().any(|t| meta.target().starts_with(t))
+    });
+    let otel_layer = tracing_opentelemetry::layer()
+        .with_tracer(tracer_provider.tracer(service_name))
+        .with_filter(otel_filter);
+    let fmt_layer = match settings.log_format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .event_format(json_log::JsonWithTrace::new(service_name))
+            .boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer().boxed(),
+    };
+    let installed = tracing_subscriber::registry()
+        .with(filter)
+        .with(otel_layer)
+        .with(fmt_layer)
+        .try_init();
+    if installed.is_ok() {
+        tracing::info!(
+            otlp = settings.otlp_endpoint.is_some(),
+            "telemetry initialised"
+        );
+    }
+    TelemetryGuard {
+        tracer_provider,
+        meter_provider,
+        registry,
+    }
+}
+
+type Exporters = (
+    opentelemetry_otlp::SpanExporter,
+    opentelemetry_otlp::MetricExporter,
+);
+
+fn otlp_exporters(endpoint: &str) -> Result<Exporters, opentelemetry_otlp::ExporterBuildError> {
+    use opentelemetry_otlp::WithExportConfig;
+    let spans = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint)
+        .with_timeout(Duration::from_secs(5))
+        .build()?;
+    let metrics = opentelemetry_otlp::MetricExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint)
+        .with_timeout(Duration::from_secs(5))
+        .build()?;
+    Ok((spans, metrics))
+}

@@ -1,0 +1,323 @@
+//! The stack as real OS processes: the four service binaries, started from the
+//! workspace's target directory with settings passed as `CHAT_MEMORY__...`
+//! environment variables. Used where a test needs what only separate processes
+//! show: one trace crossing process boundaries, SIGKILL, per-service metrics.
+//!
+//! The binaries must be built first (`cargo build --workspace --bins`, which
+//! `scripts/test.sh` does before running the tests).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+
+use crate::database::TestDatabase;
+use crate::wait;
+
+/// The services, by binary name.
+pub const SERVICES: [&str; 4] = [
+    "memory-store",
+    "summarizer-agent",
+    "summarizer-worker",
+    "gateway",
+];
+
+/// What to start.
+#[derive(Debug, Clone, Default)]
+pub struct ProcessOptions {
+    /// OTLP endpoint every service exports to.
+    pub otlp_endpoint: Option<String>,
+    /// Extra environment per service (e.g. auth settings), by binary name.
+    pub env: Vec<(&'static str, Vec<(String, String)>)>,
+}
+
+/// A service's addresses.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    pub grpc: SocketAddr,
+    pub metrics: SocketAddr,
+}
+
+/// The running processes. Killed when dropped.
+pub struct ProcessStack {
+    pub database: TestDatabase,
+    pub stream: String,
+    pub subject_prefix: String,
+    pub ports: BTreeMap<&'static str, Ports>,
+    pub log_dir: PathBuf,
+    env: BTreeMap<&'static str, Vec<(String, String)>>,
+    children: BTreeMap<&'static str, Child>,
+}
+
+/// Where cargo put the binaries: the test executable lives in `<target>/<profile>/deps/`.
+///
+/// # Panics
+/// When the current executable's path is unknown.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| panic!("no target dir above {}", exe.display()))
+}
+
+fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
+    l.local_addr().unwrap_or_else(|e| panic!("addr: {e}"))
+}
+
+impl ProcessStack {
+    /// Creates a database and stream names, then starts the four services and
+    /// waits until each reports SERVING.
+    ///
+    /// # Panics
+    /// When a binary is missing, Postgres or NATS is down, or a service does not start.
+    pub async fn start(opts: ProcessOptions) -> Self {
+        for name in SERVICES {
+            let path = bin_dir().join(name);
+            assert!(
+                path.exists(),
+                "{} is missing: run `cargo build --workspace --bins` first",
+                path.display()
+            );
+        }
+        let database = TestDatabase::create().await;
+        let suffix = crate::unique_suffix();
+        let stream = format!("CMP_{suffix}");
+        let subject_prefix = format!("cmp.{suffix}");
+        let ports: BTreeMap<&'static str, Ports> = SERVICES
+            .iter()
+            .map(|&s| {
+                (
+                    s,
+                    Ports {
+                        grpc: free_addr(),
+                        metrics: free_addr(),
+                    },
+                )
+            })
+            .collect();
+        let log_dir = bin_dir().join("test-logs").join(&suffix);
+        std::fs::create_dir_all(&log_dir).unwrap_or_else(|e| panic!("log dir: {e}"));
+
+        // Each service gets only its own settings: unknown settings fail the start.
+        let nats = [
+            ("CHAT_MEMORY__NATS__URL", crate::nats_url()),
+            ("CHAT_MEMORY__NATS__STREAM", stream.clone()),
+            ("CHAT_MEMORY__NATS__SUBJECT_PREFIX", subject_prefix.clone()),
+            ("CHAT_MEMORY__NATS__PARTITIONS", "8".to_owned()),
+        ];
+        let store = (
+            "CHAT_MEMORY__STORE__ENDPOINT",
+            format!("http://{}", ports["memory-store"].grpc),
+        );
+        let mut env: BTreeMap<&'static str, Vec<(String, String)>> = BTreeMap::new();
+        let mut add = |service: &'static str, pairs: Vec<(&str, String)>| {
+            env.entry(service)
+                .or_default()
+                .extend(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)));
+        };
+        add(
+            "memory-store",
+            vec![("CHAT_MEMORY__DATABASE__URL", database.url.clone())],
+        );
+        // Credentials (docs/security.md): the service token between services,
+        // the JWT key of the gateway, and a budget no test meets.
+        let token = crate::auth::SERVICE_TOKEN.to_owned();
+        add(
+            "memory-store",
+            vec![("CHAT_MEMORY__SERVICE_TOKEN", token.clone())],
+        );
+        add(
+            "summarizer-agent",
+            vec![("CHAT_MEMORY__SERVICE_TOKEN", token.clone())],
+        );
+        add(
+            "summarizer-worker",
+            vec![
+                ("CHAT_MEMORY__STORE__SERVICE_TOKEN", token.clone()),
+                ("CHAT_MEMORY__AGENT__SERVICE_TOKEN", token.clone()),
+            ],
+        );
+        add(
+            "gateway",
+            vec![
+                ("CHAT_MEMORY__STORE__SERVICE_TOKEN", token),
+                (
+                    "CHAT_MEMORY__AUTH__HS256_SECRET",
+                    crate::auth::JWT_SECRET.to_owned(),
+                ),
+                ("CHAT_MEMORY__AUTH__ISSUER", crate::auth::ISSUER.to_owned()),
+                (
+                    "CHAT_MEMORY__AUTH__AUDIENCE",
+                    crate::auth::AUDIENCE.to_owned(),
+                ),
+                ("CHAT_MEMORY__RATE_LIMIT__PER_MINUTE", "1000000".to_owned()),
+                (
+                    "CHAT_MEMORY__RATE_LIMIT__BUCKET",
+                    format!("CMT_RL_{suffix}"),
+                ),
+            ],
+        );
+        add("gateway", nats.to_vec());
+        add("gateway", vec![store.clone()]);
+        add("summarizer-worker", nats.to_vec());
+        add(
+            "summarizer-worker",
+            vec![
+                store,
+                (
+                    "CHAT_MEMORY__AGENT__URL",
+                    format!("http://{}/mcp", ports["summarizer-agent"].grpc),
+                ),
+                ("CHAT_MEMORY__CONSUMER__DURABLE_PREFIX", "p".to_owned()),
+                ("CHAT_MEMORY__CONSUMER__ACK_WAIT_MS", "3000".to_owned()),
+                (
+                    "CHAT_MEMORY__CONSUMER__PROGRESS_INTERVAL_MS",
+                    "1000".to_owned(),
+                ),
+            ],
+        );
+        for service in SERVICES {
+            let mut common = vec![
+                (
+                    "CHAT_MEMORY__TELEMETRY__OTLP_METRICS_INTERVAL_MS",
+                    "1000".to_owned(),
+                ),
+                ("RUST_LOG", "info,rmcp=warn".to_owned()),
+            ];
+            if let Some(endpoint) = &opts.otlp_endpoint {
+                common.push(("CHAT_MEMORY__TELEMETRY__OTLP_ENDPOINT", endpoint.clone()));
+            }
+            add(service, common);
+        }
+        for (service, pairs) in opts.env {
+            add(
+                service,
+                pairs.iter().map(|(k, v)| (k.as_str(), v.clone())).collect(),
+            );
+        }
+        let mut stack = Self {
+            database,
+            stream,
+            subject_prefix,
+            ports,
+            log_dir,
+            env,
+            children: BTreeMap::new(),
+        };
+        for name in SERVICES {
+            stack.spawn(name).await;
+        }
+        stack
+    }
+
+    /// Starts (or restarts) one service and waits until it is SERVING.
+    pub async fn spawn(&mut self, name: &'static str) {
+        let ports = self.ports[name];
+        let log = std::fs::File::create(self.log_dir.join(format!("{name}.log")))
+            .unwrap_or_else(|e| panic!("log file: {e}"));
+        let err = log.try_clone().unwrap_or_else(|e| panic!("log file: {e}"));
+        let child = Command::new(bin_dir().join(name))
+            .envs(self.env.get(name).into_iter().flatten().cloned())
+            .env("CHAT_MEMORY__LISTEN_ADDR", ports.grpc.to_string())
+            .env(
+                "CHAT_MEMORY__TELEMETRY__METRICS_ADDR",
+                ports.metrics.to_string(),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(err))
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        self.children.insert(name, child);
+        crate::stack::wait_serving(ports.grpc, name).await;
+    }
+
+    /// SIGKILL, as a crash: no cleanup in the process.
+    pub async fn kill(&mut self, name: &'static str) {
+        if let Some(mut child) = self.children.remove(name) {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// SIGTERM, then wait for the process to exit by itself.
+    ///
+    /// # Panics
+    /// When it does not exit within 20 s or exits non-zero.
+    pub async fn terminate(&mut self, name: &'static str) {
+        let Some(mut child) = self.children.remove(name) else {
+            return;
+        };
+        if let Some(pid) = child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("{name} did not exit within 20 s of SIGTERM"))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(
+            status.success(),
+            "{name} exited with {status} after SIGTERM (log: {})",
+            self.log_dir.display()
+        );
+    }
+
+    /// The gateway's gRPC address.
+    pub fn gateway_addr(&self) -> SocketAddr {
+        self.ports["gateway"].grpc
+    }
+
+    /// Stops every service with SIGTERM, then removes the stream and database.
+    pub async fn shutdown(mut self) {
+        for name in SERVICES.iter().rev() {
+            self.terminate(name).await;
+        }
+        if let Ok(js) = job_queue::connect(
+            &job_queue::QueueSettings {
+                url: crate::nats_url(),
+                ..Default::default()
+            },
+            "test-cleanup",
+        )
+        .await
+        {
+            let _ = js.delete_stream(&self.stream).await;
+        }
+        self.database.drop_now().await;
+        let _ = std::fs::remove_dir_all(&self.log_dir);
+    }
+
+    /// Polls until `check` holds, reporting the log directory on timeout.
+    pub async fn wait_until<T, F, Fut>(&self, what: &str, timeout: Duration, check: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Option<T>>,
+    {
+        wait::until(
+            &format!("{what} (logs: {})", self.log_dir.display()),
+            timeout,
+            check,
+        )
+        .await
+    }
+}
+
+/// A client of the gateway of `stack` (with whatever credentials the stack needs).
+///
+/// # Panics
+/// When the gateway is unreachable.
+pub async fn gateway_client(stack: &ProcessStack) -> crate::stack::GatewayClient {
+    let token = crate::auth::mint(
+        crate::auth::TENANT,
+        crate::auth::USER,
+        &["memory:read", "memory:write"],
+    );
+    crate::stack::gateway_client(stack.gateway_addr(), crate::auth::Bearer::new(&token)).await
+}

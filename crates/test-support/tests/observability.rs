@@ -1,0 +1,342 @@
+//! Observability on the real processes: one update produces one trace across
+//! gateway, worker, agent and memory-store (collected by an OTLP receiver inside
+//! the test), and a real Prometheus scraping the services sees every metric the
+//! alerts use.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use chat_memory_proto::v1::{
+    ChatMessage, GetMemoryRequest, GetUpdateStatusRequest, JobState, Role, UpdateMemoryRequest,
+};
+use test_support::otlp::{OtlpReceiver, ReceivedSpan};
+use test_support::processes::{ProcessOptions, ProcessStack};
+
+fn update(chat_id: &str, text: &str) -> UpdateMemoryRequest {
+    UpdateMemoryRequest {
+        chat_id: chat_id.into(),
+        messages: vec![
+            ChatMessage {
+                role: Role::User as i32,
+                content: text.into(),
+                ..Default::default()
+            },
+            ChatMessage {
+                role: Role::Assistant as i32,
+                content: "It sounds like this claim may be covered under your plan.".into(),
+                ..Default::default()
+            },
+        ],
+        idempotency_key: String::new(),
+    }
+}
+
+fn print_tree(spans: &[ReceivedSpan]) {
+    let by_parent: BTreeMap<&str, Vec<&ReceivedSpan>> =
+        spans.iter().fold(BTreeMap::new(), |mut m, s| {
+            m.entry(s.parent_span_id.as_str()).or_default().push(s);
+            m
+        });
+    let ids: std::collections::HashSet<&str> = spans.iter().map(|s| s.span_id.as_str()).collect();
+    fn walk(s: &ReceivedSpan, depth: usize, by_parent: &BTreeMap<&str, Vec<&ReceivedSpan>>) {
+        println!(
+            "{}{} [{}] {}",
+            "  ".repeat(depth),
+            s.name,
+            s.service,
+            s.span_id
+        );
+        for child in by_parent.get(s.span_id.as_str()).into_iter().flatten() {
+            walk(child, depth + 1, by_parent);
+        }
+    }
+    for root in spans
+        .iter()
+        .filter(|s| !ids.contains(s.parent_span_id.as_str()))
+    {
+        walk(root, 0, &by_parent);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_update_produces_one_trace_across_every_service() {
+    let receiver = OtlpReceiver::start().await;
+    let stack = ProcessStack::start(ProcessOptions {
+        otlp_endpoint: Some(receiver.endpoint.clone()),
+        ..Default::default()
+    })
+    .await;
+    let mut client = test_support::processes::gateway_client(&stack).await;
+
+    let job_id = client
+        .update_memory(update(
+            "trace-chat",
+            "My claim CLM-4411 for the MRI on May 2 was denied.",
+        ))
+        .await
+        .expect("accepted")
+        .into_inner()
+        .job_id;
+    stack
+        .wait_until("the job to succeed", Duration::from_secs(30), || {
+            let mut client = client.clone();
+            let job_id = job_id.clone();
+            async move {
+                let s = client
+                    .get_update_status(GetUpdateStatusRequest { job_id })
+                    .await
+                    .ok()?
+                    .into_inner();
+                (s.state == JobState::Succeeded as i32).then_some(())
+            }
+        })
+        .await;
+
+    // The worker's span carries the job id; its trace must hold every hop.
+    let trace = stack
+        .wait_until(
+            "the spans of every service to be exported",
+            Duration::from_secs(30),
+            || {
+                let spans = receiver.spans();
+                let job_id = job_id.clone();
+                async move {
+                    let worker = spans.iter().find(|s| {
+                        s.name == "process update job"
+                            && s.attribute("job_id") == Some(job_id.as_str())
+                    })?;
+                    let trace: Vec<ReceivedSpan> = spans
+                        .iter()
+                        .filter(|s| s.trace_id == worker.trace_id)
+                        .cloned()
+                        .collect();
+                    let services: std::collections::HashSet<&str> =
+                        trace.iter().map(|s| s.service.as_str()).collect();
+                    let complete = [
+                        "gateway",
+                        "summarizer-worker",
+                        "summarizer-agent",
+                        "memory-store",
+                    ]
+                    .iter()
+                    .all(|s| services.contains(s))
+                        && trace.iter().any(|s| s.name.ends_with("CommitJob"));
+                    complete.then_some(trace)
+                }
+            },
+        )
+        .await;
+    println!("trace {} of job {job_id}:", trace[0].trace_id);
+    print_tree(&trace);
+
+    let by_id: HashMap<&str, &ReceivedSpan> =
+        trace.iter().map(|s| (s.span_id.as_str(), s)).collect();
+    let find = |pred: &dyn Fn(&ReceivedSpan) -> bool, what: &str| -> ReceivedSpan {
+        trace
+            .iter()
+            .find(|s| pred(s))
+            .cloned()
+            .unwrap_or_else(|| panic!("no {what} span in the trace"))
+    };
+    let receive = find(
+        &|s| {
+            s.service == "gateway"
+                && s.kind == 2
+                && s.attribute("rpc.method") == Some("UpdateMemory")
+        },
+        "gateway UpdateMemory server",
+    );
+    assert_eq!(receive.attribute("rpc.system"), Some("grpc"));
+    let publish = find(
+        &|s| s.service == "gateway" && s.kind == 4,
+        "gateway publish (producer)",
+    );
+    let consume = find(&|s| s.name == "process update job", "worker consume");
+    let agent_call = find(
+        &|s| s.service == "summarizer-worker" && s.name.contains("agent"),
+        "worker agent call",
+    );
+    let agent_tool = find(&|s| s.service == "summarizer-agent", "agent tool call");
+    let commit = find(
+        &|s| s.service == "memory-store" && s.name.ends_with("CommitJob"),
+        "store CommitJob",
+    );
+
+    // The chain: receive -> publish -> consume (child of the publish, and linked to it)
+    // -> agent call -> agent; consume -> ... -> store write.
+    let ancestors = |s: &ReceivedSpan| -> Vec<String> {
+        let mut out = Vec::new();
+        let mut cur = by_id.get(s.parent_span_id.as_str()).copied();
+        while let Some(p) = cur {
+            out.push(p.span_id.clone());
+            cur = by_id.get(p.parent_span_id.as_str()).copied();
+        }
+        out
+    };
+    assert!(
+        ancestors(&publish).contains(&receive.span_id),
+        "publish is not under the UpdateMemory span"
+    );
+    assert_eq!(
+        consume.parent_span_id, publish.span_id,
+        "the worker span must be a child of the publish"
+    );
+    assert!(
+        consume.links.contains(&publish.trace_id),
+        "the worker span must link to the publish"
+    );
+    assert_eq!(consume.kind, 5, "the worker span is a consumer span");
+    assert!(ancestors(&agent_call).contains(&consume.span_id));
+    assert!(
+        ancestors(&agent_tool).contains(&agent_call.span_id),
+        "the agent's span must continue the worker's call"
+    );
+    assert!(
+        ancestors(&commit).contains(&consume.span_id),
+        "the store write must be under the worker span"
+    );
+    // No message content in any attribute.
+    for s in &trace {
+        for (k, v) in &s.attributes {
+            assert!(
+                !v.contains("CLM-4411"),
+                "span {} attribute {k} carries message content",
+                s.name
+            );
+        }
+    }
+    stack.shutdown().await;
+}
+
+async fn prom_query(client: &reqwest::Client, base: &str, query: &str) -> Option<usize> {
+    let body: serde_json::Value = client
+        .get(format!("{base}/api/v1/query"))
+        .query(&[("query", query)])
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    let n = body["data"]["result"].as_array()?.len();
+    (n > 0).then_some(n)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_real_prometheus_scrapes_every_metric_the_alerts_use() {
+    let prometheus = which("prometheus");
+    let stack = ProcessStack::start(ProcessOptions::default()).await;
+    let dir = stack.log_dir.join("prometheus");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let targets: Vec<String> = stack
+        .ports
+        .values()
+        .map(|p| format!("'{}'", p.metrics))
+        .collect();
+    let config = format!(
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: chat-memory\n    static_configs:\n      - targets: [{}]\n",
+        targets.join(", ")
+    );
+    std::fs::write(dir.join("prometheus.yml"), config).expect("config");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let _prom = tokio::process::Command::new(prometheus)
+        .arg(format!(
+            "--config.file={}",
+            dir.join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("prometheus.log")).expect("log"))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start prometheus");
+
+    // Some traffic: updates, reads, a bad request.
+    let mut client = test_support::processes::gateway_client(&stack).await;
+    for i in 0..5 {
+        client
+            .update_memory(update(
+                &format!("prom-{i}"),
+                "My plan is Cigna Open Access Plus.",
+            ))
+            .await
+            .expect("update");
+    }
+    let _ = client
+        .get_memory(GetMemoryRequest {
+            chat_id: "never-written".into(),
+        })
+        .await;
+    stack
+        .wait_until("the updates to apply", Duration::from_secs(30), || {
+            let mut client = client.clone();
+            async move {
+                client
+                    .get_memory(GetMemoryRequest {
+                        chat_id: "prom-4".into(),
+                    })
+                    .await
+                    .ok()
+                    .map(|_| ())
+            }
+        })
+        .await;
+
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let queries = [
+        "chat_memory_queue_depth",
+        r#"chat_memory_updates_total{outcome="succeeded"}"#,
+        "chat_memory_retrieval_duration_seconds_count",
+        "chat_memory_retrieval_duration_seconds_sum",
+        r#"chat_memory_api_requests_total{method="UpdateMemory",code="OK"}"#,
+        r#"chat_memory_api_requests_total{method="GetMemory",code="NotFound"}"#,
+        "chat_memory_job_duration_seconds_count",
+        "chat_memory_agent_call_duration_seconds_count",
+        "chat_memory_queue_wait_seconds_count",
+    ];
+    for q in queries {
+        let n = stack
+            .wait_until(
+                &format!("Prometheus to have {q}"),
+                Duration::from_secs(30),
+                || prom_query(&http, &base, q),
+            )
+            .await;
+        println!("scraped {q}: {n} series");
+    }
+    let names: serde_json::Value = http
+        .get(format!("{base}/api/v1/label/__name__/values"))
+        .send()
+        .await
+        .expect("names")
+        .json()
+        .await
+        .expect("json");
+    let ours: Vec<&str> = names["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str())
+        .filter(|n| n.starts_with("chat_memory_"))
+        .collect();
+    println!("metrics scraped by Prometheus: {}", ours.join(", "));
+    stack.shutdown().await;
+}
+
+fn which(name: &str) -> std::path::PathBuf {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join(name))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("{name} is not installed (scripts/services.sh installs it)"))
+}
