@@ -27,7 +27,13 @@ async fn main() -> ExitCode {
         println!("{}", settings::render(&settings));
         return ExitCode::SUCCESS;
     }
-    let _telemetry = service_kit::telemetry::init("gateway", &settings.telemetry);
+    let _telemetry = match service_kit::telemetry::start("gateway", &settings.telemetry).await {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("gateway: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let listener = match tokio::net::TcpListener::bind(&settings.listen_addr).await {
         Ok(l) => l,
         Err(e) => {

@@ -42,7 +42,7 @@ impl Default for Settings {
             auth: AuthSettings::default(),
             rate_limit: RateLimitSettings::default(),
             tls: ServerTls::default(),
-            telemetry: TelemetrySettings::default(),
+            telemetry: TelemetrySettings::default().with_metrics_addr("127.0.0.1:9101"),
         }
     }
 }

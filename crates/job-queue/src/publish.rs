@@ -4,6 +4,7 @@ use async_nats::jetstream::{self, context::PublishErrorKind};
 use bytes::Bytes;
 use chat_memory_proto::jobs::{partition_for, partition_subject, v1::UpdateJob};
 use prost::Message;
+use tracing::Instrument;
 
 use crate::{QueueError, QueueSettings};
 
@@ -38,21 +39,44 @@ impl JobPublisher {
     pub async fn publish(&self, job: &UpdateJob) -> Result<Published, QueueError> {
         let partition = partition_for(&job.chat_id, self.settings.partitions);
         let subject = partition_subject(&self.settings.subject_prefix, partition);
+        // The producer span; its context travels in the message headers, so the
+        // worker's consumer span becomes its child (one trace per update).
+        let span = tracing::info_span!(
+            "publish update job",
+            otel.name = %format!("publish {subject}"),
+            otel.kind = "producer",
+            messaging.system = "nats",
+            messaging.operation.type = "publish",
+            messaging.destination.name = %subject,
+            messaging.destination.partition.id = partition,
+            messaging.message.id = %job.job_id,
+            messaging.nats.stream.sequence = tracing::field::Empty,
+        );
         let payload = Bytes::from(job.encode_to_vec());
         let size = payload.len();
-        let message = jetstream::message::PublishMessage::build()
+        let mut message = jetstream::message::PublishMessage::build()
             .payload(payload)
             .message_id(job.job_id.as_str());
-        let ack_future = self
-            .js
-            .send_publish(subject, message)
-            .await
-            .map_err(|e| classify(e, size))?;
-        let ack = ack_future.await.map_err(|e| classify(e, size))?;
-        Ok(Published {
-            sequence: ack.sequence,
-            duplicate: ack.duplicate,
-        })
+        for (key, value) in
+            span.in_scope(service_kit::telemetry::propagation::current_context_fields)
+        {
+            message = message.header(key.as_str(), value.as_str());
+        }
+        let publish = async {
+            let ack_future = self
+                .js
+                .send_publish(subject, message)
+                .await
+                .map_err(|e| classify(e, size))?;
+            // The second await is the server's acknowledgement: the durability point.
+            let ack = ack_future.await.map_err(|e| classify(e, size))?;
+            tracing::Span::current().record("messaging.nats.stream.sequence", ack.sequence);
+            Ok(Published {
+                sequence: ack.sequence,
+                duplicate: ack.duplicate,
+            })
+        };
+        publish.instrument(span).await
     }
 
     /// The stream's last sequence: every job accepted so far has a sequence <= this.

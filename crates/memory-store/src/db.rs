@@ -91,3 +91,16 @@ pub async fn deleted_through(
         .await?;
     Ok(tombstone.is_some_and(|t| t.deleted_through_seq >= seq.get()))
 }
+
+/// The client span of one database operation (one transaction), per the
+/// OpenTelemetry database conventions. Statements are not recorded: they are
+/// fixed by the code, and their parameters may hold message content.
+pub fn span(operation: &'static str) -> tracing::Span {
+    tracing::info_span!(
+        "postgres",
+        otel.name = %format!("{operation} postgresql"),
+        otel.kind = "client",
+        db.system.name = "postgresql",
+        db.operation.name = operation,
+    )
+}

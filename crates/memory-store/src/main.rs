@@ -27,7 +27,14 @@ async fn main() -> ExitCode {
         println!("{}", render(&settings));
         return ExitCode::SUCCESS;
     }
-    let _telemetry = service_kit::telemetry::init("memory-store", &settings.telemetry);
+    let _telemetry = match service_kit::telemetry::start("memory-store", &settings.telemetry).await
+    {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("memory-store: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let result = match tokio::net::TcpListener::bind(&settings.listen_addr).await {
         Ok(listener) => memory_store::run(settings, listener, service_kit::shutdown::signal())
             .await

@@ -74,7 +74,7 @@ impl Default for Settings {
             insecure_no_service_token: false,
             tls: ServerTls::default(),
             expiry: ExpirySettings::default(),
-            telemetry: TelemetrySettings::default(),
+            telemetry: TelemetrySettings::default().with_metrics_addr("127.0.0.1:9102"),
         }
     }
 }

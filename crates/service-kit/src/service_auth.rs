@@ -137,6 +137,9 @@ impl Interceptor for AttachToken {
         if let Some(h) = &self.header {
             request.metadata_mut().insert("authorization", h.clone());
         }
+        // Every internal call also carries the caller's trace context, so the
+        // callee's spans join the same trace.
+        crate::telemetry::propagation::inject_into_metadata(request.metadata_mut());
         Ok(request)
     }
 }

@@ -233,7 +233,13 @@ impl AgentClient {
             ClientCapabilities::default(),
             Implementation::new("summarizer-agent-client", env!("CARGO_PKG_VERSION")),
         );
-        let session = Arc::new(config.serve(transport).await.map_err(init_error)?);
+        // Connect on a task of its own: rmcp keeps background tasks for the
+        // session's life, and spawned from here they would hold the caller's
+        // tracing span open forever (that span would never end or be exported).
+        let connected = tokio::spawn(async move { config.serve(transport).await })
+            .await
+            .map_err(|e| AgentClientError::Unavailable(format!("connecting to the agent: {e}")))?;
+        let session = Arc::new(connected.map_err(init_error)?);
         tracing::debug!(url = %self.inner.url, "connected to summarizer agent");
         *slot = Some(Arc::clone(&session));
         Ok((session, true))
@@ -256,7 +262,19 @@ async fn call_once(
     session: &Session,
     arguments: serde_json::Map<String, serde_json::Value>,
 ) -> Result<SummarizeOutput, Attempt> {
-    let params = CallToolRequestParams::new(TOOL_NAME).with_arguments(arguments);
+    let mut params = CallToolRequestParams::new(TOOL_NAME).with_arguments(arguments);
+    // W3C trace context in `_meta` (MCP SEP-414): the agent's span joins the caller's trace.
+    let mut meta = rmcp::model::RequestMetaObject::new();
+    for (key, value) in service_kit::telemetry::propagation::current_context_fields() {
+        match key.as_str() {
+            "traceparent" => meta.set_traceparent(value),
+            "tracestate" => meta.set_tracestate(value),
+            _ => {}
+        }
+    }
+    if meta.get_traceparent().is_some() {
+        params.meta = Some(meta);
+    }
     let result = session.call_tool(params).await.map_err(service_error)?;
     parse_output(result).map_err(Attempt::Final)
 }

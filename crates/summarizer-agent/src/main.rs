@@ -30,7 +30,7 @@ async fn start(args: Args) -> Result<(), String> {
         println!("{}", service_kit::settings::render(&settings));
         return Ok(());
     }
-    let _telemetry = service_kit::telemetry::init("summarizer-agent", &settings.telemetry);
+    let _telemetry = service_kit::telemetry::start("summarizer-agent", &settings.telemetry).await?;
     let listener = match tokio::net::TcpListener::bind(&settings.listen_addr).await {
         Ok(listener) => listener,
         Err(e) => {

@@ -61,7 +61,7 @@ impl Default for Settings {
             telemetry: TelemetrySettings {
                 // rmcp logs every stateless request's session start/end at info.
                 log_filter: "info,rmcp=warn".into(),
-                ..TelemetrySettings::default()
+                ..TelemetrySettings::default().with_metrics_addr("127.0.0.1:9103")
             },
         }
     }

@@ -27,7 +27,6 @@ use std::future::Future;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use chat_memory_proto::store::memory_store_client::MemoryStoreClient;
@@ -133,9 +132,13 @@ pub async fn run(
     let health = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(health_service)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(health_listener), async move {
-                health_cancel.cancelled().await;
-            }),
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(health_listener)
+                    .with_nodelay(Some(true)),
+                async move {
+                    health_cancel.cancelled().await;
+                },
+            ),
     );
 
     shutdown.await;

@@ -31,7 +31,14 @@ async fn main() -> ExitCode {
         println!("{}", settings::render(&settings));
         return ExitCode::SUCCESS;
     }
-    let _telemetry = service_kit::telemetry::init("summarizer-worker", &settings.telemetry);
+    let _telemetry =
+        match service_kit::telemetry::start("summarizer-worker", &settings.telemetry).await {
+            Ok(guard) => guard,
+            Err(e) => {
+                eprintln!("summarizer-worker: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
     let listener = match tokio::net::TcpListener::bind(&settings.listen_addr).await {
         Ok(l) => l,
         Err(e) => {

@@ -52,17 +52,19 @@ impl PartitionLoop {
     /// heartbeat) re-open the pull stream after a pause; nothing here is fatal.
     pub async fn run(self, cancel: CancellationToken) {
         while !cancel.is_cancelled() {
-            let messages = self
+            // One explicit pull for one job at a time: no prefetching state to go
+            // stale while a job runs (the consumer allows one in flight anyway).
+            let batch = self
                 .consumer
-                .stream()
-                .max_messages_per_batch(1)
+                .batch()
+                .max_messages(1)
                 .expires(PULL_EXPIRES)
                 .messages()
                 .await;
-            let mut messages = match messages {
-                Ok(m) => m,
+            let mut batch = match batch {
+                Ok(b) => b,
                 Err(e) => {
-                    tracing::warn!(partition = self.partition, error = %e, "cannot open pull stream; retrying");
+                    tracing::warn!(partition = self.partition, error = %e, "pull request failed; retrying");
                     pause(&cancel, Duration::from_secs(1)).await;
                     continue;
                 }
@@ -71,12 +73,12 @@ impl PartitionLoop {
                 let next = tokio::select! {
                     biased;
                     () = cancel.cancelled() => return,
-                    next = messages.next() => next,
+                    next = batch.next() => next,
                 };
                 match next {
                     Some(Ok(message)) => self.handle(message, &cancel).await,
                     Some(Err(e)) => {
-                        tracing::warn!(partition = self.partition, error = %e, "pull stream error; reopening");
+                        tracing::warn!(partition = self.partition, error = %e, "pull error; pulling again");
                         pause(&cancel, Duration::from_millis(500)).await;
                         break;
                     }

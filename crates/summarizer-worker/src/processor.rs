@@ -12,6 +12,7 @@
 use std::time::{Duration, Instant};
 
 use tonic::{Code, Status, transport::Channel};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use chat_memory_proto::jobs::v1::UpdateJob;
@@ -121,6 +122,7 @@ impl Processor {
                 }
                 StepError::Agent(e) if e.is_transient() => {
                     agent_failures += 1;
+                    crate::metrics::get().update("retried");
                     tracing::warn!(job_id = %d.job.job_id, attempt, error = %e, "agent call failed");
                     if agent_failures >= self.retry.max_attempts {
                         return self
@@ -185,11 +187,18 @@ impl Processor {
             messages: input_messages(job),
             limits: self.limits,
         };
-        let output = self
-            .agent
-            .summarize(&input)
-            .await
-            .map_err(StepError::Agent)?;
+        let span = tracing::info_span!(
+            "call summarizer agent",
+            otel.name = "tools/call summarize",
+            otel.kind = "client",
+            mcp.method.name = "tools/call",
+            gen_ai.tool.name = "summarize",
+            attempt,
+        );
+        let called = Instant::now();
+        let output = self.agent.summarize(&input).instrument(span).await;
+        crate::metrics::get().agent_call(output.is_ok(), called.elapsed());
+        let output = output.map_err(StepError::Agent)?;
         let commit = self
             .store
             .clone()

@@ -96,7 +96,7 @@ impl Default for Settings {
             store: ClientSettings::new("http://127.0.0.1:50052"),
             agent: AgentSettings::default(),
             memory: MemoryBudget::default(),
-            telemetry: TelemetrySettings::default(),
+            telemetry: TelemetrySettings::default().with_metrics_addr("127.0.0.1:9104"),
         }
     }
 }

@@ -120,7 +120,9 @@ async fn one_update_produces_one_trace_across_every_service() {
                     ]
                     .iter()
                     .all(|s| services.contains(s))
-                        && trace.iter().any(|s| s.name.ends_with("CommitJob"));
+                        && trace.iter().any(|s| s.name.ends_with("CommitJob"))
+                        // The gateway's server span ends after the response: last to arrive.
+                        && trace.iter().any(|s| s.attribute("rpc.method") == Some("UpdateMemory"));
                     complete.then_some(trace)
                 }
             },
@@ -153,7 +155,11 @@ async fn one_update_produces_one_trace_across_every_service() {
     );
     let consume = find(&|s| s.name == "process update job", "worker consume");
     let agent_call = find(
-        &|s| s.service == "summarizer-worker" && s.name.contains("agent"),
+        &|s| {
+            s.service == "summarizer-worker"
+                && s.kind == 3
+                && s.attribute("mcp.method.name") == Some("tools/call")
+        },
         "worker agent call",
     );
     let agent_tool = find(&|s| s.service == "summarizer-agent", "agent tool call");

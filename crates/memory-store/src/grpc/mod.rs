@@ -6,6 +6,7 @@ mod convert;
 use chat_memory_proto::store::{self as pb, memory_store_server::MemoryStore};
 use sea_orm::DatabaseConnection;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use crate::{
     access::{self, Access},
@@ -33,7 +34,9 @@ impl MemoryStore for StoreService {
         request: Request<pb::RecordAcceptedRequest>,
     ) -> Result<Response<pb::RecordAcceptedResponse>, Status> {
         let job = convert::accepted_job(request.into_inner())?;
-        let recorded = jobs::record_accepted(&self.db, job).await?;
+        let recorded = jobs::record_accepted(&self.db, job)
+            .instrument(crate::db::span("record_accepted"))
+            .await?;
         Ok(Response::new(pb::RecordAcceptedResponse {
             inserted: recorded.inserted,
             earlier_acceptance: recorded.earlier_acceptance,
@@ -45,7 +48,9 @@ impl MemoryStore for StoreService {
         request: Request<pb::BeginJobRequest>,
     ) -> Result<Response<pb::BeginJobResponse>, Status> {
         let delivery = convert::delivery(request.into_inner())?;
-        let begin = jobs::begin_job(&self.db, delivery).await?;
+        let begin = jobs::begin_job(&self.db, delivery)
+            .instrument(crate::db::span("begin_job"))
+            .await?;
         Ok(Response::new(convert::begin_to_pb(begin)))
     }
 
@@ -54,7 +59,9 @@ impl MemoryStore for StoreService {
         request: Request<pb::CommitJobRequest>,
     ) -> Result<Response<pb::CommitJobResponse>, Status> {
         let commit = convert::commit(request.into_inner())?;
-        let committed = memories::commit_job(&self.db, commit).await?;
+        let committed = memories::commit_job(&self.db, commit)
+            .instrument(crate::db::span("commit_job"))
+            .await?;
         Ok(Response::new(convert::committed_to_pb(committed)))
     }
 
@@ -63,7 +70,9 @@ impl MemoryStore for StoreService {
         request: Request<pb::FailJobRequest>,
     ) -> Result<Response<pb::FailJobResponse>, Status> {
         let failure = convert::failure(request.into_inner())?;
-        jobs::fail_job(&self.db, failure).await?;
+        jobs::fail_job(&self.db, failure)
+            .instrument(crate::db::span("fail_job"))
+            .await?;
         Ok(Response::new(pb::FailJobResponse {}))
     }
 
@@ -74,7 +83,9 @@ impl MemoryStore for StoreService {
         let request = request.into_inner();
         let chat_id = ChatId::parse(request.chat_id)?;
         let access = Access::parse(request.access)?;
-        let memory = memories::get_memory(&self.db, &chat_id, access.as_ref()).await?;
+        let memory = memories::get_memory(&self.db, &chat_id, access.as_ref())
+            .instrument(crate::db::span("get_memory"))
+            .await?;
         Ok(Response::new(convert::memory_to_pb(memory)))
     }
 
@@ -85,7 +96,9 @@ impl MemoryStore for StoreService {
         let request = request.into_inner();
         let job_id = JobId::parse(&request.job_id)?;
         let access = Access::parse(request.access)?;
-        let job = jobs::get_job(&self.db, job_id, access.as_ref()).await?;
+        let job = jobs::get_job(&self.db, job_id, access.as_ref())
+            .instrument(crate::db::span("get_job"))
+            .await?;
         Ok(Response::new(convert::job_to_pb(job)))
     }
 
@@ -97,7 +110,9 @@ impl MemoryStore for StoreService {
         let chat_id = ChatId::parse(request.chat_id)?;
         let through = convert::through_seq(request.through_stream_seq)?;
         let access = Access::parse(request.access)?;
-        let deleted = memories::delete_chat(&self.db, &chat_id, through, access.as_ref()).await?;
+        let deleted = memories::delete_chat(&self.db, &chat_id, through, access.as_ref())
+            .instrument(crate::db::span("delete_chat"))
+            .await?;
         Ok(Response::new(pb::DeleteChatResponse {
             memory_deleted: deleted.memory_deleted,
             jobs_removed: u32::try_from(deleted.jobs_removed).unwrap_or(u32::MAX),
@@ -112,7 +127,9 @@ impl MemoryStore for StoreService {
         let chat_id = ChatId::parse(request.chat_id)?;
         let access = Access::parse(request.access)?
             .ok_or_else(|| crate::StoreError::invalid("access", "is required"))?;
-        let claimed = access::claim(&self.db, &chat_id, &access).await?;
+        let claimed = access::claim(&self.db, &chat_id, &access)
+            .instrument(crate::db::span("claim"))
+            .await?;
         Ok(Response::new(pb::ClaimChatResponse { claimed }))
     }
 
@@ -121,7 +138,9 @@ impl MemoryStore for StoreService {
         request: Request<pb::RecordAuditRequest>,
     ) -> Result<Response<pb::RecordAuditResponse>, Status> {
         let record = convert::audit_record(request.into_inner())?;
-        let inserted = audit::record(&self.db, record).await?;
+        let inserted = audit::record(&self.db, record)
+            .instrument(crate::db::span("record"))
+            .await?;
         Ok(Response::new(pb::RecordAuditResponse { inserted }))
     }
 
@@ -130,7 +149,9 @@ impl MemoryStore for StoreService {
         request: Request<pb::QueryAuditRequest>,
     ) -> Result<Response<pb::QueryAuditResponse>, Status> {
         let query = convert::audit_query(request.into_inner())?;
-        let rows = audit::query(&self.db, query).await?;
+        let rows = audit::query(&self.db, query)
+            .instrument(crate::db::span("query"))
+            .await?;
         Ok(Response::new(pb::QueryAuditResponse {
             entries: rows.into_iter().map(convert::audit_entry_to_pb).collect(),
         }))

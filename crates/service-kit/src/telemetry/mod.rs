@@ -5,6 +5,7 @@
 //! # Layout
 //! - [`init`] / [`TelemetryGuard`]: installs the global subscriber, tracer and
 //!   meter providers; the guard flushes and shuts them down on drop.
+//! - [`grpc`]: server spans of incoming gRPC calls and status helpers.
 //! - [`json_log`]: the JSON line format with `trace_id` / `span_id`.
 //! - [`propagation`]: W3C trace context in and out of gRPC metadata and HTTP headers.
 //! - [`metrics_http`]: serves `/metrics` for Prometheus.
@@ -12,6 +13,7 @@
 //! Spans are always recorded (so logs carry trace ids) and exported only when
 //! `otlp_endpoint` is set. Never put message content in a span or log field.
 
+pub mod grpc;
 pub mod json_log;
 pub mod metrics_http;
 pub mod propagation;
@@ -77,6 +79,8 @@ pub struct TelemetryGuard {
     tracer_provider: SdkTracerProvider,
     meter_provider: SdkMeterProvider,
     registry: prometheus::Registry,
+    /// The `/metrics` server, stopped with the guard.
+    metrics_server: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl TelemetryGuard {
@@ -88,6 +92,9 @@ impl TelemetryGuard {
 
 impl Drop for TelemetryGuard {
     fn drop(&mut self) {
+        if let Some(server) = self.metrics_server.take() {
+            server.abort();
+        }
         if let Err(e) = self.tracer_provider.force_flush() {
             eprintln!("telemetry: flushing spans failed: {e}");
         }
@@ -171,7 +178,32 @@ pub fn init(service_name: &'static str, settings: &TelemetrySettings) -> Telemet
         tracer_provider,
         meter_provider,
         registry,
+        metrics_server: None,
     }
+}
+
+/// [`init`], then serves `/metrics` on `metrics_addr` when one is set.
+///
+/// # Errors
+/// The metrics address cannot be bound (one line for the operator).
+pub async fn start(
+    service_name: &'static str,
+    settings: &TelemetrySettings,
+) -> Result<TelemetryGuard, String> {
+    let mut guard = init(service_name, settings);
+    if let Some(addr) = &settings.metrics_addr {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot bind telemetry.metrics_addr {addr}: {e}"))?;
+        tracing::info!(addr = %addr, "serving /metrics");
+        let registry = guard.registry();
+        guard.metrics_server = Some(tokio::spawn(async move {
+            if let Err(e) = metrics_http::serve(listener, registry, std::future::pending()).await {
+                tracing::error!(error = %e, "/metrics server stopped");
+            }
+        }));
+    }
+    Ok(guard)
 }
 
 type Exporters = (

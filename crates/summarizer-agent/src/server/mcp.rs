@@ -51,14 +51,31 @@ impl SummarizerTools {
     async fn summarize(
         &self,
         Parameters(input): Parameters<SummarizeInput>,
+        meta: rmcp::model::RequestMetaObject,
     ) -> Result<Json<SummarizeOutput>, ErrorData> {
         let span = tracing::info_span!(
             "summarize batch",
+            otel.name = "tools/call summarize",
+            otel.kind = "server",
+            mcp.method.name = "tools/call",
+            gen_ai.tool.name = "summarize",
             chat_id = %input.chat_id,
             messages = input.messages.len(),
             backend = self.agent.backend_name(),
             total_tokens = tracing::field::Empty,
         );
+        // Continue the caller's trace (W3C trace context in `_meta`, MCP SEP-414).
+        let mut fields = std::collections::HashMap::new();
+        if let Some(tp) = meta.get_traceparent() {
+            fields.insert("traceparent".to_owned(), tp.to_owned());
+        }
+        if let Some(ts) = meta.get_tracestate() {
+            fields.insert("tracestate".to_owned(), ts.to_owned());
+        }
+        if !fields.is_empty() {
+            let parent = service_kit::telemetry::propagation::context_from_fields(&fields);
+            let _ = tracing_opentelemetry::OpenTelemetrySpanExt::set_parent(&span, parent);
+        }
         let result = self.agent.summarize(input).instrument(span.clone()).await;
         match result {
             Ok(output) => {

@@ -1,0 +1,121 @@
+//! The public API's metrics, recorded by a layer outside authentication so denied
+//! calls count too:
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `chat_memory_api_requests_total` | counter | `method`, `code` (`OK`, `NotFound`, `Unavailable`, ...) |
+//! | `chat_memory_api_request_duration_seconds` | histogram | `method` |
+//! | `chat_memory_retrieval_duration_seconds` | histogram | (`GetMemory` only, any outcome) |
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::OnceLock;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use http::{Request, Response};
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Counter, Histogram};
+use service_kit::telemetry::grpc::{code_label, record_status, split_path, status_of};
+
+const API_SERVICE: &str = "chatmemory.v1.MemoryService";
+
+/// Latency buckets in seconds: 0.5 ms .. 10 s.
+const BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 10.0,
+];
+
+struct ApiInstruments {
+    requests: Counter<u64>,
+    duration: Histogram<f64>,
+    retrieval: Histogram<f64>,
+}
+
+fn instruments() -> &'static ApiInstruments {
+    static I: OnceLock<ApiInstruments> = OnceLock::new();
+    I.get_or_init(|| {
+        let meter = opentelemetry::global::meter("gateway");
+        ApiInstruments {
+            requests: meter
+                .u64_counter("chat_memory_api_requests")
+                .with_description("Public API calls by method and status code")
+                .build(),
+            duration: meter
+                .f64_histogram("chat_memory_api_request_duration")
+                .with_unit("s")
+                .with_description("Public API call duration")
+                .with_boundaries(BUCKETS.to_vec())
+                .build(),
+            retrieval: meter
+                .f64_histogram("chat_memory_retrieval_duration")
+                .with_unit("s")
+                .with_description("GetMemory duration at the gateway")
+                .with_boundaries(BUCKETS.to_vec())
+                .build(),
+        }
+    })
+}
+
+/// Wraps the gateway's services.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiMetricsLayer;
+
+impl<S> tower::Layer<S> for ApiMetricsLayer {
+    type Service = ApiMetrics<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        ApiMetrics { inner }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiMetrics<S> {
+    inner: S,
+}
+
+type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
+
+impl<S, B, RB> tower::Service<Request<B>> for ApiMetrics<S>
+where
+    S: tower::Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: Send + 'static,
+    RB: Send + 'static,
+{
+    type Response = Response<RB>;
+    type Error = S::Error;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let (service, method) = split_path(request.uri().path());
+        let method = (service == API_SERVICE).then(|| method.to_owned());
+        let started = Instant::now();
+        let future = self.inner.call(request);
+        Box::pin(async move {
+            let response = future.await;
+            if let Some(method) = method {
+                let code = response.as_ref().map_or(tonic::Code::Internal, status_of);
+                record_status(code);
+                let took = started.elapsed().as_secs_f64();
+                let i = instruments();
+                i.requests.add(
+                    1,
+                    &[
+                        KeyValue::new("method", method.clone()),
+                        KeyValue::new("code", code_label(code)),
+                    ],
+                );
+                i.duration
+                    .record(took, &[KeyValue::new("method", method.clone())]);
+                if method == "GetMemory" {
+                    i.retrieval.record(took, &[]);
+                }
+            }
+            response
+        })
+    }
+}
