@@ -7,6 +7,8 @@
 #   5. prints where they listen, and stops them all on Ctrl-C.
 #
 #   scripts/run-local.sh            # PROFILE=debug for a faster first build
+#
+# RATE_LIMIT_PER_MINUTE overrides the per-user limit (default 100; raise it for benchmarks).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +27,18 @@ cargo build $flag --bins --workspace
 BIN=${CARGO_TARGET_DIR:-target}/$PROFILE
 
 "$BIN/chat-memory-migrate" --database-url "$DATABASE_URL" up
+
+# Local secrets, made once and kept in .local/ (never committed): the gateway's
+# HS256 key for bearer tokens and the service token between internal services.
+SECRETS=$STATE/secrets.env
+if [ ! -f "$SECRETS" ]; then
+  (umask 077; {
+    echo "HS256_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+    echo "SERVICE_TOKEN=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+  } > "$SECRETS")
+fi
+# shellcheck disable=SC1090
+. "$SECRETS"
 
 pids=()
 cleanup() {
@@ -52,10 +66,15 @@ start() {
   echo "[run-local] $name did not listen on $port" >&2; exit 1
 }
 
-start memory-store 50052 CHAT_MEMORY__DATABASE__URL="$DATABASE_URL"
-start summarizer-agent 50053
-start summarizer-worker 50054
-start gateway 50051
+start memory-store 50052 CHAT_MEMORY__DATABASE__URL="$DATABASE_URL" CHAT_MEMORY__SERVICE_TOKEN="$SERVICE_TOKEN"
+start summarizer-agent 50053 CHAT_MEMORY__SERVICE_TOKEN="$SERVICE_TOKEN"
+start summarizer-worker 50054 CHAT_MEMORY__STORE__SERVICE_TOKEN="$SERVICE_TOKEN" CHAT_MEMORY__AGENT__SERVICE_TOKEN="$SERVICE_TOKEN"
+start gateway 50051 CHAT_MEMORY__STORE__SERVICE_TOKEN="$SERVICE_TOKEN" CHAT_MEMORY__AUTH__HS256_SECRET="$HS256_SECRET" \
+  CHAT_MEMORY__RATE_LIMIT__PER_MINUTE="${RATE_LIMIT_PER_MINUTE:-100}"
+
+# A token for tenant "demo", user "dev", valid 12 hours, for the CLI and benchmarks.
+"$BIN/chat-memory" token --secret "$HS256_SECRET" --tenant demo --user dev \
+  --scopes memory:read,memory:write,memory:admin --ttl-secs 43200 > "$STATE/token"
 
 cat <<TXT
 chat-memory is running ($PROFILE build); logs in $LOGS/
@@ -63,7 +82,9 @@ chat-memory is running ($PROFILE build); logs in $LOGS/
   memory-store (internal gRPC)            127.0.0.1:50052
   summarizer-agent (MCP at /mcp, health)  127.0.0.1:50053
   summarizer-worker (health)              127.0.0.1:50054
-Try:  $BIN/chat-memory update --chat demo -m "user:My member ID is W123456789" --wait
+  metrics (Prometheus)                    127.0.0.1:9101-9104 /metrics
+Try:  export CHAT_MEMORY_TOKEN=\$(cat $STATE/token)
+      $BIN/chat-memory update --chat demo -m "user:My member ID is W123456789" --wait
       $BIN/chat-memory get demo
 Press Ctrl-C to stop.
 TXT

@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 use futures::future::join_all;
 use hdrhistogram::Histogram;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::{Interceptor, interceptor::InterceptedService};
 use tonic::transport::Channel;
 
 use chat_memory_proto::time::from_timestamp;
@@ -37,6 +39,10 @@ struct Cli {
         default_value = "http://127.0.0.1:50051"
     )]
     gateway: String,
+    /// Bearer token (scopes memory:read and memory:write); `scripts/run-local.sh`
+    /// writes one to `.local/token`. Every call counts against its user's rate limit.
+    #[arg(long, global = true, env = "CHAT_MEMORY_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// Prefix of the chat ids used, so runs do not mix.
     #[arg(long, global = true, default_value = "bench")]
     prefix: String,
@@ -68,6 +74,38 @@ enum Command {
     },
 }
 
+/// The gateway client with the bearer token on every call.
+type Client = MemoryServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// Adds `authorization: Bearer <token>` to every call.
+#[derive(Clone)]
+struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Bearer {
+    fn new(token: Option<&str>) -> Result<Self, String> {
+        token
+            .map(|t| {
+                format!("Bearer {t}")
+                    .parse::<MetadataValue<Ascii>>()
+                    .map_err(|_| "--token: not a valid header value".to_owned())
+            })
+            .transpose()
+            .map(Self)
+    }
+}
+
+impl Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(h) = &self.0 {
+            request.metadata_mut().insert("authorization", h.clone());
+        }
+        Ok(request)
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<(), String> {
     let cli = Cli::parse();
@@ -76,7 +114,8 @@ async fn main() -> Result<(), String> {
         .connect()
         .await
         .map_err(|e| format!("cannot reach the gateway at {}: {e}", cli.gateway))?;
-    let client = MemoryServiceClient::new(channel);
+    let bearer = Bearer::new(cli.token.as_deref())?;
+    let client = MemoryServiceClient::with_interceptor(channel, bearer);
     match cli.command {
         Command::Updates {
             updates,
@@ -129,7 +168,7 @@ fn message(chat: usize, i: usize) -> Vec<ChatMessage> {
 /// acceptance time (both from the job record), plus what the client observed
 /// (acceptance response -> first status poll seeing it, an upper bound with 20 ms polls).
 async fn run_updates(
-    client: MemoryServiceClient<Channel>,
+    client: Client,
     prefix: &str,
     updates: usize,
     chats: usize,
@@ -216,7 +255,7 @@ async fn run_updates(
 }
 
 async fn run_reads(
-    client: MemoryServiceClient<Channel>,
+    client: Client,
     prefix: &str,
     calls: usize,
     concurrency: usize,

@@ -11,6 +11,7 @@
 
 mod queue;
 mod render;
+mod token;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -100,6 +101,30 @@ enum Command {
         )]
         durable_prefix: String,
     },
+    /// Sign an HS256 token for a tenant and user (local runs, benchmarks); prints it.
+    Token {
+        /// The gateway's `auth.hs256_secret`.
+        #[arg(long, env = "CHAT_MEMORY__AUTH__HS256_SECRET", hide_env_values = true)]
+        secret: String,
+        #[arg(long, default_value = "chat-memory")]
+        issuer: String,
+        #[arg(long, default_value = "chat-memory")]
+        audience: String,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        user: String,
+        /// Comma-separated: memory:read, memory:write, memory:admin.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "memory:read,memory:write"
+        )]
+        scopes: Vec<String>,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl_secs: u64,
+    },
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -115,6 +140,28 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
+    if let Command::Token {
+        secret,
+        issuer,
+        audience,
+        tenant,
+        user,
+        scopes,
+        ttl_secs,
+    } = &cli.command
+    {
+        let request = token::TokenRequest {
+            secret,
+            issuer,
+            audience,
+            tenant,
+            user,
+            scopes,
+            ttl_secs: *ttl_secs,
+        };
+        println!("{}", token::sign(&request)?);
+        return Ok(());
+    }
     if let Command::Queue {
         nats,
         stream,
@@ -205,7 +252,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .map_err(render::status)?;
             println!("{}", render::memory(&m.into_inner()));
         }
-        Command::Queue { .. } => {}
+        Command::Queue { .. } | Command::Token { .. } => {}
         Command::Audit {
             chat,
             user,
