@@ -3,11 +3,16 @@
 //! ```text
 //! chat-memory-bench updates --updates 1000 --chats 100   # accept -> readable latency
 //! chat-memory-bench reads --calls 10000 --concurrency 16 # GetMemory latency and throughput
+//! chat-memory-bench faults --updates 100 --chats 10 --scenarios 1,3,4,7  # fault-injection suite
 //! ```
+//!
+//! `faults` starts its own stacks from the workspace's binaries (build them
+//! first: `cargo build --workspace --bins`) and needs local Postgres and NATS.
 //!
 //! Both stop by themselves (bounded counts and a deadline) and send traffic only
 //! to the gateway address given.
 
+mod faults;
 mod procs;
 mod report;
 
@@ -63,6 +68,8 @@ enum Command {
         #[arg(long, default_value_t = 300)]
         deadline_secs: u64,
     },
+    /// The fault-injection suite against the real binaries (docs/reliability.md).
+    Faults(faults::FaultArgs),
     /// Reads memories of `--chats` chats (seeded first) from `--concurrency` callers.
     Reads {
         #[arg(long, default_value_t = 10_000)]
@@ -109,6 +116,9 @@ impl Interceptor for Bearer {
 #[tokio::main]
 async fn main() -> Result<(), String> {
     let cli = Cli::parse();
+    if let Command::Faults(args) = cli.command {
+        return faults::run(args).await;
+    }
     let channel = Channel::from_shared(cli.gateway.clone())
         .map_err(|e| e.to_string())?
         .connect()
@@ -136,12 +146,13 @@ async fn main() -> Result<(), String> {
             concurrency,
             chats,
         } => run_reads(client, &cli.prefix, calls, concurrency.max(1), chats.max(1)).await,
+        Command::Faults(_) => Ok(()),
     }?;
     procs::print_peak_memory();
     Ok(())
 }
 
-fn message(chat: usize, i: usize) -> Vec<ChatMessage> {
+pub(crate) fn message(chat: usize, i: usize) -> Vec<ChatMessage> {
     let user = format!(
         "My member ID is M{chat:05}. Claim CLM-{i:04} for my visit to Dr. Rivera on March {} was billed at ${}.",
         i % 28 + 1,

@@ -7,8 +7,11 @@
 //! chat-memory delete c1
 //! chat-memory audit --chat c1 --action delete     # needs a memory:admin token
 //! chat-memory queue --nats nats://127.0.0.1:4222
+//! chat-memory dlq list                            # dead-lettered jobs and why
+//! chat-memory dlq replay 12                       # or: dlq replay --all
 //! ```
 
+mod dlq;
 mod queue;
 mod render;
 mod token;
@@ -101,6 +104,33 @@ enum Command {
         )]
         durable_prefix: String,
     },
+    /// List or replay dead-lettered jobs, through JetStream (operators).
+    Dlq {
+        #[arg(
+            long,
+            env = "CHAT_MEMORY__NATS__URL",
+            default_value = "nats://127.0.0.1:4222"
+        )]
+        nats: String,
+        /// The jobs stream; dead letters are in `<stream>_DLQ`.
+        #[arg(
+            long,
+            env = "CHAT_MEMORY__NATS__STREAM",
+            default_value = "CHAT_MEMORY_JOBS"
+        )]
+        stream: String,
+        #[arg(
+            long,
+            env = "CHAT_MEMORY__NATS__SUBJECT_PREFIX",
+            default_value = "chatmemory"
+        )]
+        subject_prefix: String,
+        /// Must equal the deployment's `nats.partitions` (a replay goes to the chat's partition).
+        #[arg(long, env = "CHAT_MEMORY__NATS__PARTITIONS", default_value_t = 32)]
+        partitions: u32,
+        #[command(subcommand)]
+        command: dlq::DlqCommand,
+    },
     /// Sign an HS256 token for a tenant and user (local runs, benchmarks); prints it.
     Token {
         /// The gateway's `auth.hs256_secret`.
@@ -169,6 +199,16 @@ async fn run(cli: Cli) -> Result<(), String> {
     } = &cli.command
     {
         return queue::print(nats, stream, durable_prefix).await;
+    }
+    if let Command::Dlq {
+        nats,
+        stream,
+        subject_prefix,
+        partitions,
+        command,
+    } = &cli.command
+    {
+        return dlq::run(nats, stream, subject_prefix, *partitions, command).await;
     }
     let channel = Channel::from_shared(cli.gateway.clone())
         .map_err(|e| format!("--gateway {}: {e}", cli.gateway))?
@@ -252,7 +292,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .map_err(render::status)?;
             println!("{}", render::memory(&m.into_inner()));
         }
-        Command::Queue { .. } | Command::Token { .. } => {}
+        Command::Queue { .. } | Command::Dlq { .. } | Command::Token { .. } => {}
         Command::Audit {
             chat,
             user,

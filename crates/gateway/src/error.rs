@@ -26,6 +26,12 @@ pub enum GatewayError {
     Invalid(#[from] FieldViolation),
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// Backpressure: too many jobs are waiting (see `backpressure`).
+    #[error("too many updates are waiting ({what}), retry later")]
+    Backlogged {
+        what: String,
+        retry_after: std::time::Duration,
+    },
     #[error("the update queue is full, retry later")]
     QueueFull(String),
     #[error("the update job is too large for the queue")]
@@ -104,6 +110,19 @@ impl From<GatewayError> for Status {
                 ErrorDetails::with_bad_request_violation(v.field, v.reason),
             ),
             GatewayError::NotFound(what) => Status::not_found(format!("{what} not found")),
+            GatewayError::Backlogged { what, retry_after } => {
+                tracing::warn!(backlog = %what, "update refused: backpressure");
+                let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                let mut status = Status::with_error_details(
+                    Code::ResourceExhausted,
+                    format!("too many updates are waiting, retry in {secs} s"),
+                    ErrorDetails::with_retry_info(Some(retry_after)),
+                );
+                if let Ok(value) = secs.to_string().parse() {
+                    status.metadata_mut().insert("retry-after", value);
+                }
+                status
+            }
             GatewayError::QueueFull(detail) => {
                 tracing::warn!(detail = %detail, "update rejected: queue full");
                 Status::resource_exhausted("the update queue is full, retry later")

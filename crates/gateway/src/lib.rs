@@ -9,6 +9,7 @@
 //! - [`auth`]: bearer JWTs -> [`auth::Principal`]; [`auth::layer`] is the gate
 //!   in front of every RPC (token, scope, rate limit, audit of refusals).
 //! - [`ratelimit`]: governor's GCRA with its state in NATS KV, shared by replicas.
+//! - [`backpressure`]: refuses updates (RESOURCE_EXHAUSTED) while the queue is too deep.
 //! - [`audit`]: one audit row per call, written through memory-store.
 //! - [`validation`]: request -> domain types (`ChatId`, `UpdateCommand`), with
 //!   the limits, NFC normalisation and the tenant namespace of chat ids.
@@ -22,6 +23,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod backpressure;
 pub mod error;
 pub mod metrics;
 pub mod ratelimit;
@@ -112,7 +114,18 @@ pub async fn run(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
-    let api = MemoryApi::new(publisher, store, settings.limits.clone(), audit);
+    let backpressure = Arc::new(backpressure::Backpressure::new(
+        js.clone(),
+        settings.nats.clone(),
+        settings.backpressure.clone(),
+    ));
+    let api = MemoryApi::new(
+        publisher,
+        store,
+        settings.limits.clone(),
+        audit,
+        backpressure,
+    );
     let max_decode = settings.limits.max_request_bytes + 64 * 1024;
     let mut builder = Server::builder();
     if let Some(tls) = settings.tls.server_config()? {

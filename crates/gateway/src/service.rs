@@ -25,6 +25,7 @@ use job_queue::JobPublisher;
 use crate::StoreClient;
 use crate::audit::{Action, AuditSink, Facts, Row};
 use crate::auth::layer::CallContext;
+use crate::backpressure::Backpressure;
 use crate::error::GatewayError;
 use crate::validation::{ChatId, JobId, Limits, UpdateCommand};
 
@@ -50,6 +51,8 @@ pub struct MemoryApi {
     store: StoreClient,
     limits: Limits,
     audit: AuditSink,
+    /// Refuses updates while the queue is too deep; shared, it caches depths.
+    backpressure: std::sync::Arc<Backpressure>,
 }
 
 fn access(ctx: &CallContext) -> Access {
@@ -74,12 +77,14 @@ impl MemoryApi {
         store: StoreClient,
         limits: Limits,
         audit: AuditSink,
+        backpressure: std::sync::Arc<Backpressure>,
     ) -> Self {
         Self {
             publisher,
             store,
             limits,
             audit,
+            backpressure,
         }
     }
 
@@ -92,6 +97,13 @@ impl MemoryApi {
         let cmd = UpdateCommand::parse(req, &self.limits)?;
         facts.chat_id = cmd.chat_id.as_str().to_owned();
         let chat_id = cmd.chat_id.namespaced(&ctx.principal.tenant);
+        self.backpressure
+            .admit(&chat_id)
+            .await
+            .map_err(|b| GatewayError::Backlogged {
+                what: b.what,
+                retry_after: b.retry_after,
+            })?;
         // First writer owns the chat. While memory-store is down the update is
         // still accepted; memory-store then checks ownership before applying it.
         let claim = store_pb::ClaimChatRequest {

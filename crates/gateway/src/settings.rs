@@ -1,4 +1,4 @@
-//! Gateway settings: `[nats]`, `[store]`, `[limits]`, `[auth]`, `[rate_limit]`,
+//! Gateway settings: `[nats]`, `[store]`, `[limits]`, `[auth]`, `[rate_limit]`, `[backpressure]`,
 //! `[tls]`, `[telemetry]` and the listen address.
 
 use std::net::SocketAddr;
@@ -11,6 +11,7 @@ use service_kit::telemetry::TelemetrySettings;
 use service_kit::tls::ServerTls;
 
 use crate::auth::AuthSettings;
+use crate::backpressure::BackpressureSettings;
 use crate::ratelimit::RateLimitSettings;
 use crate::validation::Limits;
 
@@ -27,6 +28,8 @@ pub struct Settings {
     pub auth: AuthSettings,
     /// Per-user request budgets, shared by all replicas through NATS KV.
     pub rate_limit: RateLimitSettings,
+    /// Refusing updates while the queue is too deep.
+    pub backpressure: BackpressureSettings,
     /// TLS of the public listener.
     pub tls: ServerTls,
     pub telemetry: TelemetrySettings,
@@ -41,6 +44,7 @@ impl Default for Settings {
             limits: Limits::default(),
             auth: AuthSettings::default(),
             rate_limit: RateLimitSettings::default(),
+            backpressure: BackpressureSettings::default(),
             tls: ServerTls::default(),
             telemetry: TelemetrySettings::default().with_metrics_addr("127.0.0.1:9101"),
         }
@@ -57,6 +61,7 @@ impl Validate for Settings {
         self.limits.validate()?;
         self.auth.validate()?;
         self.rate_limit.validate()?;
+        self.backpressure.validate()?;
         self.tls.validate("tls")
     }
 }

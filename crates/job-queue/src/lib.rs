@@ -5,6 +5,7 @@
 //! - [`settings`]: stream name, subjects, partitions and limits, shared by both sides.
 //! - [`stream`]: connecting and creating the jobs stream idempotently.
 //! - [`publish`]: publishing a job durably, with deduplication by job id.
+//! - [`dlq`]: the dead-letter stream: failed jobs with their reason, and replay.
 //! - [`consumer`]: the per-partition durable pull consumer configuration.
 //! - [`headers`]: the trace context a job message carries.
 //!
@@ -17,6 +18,7 @@
 //! on `max_ack_pending`.
 
 pub mod consumer;
+pub mod dlq;
 pub mod headers;
 pub mod publish;
 pub mod settings;

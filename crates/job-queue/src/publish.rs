@@ -98,7 +98,7 @@ impl JobPublisher {
     }
 }
 
-fn classify(e: jetstream::context::PublishError, size: usize) -> QueueError {
+pub(crate) fn classify(e: jetstream::context::PublishError, size: usize) -> QueueError {
     match e.kind() {
         PublishErrorKind::MaxPayloadExceeded => QueueError::TooLarge { size },
         PublishErrorKind::Other => {

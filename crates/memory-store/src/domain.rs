@@ -160,6 +160,8 @@ pub struct Delivery {
     pub accepted_at: DateTime<Utc>,
     /// Who asked for the job (absent for jobs accepted before issue 4).
     pub access: Option<crate::access::Access>,
+    /// An operator's replay of a dead-lettered job: a FAILED job may run again.
+    pub replay: bool,
 }
 
 /// Why a job must not be applied.

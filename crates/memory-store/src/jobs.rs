@@ -100,6 +100,9 @@ pub async fn begin_job(db: &DatabaseConnection, d: Delivery) -> Result<Begin, St
     if let Some(row) = &job {
         match JobState::from_db(&row.state)? {
             JobState::Succeeded => return finish(txn, Begin::Skip(Skip::AlreadyApplied)).await,
+            // A replay runs a failed job again; the order check below still
+            // decides whether it may apply.
+            JobState::Failed if d.replay => {}
             JobState::Failed => return finish(txn, Begin::Skip(Skip::AlreadyFailed)).await,
             JobState::Queued | JobState::Running => {}
         }
@@ -142,7 +145,8 @@ pub async fn begin_job(db: &DatabaseConnection, d: Delivery) -> Result<Begin, St
     let running = JobWrite {
         state: JobState::Running,
         attempts: d.attempt,
-        error: None,
+        // A replay starts clean: the dead-letter reason is history.
+        error: d.replay.then_some(None),
         resulting_version: None,
     };
     write_job(&txn, job, new_row, running).await?;

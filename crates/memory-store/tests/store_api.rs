@@ -185,6 +185,7 @@ fn begin(job: &str, chat: &str, seq: u64) -> BeginJobRequest {
         attempt: 1,
         message_count: 3,
         accepted_at: None,
+        replay: false,
     }
 }
 

@@ -21,6 +21,7 @@
 //! - [`client`]: [`client::AgentClient`], a reconnecting, timeout-bounded
 //!   caller of the tool, and its error type.
 //! - [`settings`]: the binary's typed settings.
+//! - [`faults`]: test-only fault injection (`[faults]`, off by default).
 //! - `tls`: installs rustls' ring provider once per process.
 //! - `error`: [`AgentError`], why the server stopped.
 //!
@@ -31,6 +32,7 @@ pub mod agent;
 pub mod backend;
 pub mod client;
 mod error;
+pub mod faults;
 mod memory;
 pub mod server;
 pub mod settings;

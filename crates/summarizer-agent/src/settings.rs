@@ -44,6 +44,8 @@ pub struct Settings {
     /// Bearer token the MCP endpoint requires (the worker's `agent.service_token`).
     /// Required unless the agent listens on loopback only; health stays open.
     pub service_token: Option<service_kit::secret::Secret>,
+    /// Test-only fault injection (the reliability suite); off by default.
+    pub faults: crate::faults::FaultSettings,
     /// Log filter and format.
     pub telemetry: TelemetrySettings,
 }
@@ -58,6 +60,7 @@ impl Default for Settings {
             max_attempts: 3,
             openai: OpenAiSettings::default(),
             service_token: None,
+            faults: crate::faults::FaultSettings::default(),
             telemetry: TelemetrySettings {
                 // rmcp logs every stateless request's session start/end at info.
                 log_filter: "info,rmcp=warn".into(),
@@ -86,13 +89,18 @@ impl Settings {
     /// [`BackendError::Internal`] when the openai backend cannot be built
     /// (its HTTP client or output schema).
     pub fn build_backend(&self) -> Result<Arc<dyn SummarizerBackend>, BackendError> {
-        Ok(match self.backend {
+        let backend: Arc<dyn SummarizerBackend> = match self.backend {
             BackendKind::Offline => Arc::new(OfflineBackend::new()),
             BackendKind::Openai => Arc::new(OpenAiBackend::new(
                 &self.openai,
                 std::time::Duration::from_millis(self.call_timeout_ms),
                 self.max_attempts,
             )?),
+        };
+        Ok(if self.faults.enabled() {
+            crate::faults::FaultyBackend::wrap(backend, self.faults.clone())
+        } else {
+            backend
         })
     }
 }
@@ -121,6 +129,7 @@ where
 
 impl Validate for Settings {
     fn validate(&self) -> Result<(), SettingsError> {
+        self.faults.validate()?;
         let addr = self.listen_addr.parse::<SocketAddr>().map_err(|e| {
             SettingsError::invalid(
                 "listen_addr",

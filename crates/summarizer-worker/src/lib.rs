@@ -6,6 +6,10 @@
 //! - [`partition`]: one consume loop per JetStream partition consumer; owns the
 //!   message: progress acks while working, ack after commit, hand back on shutdown.
 //! - [`processor`]: one job: `BeginJob` -> agent -> `CommitJob`, with bounded retries.
+//! - `convert`: job checks, the agent's input and memory-store content built from a job.
+//! - [`circuit`]: the circuit breaker around the agent: while it is open, jobs
+//!   wait (without spending attempts) instead of calling an agent that is down.
+//! - [`dead_letters`]: failed jobs go to the dead-letter stream before their ack.
 //! - [`backoff`]: exponential backoff with jitter.
 //! - [`metrics`]: the worker's metrics.
 //!
@@ -18,6 +22,9 @@
 //!   crash anywhere means a redelivery that is either applied once or skipped.
 
 pub mod backoff;
+pub mod circuit;
+mod convert;
+pub mod dead_letters;
 pub mod metrics;
 pub mod partition;
 pub mod processor;
@@ -65,6 +72,8 @@ pub async fn run(
 ) -> Result<(), StartError> {
     let js = job_queue::connect(&settings.nats, "chat-memory-summarizer-worker").await?;
     let stream = job_queue::ensure_stream(&js, &settings.nats).await?;
+    job_queue::dlq::ensure_dlq_stream(&js, &settings.nats).await?;
+    let dead_letters = dead_letters::DeadLetters::new(js.clone(), settings.nats.clone());
     let ack_wait = Duration::from_millis(settings.consumer.ack_wait_ms);
     let mut consumers = Vec::with_capacity(settings.nats.partitions as usize);
     for p in 0..settings.nats.partitions {
@@ -98,6 +107,7 @@ pub async fn run(
         store,
         agent,
         settings.retry.clone(),
+        circuit::CircuitBreaker::new(settings.circuit.clone()),
         settings.memory.limits(),
     );
 
@@ -119,6 +129,7 @@ pub async fn run(
             p,
             consumer,
             processor.clone(),
+            dead_letters.clone(),
             settings.consumer.clone(),
         );
         loops.spawn(partition.run(cancel.clone()));

@@ -9,12 +9,16 @@
 //! | `chat_memory_queue_wait_seconds` | histogram | (acceptance → processing start) |
 //! | `chat_memory_redeliveries_total` | counter | (deliveries after the first) |
 //! | `chat_memory_queue_depth` | gauge | `partition` (jobs stored, not yet acknowledged) |
+//! | `chat_memory_agent_circuit_state` | gauge | (0 closed, 1 half-open, 2 open) |
+//! | `chat_memory_dead_letters_total` | counter | (failed jobs published to the dead-letter stream) |
 
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Counter, Histogram};
+use opentelemetry::metrics::{Counter, Gauge, Histogram};
+
+use crate::circuit::CircuitState;
 
 /// Latency buckets in seconds: 1 ms .. 60 s.
 const SECONDS_BUCKETS: [f64; 16] = [
@@ -27,6 +31,8 @@ pub struct WorkerMetrics {
     agent_call: Histogram<f64>,
     queue_wait: Histogram<f64>,
     redeliveries: Counter<u64>,
+    circuit: Gauge<u64>,
+    dead_letters: Counter<u64>,
     /// Last observed depth per partition, read by the observable gauge.
     depths: Arc<Mutex<Vec<u64>>>,
 }
@@ -77,6 +83,14 @@ impl WorkerMetrics {
                 .u64_counter("chat_memory_redeliveries")
                 .with_description("Job deliveries after the first (a worker died or gave up)")
                 .build(),
+            circuit: meter
+                .u64_gauge("chat_memory_agent_circuit_state")
+                .with_description("Agent circuit breaker: 0 closed, 1 half-open, 2 open")
+                .build(),
+            dead_letters: meter
+                .u64_counter("chat_memory_dead_letters")
+                .with_description("Failed jobs published to the dead-letter stream")
+                .build(),
             depths,
         }
     }
@@ -102,6 +116,14 @@ impl WorkerMetrics {
 
     pub fn redelivery(&self) {
         self.redeliveries.add(1, &[]);
+    }
+
+    pub fn circuit_state(&self, state: CircuitState) {
+        self.circuit.record(state.gauge(), &[]);
+    }
+
+    pub fn dead_letter(&self) {
+        self.dead_letters.add(1, &[]);
     }
 
     pub fn set_depth(&self, partition: u32, depth: u64) {

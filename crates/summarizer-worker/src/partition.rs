@@ -19,6 +19,9 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use chat_memory_proto::jobs::v1::UpdateJob;
 use chat_memory_proto::time::from_timestamp;
 
+use chat_memory_proto::store::SkipReason;
+
+use crate::dead_letters::DeadLetters;
 use crate::metrics;
 use crate::processor::{Delivery, Disposition, Outcome, Processor};
 use crate::settings::ConsumerSettings;
@@ -30,6 +33,7 @@ pub struct PartitionLoop {
     partition: u32,
     consumer: Consumer<pull::Config>,
     processor: Processor,
+    dead_letters: DeadLetters,
     settings: ConsumerSettings,
 }
 
@@ -38,12 +42,14 @@ impl PartitionLoop {
         partition: u32,
         consumer: Consumer<pull::Config>,
         processor: Processor,
+        dead_letters: DeadLetters,
         settings: ConsumerSettings,
     ) -> Self {
         Self {
             partition,
             consumer,
             processor,
+            dead_letters,
             settings,
         }
     }
@@ -149,6 +155,7 @@ impl PartitionLoop {
                 disposition = &mut work => {
                     let outcome = outcome_label(&disposition);
                     m.job(outcome, started.elapsed());
+                    let disposition = self.dead_letter(&message, &delivery, disposition).await;
                     self.finish(&message, &job_id, disposition).await;
                     return;
                 }
@@ -168,6 +175,32 @@ impl PartitionLoop {
         }
     }
 
+    /// Dead-letters a job that failed (or, on a redelivery, had already failed)
+    /// before its ack; when that publish fails the job is not acknowledged.
+    async fn dead_letter(
+        &self,
+        message: &Message,
+        delivery: &Delivery,
+        disposition: Disposition,
+    ) -> Disposition {
+        let reason = match &disposition {
+            Disposition::Ack(Outcome::Failed(reason)) => reason.clone(),
+            Disposition::Ack(Outcome::Skipped(SkipReason::AlreadyFailed)) if !delivery.replay => {
+                "the job had already failed (dead-lettered on redelivery)".to_owned()
+            }
+            Disposition::Ack(_) | Disposition::Abandon => return disposition,
+        };
+        if self
+            .dead_letters
+            .publish(delivery, message.payload.clone(), &reason)
+            .await
+        {
+            disposition
+        } else {
+            Disposition::Abandon
+        }
+    }
+
     async fn decode(&self, message: &Message) -> Option<Delivery> {
         let info = match message.info() {
             Ok(i) => (i.stream_sequence, i.delivered),
@@ -178,11 +211,17 @@ impl PartitionLoop {
             }
         };
         match UpdateJob::decode(message.payload.as_ref()) {
-            Ok(job) => Some(Delivery {
-                job,
-                stream_seq: info.0,
-                delivered: u32::try_from(info.1.max(1)).unwrap_or(u32::MAX),
-            }),
+            Ok(job) => {
+                // A replay carries the job's original sequence: order is judged by it.
+                let replay_of = job_queue::dlq::replay_of(message.headers.as_ref());
+                Some(Delivery {
+                    job,
+                    stream_seq: replay_of.unwrap_or(info.0),
+                    delivered: u32::try_from(info.1.max(1)).unwrap_or(u32::MAX),
+                    replay: replay_of.is_some(),
+                    message_seq: info.0,
+                })
+            }
             Err(e) => {
                 tracing::error!(partition = self.partition, stream_seq = info.0, error = %e, "undecodable job; terminating it");
                 let _ = message.ack_with(AckKind::Term).await;

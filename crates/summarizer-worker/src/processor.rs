@@ -7,26 +7,27 @@
 //! - agent rejects the input or returns unusable output: FAILED at once;
 //! - memory-store unavailable: retried for `retry.store_retry_ms`, then the delivery is
 //!   abandoned unacknowledged so JetStream redelivers it; a job never fails because
-//!   storage was down.
+//!   storage was down;
+//! - agent circuit open ([`crate::circuit`]): the job waits for a permit without
+//!   spending an attempt (the partition loop keeps the message alive with
+//!   progress acks meanwhile).
 
 use std::time::{Duration, Instant};
 
 use tonic::{Code, Status, transport::Channel};
 use tracing::Instrument;
-use uuid::Uuid;
 
 use chat_memory_proto::jobs::v1::UpdateJob;
 use chat_memory_proto::store::{
-    BeginJobRequest, CommitJobRequest, CommitOutcome, FailJobRequest, MemoryContent, SkipReason,
+    BeginJobRequest, CommitJobRequest, CommitOutcome, FailJobRequest, SkipReason,
     memory_store_client::MemoryStoreClient,
 };
-use chat_memory_proto::v1::{Role as ProtoRole, TokenCounts};
 use summarizer_agent::client::{AgentClient, AgentClientError};
-use summarizer_agent::tool::{
-    InputMessage, PriorMemory, Role, SummarizeInput, SummarizeOutput, TokenLimits,
-};
+use summarizer_agent::tool::{PriorMemory, SummarizeInput, TokenLimits};
 
 use crate::backoff;
+use crate::circuit::{CircuitBreaker, CircuitState, Permit};
+use crate::convert::{check_job, input_messages, job_access, memory_content};
 use crate::settings::RetrySettings;
 
 /// A job as delivered by JetStream.
@@ -37,6 +38,11 @@ pub struct Delivery {
     pub stream_seq: u64,
     /// JetStream delivery count (1 on first delivery).
     pub delivered: u32,
+    /// An operator's replay of a dead-lettered job; `stream_seq` is then the
+    /// job's original sequence, so the order checks are those of the original.
+    pub replay: bool,
+    /// This message's own sequence (differs from `stream_seq` for a replay).
+    pub message_seq: u64,
 }
 
 /// What happened to a job that is finished with.
@@ -65,6 +71,10 @@ pub enum Disposition {
 enum StepError {
     Store(Status),
     Agent(AgentClientError),
+    /// A transient agent failure after which the circuit is not closed (this
+    /// call opened it, or was the failed probe): an outage of the agent, not a
+    /// problem of the job, so it spends no attempt.
+    AgentOutage(AgentClientError),
     /// memory-store refused the job's content as invalid: retrying cannot help.
     Rejected(Status),
     VersionConflict,
@@ -76,6 +86,8 @@ pub struct Processor {
     store: StoreClient,
     agent: AgentClient,
     retry: RetrySettings,
+    /// Shared by all partitions: the agent is one dependency.
+    circuit: CircuitBreaker,
     limits: TokenLimits,
 }
 
@@ -84,12 +96,14 @@ impl Processor {
         store: StoreClient,
         agent: AgentClient,
         retry: RetrySettings,
+        circuit: CircuitBreaker,
         limits: TokenLimits,
     ) -> Self {
         Self {
             store,
             agent,
             retry,
+            circuit,
             limits,
         }
     }
@@ -104,7 +118,8 @@ impl Processor {
         let (mut agent_failures, mut store_retries) = (0u32, 0u32);
         loop {
             let attempt = d.delivered.saturating_add(agent_failures);
-            let error = match self.try_once(d, attempt).await {
+            let permit = self.agent_permit(d).await;
+            let error = match self.try_once(d, attempt, permit).await {
                 Ok(outcome) => return Disposition::Ack(outcome),
                 Err(e) => e,
             };
@@ -120,6 +135,10 @@ impl Processor {
                     store_retries += 1;
                     tokio::time::sleep(self.backoff(store_retries)).await;
                 }
+                StepError::AgentOutage(e) => {
+                    tracing::warn!(job_id = %d.job.job_id, attempt, error = %e, "agent call failed and the circuit is open; the job waits without spending an attempt");
+                    self.record_attempt(d, attempt, &e.to_string()).await;
+                }
                 StepError::Agent(e) if e.is_transient() => {
                     agent_failures += 1;
                     crate::metrics::get().update("retried");
@@ -133,7 +152,6 @@ impl Processor {
                             )
                             .await;
                     }
-                    crate::metrics::get().update("retried");
                     self.record_attempt(d, attempt, &e.to_string()).await;
                     tokio::time::sleep(self.backoff(agent_failures)).await;
                 }
@@ -155,7 +173,32 @@ impl Processor {
         }
     }
 
-    async fn try_once(&self, d: &Delivery, attempt: u32) -> Result<Outcome, StepError> {
+    /// Waits until the circuit breaker allows an agent call. The wait spends no
+    /// attempt: the job is held, not failed.
+    async fn agent_permit(&self, d: &Delivery) -> Permit {
+        let mut logged = false;
+        loop {
+            match self.circuit.try_acquire(Instant::now()) {
+                Ok(permit) => return permit,
+                Err(wait) => {
+                    if !logged {
+                        tracing::info!(job_id = %d.job.job_id, "agent circuit open; the job waits");
+                        logged = true;
+                    }
+                    tokio::time::sleep(wait.min(Duration::from_secs(1))).await;
+                }
+            }
+        }
+    }
+
+    /// One attempt. `permit` (from the circuit breaker) is reported with the
+    /// agent call's outcome, or dropped unused when the job needs no call.
+    async fn try_once(
+        &self,
+        d: &Delivery,
+        attempt: u32,
+        permit: Permit,
+    ) -> Result<Outcome, StepError> {
         let job = &d.job;
         let begin = self
             .store
@@ -168,6 +211,7 @@ impl Processor {
                 message_count: u32::try_from(job.messages.len()).unwrap_or(u32::MAX),
                 accepted_at: job.accepted_at,
                 access: job_access(job),
+                replay: d.replay,
             })
             .await
             .map_err(classify_store)?
@@ -198,7 +242,15 @@ impl Processor {
         let called = Instant::now();
         let output = self.agent.summarize(&input).instrument(span).await;
         crate::metrics::get().agent_call(output.is_ok(), called.elapsed());
-        let output = output.map_err(StepError::Agent)?;
+        let unavailable = output.as_ref().is_err_and(AgentClientError::is_transient);
+        let state = self.circuit.record(permit, unavailable, Instant::now());
+        let output = output.map_err(|e| {
+            if unavailable && state != CircuitState::Closed {
+                StepError::AgentOutage(e)
+            } else {
+                StepError::Agent(e)
+            }
+        })?;
         let commit = self
             .store
             .clone()
@@ -299,64 +351,6 @@ fn classify_store(s: Status) -> StepError {
     }
 }
 
-/// A job that cannot be processed at all (the gateway validated it, so this means
-/// a foreign or corrupted message).
-fn check_job(job: &UpdateJob) -> Result<(), String> {
-    if Uuid::parse_str(&job.job_id).is_err() {
-        return Err("job_id is not a UUID".into());
-    }
-    if job.chat_id.is_empty() {
-        return Err("chat_id is empty".into());
-    }
-    if job.messages.is_empty() {
-        return Err("job has no messages".into());
-    }
-    Ok(())
-}
-
-/// Messages for the agent; each carries an id for provenance: the client's own
-/// message id, or `<job_id>#<index>`.
-fn input_messages(job: &UpdateJob) -> Vec<InputMessage> {
-    job.messages
-        .iter()
-        .enumerate()
-        .map(|(i, m)| InputMessage {
-            id: if m.client_message_id.is_empty() {
-                format!("{}#{i}", job.job_id)
-            } else {
-                m.client_message_id.clone()
-            },
-            role: match ProtoRole::try_from(m.role) {
-                Ok(ProtoRole::Assistant) => Role::Assistant,
-                Ok(ProtoRole::System) => Role::System,
-                Ok(ProtoRole::Tool) => Role::Tool,
-                // The gateway admits only the four roles; anything else is treated as
-                // the least trusted source rather than as the user.
-                Ok(ProtoRole::User) => Role::User,
-                Ok(ProtoRole::Unspecified) | Err(_) => Role::Tool,
-            },
-            content: m.content.clone(),
-            // RFC 3339, so the agent can anchor "yesterday" to a date.
-            sent_at: m.sent_at.as_ref().map(ToString::to_string),
-        })
-        .collect()
-}
-
-fn memory_content(out: SummarizeOutput) -> MemoryContent {
-    MemoryContent {
-        user_confirmed: out.user_confirmed,
-        llm_inferred: out.llm_inferred,
-        general_summary: out.general_summary,
-        token_counts: Some(TokenCounts {
-            user_confirmed: out.token_counts.user_confirmed,
-            llm_inferred: out.token_counts.llm_inferred,
-            general_summary: out.token_counts.general_summary,
-            total: out.token_counts.total,
-        }),
-        state_json: out.state_json,
-    }
-}
-
 /// memory-store's client, presenting the service token on every call.
 pub type StoreClient = MemoryStoreClient<
     tonic::service::interceptor::InterceptedService<
@@ -364,70 +358,3 @@ pub type StoreClient = MemoryStoreClient<
         service_kit::service_auth::AttachToken,
     >,
 >;
-
-/// The requester of a job, for memory-store's ownership check: the namespace
-/// is the chat id's prefix (`<tenant>/<chat>`). Jobs from before issue 4 carry
-/// no owner and are applied as before.
-fn job_access(
-    job: &chat_memory_proto::jobs::v1::UpdateJob,
-) -> Option<chat_memory_proto::store::Access> {
-    let (tenant, _) = job.chat_id.split_once('/')?;
-    (!job.owner_user.is_empty()).then(|| chat_memory_proto::store::Access {
-        tenant: tenant.to_owned(),
-        user: job.owner_user.clone(),
-        acts_for_tenant: job.acts_for_tenant,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use chat_memory_proto::v1::ChatMessage;
-
-    use super::*;
-
-    fn job(messages: Vec<ChatMessage>) -> UpdateJob {
-        UpdateJob {
-            job_id: Uuid::nil().to_string(),
-            chat_id: "c".into(),
-            messages,
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn message_ids_prefer_the_clients_own() {
-        let j = job(vec![
-            ChatMessage {
-                role: ProtoRole::User as i32,
-                content: "a".into(),
-                client_message_id: "m-1".into(),
-                sent_at: None,
-            },
-            ChatMessage {
-                role: ProtoRole::Assistant as i32,
-                content: "b".into(),
-                ..Default::default()
-            },
-        ]);
-        let ids: Vec<_> = input_messages(&j).into_iter().map(|m| m.id).collect();
-        assert_eq!(ids, vec!["m-1".to_owned(), format!("{}#1", Uuid::nil())]);
-    }
-
-    #[test]
-    fn an_unknown_role_is_never_treated_as_the_user() {
-        let j = job(vec![ChatMessage {
-            role: 99,
-            content: "x".into(),
-            ..Default::default()
-        }]);
-        assert_eq!(input_messages(&j)[0].role, Role::Tool);
-    }
-
-    #[test]
-    fn invalid_jobs_are_poison() {
-        assert!(check_job(&job(vec![])).is_err());
-        let mut j = job(vec![ChatMessage::default()]);
-        j.job_id = "nope".into();
-        assert!(check_job(&j).is_err());
-    }
-}

@@ -17,6 +17,8 @@ pub struct Settings {
     pub nats: QueueSettings,
     pub consumer: ConsumerSettings,
     pub retry: RetrySettings,
+    /// The circuit breaker around the agent.
+    pub circuit: CircuitSettings,
     /// How to reach memory-store.
     pub store: ClientSettings,
     pub agent: AgentSettings,
@@ -50,6 +52,27 @@ pub struct RetrySettings {
     /// How long one delivery keeps retrying memory-store before leaving the job to
     /// be redelivered (the job is never failed because memory-store is down).
     pub store_retry_ms: u64,
+}
+
+/// The circuit breaker around the agent (see [`crate::circuit`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CircuitSettings {
+    /// Off: every job calls the agent and spends its attempts (the old behaviour).
+    pub enabled: bool,
+    /// Outcomes of agent calls older than this are forgotten.
+    pub window_ms: u64,
+    /// Calls in the window before the failure rate is judged: a few unlucky
+    /// calls right after start must not open the circuit.
+    pub min_calls: u32,
+    /// Share of failed calls in the window (1..=100) that opens the circuit.
+    pub failure_rate_percent: u8,
+    /// Failed calls in a row that open the circuit whatever the rate: under
+    /// high traffic the window is full of successes from before an outage, and
+    /// the rate alone would let jobs burn their attempts while it catches up.
+    pub consecutive_failures: u32,
+    /// How long the circuit stays open before one probe call is let through.
+    pub open_ms: u64,
 }
 
 /// How to reach the summarizer agent.
@@ -93,6 +116,7 @@ impl Default for Settings {
             nats: QueueSettings::default(),
             consumer: ConsumerSettings::default(),
             retry: RetrySettings::default(),
+            circuit: CircuitSettings::default(),
             store: ClientSettings::new("http://127.0.0.1:50052"),
             agent: AgentSettings::default(),
             memory: MemoryBudget::default(),
@@ -119,6 +143,19 @@ impl Default for RetrySettings {
             initial_backoff_ms: 200,
             max_backoff_ms: 5_000,
             store_retry_ms: 20_000,
+        }
+    }
+}
+
+impl Default for CircuitSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            window_ms: 30_000,
+            min_calls: 10,
+            failure_rate_percent: 50,
+            consecutive_failures: 5,
+            open_ms: 5_000,
         }
     }
 }
@@ -187,6 +224,19 @@ impl Validate for Settings {
             return Err(SettingsError::invalid(
                 "retry.max_backoff_ms",
                 "backoffs must be positive and max >= initial",
+            ));
+        }
+        let b = &self.circuit;
+        if b.window_ms == 0 || b.open_ms == 0 || b.min_calls == 0 || b.consecutive_failures == 0 {
+            return Err(SettingsError::invalid(
+                "circuit",
+                "window_ms, open_ms, min_calls and consecutive_failures must be positive",
+            ));
+        }
+        if !(1..=100).contains(&b.failure_rate_percent) {
+            return Err(SettingsError::invalid(
+                "circuit.failure_rate_percent",
+                "must be between 1 and 100",
             ));
         }
         if !(self.agent.url.starts_with("http://") || self.agent.url.starts_with("https://")) {

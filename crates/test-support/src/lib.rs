@@ -11,6 +11,7 @@
 //! - [`database`]: per-test databases (create, migrate, drop, sweep leftovers).
 //! - [`stack`]: the services, their addresses, and killing / adding workers.
 //! - [`gate`]: an agent backend wrapper that holds calls, to kill a worker mid-job.
+//! - [`switch`]: an agent backend wrapper that can be switched down, to stage an outage.
 //! - [`processes`]: the stack as real OS processes (traces across processes, SIGKILL).
 //! - [`otlp`]: an OTLP receiver collecting the spans services export.
 //! - [`wait`]: waiting for a condition with a deadline.
@@ -21,6 +22,7 @@ pub mod gate;
 pub mod otlp;
 pub mod processes;
 pub mod stack;
+pub mod switch;
 pub mod wait;
 
 pub use stack::{GatewayClient, StackOptions, StoreClient, TestStack};

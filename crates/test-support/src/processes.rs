@@ -25,6 +25,9 @@ pub const SERVICES: [&str; 4] = [
     "gateway",
 ];
 
+/// Partitions of the stack's jobs stream.
+const PARTITIONS: u32 = 8;
+
 /// What to start.
 #[derive(Debug, Clone, Default)]
 pub struct ProcessOptions {
@@ -52,14 +55,22 @@ pub struct ProcessStack {
     children: BTreeMap<&'static str, Child>,
 }
 
-/// Where cargo put the binaries: the test executable lives in `<target>/<profile>/deps/`.
+/// Where cargo put the binaries: next to the current executable when it is one
+/// of the workspace's binaries (`chat-memory-bench faults`), else one level up
+/// (a test executable lives in `<target>/<profile>/deps/`).
 ///
 /// # Panics
 /// When the current executable's path is unknown.
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
-    exe.parent()
-        .and_then(|deps| deps.parent())
+    let here = exe
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| panic!("no directory above {}", exe.display()));
+    if here.join(SERVICES[0]).exists() {
+        return here;
+    }
+    here.parent()
         .map(PathBuf::from)
         .unwrap_or_else(|| panic!("no target dir above {}", exe.display()))
 }
@@ -108,7 +119,7 @@ impl ProcessStack {
             ("CHAT_MEMORY__NATS__URL", crate::nats_url()),
             ("CHAT_MEMORY__NATS__STREAM", stream.clone()),
             ("CHAT_MEMORY__NATS__SUBJECT_PREFIX", subject_prefix.clone()),
-            ("CHAT_MEMORY__NATS__PARTITIONS", "8".to_owned()),
+            ("CHAT_MEMORY__NATS__PARTITIONS", PARTITIONS.to_string()),
         ];
         let store = (
             "CHAT_MEMORY__STORE__ENDPOINT",
@@ -269,6 +280,24 @@ impl ProcessStack {
         );
     }
 
+    /// Sets (or replaces) an environment variable of `name` for its next [`Self::spawn`].
+    pub fn set_env(&mut self, name: &'static str, key: &str, value: &str) {
+        let vars = self.env.entry(name).or_default();
+        vars.retain(|(k, _)| k != key);
+        vars.push((key.to_owned(), value.to_owned()));
+    }
+
+    /// The queue settings the services were started with.
+    pub fn queue_settings(&self) -> job_queue::QueueSettings {
+        job_queue::QueueSettings {
+            url: crate::nats_url(),
+            stream: self.stream.clone(),
+            subject_prefix: self.subject_prefix.clone(),
+            partitions: PARTITIONS,
+            ..job_queue::QueueSettings::default()
+        }
+    }
+
     /// The gateway's gRPC address.
     pub fn gateway_addr(&self) -> SocketAddr {
         self.ports["gateway"].grpc
@@ -289,6 +318,7 @@ impl ProcessStack {
         .await
         {
             let _ = js.delete_stream(&self.stream).await;
+            let _ = js.delete_stream(format!("{}_DLQ", self.stream)).await;
         }
         self.database.drop_now().await;
         let _ = std::fs::remove_dir_all(&self.log_dir);

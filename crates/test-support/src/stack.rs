@@ -36,6 +36,9 @@ pub struct StackOptions {
     pub rate_limit_per_minute: u32,
     /// memory-store's expiry of inactive chats.
     pub expiry: memory_store::settings::ExpirySettings,
+    /// The gateway's backpressure limits (the gateway's defaults unless a test
+    /// wants to meet them).
+    pub backpressure: gateway::backpressure::BackpressureSettings,
 }
 
 /// A client of the public API that presents a bearer token.
@@ -53,6 +56,7 @@ impl Default for StackOptions {
             max_jobs: 1_000_000,
             rate_limit_per_minute: 1_000_000,
             expiry: memory_store::settings::ExpirySettings::default(),
+            backpressure: gateway::backpressure::BackpressureSettings::default(),
         }
     }
 }
@@ -202,6 +206,7 @@ impl TestStack {
             ..gateway::Settings::default()
         };
         gateway_settings.rate_limit.per_minute = opts.rate_limit_per_minute;
+        gateway_settings.backpressure = opts.backpressure.clone();
         gateway_settings.rate_limit.bucket = format!("CMT_RL_{suffix}");
         let run_gateway = gateway_settings.clone();
         let gateway = spawn(|rx| gateway::run(run_gateway, gateway_listener, signal(rx)));
@@ -370,6 +375,9 @@ impl TestStack {
         }
         if let Ok(js) = job_queue::connect(&self.queue, "test-cleanup").await {
             let _ = js.delete_stream(&self.queue.stream).await;
+            let _ = js
+                .delete_stream(job_queue::dlq::dlq_stream_name(&self.queue))
+                .await;
             let bucket = &self.gateway_settings.rate_limit.bucket;
             let _ = js.delete_stream(format!("KV_{bucket}")).await;
         }

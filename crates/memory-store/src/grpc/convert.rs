@@ -50,6 +50,7 @@ pub fn delivery(r: pb::BeginJobRequest) -> Result<Delivery, StoreError> {
         message_count: count(r.message_count, "message_count")?,
         accepted_at: time_or_now(r.accepted_at.as_ref(), "accepted_at")?,
         access: Access::parse(r.access)?,
+        replay: r.replay,
     })
 }
 

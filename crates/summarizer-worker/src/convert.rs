@@ -1,0 +1,134 @@
+//! Conversions around one job: the checks a job must pass, the agent's input
+//! built from it, and the agent's output as memory-store content. Kept apart
+//! from [`crate::processor`] so the retry logic reads on its own.
+
+use chat_memory_proto::jobs::v1::UpdateJob;
+use chat_memory_proto::store::MemoryContent;
+use chat_memory_proto::v1::{Role as ProtoRole, TokenCounts};
+use summarizer_agent::tool::{InputMessage, Role, SummarizeOutput};
+use uuid::Uuid;
+
+/// A job that cannot be processed at all (the gateway validated it, so this means
+/// a foreign or corrupted message).
+pub(crate) fn check_job(job: &UpdateJob) -> Result<(), String> {
+    if Uuid::parse_str(&job.job_id).is_err() {
+        return Err("job_id is not a UUID".into());
+    }
+    if job.chat_id.is_empty() {
+        return Err("chat_id is empty".into());
+    }
+    if job.messages.is_empty() {
+        return Err("job has no messages".into());
+    }
+    Ok(())
+}
+
+/// Messages for the agent; each carries an id for provenance: the client's own
+/// message id, or `<job_id>#<index>`.
+pub(crate) fn input_messages(job: &UpdateJob) -> Vec<InputMessage> {
+    job.messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| InputMessage {
+            id: if m.client_message_id.is_empty() {
+                format!("{}#{i}", job.job_id)
+            } else {
+                m.client_message_id.clone()
+            },
+            role: match ProtoRole::try_from(m.role) {
+                Ok(ProtoRole::Assistant) => Role::Assistant,
+                Ok(ProtoRole::System) => Role::System,
+                Ok(ProtoRole::Tool) => Role::Tool,
+                // The gateway admits only the four roles; anything else is treated as
+                // the least trusted source rather than as the user.
+                Ok(ProtoRole::User) => Role::User,
+                Ok(ProtoRole::Unspecified) | Err(_) => Role::Tool,
+            },
+            content: m.content.clone(),
+            // RFC 3339, so the agent can anchor "yesterday" to a date.
+            sent_at: m.sent_at.as_ref().map(ToString::to_string),
+        })
+        .collect()
+}
+
+pub(crate) fn memory_content(out: SummarizeOutput) -> MemoryContent {
+    MemoryContent {
+        user_confirmed: out.user_confirmed,
+        llm_inferred: out.llm_inferred,
+        general_summary: out.general_summary,
+        token_counts: Some(TokenCounts {
+            user_confirmed: out.token_counts.user_confirmed,
+            llm_inferred: out.token_counts.llm_inferred,
+            general_summary: out.token_counts.general_summary,
+            total: out.token_counts.total,
+        }),
+        state_json: out.state_json,
+    }
+}
+
+/// The requester of a job, for memory-store's ownership check: the namespace
+/// is the chat id's prefix (`<tenant>/<chat>`). Jobs from before issue 4 carry
+/// no owner and are applied as before.
+pub(crate) fn job_access(
+    job: &chat_memory_proto::jobs::v1::UpdateJob,
+) -> Option<chat_memory_proto::store::Access> {
+    let (tenant, _) = job.chat_id.split_once('/')?;
+    (!job.owner_user.is_empty()).then(|| chat_memory_proto::store::Access {
+        tenant: tenant.to_owned(),
+        user: job.owner_user.clone(),
+        acts_for_tenant: job.acts_for_tenant,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use chat_memory_proto::v1::ChatMessage;
+
+    use super::*;
+
+    fn job(messages: Vec<ChatMessage>) -> UpdateJob {
+        UpdateJob {
+            job_id: Uuid::nil().to_string(),
+            chat_id: "c".into(),
+            messages,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn message_ids_prefer_the_clients_own() {
+        let j = job(vec![
+            ChatMessage {
+                role: ProtoRole::User as i32,
+                content: "a".into(),
+                client_message_id: "m-1".into(),
+                sent_at: None,
+            },
+            ChatMessage {
+                role: ProtoRole::Assistant as i32,
+                content: "b".into(),
+                ..Default::default()
+            },
+        ]);
+        let ids: Vec<_> = input_messages(&j).into_iter().map(|m| m.id).collect();
+        assert_eq!(ids, vec!["m-1".to_owned(), format!("{}#1", Uuid::nil())]);
+    }
+
+    #[test]
+    fn an_unknown_role_is_never_treated_as_the_user() {
+        let j = job(vec![ChatMessage {
+            role: 99,
+            content: "x".into(),
+            ..Default::default()
+        }]);
+        assert_eq!(input_messages(&j)[0].role, Role::Tool);
+    }
+
+    #[test]
+    fn invalid_jobs_are_poison() {
+        assert!(check_job(&job(vec![])).is_err());
+        let mut j = job(vec![ChatMessage::default()]);
+        j.job_id = "nope".into();
+        assert!(check_job(&j).is_err());
+    }
+}

@@ -1,0 +1,360 @@
+//! Reliability mechanisms against the real in-process stack: the agent circuit
+//! breaker holds jobs through an agent outage instead of failing them; failed
+//! jobs land in the dead-letter stream and a replay applies them once, or is
+//! recorded superseded when the chat moved on.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chat_memory_proto::v1::{
+    ChatMessage, GetMemoryRequest, GetUpdateStatusRequest, JobState, Role, UpdateMemoryRequest,
+};
+use job_queue::dlq::{self, DeadLetterEntry};
+use summarizer_agent::backend::offline::OfflineBackend;
+use test_support::switch::{Switch, SwitchedBackend};
+use test_support::{StackOptions, TestStack, wait};
+use tonic::Code;
+use tonic_types::StatusExt;
+
+const JOB_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn update(chat_id: &str, text: &str) -> UpdateMemoryRequest {
+    UpdateMemoryRequest {
+        chat_id: chat_id.into(),
+        messages: vec![ChatMessage {
+            role: Role::User as i32,
+            content: text.into(),
+            ..Default::default()
+        }],
+        idempotency_key: String::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_agent_outage_opens_the_circuit_and_the_job_waits_instead_of_failing() {
+    // Arrange: the agent is down; a job may spend only 2 attempts, and the
+    // breaker opens after 2 failed calls and probes every 100 ms.
+    let switch = Switch::new(Arc::new(OfflineBackend::new()), true);
+    let mut stack = TestStack::start_with(StackOptions {
+        workers: 0,
+        backend: Some(Arc::new(SwitchedBackend(switch.clone()))),
+        ..StackOptions::default()
+    })
+    .await;
+    stack.worker_settings.retry.max_attempts = 2;
+    stack.worker_settings.circuit.min_calls = 2;
+    stack.worker_settings.circuit.open_ms = 100;
+    stack.add_worker().await;
+    let mut client = stack.gateway().await;
+
+    // Act: a job arrives during the outage.
+    let job_id = client
+        .update_memory(update(
+            "chat-outage",
+            "My insurer is Aetna, member id W123.",
+        ))
+        .await
+        .unwrap_or_else(|s| panic!("update rejected: {s:?}"))
+        .into_inner()
+        .job_id;
+
+    // Assert: the agent sees several probes (far more calls than the job's two
+    // attempts) and the job is still waiting, not failed.
+    wait::until("probe calls during the outage", JOB_TIMEOUT, || {
+        let n = switch.calls();
+        async move { (n >= 5).then_some(()) }
+    })
+    .await;
+    let status = client
+        .get_update_status(GetUpdateStatusRequest {
+            job_id: job_id.clone(),
+        })
+        .await
+        .unwrap_or_else(|s| panic!("status: {s:?}"))
+        .into_inner();
+    assert!(
+        matches!(
+            JobState::try_from(status.state),
+            Ok(JobState::Queued | JobState::Running)
+        ),
+        "the job must wait while the circuit is open: {status:?}"
+    );
+
+    // The agent comes back: the next probe closes the circuit and the job applies.
+    switch.set_down(false);
+    let status = stack.wait_job_done(&job_id, JOB_TIMEOUT).await;
+    assert_eq!(status.state, JobState::Succeeded as i32, "{status:?}");
+    assert_eq!(status.resulting_version, Some(1));
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_the_circuit_disabled_an_agent_outage_fails_the_job_after_its_attempts() {
+    // The control for the test above: same outage, breaker off.
+    let switch = Switch::new(Arc::new(OfflineBackend::new()), true);
+    let mut stack = TestStack::start_with(StackOptions {
+        workers: 0,
+        backend: Some(Arc::new(SwitchedBackend(switch.clone()))),
+        ..StackOptions::default()
+    })
+    .await;
+    stack.worker_settings.retry.max_attempts = 2;
+    stack.worker_settings.circuit.enabled = false;
+    stack.add_worker().await;
+    let mut client = stack.gateway().await;
+
+    let job_id = client
+        .update_memory(update(
+            "chat-outage",
+            "My insurer is Aetna, member id W123.",
+        ))
+        .await
+        .unwrap_or_else(|s| panic!("update rejected: {s:?}"))
+        .into_inner()
+        .job_id;
+
+    let status = stack.wait_job_done(&job_id, JOB_TIMEOUT).await;
+    assert_eq!(status.state, JobState::Failed as i32, "{status:?}");
+    assert_eq!(switch.calls(), 2, "exactly the job's attempts");
+    stack.shutdown().await;
+}
+
+/// A stack whose agent is switched down, with the breaker off and 2 attempts,
+/// so a job is dead-lettered quickly.
+async fn failing_stack() -> (TestStack, Arc<Switch>) {
+    let switch = Switch::new(Arc::new(OfflineBackend::new()), true);
+    let mut stack = TestStack::start_with(StackOptions {
+        workers: 0,
+        backend: Some(Arc::new(SwitchedBackend(switch.clone()))),
+        ..StackOptions::default()
+    })
+    .await;
+    stack.worker_settings.retry.max_attempts = 2;
+    stack.worker_settings.circuit.enabled = false;
+    stack.add_worker().await;
+    (stack, switch)
+}
+
+async fn dead_letters(stack: &TestStack, n: usize) -> Vec<DeadLetterEntry> {
+    let js = stack.jetstream().await;
+    wait::until(&format!("{n} dead letter(s)"), JOB_TIMEOUT, || {
+        let js = js.clone();
+        let queue = stack.queue.clone();
+        async move {
+            let list = dlq::list(&js, &queue, 100).await.ok()?;
+            (list.len() == n).then_some(list)
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_that_exhausts_its_attempts_is_dead_lettered_and_a_replay_applies_it_once() {
+    let (stack, switch) = failing_stack().await;
+    let mut client = stack.gateway().await;
+    let job_id = client
+        .update_memory(update("chat-dlq", "My insurer is Aetna, member id W123."))
+        .await
+        .unwrap_or_else(|s| panic!("update rejected: {s:?}"))
+        .into_inner()
+        .job_id;
+    let status = stack.wait_job_done(&job_id, JOB_TIMEOUT).await;
+    assert_eq!(status.state, JobState::Failed as i32, "{status:?}");
+
+    // The failed job is in the dead-letter stream with its reason.
+    let letters = dead_letters(&stack, 1).await;
+    assert_eq!(letters[0].job_id, job_id);
+    assert!(
+        letters[0]
+            .reason
+            .contains("agent unavailable after 2 attempts"),
+        "{letters:?}"
+    );
+
+    // The operator's CLI lists it, with its reason.
+    let listed = std::process::Command::new(test_support::processes::bin_dir().join("chat-memory"))
+        .args([
+            "dlq",
+            "--nats",
+            &stack.queue.url,
+            "--stream",
+            &stack.queue.stream,
+            "--subject-prefix",
+            &stack.queue.subject_prefix,
+            "--partitions",
+            &stack.queue.partitions.to_string(),
+            "list",
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("chat-memory (build the binaries first): {e}"));
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.contains(&job_id) && listed.contains("agent unavailable"),
+        "{listed}"
+    );
+
+    // The agent recovers; the replay applies the job, once.
+    switch.set_down(false);
+    let js = stack.jetstream().await;
+    dlq::replay(&js, &stack.queue, letters[0].dlq_seq)
+        .await
+        .unwrap_or_else(|e| panic!("replay: {e}"));
+    let status = wait::until("the replayed job to succeed", JOB_TIMEOUT, || {
+        let mut client = client.clone();
+        let job_id = job_id.clone();
+        async move {
+            let s = client
+                .get_update_status(GetUpdateStatusRequest { job_id })
+                .await
+                .ok()?
+                .into_inner();
+            (s.state == JobState::Succeeded as i32).then_some(s)
+        }
+    })
+    .await;
+    assert_eq!(status.resulting_version, Some(1));
+    assert!(
+        dlq::list(&js, &stack.queue, 100)
+            .await
+            .unwrap_or_else(|e| panic!("list: {e}"))
+            .is_empty(),
+        "a replayed letter leaves the dead-letter stream"
+    );
+    let memory = client
+        .get_memory(GetMemoryRequest {
+            chat_id: "chat-dlq".into(),
+        })
+        .await
+        .unwrap_or_else(|s| panic!("get_memory: {s:?}"))
+        .into_inner()
+        .memory
+        .unwrap_or_else(|| panic!("no memory after the replay"));
+    assert_eq!(memory.version, 1);
+    assert_eq!(memory.user_confirmed.matches("W123").count(), 1);
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replay_does_not_overwrite_a_newer_memory_and_is_recorded_superseded() {
+    let (stack, switch) = failing_stack().await;
+    let mut client = stack.gateway().await;
+    let old = client
+        .update_memory(update("chat-dlq-order", "My insurer is Aetna."))
+        .await
+        .unwrap_or_else(|s| panic!("update rejected: {s:?}"))
+        .into_inner()
+        .job_id;
+    stack.wait_job_done(&old, JOB_TIMEOUT).await;
+    let letters = dead_letters(&stack, 1).await;
+
+    // A later job of the chat is applied after the agent recovers.
+    switch.set_down(false);
+    let newer = client
+        .update_memory(update("chat-dlq-order", "I switched to Cigna."))
+        .await
+        .unwrap_or_else(|s| panic!("update rejected: {s:?}"))
+        .into_inner()
+        .job_id;
+    let status = stack.wait_job_done(&newer, JOB_TIMEOUT).await;
+    assert_eq!(status.state, JobState::Succeeded as i32, "{status:?}");
+
+    // Replaying the older job must not reorder the chat.
+    let js = stack.jetstream().await;
+    dlq::replay(&js, &stack.queue, letters[0].dlq_seq)
+        .await
+        .unwrap_or_else(|e| panic!("replay: {e}"));
+    let status = wait::until("the replay to be judged superseded", JOB_TIMEOUT, || {
+        let mut client = client.clone();
+        let job_id = old.clone();
+        async move {
+            let s = client
+                .get_update_status(GetUpdateStatusRequest { job_id })
+                .await
+                .ok()?
+                .into_inner();
+            s.error.contains("superseded").then_some(s)
+        }
+    })
+    .await;
+    assert_eq!(status.state, JobState::Failed as i32, "{status:?}");
+    let memory = client
+        .get_memory(GetMemoryRequest {
+            chat_id: "chat-dlq-order".into(),
+        })
+        .await
+        .unwrap_or_else(|s| panic!("get_memory: {s:?}"))
+        .into_inner()
+        .memory
+        .unwrap_or_else(|| panic!("no memory"));
+    assert_eq!(memory.version, 1, "only the newer job applied");
+    assert!(
+        !memory.user_confirmed.contains("Aetna"),
+        "{}",
+        memory.user_confirmed
+    );
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_backlogged_partition_refuses_updates_with_a_retry_hint_while_reads_keep_working() {
+    // Arrange: one partition that holds at most 2 jobs; a first memory applied,
+    // then the agent goes down so jobs pile up.
+    let switch = Switch::new(Arc::new(OfflineBackend::new()), false);
+    let mut stack = TestStack::start_with(StackOptions {
+        workers: 0,
+        partitions: 1,
+        backend: Some(Arc::new(SwitchedBackend(switch.clone()))),
+        backpressure: gateway::backpressure::BackpressureSettings {
+            max_partition_jobs: 2,
+            cache_ms: 0,
+            ..Default::default()
+        },
+        ..StackOptions::default()
+    })
+    .await;
+    // The held job must not end (and leave the queue) during the test.
+    stack.worker_settings.retry.max_attempts = 1_000;
+    stack.add_worker().await;
+    let mut client = stack.gateway().await;
+    let first = client
+        .update_memory(update("chat-bp", "My insurer is Aetna."))
+        .await
+        .unwrap_or_else(|s| panic!("update rejected: {s:?}"))
+        .into_inner()
+        .job_id;
+    stack.wait_job_done(&first, JOB_TIMEOUT).await;
+    switch.set_down(true);
+
+    // Act: updates until the partition holds 2 jobs, then one more.
+    for text in ["I moved to Denver.", "My PCP is Dr. Alvarez."] {
+        client
+            .update_memory(update("chat-bp", text))
+            .await
+            .unwrap_or_else(|s| panic!("update under the limit rejected: {s:?}"));
+    }
+    let refused = client
+        .update_memory(update("chat-bp", "One too many."))
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("the third queued update must be refused"));
+
+    // Assert: RESOURCE_EXHAUSTED with RetryInfo; reads still answer.
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    let retry = refused
+        .get_details_retry_info()
+        .and_then(|r| r.retry_delay)
+        .unwrap_or_else(|| panic!("no RetryInfo: {refused:?}"));
+    assert_eq!(retry, Duration::from_secs(5));
+    assert!(refused.metadata().get("retry-after").is_some());
+    let memory = client
+        .get_memory(GetMemoryRequest {
+            chat_id: "chat-bp".into(),
+        })
+        .await
+        .unwrap_or_else(|s| panic!("reads must work while the agent is down: {s:?}"))
+        .into_inner()
+        .memory
+        .unwrap_or_else(|| panic!("no memory"));
+    assert_eq!(memory.version, 1);
+    stack.shutdown().await;
+}

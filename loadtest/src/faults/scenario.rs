@@ -1,0 +1,202 @@
+//! The faults, one per scenario, struck while the workload runs.
+
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use test_support::processes::{ProcessOptions, ProcessStack};
+
+/// The scenarios, numbered as in issue 6 (0 is the fault-free baseline).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    Baseline,
+    AgentFlaky,
+    AgentDown,
+    WorkerKilled,
+    StoreKilled,
+    NatsRestart,
+    PostgresRestart,
+    GatewayKilled,
+}
+
+impl Scenario {
+    pub fn from_number(n: u8) -> Option<Self> {
+        Some(match n {
+            0 => Self::Baseline,
+            1 => Self::AgentFlaky,
+            2 => Self::AgentDown,
+            3 => Self::WorkerKilled,
+            4 => Self::StoreKilled,
+            5 => Self::NatsRestart,
+            6 => Self::PostgresRestart,
+            7 => Self::GatewayKilled,
+            _ => return None,
+        })
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Baseline => "0 no faults",
+            Self::AgentFlaky => "1 agent fails 10%",
+            Self::AgentDown => "2 agent down",
+            Self::WorkerKilled => "3 worker SIGKILL x2",
+            Self::StoreKilled => "4 memory-store killed",
+            Self::NatsRestart => "5 NATS restarted",
+            Self::PostgresRestart => "6 Postgres restarted",
+            Self::GatewayKilled => "7 gateway killed",
+        }
+    }
+}
+
+/// Settings shared by every scenario: a short agent deadline (so injected
+/// timeouts are met quickly), and for scenario 1 the agent's fault injection.
+pub fn options(scenario: Scenario, ack_wait_ms: u64) -> ProcessOptions {
+    let s = |k: &str, v: String| (k.to_owned(), v);
+    let mut agent = vec![];
+    if scenario == Scenario::AgentFlaky {
+        agent.push(s("CHAT_MEMORY__FAULTS__ERROR_RATE_PERCENT", "5".into()));
+        agent.push(s("CHAT_MEMORY__FAULTS__TIMEOUT_RATE_PERCENT", "5".into()));
+        agent.push(s("CHAT_MEMORY__FAULTS__TIMEOUT_MS", "2500".into()));
+    }
+    let worker = vec![
+        s("CHAT_MEMORY__AGENT__CALL_TIMEOUT_MS", "2000".into()),
+        s(
+            "CHAT_MEMORY__CONSUMER__ACK_WAIT_MS",
+            ack_wait_ms.to_string(),
+        ),
+        s(
+            "CHAT_MEMORY__CONSUMER__PROGRESS_INTERVAL_MS",
+            (ack_wait_ms / 3).to_string(),
+        ),
+        s("CHAT_MEMORY__RETRY__STORE_RETRY_MS", "5000".into()),
+    ];
+    ProcessOptions {
+        otlp_endpoint: None,
+        env: vec![("summarizer-agent", agent), ("summarizer-worker", worker)],
+    }
+}
+
+/// Waits until `share` of `total` updates were accepted (or 60 s passed).
+async fn after(accepted: &Arc<AtomicUsize>, total: usize, share: f64) {
+    let target = ((total as f64) * share) as usize;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while accepted.load(Ordering::SeqCst) < target && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn shell(program: &str, args: &[&str]) {
+    match Command::new(program).args(args).status() {
+        Ok(s) if s.success() => {}
+        Ok(s) => eprintln!("{program} {args:?} exited with {s}"),
+        Err(e) => eprintln!("{program} {args:?}: {e}"),
+    }
+}
+
+fn pg_cluster_version() -> String {
+    std::fs::read_dir("/etc/postgresql")
+        .ok()
+        .and_then(|mut d| d.next())
+        .and_then(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .unwrap_or_else(|| "15".into())
+}
+
+/// Makes sure this machine's NATS and Postgres run (after scenarios 5 and 6).
+pub fn ensure_infrastructure() {
+    shell(
+        "start-stop-daemon",
+        &[
+            "--start",
+            "--oknodo",
+            "--background",
+            "--exec",
+            "/usr/sbin/nats-server",
+            "--",
+            "-a",
+            "127.0.0.1",
+            "-p",
+            "4222",
+            "-js",
+            "-sd",
+            "/var/lib/nats-server",
+            "-l",
+            "/var/log/nats-server.log",
+        ],
+    );
+    let version = pg_cluster_version();
+    let running = Command::new("pg_ctlcluster")
+        .args(["--skip-systemctl-redirect", &version, "main", "status"])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !running {
+        shell(
+            "pg_ctlcluster",
+            &["--skip-systemctl-redirect", &version, "main", "start"],
+        );
+    }
+}
+
+/// Strikes the scenario's fault into the running stack.
+pub async fn strike(
+    scenario: Scenario,
+    stack: &mut ProcessStack,
+    accepted: &Arc<AtomicUsize>,
+    total: usize,
+    outage: Duration,
+) {
+    match scenario {
+        Scenario::Baseline | Scenario::AgentFlaky => {}
+        Scenario::AgentDown => {
+            after(accepted, total, 0.3).await;
+            stack.kill("summarizer-agent").await;
+            tokio::time::sleep(outage).await;
+            stack.spawn("summarizer-agent").await;
+        }
+        Scenario::WorkerKilled => {
+            for share in [0.3, 0.6] {
+                after(accepted, total, share).await;
+                stack.kill("summarizer-worker").await;
+                stack.spawn("summarizer-worker").await;
+            }
+        }
+        Scenario::StoreKilled => {
+            after(accepted, total, 0.3).await;
+            stack.kill("memory-store").await;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            stack.spawn("memory-store").await;
+        }
+        Scenario::NatsRestart => {
+            after(accepted, total, 0.3).await;
+            shell(
+                "start-stop-daemon",
+                &[
+                    "--stop",
+                    "--oknodo",
+                    "--retry",
+                    "10",
+                    "--exec",
+                    "/usr/sbin/nats-server",
+                ],
+            );
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            ensure_infrastructure();
+        }
+        Scenario::PostgresRestart => {
+            after(accepted, total, 0.3).await;
+            let version = pg_cluster_version();
+            shell(
+                "pg_ctlcluster",
+                &["--skip-systemctl-redirect", &version, "main", "restart"],
+            );
+        }
+        Scenario::GatewayKilled => {
+            after(accepted, total, 0.3).await;
+            stack.kill("gateway").await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            stack.spawn("gateway").await;
+        }
+    }
+}
