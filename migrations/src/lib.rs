@@ -4,6 +4,7 @@
 //! - [`Migrator`]: the ordered list of migrations; `chat-memory-migrate up` applies it.
 //! - `m20261124_000001_create_memory_tables`: `memories`, `jobs`, `chat_tombstones`.
 //! - `m20261201_000001_audit_and_owners`: the append-only `audit_log` and `chat_owners`.
+//! - `m20261202_000001_audit_apply_action`: the `apply` audit action (written with each memory write).
 //!
 //! Migrations never import entity types: an entity describes the schema of
 //! *today*, a migration the change of *one day*, and must keep compiling (and
@@ -14,6 +15,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261124_000001_create_memory_tables;
 mod m20261201_000001_audit_and_owners;
+mod m20261202_000001_audit_apply_action;
 
 /// Every migration of memory-store, oldest first.
 pub struct Migrator;
@@ -24,6 +26,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261124_000001_create_memory_tables::Migration),
             Box::new(m20261201_000001_audit_and_owners::Migration),
+            Box::new(m20261202_000001_audit_apply_action::Migration),
         ]
     }
 }

@@ -99,11 +99,51 @@ pub async fn commit_job(db: &DatabaseConnection, c: Commit) -> Result<Committed,
         resulting_version: Some(version),
     };
     write_job(&txn, job, new_row, succeeded).await?;
+    // The audit row of the write, in the same transaction: memory, job state and
+    // audit commit together or not at all.
+    crate::audit::record(&txn, apply_record(&c.chat_id, c.job_id.uuid(), version)).await?;
     txn.commit().await?;
     Ok(Committed {
         outcome: CommitOutcome::Applied,
         version,
     })
+}
+
+/// Namespace of `apply` audit ids: UUIDv5(job id), so a row exists once per job.
+const APPLY_AUDIT_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x8d2c_41a7_5b3e_4f19_a0c6_7e21_9b44_d308);
+
+/// The `apply` audit row of a committed job. Chat ids are `<tenant>/<chat>`
+/// (namespaced by the gateway); rows carry the tenant and the public chat id.
+fn apply_record(chat_id: &ChatId, job_id: uuid::Uuid, version: i64) -> crate::audit::AuditRecord {
+    let (tenant, chat) = chat_id
+        .as_str()
+        .split_once('/')
+        .unwrap_or(("", chat_id.as_str()));
+    let trace_id = {
+        use opentelemetry::trace::TraceContextExt;
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        let cx = tracing::Span::current().context();
+        let sc = cx.span().span_context().clone();
+        if sc.is_valid() {
+            sc.trace_id().to_string()
+        } else {
+            String::new()
+        }
+    };
+    crate::audit::AuditRecord {
+        audit_id: uuid::Uuid::new_v5(&APPLY_AUDIT_NAMESPACE, job_id.as_bytes()),
+        at: Utc::now(),
+        tenant: tenant.to_owned(),
+        user: "summarizer-worker".to_owned(),
+        action: "apply".to_owned(),
+        chat_id: chat.to_owned(),
+        job_id: job_id.to_string(),
+        outcome: "OK".to_owned(),
+        request_id: job_id.to_string(),
+        trace_id,
+        detail: format!("version {version}"),
+    }
 }
 
 /// The chat's memory and its pending job count.

@@ -897,3 +897,43 @@ async fn twenty_concurrent_commits_with_the_same_expected_version_apply_exactly_
     let mut store = store;
     assert_eq!(store.version("chat-race").await, 1);
 }
+
+#[tokio::test]
+async fn an_applied_job_leaves_one_apply_audit_row_written_with_the_memory() {
+    let mut store = TestStore::start().await;
+    let job = job_id();
+    let chat = "tenant-x/chat-audit";
+    let r = store.apply(&job, chat, 1, "first").await;
+    assert_eq!(outcome(&r), CommitOutcome::Applied);
+    // A redelivery of the same job changes nothing, the audit included.
+    let again = store
+        .client
+        .commit_job(commit(&job, chat, 1, 1, "again"))
+        .await
+        .expect("commit")
+        .into_inner();
+    assert_eq!(outcome(&again), CommitOutcome::AlreadyApplied);
+
+    let rows = store
+        .client
+        .query_audit(chat_memory_proto::store::QueryAuditRequest {
+            tenant: "tenant-x".into(),
+            filter: Some(chat_memory_proto::v1::QueryAuditRequest {
+                action: "apply".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("query")
+        .into_inner()
+        .entries;
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    assert_eq!(
+        (
+            rows[0].chat_id.as_str(),
+            rows[0].job_id.as_str(),
+            rows[0].detail.as_str()
+        ),
+        ("chat-audit", job.as_str(), "version 1")
+    );
+}
