@@ -16,12 +16,6 @@ promtool test rules monitoring/alerts.test.yml
 # a real Prometheus scrape): build the binaries first.
 cargo build --workspace --bins
 
-if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --no-fail-fast "$@"
-else
-  cargo test --workspace --no-fail-fast "$@"
-fi
-
 # The short form of the fault-injection suite (docs/reliability.md): the real
 # binaries under agent faults, worker SIGKILLs, a memory-store kill and a
 # gateway kill; about 45 s here. Scenarios 5 and 6 (restarting this machine's
@@ -29,3 +23,10 @@ fi
 echo "[test] fault-injection suite, short form" >&2
 "${CARGO_TARGET_DIR:-target}/debug/chat-memory-bench" faults \
   --updates 100 --chats 10 --scenarios 1,3,4,7 --agent-outage-secs 5 --rate 40
+
+# The test run last, so its summary closes the output.
+if cargo nextest --version >/dev/null 2>&1; then
+  exec cargo nextest run --workspace --no-fail-fast "$@"
+else
+  exec cargo test --workspace --no-fail-fast "$@"
+fi
