@@ -20,6 +20,7 @@ impl TestDatabase {
     pub async fn create() -> Self {
         let admin = admin().await;
         sweep(&admin).await;
+        crate::sweep_streams().await;
         let name = format!("{PREFIX}{}", crate::unique_suffix());
         admin
             .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))

@@ -47,3 +47,45 @@ pub fn unique_suffix() -> String {
         .unwrap_or(0);
     format!("{secs}_{:08x}", rand::random::<u32>())
 }
+
+/// `max_bytes` of every test stream: JetStream reserves a stream's limit from the
+/// server's storage, and 1 GiB per test would exhaust it after a few dozen runs.
+pub const TEST_STREAM_BYTES: i64 = 16 * 1024 * 1024;
+
+/// Deletes test streams and key-value buckets (`CMT_`, `CMP_`, `KV_CMT_RL_`, with
+/// their dead-letter streams) older than two hours: what crashed runs left behind.
+/// Best effort: a NATS that is down fails the test later, with a clear message.
+pub async fn sweep_streams() {
+    static SWEPT: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    SWEPT
+        .get_or_init(|| async {
+            let settings = job_queue::QueueSettings {
+                url: nats_url(),
+                ..Default::default()
+            };
+            let Ok(js) = job_queue::connect(&settings, "test-sweep").await else {
+                return;
+            };
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let mut names = js.stream_names();
+            let mut stale = Vec::new();
+            while let Some(Ok(name)) = futures::StreamExt::next(&mut names).await {
+                let rest = ["KV_CMT_RL_", "CMT_", "CMP_"]
+                    .iter()
+                    .find_map(|p| name.strip_prefix(p));
+                let created = rest
+                    .and_then(|r| r.split('_').next())
+                    .and_then(|t| t.parse::<u64>().ok());
+                if created.is_some_and(|t| now.saturating_sub(t) > 7200) {
+                    stale.push(name);
+                }
+            }
+            for name in stale {
+                let _ = js.delete_stream(&name).await;
+            }
+        })
+        .await;
+}

@@ -120,6 +120,11 @@ impl ProcessStack {
             ("CHAT_MEMORY__NATS__STREAM", stream.clone()),
             ("CHAT_MEMORY__NATS__SUBJECT_PREFIX", subject_prefix.clone()),
             ("CHAT_MEMORY__NATS__PARTITIONS", PARTITIONS.to_string()),
+            // Small reservations of JetStream storage (see `TEST_STREAM_BYTES`).
+            (
+                "CHAT_MEMORY__NATS__MAX_BYTES",
+                crate::TEST_STREAM_BYTES.to_string(),
+            ),
         ];
         let store = (
             "CHAT_MEMORY__STORE__ENDPOINT",

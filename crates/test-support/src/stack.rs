@@ -150,6 +150,9 @@ impl TestStack {
             subject_prefix: format!("cmt.{suffix}"),
             partitions: opts.partitions,
             max_jobs: opts.max_jobs,
+            // JetStream reserves a stream's max_bytes from the server's storage:
+            // keep test streams small so many runs never exhaust it.
+            max_bytes: crate::TEST_STREAM_BYTES,
             duplicate_window_secs: 120,
             ..QueueSettings::default()
         };
