@@ -42,6 +42,10 @@ pub enum GatewayError {
     StoreUnavailable(#[source] Status),
     #[error("memory-store failed")]
     Store(#[source] Status),
+    /// A read whose audit row neither memory-store nor the outbox took: the
+    /// memory is not handed out unaudited.
+    #[error("the read could not be audited")]
+    Unaudited(#[source] crate::audit::AuditError),
 }
 
 impl GatewayError {
@@ -141,6 +145,10 @@ impl From<GatewayError> for Status {
             GatewayError::Store(s) => {
                 tracing::error!(code = ?s.code(), error = %s.message(), "memory-store call failed");
                 Status::internal("internal error")
+            }
+            GatewayError::Unaudited(e) => {
+                tracing::error!(error = %e, "read refused: it could not be audited");
+                Status::unavailable("the audit log is unavailable, retry later")
             }
         }
     }

@@ -10,7 +10,8 @@
 //!   in front of every RPC (token, scope, rate limit, audit of refusals).
 //! - [`ratelimit`]: governor's GCRA with its state in NATS KV, shared by replicas.
 //! - [`backpressure`]: refuses updates (RESOURCE_EXHAUSTED) while the queue is too deep.
-//! - [`audit`]: one audit row per call, written through memory-store.
+//! - [`audit`]: one audit row per call, written through memory-store, or through
+//!   the JetStream audit outbox while memory-store is down ([`audit::relay`]).
 //! - [`validation`]: request -> domain types (`ChatId`, `UpdateCommand`), with
 //!   the limits, NFC normalisation and the tenant namespace of chat ids.
 //! - [`service`]: the gRPC handlers: convert, call on the caller's behalf,
@@ -84,6 +85,7 @@ pub async fn run(
 ) -> Result<(), StartError> {
     let js = job_queue::connect(&settings.nats, "chat-memory-gateway").await?;
     job_queue::ensure_stream(&js, &settings.nats).await?;
+    job_queue::audit_outbox::ensure_outbox_stream(&js, &settings.nats).await?;
     let publisher = JobPublisher::new(js.clone(), settings.nats.clone());
 
     let store = MemoryStoreClient::with_interceptor(
@@ -92,7 +94,12 @@ pub async fn run(
     );
     let verifier = Verifier::new(&settings.auth)?;
     let limiters = Limiters::open(&js, settings.rate_limit.clone()).await?;
-    let (audit, audit_retry) = AuditSink::new(store.clone());
+    let audit = AuditSink::new(store.clone(), js.clone(), settings.nats.clone());
+    let audit_relay = tokio::spawn(audit::relay::run(
+        js.clone(),
+        settings.nats.clone(),
+        store.clone(),
+    ));
     let gate = Arc::new(Gate {
         verifier,
         limiters,
@@ -147,7 +154,7 @@ pub async fn run(
         )
         .await;
     health_watch.abort();
-    audit_retry.abort();
+    audit_relay.abort();
     served?;
     tracing::info!("gateway stopped");
     Ok(())

@@ -6,6 +6,7 @@
 //! | `chat_memory_api_requests_total` | counter | `method`, `code` (`OK`, `NotFound`, `Unavailable`, ...) |
 //! | `chat_memory_api_request_duration_seconds` | histogram | `method` |
 //! | `chat_memory_retrieval_duration_seconds` | histogram | (`GetMemory` only, any outcome) |
+//! | `chat_memory_audit_rows_total` | counter | `result`: `stored`, `outboxed`, `relayed`, `lost` |
 
 use std::future::Future;
 use std::pin::Pin;
@@ -29,6 +30,7 @@ struct ApiInstruments {
     requests: Counter<u64>,
     duration: Histogram<f64>,
     retrieval: Histogram<f64>,
+    audit_rows: Counter<u64>,
 }
 
 fn instruments() -> &'static ApiInstruments {
@@ -52,8 +54,21 @@ fn instruments() -> &'static ApiInstruments {
                 .with_description("GetMemory duration at the gateway")
                 .with_boundaries(BUCKETS.to_vec())
                 .build(),
+            audit_rows: meter
+                .u64_counter("chat_memory_audit_rows")
+                .with_description(
+                    "Audit rows by where they went: stored, outboxed (memory-store down), relayed, lost",
+                )
+                .build(),
         }
     })
+}
+
+/// Counts one audit row by where it went.
+pub fn audit_row(result: &'static str) {
+    instruments()
+        .audit_rows
+        .add(1, &[KeyValue::new("result", result)]);
 }
 
 /// Wraps the gateway's services.

@@ -296,7 +296,8 @@ impl MemoryApi {
                 (Err(status), code)
             }
         };
-        self.audit
+        let recorded = self
+            .audit
             .record(Row {
                 request_id: ctx.request_id,
                 tenant: ctx.principal.tenant.clone(),
@@ -306,7 +307,15 @@ impl MemoryApi {
                 facts,
             })
             .await;
-        answer
+        match recorded {
+            // A memory is never handed out unaudited. Other calls keep their answer:
+            // an accepted update stays accepted, a refusal stays a refusal (the lost
+            // row is logged and counted).
+            Err(e) if action == Action::Read && outcome == tonic::Code::Ok => {
+                Err(GatewayError::Unaudited(e).into())
+            }
+            _ => answer,
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 //! - [`stream`]: connecting and creating the jobs stream idempotently.
 //! - [`publish`]: publishing a job durably, with deduplication by job id.
 //! - [`dlq`]: the dead-letter stream: failed jobs with their reason, and replay.
+//! - [`audit_outbox`]: audit rows memory-store could not take yet, relayed by the gateways.
 //! - [`consumer`]: the per-partition durable pull consumer configuration.
 //! - [`headers`]: the trace context a job message carries.
 //!
@@ -17,6 +18,7 @@
 //! per-subject ordering primitive newer than this, which is why the design relies only
 //! on `max_ack_pending`.
 
+pub mod audit_outbox;
 pub mod consumer;
 pub mod dlq;
 pub mod headers;

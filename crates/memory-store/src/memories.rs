@@ -120,17 +120,7 @@ fn apply_record(chat_id: &ChatId, job_id: uuid::Uuid, version: i64) -> crate::au
         .as_str()
         .split_once('/')
         .unwrap_or(("", chat_id.as_str()));
-    let trace_id = {
-        use opentelemetry::trace::TraceContextExt;
-        use tracing_opentelemetry::OpenTelemetrySpanExt;
-        let cx = tracing::Span::current().context();
-        let sc = cx.span().span_context().clone();
-        if sc.is_valid() {
-            sc.trace_id().to_string()
-        } else {
-            String::new()
-        }
-    };
+    let trace_id = service_kit::telemetry::propagation::current_trace_id();
     crate::audit::AuditRecord {
         audit_id: uuid::Uuid::new_v5(&APPLY_AUDIT_NAMESPACE, job_id.as_bytes()),
         at: Utc::now(),

@@ -324,6 +324,7 @@ impl ProcessStack {
         {
             let _ = js.delete_stream(&self.stream).await;
             let _ = js.delete_stream(format!("{}_DLQ", self.stream)).await;
+            let _ = js.delete_stream(format!("{}_AUDIT", self.stream)).await;
         }
         self.database.drop_now().await;
         let _ = std::fs::remove_dir_all(&self.log_dir);

@@ -88,3 +88,17 @@ impl tonic::service::Interceptor for TraceContextInterceptor {
         Ok(request)
     }
 }
+
+/// The trace id of the current span (32 hex digits), or empty when there is no
+/// valid trace: what audit rows and log lines record to find a call's trace.
+pub fn current_trace_id() -> String {
+    use opentelemetry::trace::TraceContextExt;
+    let cx = tracing::Span::current().context();
+    let span = cx.span();
+    let sc = span.span_context();
+    if sc.is_valid() {
+        sc.trace_id().to_string()
+    } else {
+        String::new()
+    }
+}

@@ -1,0 +1,134 @@
+//! The audit outbox: where the gateway puts an audit row that memory-store could
+//! not take, so that the row survives the gateway dying before memory-store is back.
+//!
+//! - Stream `<stream>_AUDIT` on subject `<subject_prefix>.audit`, file storage,
+//!   work-queue retention: a row leaves the stream once a relay acknowledged it,
+//!   which it does only after memory-store stored it.
+//! - The payload is the `chatmemory.v1.AuditEntry` as protobuf; its `Nats-Msg-Id`
+//!   is the audit id, so a row published twice is stored once in the stream, and
+//!   memory-store's insert is idempotent on the same id.
+//! - One durable pull consumer ([`RELAY_CONSUMER`]) shared by every gateway
+//!   replica: any live gateway drains what a dead one left.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{
+    self,
+    consumer::{AckPolicy, DeliverPolicy, ReplayPolicy, pull},
+    stream,
+};
+use bytes::Bytes;
+
+use crate::publish::classify;
+use crate::{QueueError, QueueSettings};
+
+/// Durable name of the relay consumer shared by the gateways.
+pub const RELAY_CONSUMER: &str = "audit-relay";
+
+/// The outbox stream's name.
+pub fn outbox_stream_name(settings: &QueueSettings) -> String {
+    format!("{}_AUDIT", settings.stream)
+}
+
+/// The outbox subject.
+pub fn outbox_subject(settings: &QueueSettings) -> String {
+    format!("{}.audit", settings.subject_prefix)
+}
+
+/// The outbox stream's configuration.
+pub fn outbox_stream_config(settings: &QueueSettings) -> stream::Config {
+    stream::Config {
+        name: outbox_stream_name(settings),
+        subjects: vec![outbox_subject(settings)],
+        // A row is removed once relayed: the stream only holds rows in transit.
+        retention: stream::RetentionPolicy::WorkQueue,
+        // Survives a NATS restart, like the jobs themselves.
+        storage: stream::StorageType::File,
+        // Refuse a row rather than drop an older one: the caller then logs it.
+        discard: stream::DiscardPolicy::New,
+        max_messages: settings.max_jobs,
+        max_bytes: settings.max_bytes,
+        duplicate_window: Duration::from_secs(settings.duplicate_window_secs),
+        num_replicas: 1,
+        ..Default::default()
+    }
+}
+
+/// The relay consumer's configuration.
+pub fn relay_consumer_config(ack_wait: Duration) -> pull::Config {
+    pull::Config {
+        durable_name: Some(RELAY_CONSUMER.to_owned()),
+        name: Some(RELAY_CONSUMER.to_owned()),
+        description: Some("gateways relaying audit rows to memory-store".to_owned()),
+        deliver_policy: DeliverPolicy::All,
+        // A row is acknowledged after memory-store stored it, never before.
+        ack_policy: AckPolicy::Explicit,
+        // A relay that died holding rows: they come back after this long.
+        ack_wait,
+        // Rows are retried until memory-store takes them (it is idempotent).
+        max_deliver: -1,
+        max_ack_pending: 1_000,
+        max_waiting: 512,
+        replay_policy: ReplayPolicy::Instant,
+        inactive_threshold: Duration::ZERO,
+        ..Default::default()
+    }
+}
+
+/// Returns the outbox stream, creating it if absent; never changes it.
+///
+/// # Errors
+/// [`QueueError::Stream`] when JetStream refuses.
+pub async fn ensure_outbox_stream(
+    js: &jetstream::Context,
+    settings: &QueueSettings,
+) -> Result<stream::Stream, QueueError> {
+    js.get_or_create_stream(outbox_stream_config(settings))
+        .await
+        .map_err(|e| QueueError::Stream {
+            stream: outbox_stream_name(settings),
+            reason: e.to_string(),
+        })
+}
+
+/// The relay consumer, created if absent.
+///
+/// # Errors
+/// [`QueueError::Stream`] when JetStream refuses.
+pub async fn relay_consumer(
+    js: &jetstream::Context,
+    settings: &QueueSettings,
+    ack_wait: Duration,
+) -> Result<jetstream::consumer::Consumer<pull::Config>, QueueError> {
+    let stream = ensure_outbox_stream(js, settings).await?;
+    stream
+        .get_or_create_consumer(RELAY_CONSUMER, relay_consumer_config(ack_wait))
+        .await
+        .map_err(|e| QueueError::Stream {
+            stream: outbox_stream_name(settings),
+            reason: e.to_string(),
+        })
+}
+
+/// Publishes one encoded audit row and waits for the server's acknowledgement.
+///
+/// # Errors
+/// [`QueueError::Publish`], [`QueueError::Full`] or [`QueueError::TooLarge`].
+pub async fn publish_row(
+    js: &jetstream::Context,
+    settings: &QueueSettings,
+    audit_id: &str,
+    payload: Bytes,
+) -> Result<u64, QueueError> {
+    let size = payload.len();
+    let message = jetstream::message::PublishMessage::build()
+        .payload(payload)
+        .message_id(audit_id);
+    let ack = js
+        .send_publish(outbox_subject(settings), message)
+        .await
+        .map_err(|e| classify(e, size))?
+        .await
+        .map_err(|e| classify(e, size))?;
+    Ok(ack.sequence)
+}
