@@ -139,9 +139,13 @@ pub async fn run(
         "summarizer-worker consuming"
     );
 
+    let mut health_server = tonic::transport::Server::builder();
+    if let Some(tls) = settings.tls.server_config()? {
+        health_server = health_server.tls_config(tls)?;
+    }
     let health_cancel = cancel.clone();
     let health = tokio::spawn(
-        tonic::transport::Server::builder()
+        health_server
             .add_service(health_service)
             .serve_with_incoming_shutdown(
                 tonic::transport::server::TcpIncoming::from(health_listener)

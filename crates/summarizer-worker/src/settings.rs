@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use service_kit::grpc_client::ClientSettings;
 use service_kit::settings::{SettingsError, Validate};
 use service_kit::telemetry::TelemetrySettings;
+use service_kit::tls::ServerTls;
 use summarizer_agent::tool::TokenLimits;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -14,6 +15,8 @@ use summarizer_agent::tool::TokenLimits;
 pub struct Settings {
     /// Address of the health endpoint (`grpc.health.v1`).
     pub listen_addr: String,
+    /// TLS of the health listener (and mTLS with `tls.client_ca_path`).
+    pub tls: ServerTls,
     pub nats: QueueSettings,
     pub consumer: ConsumerSettings,
     pub retry: RetrySettings,
@@ -113,6 +116,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             listen_addr: "127.0.0.1:50054".into(),
+            tls: ServerTls::default(),
             nats: QueueSettings::default(),
             consumer: ConsumerSettings::default(),
             retry: RetrySettings::default(),
@@ -187,6 +191,7 @@ impl Validate for Settings {
         self.listen_addr
             .parse::<SocketAddr>()
             .map_err(|e| SettingsError::invalid("listen_addr", e.to_string()))?;
+        self.tls.validate("tls")?;
         self.nats.validate()?;
         self.store.validate("store")?;
         let c = &self.consumer;

@@ -82,6 +82,41 @@ pub fn expired(tenant: &str, user: &str, scopes: &[&str], secs_ago: i64) -> Stri
     sign(&c, JWT_SECRET)
 }
 
+/// The test-only RS256/ES256 keys and their JWKS (`jwks.json`: kid `rsa-1` for
+/// `rsa.pem`, kid `ec-1` for `ec.pem`; `rsa-other.pem` is outside the JWKS).
+pub const JWT_KEYS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../gateway/src/auth/testdata");
+
+/// The gateway's `[auth]` settings verifying with the test JWKS (no HS256 secret).
+pub fn jwks_auth() -> gateway::auth::AuthSettings {
+    gateway::auth::AuthSettings {
+        hs256_secret: None,
+        jwks_path: format!("{JWT_KEYS_DIR}/jwks.json"),
+        ..gateway_auth()
+    }
+}
+
+/// Signs `claims` with the PEM private key `key_file` of [`JWT_KEYS_DIR`].
+///
+/// # Panics
+/// When the key file is missing or not a key of `algorithm`.
+pub fn sign_with_key(
+    claims: &Value,
+    algorithm: jsonwebtoken::Algorithm,
+    kid: &str,
+    key_file: &str,
+) -> String {
+    let pem = std::fs::read(format!("{JWT_KEYS_DIR}/{key_file}"))
+        .unwrap_or_else(|e| panic!("{key_file}: {e}"));
+    let key = match algorithm {
+        jsonwebtoken::Algorithm::ES256 => EncodingKey::from_ec_pem(&pem),
+        _ => EncodingKey::from_rsa_pem(&pem),
+    }
+    .unwrap_or_else(|e| panic!("{key_file}: {e}"));
+    let mut header = Header::new(algorithm);
+    header.kid = Some(kid.to_owned());
+    encode(&header, claims, &key).unwrap_or_else(|e| panic!("signing a test token: {e}"))
+}
+
 /// Adds `authorization: Bearer <token>` to every call (or nothing with `None`).
 #[derive(Clone, Default)]
 pub struct Bearer(Option<MetadataValue<tonic::metadata::Ascii>>);

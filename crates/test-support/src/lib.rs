@@ -20,6 +20,7 @@ pub mod auth;
 pub mod database;
 pub mod gate;
 pub mod otlp;
+pub mod pki;
 pub mod processes;
 pub mod stack;
 pub mod switch;

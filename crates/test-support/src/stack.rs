@@ -39,6 +39,10 @@ pub struct StackOptions {
     /// The gateway's backpressure limits (the gateway's defaults unless a test
     /// wants to meet them).
     pub backpressure: gateway::backpressure::BackpressureSettings,
+    /// TLS on every gRPC listener, mTLS into memory-store, with this PKI.
+    pub pki: Option<Arc<crate::pki::TestPki>>,
+    /// The gateway's token verification (HS256 with the test secret when `None`).
+    pub auth: Option<gateway::auth::AuthSettings>,
 }
 
 /// A client of the public API that presents a bearer token.
@@ -57,6 +61,8 @@ impl Default for StackOptions {
             rate_limit_per_minute: 1_000_000,
             expiry: memory_store::settings::ExpirySettings::default(),
             backpressure: gateway::backpressure::BackpressureSettings::default(),
+            pki: None,
+            auth: None,
         }
     }
 }
@@ -128,6 +134,8 @@ pub struct TestStack {
     workers: Vec<Option<Service>>,
     /// Health addresses of the workers, by index.
     pub worker_addrs: Vec<SocketAddr>,
+    /// Set when every listener serves TLS.
+    pub pki: Option<Arc<crate::pki::TestPki>>,
 }
 
 impl TestStack {
@@ -163,6 +171,11 @@ impl TestStack {
         store_settings.database.max_connections = 16;
         store_settings.service_token = Some(auth::service_token());
         store_settings.expiry = opts.expiry.clone();
+        let pki = opts.pki.clone();
+        let store_client = internal_client(store_addr, pki.as_deref());
+        if let Some(pki) = &pki {
+            store_settings.tls = pki.server_tls(true);
+        }
         let run_store = store_settings.clone();
         let store = spawn(|rx| memory_store::run(run_store, store_listener, signal(rx)));
 
@@ -187,9 +200,12 @@ impl TestStack {
 
         let mut worker_settings = summarizer_worker::Settings {
             nats: queue.clone(),
-            store: internal_client(store_addr),
+            store: store_client.clone(),
             ..summarizer_worker::Settings::default()
         };
+        if let Some(pki) = &pki {
+            worker_settings.tls = pki.server_tls(false);
+        }
         worker_settings.agent.service_token = Some(auth::service_token());
         worker_settings.agent.url = format!("http://{agent_addr}/mcp");
         worker_settings.agent.call_timeout_ms = 10_000;
@@ -204,10 +220,13 @@ impl TestStack {
         let (gateway_listener, gateway_addr) = bind().await;
         let mut gateway_settings = gateway::Settings {
             nats: queue.clone(),
-            store: internal_client(store_addr),
-            auth: auth::gateway_auth(),
+            store: store_client,
+            auth: opts.auth.clone().unwrap_or_else(auth::gateway_auth),
             ..gateway::Settings::default()
         };
+        if let Some(pki) = &pki {
+            gateway_settings.tls = pki.server_tls(false);
+        }
         gateway_settings.rate_limit.per_minute = opts.rate_limit_per_minute;
         gateway_settings.backpressure = opts.backpressure.clone();
         gateway_settings.rate_limit.bucket = format!("CMT_RL_{suffix}");
@@ -229,6 +248,7 @@ impl TestStack {
             agent: Some(agent),
             workers: Vec::new(),
             worker_addrs: Vec::new(),
+            pki,
         };
         stack.wait_serving(gateway_addr, "gateway").await;
         stack.wait_serving(store_addr, "memory-store").await;
@@ -280,17 +300,37 @@ impl TestStack {
     /// A client of the public API, as [`auth::USER`] of [`auth::TENANT`] with
     /// `memory:read` and `memory:write`.
     pub async fn gateway(&self) -> GatewayClient {
-        self.gateway_as(&auth::mint(
-            auth::TENANT,
-            auth::USER,
-            &["memory:read", "memory:write"],
-        ))
-        .await
+        let claims = auth::claims(auth::TENANT, auth::USER, &["memory:read", "memory:write"]);
+        let token = if self.gateway_settings.auth.jwks_path.is_empty() {
+            auth::sign(&claims, auth::JWT_SECRET)
+        } else {
+            // A stack verifying with the test JWKS ([`auth::jwks_auth`]).
+            auth::sign_with_key(&claims, jsonwebtoken::Algorithm::RS256, "rsa-1", "rsa.pem")
+        };
+        self.gateway_as(&token).await
     }
 
     /// A client of the public API presenting `token`.
     pub async fn gateway_as(&self, token: &str) -> GatewayClient {
-        gateway_client(self.gateway_addr, Bearer::new(token)).await
+        MemoryServiceClient::with_interceptor(
+            self.channel(self.gateway_addr).await,
+            Bearer::new(token),
+        )
+    }
+
+    /// A channel to one of the stack's listeners (over TLS, with the client
+    /// certificate, when the stack serves TLS).
+    ///
+    /// # Panics
+    /// When nothing listens there or the handshake fails.
+    pub async fn channel(&self, addr: SocketAddr) -> Channel {
+        match &self.pki {
+            Some(pki) => pki
+                .channel(addr, true)
+                .await
+                .unwrap_or_else(|e| panic!("TLS connection to {addr}: {e:?}")),
+            None => channel(addr).await,
+        }
     }
 
     /// Starts one more gateway replica on the same queue, store and rate-limit
@@ -307,7 +347,7 @@ impl TestStack {
     /// A client of memory-store's internal API, presenting the service token.
     pub async fn store(&self) -> StoreClient {
         MemoryStoreClient::with_interceptor(
-            channel(self.store_addr).await,
+            self.channel(self.store_addr).await,
             Bearer::new(auth::SERVICE_TOKEN),
         )
     }
@@ -342,7 +382,10 @@ impl TestStack {
     }
 
     async fn wait_serving(&self, addr: SocketAddr, what: &str) {
-        wait_serving(addr, what).await;
+        match &self.pki {
+            Some(pki) => wait_serving_tls(pki, addr, what).await,
+            None => wait_serving(addr, what).await,
+        }
     }
 
     /// Stops every service gracefully, then deletes the stream and the database.
@@ -381,6 +424,9 @@ impl TestStack {
             let _ = js
                 .delete_stream(job_queue::dlq::dlq_stream_name(&self.queue))
                 .await;
+            let _ = js
+                .delete_stream(job_queue::audit_outbox::outbox_stream_name(&self.queue))
+                .await;
             let bucket = &self.gateway_settings.rate_limit.bucket;
             let _ = js.delete_stream(format!("KV_{bucket}")).await;
         }
@@ -400,22 +446,38 @@ pub async fn wait_serving(addr: SocketAddr, what: &str) {
     wait::until(
         &format!("{what} at {addr} to be SERVING"),
         Duration::from_secs(30),
+        || async move { serving(try_channel(addr).await?).await },
+    )
+    .await;
+}
+
+/// [`wait_serving`] over TLS, presenting the PKI's client certificate.
+///
+/// # Panics
+/// After 30 s.
+pub async fn wait_serving_tls(pki: &crate::pki::TestPki, addr: SocketAddr, what: &str) {
+    wait::until(
+        &format!("{what} at {addr} to be SERVING over TLS"),
+        Duration::from_secs(30),
         || async move {
-            let mut health =
-                tonic_health::pb::health_client::HealthClient::new(try_channel(addr).await?);
-            let status = health
-                .check(tonic_health::pb::HealthCheckRequest {
-                    service: String::new(),
-                })
-                .await
-                .ok()?
-                .into_inner()
-                .status;
-            (status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32)
-                .then_some(())
+            let channel = pki.channel(addr, true).await.ok()?;
+            serving(channel).await
         },
     )
     .await;
+}
+
+/// `Some(())` when the health service behind `channel` reports SERVING.
+async fn serving(channel: Channel) -> Option<()> {
+    let status = tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .ok()?
+        .into_inner()
+        .status;
+    (status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32).then_some(())
 }
 
 async fn try_channel(addr: SocketAddr) -> Option<Channel> {
@@ -437,10 +499,17 @@ pub async fn channel(addr: SocketAddr) -> Channel {
 }
 
 /// Settings to reach an internal service at `addr` with the service token.
-fn internal_client(addr: SocketAddr) -> ClientSettings {
-    ClientSettings {
-        service_token: Some(auth::service_token()),
-        ..ClientSettings::new(format!("http://{addr}"))
+fn internal_client(addr: SocketAddr, pki: Option<&crate::pki::TestPki>) -> ClientSettings {
+    match pki {
+        Some(pki) => ClientSettings {
+            service_token: Some(auth::service_token()),
+            tls: pki.client_tls(),
+            ..ClientSettings::new(format!("https://{addr}"))
+        },
+        None => ClientSettings {
+            service_token: Some(auth::service_token()),
+            ..ClientSettings::new(format!("http://{addr}"))
+        },
     }
 }
 

@@ -15,6 +15,7 @@ use chat_memory_proto::v1::{
     Role, UpdateMemoryRequest,
 };
 use test_support::auth::{self, Bearer};
+use test_support::processes::{ProcessOptions, ProcessStack};
 use test_support::stack::{channel, gateway_client};
 use test_support::{GatewayClient, StackOptions, TestStack, wait};
 
@@ -462,6 +463,220 @@ async fn every_call_leaves_exactly_one_audit_row_without_content() {
             .expect_err("tenant required")
             .code(),
         Code::InvalidArgument
+    );
+    stack.shutdown().await;
+}
+
+/// TLS on every gRPC listener, mTLS from the gateway and the worker into
+/// memory-store, and tokens verified with RS256/ES256 keys from a JWKS file:
+/// a whole update round trip over it, and what each listener refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tls_everywhere_mtls_into_memory_store_and_jwks_signed_tokens() {
+    use jsonwebtoken::Algorithm;
+    use test_support::pki::TestPki;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+    let pki = std::sync::Arc::new(TestPki::generate());
+    let stack = TestStack::start_with(StackOptions {
+        pki: Some(pki.clone()),
+        auth: Some(auth::jwks_auth()),
+        ..StackOptions::default()
+    })
+    .await;
+    let claims = auth::claims(auth::TENANT, auth::USER, RW);
+
+    // RS256 over TLS: the full round trip (gateway -> JetStream -> worker ->
+    // memory-store over mTLS -> read back).
+    let rs256 = auth::sign_with_key(&claims, Algorithm::RS256, "rsa-1", "rsa.pem");
+    let mut client = stack.gateway_as(&rs256).await;
+    let job = client
+        .update_memory(update("tls-chat", "My member id is XKW-88123."))
+        .await
+        .expect("update over TLS")
+        .into_inner()
+        .job_id;
+    let done = stack.wait_job_done(&job, JOB_TIMEOUT).await;
+    assert_eq!(
+        done.state,
+        chat_memory_proto::v1::JobState::Succeeded as i32,
+        "{done:?}"
+    );
+    let memory = client
+        .get_memory(get("tls-chat"))
+        .await
+        .expect("read over TLS")
+        .into_inner()
+        .memory
+        .expect("memory");
+    assert!(
+        memory.user_confirmed.contains("XKW-88123"),
+        "{:?}",
+        memory.user_confirmed
+    );
+
+    // ES256 from the same JWKS.
+    let es256 = auth::sign_with_key(&claims, Algorithm::ES256, "ec-1", "ec.pem");
+    stack
+        .gateway_as(&es256)
+        .await
+        .get_memory(get("tls-chat"))
+        .await
+        .expect("ES256 token");
+    // A key outside the JWKS, and an HS256 token, are refused.
+    for (name, token) in [
+        (
+            "RS256 by another key",
+            auth::sign_with_key(&claims, Algorithm::RS256, "rsa-1", "rsa-other.pem"),
+        ),
+        ("HS256", auth::mint(auth::TENANT, auth::USER, RW)),
+    ] {
+        let refused = stack
+            .gateway_as(&token)
+            .await
+            .get_memory(get("tls-chat"))
+            .await;
+        assert_eq!(
+            refused.map(|_| ()).expect_err(name).code(),
+            Code::Unauthenticated,
+            "{name}"
+        );
+    }
+
+    // Plain HTTP/2 reaches no listener.
+    for (name, addr) in [
+        ("gateway", stack.gateway_addr),
+        ("memory-store", stack.store_addr),
+        ("worker", stack.worker_addrs[0]),
+    ] {
+        let plain = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .expect("uri")
+            .connect()
+            .await;
+        let answered = match plain {
+            Err(_) => false,
+            Ok(channel) => HealthClient::new(channel)
+                .check(HealthCheckRequest::default())
+                .await
+                .is_ok(),
+        };
+        assert!(!answered, "{name} answered plain HTTP/2");
+    }
+    // memory-store wants a client certificate: without one, no call gets through.
+    let without_cert = match pki.channel(stack.store_addr, false).await {
+        Err(_) => false,
+        Ok(channel) => HealthClient::new(channel)
+            .check(HealthCheckRequest::default())
+            .await
+            .is_ok(),
+    };
+    assert!(
+        !without_cert,
+        "memory-store answered a client without a certificate"
+    );
+    // The gateway does not (clients are authenticated by their tokens).
+    let gateway_health = HealthClient::new(
+        pki.channel(stack.gateway_addr, false)
+            .await
+            .expect("TLS without a client certificate"),
+    )
+    .check(HealthCheckRequest::default())
+    .await;
+    assert!(gateway_health.is_ok(), "{gateway_health:?}");
+    stack.shutdown().await;
+}
+
+/// The double failure: memory-store is down (rows cannot be written) and then the
+/// gateway that answered the calls dies. The rows went to the JetStream audit
+/// outbox before the answers, so the restarted gateway relays each of them once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn audit_rows_of_calls_made_while_memory_store_is_down_survive_a_gateway_crash() {
+    let mut stack = ProcessStack::start(ProcessOptions::default()).await;
+    stack.terminate("memory-store").await;
+
+    let mut client = test_support::processes::gateway_client(&stack).await;
+    let job = client
+        .update_memory(update("outboxed", "My plan is Gold PPO 2500."))
+        .await
+        .expect("an update is accepted while memory-store is down")
+        .into_inner()
+        .job_id;
+    let read = client.get_memory(get("outboxed")).await;
+    assert_eq!(
+        read.map(|_| ()).expect_err("store down").code(),
+        Code::Unavailable
+    );
+    let mut read_only = gateway_client(
+        stack.gateway_addr(),
+        Bearer::new(&auth::mint(auth::TENANT, "reader", &["memory:read"])),
+    )
+    .await;
+    let denied = read_only.update_memory(update("outboxed", "x")).await;
+    assert_eq!(
+        denied.map(|_| ()).expect_err("scope").code(),
+        Code::PermissionDenied
+    );
+
+    // SIGKILL: whatever the gateway held in memory is gone.
+    stack.kill("gateway").await;
+    stack.spawn("memory-store").await;
+    stack.spawn("gateway").await;
+
+    let admin = gateway_client(
+        stack.gateway_addr(),
+        Bearer::new(&auth::mint(auth::TENANT, "auditor", &["memory:admin"])),
+    )
+    .await;
+    let expected = [
+        ("update", "OK"),
+        ("read", "UNAVAILABLE"),
+        ("denied", "PERMISSION_DENIED"),
+    ];
+    let rows = stack
+        .wait_until("the outboxed audit rows to be relayed", JOB_TIMEOUT, || {
+            let mut admin = admin.clone();
+            async move {
+                let rows = audit_rows(&mut admin, QueryAuditRequest::default()).await;
+                expected
+                    .iter()
+                    .all(|(a, o)| rows.iter().any(|r| r.action == *a && r.outcome == *o))
+                    .then_some(rows)
+            }
+        })
+        .await;
+    for (action, outcome) in expected {
+        let n = rows
+            .iter()
+            .filter(|r| r.action == action && r.outcome == outcome)
+            .count();
+        assert_eq!(n, 1, "{action} {outcome}: {rows:#?}");
+    }
+    let update_row = rows
+        .iter()
+        .find(|r| r.action == "update")
+        .expect("update row");
+    assert_eq!(update_row.job_id, job);
+    assert!(
+        rows.iter().all(|r| !format!("{r:?}").contains("Gold PPO")),
+        "content in an audit row"
+    );
+    // The update itself was applied once memory-store came back.
+    let status = stack
+        .wait_until("the update to be applied", JOB_TIMEOUT, || {
+            let mut client = admin.clone();
+            let job_id = job.clone();
+            async move {
+                let s = client
+                    .get_update_status(GetUpdateStatusRequest { job_id })
+                    .await
+                    .ok()?
+                    .into_inner();
+                (s.state == chat_memory_proto::v1::JobState::Succeeded as i32).then_some(s)
+            }
+        })
+        .await;
+    assert!(
+        status.resulting_version.is_some_and(|v| v >= 1),
+        "{status:?}"
     );
     stack.shutdown().await;
 }

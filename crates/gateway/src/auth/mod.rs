@@ -11,6 +11,8 @@
 
 mod keys;
 pub mod layer;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeSet;
 

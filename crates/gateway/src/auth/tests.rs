@@ -1,0 +1,181 @@
+//! The verifier with RS256 and ES256 keys from a JWKS document (the HS256 path
+//! is exercised end to end by the security tests). Keys: `testdata/`.
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use serde_json::json;
+
+use super::*;
+
+const JWKS: &str = include_str!("testdata/jwks.json");
+const RSA: &[u8] = include_bytes!("testdata/rsa.pem");
+const RSA_OTHER: &[u8] = include_bytes!("testdata/rsa-other.pem");
+const RSA_PUBLIC: &[u8] = include_bytes!("testdata/rsa.pub.pem");
+const EC: &[u8] = include_bytes!("testdata/ec.pem");
+
+fn verifier() -> Verifier {
+    Verifier {
+        keys: KeySet::from_jwks(JWKS).expect("jwks"),
+        settings: AuthSettings {
+            jwks_path: "testdata/jwks.json".into(),
+            ..AuthSettings::default()
+        },
+    }
+}
+
+fn claims(exp_offset: i64, aud: &str) -> serde_json::Value {
+    let now = chrono::Utc::now().timestamp();
+    json!({
+        "iss": "chat-memory",
+        "aud": aud,
+        "sub": "member-77",
+        "tenant": "acme-health",
+        "scope": "memory:read memory:write other:scope",
+        "iat": now,
+        "exp": now + exp_offset,
+    })
+}
+
+fn token(
+    alg: Algorithm,
+    kid: Option<&str>,
+    key: &EncodingKey,
+    claims: &serde_json::Value,
+) -> String {
+    let mut header = Header::new(alg);
+    header.kid = kid.map(str::to_owned);
+    encode(&header, claims, key).expect("encode")
+}
+
+fn rsa() -> EncodingKey {
+    EncodingKey::from_rsa_pem(RSA).expect("rsa key")
+}
+
+fn ec() -> EncodingKey {
+    EncodingKey::from_ec_pem(EC).expect("ec key")
+}
+
+#[test]
+fn an_rs256_token_signed_by_a_jwks_key_gives_its_principal() {
+    let t = token(
+        Algorithm::RS256,
+        Some("rsa-1"),
+        &rsa(),
+        &claims(300, "chat-memory"),
+    );
+    let p = verifier().verify(&t).expect("valid RS256 token");
+    assert_eq!(
+        (p.tenant.as_str(), p.user.as_str()),
+        ("acme-health", "member-77")
+    );
+    assert!(p.has(Scope::Read) && p.has(Scope::Write) && !p.has(Scope::Admin));
+}
+
+#[test]
+fn an_es256_token_signed_by_a_jwks_key_gives_its_principal() {
+    let t = token(
+        Algorithm::ES256,
+        Some("ec-1"),
+        &ec(),
+        &claims(300, "chat-memory"),
+    );
+    let p = verifier().verify(&t).expect("valid ES256 token");
+    assert_eq!(p.user, "member-77");
+}
+
+#[test]
+fn a_token_signed_by_a_key_outside_the_jwks_is_refused() {
+    let forged = EncodingKey::from_rsa_pem(RSA_OTHER).expect("other key");
+    let t = token(
+        Algorithm::RS256,
+        Some("rsa-1"),
+        &forged,
+        &claims(300, "chat-memory"),
+    );
+    assert_eq!(verifier().verify(&t), Err(AuthError::BadSignature));
+}
+
+#[test]
+fn an_hs256_token_keyed_with_the_public_rsa_key_is_refused() {
+    // The classic algorithm confusion: the public key used as an HMAC secret.
+    let confused = EncodingKey::from_secret(RSA_PUBLIC);
+    let t = token(
+        Algorithm::HS256,
+        Some("rsa-1"),
+        &confused,
+        &claims(300, "chat-memory"),
+    );
+    assert_eq!(verifier().verify(&t), Err(AuthError::BadSignature));
+}
+
+#[test]
+fn a_token_whose_kid_names_the_other_algorithms_key_is_refused() {
+    // Signed with the RSA key but claiming the EC key's kid.
+    let t = token(
+        Algorithm::RS256,
+        Some("ec-1"),
+        &rsa(),
+        &claims(300, "chat-memory"),
+    );
+    assert_eq!(verifier().verify(&t), Err(AuthError::BadSignature));
+    let t = token(
+        Algorithm::RS256,
+        Some("unknown"),
+        &rsa(),
+        &claims(300, "chat-memory"),
+    );
+    assert_eq!(verifier().verify(&t), Err(AuthError::BadSignature));
+}
+
+#[test]
+fn expiry_is_enforced_with_the_leeway() {
+    let v = verifier();
+    let within = token(
+        Algorithm::ES256,
+        Some("ec-1"),
+        &ec(),
+        &claims(-10, "chat-memory"),
+    );
+    assert!(
+        v.verify(&within).is_ok(),
+        "10 s past exp is inside the 30 s leeway"
+    );
+    let beyond = token(
+        Algorithm::ES256,
+        Some("ec-1"),
+        &ec(),
+        &claims(-120, "chat-memory"),
+    );
+    assert_eq!(v.verify(&beyond), Err(AuthError::Expired));
+}
+
+#[test]
+fn a_wrong_audience_is_refused() {
+    let t = token(
+        Algorithm::RS256,
+        Some("rsa-1"),
+        &rsa(),
+        &claims(300, "another-service"),
+    );
+    assert_eq!(verifier().verify(&t), Err(AuthError::WrongAudience));
+}
+
+#[test]
+fn an_unsigned_token_is_refused() {
+    // A valid token's claims under the header {"alg":"none","typ":"JWT","kid":"rsa-1"}, no signature.
+    let valid = token(
+        Algorithm::RS256,
+        Some("rsa-1"),
+        &rsa(),
+        &claims(300, "chat-memory"),
+    );
+    let body = valid.split('.').nth(1).expect("claims segment");
+    let unsigned = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIiwia2lkIjoicnNhLTEifQ.{body}.");
+    assert!(verifier().verify(&unsigned).is_err());
+}
+
+#[test]
+fn a_jwks_without_a_usable_key_fails_at_start() {
+    let only_ed25519 = r#"{"keys":[{"kty":"OKP","crv":"Ed25519","kid":"x","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#;
+    assert!(KeySet::from_jwks(only_ed25519).is_err());
+    assert!(KeySet::from_jwks("not json").is_err());
+}
