@@ -69,8 +69,20 @@ start() {
 start memory-store 50052 CHAT_MEMORY__DATABASE__URL="$DATABASE_URL" CHAT_MEMORY__SERVICE_TOKEN="$SERVICE_TOKEN"
 start summarizer-agent 50053 CHAT_MEMORY__SERVICE_TOKEN="$SERVICE_TOKEN"
 start summarizer-worker 50054 CHAT_MEMORY__STORE__SERVICE_TOKEN="$SERVICE_TOKEN" CHAT_MEMORY__AGENT__SERVICE_TOKEN="$SERVICE_TOKEN"
+# CHAT_MEMORY_TLS=1: the gateway serves TLS with a self-signed certificate for localhost
+# (made once in .local/); clients trust it with --ca-cert .local/tls.crt.
+GATEWAY_TLS=()
+GATEWAY_URL=http://127.0.0.1:50051
+if [ "${CHAT_MEMORY_TLS:-0}" = 1 ]; then
+  if [ ! -f "$STATE/tls.crt" ]; then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 365 -subj /CN=localhost \
+      -addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout "$STATE/tls.key" -out "$STATE/tls.crt" 2>/dev/null
+  fi
+  GATEWAY_TLS=(CHAT_MEMORY__TLS__CERT_PATH="$STATE/tls.crt" CHAT_MEMORY__TLS__KEY_PATH="$STATE/tls.key")
+  GATEWAY_URL=https://localhost:50051
+fi
 start gateway 50051 CHAT_MEMORY__STORE__SERVICE_TOKEN="$SERVICE_TOKEN" CHAT_MEMORY__AUTH__HS256_SECRET="$HS256_SECRET" \
-  CHAT_MEMORY__RATE_LIMIT__PER_MINUTE="${RATE_LIMIT_PER_MINUTE:-100}"
+  CHAT_MEMORY__RATE_LIMIT__PER_MINUTE="${RATE_LIMIT_PER_MINUTE:-100}" "${GATEWAY_TLS[@]}"
 
 # A token for tenant "demo", user "dev", valid 12 hours, for the CLI and benchmarks.
 "$BIN/chat-memory" token --secret "$HS256_SECRET" --tenant demo --user dev \
@@ -78,12 +90,13 @@ start gateway 50051 CHAT_MEMORY__STORE__SERVICE_TOKEN="$SERVICE_TOKEN" CHAT_MEMO
 
 cat <<TXT
 chat-memory is running ($PROFILE build); logs in $LOGS/
-  gateway (public gRPC API, reflection)   127.0.0.1:50051
+  gateway (public gRPC API, reflection)   $GATEWAY_URL
   memory-store (internal gRPC)            127.0.0.1:50052
   summarizer-agent (MCP at /mcp, health)  127.0.0.1:50053
   summarizer-worker (health)              127.0.0.1:50054
   metrics (Prometheus)                    127.0.0.1:9101-9104 /metrics
-Try:  export CHAT_MEMORY_TOKEN=\$(cat $STATE/token)
+Try:  export CHAT_MEMORY_TOKEN=\$(cat $STATE/token) CHAT_MEMORY_GATEWAY=$GATEWAY_URL
+$( [ "${CHAT_MEMORY_TLS:-0}" = 1 ] && echo "      export CHAT_MEMORY_CA_CERT=$STATE/tls.crt" )
       $BIN/chat-memory update --chat demo -m "user:My member ID is W123456789" --wait
       $BIN/chat-memory get demo
 Press Ctrl-C to stop.

@@ -42,6 +42,9 @@ struct Cli {
         default_value = "http://127.0.0.1:50051"
     )]
     gateway: String,
+    /// PEM CA certificate to trust for an `https://` gateway.
+    #[arg(long, global = true, env = "CHAT_MEMORY_CA_CERT")]
+    ca_cert: Option<std::path::PathBuf>,
     /// Bearer JWT presented to the gateway (scopes memory:read / write / admin).
     #[arg(long, global = true, env = "CHAT_MEMORY_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -210,8 +213,18 @@ async fn run(cli: Cli) -> Result<(), String> {
     {
         return dlq::run(nats, stream, subject_prefix, *partitions, command).await;
     }
-    let channel = Channel::from_shared(cli.gateway.clone())
-        .map_err(|e| format!("--gateway {}: {e}", cli.gateway))?
+    let mut endpoint = Channel::from_shared(cli.gateway.clone())
+        .map_err(|e| format!("--gateway {}: {e}", cli.gateway))?;
+    if let Some(path) = &cli.ca_cert {
+        let pem = std::fs::read(path).map_err(|e| format!("--ca-cert {}: {e}", path.display()))?;
+        endpoint = endpoint
+            .tls_config(
+                tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(pem)),
+            )
+            .map_err(|e| format!("--ca-cert {}: {e}", path.display()))?;
+    }
+    let channel = endpoint
         .connect()
         .await
         .map_err(|e| format!("cannot reach the gateway at {}: {e}", cli.gateway))?;

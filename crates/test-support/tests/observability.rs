@@ -7,7 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use chat_memory_proto::v1::{
-    ChatMessage, GetMemoryRequest, GetUpdateStatusRequest, JobState, Role, UpdateMemoryRequest,
+    ChatMessage, GetMemoryRequest, GetUpdateStatusRequest, JobState, QueryAuditRequest, Role,
+    UpdateMemoryRequest,
 };
 use test_support::otlp::{OtlpReceiver, ReceivedSpan};
 use test_support::processes::{ProcessOptions, ProcessStack};
@@ -211,6 +212,34 @@ async fn one_update_produces_one_trace_across_every_service() {
             );
         }
     }
+    // The audit rows of the update (gateway) and of its application (memory-store)
+    // carry the trace id: from an audit row to the trace and its logs.
+    let mut admin = test_support::stack::gateway_client(
+        stack.gateway_addr(),
+        test_support::auth::Bearer::new(&test_support::auth::mint(
+            test_support::auth::TENANT,
+            "auditor",
+            &["memory:admin"],
+        )),
+    )
+    .await;
+    let rows = admin
+        .query_audit(QueryAuditRequest {
+            chat_id: "trace-chat".into(),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .expect("audit")
+        .into_inner()
+        .entries;
+    for action in ["update", "apply"] {
+        let row = rows
+            .iter()
+            .find(|r| r.action == action)
+            .unwrap_or_else(|| panic!("no {action} row in {rows:#?}"));
+        assert_eq!(row.trace_id, trace[0].trace_id, "{action} row: {row:?}");
+    }
     stack.shutdown().await;
 }
 
@@ -308,6 +337,7 @@ async fn a_real_prometheus_scrapes_every_metric_the_alerts_use() {
         "chat_memory_job_duration_seconds_count",
         "chat_memory_agent_call_duration_seconds_count",
         "chat_memory_queue_wait_seconds_count",
+        r#"chat_memory_audit_rows_total{result="stored"}"#,
     ];
     for q in queries {
         let n = stack
