@@ -103,6 +103,9 @@ pub async fn run(
     let gate = Arc::new(Gate {
         verifier,
         limiters,
+        failed_auth: ratelimit::FailedAuthLimiter::new(
+            settings.rate_limit.failed_auth_per_minute_per_ip,
+        ),
         audit: audit.clone(),
     });
 

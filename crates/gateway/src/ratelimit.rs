@@ -53,6 +53,9 @@ pub struct RateLimitSettings {
     pub by_scope: BTreeMap<String, u32>,
     /// NATS KV bucket holding the shared state (created if absent).
     pub bucket: String,
+    /// Calls with a missing or invalid token per client IP address per minute,
+    /// per gateway replica; beyond it they get RESOURCE_EXHAUSTED (see [`FailedAuthLimiter`]).
+    pub failed_auth_per_minute_per_ip: u32,
 }
 
 impl Default for RateLimitSettings {
@@ -61,6 +64,7 @@ impl Default for RateLimitSettings {
             per_minute: 100,
             by_scope: BTreeMap::new(),
             bucket: "chat_memory_ratelimit".into(),
+            failed_auth_per_minute_per_ip: 60,
         }
     }
 }
@@ -72,6 +76,12 @@ impl RateLimitSettings {
         if self.per_minute == 0 {
             return Err(SettingsError::invalid(
                 "rate_limit.per_minute",
+                "must be at least 1",
+            ));
+        }
+        if self.failed_auth_per_minute_per_ip == 0 {
+            return Err(SettingsError::invalid(
+                "rate_limit.failed_auth_per_minute_per_ip",
                 "must be at least 1",
             ));
         }
@@ -187,6 +197,44 @@ impl Limiters {
                 Ok(())
             }
         }
+    }
+}
+
+/// Distinct client addresses tracked before idle ones are forgotten.
+const MAX_TRACKED_ADDRESSES: usize = 100_000;
+
+/// Limits calls that fail authentication (missing, malformed, expired, forged
+/// token), per client IP address, in this process.
+///
+/// Token guessing and floods of garbage then cost the attacker time instead of
+/// costing the gateway signature checks and audit rows without end. Only
+/// failures count: callers with valid tokens are never slowed by it, even behind
+/// the same NAT or load balancer as an attacker. It is per replica on purpose:
+/// an unauthenticated flood must not turn into writes to the shared NATS store.
+pub struct FailedAuthLimiter {
+    limiter: governor::DefaultKeyedRateLimiter<std::net::IpAddr>,
+}
+
+impl FailedAuthLimiter {
+    pub fn new(per_minute: u32) -> Self {
+        let per_minute = NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN);
+        Self {
+            limiter: RateLimiter::keyed(Quota::per_minute(per_minute)),
+        }
+    }
+
+    /// Records one failed authentication from `ip`: `Err(wait)` once its budget is spent.
+    ///
+    /// # Errors
+    /// How long until `ip` may fail again.
+    pub fn check(&self, ip: std::net::IpAddr) -> Result<(), Duration> {
+        if self.limiter.len() > MAX_TRACKED_ADDRESSES {
+            // Addresses whose budget is full again carry no information.
+            self.limiter.retain_recent();
+        }
+        self.limiter.check_key(&ip).map_err(|not_until| {
+            not_until.wait_time_from(governor::clock::DefaultClock::default().now())
+        })
     }
 }
 

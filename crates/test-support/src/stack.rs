@@ -34,6 +34,9 @@ pub struct StackOptions {
     /// Per-user requests per minute at the gateway; huge by default so only
     /// the rate-limit tests meet the limit.
     pub rate_limit_per_minute: u32,
+    /// Failed authentications per client address per minute at the gateway;
+    /// huge by default so only the test of that limit meets it.
+    pub failed_auth_per_minute: u32,
     /// memory-store's expiry of inactive chats.
     pub expiry: memory_store::settings::ExpirySettings,
     /// The gateway's backpressure limits (the gateway's defaults unless a test
@@ -59,6 +62,7 @@ impl Default for StackOptions {
             backend: None,
             max_jobs: 1_000_000,
             rate_limit_per_minute: 1_000_000,
+            failed_auth_per_minute: 1_000_000,
             expiry: memory_store::settings::ExpirySettings::default(),
             backpressure: gateway::backpressure::BackpressureSettings::default(),
             pki: None,
@@ -228,6 +232,7 @@ impl TestStack {
             gateway_settings.tls = pki.server_tls(false);
         }
         gateway_settings.rate_limit.per_minute = opts.rate_limit_per_minute;
+        gateway_settings.rate_limit.failed_auth_per_minute_per_ip = opts.failed_auth_per_minute;
         gateway_settings.backpressure = opts.backpressure.clone();
         gateway_settings.rate_limit.bucket = format!("CMT_RL_{suffix}");
         let run_gateway = gateway_settings.clone();

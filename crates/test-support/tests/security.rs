@@ -366,6 +366,51 @@ async fn two_gateways_together_hold_one_per_user_rate_limit() {
     stack.shutdown().await;
 }
 
+/// Calls without a valid token are limited per client address (token guessing
+/// costs the guesser time); callers with valid tokens from the same address are not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failed_authentications_are_limited_per_address_without_slowing_valid_callers() {
+    let stack = TestStack::start_with(StackOptions {
+        failed_auth_per_minute: 5,
+        ..StackOptions::default()
+    })
+    .await;
+    let mut guesser = gateway_client(stack.gateway_addr, Bearer::new("not.a.token")).await;
+    let mut codes = Vec::new();
+    let mut retry_after = None;
+    for _ in 0..8 {
+        let status = guesser
+            .get_memory(get("any"))
+            .await
+            .map(|_| ())
+            .expect_err("no valid token");
+        if status.code() == Code::ResourceExhausted {
+            retry_after = status.metadata().get("retry-after").cloned();
+        }
+        codes.push(status.code());
+    }
+    assert_eq!(
+        codes,
+        [
+            vec![Code::Unauthenticated; 5],
+            vec![Code::ResourceExhausted; 3]
+        ]
+        .concat()
+    );
+    assert!(
+        retry_after.is_some(),
+        "RESOURCE_EXHAUSTED without retry-after"
+    );
+    // The same address with a valid token is served.
+    let mut client = stack.gateway().await;
+    let status = client.get_memory(get("never-written")).await;
+    assert_eq!(
+        status.map(|_| ()).expect_err("unknown chat").code(),
+        Code::NotFound
+    );
+    stack.shutdown().await;
+}
+
 async fn audit_rows(
     client: &mut GatewayClient,
     filter: QueryAuditRequest,

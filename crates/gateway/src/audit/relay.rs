@@ -5,8 +5,9 @@
 //! outbox are relayed by any other, or by itself once restarted. A row is
 //! acknowledged only after memory-store stored it (its insert is idempotent on
 //! the audit id, so a row delivered twice is still one row). While memory-store
-//! is down the relay holds the row, keeps its delivery alive with progress acks
-//! and retries with backoff; nothing here is fatal.
+//! is down the relay hands rows straight back (NAK with a delay) and pauses with
+//! backoff, so it never sits on rows another gateway could deliver (and a
+//! relay that dies holds at most one batch, for [`ACK_WAIT`]); nothing here is fatal.
 
 use std::time::Duration;
 
@@ -23,13 +24,14 @@ use crate::StoreClient;
 use crate::metrics::audit_row;
 
 /// A relay that stopped acknowledging (it died) gives its rows back after this long.
-const ACK_WAIT: Duration = Duration::from_secs(30);
+const ACK_WAIT: Duration = Duration::from_secs(10);
 /// How long one pull waits for rows: the outbox is empty almost always.
 const PULL_EXPIRES: Duration = Duration::from_secs(5);
+/// Pauses while memory-store is unavailable, doubling from the first to the last.
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Rows per pull.
 const BATCH: usize = 64;
-/// Longest pause between attempts to hand a row to memory-store.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Relays until the task is dropped (the gateway aborts it on shutdown; a row
 /// held then comes back to a relay after [`ACK_WAIT`]).
@@ -43,6 +45,7 @@ pub async fn run(js: jetstream::Context, queue: QueueSettings, store: StoreClien
                 continue;
             }
         };
+        let mut backoff = MIN_BACKOFF;
         loop {
             let batch = consumer
                 .batch()
@@ -60,7 +63,22 @@ pub async fn run(js: jetstream::Context, queue: QueueSettings, store: StoreClien
             };
             while let Some(next) = batch.next().await {
                 match next {
-                    Ok(message) => relay_one(&store, message).await,
+                    Ok(message) => {
+                        if relay_one(&store, &message, backoff).await {
+                            backoff = MIN_BACKOFF;
+                            continue;
+                        }
+                        // memory-store is unavailable: hand back what this pull
+                        // already delivered, then pause before pulling again.
+                        while let Ok(Some(Ok(rest))) =
+                            tokio::time::timeout(Duration::from_millis(20), batch.next()).await
+                        {
+                            ack(&rest, AckKind::Nak(Some(backoff))).await;
+                        }
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        break;
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "audit relay: pull error; pulling again");
                         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -72,43 +90,40 @@ pub async fn run(js: jetstream::Context, queue: QueueSettings, store: StoreClien
     }
 }
 
-/// Hands one row to memory-store, retrying until it is stored or refused for good.
-async fn relay_one(store: &StoreClient, message: Message) {
+/// Hands one row to memory-store. False when memory-store is unavailable: the
+/// row is then handed back to the stream, to come again after `delay`.
+async fn relay_one(store: &StoreClient, message: &Message, delay: Duration) -> bool {
     let entry = match AuditEntry::decode(message.payload.clone()) {
         Ok(entry) => entry,
         Err(e) => {
             // Only this service publishes there; a row that does not decode never will.
             tracing::error!(error = %e, "audit relay: undecodable row removed from the outbox");
             audit_row("lost");
-            ack(&message, AckKind::Term).await;
-            return;
+            ack(message, AckKind::Term).await;
+            return true;
         }
     };
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let request = RecordAuditRequest {
-            entry: Some(entry.clone()),
-        };
-        match store.clone().record_audit(request).await {
-            Ok(_) => {
-                ack(&message, AckKind::Ack).await;
-                audit_row("relayed");
-                tracing::info!(audit_id = %entry.audit_id, "audit row relayed from the outbox");
-                return;
-            }
-            Err(s) if s.code() == Code::InvalidArgument => {
-                // A row memory-store refuses will never be accepted: log it whole (no content in it).
-                tracing::error!(?entry, error = %s.message(), "audit relay: row refused by memory-store");
-                audit_row("lost");
-                ack(&message, AckKind::Term).await;
-                return;
-            }
-            Err(s) => {
-                tracing::debug!(code = ?s.code(), audit_id = %entry.audit_id, "audit relay: memory-store unavailable; holding the row");
-                ack(&message, AckKind::Progress).await;
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-            }
+    let request = RecordAuditRequest {
+        entry: Some(entry.clone()),
+    };
+    match store.clone().record_audit(request).await {
+        Ok(_) => {
+            ack(message, AckKind::Ack).await;
+            audit_row("relayed");
+            tracing::info!(audit_id = %entry.audit_id, "audit row relayed from the outbox");
+            true
+        }
+        Err(s) if s.code() == Code::InvalidArgument => {
+            // A row memory-store refuses will never be accepted: log it whole (no content in it).
+            tracing::error!(?entry, error = %s.message(), "audit relay: row refused by memory-store");
+            audit_row("lost");
+            ack(message, AckKind::Term).await;
+            true
+        }
+        Err(s) => {
+            tracing::debug!(code = ?s.code(), audit_id = %entry.audit_id, "audit relay: memory-store unavailable; row handed back");
+            ack(message, AckKind::Nak(Some(delay))).await;
+            false
         }
     }
 }

@@ -10,18 +10,20 @@
 //! the public API, which is no secret, and keeps `grpcurl` usable) stay open.
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{HeaderMap, Request, Response};
 use tonic::Status;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use uuid::Uuid;
 
 use super::{AuthError, Principal, Scope, Verifier};
 use crate::audit::{Action, AuditSink, Facts, Row};
 use crate::error::GatewayError;
-use crate::ratelimit::Limiters;
+use crate::ratelimit::{FailedAuthLimiter, Limiters};
 
 /// Paths served without a token.
 pub const OPEN_PATH_PREFIXES: &[&str] = &[
@@ -55,18 +57,22 @@ pub struct CallContext {
 pub struct Gate {
     pub verifier: Verifier,
     pub limiters: Limiters,
+    /// Failed authentications per client IP address.
+    pub failed_auth: FailedAuthLimiter,
     pub audit: AuditSink,
 }
 
 impl Gate {
     /// The caller, if it may make this call.
-    async fn admit(&self, headers: &HeaderMap, path: &str) -> Result<Principal, Denial> {
-        let token =
-            bearer(headers).map_err(|e| Denial::new(None, GatewayError::Unauthenticated(e)))?;
-        let principal = self
-            .verifier
-            .verify(token)
-            .map_err(|e| Denial::new(None, GatewayError::Unauthenticated(e)))?;
+    async fn admit(
+        &self,
+        headers: &HeaderMap,
+        path: &str,
+        peer: Option<IpAddr>,
+    ) -> Result<Principal, Denial> {
+        let principal = bearer(headers)
+            .and_then(|token| self.verifier.verify(token))
+            .map_err(|e| self.unauthenticated(e, peer))?;
         let allowed = required_scope(path).is_some_and(|scope| principal.has(scope));
         if !allowed {
             let needed = required_scope(path).map_or("an undeclared scope", Scope::as_str);
@@ -83,6 +89,33 @@ impl Gate {
         }
         Ok(principal)
     }
+}
+
+impl Gate {
+    /// The denial of a call without a valid token: UNAUTHENTICATED, or
+    /// RESOURCE_EXHAUSTED once its address failed too often.
+    fn unauthenticated(&self, error: AuthError, peer: Option<IpAddr>) -> Denial {
+        let limited = peer.and_then(|ip| self.failed_auth.check(ip).err());
+        match limited {
+            Some(retry_after) => {
+                tracing::warn!(peer = ?peer, reason = %error, "failed authentications over the per-address limit");
+                Denial::new(None, GatewayError::RateLimited { retry_after })
+            }
+            None => Denial::new(None, GatewayError::Unauthenticated(error)),
+        }
+    }
+}
+
+/// The client's IP address, as the connection shows it (plain or TLS).
+fn peer_ip<B>(request: &Request<B>) -> Option<IpAddr> {
+    let ext = request.extensions();
+    ext.get::<TcpConnectInfo>()
+        .and_then(TcpConnectInfo::remote_addr)
+        .or_else(|| {
+            ext.get::<TlsConnectInfo<TcpConnectInfo>>()
+                .and_then(|tls| tls.get_ref().remote_addr())
+        })
+        .map(|addr| addr.ip())
 }
 
 /// A refused call: who (when known) and why.
@@ -162,9 +195,10 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let gate = Arc::clone(&self.gate);
+        let peer = peer_ip(&request);
         Box::pin(async move {
             let request_id = Uuid::now_v7();
-            match gate.admit(request.headers(), &path).await {
+            match gate.admit(request.headers(), &path, peer).await {
                 Ok(principal) => {
                     request.extensions_mut().insert(CallContext {
                         principal,
