@@ -12,6 +12,13 @@ echo "[test] alert rules: promtool test rules monitoring/alerts.test.yml" >&2
 promtool check rules monitoring/alerts.yml >/dev/null
 promtool test rules monitoring/alerts.test.yml
 
+# The Kubernetes manifests render (when kubectl is here; the settings files they
+# share with docker-compose.yml are checked by a test either way).
+if command -v kubectl >/dev/null 2>&1; then
+  echo "[test] kubectl kustomize k8s/" >&2
+  kubectl kustomize k8s/ >/dev/null
+fi
+
 # Some tests run the services as real processes (one trace across processes, SIGKILL,
 # a real Prometheus scrape): build the binaries first.
 cargo build --workspace --bins

@@ -1,7 +1,7 @@
-//! Observability on the real processes: one update produces one trace across
-//! gateway, worker, agent and memory-store (collected by an OTLP receiver inside
-//! the test), and a real Prometheus scraping the services sees every metric the
-//! alerts use.
+//! Observability and operations on the real processes: one update produces one
+//! trace across gateway, worker, agent and memory-store (collected by an OTLP
+//! receiver inside the test), a real Prometheus scraping the services sees every
+//! metric the alerts use, and the deployment settings files load in every binary.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -375,4 +375,91 @@ fn which(name: &str) -> std::path::PathBuf {
         .map(|d| d.join(name))
         .find(|p| p.exists())
         .unwrap_or_else(|| panic!("{name} is not installed (scripts/services.sh installs it)"))
+}
+
+/// The `CHAT_MEMORY__...` variables a deployment file gives each service:
+/// `k8s/<service>.yaml` (`- name: CHAT_MEMORY__...`) and the service's
+/// `environment:` block in `docker-compose.yml`.
+fn deployment_env(root: &std::path::Path, service: &str) -> Vec<(String, String)> {
+    let mut names = std::collections::BTreeSet::new();
+    let manifest = std::fs::read_to_string(root.join("k8s").join(format!("{service}.yaml")))
+        .unwrap_or_else(|e| panic!("k8s/{service}.yaml: {e}"));
+    for line in manifest.lines() {
+        if let Some(name) = line.trim().strip_prefix("- name: ")
+            && name.starts_with("CHAT_MEMORY__")
+        {
+            names.insert(name.to_owned());
+        }
+    }
+    let compose = std::fs::read_to_string(root.join("docker-compose.yml"))
+        .unwrap_or_else(|e| panic!("docker-compose.yml: {e}"));
+    let mut current = String::new();
+    for line in compose.lines() {
+        if let Some(name) = line.strip_prefix("  ").and_then(|l| l.strip_suffix(':'))
+            && !name.starts_with(' ')
+        {
+            current = name.to_owned();
+        } else if current == service
+            && let Some((key, _)) = line.trim().split_once(':')
+            && key.starts_with("CHAT_MEMORY__")
+        {
+            names.insert(key.to_owned());
+        }
+    }
+    names
+        .into_iter()
+        .map(|name| {
+            let value = if name.ends_with("DATABASE__URL") {
+                "postgres://chat_memory:pw@postgres:5432/chat_memory".to_owned()
+            } else {
+                "placeholder-secret-0123456789abcdef0123456789".to_owned()
+            };
+            (name, value)
+        })
+        .collect()
+}
+
+/// The settings files the Kubernetes manifests and docker-compose.yml share
+/// (`k8s/config/*.toml`) load in each real binary with exactly the variables its
+/// deployment files give it: a renamed or misspelt setting fails here, not in a rollout.
+#[test]
+fn deployment_settings_files_load_in_every_service() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    for service in test_support::processes::SERVICES {
+        let env = deployment_env(&root, service);
+        assert!(
+            service == "summarizer-worker" || !env.is_empty(),
+            "{service}: its deployment gives it no secrets"
+        );
+        let config = root.join("k8s/config").join(format!("{service}.toml"));
+        let out = std::process::Command::new(test_support::processes::bin_dir().join(service))
+            .arg("--config")
+            .arg(&config)
+            .arg("--print-config")
+            .env_clear()
+            .envs(env.iter().cloned())
+            .output()
+            .unwrap_or_else(|e| panic!("{service}: {e}"));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{service} refused its deployment settings ({env:?}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let printed: serde_json::Value = serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("{service}: --print-config is not JSON: {e}"));
+        let listen = printed["listen_addr"].as_str().unwrap_or_default();
+        assert!(
+            listen.starts_with("0.0.0.0:"),
+            "{service} listens on {listen} in a container"
+        );
+        assert!(
+            !stdout.contains("placeholder-secret"),
+            "{service} printed a secret"
+        );
+        println!(
+            "{service}: k8s/config/{service}.toml + {} secret variables: ok",
+            env.len()
+        );
+    }
 }

@@ -1,0 +1,22 @@
+# One image with every chat-memory binary; the container's command picks the service:
+#   gateway | memory-store | summarizer-worker | summarizer-agent | chat-memory-migrate | chat-memory
+# Build: docker build -t chat-memory:local .
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+COPY . .
+# `https` lets the agent's openai backend reach hosted endpoints (rustls with ring).
+RUN cargo build --release --locked --bins --features summarizer-agent/https \
+ && mkdir /out \
+ && cp target/release/gateway target/release/memory-store target/release/summarizer-worker \
+       target/release/summarizer-agent target/release/chat-memory-migrate target/release/chat-memory /out/
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --no-create-home chat-memory
+COPY --from=build /out/ /usr/local/bin/
+USER 10001
+# gRPC: gateway 50051, memory-store 50052, agent 50053, worker 50054; /metrics: 9101-9104.
+EXPOSE 50051 50052 50053 50054 9101 9102 9103 9104
+CMD ["gateway"]
