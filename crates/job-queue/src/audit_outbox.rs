@@ -83,12 +83,7 @@ pub async fn ensure_outbox_stream(
     js: &jetstream::Context,
     settings: &QueueSettings,
 ) -> Result<stream::Stream, QueueError> {
-    js.get_or_create_stream(outbox_stream_config(settings))
-        .await
-        .map_err(|e| QueueError::Stream {
-            stream: outbox_stream_name(settings),
-            reason: e.to_string(),
-        })
+    crate::stream::get_or_create(js, outbox_stream_config(settings)).await
 }
 
 /// The relay consumer, created if absent.

@@ -68,12 +68,7 @@ pub async fn ensure_dlq_stream(
     js: &jetstream::Context,
     settings: &QueueSettings,
 ) -> Result<stream::Stream, QueueError> {
-    js.get_or_create_stream(dlq_stream_config(settings))
-        .await
-        .map_err(|e| QueueError::Stream {
-            stream: dlq_stream_name(settings),
-            reason: e.to_string(),
-        })
+    crate::stream::get_or_create(js, dlq_stream_config(settings)).await
 }
 
 /// What is known about a job being dead-lettered.

@@ -100,6 +100,23 @@ pub fn stream_config(settings: &QueueSettings) -> stream::Config {
     }
 }
 
+/// Returns the stream `config` names, creating it if absent; never changes it.
+///
+/// # Errors
+/// [`QueueError::Stream`] naming the stream when JetStream refuses.
+pub async fn get_or_create(
+    js: &jetstream::Context,
+    config: stream::Config,
+) -> Result<stream::Stream, QueueError> {
+    let name = config.name.clone();
+    js.get_or_create_stream(config)
+        .await
+        .map_err(|e| QueueError::Stream {
+            stream: name,
+            reason: e.to_string(),
+        })
+}
+
 /// Returns the jobs stream, creating it if absent. Never changes an existing one.
 ///
 /// # Errors
@@ -113,10 +130,7 @@ pub async fn ensure_stream(
         stream: settings.stream.clone(),
         reason,
     };
-    let mut stream = js
-        .get_or_create_stream(wanted.clone())
-        .await
-        .map_err(|e| err(e.to_string()))?;
+    let mut stream = get_or_create(js, wanted.clone()).await?;
     let info = stream.info().await.map_err(|e| err(e.to_string()))?;
     if info.config.subjects != wanted.subjects || info.config.retention != wanted.retention {
         return Err(err(format!(

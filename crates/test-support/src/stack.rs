@@ -367,21 +367,11 @@ impl TestStack {
     /// Waits until the job is SUCCEEDED or FAILED and returns its status.
     pub async fn wait_job_done(&self, job_id: &str, timeout: Duration) -> GetUpdateStatusResponse {
         let client = self.gateway().await;
-        wait::until(&format!("job {job_id} to finish"), timeout, || {
-            let mut client = client.clone();
-            let job_id = job_id.to_owned();
-            async move {
-                let s = client
-                    .get_update_status(GetUpdateStatusRequest { job_id })
-                    .await
-                    .ok()?
-                    .into_inner();
-                matches!(
-                    JobState::try_from(s.state),
-                    Ok(JobState::Succeeded | JobState::Failed)
-                )
-                .then_some(s)
-            }
+        wait_job(&client, job_id, "finish", timeout, |s| {
+            matches!(
+                JobState::try_from(s.state),
+                Ok(JobState::Succeeded | JobState::Failed)
+            )
         })
         .await
     }
@@ -441,6 +431,39 @@ impl TestStack {
             "services did not stop cleanly: {errors:?}"
         );
     }
+}
+
+/// Polls `GetUpdateStatus` of `job_id` through `client` until `done` holds for
+/// the status (`what` names the condition in the timeout message); returns it.
+///
+/// # Panics
+/// After `timeout`.
+pub async fn wait_job(
+    client: &GatewayClient,
+    job_id: &str,
+    what: &str,
+    timeout: Duration,
+    done: impl Fn(&GetUpdateStatusResponse) -> bool,
+) -> GetUpdateStatusResponse {
+    let done = &done;
+    wait::until(&format!("job {job_id} to {what}"), timeout, || {
+        let mut client = client.clone();
+        let job_id = job_id.to_owned();
+        async move {
+            let s = client
+                .get_update_status(GetUpdateStatusRequest { job_id })
+                .await
+                .ok()?
+                .into_inner();
+            done(&s).then_some(s)
+        }
+    })
+    .await
+}
+
+/// `done` for [`wait_job`]: the job SUCCEEDED.
+pub fn succeeded(s: &GetUpdateStatusResponse) -> bool {
+    s.state == JobState::Succeeded as i32
 }
 
 /// Waits until `grpc.health.v1` at `addr` reports SERVING.

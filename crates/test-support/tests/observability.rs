@@ -7,8 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use chat_memory_proto::v1::{
-    ChatMessage, GetMemoryRequest, GetUpdateStatusRequest, JobState, QueryAuditRequest, Role,
-    UpdateMemoryRequest,
+    ChatMessage, GetMemoryRequest, QueryAuditRequest, Role, UpdateMemoryRequest,
 };
 use test_support::otlp::{OtlpReceiver, ReceivedSpan};
 use test_support::processes::{ProcessOptions, ProcessStack};
@@ -78,20 +77,14 @@ async fn one_update_produces_one_trace_across_every_service() {
         .expect("accepted")
         .into_inner()
         .job_id;
-    stack
-        .wait_until("the job to succeed", Duration::from_secs(30), || {
-            let mut client = client.clone();
-            let job_id = job_id.clone();
-            async move {
-                let s = client
-                    .get_update_status(GetUpdateStatusRequest { job_id })
-                    .await
-                    .ok()?
-                    .into_inner();
-                (s.state == JobState::Succeeded as i32).then_some(())
-            }
-        })
-        .await;
+    test_support::stack::wait_job(
+        &client,
+        &job_id,
+        "succeed",
+        Duration::from_secs(30),
+        test_support::stack::succeeded,
+    )
+    .await;
 
     // The worker's span carries the job id; its trace must hold every hop.
     let trace = stack

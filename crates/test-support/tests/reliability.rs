@@ -11,6 +11,7 @@ use chat_memory_proto::v1::{
 };
 use job_queue::dlq::{self, DeadLetterEntry};
 use summarizer_agent::backend::offline::OfflineBackend;
+use test_support::stack::{succeeded, wait_job};
 use test_support::switch::{Switch, SwitchedBackend};
 use test_support::{StackOptions, TestStack, wait};
 use tonic::Code;
@@ -199,19 +200,7 @@ async fn a_job_that_exhausts_its_attempts_is_dead_lettered_and_a_replay_applies_
     dlq::replay(&js, &stack.queue, letters[0].dlq_seq)
         .await
         .unwrap_or_else(|e| panic!("replay: {e}"));
-    let status = wait::until("the replayed job to succeed", JOB_TIMEOUT, || {
-        let mut client = client.clone();
-        let job_id = job_id.clone();
-        async move {
-            let s = client
-                .get_update_status(GetUpdateStatusRequest { job_id })
-                .await
-                .ok()?
-                .into_inner();
-            (s.state == JobState::Succeeded as i32).then_some(s)
-        }
-    })
-    .await;
+    let status = wait_job(&client, &job_id, "succeed", JOB_TIMEOUT, succeeded).await;
     assert_eq!(status.resulting_version, Some(1));
     assert!(
         dlq::list(&js, &stack.queue, 100)
@@ -263,17 +252,8 @@ async fn a_replay_does_not_overwrite_a_newer_memory_and_is_recorded_superseded()
     dlq::replay(&js, &stack.queue, letters[0].dlq_seq)
         .await
         .unwrap_or_else(|e| panic!("replay: {e}"));
-    let status = wait::until("the replay to be judged superseded", JOB_TIMEOUT, || {
-        let mut client = client.clone();
-        let job_id = old.clone();
-        async move {
-            let s = client
-                .get_update_status(GetUpdateStatusRequest { job_id })
-                .await
-                .ok()?
-                .into_inner();
-            s.error.contains("superseded").then_some(s)
-        }
+    let status = wait_job(&client, &old, "be judged superseded", JOB_TIMEOUT, |s| {
+        s.error.contains("superseded")
     })
     .await;
     assert_eq!(status.state, JobState::Failed as i32, "{status:?}");

@@ -16,7 +16,7 @@ use chat_memory_proto::v1::{
 };
 use test_support::auth::{self, Bearer};
 use test_support::processes::{ProcessOptions, ProcessStack};
-use test_support::stack::{channel, gateway_client};
+use test_support::stack::{channel, gateway_client, succeeded};
 use test_support::{GatewayClient, StackOptions, TestStack, wait};
 
 const JOB_TIMEOUT: Duration = Duration::from_secs(30);
@@ -705,20 +705,8 @@ async fn audit_rows_of_calls_made_while_memory_store_is_down_survive_a_gateway_c
         "content in an audit row"
     );
     // The update itself was applied once memory-store came back.
-    let status = stack
-        .wait_until("the update to be applied", JOB_TIMEOUT, || {
-            let mut client = admin.clone();
-            let job_id = job.clone();
-            async move {
-                let s = client
-                    .get_update_status(GetUpdateStatusRequest { job_id })
-                    .await
-                    .ok()?
-                    .into_inner();
-                (s.state == chat_memory_proto::v1::JobState::Succeeded as i32).then_some(s)
-            }
-        })
-        .await;
+    let status =
+        test_support::stack::wait_job(&admin, &job, "be applied", JOB_TIMEOUT, succeeded).await;
     assert!(
         status.resulting_version.is_some_and(|v| v >= 1),
         "{status:?}"
