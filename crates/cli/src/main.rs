@@ -52,6 +52,24 @@ struct Cli {
     command: Command,
 }
 
+/// Where the operator commands find the queue: NATS and the jobs stream.
+#[derive(clap::Args)]
+struct JetStreamArgs {
+    #[arg(
+        long,
+        env = "CHAT_MEMORY__NATS__URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    nats: String,
+    /// The jobs stream (its dead letters are in `<stream>_DLQ`).
+    #[arg(
+        long,
+        env = "CHAT_MEMORY__NATS__STREAM",
+        default_value = "CHAT_MEMORY_JOBS"
+    )]
+    stream: String,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Send new messages of a chat; prints the job id.
@@ -88,18 +106,8 @@ enum Command {
     },
     /// Show the update queue per partition, read from JetStream (operators).
     Queue {
-        #[arg(
-            long,
-            env = "CHAT_MEMORY__NATS__URL",
-            default_value = "nats://127.0.0.1:4222"
-        )]
-        nats: String,
-        #[arg(
-            long,
-            env = "CHAT_MEMORY__NATS__STREAM",
-            default_value = "CHAT_MEMORY_JOBS"
-        )]
-        stream: String,
+        #[command(flatten)]
+        jetstream: JetStreamArgs,
         #[arg(
             long,
             env = "CHAT_MEMORY__CONSUMER__DURABLE_PREFIX",
@@ -109,19 +117,8 @@ enum Command {
     },
     /// List or replay dead-lettered jobs, through JetStream (operators).
     Dlq {
-        #[arg(
-            long,
-            env = "CHAT_MEMORY__NATS__URL",
-            default_value = "nats://127.0.0.1:4222"
-        )]
-        nats: String,
-        /// The jobs stream; dead letters are in `<stream>_DLQ`.
-        #[arg(
-            long,
-            env = "CHAT_MEMORY__NATS__STREAM",
-            default_value = "CHAT_MEMORY_JOBS"
-        )]
-        stream: String,
+        #[command(flatten)]
+        jetstream: JetStreamArgs,
         #[arg(
             long,
             env = "CHAT_MEMORY__NATS__SUBJECT_PREFIX",
@@ -196,22 +193,27 @@ async fn run(cli: Cli) -> Result<(), String> {
         return Ok(());
     }
     if let Command::Queue {
-        nats,
-        stream,
+        jetstream,
         durable_prefix,
     } = &cli.command
     {
-        return queue::print(nats, stream, durable_prefix).await;
+        return queue::print(&jetstream.nats, &jetstream.stream, durable_prefix).await;
     }
     if let Command::Dlq {
-        nats,
-        stream,
+        jetstream,
         subject_prefix,
         partitions,
         command,
     } = &cli.command
     {
-        return dlq::run(nats, stream, subject_prefix, *partitions, command).await;
+        return dlq::run(
+            &jetstream.nats,
+            &jetstream.stream,
+            subject_prefix,
+            *partitions,
+            command,
+        )
+        .await;
     }
     let mut endpoint = Channel::from_shared(cli.gateway.clone())
         .map_err(|e| format!("--gateway {}: {e}", cli.gateway))?;

@@ -37,21 +37,13 @@ pub fn outbox_subject(settings: &QueueSettings) -> String {
 
 /// The outbox stream's configuration.
 pub fn outbox_stream_config(settings: &QueueSettings) -> stream::Config {
-    stream::Config {
-        name: outbox_stream_name(settings),
-        subjects: vec![outbox_subject(settings)],
+    crate::stream::durable_stream_config(
+        settings,
+        outbox_stream_name(settings),
+        vec![outbox_subject(settings)],
         // A row is removed once relayed: the stream only holds rows in transit.
-        retention: stream::RetentionPolicy::WorkQueue,
-        // Survives a NATS restart, like the jobs themselves.
-        storage: stream::StorageType::File,
-        // Refuse a row rather than drop an older one: the caller then logs it.
-        discard: stream::DiscardPolicy::New,
-        max_messages: settings.max_jobs,
-        max_bytes: settings.max_bytes,
-        duplicate_window: Duration::from_secs(settings.duplicate_window_secs),
-        num_replicas: 1,
-        ..Default::default()
-    }
+        stream::RetentionPolicy::WorkQueue,
+    )
 }
 
 /// The relay consumer's configuration.

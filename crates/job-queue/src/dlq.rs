@@ -13,8 +13,6 @@
 //!   memory-store it is a replay, which lets a FAILED job run again: it applies
 //!   when nothing newer was applied to the chat, else it is recorded superseded.
 
-use std::time::Duration;
-
 use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
 
@@ -43,21 +41,13 @@ pub fn dlq_subject(settings: &QueueSettings) -> String {
 
 /// The dead-letter stream's configuration.
 pub fn dlq_stream_config(settings: &QueueSettings) -> stream::Config {
-    stream::Config {
-        name: dlq_stream_name(settings),
-        subjects: vec![dlq_subject(settings)],
+    crate::stream::durable_stream_config(
+        settings,
+        dlq_stream_name(settings),
+        vec![dlq_subject(settings)],
         // Kept until an operator replays or removes them.
-        retention: stream::RetentionPolicy::Limits,
-        // Survives a NATS restart, like the jobs themselves.
-        storage: stream::StorageType::File,
-        // Refuse rather than silently drop older dead letters.
-        discard: stream::DiscardPolicy::New,
-        max_messages: settings.max_jobs,
-        max_bytes: settings.max_bytes,
-        duplicate_window: Duration::from_secs(settings.duplicate_window_secs),
-        num_replicas: 1,
-        ..Default::default()
-    }
+        stream::RetentionPolicy::Limits,
+    )
 }
 
 /// Returns the dead-letter stream, creating it if absent; never changes it.

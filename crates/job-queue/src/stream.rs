@@ -78,19 +78,23 @@ pub async fn connect(
     Ok(js)
 }
 
-/// The stream configuration the settings describe.
-pub fn stream_config(settings: &QueueSettings) -> stream::Config {
+/// The configuration every stream of the queue shares (jobs, dead letters,
+/// audit outbox), around its name, subjects and retention:
+/// - file storage: an acknowledged publish survives a NATS restart;
+/// - discard-new: when full, refuse a new message rather than drop an accepted one;
+/// - the settings' limits (JetStream reserves `max_bytes` per stream) and duplicate window;
+/// - one replica (the server here is a single NATS 2.9).
+pub(crate) fn durable_stream_config(
+    settings: &QueueSettings,
+    name: String,
+    subjects: Vec<String>,
+    retention: stream::RetentionPolicy,
+) -> stream::Config {
     stream::Config {
-        name: settings.stream.clone(),
-        subjects: vec![chat_memory_proto::jobs::stream_subjects(
-            &settings.subject_prefix,
-        )],
-        // Work queue: a job is removed once acknowledged; each partition consumer
-        // filters a distinct subject, which work-queue retention requires.
-        retention: stream::RetentionPolicy::WorkQueue,
-        // File storage: an acknowledged publish survives a NATS restart.
+        name,
+        subjects,
+        retention,
         storage: stream::StorageType::File,
-        // Refuse new jobs when full rather than dropping accepted ones.
         discard: stream::DiscardPolicy::New,
         max_messages: settings.max_jobs,
         max_bytes: settings.max_bytes,
@@ -98,6 +102,20 @@ pub fn stream_config(settings: &QueueSettings) -> stream::Config {
         num_replicas: 1,
         ..Default::default()
     }
+}
+
+/// The stream configuration the settings describe.
+pub fn stream_config(settings: &QueueSettings) -> stream::Config {
+    durable_stream_config(
+        settings,
+        settings.stream.clone(),
+        vec![chat_memory_proto::jobs::stream_subjects(
+            &settings.subject_prefix,
+        )],
+        // Work queue: a job is removed once acknowledged; each partition consumer
+        // filters a distinct subject, which work-queue retention requires.
+        stream::RetentionPolicy::WorkQueue,
+    )
 }
 
 /// Returns the stream `config` names, creating it if absent; never changes it.

@@ -89,9 +89,7 @@ impl Gate {
         }
         Ok(principal)
     }
-}
 
-impl Gate {
     /// The denial of a call without a valid token: UNAUTHENTICATED, or
     /// RESOURCE_EXHAUSTED once its address failed too often.
     fn unauthenticated(&self, error: AuthError, peer: Option<IpAddr>) -> Denial {

@@ -1,0 +1,265 @@
+//! Exactly-once application at the store: versions, redelivery, supersession,
+//! concurrent commits, and the `apply` audit row written with the memory.
+
+use super::*;
+
+#[tokio::test]
+async fn a_commit_is_visible_through_get_memory_with_version_one_and_pending_counts() {
+    let mut store = TestStore::start().await;
+    let (first, second) = (job_id(), job_id());
+    for (job, seq) in [(&first, 1), (&second, 2)] {
+        let r = store
+            .client
+            .record_accepted(accepted(job, "chat-a", seq))
+            .await
+            .expect("record")
+            .into_inner();
+        assert!(r.inserted);
+    }
+
+    let begun = store
+        .client
+        .begin_job(begin(&first, "chat-a", 1))
+        .await
+        .expect("begin")
+        .into_inner();
+    assert_eq!(skip(&begun), SkipReason::Unspecified);
+    assert_eq!((begun.prior, begun.prior_version), (None, 0));
+    assert_eq!(store.job_state(&first).await.0, JobState::Running);
+    let committed = store
+        .client
+        .commit_job(commit(&first, "chat-a", 1, 0, "hello"))
+        .await
+        .expect("commit")
+        .into_inner();
+
+    assert_eq!(
+        (outcome(&committed), committed.version),
+        (CommitOutcome::Applied, 1)
+    );
+    let got = store
+        .client
+        .get_memory(GetMemoryRequest {
+            access: None,
+            chat_id: "chat-a".into(),
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(got.chat_id, "chat-a");
+    let memory = got.memory.expect("memory");
+    assert_eq!(
+        (memory.version, memory.general_summary.as_str()),
+        (1, "hello")
+    );
+    assert_eq!(
+        memory.token_counts.map(|t| (t.user_confirmed, t.total)),
+        Some((2, 10))
+    );
+    let freshness = got.freshness.expect("freshness");
+    assert_eq!(
+        (freshness.last_applied_job_id, freshness.pending_jobs),
+        (first.clone(), 1)
+    );
+    let job = store
+        .client
+        .get_job(GetJobRequest {
+            access: None,
+            job_id: first.clone(),
+        })
+        .await
+        .expect("job")
+        .into_inner();
+    assert_eq!(
+        JobState::try_from(job.state).ok(),
+        Some(JobState::Succeeded)
+    );
+    assert_eq!(
+        (job.resulting_version, job.attempts, job.stream_seq),
+        (Some(1), 1, 1)
+    );
+
+    // The next job builds on the stored memory, state included.
+    let begun = store
+        .client
+        .begin_job(begin(&second, "chat-a", 2))
+        .await
+        .expect("begin")
+        .into_inner();
+    let prior = begun.prior.expect("prior memory");
+    assert_eq!(
+        (begun.prior_version, prior.state_json.as_str()),
+        (1, r#"{"items":[1,2]}"#)
+    );
+}
+
+#[tokio::test]
+async fn a_redelivered_job_is_already_applied_and_a_second_commit_changes_nothing() {
+    let mut store = TestStore::start().await;
+    let job = job_id();
+    assert_eq!(store.apply(&job, "chat-b", 7, "once").await.version, 1);
+
+    let again = store
+        .client
+        .begin_job(begin(&job, "chat-b", 7))
+        .await
+        .expect("begin")
+        .into_inner();
+    assert_eq!(skip(&again), SkipReason::AlreadyApplied);
+    let recommit = store
+        .client
+        .commit_job(commit(&job, "chat-b", 7, 1, "twice"))
+        .await
+        .expect("commit")
+        .into_inner();
+
+    assert_eq!(
+        (outcome(&recommit), recommit.version),
+        (CommitOutcome::AlreadyApplied, 1)
+    );
+    assert_eq!(store.version("chat-b").await, 1);
+}
+
+#[tokio::test]
+async fn a_stale_expected_version_is_a_version_conflict_and_writes_nothing() {
+    let mut store = TestStore::start().await;
+    store.apply(&job_id(), "chat-c", 1, "first").await;
+    let late = job_id();
+    store
+        .client
+        .begin_job(begin(&late, "chat-c", 2))
+        .await
+        .expect("begin");
+
+    let r = store
+        .client
+        .commit_job(commit(&late, "chat-c", 2, 0, "stale"))
+        .await
+        .expect("commit")
+        .into_inner();
+
+    assert_eq!(
+        (outcome(&r), r.version),
+        (CommitOutcome::VersionConflict, 1)
+    );
+    let got = store
+        .client
+        .get_memory(GetMemoryRequest {
+            access: None,
+            chat_id: "chat-c".into(),
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(
+        got.memory.map(|m| (m.version, m.general_summary)),
+        Some((1, "first".into()))
+    );
+    assert_eq!(store.job_state(&late).await.0, JobState::Running);
+}
+
+#[tokio::test]
+async fn a_job_older_than_the_applied_one_is_superseded() {
+    let mut store = TestStore::start().await;
+    store.apply(&job_id(), "chat-d", 10, "newer").await;
+    let (old, older) = (job_id(), job_id());
+
+    let begun = store
+        .client
+        .begin_job(begin(&old, "chat-d", 5))
+        .await
+        .expect("begin")
+        .into_inner();
+    let committed = store
+        .client
+        .commit_job(commit(&older, "chat-d", 4, 1, "older"))
+        .await
+        .expect("commit")
+        .into_inner();
+
+    assert_eq!(skip(&begun), SkipReason::Superseded);
+    assert_eq!(
+        store.job_state(&old).await,
+        (JobState::Failed, "superseded by a later update".into())
+    );
+    assert_eq!(
+        (outcome(&committed), committed.version),
+        (CommitOutcome::Superseded, 1)
+    );
+    assert_eq!(store.version("chat-d").await, 1);
+}
+
+#[tokio::test]
+async fn twenty_concurrent_commits_with_the_same_expected_version_apply_exactly_once() {
+    let store = TestStore::start().await;
+    let commits = (1..=20u64).map(|seq| {
+        let mut client = store.client.clone();
+        tokio::spawn(async move {
+            let request = commit(&job_id(), "chat-race", seq, 0, &format!("from {seq}"));
+            client
+                .commit_job(request)
+                .await
+                .map(|r| outcome(&r.into_inner()))
+        })
+    });
+
+    let mut outcomes = Vec::new();
+    for handle in commits.collect::<Vec<_>>() {
+        outcomes.push(handle.await.expect("task").expect("commit"));
+    }
+
+    let applied = outcomes
+        .iter()
+        .filter(|o| **o == CommitOutcome::Applied)
+        .count();
+    assert_eq!(applied, 1, "{outcomes:?}");
+    assert!(
+        outcomes.iter().all(|o| matches!(
+            o,
+            CommitOutcome::Applied | CommitOutcome::VersionConflict | CommitOutcome::Superseded
+        )),
+        "{outcomes:?}"
+    );
+    let mut store = store;
+    assert_eq!(store.version("chat-race").await, 1);
+}
+
+#[tokio::test]
+async fn an_applied_job_leaves_one_apply_audit_row_written_with_the_memory() {
+    let mut store = TestStore::start().await;
+    let job = job_id();
+    let chat = "tenant-x/chat-audit";
+    let r = store.apply(&job, chat, 1, "first").await;
+    assert_eq!(outcome(&r), CommitOutcome::Applied);
+    // A redelivery of the same job changes nothing, the audit included.
+    let again = store
+        .client
+        .commit_job(commit(&job, chat, 1, 1, "again"))
+        .await
+        .expect("commit")
+        .into_inner();
+    assert_eq!(outcome(&again), CommitOutcome::AlreadyApplied);
+
+    let rows = store
+        .client
+        .query_audit(chat_memory_proto::store::QueryAuditRequest {
+            tenant: "tenant-x".into(),
+            filter: Some(chat_memory_proto::v1::QueryAuditRequest {
+                action: "apply".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("query")
+        .into_inner()
+        .entries;
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    assert_eq!(
+        (
+            rows[0].chat_id.as_str(),
+            rows[0].job_id.as_str(),
+            rows[0].detail.as_str()
+        ),
+        ("chat-audit", job.as_str(), "version 1")
+    );
+}

@@ -1,0 +1,205 @@
+//! Job records: acceptance is idempotent, failures are recorded, deleting a
+//! chat discards the jobs accepted before it.
+
+use super::*;
+
+#[tokio::test]
+async fn delete_chat_discards_jobs_accepted_before_it_and_applies_later_ones() {
+    let mut store = TestStore::start().await;
+    store.apply(&job_id(), "chat-e", 1, "before").await;
+    let queued = job_id();
+    store
+        .client
+        .record_accepted(accepted(&queued, "chat-e", 2))
+        .await
+        .expect("record");
+
+    let deleted = store
+        .client
+        .delete_chat(DeleteChatRequest {
+            access: None,
+            chat_id: "chat-e".into(),
+            through_stream_seq: 2,
+        })
+        .await
+        .expect("delete")
+        .into_inner();
+
+    assert!(deleted.memory_deleted);
+    assert_eq!(deleted.jobs_removed, 2);
+    let gone = store
+        .client
+        .get_memory(GetMemoryRequest {
+            access: None,
+            chat_id: "chat-e".into(),
+        })
+        .await;
+    assert_eq!(gone.err().map(|s| s.code()), Some(Code::NotFound));
+    let begun = store
+        .client
+        .begin_job(begin(&queued, "chat-e", 2))
+        .await
+        .expect("begin")
+        .into_inner();
+    assert_eq!(skip(&begun), SkipReason::ChatDeleted);
+    let r = store
+        .client
+        .commit_job(commit(&queued, "chat-e", 2, 0, "resurrected"))
+        .await
+        .expect("commit")
+        .into_inner();
+    assert_eq!(outcome(&r), CommitOutcome::ChatDeleted);
+    let unknown = store
+        .client
+        .get_job(GetJobRequest {
+            access: None,
+            job_id: queued,
+        })
+        .await;
+    assert_eq!(
+        unknown.err().map(|s| s.code()),
+        Some(Code::NotFound),
+        "a discarded job leaves no row"
+    );
+    let ignored = store
+        .client
+        .record_accepted(accepted(&job_id(), "chat-e", 1))
+        .await
+        .expect("record")
+        .into_inner();
+    assert!(
+        !ignored.inserted,
+        "a job accepted before the delete is not recorded"
+    );
+
+    let after = job_id();
+    let begun = store
+        .client
+        .begin_job(begin(&after, "chat-e", 3))
+        .await
+        .expect("begin")
+        .into_inner();
+    assert_eq!(
+        (skip(&begun), begun.prior, begun.prior_version),
+        (SkipReason::Unspecified, None, 0)
+    );
+    let r = store
+        .client
+        .commit_job(commit(&after, "chat-e", 3, 0, "after"))
+        .await
+        .expect("commit")
+        .into_inner();
+    assert_eq!((outcome(&r), r.version), (CommitOutcome::Applied, 1));
+}
+
+#[tokio::test]
+async fn record_accepted_is_idempotent_and_never_regresses_a_succeeded_job() {
+    let mut store = TestStore::start().await;
+    let job = job_id();
+
+    let first = store
+        .client
+        .record_accepted(accepted(&job, "chat-f", 1))
+        .await
+        .expect("record")
+        .into_inner();
+    let second = store
+        .client
+        .record_accepted(accepted(&job, "chat-f", 1))
+        .await
+        .expect("record")
+        .into_inner();
+    assert_eq!((first.inserted, second.inserted), (true, false));
+    assert_eq!(store.job_state(&job).await.0, JobState::Queued);
+
+    store.apply(&job, "chat-f", 1, "done").await;
+    let late = store
+        .client
+        .record_accepted(accepted(&job, "chat-f", 1))
+        .await
+        .expect("record")
+        .into_inner();
+
+    assert!(!late.inserted);
+    assert!(
+        !late.earlier_acceptance,
+        "the same stream message is not a repeated request"
+    );
+    assert_eq!(store.job_state(&job).await.0, JobState::Succeeded);
+
+    // The same job id as another stream message: a request repeated beyond
+    // JetStream's duplicate window.
+    let repeated = store
+        .client
+        .record_accepted(accepted(&job, "chat-f", 9))
+        .await
+        .expect("record")
+        .into_inner();
+    assert!(!repeated.inserted);
+    assert!(repeated.earlier_acceptance);
+    assert_eq!(store.job_state(&job).await.0, JobState::Succeeded);
+}
+
+#[tokio::test]
+async fn fail_job_records_errors_and_never_touches_a_succeeded_job() {
+    let mut store = TestStore::start().await;
+    let (flaky, broken, done) = (job_id(), job_id(), job_id());
+    let fail = |job: &str, seq: u64, attempt: u32, terminal: bool| FailJobRequest {
+        job_id: job.into(),
+        chat_id: "chat-g".into(),
+        stream_seq: seq,
+        attempt,
+        error: format!("attempt {attempt} failed"),
+        terminal,
+    };
+    store
+        .client
+        .record_accepted(accepted(&flaky, "chat-g", 1))
+        .await
+        .expect("record");
+
+    store
+        .client
+        .fail_job(fail(&flaky, 1, 2, false))
+        .await
+        .expect("fail");
+    let job = store
+        .client
+        .get_job(GetJobRequest {
+            access: None,
+            job_id: flaky.clone(),
+        })
+        .await
+        .expect("job")
+        .into_inner();
+    assert_eq!(JobState::try_from(job.state).ok(), Some(JobState::Running));
+    assert_eq!((job.attempts, job.error.as_str()), (2, "attempt 2 failed"));
+
+    store
+        .client
+        .fail_job(fail(&broken, 2, 5, true))
+        .await
+        .expect("fail");
+    assert_eq!(
+        store.job_state(&broken).await,
+        (JobState::Failed, "attempt 5 failed".into())
+    );
+    let begun = store
+        .client
+        .begin_job(begin(&broken, "chat-g", 2))
+        .await
+        .expect("begin")
+        .into_inner();
+    assert_eq!(skip(&begun), SkipReason::AlreadyFailed);
+
+    store.apply(&done, "chat-g", 3, "ok").await;
+    store
+        .client
+        .fail_job(fail(&done, 3, 2, true))
+        .await
+        .expect("fail");
+    assert_eq!(
+        store.job_state(&done).await,
+        (JobState::Succeeded, String::new())
+    );
+}
