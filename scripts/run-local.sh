@@ -73,6 +73,7 @@ start summarizer-worker 50054 CHAT_MEMORY__STORE__SERVICE_TOKEN="$SERVICE_TOKEN"
 # (made once in .local/); clients trust it with --ca-cert .local/tls.crt.
 GATEWAY_TLS=()
 GATEWAY_URL=http://127.0.0.1:50051
+CA_HINT=""
 if [ "${CHAT_MEMORY_TLS:-0}" = 1 ]; then
   if [ ! -f "$STATE/tls.crt" ]; then
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 365 -subj /CN=localhost \
@@ -80,6 +81,7 @@ if [ "${CHAT_MEMORY_TLS:-0}" = 1 ]; then
   fi
   GATEWAY_TLS=(CHAT_MEMORY__TLS__CERT_PATH="$STATE/tls.crt" CHAT_MEMORY__TLS__KEY_PATH="$STATE/tls.key")
   GATEWAY_URL=https://localhost:50051
+  CA_HINT=" CHAT_MEMORY_CA_CERT=$STATE/tls.crt"
 fi
 start gateway 50051 CHAT_MEMORY__STORE__SERVICE_TOKEN="$SERVICE_TOKEN" CHAT_MEMORY__AUTH__HS256_SECRET="$HS256_SECRET" \
   CHAT_MEMORY__RATE_LIMIT__PER_MINUTE="${RATE_LIMIT_PER_MINUTE:-100}" "${GATEWAY_TLS[@]}"
@@ -95,8 +97,7 @@ chat-memory is running ($PROFILE build); logs in $LOGS/
   summarizer-agent (MCP at /mcp, health)  127.0.0.1:50053
   summarizer-worker (health)              127.0.0.1:50054
   metrics (Prometheus)                    127.0.0.1:9101-9104 /metrics
-Try:  export CHAT_MEMORY_TOKEN=\$(cat $STATE/token) CHAT_MEMORY_GATEWAY=$GATEWAY_URL
-$( [ "${CHAT_MEMORY_TLS:-0}" = 1 ] && echo "      export CHAT_MEMORY_CA_CERT=$STATE/tls.crt" )
+Try:  export CHAT_MEMORY_TOKEN=\$(cat $STATE/token) CHAT_MEMORY_GATEWAY=$GATEWAY_URL${CA_HINT}
       $BIN/chat-memory update --chat demo -m "user:My member ID is W123456789" --wait
       $BIN/chat-memory get demo
 Press Ctrl-C to stop.

@@ -53,17 +53,24 @@ pub async fn run(
             let entries = dlq::list(&js, &settings, *limit)
                 .await
                 .map_err(|e| e.to_string())?;
-            println!(
+            out!(
                 "{:>8} {:>12} {:<36} {:<24} reason",
-                "dlq_seq", "original_seq", "job_id", "chat_id"
+                "dlq_seq",
+                "original_seq",
+                "job_id",
+                "chat_id"
             );
             for e in &entries {
-                println!(
+                out!(
                     "{:>8} {:>12} {:<36} {:<24} {}",
-                    e.dlq_seq, e.original_seq, e.job_id, e.chat_id, e.reason
+                    e.dlq_seq,
+                    e.original_seq,
+                    e.job_id,
+                    e.chat_id,
+                    e.reason
                 );
             }
-            println!("{} dead letter(s)", entries.len());
+            out!("{} dead letter(s)", entries.len());
         }
         DlqCommand::Replay { seq, all } => {
             let seqs: Vec<u64> = if *all {
@@ -80,12 +87,13 @@ pub async fn run(
                 let r = dlq::replay(&js, &settings, *s)
                     .await
                     .map_err(|e| format!("replaying dead letter {s}: {e}"))?;
-                println!(
+                out!(
                     "replayed dead letter {} as job message {}",
-                    r.dlq_seq, r.job_seq
+                    r.dlq_seq,
+                    r.job_seq
                 );
             }
-            println!("{} replayed", seqs.len());
+            out!("{} replayed", seqs.len());
         }
     }
     Ok(())

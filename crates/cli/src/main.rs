@@ -11,6 +11,20 @@
 //! chat-memory dlq replay 12                       # or: dlq replay --all
 //! ```
 
+/// `println!` that never panics: a closed stdout (`chat-memory queue | head`)
+/// only drops the output, and the command still finishes what it was doing
+/// (a replay in progress is not cut short); any other write error ends it.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        match writeln!(std::io::stdout().lock(), $($arg)*) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+            Err(e) => return Err(format!("writing to stdout: {e}")),
+        }
+    }};
+}
+
 mod dlq;
 mod queue;
 mod render;
@@ -189,7 +203,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             scopes,
             ttl_secs: *ttl_secs,
         };
-        println!("{}", token::sign(&request)?);
+        out!("{}", token::sign(&request)?);
         return Ok(());
     }
     if let Command::Queue {
@@ -267,7 +281,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .map_err(render::status)?
                 .into_inner();
             if !wait {
-                println!(
+                out!(
                     "{}",
                     serde_json::json!({ "job_id": resp.job_id, "deduplicated": resp.deduplicated })
                 );
@@ -287,7 +301,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                     Ok(JobState::Succeeded | JobState::Failed)
                 );
                 if done || Instant::now() > deadline {
-                    println!("{}", render::job(&s));
+                    out!("{}", render::job(&s));
                     return Ok(());
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -298,14 +312,14 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .get_update_status(GetUpdateStatusRequest { job_id })
                 .await
                 .map_err(render::status)?;
-            println!("{}", render::job(&s.into_inner()));
+            out!("{}", render::job(&s.into_inner()));
         }
         Command::Get { chat_id } => {
             let m = client
                 .get_memory(GetMemoryRequest { chat_id })
                 .await
                 .map_err(render::status)?;
-            println!("{}", render::memory(&m.into_inner()));
+            out!("{}", render::memory(&m.into_inner()));
         }
         Command::Queue { .. } | Command::Dlq { .. } | Command::Token { .. } => {}
         Command::Audit {
@@ -326,7 +340,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .map_err(render::status)?
                 .into_inner();
             for e in rows.entries {
-                println!("{}", render::audit(&e));
+                out!("{}", render::audit(&e));
             }
         }
         Command::Delete { chat_id } => {
@@ -335,7 +349,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .await
                 .map_err(render::status)?
                 .into_inner();
-            println!(
+            out!(
                 "{}",
                 serde_json::json!({ "memory_deleted": d.memory_deleted, "jobs_removed": d.jobs_removed })
             );

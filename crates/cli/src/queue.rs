@@ -25,13 +25,20 @@ pub async fn print(nats: &str, stream: &str, durable_prefix: &str) -> Result<(),
         .info()
         .await
         .map_err(|e| format!("stream {stream}: {e}"))?;
-    println!(
+    out!(
         "stream {stream}: {} jobs stored, {} bytes, sequences {}..{}",
-        info.state.messages, info.state.bytes, info.state.first_sequence, info.state.last_sequence
+        info.state.messages,
+        info.state.bytes,
+        info.state.first_sequence,
+        info.state.last_sequence
     );
-    println!(
+    out!(
         "{:>9} {:>9} {:>11} {:>12} {:>14}",
-        "partition", "pending", "in_flight", "redelivered", "last_acked_seq"
+        "partition",
+        "pending",
+        "in_flight",
+        "redelivered",
+        "last_acked_seq"
     );
     let (mut pending, mut in_flight) = (0u64, 0u64);
     let mut p = 0u32;
@@ -47,9 +54,13 @@ pub async fn print(nats: &str, stream: &str, durable_prefix: &str) -> Result<(),
             .info()
             .await
             .map_err(|e| format!("consumer {name}: {e}"))?;
-        println!(
+        out!(
             "{:>9} {:>9} {:>11} {:>12} {:>14}",
-            p, c.num_pending, c.num_ack_pending, c.num_redelivered, c.ack_floor.stream_sequence
+            p,
+            c.num_pending,
+            c.num_ack_pending,
+            c.num_redelivered,
+            c.ack_floor.stream_sequence
         );
         pending += c.num_pending;
         in_flight += c.num_ack_pending as u64;
@@ -60,6 +71,6 @@ pub async fn print(nats: &str, stream: &str, durable_prefix: &str) -> Result<(),
             "no consumers named {durable_prefix}-p<N> on stream {stream}"
         ));
     }
-    println!("{:>9} {:>9} {:>11}", "total", pending, in_flight);
+    out!("{:>9} {:>9} {:>11}", "total", pending, in_flight);
     Ok(())
 }
