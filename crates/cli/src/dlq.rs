@@ -35,14 +35,12 @@ pub async fn run(
     nats: &str,
     stream: &str,
     subject_prefix: &str,
-    partitions: u32,
     command: &DlqCommand,
 ) -> Result<(), String> {
     let settings = QueueSettings {
         url: nats.to_owned(),
         stream: stream.to_owned(),
         subject_prefix: subject_prefix.to_owned(),
-        partitions,
         ..QueueSettings::default()
     };
     let js = job_queue::connect(&settings, "chat-memory-cli")

@@ -139,9 +139,6 @@ enum Command {
             default_value = "chatmemory"
         )]
         subject_prefix: String,
-        /// Must equal the deployment's `nats.partitions` (a replay goes to the chat's partition).
-        #[arg(long, env = "CHAT_MEMORY__NATS__PARTITIONS", default_value_t = 32)]
-        partitions: u32,
         #[command(subcommand)]
         command: dlq::DlqCommand,
     },
@@ -216,18 +213,10 @@ async fn run(cli: Cli) -> Result<(), String> {
     if let Command::Dlq {
         jetstream,
         subject_prefix,
-        partitions,
         command,
     } = &cli.command
     {
-        return dlq::run(
-            &jetstream.nats,
-            &jetstream.stream,
-            subject_prefix,
-            *partitions,
-            command,
-        )
-        .await;
+        return dlq::run(&jetstream.nats, &jetstream.stream, subject_prefix, command).await;
     }
     let mut endpoint = Channel::from_shared(cli.gateway.clone())
         .map_err(|e| format!("--gateway {}: {e}", cli.gateway))?;

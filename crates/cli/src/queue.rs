@@ -1,10 +1,11 @@
-//! `chat-memory queue`: the jobs queue per partition, read straight from JetStream
-//! (an operator's view; it needs network access to NATS, not to the gateway).
+//! `chat-memory queue`: the jobs queue and the workers' consumer, read straight
+//! from JetStream (an operator's view; it needs network access to NATS, not to
+//! the gateway).
 
 use job_queue::QueueSettings;
 use job_queue::consumer::durable_name;
 
-/// Prints one line per partition and a total.
+/// Prints the stream's backlog and the consumer's state.
 ///
 /// # Errors
 /// NATS unreachable, or the stream or a consumer missing.
@@ -32,45 +33,30 @@ pub async fn print(nats: &str, stream: &str, durable_prefix: &str) -> Result<(),
         info.state.first_sequence,
         info.state.last_sequence
     );
+    let name = durable_name(durable_prefix);
+    let mut consumer = s
+        .get_consumer::<async_nats::jetstream::consumer::pull::Config>(&name)
+        .await
+        .map_err(|e| format!("consumer {name} on stream {stream}: {e}"))?;
+    let c = consumer
+        .info()
+        .await
+        .map_err(|e| format!("consumer {name}: {e}"))?;
     out!(
-        "{:>9} {:>9} {:>11} {:>12} {:>14}",
-        "partition",
+        "{:<20} {:>9} {:>11} {:>12} {:>14}",
+        "consumer",
         "pending",
         "in_flight",
         "redelivered",
         "last_acked_seq"
     );
-    let (mut pending, mut in_flight) = (0u64, 0u64);
-    let mut p = 0u32;
-    loop {
-        let name = durable_name(durable_prefix, p);
-        let Ok(mut consumer) = s
-            .get_consumer::<async_nats::jetstream::consumer::pull::Config>(&name)
-            .await
-        else {
-            break;
-        };
-        let c = consumer
-            .info()
-            .await
-            .map_err(|e| format!("consumer {name}: {e}"))?;
-        out!(
-            "{:>9} {:>9} {:>11} {:>12} {:>14}",
-            p,
-            c.num_pending,
-            c.num_ack_pending,
-            c.num_redelivered,
-            c.ack_floor.stream_sequence
-        );
-        pending += c.num_pending;
-        in_flight += c.num_ack_pending as u64;
-        p += 1;
-    }
-    if p == 0 {
-        return Err(format!(
-            "no consumers named {durable_prefix}-p<N> on stream {stream}"
-        ));
-    }
-    out!("{:>9} {:>9} {:>11}", "total", pending, in_flight);
+    out!(
+        "{:<20} {:>9} {:>11} {:>12} {:>14}",
+        name,
+        c.num_pending,
+        c.num_ack_pending,
+        c.num_redelivered,
+        c.ack_floor.stream_sequence
+    );
     Ok(())
 }

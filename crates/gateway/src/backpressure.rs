@@ -1,26 +1,24 @@
 //! Backpressure: refuse updates (`RESOURCE_EXHAUSTED` with a retry hint) when
-//! the jobs stream, or the chat's partition, holds more jobs than the workers
-//! can be expected to drain in time — instead of accepting work that would
-//! wait for hours while the agent is down. Reads never pass through here.
+//! the jobs stream, or the chat, holds more unfinished jobs than the workers can
+//! be expected to drain in time — instead of accepting work that would wait for
+//! hours while the agent is down. Reads never pass through here.
 //!
 //! The jobs stream has work-queue retention: a message is removed when it is
-//! acknowledged, so a subject's message count *is* that partition's backlog
-//! (waiting plus in flight). One `STREAM.INFO` with a subject filter returns
-//! every partition's count and the total; the answer is cached for `cache_ms`
-//! so the check costs one NATS request per second per gateway, not one per
-//! update. If the counts cannot be read, updates are accepted (the publish that
-//! follows reports a NATS outage on its own).
+//! acknowledged, so the stream's message count *is* the backlog (waiting plus
+//! in flight). It is read with one `STREAM.INFO`, cached for `cache_ms`, so the
+//! check costs one NATS request per second per gateway, not one per update.
+//! If it cannot be read, updates are accepted (the publish that follows reports
+//! a NATS outage on its own). The per-chat limit (`max_chat_jobs`) is checked by
+//! the publisher, and only for a chat that has unfinished jobs
+//! (`job_queue::JobPublisher::with_chat_limit`).
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
-use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use service_kit::settings::SettingsError;
 use tokio::sync::Mutex;
 
-use chat_memory_proto::jobs::{partition_for, partition_subject, stream_subjects};
 use job_queue::QueueSettings;
 
 /// `[backpressure]` settings.
@@ -30,8 +28,8 @@ pub struct BackpressureSettings {
     pub enabled: bool,
     /// Jobs stored in the whole stream above which updates are refused.
     pub max_stream_jobs: u64,
-    /// Jobs stored in one partition above which its chats' updates are refused.
-    pub max_partition_jobs: u64,
+    /// Unfinished jobs of one chat at which its updates are refused.
+    pub max_chat_jobs: u64,
     /// How long one reading of the depths is reused (0: read on every update).
     pub cache_ms: u64,
     /// The retry delay suggested to refused callers (RetryInfo, `retry-after`).
@@ -43,7 +41,7 @@ impl Default for BackpressureSettings {
         Self {
             enabled: true,
             max_stream_jobs: 100_000,
-            max_partition_jobs: 5_000,
+            max_chat_jobs: 1_000,
             cache_ms: 1_000,
             retry_after_ms: 5_000,
         }
@@ -54,10 +52,10 @@ impl BackpressureSettings {
     /// # Errors
     /// [`SettingsError::Invalid`] naming the first bad field.
     pub fn validate(&self) -> Result<(), SettingsError> {
-        if self.max_stream_jobs == 0 || self.max_partition_jobs == 0 {
+        if self.max_stream_jobs == 0 || self.max_chat_jobs == 0 {
             return Err(SettingsError::invalid(
                 "backpressure",
-                "max_stream_jobs and max_partition_jobs must be positive",
+                "max_stream_jobs and max_chat_jobs must be positive",
             ));
         }
         if self.retry_after_ms == 0 {
@@ -77,20 +75,13 @@ pub struct Backlogged {
     pub retry_after: Duration,
 }
 
-/// Job counts at one moment.
-#[derive(Debug, Clone, Default)]
-struct Depths {
-    total: u64,
-    by_subject: HashMap<String, u64>,
-}
-
 /// The check, shared by all requests of a gateway.
 pub struct Backpressure {
     js: jetstream::Context,
     queue: QueueSettings,
     settings: BackpressureSettings,
     /// The last reading; a tokio mutex so concurrent updates wait for one refresh.
-    cache: Mutex<Option<(Instant, Depths)>>,
+    cache: Mutex<Option<(Instant, u64)>>,
 }
 
 impl Backpressure {
@@ -107,35 +98,37 @@ impl Backpressure {
         }
     }
 
-    /// Whether an update of `chat_id` (namespaced) may be accepted now.
+    /// The retry delay suggested to refused callers.
+    pub fn retry_after(&self) -> Duration {
+        Duration::from_millis(self.settings.retry_after_ms)
+    }
+
+    /// Whether an update may be accepted now, as far as the whole stream goes.
     ///
     /// # Errors
-    /// [`Backlogged`] when the stream or the chat's partition is over its limit.
-    pub async fn admit(&self, chat_id: &str) -> Result<(), Backlogged> {
+    /// [`Backlogged`] when the stream is over its limit.
+    pub async fn admit(&self) -> Result<(), Backlogged> {
         if !self.settings.enabled {
             return Ok(());
         }
-        let Some(depths) = self.depths().await else {
+        let Some(total) = self.depth().await else {
             return Ok(());
         };
-        let partition = partition_for(chat_id, self.queue.partitions);
-        let subject = partition_subject(&self.queue.subject_prefix, partition);
-        let in_partition = depths.by_subject.get(&subject).copied().unwrap_or(0);
-        judge(&self.settings, depths.total, partition, in_partition)
+        judge(&self.settings, total)
     }
 
-    async fn depths(&self) -> Option<Depths> {
+    async fn depth(&self) -> Option<u64> {
         let mut cache = self.cache.lock().await;
         let max_age = Duration::from_millis(self.settings.cache_ms);
-        if let Some((at, depths)) = cache.as_ref()
+        if let Some((at, depth)) = cache.as_ref()
             && at.elapsed() < max_age
         {
-            return Some(depths.clone());
+            return Some(*depth);
         }
         match self.read().await {
-            Ok(depths) => {
-                *cache = Some((Instant::now(), depths.clone()));
-                Some(depths)
+            Ok(depth) => {
+                *cache = Some((Instant::now(), depth));
+                Some(depth)
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the queue depth; accepting");
@@ -144,39 +137,18 @@ impl Backpressure {
         }
     }
 
-    async fn read(&self) -> Result<Depths, async_nats::Error> {
-        let stream = self.js.get_stream(&self.queue.stream).await?;
-        let mut subjects = stream
-            .info_with_subjects(stream_subjects(&self.queue.subject_prefix))
-            .await?;
-        let mut depths = Depths::default();
-        while let Some((subject, count)) = subjects.try_next().await? {
-            let count = count as u64;
-            depths.total += count;
-            depths.by_subject.insert(subject, count);
-        }
-        Ok(depths)
+    async fn read(&self) -> Result<u64, async_nats::Error> {
+        let mut stream = self.js.get_stream(&self.queue.stream).await?;
+        Ok(stream.info().await?.state.messages)
     }
 }
 
-/// The decision on given depths.
-fn judge(
-    settings: &BackpressureSettings,
-    total: u64,
-    partition: u32,
-    in_partition: u64,
-) -> Result<(), Backlogged> {
-    let retry_after = Duration::from_millis(settings.retry_after_ms);
+/// The decision on a given depth.
+fn judge(settings: &BackpressureSettings, total: u64) -> Result<(), Backlogged> {
     if total >= settings.max_stream_jobs {
         return Err(Backlogged {
             what: format!("{total} jobs queued"),
-            retry_after,
-        });
-    }
-    if in_partition >= settings.max_partition_jobs {
-        return Err(Backlogged {
-            what: format!("{in_partition} jobs queued in partition {partition}"),
-            retry_after,
+            retry_after: Duration::from_millis(settings.retry_after_ms),
         });
     }
     Ok(())
@@ -189,37 +161,30 @@ mod tests {
     fn settings() -> BackpressureSettings {
         BackpressureSettings {
             max_stream_jobs: 100,
-            max_partition_jobs: 10,
             ..BackpressureSettings::default()
         }
     }
 
     #[test]
-    fn depths_under_both_limits_are_admitted() {
-        assert_eq!(judge(&settings(), 99, 3, 9), Ok(()));
+    fn a_depth_under_the_limit_is_admitted() {
+        assert_eq!(judge(&settings(), 99), Ok(()));
     }
 
     #[test]
-    fn a_full_partition_is_refused_with_a_retry_hint() {
-        let refused = judge(&settings(), 50, 3, 10).err();
+    fn a_full_stream_is_refused_with_a_retry_hint() {
         assert_eq!(
-            refused,
+            judge(&settings(), 100).err(),
             Some(Backlogged {
-                what: "10 jobs queued in partition 3".into(),
+                what: "100 jobs queued".into(),
                 retry_after: Duration::from_secs(5),
             })
         );
     }
 
     #[test]
-    fn a_full_stream_is_refused_even_when_the_partition_is_empty() {
-        assert!(judge(&settings(), 100, 3, 0).is_err());
-    }
-
-    #[test]
     fn zero_limits_are_invalid() {
         let s = BackpressureSettings {
-            max_partition_jobs: 0,
+            max_chat_jobs: 0,
             ..BackpressureSettings::default()
         };
         assert!(s.validate().is_err());

@@ -76,6 +76,7 @@ impl GatewayError {
     pub fn from_queue(error: QueueError) -> Self {
         match error {
             QueueError::Full(detail) => Self::QueueFull(detail),
+            e @ QueueError::ChatBacklogged { .. } => Self::QueueFull(e.to_string()),
             QueueError::TooLarge { .. } => Self::JobTooLarge,
             e @ (QueueError::Connect { .. }
             | QueueError::ConnectTimeout(_)

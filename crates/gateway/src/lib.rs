@@ -86,7 +86,10 @@ pub async fn run(
     let js = job_queue::connect(&settings.nats, "chat-memory-gateway").await?;
     job_queue::ensure_stream(&js, &settings.nats).await?;
     job_queue::audit_outbox::ensure_outbox_stream(&js, &settings.nats).await?;
-    let publisher = JobPublisher::new(js.clone(), settings.nats.clone());
+    let mut publisher = JobPublisher::new(js.clone(), settings.nats.clone());
+    if settings.backpressure.enabled {
+        publisher = publisher.with_chat_limit(settings.backpressure.max_chat_jobs);
+    }
 
     let store = MemoryStoreClient::with_interceptor(
         settings.store.lazy_channel()?,

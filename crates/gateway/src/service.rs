@@ -98,7 +98,7 @@ impl MemoryApi {
         facts.chat_id = cmd.chat_id.as_str().to_owned();
         let chat_id = cmd.chat_id.namespaced(&ctx.principal.tenant);
         self.backpressure
-            .admit(&chat_id)
+            .admit()
             .await
             .map_err(|b| GatewayError::Backlogged {
                 what: b.what,
@@ -131,11 +131,13 @@ impl MemoryApi {
             owner_user: ctx.principal.user.clone(),
             acts_for_tenant: ctx.principal.acts_for_tenant(),
         };
-        let published = self
-            .publisher
-            .publish(&job)
-            .await
-            .map_err(GatewayError::from_queue)?;
+        let published = self.publisher.publish(&job).await.map_err(|e| match e {
+            job_queue::QueueError::ChatBacklogged { depth, .. } => GatewayError::Backlogged {
+                what: format!("{depth} jobs queued for this chat"),
+                retry_after: self.backpressure.retry_after(),
+            },
+            other => GatewayError::from_queue(other),
+        })?;
         tracing::info!(job_id = %job.job_id, stream_seq = published.sequence, messages = message_count, duplicate = published.duplicate, "update accepted");
         // The job is durable now. Registering it makes its status and the chat's
         // pending count visible at once; if memory-store is down, the worker
@@ -215,6 +217,7 @@ impl MemoryApi {
             resulting_version: job.resulting_version,
             accepted_at: job.accepted_at,
             updated_at: job.updated_at,
+            applied_in_call: job.applied_in_call,
         })
     }
 

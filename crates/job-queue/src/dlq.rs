@@ -7,7 +7,7 @@
 //! - A dead letter's payload is the job exactly as it was published; headers
 //!   carry the reason and where it came from ([`REASON`], [`ORIGINAL_SEQ`]). Its `Nats-Msg-Id` is derived from the failed message, so a worker
 //!   that dead-letters the same job twice (its ack was lost) stores it once.
-//! - A replay publishes the payload again to the chat's partition as a *new*
+//! - A replay publishes the payload again to the chat's subject as a *new*
 //!   message with [`REPLAY_OF`] = the original stream sequence. The worker then
 //!   checks order against that original sequence (not the new one), and tells
 //!   memory-store it is a replay, which lets a FAILED job run again: it applies
@@ -16,7 +16,7 @@
 use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
 
-use chat_memory_proto::jobs::{partition_for, partition_subject, v1::UpdateJob};
+use chat_memory_proto::jobs::v1::UpdateJob;
 use prost::Message as _;
 
 use crate::publish::classify;
@@ -104,7 +104,8 @@ pub async fn publish_dead_letter(
     Ok(ack.sequence)
 }
 
-/// Republishes a dead-lettered job to its chat's partition as a replay.
+/// Republishes a dead-lettered job to its chat's subject as a replay, chained
+/// behind the chat's unfinished jobs like any new job.
 /// `dlq_seq` makes the message id unique per dead letter, so the jobs stream's
 /// duplicate window (which remembers the original job id) does not swallow it.
 ///
@@ -119,22 +120,15 @@ pub async fn publish_replay(
     original_seq: u64,
     dlq_seq: u64,
 ) -> Result<u64, QueueError> {
-    let subject = partition_subject(
-        &settings.subject_prefix,
-        partition_for(chat_id, settings.partitions),
-    );
-    let size = payload.len();
-    let message = jetstream::message::PublishMessage::build()
-        .payload(payload)
-        .message_id(format!("{job_id}/replay/{dlq_seq}"))
-        .header(REPLAY_OF, original_seq.to_string().as_str());
-    let ack = js
-        .send_publish(subject, message)
-        .await
-        .map_err(|e| classify(e, size))?
-        .await
-        .map_err(|e| classify(e, size))?;
-    Ok(ack.sequence)
+    let published = crate::JobPublisher::new(js.clone(), settings.clone())
+        .publish_payload(
+            chat_id,
+            &format!("{job_id}/replay/{dlq_seq}"),
+            payload,
+            vec![(REPLAY_OF.to_owned(), original_seq.to_string())],
+        )
+        .await?;
+    Ok(published.sequence)
 }
 
 /// One dead letter as an operator sees it.
@@ -191,7 +185,7 @@ pub struct Replayed {
     pub job_seq: u64,
 }
 
-/// Replays dead letter `dlq_seq`: republishes its job to the chat's partition,
+/// Replays dead letter `dlq_seq`: republishes its job to the chat's subject,
 /// then removes the letter. A crash in between leaves the letter, and a second
 /// replay of it is harmless (the job applies once; memory-store decides).
 ///

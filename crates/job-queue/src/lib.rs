@@ -2,26 +2,31 @@
 //! summarizer-worker (consumer) on NATS JetStream 2.9.
 //!
 //! # Layout
-//! - [`settings`]: stream name, subjects, partitions and limits, shared by both sides.
+//! - [`settings`]: stream name, subjects and limits, shared by both sides.
+//! - [`layout`]: a chat's subject (`<prefix>.jobs.<chat key>`).
 //! - [`stream`]: connecting and creating the jobs stream idempotently.
-//! - [`publish`]: publishing a job durably, with deduplication by job id.
+//! - [`publish`]: publishing a job durably, deduplicated by job id and chained to
+//!   the chat's previous unfinished job.
 //! - [`dlq`]: the dead-letter stream: failed jobs with their reason, and replay.
 //! - [`audit_outbox`]: audit rows memory-store could not take yet, relayed by the gateways.
-//! - [`consumer`]: the per-partition durable pull consumer configuration.
-//! - [`headers`]: the trace context a job message carries.
+//! - [`consumer`]: the workers' shared durable pull consumer.
+//! - [`headers`]: the chain link and the trace context a job message carries.
 //!
-//! # Why partitions
-//! A chat maps to one of N partition subjects (`chat_memory_proto::jobs::partition_for`).
-//! Each partition has one durable pull consumer with `max_ack_pending = 1`, so across
-//! any number of worker processes at most one job of a partition (and so of a chat) is
-//! in flight, in stream order; different partitions run in parallel. NATS 2.9 has no
-//! per-subject ordering primitive newer than this, which is why the design relies only
-//! on `max_ack_pending`.
+//! # Order per chat without partitions
+//! Each chat has its own subject, and each job carries the sequence of the chat's
+//! previous job that was still in the stream when it was accepted (the server
+//! checks that link on publish, `Nats-Expected-Last-Subject-Sequence`). The
+//! stream has work-queue retention: a job leaves it only when acknowledged, after
+//! its commit. A worker runs a job only once its predecessor has left the
+//! stream, so one chat's jobs apply one at a time and in acceptance order, while
+//! every other chat's jobs run in parallel on one shared consumer. All of it is
+//! NATS 2.9 (see docs/architecture.md).
 
 pub mod audit_outbox;
 pub mod consumer;
 pub mod dlq;
 pub mod headers;
+pub mod layout;
 pub mod publish;
 pub mod settings;
 pub mod stream;

@@ -5,8 +5,8 @@ use service_kit::settings::SettingsError;
 
 /// Where the jobs stream lives and how it is shaped.
 ///
-/// `stream`, `subject_prefix` and `partitions` must be equal in every gateway and
-/// worker of a deployment: they define where a chat's jobs are.
+/// `stream` and `subject_prefix` must be equal in every gateway and worker of a
+/// deployment: they define where a chat's jobs are.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct QueueSettings {
@@ -14,10 +14,8 @@ pub struct QueueSettings {
     pub url: String,
     /// JetStream stream holding the update jobs.
     pub stream: String,
-    /// Subjects are `<subject_prefix>.jobs.<partition>`.
+    /// Subjects are `<subject_prefix>.jobs.<chat key>` (see [`crate::layout`]).
     pub subject_prefix: String,
-    /// Number of partitions; fixed for the life of the stream (changing it re-maps chats).
-    pub partitions: u32,
     /// JetStream duplicate window: a job id seen again within it is not stored twice.
     pub duplicate_window_secs: u64,
     /// Stream limit on stored (unacknowledged) jobs; publishing beyond it fails with a full-queue error.
@@ -36,7 +34,6 @@ impl Default for QueueSettings {
             url: "nats://127.0.0.1:4222".into(),
             stream: "CHAT_MEMORY_JOBS".into(),
             subject_prefix: "chatmemory".into(),
-            partitions: 32,
             duplicate_window_secs: 600,
             max_jobs: 1_000_000,
             max_bytes: 1 << 30,
@@ -81,12 +78,6 @@ impl QueueSettings {
                 "must be dot-separated [A-Za-z0-9_-] tokens",
             ));
         }
-        if self.partitions == 0 || self.partitions > 1024 {
-            return Err(SettingsError::invalid(
-                "nats.partitions",
-                "must be between 1 and 1024",
-            ));
-        }
         if self.duplicate_window_secs == 0 {
             return Err(SettingsError::invalid(
                 "nats.duplicate_window_secs",
@@ -125,7 +116,9 @@ mod tests {
             ("nats.url", |s| s.url = "http://x".into()),
             ("nats.stream", |s| s.stream = "a.b".into()),
             ("nats.subject_prefix", |s| s.subject_prefix = "a..b".into()),
-            ("nats.partitions", |s| s.partitions = 0),
+            ("nats.duplicate_window_secs", |s| {
+                s.duplicate_window_secs = 0
+            }),
         ];
         for (field, mutate) in cases {
             let mut s = QueueSettings::default();

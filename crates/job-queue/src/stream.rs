@@ -25,6 +25,8 @@ pub enum QueueError {
     Stream { stream: String, reason: String },
     #[error("the jobs queue is full ({0})")]
     Full(String),
+    #[error("the chat has {depth} unfinished updates (limit {limit})")]
+    ChatBacklogged { depth: u64, limit: u64 },
     #[error("job message of {size} bytes exceeds the server's maximum payload")]
     TooLarge { size: usize },
     #[error("publishing the job failed: {0}")]
@@ -109,11 +111,9 @@ pub fn stream_config(settings: &QueueSettings) -> stream::Config {
     durable_stream_config(
         settings,
         settings.stream.clone(),
-        vec![chat_memory_proto::jobs::stream_subjects(
-            &settings.subject_prefix,
-        )],
-        // Work queue: a job is removed once acknowledged; each partition consumer
-        // filters a distinct subject, which work-queue retention requires.
+        vec![crate::layout::stream_subjects(&settings.subject_prefix)],
+        // Work queue: a job is removed once acknowledged, so a chat's subject holds
+        // exactly its unfinished jobs (the publisher's chaining relies on it).
         stream::RetentionPolicy::WorkQueue,
     )
 }

@@ -100,6 +100,41 @@ pub async fn record<C: ConnectionTrait>(db: &C, record: AuditRecord) -> Result<b
     Ok(matches!(result, TryInsertResult::Inserted(n) if n > 0))
 }
 
+/// Appends several rows in one statement (idempotent on `audit_id`, like [`record`]).
+///
+/// # Errors
+/// [`StoreError::InvalidArgument`] for an invalid row; database errors.
+pub async fn record_all<C: ConnectionTrait>(
+    db: &C,
+    records: Vec<AuditRecord>,
+) -> Result<(), StoreError> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let mut rows = Vec::with_capacity(records.len());
+    for record in records {
+        record.validate()?;
+        rows.push(audit_log::ActiveModel {
+            audit_id: Set(record.audit_id),
+            at: Set(record.at),
+            tenant: Set(record.tenant),
+            user_id: Set(record.user),
+            action: Set(record.action),
+            chat_id: Set(record.chat_id),
+            job_id: Set(record.job_id),
+            outcome: Set(record.outcome),
+            request_id: Set(record.request_id),
+            trace_id: Set(record.trace_id),
+            detail: Set(record.detail),
+        });
+    }
+    audit_log::Entity::insert_many(rows)
+        .on_conflict_do_nothing_on([audit_log::Column::AuditId])
+        .exec_without_returning(db)
+        .await?;
+    Ok(())
+}
+
 /// The tenant's rows matching `query`, newest first.
 ///
 /// # Errors

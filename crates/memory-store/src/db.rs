@@ -29,6 +29,9 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<DatabaseConnection, 
         .min_connections(settings.min_connections)
         .connect_timeout(connect_timeout)
         .acquire_timeout(acquire_timeout)
+        // No ping before every statement: a broken connection fails its statement
+        // (UNAVAILABLE, retried by the caller) and is replaced by the pool.
+        .test_before_acquire(false)
         .sqlx_logging(false);
     // sqlx retries refused connections until its own deadline; bound the whole
     // start-up so an unreachable server fails fast with one clear error.

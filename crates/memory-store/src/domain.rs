@@ -186,6 +186,35 @@ pub enum Begin {
     Skip(Skip),
 }
 
+/// What `begin_jobs` decided: per job, in order, `None` (apply) or why not.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Begun {
+    pub skips: Vec<Option<Skip>>,
+    /// The memory the jobs to apply build on (absent for a new chat).
+    pub prior: Option<MemoryContent>,
+    /// Its version (0 for a new chat).
+    pub prior_version: i64,
+}
+
+/// One job folded into a coalesced commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommittedJob {
+    pub job_id: JobId,
+    pub stream_seq: StreamSeq,
+    pub attempt: i32,
+}
+
+/// The memory built from several jobs of one chat by one summarizer call.
+#[derive(Debug, Clone)]
+pub struct CommitBatch {
+    pub chat_id: ChatId,
+    /// In increasing stream sequence; never empty.
+    pub jobs: Vec<CommittedJob>,
+    pub expected_version: i64,
+    pub content: MemoryContent,
+    pub call_id: Uuid,
+}
+
 /// A finished job's new memory, to be written if the chat has not moved on.
 #[derive(Debug, Clone)]
 pub struct Commit {
@@ -250,6 +279,7 @@ pub struct JobView {
     pub stream_seq: i64,
     pub accepted_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    pub applied_in_call: Option<Uuid>,
 }
 
 /// What a chat delete removed.

@@ -4,19 +4,22 @@
 //! read-then-write sequences below cannot interleave with another write of the
 //! same chat.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, DatabaseConnection, DatabaseTransaction, EntityTrait,
-    TransactionTrait, TryInsertResult,
+    QueryFilter, TransactionTrait, TryInsertResult,
 };
 
 use crate::{
     access::{self, Access},
     db::{deleted_through, lock_chat},
     domain::{
-        AcceptedJob, Begin, ChatId, Delivery, Failure, JobId, JobState, JobView, Skip, StreamSeq,
+        AcceptedJob, Begin, Begun, ChatId, Delivery, Failure, JobId, JobState, JobView, Skip,
+        StreamSeq,
     },
-    entity::{jobs, memories},
+    entity::{chat_tombstones, jobs, memories},
     error::StoreError,
     memories::content_of,
 };
@@ -67,6 +70,7 @@ pub async fn record_accepted(
         idempotency_key: Set(job.idempotency_key),
         accepted_at: Set(job.accepted_at),
         updated_at: Set(Utc::now()),
+        applied_in_call: Set(None),
     };
     let result = jobs::Entity::insert(row)
         .on_conflict_do_nothing_on([jobs::Column::JobId])
@@ -91,72 +95,126 @@ pub async fn record_accepted(
 /// Decides whether a delivery must be applied and, if so, marks the job
 /// `running` and returns the memory to build on.
 pub async fn begin_job(db: &DatabaseConnection, d: Delivery) -> Result<Begin, StoreError> {
-    let txn = begin_chat(db, &d.chat_id).await?;
-    if deleted_through(&txn, &d.chat_id, d.stream_seq).await? {
-        txn.commit().await?;
-        return Ok(Begin::Skip(Skip::ChatDeleted));
+    let chat_id = d.chat_id.clone();
+    let begun = begin_jobs(db, &chat_id, vec![d]).await?;
+    Ok(match begun.skips.first().copied().flatten() {
+        Some(skip) => Begin::Skip(skip),
+        None => Begin::Apply {
+            prior: begun.prior,
+            prior_version: begun.prior_version,
+        },
+    })
+}
+
+/// [`begin_job`] for the next jobs of one chat at once (to be folded into one
+/// summarizer call): one transaction under the chat's lock, the same decision
+/// for each job as [`begin_job`] makes, and the memory they all build on.
+///
+/// # Errors
+/// [`StoreError::InvalidArgument`] when a job belongs to another chat.
+pub async fn begin_jobs(
+    db: &DatabaseConnection,
+    chat_id: &ChatId,
+    deliveries: Vec<Delivery>,
+) -> Result<Begun, StoreError> {
+    if let Some(other) = deliveries.iter().find(|d| &d.chat_id != chat_id) {
+        return Err(StoreError::invalid(
+            "jobs.chat_id",
+            format!("job {} is not of chat_id", other.job_id.uuid()),
+        ));
     }
-    let job = find_job(&txn, d.job_id, &d.chat_id).await?;
-    if let Some(row) = &job {
-        match JobState::from_db(&row.state)? {
-            JobState::Succeeded => return finish(txn, Begin::Skip(Skip::AlreadyApplied)).await,
-            // A replay runs a failed job again; the order check below still
-            // decides whether it may apply.
-            JobState::Failed if d.replay => {}
-            JobState::Failed => return finish(txn, Begin::Skip(Skip::AlreadyFailed)).await,
-            JobState::Queued | JobState::Running => {}
+    let txn = begin_chat(db, chat_id).await?;
+    let through = tombstone_through(&txn, chat_id).await?;
+    let mut rows = find_jobs(&txn, deliveries.iter().map(|d| d.job_id), chat_id).await?;
+    let memory = memories::Entity::find_by_id(chat_id.as_str())
+        .one(&txn)
+        .await?;
+    let last_applied = memory.as_ref().map_or(0, |m| m.last_applied_seq);
+    // Ownership is claimed or checked once per requester.
+    let mut owners: Vec<(Access, bool)> = Vec::new();
+    let mut skips = Vec::with_capacity(deliveries.len());
+    for d in deliveries {
+        if through.is_some_and(|t| t >= d.stream_seq.get()) {
+            skips.push(Some(Skip::ChatDeleted));
+            continue;
         }
-    }
-    let new_row = NewJobRow {
-        job_id: d.job_id,
-        chat_id: &d.chat_id,
-        stream_seq: d.stream_seq,
-        message_count: d.message_count,
-        accepted_at: d.accepted_at,
-    };
-    // The gateway claims the chat before accepting; if memory-store was down
-    // then, this is the first check of who owns it. Another user's job never applies.
-    if let Some(access) = &d.access {
-        match access::claim_in(&txn, &d.chat_id, access).await {
-            Ok(_) => {}
-            Err(StoreError::NotFound(_)) => {
+        let job = rows.remove(&d.job_id.uuid());
+        if let Some(row) = &job {
+            match JobState::from_db(&row.state)? {
+                JobState::Succeeded => {
+                    skips.push(Some(Skip::AlreadyApplied));
+                    continue;
+                }
+                // A replay runs a failed job again; the order check below still
+                // decides whether it may apply.
+                JobState::Failed if d.replay => {}
+                JobState::Failed => {
+                    skips.push(Some(Skip::AlreadyFailed));
+                    continue;
+                }
+                JobState::Queued | JobState::Running => {}
+            }
+        }
+        let new_row = NewJobRow {
+            job_id: d.job_id,
+            chat_id,
+            stream_seq: d.stream_seq,
+            message_count: d.message_count,
+            accepted_at: d.accepted_at,
+        };
+        // The gateway claims the chat before accepting; if memory-store was down
+        // then, this is the first check of who owns it. Another user's job never applies.
+        if let Some(access) = &d.access {
+            let owns = match owners.iter().find(|(a, _)| a == access) {
+                Some((_, owns)) => *owns,
+                None => {
+                    let owns = match access::claim_in(&txn, chat_id, access).await {
+                        Ok(_) => true,
+                        Err(StoreError::NotFound(_)) => false,
+                        Err(other) => return Err(other),
+                    };
+                    owners.push((access.clone(), owns));
+                    owns
+                }
+            };
+            if !owns {
                 let write = JobWrite {
                     state: JobState::Failed,
                     attempts: d.attempt,
                     error: Some(Some(NOT_OWNER_ERROR.to_owned())),
                     resulting_version: None,
+                    applied_in_call: None,
                 };
                 write_job(&txn, job, new_row, write).await?;
-                return finish(txn, Begin::Skip(Skip::NotOwner)).await;
+                skips.push(Some(Skip::NotOwner));
+                continue;
             }
-            Err(other) => return Err(other),
         }
+        if last_applied >= d.stream_seq.get() {
+            write_job(&txn, job, new_row, JobWrite::superseded(d.attempt)).await?;
+            skips.push(Some(Skip::Superseded));
+            continue;
+        }
+        let running = JobWrite {
+            state: JobState::Running,
+            attempts: d.attempt,
+            // A replay starts clean: the dead-letter reason is history.
+            error: d.replay.then_some(None),
+            resulting_version: None,
+            applied_in_call: None,
+        };
+        write_job(&txn, job, new_row, running).await?;
+        skips.push(None);
     }
-    let memory = memories::Entity::find_by_id(d.chat_id.as_str())
-        .one(&txn)
-        .await?;
-    if memory
-        .as_ref()
-        .is_some_and(|m| m.last_applied_seq >= d.stream_seq.get())
-    {
-        write_job(&txn, job, new_row, JobWrite::superseded(d.attempt)).await?;
-        return finish(txn, Begin::Skip(Skip::Superseded)).await;
-    }
-    let running = JobWrite {
-        state: JobState::Running,
-        attempts: d.attempt,
-        // A replay starts clean: the dead-letter reason is history.
-        error: d.replay.then_some(None),
-        resulting_version: None,
-    };
-    write_job(&txn, job, new_row, running).await?;
     txn.commit().await?;
     Ok(match memory {
-        Some(m) => Begin::Apply {
+        Some(m) => Begun {
+            skips,
             prior_version: m.version,
             prior: Some(content_of(m)),
         },
-        None => Begin::Apply {
+        None => Begun {
+            skips,
             prior: None,
             prior_version: 0,
         },
@@ -192,6 +250,7 @@ pub async fn fail_job(db: &DatabaseConnection, f: Failure) -> Result<(), StoreEr
             attempts: f.attempt,
             error: Some(Some(f.error)),
             resulting_version: None,
+            applied_in_call: None,
         };
         write_job(&txn, job, new_row, write).await?;
     }
@@ -224,6 +283,7 @@ pub async fn get_job(
         stream_seq: row.stream_seq,
         accepted_at: row.accepted_at,
         updated_at: row.updated_at,
+        applied_in_call: row.applied_in_call,
     })
 }
 
@@ -237,10 +297,40 @@ pub(crate) async fn begin_chat(
     Ok(txn)
 }
 
-/// Commits a transaction (releasing the chat lock) and returns `value`.
-async fn finish<T>(txn: DatabaseTransaction, value: T) -> Result<T, StoreError> {
-    txn.commit().await?;
-    Ok(value)
+/// The chat's tombstone: jobs with a sequence up to it were accepted before a delete.
+pub(crate) async fn tombstone_through(
+    txn: &DatabaseTransaction,
+    chat_id: &ChatId,
+) -> Result<Option<i64>, StoreError> {
+    Ok(chat_tombstones::Entity::find_by_id(chat_id.as_str())
+        .one(txn)
+        .await?
+        .map(|t| t.deleted_through_seq))
+}
+
+/// Loads several jobs in one statement, by id; a job id already used by another
+/// chat is a caller bug.
+pub(crate) async fn find_jobs(
+    txn: &DatabaseTransaction,
+    job_ids: impl Iterator<Item = JobId>,
+    chat_id: &ChatId,
+) -> Result<HashMap<uuid::Uuid, jobs::Model>, StoreError> {
+    let ids: Vec<uuid::Uuid> = job_ids.map(JobId::uuid).collect();
+    let rows = jobs::Entity::find()
+        .filter(jobs::COLUMN.job_id.is_in(ids))
+        .all(txn)
+        .await?;
+    let mut found = HashMap::with_capacity(rows.len());
+    for row in rows {
+        if row.chat_id != chat_id.as_str() {
+            return Err(StoreError::invalid(
+                "job_id",
+                "already used by another chat",
+            ));
+        }
+        found.insert(row.job_id, row);
+    }
+    Ok(found)
 }
 
 /// Loads a job; a job id already used by another chat is a caller bug.
@@ -277,6 +367,8 @@ pub(crate) struct JobWrite {
     /// `None` keeps the stored error; `Some(e)` replaces it.
     pub error: Option<Option<String>>,
     pub resulting_version: Option<i64>,
+    /// The summarizer call that applied the job (set with `resulting_version`).
+    pub applied_in_call: Option<uuid::Uuid>,
 }
 
 impl JobWrite {
@@ -286,6 +378,7 @@ impl JobWrite {
             attempts: attempt,
             error: Some(Some(SUPERSEDED_ERROR.to_owned())),
             resulting_version: None,
+            applied_in_call: None,
         }
     }
 }
@@ -310,6 +403,9 @@ pub(crate) async fn write_job(
             if let Some(version) = write.resulting_version {
                 active.resulting_version = Set(Some(version));
             }
+            if let Some(call) = write.applied_in_call {
+                active.applied_in_call = Set(Some(call));
+            }
             active.updated_at = Set(now);
             active.update(txn).await?;
         }
@@ -322,6 +418,7 @@ pub(crate) async fn write_job(
                 attempts: Set(write.attempts),
                 error: Set(write.error.flatten()),
                 resulting_version: Set(write.resulting_version),
+                applied_in_call: Set(write.applied_in_call),
                 message_count: Set(new_row.message_count),
                 idempotency_key: Set(None),
                 accepted_at: Set(new_row.accepted_at),

@@ -8,57 +8,112 @@ use sea_orm::{
 
 use crate::{
     access::{self, Access},
-    db::deleted_through,
     domain::{
-        ChatId, Commit, CommitOutcome, Committed, Deleted, JobState, MemoryContent, MemoryView,
-        TokenCounts,
+        ChatId, Commit, CommitBatch, CommitOutcome, Committed, CommittedJob, Deleted, JobState,
+        MemoryContent, MemoryView, TokenCounts,
     },
     entity::{chat_owners, chat_tombstones, jobs, memories},
     error::StoreError,
-    jobs::{JobWrite, NewJobRow, begin_chat, find_job, write_job},
+    jobs::{JobWrite, NewJobRow, begin_chat, find_jobs, tombstone_through, write_job},
 };
 
 /// Writes a job's new memory and marks the job succeeded, in one transaction,
 /// unless the chat was deleted, the job already applied, a later job already
 /// applied, or the memory changed since the worker read it.
 pub async fn commit_job(db: &DatabaseConnection, c: Commit) -> Result<Committed, StoreError> {
+    commit_jobs(
+        db,
+        CommitBatch {
+            chat_id: c.chat_id,
+            jobs: vec![CommittedJob {
+                job_id: c.job_id,
+                stream_seq: c.stream_seq,
+                attempt: c.attempt,
+            }],
+            expected_version: c.expected_version,
+            content: c.content,
+            // A call that applied this job alone.
+            call_id: c.job_id.uuid(),
+        },
+    )
+    .await
+}
+
+/// [`commit_job`] for several jobs of one chat folded into one summarizer call:
+/// one transaction writes the memory once and marks every job succeeded with
+/// the same version and `applied_in_call`. All or nothing: if the jobs do not
+/// all stand where `begin_jobs` left them (one was applied, superseded or
+/// deleted meanwhile), nothing is written and the answer is `VersionConflict`
+/// (begin again); when it is true of every job, the answer says which.
+///
+/// # Errors
+/// [`StoreError::InvalidArgument`] for an empty batch or a job of another chat.
+pub async fn commit_jobs(db: &DatabaseConnection, c: CommitBatch) -> Result<Committed, StoreError> {
+    let (Some(first), Some(last)) = (c.jobs.first().copied(), c.jobs.last().copied()) else {
+        return Err(StoreError::invalid("jobs", "at least one job is required"));
+    };
     let txn = begin_chat(db, &c.chat_id).await?;
     let memory = memories::Entity::find_by_id(c.chat_id.as_str())
         .one(&txn)
         .await?;
     let current_version = memory.as_ref().map_or(0, |m| m.version);
+    let last_applied = memory.as_ref().map_or(0, |m| m.last_applied_seq);
     let skip = |outcome| Committed {
         outcome,
         version: current_version,
     };
-
-    if deleted_through(&txn, &c.chat_id, c.stream_seq).await? {
+    let n = c.jobs.len();
+    let through = tombstone_through(&txn, &c.chat_id).await?;
+    let deleted = c
+        .jobs
+        .iter()
+        .filter(|j| through.is_some_and(|t| t >= j.stream_seq.get()))
+        .count();
+    if deleted > 0 {
         txn.commit().await?;
-        return Ok(skip(CommitOutcome::ChatDeleted));
+        let outcome = if deleted == n {
+            CommitOutcome::ChatDeleted
+        } else {
+            CommitOutcome::VersionConflict
+        };
+        return Ok(skip(outcome));
     }
-    let job = find_job(&txn, c.job_id, &c.chat_id).await?;
-    if let Some(row) = &job
-        && JobState::from_db(&row.state)? == JobState::Succeeded
-    {
+    let mut rows = find_jobs(&txn, c.jobs.iter().map(|j| j.job_id), &c.chat_id).await?;
+    let mut succeeded = 0;
+    for row in rows.values() {
+        if JobState::from_db(&row.state)? == JobState::Succeeded {
+            succeeded += 1;
+        }
+    }
+    if succeeded > 0 {
         txn.commit().await?;
-        return Ok(skip(CommitOutcome::AlreadyApplied));
+        let outcome = if succeeded == n {
+            CommitOutcome::AlreadyApplied
+        } else {
+            CommitOutcome::VersionConflict
+        };
+        return Ok(skip(outcome));
     }
-    let new_row = NewJobRow {
-        job_id: c.job_id,
-        chat_id: &c.chat_id,
-        stream_seq: c.stream_seq,
-        message_count: 0,
-        accepted_at: Utc::now(),
-    };
-    if memory
-        .as_ref()
-        .is_some_and(|m| m.last_applied_seq >= c.stream_seq.get())
-    {
-        write_job(&txn, job, new_row, JobWrite::superseded(c.attempt)).await?;
+    let superseded = c
+        .jobs
+        .iter()
+        .filter(|j| last_applied >= j.stream_seq.get())
+        .count();
+    if superseded == n {
+        for j in &c.jobs {
+            let row = rows.remove(&j.job_id.uuid());
+            write_job(
+                &txn,
+                row,
+                new_row(&c.chat_id, j),
+                JobWrite::superseded(j.attempt),
+            )
+            .await?;
+        }
         txn.commit().await?;
         return Ok(skip(CommitOutcome::Superseded));
     }
-    if current_version != c.expected_version {
+    if superseded > 0 || current_version != c.expected_version {
         txn.commit().await?;
         return Ok(skip(CommitOutcome::VersionConflict));
     }
@@ -82,8 +137,8 @@ pub async fn commit_job(db: &DatabaseConnection, c: Commit) -> Result<Committed,
     row.tokens_general_summary = Set(content.tokens.general_summary);
     row.state = Set(content.state);
     row.version = Set(version);
-    row.last_job_id = Set(c.job_id.uuid());
-    row.last_applied_seq = Set(c.stream_seq.get());
+    row.last_job_id = Set(last.job_id.uuid());
+    row.last_applied_seq = Set(last.stream_seq.get().max(first.stream_seq.get()));
     row.updated_at = Set(now);
     if current_version == 0 {
         memories::Entity::insert(row)
@@ -92,21 +147,43 @@ pub async fn commit_job(db: &DatabaseConnection, c: Commit) -> Result<Committed,
     } else {
         row.update(&txn).await?;
     }
-    let succeeded = JobWrite {
-        state: JobState::Succeeded,
-        attempts: c.attempt,
-        error: Some(None),
-        resulting_version: Some(version),
-    };
-    write_job(&txn, job, new_row, succeeded).await?;
-    // The audit row of the write, in the same transaction: memory, job state and
+    for j in &c.jobs {
+        let succeeded = JobWrite {
+            state: JobState::Succeeded,
+            attempts: j.attempt,
+            error: Some(None),
+            resulting_version: Some(version),
+            applied_in_call: Some(c.call_id),
+        };
+        let row = rows.remove(&j.job_id.uuid());
+        write_job(&txn, row, new_row(&c.chat_id, j), succeeded).await?;
+    }
+    // The audit rows of the write, in the same transaction: memory, job states and
     // audit commit together or not at all.
-    crate::audit::record(&txn, apply_record(&c.chat_id, c.job_id.uuid(), version)).await?;
+    crate::audit::record_all(
+        &txn,
+        c.jobs
+            .iter()
+            .map(|j| apply_record(&c.chat_id, j.job_id.uuid(), version))
+            .collect(),
+    )
+    .await?;
     txn.commit().await?;
     Ok(Committed {
         outcome: CommitOutcome::Applied,
         version,
     })
+}
+
+/// The row of a job the worker saw before the gateway's RecordAccepted landed.
+fn new_row<'a>(chat_id: &'a ChatId, j: &CommittedJob) -> NewJobRow<'a> {
+    NewJobRow {
+        job_id: j.job_id,
+        chat_id,
+        stream_seq: j.stream_seq,
+        message_count: 0,
+        accepted_at: Utc::now(),
+    }
 }
 
 /// Namespace of `apply` audit ids: UUIDv5(job id), so a row exists once per job.

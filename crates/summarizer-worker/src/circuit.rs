@@ -1,9 +1,9 @@
-//! A circuit breaker around the summarizer agent, shared by every partition loop
-//! of one worker process.
+//! A circuit breaker around the summarizer agent, shared by every chat of one
+//! worker process.
 //!
-//! Why: when the agent is down, every partition would otherwise keep calling it,
+//! Why: when the agent is down, every chat would otherwise keep calling it,
 //! each job burning its attempts on calls that cannot succeed until it ends
-//! FAILED. With the breaker open, jobs *wait* (the partition loop keeps sending
+//! FAILED. With the breaker open, jobs *wait* (the scheduler keeps sending
 //! progress acks) and spend no attempts; one probe call at a time tests whether
 //! the agent is back.
 //!
@@ -117,7 +117,7 @@ impl CircuitBreaker {
                 consecutive: 0,
             })),
         };
-        crate::metrics::get().circuit_state(CircuitState::Closed);
+        crate::metrics::get().circuit_state(CircuitState::Closed.gauge());
         breaker
     }
 
@@ -224,7 +224,7 @@ impl CircuitBreaker {
     }
 
     fn transition(&self, state: CircuitState) {
-        crate::metrics::get().circuit_state(state);
+        crate::metrics::get().circuit_state(state.gauge());
         match state {
             CircuitState::Open => tracing::warn!(
                 open_ms = self.settings.open_ms,

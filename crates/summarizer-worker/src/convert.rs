@@ -51,6 +51,24 @@ pub(crate) fn input_messages(job: &UpdateJob) -> Vec<InputMessage> {
         .collect()
 }
 
+/// The messages of several jobs of one chat, in order, for one coalesced call.
+/// A client's message id that repeats one of an earlier job in the batch is
+/// replaced by `<job_id>#<index>`, so every id names one message.
+pub(crate) fn batch_messages<'a>(jobs: impl Iterator<Item = &'a UpdateJob>) -> Vec<InputMessage> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for job in jobs {
+        for (i, mut m) in input_messages(job).into_iter().enumerate() {
+            if !seen.insert(m.id.clone()) {
+                m.id = format!("{}#{i}", job.job_id);
+                seen.insert(m.id.clone());
+            }
+            out.push(m);
+        }
+    }
+    out
+}
+
 pub(crate) fn memory_content(out: SummarizeOutput) -> MemoryContent {
     MemoryContent {
         user_confirmed: out.user_confirmed,
@@ -122,6 +140,25 @@ mod tests {
             ..Default::default()
         }]);
         assert_eq!(input_messages(&j)[0].role, Role::Tool);
+    }
+
+    #[test]
+    fn coalesced_messages_keep_job_order_and_unique_ids() {
+        let message = |id: &str, content: &str| ChatMessage {
+            role: ProtoRole::User as i32,
+            content: content.into(),
+            client_message_id: id.into(),
+            sent_at: None,
+        };
+        let mut first = job(vec![message("m-1", "a"), message("m-2", "b")]);
+        first.job_id = Uuid::from_u128(1).to_string();
+        let mut second = job(vec![message("m-1", "c")]);
+        second.job_id = Uuid::from_u128(2).to_string();
+        let messages = batch_messages([&first, &second].into_iter());
+        let contents: Vec<_> = messages.iter().map(|m| m.content.as_str()).collect();
+        assert_eq!(contents, ["a", "b", "c"]);
+        let ids: std::collections::HashSet<_> = messages.iter().map(|m| m.id.clone()).collect();
+        assert_eq!(ids.len(), 3, "ids must be unique: {messages:?}");
     }
 
     #[test]

@@ -3,10 +3,12 @@
 //!
 //! # Layout
 //! - [`settings`]: typed settings.
-//! - [`partition`]: one consume loop per JetStream partition consumer; owns the
-//!   message: progress acks while working, ack after commit, hand back on shutdown.
-//! - [`processor`]: one job: `BeginJob` -> agent -> `CommitJob`, with bounded retries.
-//! - `convert`: job checks, the agent's input and memory-store content built from a job.
+//! - [`scheduler`]: takes jobs from the shared consumer and runs each chat's jobs
+//!   one batch at a time, in order; owns every message until it is done
+//!   (progress acks while held, ack after commit, hand back when blocked or on shutdown).
+//! - [`processor`]: one batch: `BeginJobs` -> agent -> `CommitJobs`, with bounded
+//!   retries and a per-worker limit on agent calls in flight.
+//! - `convert`: job checks, the agent's input and memory-store content built from jobs.
 //! - [`circuit`]: the circuit breaker around the agent: while it is open, jobs
 //!   wait (without spending attempts) instead of calling an agent that is down.
 //! - [`dead_letters`]: failed jobs go to the dead-letter stream before their ack.
@@ -14,20 +16,24 @@
 //! - [`metrics`]: the worker's metrics.
 //!
 //! # Guarantees, and where they come from
-//! - Order per chat: a chat's jobs share a partition whose consumer allows one
-//!   unacknowledged message (`max_ack_pending = 1`) across all worker processes.
-//! - Exactly-once effect: memory-store commits the memory and the job state in one
-//!   transaction, conditional on the job not being applied yet and on the chat's
-//!   applied sequence; the message is acknowledged only after that commit, so a
-//!   crash anywhere means a redelivery that is either applied once or skipped.
+//! - Order per chat: each job names its chat's previous unfinished job (checked
+//!   by the server on publish); a job runs only once that one has left the
+//!   stream, which happens only when it is acknowledged after its commit. So one
+//!   chat's jobs never run side by side and apply in acceptance order, across any
+//!   number of workers, while all other chats run in parallel.
+//! - Exactly-once effect: memory-store commits the memory and the jobs' states in
+//!   one transaction, conditional on the jobs not being applied yet, on the chat's
+//!   applied sequence and on the memory's version; a message is acknowledged only
+//!   after that commit, so a crash anywhere means a redelivery that is either
+//!   applied once or skipped.
 
 pub mod backoff;
 pub mod circuit;
 mod convert;
 pub mod dead_letters;
 pub mod metrics;
-pub mod partition;
 pub mod processor;
+pub mod scheduler;
 pub mod settings;
 
 use std::future::Future;
@@ -58,13 +64,13 @@ pub enum StartError {
     Serve(#[from] tonic::transport::Error),
 }
 
-/// Connects to NATS (failing fast if it is down), binds a durable consumer per
-/// partition, and processes jobs until `shutdown` resolves; then stops taking
+/// Connects to NATS (failing fast if it is down), binds the shared durable
+/// consumer, and processes jobs until `shutdown` resolves; then stops taking
 /// jobs, lets in-flight ones finish within `consumer.shutdown_grace_ms` (or hands
 /// them back), and returns. Serves `grpc.health.v1` on `health_listener`.
 ///
 /// # Errors
-/// [`StartError`] when NATS is unreachable or a consumer cannot be created.
+/// [`StartError`] when NATS is unreachable or the consumer cannot be created.
 pub async fn run(
     settings: Settings,
     health_listener: TcpListener,
@@ -74,25 +80,21 @@ pub async fn run(
     let stream = job_queue::ensure_stream(&js, &settings.nats).await?;
     job_queue::dlq::ensure_dlq_stream(&js, &settings.nats).await?;
     let dead_letters = dead_letters::DeadLetters::new(js.clone(), settings.nats.clone());
-    let ack_wait = Duration::from_millis(settings.consumer.ack_wait_ms);
-    let mut consumers = Vec::with_capacity(settings.nats.partitions as usize);
-    for p in 0..settings.nats.partitions {
-        let config = job_queue::consumer::partition_consumer_config(
-            &settings.nats,
-            &settings.consumer.durable_prefix,
-            p,
-            ack_wait,
-        );
-        let name = job_queue::consumer::durable_name(&settings.consumer.durable_prefix, p);
-        let consumer = stream
-            .get_or_create_consumer(&name, config)
-            .await
-            .map_err(|e| StartError::Consumer {
-                name: name.clone(),
-                reason: e.to_string(),
-            })?;
-        consumers.push((p, consumer));
-    }
+    let c = &settings.consumer;
+    let config = job_queue::consumer::jobs_consumer_config(
+        &settings.nats,
+        &c.durable_prefix,
+        Duration::from_millis(c.ack_wait_ms),
+        c.max_ack_pending,
+    );
+    let name = job_queue::consumer::durable_name(&c.durable_prefix);
+    let consumer = stream
+        .get_or_create_consumer(&name, config)
+        .await
+        .map_err(|e| StartError::Consumer {
+            name: name.clone(),
+            reason: e.to_string(),
+        })?;
 
     let store = MemoryStoreClient::with_interceptor(
         settings.store.lazy_channel()?,
@@ -108,6 +110,7 @@ pub async fn run(
         agent,
         settings.retry.clone(),
         circuit::CircuitBreaker::new(settings.circuit.clone()),
+        settings.agent.max_concurrent_calls,
         settings.memory.limits(),
     );
 
@@ -117,25 +120,25 @@ pub async fn run(
         .await;
 
     let cancel = CancellationToken::new();
+    let scheduler = scheduler::Scheduler::new(
+        processor,
+        dead_letters,
+        stream,
+        settings.consumer.clone(),
+        settings.coalesce.clone(),
+        settings.agent.max_concurrent_calls,
+        cancel.clone(),
+    );
     let mut loops = tokio::task::JoinSet::new();
-    for (p, consumer) in consumers {
-        loops.spawn(partition::watch_depth(
-            consumer.clone(),
-            p,
-            Duration::from_secs(5),
-            cancel.clone(),
-        ));
-        let partition = partition::PartitionLoop::new(
-            p,
-            consumer,
-            processor.clone(),
-            dead_letters.clone(),
-            settings.consumer.clone(),
-        );
-        loops.spawn(partition.run(cancel.clone()));
-    }
+    loops.spawn(scheduler::watch_depth(
+        consumer.clone(),
+        Duration::from_secs(5),
+        cancel.clone(),
+    ));
+    loops.spawn(async move { scheduler.run(consumer).await });
     tracing::info!(
-        partitions = settings.nats.partitions,
+        consumer = %name,
+        max_concurrent_calls = settings.agent.max_concurrent_calls,
         "summarizer-worker consuming"
     );
 

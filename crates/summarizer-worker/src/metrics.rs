@@ -8,17 +8,19 @@
 //! | `chat_memory_agent_call_duration_seconds` | histogram | `outcome`: ok, error |
 //! | `chat_memory_queue_wait_seconds` | histogram | (acceptance → processing start) |
 //! | `chat_memory_redeliveries_total` | counter | (deliveries after the first) |
-//! | `chat_memory_queue_depth` | gauge | `partition` (jobs stored, not yet acknowledged) |
+//! | `chat_memory_queue_depth` | gauge | (jobs stored, not yet acknowledged, over all chats) |
+//! | `chat_memory_agent_calls_in_flight` | gauge | (this worker's summarizer calls running now) |
+//! | `chat_memory_jobs_per_call` | histogram | (jobs coalesced into one summarizer call) |
+//! | `chat_memory_held_jobs` | gauge | (jobs this worker holds: running or waiting behind their chat) |
 //! | `chat_memory_agent_circuit_state` | gauge | (0 closed, 1 half-open, 2 open) |
 //! | `chat_memory_dead_letters_total` | counter | (failed jobs published to the dead-letter stream) |
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Gauge, Histogram};
-
-use crate::circuit::CircuitState;
 
 /// Latency buckets in seconds: 1 ms .. 60 s.
 const SECONDS_BUCKETS: [f64; 16] = [
@@ -33,8 +35,13 @@ pub struct WorkerMetrics {
     redeliveries: Counter<u64>,
     circuit: Gauge<u64>,
     dead_letters: Counter<u64>,
-    /// Last observed depth per partition, read by the observable gauge.
-    depths: Arc<Mutex<Vec<u64>>>,
+    jobs_per_call: Histogram<u64>,
+    /// Last observed depth of the jobs consumer, read by the observable gauge.
+    depth: Arc<AtomicU64>,
+    /// Agent calls running now, read by the observable gauge.
+    in_flight: Arc<AtomicU64>,
+    /// Jobs held now, read by the observable gauge.
+    held: Arc<AtomicU64>,
 }
 
 /// The process-wide instruments (created on first use from the global meter).
@@ -46,19 +53,32 @@ pub fn get() -> &'static WorkerMetrics {
 impl WorkerMetrics {
     fn new() -> Self {
         let meter = opentelemetry::global::meter("summarizer-worker");
-        let depths: Arc<Mutex<Vec<u64>>> = Arc::default();
-        let gauge_depths = depths.clone();
-        meter
-            .u64_observable_gauge("chat_memory_queue_depth")
-            .with_description("Update jobs stored in the partition and not yet acknowledged")
-            .with_callback(move |observer| {
-                if let Ok(depths) = gauge_depths.lock() {
-                    for (p, d) in depths.iter().enumerate() {
-                        observer.observe(*d, &[KeyValue::new("partition", p.to_string())]);
-                    }
-                }
-            })
-            .build();
+        let depth: Arc<AtomicU64> = Arc::default();
+        let in_flight: Arc<AtomicU64> = Arc::default();
+        let held: Arc<AtomicU64> = Arc::default();
+        for (name, description, value) in [
+            (
+                "chat_memory_queue_depth",
+                "Update jobs stored and not yet acknowledged, over all chats",
+                depth.clone(),
+            ),
+            (
+                "chat_memory_agent_calls_in_flight",
+                "Summarizer calls this worker is making now",
+                in_flight.clone(),
+            ),
+            (
+                "chat_memory_held_jobs",
+                "Jobs this worker holds (running, or waiting behind their chat's job)",
+                held.clone(),
+            ),
+        ] {
+            meter
+                .u64_observable_gauge(name)
+                .with_description(description)
+                .with_callback(move |observer| observer.observe(value.load(Ordering::Relaxed), &[]))
+                .build();
+        }
         Self {
             updates: meter
                 .u64_counter("chat_memory_updates")
@@ -91,7 +111,14 @@ impl WorkerMetrics {
                 .u64_counter("chat_memory_dead_letters")
                 .with_description("Failed jobs published to the dead-letter stream")
                 .build(),
-            depths,
+            jobs_per_call: meter
+                .u64_histogram("chat_memory_jobs_per_call")
+                .with_description("Update jobs coalesced into one summarizer call")
+                .with_boundaries(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0])
+                .build(),
+            depth,
+            in_flight,
+            held,
         }
     }
 
@@ -118,22 +145,32 @@ impl WorkerMetrics {
         self.redeliveries.add(1, &[]);
     }
 
-    pub fn circuit_state(&self, state: CircuitState) {
-        self.circuit.record(state.gauge(), &[]);
+    /// The breaker's state as its gauge value (0 closed, 1 half-open, 2 open).
+    pub fn circuit_state(&self, gauge: u64) {
+        self.circuit.record(gauge, &[]);
     }
 
     pub fn dead_letter(&self) {
         self.dead_letters.add(1, &[]);
     }
 
-    pub fn set_depth(&self, partition: u32, depth: u64) {
-        if let Ok(mut depths) = self.depths.lock() {
-            let p = partition as usize;
-            if depths.len() <= p {
-                depths.resize(p + 1, 0);
-            }
-            depths[p] = depth;
-        }
+    pub fn set_depth(&self, depth: u64) {
+        self.depth.store(depth, Ordering::Relaxed);
+    }
+
+    /// A summarizer call over `jobs` coalesced jobs starts.
+    pub fn call_started(&self, jobs: usize) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.jobs_per_call
+            .record(u64::try_from(jobs).unwrap_or(u64::MAX), &[]);
+    }
+
+    pub fn call_finished(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub fn set_held(&self, held: u64) {
+        self.held.store(held, Ordering::Relaxed);
     }
 }
 

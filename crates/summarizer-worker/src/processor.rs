@@ -1,33 +1,42 @@
-//! One job, start to finish: `BeginJob` (is it still to be applied? what is the
-//! prior memory?), the agent call, then `CommitJob` (the conditional write).
+//! A batch of one chat's jobs (one job, or several waiting ones coalesced), start
+//! to finish: `BeginJobs` (which are still to be applied? what is the prior
+//! memory?), one agent call over all their messages in order, then `CommitJobs`
+//! (the conditional write of the memory and every job's state, in one transaction).
 //!
 //! Failures are sorted here:
 //! - agent unavailable or timing out: retried with backoff up to `retry.max_attempts`,
 //!   then the job ends FAILED with its reason (recorded, then acknowledged);
-//! - agent rejects the input or returns unusable output: FAILED at once;
+//! - agent rejects the input or returns unusable output: FAILED at once (a
+//!   coalesced batch is first split into single jobs, so only the job the agent
+//!   cannot take fails);
 //! - memory-store unavailable: retried for `retry.store_retry_ms`, then the delivery is
 //!   abandoned unacknowledged so JetStream redelivers it; a job never fails because
 //!   storage was down;
 //! - agent circuit open ([`crate::circuit`]): the job waits for a permit without
-//!   spending an attempt (the partition loop keeps the message alive with
-//!   progress acks meanwhile).
+//!   spending an attempt (the scheduler keeps the messages alive with progress
+//!   acks meanwhile);
+//! - the number of agent calls in flight is bounded per worker
+//!   (`agent.max_concurrent_calls`); a batch waits for a slot, holding nothing else.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::Semaphore;
 use tonic::{Code, Status, transport::Channel};
 use tracing::Instrument;
+use uuid::Uuid;
 
 use chat_memory_proto::jobs::v1::UpdateJob;
 use chat_memory_proto::store::{
-    BeginJobRequest, CommitJobRequest, CommitOutcome, FailJobRequest, SkipReason,
-    memory_store_client::MemoryStoreClient,
+    BeginJobRequest, BeginJobsRequest, CommitJobsRequest, CommitOutcome, CommittedJob,
+    FailJobRequest, SkipReason, memory_store_client::MemoryStoreClient,
 };
 use summarizer_agent::client::{AgentClient, AgentClientError};
 use summarizer_agent::tool::{PriorMemory, SummarizeInput, TokenLimits};
 
 use crate::backoff;
 use crate::circuit::{CircuitBreaker, CircuitState, Permit};
-use crate::convert::{check_job, input_messages, job_access, memory_content};
+use crate::convert::{batch_messages, check_job, job_access, memory_content};
 use crate::settings::RetrySettings;
 
 /// A job as delivered by JetStream.
@@ -86,8 +95,10 @@ pub struct Processor {
     store: StoreClient,
     agent: AgentClient,
     retry: RetrySettings,
-    /// Shared by all partitions: the agent is one dependency.
+    /// Shared by all chats: the agent is one dependency.
     circuit: CircuitBreaker,
+    /// Agent calls in flight in this worker, at most `agent.max_concurrent_calls`.
+    calls: Arc<Semaphore>,
     limits: TokenLimits,
 }
 
@@ -97,6 +108,7 @@ impl Processor {
         agent: AgentClient,
         retry: RetrySettings,
         circuit: CircuitBreaker,
+        max_concurrent_calls: u32,
         limits: TokenLimits,
     ) -> Self {
         Self {
@@ -104,23 +116,72 @@ impl Processor {
             agent,
             retry,
             circuit,
+            calls: Arc::new(Semaphore::new(max_concurrent_calls as usize)),
             limits,
         }
     }
 
     /// Processes one delivery to a disposition. Never panics on input.
     pub async fn handle(&self, d: &Delivery) -> Disposition {
-        if let Err(reason) = check_job(&d.job) {
-            return Disposition::Ack(Outcome::Poison(reason));
+        self.handle_batch(std::slice::from_ref(d))
+            .await
+            .pop()
+            .unwrap_or(Disposition::Abandon)
+    }
+
+    /// Processes a batch of one chat's deliveries (increasing sequence) to one
+    /// disposition per delivery, in order. Never panics on input.
+    pub async fn handle_batch(&self, batch: &[Delivery]) -> Vec<Disposition> {
+        if let Some(poison) = batch.iter().find_map(|d| check_job(&d.job).err()) {
+            if batch.len() == 1 {
+                return vec![Disposition::Ack(Outcome::Poison(poison))];
+            }
+            return self.one_by_one(batch).await;
         }
+        match self.run_batch(batch).await {
+            BatchResult::Done(dispositions) => dispositions,
+            BatchResult::Split => self.one_by_one(batch).await,
+        }
+    }
+
+    /// The jobs of a batch the agent refused, each on its own, in order: only
+    /// the job it cannot take fails.
+    async fn one_by_one(&self, batch: &[Delivery]) -> Vec<Disposition> {
+        let mut out = Vec::with_capacity(batch.len());
+        for (i, d) in batch.iter().enumerate() {
+            let disposition = Box::pin(self.handle_batch(std::slice::from_ref(d)))
+                .await
+                .pop()
+                .unwrap_or(Disposition::Abandon);
+            let abandon = disposition == Disposition::Abandon;
+            out.push(disposition);
+            if abandon {
+                // A job left for redelivery holds back the chat's later ones.
+                out.extend(std::iter::repeat_n(
+                    Disposition::Abandon,
+                    batch.len() - i - 1,
+                ));
+                break;
+            }
+        }
+        out
+    }
+
+    async fn run_batch(&self, batch: &[Delivery]) -> BatchResult {
+        let Some(d) = batch.first() else {
+            return BatchResult::Done(Vec::new());
+        };
+        let all = |disposition: Disposition| BatchResult::Done(vec![disposition; batch.len()]);
         let started = Instant::now();
         let store_budget = Duration::from_millis(self.retry.store_retry_ms);
         let (mut agent_failures, mut store_retries) = (0u32, 0u32);
         loop {
             let attempt = d.delivered.saturating_add(agent_failures);
             let permit = self.agent_permit(d).await;
-            let error = match self.try_once(d, attempt, permit).await {
-                Ok(outcome) => return Disposition::Ack(outcome),
+            let error = match self.try_once(batch, attempt, permit).await {
+                Ok(outcomes) => {
+                    return BatchResult::Done(outcomes.into_iter().map(Disposition::Ack).collect());
+                }
                 Err(e) => e,
             };
             match error {
@@ -129,45 +190,38 @@ impl Processor {
                         tracing::warn!(job_id = %d.job.job_id, code = ?s.code(), error = %s.message(), "memory-store call failed");
                     }
                     if started.elapsed() >= store_budget {
-                        tracing::warn!(job_id = %d.job.job_id, "leaving the job for redelivery");
-                        return Disposition::Abandon;
+                        tracing::warn!(job_id = %d.job.job_id, jobs = batch.len(), "leaving the jobs for redelivery");
+                        return all(Disposition::Abandon);
                     }
                     store_retries += 1;
                     tokio::time::sleep(self.backoff(store_retries)).await;
                 }
                 StepError::AgentOutage(e) => {
                     tracing::warn!(job_id = %d.job.job_id, attempt, error = %e, "agent call failed and the circuit is open; the job waits without spending an attempt");
-                    self.record_attempt(d, attempt, &e.to_string()).await;
+                    self.record_attempts(batch, attempt, &e.to_string()).await;
                 }
                 StepError::Agent(e) if e.is_transient() => {
                     agent_failures += 1;
                     crate::metrics::get().update("retried");
                     tracing::warn!(job_id = %d.job.job_id, attempt, error = %e, "agent call failed");
                     if agent_failures >= self.retry.max_attempts {
-                        return self
-                            .fail(
-                                d,
-                                attempt,
-                                format!("agent unavailable after {agent_failures} attempts: {e}"),
-                            )
-                            .await;
+                        let reason =
+                            format!("agent unavailable after {agent_failures} attempts: {e}");
+                        return BatchResult::Done(self.fail_all(batch, attempt, &reason).await);
                     }
-                    self.record_attempt(d, attempt, &e.to_string()).await;
+                    self.record_attempts(batch, attempt, &e.to_string()).await;
                     tokio::time::sleep(self.backoff(agent_failures)).await;
                 }
+                StepError::Agent(_) | StepError::Rejected(_) if batch.len() > 1 => {
+                    return BatchResult::Split;
+                }
                 StepError::Agent(e) => {
-                    return self
-                        .fail(d, attempt, format!("agent rejected the job: {e}"))
-                        .await;
+                    let reason = format!("agent rejected the job: {e}");
+                    return BatchResult::Done(self.fail_all(batch, attempt, &reason).await);
                 }
                 StepError::Rejected(s) => {
-                    return self
-                        .fail(
-                            d,
-                            attempt,
-                            format!("memory-store rejected the job: {}", s.message()),
-                        )
-                        .await;
+                    let reason = format!("memory-store rejected the job: {}", s.message());
+                    return BatchResult::Done(self.fail_all(batch, attempt, &reason).await);
                 }
             }
         }
@@ -191,44 +245,59 @@ impl Processor {
         }
     }
 
-    /// One attempt. `permit` (from the circuit breaker) is reported with the
-    /// agent call's outcome, or dropped unused when the job needs no call.
+    /// One attempt over the batch. `permit` (from the circuit breaker) is
+    /// reported with the agent call's outcome, or dropped unused when no job
+    /// needs a call.
     async fn try_once(
         &self,
-        d: &Delivery,
+        batch: &[Delivery],
         attempt: u32,
         permit: Permit,
-    ) -> Result<Outcome, StepError> {
-        let job = &d.job;
+    ) -> Result<Vec<Outcome>, StepError> {
+        let Some(first) = batch.first() else {
+            return Ok(Vec::new());
+        };
+        let chat_id = first.job.chat_id.clone();
         let begin = self
             .store
             .clone()
-            .begin_job(BeginJobRequest {
-                job_id: job.job_id.clone(),
-                chat_id: job.chat_id.clone(),
-                stream_seq: d.stream_seq,
-                attempt,
-                message_count: u32::try_from(job.messages.len()).unwrap_or(u32::MAX),
-                accepted_at: job.accepted_at,
-                access: job_access(job),
-                replay: d.replay,
+            .begin_jobs(BeginJobsRequest {
+                chat_id: chat_id.clone(),
+                jobs: batch.iter().map(|d| begin_request(d, attempt)).collect(),
             })
             .await
             .map_err(classify_store)?
             .into_inner();
-        let skip = SkipReason::try_from(begin.skip).unwrap_or(SkipReason::Unspecified);
-        if skip != SkipReason::Unspecified {
-            return Ok(Outcome::Skipped(skip));
+        if begin.skips.len() != batch.len() {
+            return Err(StepError::Store(Status::internal(format!(
+                "BeginJobs answered {} decisions for {} jobs",
+                begin.skips.len(),
+                batch.len()
+            ))));
+        }
+        let skips: Vec<SkipReason> = begin
+            .skips
+            .iter()
+            .map(|s| SkipReason::try_from(*s).unwrap_or(SkipReason::Unspecified))
+            .collect();
+        let apply: Vec<&Delivery> = batch
+            .iter()
+            .zip(&skips)
+            .filter(|(_, s)| **s == SkipReason::Unspecified)
+            .map(|(d, _)| d)
+            .collect();
+        if apply.is_empty() {
+            return Ok(skips.into_iter().map(Outcome::Skipped).collect());
         }
         let input = SummarizeInput {
-            chat_id: job.chat_id.clone(),
+            chat_id: chat_id.clone(),
             prior: begin.prior.map(|p| PriorMemory {
                 user_confirmed: p.user_confirmed,
                 llm_inferred: p.llm_inferred,
                 general_summary: p.general_summary,
                 state_json: (!p.state_json.is_empty()).then_some(p.state_json),
             }),
-            messages: input_messages(job),
+            messages: batch_messages(apply.iter().map(|d| &d.job)),
             limits: self.limits,
         };
         let span = tracing::info_span!(
@@ -238,10 +307,19 @@ impl Processor {
             mcp.method.name = "tools/call",
             gen_ai.tool.name = "summarize",
             attempt,
+            coalesced_jobs = apply.len(),
         );
-        let called = Instant::now();
-        let output = self.agent.summarize(&input).instrument(span).await;
-        crate::metrics::get().agent_call(output.is_ok(), called.elapsed());
+        let output = {
+            // The provider's concurrency limit: wait for a slot, then call.
+            let _slot = self.calls.acquire().await;
+            let m = crate::metrics::get();
+            m.call_started(apply.len());
+            let called = Instant::now();
+            let output = self.agent.summarize(&input).instrument(span).await;
+            m.call_finished();
+            m.agent_call(output.is_ok(), called.elapsed());
+            output
+        };
         let unavailable = output.as_ref().is_err_and(AgentClientError::is_transient);
         let state = self.circuit.record(permit, unavailable, Instant::now());
         let output = output.map_err(|e| {
@@ -254,28 +332,63 @@ impl Processor {
         let commit = self
             .store
             .clone()
-            .commit_job(CommitJobRequest {
-                job_id: job.job_id.clone(),
-                chat_id: job.chat_id.clone(),
-                stream_seq: d.stream_seq,
+            .commit_jobs(CommitJobsRequest {
+                chat_id,
+                jobs: apply
+                    .iter()
+                    .map(|d| CommittedJob {
+                        job_id: d.job.job_id.clone(),
+                        stream_seq: d.stream_seq,
+                        attempt,
+                    })
+                    .collect(),
                 expected_version: begin.prior_version,
                 content: Some(memory_content(output)),
-                attempt,
+                call_id: Uuid::now_v7().to_string(),
             })
             .await
             .map_err(classify_store)?
             .into_inner();
-        match CommitOutcome::try_from(commit.outcome) {
-            Ok(CommitOutcome::Applied) => Ok(Outcome::Applied {
+        let applied = match CommitOutcome::try_from(commit.outcome) {
+            Ok(CommitOutcome::Applied) => Outcome::Applied {
                 version: commit.version,
-            }),
-            Ok(CommitOutcome::AlreadyApplied) => Ok(Outcome::Skipped(SkipReason::AlreadyApplied)),
-            Ok(CommitOutcome::Superseded) => Ok(Outcome::Skipped(SkipReason::Superseded)),
-            Ok(CommitOutcome::ChatDeleted) => Ok(Outcome::Skipped(SkipReason::ChatDeleted)),
-            Ok(CommitOutcome::VersionConflict) => Err(StepError::VersionConflict),
-            Ok(CommitOutcome::Unspecified) | Err(_) => Err(StepError::Store(Status::internal(
-                format!("unknown commit outcome {}", commit.outcome),
-            ))),
+            },
+            Ok(CommitOutcome::AlreadyApplied) => Outcome::Skipped(SkipReason::AlreadyApplied),
+            Ok(CommitOutcome::Superseded) => Outcome::Skipped(SkipReason::Superseded),
+            Ok(CommitOutcome::ChatDeleted) => Outcome::Skipped(SkipReason::ChatDeleted),
+            Ok(CommitOutcome::VersionConflict) => return Err(StepError::VersionConflict),
+            Ok(CommitOutcome::Unspecified) | Err(_) => {
+                return Err(StepError::Store(Status::internal(format!(
+                    "unknown commit outcome {}",
+                    commit.outcome
+                ))));
+            }
+        };
+        Ok(skips
+            .into_iter()
+            .map(|s| {
+                if s == SkipReason::Unspecified {
+                    applied.clone()
+                } else {
+                    Outcome::Skipped(s)
+                }
+            })
+            .collect())
+    }
+
+    /// Ends every job of the batch FAILED, in order.
+    async fn fail_all(&self, batch: &[Delivery], attempt: u32, reason: &str) -> Vec<Disposition> {
+        let mut out = Vec::with_capacity(batch.len());
+        for d in batch {
+            out.push(self.fail(d, attempt, reason.to_owned()).await);
+        }
+        out
+    }
+
+    /// Records a transient failure on every job of the batch; best effort.
+    async fn record_attempts(&self, batch: &[Delivery], attempt: u32, error: &str) {
+        for d in batch {
+            self.record_attempt(d, attempt, error).await;
         }
     }
 
@@ -314,6 +427,27 @@ impl Processor {
             Duration::from_millis(self.retry.initial_backoff_ms),
             Duration::from_millis(self.retry.max_backoff_ms),
         )
+    }
+}
+
+/// What a batch came to.
+enum BatchResult {
+    Done(Vec<Disposition>),
+    /// The agent or memory-store refused the coalesced batch: run its jobs one by one.
+    Split,
+}
+
+fn begin_request(d: &Delivery, attempt: u32) -> BeginJobRequest {
+    let job = &d.job;
+    BeginJobRequest {
+        job_id: job.job_id.clone(),
+        chat_id: job.chat_id.clone(),
+        stream_seq: d.stream_seq,
+        attempt,
+        message_count: u32::try_from(job.messages.len()).unwrap_or(u32::MAX),
+        accepted_at: job.accepted_at,
+        access: job_access(job),
+        replay: d.replay,
     }
 }
 

@@ -19,6 +19,8 @@ pub struct Settings {
     pub tls: ServerTls,
     pub nats: QueueSettings,
     pub consumer: ConsumerSettings,
+    /// Folding a chat's waiting jobs into one summarizer call.
+    pub coalesce: CoalesceSettings,
     pub retry: RetrySettings,
     /// The circuit breaker around the agent.
     pub circuit: CircuitSettings,
@@ -33,15 +35,38 @@ pub struct Settings {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ConsumerSettings {
-    /// Durable consumer names are `<durable_prefix>-p<partition>`.
+    /// The durable consumer, shared by every worker, is `<durable_prefix>-jobs`.
     pub durable_prefix: String,
     /// A job unacknowledged this long is redelivered (its worker is presumed dead).
-    /// Also the longest a partition stalls after a worker dies mid-job.
+    /// Also the longest a chat stalls after a worker dies holding its job.
     pub ack_wait_ms: u64,
-    /// Progress acks while a job runs; must be well under `ack_wait_ms`.
+    /// Progress acks while a job is held (running or waiting); well under `ack_wait_ms`.
     pub progress_interval_ms: u64,
+    /// Jobs this worker holds at once (running, or waiting behind their chat's
+    /// running job). Bounds its memory and what a crash hands back.
+    pub max_held_jobs: u32,
+    /// The consumer's `max_ack_pending`: jobs handed out and unacknowledged
+    /// over all workers. At least the sum of the workers' `max_held_jobs`.
+    /// Applied when the consumer is created.
+    pub max_ack_pending: i64,
+    /// A job whose chat's previous job is still held by another worker is
+    /// handed back with this delay (then redelivered to any worker).
+    pub blocked_retry_ms: u64,
     /// On shutdown, how long an in-flight job may still run before it is handed back.
     pub shutdown_grace_ms: u64,
+}
+
+/// Coalescing: when several jobs of one chat are waiting, they go to the
+/// summarizer in one call (in order), up to these bounds.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CoalesceSettings {
+    /// Jobs per call (1 turns coalescing off).
+    pub max_jobs: u32,
+    /// Chat messages per call.
+    pub max_messages: u32,
+    /// Estimated input tokens of the new messages per call (4 bytes a token).
+    pub max_input_tokens: u32,
 }
 
 /// Retries of one delivery.
@@ -86,6 +111,9 @@ pub struct AgentSettings {
     pub url: String,
     /// Deadline of one agent call.
     pub call_timeout_ms: u64,
+    /// Summarizer calls this worker makes at once (a model provider's
+    /// concurrency limit, divided among the workers).
+    pub max_concurrent_calls: u32,
     /// Bearer token the agent's MCP endpoint requires (its `service_token`).
     pub service_token: Option<service_kit::secret::Secret>,
 }
@@ -119,6 +147,7 @@ impl Default for Settings {
             tls: ServerTls::default(),
             nats: QueueSettings::default(),
             consumer: ConsumerSettings::default(),
+            coalesce: CoalesceSettings::default(),
             retry: RetrySettings::default(),
             circuit: CircuitSettings::default(),
             store: ClientSettings::new("http://127.0.0.1:50052"),
@@ -136,6 +165,19 @@ impl Default for ConsumerSettings {
             ack_wait_ms: 30_000,
             progress_interval_ms: 5_000,
             shutdown_grace_ms: 10_000,
+            max_held_jobs: 2_000,
+            max_ack_pending: 20_000,
+            blocked_retry_ms: 200,
+        }
+    }
+}
+
+impl Default for CoalesceSettings {
+    fn default() -> Self {
+        Self {
+            max_jobs: 16,
+            max_messages: 200,
+            max_input_tokens: 16_000,
         }
     }
 }
@@ -169,6 +211,7 @@ impl Default for AgentSettings {
         Self {
             url: "http://127.0.0.1:50053/mcp".into(),
             call_timeout_ms: 30_000,
+            max_concurrent_calls: 64,
             service_token: None,
         }
     }
@@ -216,6 +259,37 @@ impl Validate for Settings {
             return Err(SettingsError::invalid(
                 "consumer.progress_interval_ms",
                 "must be positive and at most half of ack_wait_ms",
+            ));
+        }
+        if c.max_held_jobs == 0 {
+            return Err(SettingsError::invalid(
+                "consumer.max_held_jobs",
+                "must be at least 1",
+            ));
+        }
+        if c.max_ack_pending < i64::from(c.max_held_jobs) {
+            return Err(SettingsError::invalid(
+                "consumer.max_ack_pending",
+                "must be at least consumer.max_held_jobs",
+            ));
+        }
+        if c.blocked_retry_ms == 0 {
+            return Err(SettingsError::invalid(
+                "consumer.blocked_retry_ms",
+                "must be positive",
+            ));
+        }
+        let k = &self.coalesce;
+        if k.max_jobs == 0 || k.max_messages == 0 || k.max_input_tokens == 0 {
+            return Err(SettingsError::invalid(
+                "coalesce",
+                "max_jobs, max_messages and max_input_tokens must be positive",
+            ));
+        }
+        if self.agent.max_concurrent_calls == 0 {
+            return Err(SettingsError::invalid(
+                "agent.max_concurrent_calls",
+                "must be at least 1",
             ));
         }
         let r = &self.retry;

@@ -25,9 +25,6 @@ pub const SERVICES: [&str; 4] = [
     "gateway",
 ];
 
-/// Partitions of the stack's jobs stream.
-const PARTITIONS: u32 = 8;
-
 /// What to start.
 #[derive(Debug, Clone, Default)]
 pub struct ProcessOptions {
@@ -119,7 +116,6 @@ impl ProcessStack {
             ("CHAT_MEMORY__NATS__URL", crate::nats_url()),
             ("CHAT_MEMORY__NATS__STREAM", stream.clone()),
             ("CHAT_MEMORY__NATS__SUBJECT_PREFIX", subject_prefix.clone()),
-            ("CHAT_MEMORY__NATS__PARTITIONS", PARTITIONS.to_string()),
             // Small reservations of JetStream storage (see `TEST_STREAM_BYTES`).
             (
                 "CHAT_MEMORY__NATS__MAX_BYTES",
@@ -298,7 +294,6 @@ impl ProcessStack {
             url: crate::nats_url(),
             stream: self.stream.clone(),
             subject_prefix: self.subject_prefix.clone(),
-            partitions: PARTITIONS,
             ..job_queue::QueueSettings::default()
         }
     }

@@ -24,7 +24,6 @@ use crate::wait;
 /// What to start.
 pub struct StackOptions {
     pub workers: usize,
-    pub partitions: u32,
     /// Short, so a killed worker's job is redelivered quickly.
     pub ack_wait_ms: u64,
     /// Backend of the agent; the offline one when `None`.
@@ -57,7 +56,6 @@ impl Default for StackOptions {
     fn default() -> Self {
         Self {
             workers: 1,
-            partitions: 8,
             ack_wait_ms: 2_000,
             backend: None,
             max_jobs: 1_000_000,
@@ -160,7 +158,6 @@ impl TestStack {
             url: crate::nats_url(),
             stream: format!("CMT_{suffix}"),
             subject_prefix: format!("cmt.{suffix}"),
-            partitions: opts.partitions,
             max_jobs: opts.max_jobs,
             // JetStream reserves a stream's max_bytes from the server's storage:
             // keep test streams small so many runs never exhaust it.

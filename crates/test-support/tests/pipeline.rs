@@ -333,16 +333,13 @@ async fn a_job_delivered_twice_is_applied_once() {
         ..Default::default()
     };
     let js = stack.jetstream().await;
-    let subject = chat_memory_proto::jobs::partition_subject(
-        &stack.queue.subject_prefix,
-        chat_memory_proto::jobs::partition_for(&namespaced, stack.queue.partitions),
-    );
+    let subject = job_queue::layout::chat_subject(&stack.queue.subject_prefix, &namespaced);
     js.publish(subject, replay.encode_to_vec().into())
         .await
         .expect("publish")
         .await
         .expect("ack");
-    // A later update proves the replay was consumed before it (same partition, in order).
+    // A later update proves the replay was consumed before it (same chat subject, in order).
     let next = send(
         &mut client,
         update(
@@ -694,15 +691,18 @@ async fn pending_jobs_are_counted_until_applied() {
     .await;
     stack.wait_job_done(&first, JOB_TIMEOUT).await;
     stack.kill_worker(0);
+    let mut waiting = Vec::new();
     for i in 0..3 {
-        send(
-            &mut client,
-            update(
-                "chat-pending",
-                vec![user(&format!("Visit {i} cost a $30 copay."))],
-            ),
-        )
-        .await;
+        waiting.push(
+            send(
+                &mut client,
+                update(
+                    "chat-pending",
+                    vec![user(&format!("Visit {i} cost a $30 copay."))],
+                ),
+            )
+            .await,
+        );
     }
     let got = memory(&mut client, "chat-pending").await;
     assert_eq!(got.freshness.expect("freshness").pending_jobs, 3);
@@ -721,13 +721,30 @@ async fn pending_jobs_are_counted_until_applied() {
         }
     })
     .await;
+    // The three waiting updates may be folded into fewer summarizer calls
+    // (coalescing): each call makes one version, and every update says which
+    // call applied it and at which version.
+    let version = memory(&mut client, "chat-pending")
+        .await
+        .memory
+        .expect("memory")
+        .version;
+    let mut calls = std::collections::BTreeMap::new();
+    for job in &waiting {
+        let status = stack.wait_job_done(job, JOB_TIMEOUT).await;
+        assert_eq!(status.state, JobState::Succeeded as i32, "{status:?}");
+        let at = status.resulting_version.expect("resulting version");
+        assert!(!status.applied_in_call.is_empty(), "{status:?}");
+        assert_eq!(
+            *calls.entry(status.applied_in_call.clone()).or_insert(at),
+            at,
+            "updates applied by one call share its version"
+        );
+    }
     assert_eq!(
-        memory(&mut client, "chat-pending")
-            .await
-            .memory
-            .expect("memory")
-            .version,
-        4
+        version,
+        1 + i64::try_from(calls.len()).expect("few calls"),
+        "one version per summarizer call: {calls:?}"
     );
     stack.shutdown().await;
 }

@@ -182,8 +182,6 @@ async fn a_job_that_exhausts_its_attempts_is_dead_lettered_and_a_replay_applies_
             &stack.queue.stream,
             "--subject-prefix",
             &stack.queue.subject_prefix,
-            "--partitions",
-            &stack.queue.partitions.to_string(),
             "list",
         ])
         .output()
@@ -276,16 +274,15 @@ async fn a_replay_does_not_overwrite_a_newer_memory_and_is_recorded_superseded()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_backlogged_partition_refuses_updates_with_a_retry_hint_while_reads_keep_working() {
-    // Arrange: one partition that holds at most 2 jobs; a first memory applied,
+async fn a_backlogged_chat_refuses_updates_with_a_retry_hint_while_reads_keep_working() {
+    // Arrange: a chat may hold at most 2 unfinished jobs; a first memory applied,
     // then the agent goes down so jobs pile up.
     let switch = Switch::new(Arc::new(OfflineBackend::new()), false);
     let mut stack = TestStack::start_with(StackOptions {
         workers: 0,
-        partitions: 1,
         backend: Some(Arc::new(SwitchedBackend(switch.clone()))),
         backpressure: gateway::backpressure::BackpressureSettings {
-            max_partition_jobs: 2,
+            max_chat_jobs: 2,
             cache_ms: 0,
             ..Default::default()
         },
@@ -305,7 +302,7 @@ async fn a_backlogged_partition_refuses_updates_with_a_retry_hint_while_reads_ke
     stack.wait_job_done(&first, JOB_TIMEOUT).await;
     switch.set_down(true);
 
-    // Act: updates until the partition holds 2 jobs, then one more.
+    // Act: updates until the chat has 2 unfinished jobs, then one more.
     for text in ["I moved to Denver.", "My PCP is Dr. Alvarez."] {
         client
             .update_memory(update("chat-bp", text))

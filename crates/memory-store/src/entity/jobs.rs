@@ -20,6 +20,8 @@ pub struct Model {
     pub idempotency_key: Option<String>,
     pub accepted_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
+    /// The summarizer call that applied the job (jobs coalesced into one call share it).
+    pub applied_in_call: Option<Uuid>,
 }
 
 impl ActiveModelBehavior for ActiveModel {}

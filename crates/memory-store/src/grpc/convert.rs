@@ -14,8 +14,9 @@ use crate::{
     access::Access,
     audit::{AuditQuery, AuditRecord},
     domain::{
-        AcceptedJob, Begin, ChatId, Commit, CommitOutcome, Committed, Delivery, Failure, JobId,
-        JobState, JobView, MemoryContent, MemoryView, Skip, StreamSeq, TokenCounts, count,
+        AcceptedJob, Begin, Begun, ChatId, Commit, CommitBatch, CommitOutcome, Committed,
+        CommittedJob, Delivery, Failure, JobId, JobState, JobView, MemoryContent, MemoryView, Skip,
+        StreamSeq, TokenCounts, count,
     },
     error::StoreError,
 };
@@ -72,6 +73,68 @@ pub fn commit(r: pb::CommitJobRequest) -> Result<Commit, StoreError> {
         expected_version: r.expected_version,
         content: memory_content(content)?,
         attempt: count(r.attempt, "attempt")?,
+    })
+}
+
+/// The jobs of a `BeginJobs` call: one chat, increasing sequence.
+pub fn deliveries(r: pb::BeginJobsRequest) -> Result<(ChatId, Vec<Delivery>), StoreError> {
+    let chat_id = ChatId::parse(r.chat_id)?;
+    if r.jobs.is_empty() {
+        return Err(StoreError::invalid("jobs", "at least one job is required"));
+    }
+    let jobs = r
+        .jobs
+        .into_iter()
+        .map(delivery)
+        .collect::<Result<Vec<_>, _>>()?;
+    if jobs.windows(2).any(|w| w[0].stream_seq >= w[1].stream_seq) {
+        return Err(StoreError::invalid(
+            "jobs.stream_seq",
+            "must increase from one job to the next",
+        ));
+    }
+    Ok((chat_id, jobs))
+}
+
+pub fn commit_batch(r: pb::CommitJobsRequest) -> Result<CommitBatch, StoreError> {
+    let chat_id = ChatId::parse(r.chat_id)?;
+    let content = r
+        .content
+        .ok_or_else(|| StoreError::invalid("content", "is required"))?;
+    if r.expected_version < 0 {
+        return Err(StoreError::invalid(
+            "expected_version",
+            "must not be negative",
+        ));
+    }
+    if r.jobs.is_empty() {
+        return Err(StoreError::invalid("jobs", "at least one job is required"));
+    }
+    let jobs = r
+        .jobs
+        .into_iter()
+        .map(|j| {
+            Ok(CommittedJob {
+                job_id: JobId::parse(&j.job_id)?,
+                stream_seq: StreamSeq::parse(j.stream_seq, "jobs.stream_seq")?,
+                attempt: count(j.attempt, "jobs.attempt")?,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    if jobs.windows(2).any(|w| w[0].stream_seq >= w[1].stream_seq) {
+        return Err(StoreError::invalid(
+            "jobs.stream_seq",
+            "must increase from one job to the next",
+        ));
+    }
+    let call_id = uuid::Uuid::parse_str(&r.call_id)
+        .map_err(|_| StoreError::invalid("call_id", "must be a UUID"))?;
+    Ok(CommitBatch {
+        chat_id,
+        jobs,
+        expected_version: r.expected_version,
+        content: memory_content(content)?,
+        call_id,
     })
 }
 
@@ -156,20 +219,30 @@ pub fn begin_to_pb(b: Begin) -> pb::BeginJobResponse {
             prior: prior.map(content_to_pb),
             prior_version,
         },
-        Begin::Skip(reason) => {
-            let skip = match reason {
-                Skip::AlreadyApplied => pb::SkipReason::AlreadyApplied,
-                Skip::Superseded => pb::SkipReason::Superseded,
-                Skip::ChatDeleted => pb::SkipReason::ChatDeleted,
-                Skip::AlreadyFailed => pb::SkipReason::AlreadyFailed,
-                Skip::NotOwner => pb::SkipReason::NotOwner,
-            };
-            pb::BeginJobResponse {
-                skip: skip.into(),
-                prior: None,
-                prior_version: 0,
-            }
-        }
+        Begin::Skip(reason) => pb::BeginJobResponse {
+            skip: skip_to_pb(Some(reason)).into(),
+            prior: None,
+            prior_version: 0,
+        },
+    }
+}
+
+fn skip_to_pb(reason: Option<Skip>) -> pb::SkipReason {
+    match reason {
+        None => pb::SkipReason::Unspecified,
+        Some(Skip::AlreadyApplied) => pb::SkipReason::AlreadyApplied,
+        Some(Skip::Superseded) => pb::SkipReason::Superseded,
+        Some(Skip::ChatDeleted) => pb::SkipReason::ChatDeleted,
+        Some(Skip::AlreadyFailed) => pb::SkipReason::AlreadyFailed,
+        Some(Skip::NotOwner) => pb::SkipReason::NotOwner,
+    }
+}
+
+pub fn begun_to_pb(b: Begun) -> pb::BeginJobsResponse {
+    pb::BeginJobsResponse {
+        skips: b.skips.into_iter().map(|s| skip_to_pb(s).into()).collect(),
+        prior: b.prior.map(content_to_pb),
+        prior_version: b.prior_version,
     }
 }
 
@@ -223,6 +296,7 @@ pub fn job_to_pb(j: JobView) -> pb::GetJobResponse {
         accepted_at: Some(to_timestamp(j.accepted_at)),
         updated_at: Some(to_timestamp(j.updated_at)),
         stream_seq: u64::try_from(j.stream_seq).unwrap_or(0),
+        applied_in_call: j.applied_in_call.map(|c| c.to_string()).unwrap_or_default(),
     }
 }
 

@@ -65,6 +65,32 @@ impl MemoryStore for StoreService {
         Ok(Response::new(convert::committed_to_pb(committed)))
     }
 
+    async fn begin_jobs(
+        &self,
+        request: Request<pb::BeginJobsRequest>,
+    ) -> Result<Response<pb::BeginJobsResponse>, Status> {
+        let (chat_id, deliveries) = convert::deliveries(request.into_inner())?;
+        let begun = jobs::begin_jobs(&self.db, &chat_id, deliveries)
+            .instrument(crate::db::span("begin_jobs"))
+            .await?;
+        Ok(Response::new(convert::begun_to_pb(begun)))
+    }
+
+    async fn commit_jobs(
+        &self,
+        request: Request<pb::CommitJobsRequest>,
+    ) -> Result<Response<pb::CommitJobsResponse>, Status> {
+        let batch = convert::commit_batch(request.into_inner())?;
+        let committed = memories::commit_jobs(&self.db, batch)
+            .instrument(crate::db::span("commit_jobs"))
+            .await?;
+        let c = convert::committed_to_pb(committed);
+        Ok(Response::new(pb::CommitJobsResponse {
+            outcome: c.outcome,
+            version: c.version,
+        }))
+    }
+
     async fn fail_job(
         &self,
         request: Request<pb::FailJobRequest>,

@@ -1,0 +1,666 @@
+//! The scheduler: takes jobs from the shared consumer and runs every chat's
+//! jobs one batch at a time, in acceptance order, while different chats run in
+//! parallel up to the worker's summarizer concurrency.
+//!
+//! # The model
+//! ```text
+//!  JetStream consumer ──fetch (while there is room)──▶ chats: subject ─▶ waiting jobs
+//!                                                        │ one task per chat with jobs
+//!                                                        ▼
+//!                       gate: has the first job's predecessor left the stream?
+//!                         yes ─▶ batch = first + the chained jobs behind it (coalescing)
+//!                                 ─▶ Processor (BeginJobs ─▶ agent ─▶ CommitJobs) ─▶ ack each
+//!                         no  ─▶ hand the chat's jobs back (NAK with a delay)
+//! ```
+//! - A job runs only once its chain link ([`job_queue::headers::PREV_SEQ`]) is
+//!   gone from the stream: acknowledged by this worker (known locally) or by
+//!   another (looked up). Acks happen after memory-store committed, so a job
+//!   always builds on its predecessor's memory, and never runs beside it.
+//! - Jobs of a chat that arrive while its task runs wait in its queue; the next
+//!   batch folds the ones chained behind each other into one summarizer call.
+//! - Every held job, running or waiting, gets progress acks, so only a dead
+//!   worker's jobs are redelivered (after `ack_wait`).
+//! - Capacity: at most `agent.max_concurrent_calls + PREFETCH_CHATS` chat tasks
+//!   exist at once (so a worker never hoards chats another worker could run),
+//!   and at most `consumer.max_held_jobs` jobs are held.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{
+    AckKind, Message,
+    consumer::{Consumer, pull},
+    stream::{RawMessageErrorKind, Stream},
+};
+use futures::StreamExt;
+use opentelemetry::trace::TraceContextExt;
+use prost::Message as _;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use chat_memory_proto::jobs::v1::UpdateJob;
+use chat_memory_proto::store::SkipReason;
+use chat_memory_proto::time::from_timestamp;
+
+use crate::dead_letters::DeadLetters;
+use crate::metrics;
+use crate::processor::{Delivery, Disposition, Outcome, Processor};
+use crate::settings::{CoalesceSettings, ConsumerSettings};
+
+/// How long one pull request waits on the server for jobs.
+const PULL_EXPIRES: Duration = Duration::from_secs(5);
+/// Most jobs asked for in one pull: small enough that the server spreads a burst
+/// over every worker's pull requests instead of filling one worker's.
+const FETCH_MAX: usize = 64;
+/// Chat tasks beyond the summarizer slots: ready to start the moment a slot frees.
+const PREFETCH_CHATS: usize = 8;
+/// Sequences of its own acknowledged jobs a chat remembers, to pass its chain
+/// gate without a lookup.
+const REMEMBERED_ACKS: usize = 64;
+/// Delay before a job left for redelivery (memory-store unavailable) comes back.
+const ABANDON_DELAY: Duration = Duration::from_secs(1);
+
+/// A job this worker holds: its message (and so its ack), and its slot.
+struct Held {
+    message: Message,
+    delivery: Delivery,
+    /// The chat's previous job still in the stream at acceptance (0: none).
+    prev_seq: u64,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Held {
+    fn seq(&self) -> u64 {
+        self.delivery.message_seq
+    }
+}
+
+/// The jobs of one chat (one subject) held by this worker.
+#[derive(Default)]
+struct Chat {
+    /// Waiting jobs, by stream sequence.
+    waiting: VecDeque<Held>,
+    /// This chat's jobs this worker acknowledged, newest last.
+    removed: VecDeque<u64>,
+}
+
+struct Inner {
+    chats: Mutex<HashMap<String, Chat>>,
+    processor: Processor,
+    dead_letters: DeadLetters,
+    /// The jobs stream, to see whether a predecessor is still in it.
+    stream: Stream,
+    settings: ConsumerSettings,
+    coalesce: CoalesceSettings,
+    /// Chat tasks that may exist at once.
+    chat_slots: Arc<Semaphore>,
+    /// Jobs that may be held at once.
+    job_slots: Arc<Semaphore>,
+    cancel: CancellationToken,
+    /// Fires when [`Scheduler::run`]'s future is dropped unfinished (the worker
+    /// is torn down as a crash would): chat tasks stop at once, acking and
+    /// handing back nothing, so their jobs are redelivered after `ack_wait`.
+    killed: CancellationToken,
+    tasks: TaskTracker,
+}
+
+/// Cheap to clone; clones share the state.
+#[derive(Clone)]
+pub struct Scheduler {
+    inner: Arc<Inner>,
+}
+
+impl Scheduler {
+    pub fn new(
+        processor: Processor,
+        dead_letters: DeadLetters,
+        stream: Stream,
+        settings: ConsumerSettings,
+        coalesce: CoalesceSettings,
+        max_concurrent_calls: u32,
+        cancel: CancellationToken,
+    ) -> Self {
+        let chat_slots = max_concurrent_calls as usize + PREFETCH_CHATS;
+        let job_slots = settings.max_held_jobs as usize;
+        Self {
+            inner: Arc::new(Inner {
+                chats: Mutex::default(),
+                processor,
+                dead_letters,
+                stream,
+                settings,
+                coalesce,
+                chat_slots: Arc::new(Semaphore::new(chat_slots)),
+                job_slots: Arc::new(Semaphore::new(job_slots)),
+                cancel,
+                killed: CancellationToken::new(),
+                tasks: TaskTracker::new(),
+            }),
+        }
+    }
+
+    /// Takes jobs from `consumer` until cancelled, then waits until every chat
+    /// task has finished or handed its jobs back.
+    pub async fn run(&self, consumer: Consumer<pull::Config>) {
+        let _killed_when_dropped = self.inner.killed.clone().drop_guard();
+        self.fetch(consumer).await;
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+    }
+
+    async fn fetch(&self, consumer: Consumer<pull::Config>) {
+        let inner = &self.inner;
+        while !inner.cancel.is_cancelled() {
+            // Room for at least one more chat and one more job, then as much as is free.
+            let Some((mut chat_slots, mut job_slots)) = self.room().await else {
+                return;
+            };
+            let n = chat_slots.num_permits().min(job_slots.num_permits());
+            let batch = consumer
+                .batch()
+                .max_messages(n)
+                .expires(PULL_EXPIRES)
+                .messages()
+                .await;
+            let mut batch = match batch {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(error = %e, "pull request failed; retrying");
+                    pause(&inner.cancel, Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            loop {
+                let next = tokio::select! {
+                    biased;
+                    () = inner.cancel.cancelled() => return,
+                    next = batch.next() => next,
+                };
+                match next {
+                    Some(Ok(message)) => {
+                        let (Some(chat_slot), Some(job_slot)) =
+                            (chat_slots.split(1), job_slots.split(1))
+                        else {
+                            // The server never sends more than asked; if it did,
+                            // the job is redelivered after its ack_wait.
+                            tracing::warn!("more jobs than pulled; leaving one for redelivery");
+                            continue;
+                        };
+                        self.accept(message, chat_slot, job_slot).await;
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "pull error; pulling again");
+                        pause(&inner.cancel, Duration::from_millis(500)).await;
+                        break;
+                    }
+                    None => break,
+                }
+            }
+        }
+    }
+
+    /// Waits for at least one chat slot and one job slot; takes up to
+    /// [`FETCH_MAX`] of each that are free. `None` when cancelled.
+    async fn room(&self) -> Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)> {
+        let inner = &self.inner;
+        let take = |sem: &Arc<Semaphore>| {
+            let sem = sem.clone();
+            async move {
+                let mut permit = sem.clone().acquire_owned().await.ok()?;
+                let more = sem.available_permits().min(FETCH_MAX - 1);
+                if more > 0
+                    && let Ok(extra) = sem.try_acquire_many_owned(u32::try_from(more).ok()?)
+                {
+                    permit.merge(extra);
+                }
+                Some(permit)
+            }
+        };
+        tokio::select! {
+            () = inner.cancel.cancelled() => None,
+            slots = async {
+                let chats = take(&inner.chat_slots).await?;
+                let jobs = take(&inner.job_slots).await?;
+                Some((chats, jobs))
+            } => slots,
+        }
+    }
+
+    /// Decodes a delivered message and queues it behind its chat's jobs,
+    /// starting the chat's task if it has none.
+    async fn accept(
+        &self,
+        message: Message,
+        chat_slot: OwnedSemaphorePermit,
+        job_slot: OwnedSemaphorePermit,
+    ) {
+        let Some(delivery) = decode(&message).await else {
+            return;
+        };
+        if delivery.delivered > 1 {
+            metrics::get().redelivery();
+        }
+        let held = Held {
+            prev_seq: job_queue::headers::prev_seq(message.headers.as_ref()),
+            delivery,
+            message,
+            _slot: job_slot,
+        };
+        let subject = held.message.subject.to_string();
+        let mut chats = self.chats();
+        match chats.get_mut(&subject) {
+            Some(chat) => {
+                // The chat's task is running and takes it in turn; the chat slot
+                // goes back (dropped).
+                let at = chat.waiting.partition_point(|h| h.seq() < held.seq());
+                chat.waiting.insert(at, held);
+            }
+            None => {
+                let mut chat = Chat::default();
+                chat.waiting.push_back(held);
+                chats.insert(subject.clone(), chat);
+                let this = self.clone();
+                let killed = self.inner.killed.clone();
+                self.inner.tasks.spawn(async move {
+                    tokio::select! {
+                        () = killed.cancelled() => {}
+                        () = this.run_chat(subject) => {}
+                    }
+                    drop(chat_slot);
+                });
+            }
+        }
+        metrics::get().set_held(self.held_count());
+    }
+
+    fn held_count(&self) -> u64 {
+        let inner = &self.inner;
+        (inner.settings.max_held_jobs as usize).saturating_sub(inner.job_slots.available_permits())
+            as u64
+    }
+
+    fn chats(&self) -> MutexGuard<'_, HashMap<String, Chat>> {
+        // A panic while holding the lock cannot leave the map half-changed in a
+        // way that matters more than stopping the worker would: keep going.
+        self.inner
+            .chats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Runs one chat's jobs until it has none left (or they are handed back).
+    async fn run_chat(&self, subject: String) {
+        loop {
+            if self.inner.cancel.is_cancelled() {
+                self.hand_back(&subject, Duration::ZERO).await;
+                return;
+            }
+            let Some((first_prev, known_gone)) = self.front(&subject) else {
+                return;
+            };
+            if !known_gone && !self.gone_from_stream(first_prev).await {
+                // Its predecessor is held by another worker (or waits for its
+                // redelivery): hand this chat's jobs back, to come after it.
+                let delay = Duration::from_millis(self.inner.settings.blocked_retry_ms);
+                self.hand_back(&subject, delay).await;
+                return;
+            }
+            let batch = self.take_batch(&subject);
+            if batch.is_empty() {
+                continue;
+            }
+            if !self.run_batch(&subject, batch).await {
+                // A job was left for redelivery: its chat's later jobs must wait for it.
+                self.hand_back(&subject, ABANDON_DELAY).await;
+                return;
+            }
+        }
+    }
+
+    /// The first waiting job's chain link, and whether it is known to be gone
+    /// already (none, or acknowledged here). `None` (and the chat removed) when
+    /// nothing waits: the task ends.
+    fn front(&self, subject: &str) -> Option<(u64, bool)> {
+        let mut chats = self.chats();
+        let chat = chats.get_mut(subject)?;
+        match chat.waiting.front() {
+            Some(first) => {
+                let prev = first.prev_seq;
+                Some((prev, prev == 0 || chat.removed.contains(&prev)))
+            }
+            None => {
+                chats.remove(subject);
+                None
+            }
+        }
+    }
+
+    /// Whether the job at `seq` has left the jobs stream (acknowledged, or ended).
+    /// A lookup that fails counts as "still there": waiting is always safe.
+    async fn gone_from_stream(&self, seq: u64) -> bool {
+        match self.inner.stream.get_raw_message(seq).await {
+            Ok(_) => false,
+            Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => true,
+            Err(e) => {
+                tracing::warn!(seq, error = %e, "cannot look up a job's predecessor; waiting");
+                false
+            }
+        }
+    }
+
+    /// The first waiting job and the jobs chained right behind it, within the
+    /// coalescing bounds. A replay always runs alone: its order is judged by
+    /// its original sequence.
+    fn take_batch(&self, subject: &str) -> Vec<Held> {
+        let limits = &self.inner.coalesce;
+        let mut chats = self.chats();
+        let Some(chat) = chats.get_mut(subject) else {
+            return Vec::new();
+        };
+        let mut batch: Vec<Held> = Vec::new();
+        let (mut messages, mut tokens) = (0usize, 0usize);
+        while let Some(next) = chat.waiting.front() {
+            if let Some(last) = batch.last() {
+                let chained = next.prev_seq == last.seq()
+                    || next.prev_seq == 0
+                    || chat.removed.contains(&next.prev_seq);
+                let job = &next.delivery.job;
+                let fits = batch.len() < limits.max_jobs as usize
+                    && messages + job.messages.len() <= limits.max_messages as usize
+                    && tokens + estimated_tokens(job) <= limits.max_input_tokens as usize;
+                if !chained || !fits || next.delivery.replay || last.delivery.replay {
+                    break;
+                }
+            }
+            let Some(held) = chat.waiting.pop_front() else {
+                break;
+            };
+            messages += held.delivery.job.messages.len();
+            tokens += estimated_tokens(&held.delivery.job);
+            batch.push(held);
+        }
+        batch
+    }
+
+    /// Runs one batch with progress acks for everything the chat holds, then
+    /// acknowledges its jobs in order. False when a job was left for redelivery.
+    async fn run_batch(&self, subject: &str, batch: Vec<Held>) -> bool {
+        let m = metrics::get();
+        for held in &batch {
+            if let Some(accepted) = held
+                .delivery
+                .job
+                .accepted_at
+                .as_ref()
+                .and_then(from_timestamp)
+            {
+                m.queue_wait((chrono::Utc::now() - accepted).to_std().unwrap_or_default());
+            }
+        }
+        let span = batch_span(&batch);
+        let deliveries: Vec<Delivery> = batch.iter().map(|h| h.delivery.clone()).collect();
+        let started = Instant::now();
+        let inner = &self.inner;
+        let work = inner
+            .processor
+            .handle_batch(&deliveries)
+            .instrument(span.clone());
+        tokio::pin!(work);
+        let mut progress =
+            tokio::time::interval(Duration::from_millis(inner.settings.progress_interval_ms));
+        progress.tick().await;
+        let grace = Duration::from_millis(inner.settings.shutdown_grace_ms);
+        let deadline = async {
+            inner.cancel.cancelled().await;
+            tokio::time::sleep(grace).await;
+        };
+        tokio::pin!(deadline);
+        let dispositions = loop {
+            tokio::select! {
+                dispositions = &mut work => break dispositions,
+                _ = progress.tick() => self.progress(subject, &batch).await,
+                () = &mut deadline => {
+                    tracing::warn!(jobs = batch.len(), "shutdown grace over; handing the jobs back");
+                    for held in &batch {
+                        nak(&held.message, Duration::ZERO).await;
+                    }
+                    return false;
+                }
+            }
+        };
+        let took = started.elapsed();
+        let mut kept = true;
+        for (held, disposition) in batch.into_iter().zip(
+            dispositions
+                .into_iter()
+                .chain(std::iter::repeat(Disposition::Abandon)),
+        ) {
+            let disposition = if kept {
+                self.dead_letter(&held, disposition).await
+            } else {
+                Disposition::Abandon
+            };
+            m.job(outcome_label(&disposition), took);
+            match disposition {
+                Disposition::Ack(outcome) => {
+                    self.finish(subject, held, outcome)
+                        .instrument(span.clone())
+                        .await;
+                }
+                Disposition::Abandon => {
+                    kept = false;
+                    nak(&held.message, ABANDON_DELAY).await;
+                }
+            }
+        }
+        metrics::get().set_held(self.held_count());
+        kept
+    }
+
+    /// Progress acks for the running batch and the chat's waiting jobs.
+    async fn progress(&self, subject: &str, batch: &[Held]) {
+        let waiting: Vec<Message> = self
+            .chats()
+            .get(subject)
+            .map(|c| c.waiting.iter().map(|h| h.message.clone()).collect())
+            .unwrap_or_default();
+        for message in batch.iter().map(|h| &h.message).chain(waiting.iter()) {
+            if let Err(e) = message.ack_with(AckKind::Progress).await {
+                tracing::debug!(error = %e, "progress ack failed");
+            }
+        }
+    }
+
+    /// Hands every waiting job of the chat back to JetStream (redelivered after
+    /// `delay`, to any worker) and forgets the chat.
+    async fn hand_back(&self, subject: &str, delay: Duration) {
+        let waiting: Vec<Held> = self
+            .chats()
+            .remove(subject)
+            .map(|c| c.waiting.into_iter().collect())
+            .unwrap_or_default();
+        for held in &waiting {
+            nak(&held.message, delay).await;
+        }
+        drop(waiting);
+        metrics::get().set_held(self.held_count());
+    }
+
+    /// Dead-letters a job that failed (or, on a redelivery, had already failed)
+    /// before its ack; when that publish fails the job is not acknowledged.
+    async fn dead_letter(&self, held: &Held, disposition: Disposition) -> Disposition {
+        let reason = match &disposition {
+            Disposition::Ack(Outcome::Failed(reason)) => reason.clone(),
+            Disposition::Ack(Outcome::Skipped(SkipReason::AlreadyFailed))
+                if !held.delivery.replay =>
+            {
+                "the job had already failed (dead-lettered on redelivery)".to_owned()
+            }
+            Disposition::Ack(_) | Disposition::Abandon => return disposition,
+        };
+        if self
+            .inner
+            .dead_letters
+            .publish(&held.delivery, held.message.payload.clone(), &reason)
+            .await
+        {
+            disposition
+        } else {
+            Disposition::Abandon
+        }
+    }
+
+    /// Acknowledges a finished job, and remembers that it left the stream.
+    async fn finish(&self, subject: &str, held: Held, outcome: Outcome) {
+        let job_id = held.delivery.job.job_id.as_str();
+        metrics::get().update(outcome_label(&Disposition::Ack(outcome.clone())));
+        match &outcome {
+            Outcome::Applied { version } => tracing::info!(job_id, version, "job applied"),
+            Outcome::Skipped(reason) => tracing::info!(job_id, reason = ?reason, "job skipped"),
+            Outcome::Failed(reason) => {
+                tracing::warn!(job_id, reason = %reason, "job ended failed")
+            }
+            Outcome::Poison(reason) => {
+                tracing::error!(job_id, reason = %reason, "poison job dropped")
+            }
+        }
+        // A double ack waits for the server to confirm; if it is lost, the job is
+        // redelivered and memory-store skips it as already applied, and the chat's
+        // next job looks its predecessor up instead of trusting memory.
+        match held.message.double_ack().await {
+            Ok(()) => {
+                if let Some(chat) = self.chats().get_mut(subject) {
+                    chat.removed.push_back(held.seq());
+                    if chat.removed.len() > REMEMBERED_ACKS {
+                        chat.removed.pop_front();
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(job_id, error = %e, "ack not confirmed; a redelivery will be skipped")
+            }
+        }
+    }
+}
+
+/// Reports the consumer's depth (jobs stored and not yet acknowledged) every
+/// `every`, for the `chat_memory_queue_depth` gauge.
+pub async fn watch_depth(
+    mut consumer: Consumer<pull::Config>,
+    every: Duration,
+    cancel: CancellationToken,
+) {
+    loop {
+        match consumer.info().await {
+            Ok(info) => metrics::get()
+                .set_depth(info.num_pending + u64::try_from(info.num_ack_pending).unwrap_or(0)),
+            Err(e) => tracing::debug!(error = %e, "cannot read consumer info"),
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+/// The job in a message, or `None` after terminating a message that is not one.
+async fn decode(message: &Message) -> Option<Delivery> {
+    let (stream_seq, delivered) = match message.info() {
+        Ok(i) => (i.stream_sequence, i.delivered),
+        Err(e) => {
+            tracing::error!(error = %e, "message without JetStream metadata; terminating it");
+            let _ = message.ack_with(AckKind::Term).await;
+            return None;
+        }
+    };
+    match UpdateJob::decode(message.payload.as_ref()) {
+        Ok(job) => {
+            // A replay carries the job's original sequence: order is judged by it.
+            let replay_of = job_queue::dlq::replay_of(message.headers.as_ref());
+            Some(Delivery {
+                job,
+                stream_seq: replay_of.unwrap_or(stream_seq),
+                delivered: u32::try_from(delivered.max(1)).unwrap_or(u32::MAX),
+                replay: replay_of.is_some(),
+                message_seq: stream_seq,
+            })
+        }
+        Err(e) => {
+            tracing::error!(stream_seq, error = %e, "undecodable job; terminating it (poison)");
+            metrics::get().update("poison");
+            let _ = message.ack_with(AckKind::Term).await;
+            None
+        }
+    }
+}
+
+/// One span per batch, a child of the first job's publish (trace context in the
+/// message headers) and linked to every job's publish, per the messaging conventions.
+fn batch_span(batch: &[Held]) -> tracing::Span {
+    let Some(first) = batch.first() else {
+        return tracing::Span::none();
+    };
+    let job_ids: Vec<&str> = batch
+        .iter()
+        .map(|h| h.delivery.job.job_id.as_str())
+        .collect();
+    let span = tracing::info_span!(
+        "process update job",
+        otel.kind = "consumer",
+        messaging.system = "nats",
+        messaging.operation.type = "process",
+        messaging.destination.name = %first.message.subject,
+        messaging.message.id = %first.delivery.job.job_id,
+        messaging.batch.message_count = batch.len(),
+        messaging.nats.delivery_count = first.delivery.delivered,
+        job_id = %first.delivery.job.job_id,
+        job_ids = %job_ids.join(","),
+    );
+    for (i, held) in batch.iter().enumerate() {
+        let context = service_kit::telemetry::propagation::context_from_fields(
+            &job_queue::headers::trace_fields(held.message.headers.as_ref()),
+        );
+        let publish = context.span().span_context().clone();
+        if publish.is_valid() {
+            if i == 0 {
+                let _ = span.set_parent(context);
+            }
+            span.add_link(publish);
+        }
+    }
+    span
+}
+
+/// Chat-message tokens estimated from bytes (4 a token), for the coalescing bound.
+fn estimated_tokens(job: &UpdateJob) -> usize {
+    job.messages.iter().map(|m| m.content.len() / 4 + 4).sum()
+}
+
+async fn nak(message: &Message, delay: Duration) {
+    let delay = (!delay.is_zero()).then_some(delay);
+    if let Err(e) = message.ack_with(AckKind::Nak(delay)).await {
+        tracing::warn!(error = %e, "NAK failed; the job is redelivered after ack_wait");
+    }
+}
+
+/// The metric label of a disposition.
+fn outcome_label(d: &Disposition) -> &'static str {
+    match d {
+        Disposition::Ack(Outcome::Applied { .. }) => "succeeded",
+        Disposition::Ack(Outcome::Skipped(_)) => "skipped",
+        Disposition::Ack(Outcome::Failed(_)) => "failed",
+        Disposition::Ack(Outcome::Poison(_)) => "poison",
+        Disposition::Abandon => "abandoned",
+    }
+}
+
+async fn pause(cancel: &CancellationToken, d: Duration) {
+    tokio::select! {
+        () = cancel.cancelled() => {}
+        () = tokio::time::sleep(d) => {}
+    }
+}
