@@ -84,6 +84,10 @@ enum StepError {
     /// call opened it, or was the failed probe): an outage of the agent, not a
     /// problem of the job, so it spends no attempt.
     AgentOutage(AgentClientError),
+    /// The model provider refused the call for its rate or concurrency limit
+    /// (HTTP 429, after the agent waited out any Retry-After within its
+    /// deadline): back off and call again, spending no attempt.
+    RateLimited(AgentClientError),
     /// memory-store refused the job's content as invalid: retrying cannot help.
     Rejected(Status),
     VersionConflict,
@@ -174,7 +178,7 @@ impl Processor {
         let all = |disposition: Disposition| BatchResult::Done(vec![disposition; batch.len()]);
         let started = Instant::now();
         let store_budget = Duration::from_millis(self.retry.store_retry_ms);
-        let (mut agent_failures, mut store_retries) = (0u32, 0u32);
+        let (mut agent_failures, mut store_retries, mut rate_limits) = (0u32, 0u32, 0u32);
         loop {
             let attempt = d.delivered.saturating_add(agent_failures);
             let permit = self.agent_permit(d).await;
@@ -199,6 +203,12 @@ impl Processor {
                 StepError::AgentOutage(e) => {
                     tracing::warn!(job_id = %d.job.job_id, attempt, error = %e, "agent call failed and the circuit is open; the job waits without spending an attempt");
                     self.record_attempts(batch, attempt, &e.to_string()).await;
+                }
+                StepError::RateLimited(e) => {
+                    rate_limits = rate_limits.saturating_add(1);
+                    crate::metrics::get().update("rate_limited");
+                    tracing::info!(job_id = %d.job.job_id, attempt, error = %e, "model rate limited; backing off without spending an attempt");
+                    tokio::time::sleep(self.backoff(rate_limits)).await;
                 }
                 StepError::Agent(e) if e.is_transient() => {
                     agent_failures += 1;
@@ -321,9 +331,16 @@ impl Processor {
             output
         };
         let unavailable = output.as_ref().is_err_and(AgentClientError::is_transient);
-        let state = self.circuit.record(permit, unavailable, Instant::now());
+        let rate_limited = output.as_ref().is_err_and(is_rate_limited);
+        // A provider's rate limit is not an outage: it does not count towards
+        // opening the circuit.
+        let state = self
+            .circuit
+            .record(permit, unavailable && !rate_limited, Instant::now());
         let output = output.map_err(|e| {
-            if unavailable && state != CircuitState::Closed {
+            if rate_limited {
+                StepError::RateLimited(e)
+            } else if unavailable && state != CircuitState::Closed {
                 StepError::AgentOutage(e)
             } else {
                 StepError::Agent(e)
@@ -462,6 +479,20 @@ fn fail_request(d: &Delivery, attempt: u32, error: &str, terminal: bool) -> Fail
     }
 }
 
+/// Whether the agent reported the model provider's rate limit (HTTP 429). The
+/// agent's openai backend names the status in its transient error; nothing
+/// else in an error text carries "429" next to "rate limited" or "answered".
+fn is_rate_limited(e: &AgentClientError) -> bool {
+    match e {
+        AgentClientError::Unavailable(text) => {
+            text.contains("(429)") || text.contains("answered 429")
+        }
+        AgentClientError::Rejected { .. }
+        | AgentClientError::InvalidOutput(_)
+        | AgentClientError::InvalidConfig(_) => false,
+    }
+}
+
 /// memory-store's answer sorted into retry-later and give-up.
 fn classify_store(s: Status) -> StepError {
     match s.code() {
@@ -492,3 +523,37 @@ pub type StoreClient = MemoryStoreClient<
         service_kit::service_auth::AttachToken,
     >,
 >;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_providers_429_is_a_rate_limit_and_other_failures_are_not() {
+        let cases = [
+            (
+                "summarizer agent unavailable: model endpoint rate limited the call (429): retry after 3s, past this call's deadline",
+                true,
+            ),
+            (
+                "summarizer agent unavailable: model endpoint answered 429 Too Many Requests: slow down",
+                true,
+            ),
+            (
+                "summarizer agent unavailable: model endpoint answered 500 Internal Server Error: x",
+                false,
+            ),
+            ("summarizer agent unavailable: timed out", false),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(
+                is_rate_limited(&AgentClientError::Unavailable(text.to_owned())),
+                expected,
+                "{text}"
+            );
+        }
+        assert!(!is_rate_limited(&AgentClientError::InvalidOutput(
+            "answered 429".to_owned()
+        )));
+    }
+}

@@ -114,7 +114,7 @@ async fn one_update_produces_one_trace_across_every_service() {
                     ]
                     .iter()
                     .all(|s| services.contains(s))
-                        && trace.iter().any(|s| s.name.ends_with("CommitJob"))
+                        && trace.iter().any(|s| s.name.ends_with("CommitJobs"))
                         // The gateway's server span ends after the response: last to arrive.
                         && trace.iter().any(|s| s.attribute("rpc.method") == Some("UpdateMemory"));
                     complete.then_some(trace)
@@ -158,7 +158,7 @@ async fn one_update_produces_one_trace_across_every_service() {
     );
     let agent_tool = find(&|s| s.service == "summarizer-agent", "agent tool call");
     let commit = find(
-        &|s| s.service == "memory-store" && s.name.ends_with("CommitJob"),
+        &|s| s.service == "memory-store" && s.name.ends_with("CommitJobs"),
         "store CommitJob",
     );
 
