@@ -205,3 +205,34 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<Stri
     anyhow::ensure!(head.starts_with("HTTP/1.1 200"), "{head}");
     Ok(body.to_owned())
 }
+
+#[tokio::test]
+async fn an_injected_server_error_reaches_the_agent_as_a_transient_failure() -> anyhow::Result<()> {
+    // Arrange: every admitted call fails with HTTP 500.
+    let model = stand_in(StandInConfig {
+        latency_mean: Duration::from_millis(10),
+        latency_sigma: 0.0,
+        error_rate: 1.0,
+        ..StandInConfig::default()
+    })
+    .await?;
+    let agent = agent(&model, Duration::from_secs(5))?;
+
+    // Act
+    let result = agent.summarize(batch("d")).await;
+
+    // Assert
+    assert!(
+        matches!(
+            &result,
+            Err(summarizer_agent::backend::BackendError::Unavailable(_))
+        ),
+        "{result:?}"
+    );
+    let stats = model.stats();
+    assert_eq!(
+        (stats.calls, stats.server_errors, stats.completions),
+        (1, 1, 0)
+    );
+    Ok(())
+}

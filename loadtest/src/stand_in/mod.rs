@@ -272,6 +272,18 @@ async fn completions(State(shared): State<Arc<Shared>>, body: axum::body::Bytes)
     let stats = &shared.stats;
     let config = &shared.config;
     stats.requests.fetch_add(1, Ordering::SeqCst);
+    // A malformed request is refused at once, as a provider does, and is no call.
+    let reply = match answer::complete(&body) {
+        Ok(reply) => reply,
+        Err(e) => {
+            stats.bad_requests.fetch_add(1, Ordering::SeqCst);
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                &e.to_string(),
+            );
+        }
+    };
     let now = stats.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     let guard = InFlight(&stats.in_flight);
     if config.max_concurrency > 0 && now > config.max_concurrency as u64 {
@@ -290,17 +302,6 @@ async fn completions(State(shared): State<Arc<Shared>>, body: axum::body::Bytes)
             "injected failure",
         );
     }
-    let reply = match answer::complete(&body) {
-        Ok(reply) => reply,
-        Err(e) => {
-            stats.bad_requests.fetch_add(1, Ordering::SeqCst);
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                &e.to_string(),
-            );
-        }
-    };
     stats.completions.fetch_add(1, Ordering::SeqCst);
     drop(guard);
     Json(reply).into_response()
