@@ -1,17 +1,23 @@
-//! `chat-memory-bench`: load against a running gateway, printing figures.
+//! `chat-memory-bench`: benchmarks and the fault suite of chat-memory.
 //!
 //! ```text
-//! chat-memory-bench updates --updates 1000 --chats 100   # accept -> readable latency
-//! chat-memory-bench reads --calls 10000 --concurrency 16 # GetMemory latency and throughput
+//! chat-memory-bench burst --updates 1000 --chats 1000          # all at once, stand-in model
+//! chat-memory-bench sustained --chats 10000 --rate 333 --duration-secs 300
+//! chat-memory-bench scale-out --updates 1000 --model-concurrency 16
+//! chat-memory-bench stand-in-model --listen 127.0.0.1:8089     # the model alone
+//! chat-memory-bench reads --calls 10000 --concurrency 16       # GetMemory against a running gateway
 //! chat-memory-bench faults --updates 100 --chats 10 --scenarios 1,3,4,7  # fault-injection suite
 //! ```
 //!
-//! `faults` starts its own stacks from the workspace's binaries (build them
-//! first: `cargo build --workspace --bins`) and needs local Postgres and NATS.
+//! `burst`, `sustained`, `scale-out` and `faults` start their own stacks
+//! from the binaries next to this one (build them first: `cargo build
+//! --workspace --bins`, `--release` for figures) and need local Postgres and
+//! NATS; `reads` needs a running gateway (`--gateway`, `--token`).
 //!
-//! Both stop by themselves (bounded counts and a deadline) and send traffic only
-//! to the gateway address given.
+//! Every run stops by itself (bounded counts and a deadline) and sends
+//! traffic only to 127.0.0.1 or the gateway address given.
 
+mod bench;
 mod faults;
 mod procs;
 mod report;
@@ -25,9 +31,9 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::{Interceptor, interceptor::InterceptedService};
 use tonic::transport::Channel;
 
-use chat_memory_proto::time::from_timestamp;
+use chat_memory_loadtest::stand_in::{self, StandInConfig};
 use chat_memory_proto::v1::{
-    ChatMessage, GetMemoryRequest, GetUpdateStatusRequest, JobState, Role, UpdateMemoryRequest,
+    ChatMessage, GetMemoryRequest, Role, UpdateMemoryRequest,
     memory_service_client::MemoryServiceClient,
 };
 
@@ -57,20 +63,63 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Sends updates (each chat's in sequence, chats in parallel) and measures
-    /// how long each takes from acceptance until it is readable.
-    Updates {
+    /// `updates` updates over `chats` chats, sent at once, against a stack
+    /// of its own; accept -> readable from the job records.
+    Burst {
         #[arg(long, default_value_t = 1000)]
         updates: usize,
-        #[arg(long, default_value_t = 100)]
+        #[arg(long, default_value_t = 1000)]
         chats: usize,
-        /// Give up waiting after this many seconds.
+        #[command(flatten)]
+        run: bench::RunArgs,
+    },
+    /// Many active chats at a fixed rate for a duration (open loop), against
+    /// a stack of its own.
+    Sustained {
+        #[arg(long, default_value_t = 10_000)]
+        chats: usize,
+        /// Updates a second, overall.
+        #[arg(long, default_value_t = 333.0)]
+        rate: f64,
         #[arg(long, default_value_t = 300)]
-        deadline_secs: u64,
+        duration_secs: u64,
+        #[command(flatten)]
+        run: bench::RunArgs,
+    },
+    /// The same burst against 1 worker, then 2; prints the ratio of applied/s.
+    /// Give `--model-concurrency N` for the per-worker model concurrency cap.
+    ScaleOut {
+        #[arg(long, default_value_t = 1000)]
+        updates: usize,
+        #[arg(long, default_value_t = 1000)]
+        chats: usize,
+        #[command(flatten)]
+        run: bench::RunArgs,
+    },
+    /// An OpenAI-compatible stand-in for a hosted model (POST
+    /// /v1/chat/completions, GET /stats), until interrupted.
+    StandInModel {
+        #[arg(long, default_value = "127.0.0.1:8089")]
+        listen: String,
+        #[arg(long, default_value_t = 1500)]
+        latency_mean_ms: u64,
+        /// σ of the latency's lognormal.
+        #[arg(long, default_value_t = 0.4)]
+        latency_sigma: f64,
+        /// Share of calls answered with HTTP 500.
+        #[arg(long, default_value_t = 0.0)]
+        error_rate: f64,
+        /// Calls in flight above which a call gets 429 + Retry-After (0: no cap).
+        #[arg(long, default_value_t = 0)]
+        max_concurrency: usize,
+        /// The Retry-After sent with a 429, in seconds.
+        #[arg(long, default_value_t = 1)]
+        retry_after_secs: u64,
     },
     /// The fault-injection suite against the real binaries (docs/reliability.md).
     Faults(faults::FaultArgs),
-    /// Reads memories of `--chats` chats (seeded first) from `--concurrency` callers.
+    /// Reads memories of `--chats` chats (seeded first) from `--concurrency`
+    /// callers, against the running gateway at `--gateway`.
     Reads {
         #[arg(long, default_value_t = 10_000)]
         calls: usize,
@@ -116,40 +165,66 @@ impl Interceptor for Bearer {
 #[tokio::main]
 async fn main() -> Result<(), String> {
     let cli = Cli::parse();
-    if let Command::Faults(args) = cli.command {
-        return faults::run(args).await;
-    }
-    let channel = Channel::from_shared(cli.gateway.clone())
-        .map_err(|e| e.to_string())?
-        .connect()
-        .await
-        .map_err(|e| format!("cannot reach the gateway at {}: {e}", cli.gateway))?;
-    let bearer = Bearer::new(cli.token.as_deref())?;
-    let client = MemoryServiceClient::with_interceptor(channel, bearer);
     match cli.command {
-        Command::Updates {
+        Command::Faults(args) => faults::run(args).await,
+        Command::Burst {
             updates,
             chats,
-            deadline_secs,
-        } => {
-            run_updates(
-                client,
-                &cli.prefix,
-                updates,
-                chats.max(1),
-                Duration::from_secs(deadline_secs),
-            )
+            run,
+        } => bench::burst(updates, chats, &run)
             .await
+            .map_err(|e| e.to_string()),
+        Command::Sustained {
+            chats,
+            rate,
+            duration_secs,
+            run,
+        } => bench::sustained(chats, rate, Duration::from_secs(duration_secs), &run)
+            .await
+            .map_err(|e| e.to_string()),
+        Command::ScaleOut {
+            updates,
+            chats,
+            run,
+        } => bench::scale_out(updates, chats, &run)
+            .await
+            .map_err(|e| e.to_string()),
+        Command::StandInModel {
+            listen,
+            latency_mean_ms,
+            latency_sigma,
+            error_rate,
+            max_concurrency,
+            retry_after_secs,
+        } => {
+            let config = StandInConfig {
+                latency_mean: Duration::from_millis(latency_mean_ms),
+                latency_sigma,
+                error_rate,
+                max_concurrency,
+                retry_after_secs,
+            };
+            stand_in::serve_until_interrupted(&listen, config)
+                .await
+                .map_err(|e| e.to_string())
         }
         Command::Reads {
             calls,
             concurrency,
             chats,
-        } => run_reads(client, &cli.prefix, calls, concurrency.max(1), chats.max(1)).await,
-        Command::Faults(_) => Ok(()),
-    }?;
-    procs::print_peak_memory();
-    Ok(())
+        } => {
+            let channel = Channel::from_shared(cli.gateway.clone())
+                .map_err(|e| e.to_string())?
+                .connect()
+                .await
+                .map_err(|e| format!("cannot reach the gateway at {}: {e}", cli.gateway))?;
+            let bearer = Bearer::new(cli.token.as_deref())?;
+            let client = MemoryServiceClient::with_interceptor(channel, bearer);
+            run_reads(client, &cli.prefix, calls, concurrency.max(1), chats.max(1)).await?;
+            procs::print_peak_memory();
+            Ok(())
+        }
+    }
 }
 
 pub(crate) fn message(chat: usize, i: usize) -> Vec<ChatMessage> {
@@ -173,96 +248,6 @@ pub(crate) fn message(chat: usize, i: usize) -> Vec<ChatMessage> {
             ..Default::default()
         },
     ]
-}
-
-/// Accept -> readable for each update: the server's commit time minus its
-/// acceptance time (both from the job record), plus what the client observed
-/// (acceptance response -> first status poll seeing it, an upper bound with 20 ms polls).
-async fn run_updates(
-    client: Client,
-    prefix: &str,
-    updates: usize,
-    chats: usize,
-    deadline: Duration,
-) -> Result<(), String> {
-    let run = Instant::now();
-    let per_chat = updates.div_ceil(chats);
-    let tasks = (0..chats).map(|c| {
-        let mut client = client.clone();
-        let chat_id = format!("{prefix}-{}-{c}", run_tag());
-        async move {
-            let mut server = Vec::new();
-            let mut observed = Vec::new();
-            let mut failures = 0usize;
-            for i in 0..per_chat {
-                let req = UpdateMemoryRequest {
-                    chat_id: chat_id.clone(),
-                    messages: message(c, i),
-                    idempotency_key: String::new(),
-                };
-                let Ok(resp) = client.update_memory(req).await else {
-                    failures += 1;
-                    continue;
-                };
-                let job_id = resp.into_inner().job_id;
-                let accepted = Instant::now();
-                loop {
-                    if run.elapsed() > deadline {
-                        failures += 1;
-                        break;
-                    }
-                    let st = client
-                        .get_update_status(GetUpdateStatusRequest {
-                            job_id: job_id.clone(),
-                        })
-                        .await;
-                    if let Ok(st) = st.map(tonic::Response::into_inner) {
-                        match JobState::try_from(st.state) {
-                            Ok(JobState::Succeeded) => {
-                                observed.push(accepted.elapsed());
-                                let times = st
-                                    .accepted_at
-                                    .as_ref()
-                                    .and_then(from_timestamp)
-                                    .zip(st.updated_at.as_ref().and_then(from_timestamp));
-                                if let Some((a, u)) = times {
-                                    server.push((u - a).to_std().unwrap_or_default());
-                                }
-                                break;
-                            }
-                            Ok(JobState::Failed) => {
-                                failures += 1;
-                                break;
-                            }
-                            _ => {}
-                        }
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            }
-            (server, observed, failures)
-        }
-    });
-    let results = join_all(tasks).await;
-    let wall = run.elapsed();
-    let mut server = histogram();
-    let mut observed = histogram();
-    let mut failures = 0;
-    for (s, o, f) in results {
-        s.iter().for_each(|d| report::record(&mut server, *d));
-        o.iter().for_each(|d| report::record(&mut observed, *d));
-        failures += f;
-    }
-    println!(
-        "updates: {} sent over {chats} chats, {} applied, {failures} failed, wall {:.2}s, {:.0} updates/s",
-        per_chat * chats,
-        server.len(),
-        wall.as_secs_f64(),
-        server.len() as f64 / wall.as_secs_f64()
-    );
-    report::print("accept -> readable (server clocks)", &server);
-    report::print("accept -> seen by client (20 ms polls)", &observed);
-    Ok(())
 }
 
 async fn run_reads(

@@ -50,6 +50,9 @@ pub struct ProcessStack {
     pub log_dir: PathBuf,
     env: BTreeMap<&'static str, Vec<(String, String)>>,
     children: BTreeMap<&'static str, Child>,
+    /// Further processes of a service ([`Self::spawn_replica`]), e.g. a second
+    /// worker; killed when dropped, terminated by [`Self::shutdown`].
+    replicas: Vec<(&'static str, Child)>,
 }
 
 /// Where cargo put the binaries: next to the current executable when it is one
@@ -220,6 +223,7 @@ impl ProcessStack {
             log_dir,
             env,
             children: BTreeMap::new(),
+            replicas: Vec::new(),
         };
         for name in SERVICES {
             stack.spawn(name).await;
@@ -248,6 +252,45 @@ impl ProcessStack {
             .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
         self.children.insert(name, child);
         crate::stack::wait_serving(ports.grpc, name).await;
+    }
+
+    /// Starts one more process of `name` (another worker) with the same
+    /// settings on ports of its own, and waits until it is SERVING.
+    pub async fn spawn_replica(&mut self, name: &'static str) {
+        let n = self.replicas.len() + 1;
+        let ports = Ports {
+            grpc: free_addr(),
+            metrics: free_addr(),
+        };
+        let log = std::fs::File::create(self.log_dir.join(format!("{name}-{n}.log")))
+            .unwrap_or_else(|e| panic!("log file: {e}"));
+        let err = log.try_clone().unwrap_or_else(|e| panic!("log file: {e}"));
+        let child = Command::new(bin_dir().join(name))
+            .envs(self.env.get(name).into_iter().flatten().cloned())
+            .env("CHAT_MEMORY__LISTEN_ADDR", ports.grpc.to_string())
+            .env(
+                "CHAT_MEMORY__TELEMETRY__METRICS_ADDR",
+                ports.metrics.to_string(),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(err))
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        self.replicas.push((name, child));
+        crate::stack::wait_serving(ports.grpc, name).await;
+    }
+
+    /// The running processes and their pids (replicas included), for
+    /// per-process CPU and memory figures.
+    pub fn pids(&self) -> Vec<(&'static str, u32)> {
+        self.children
+            .iter()
+            .map(|(name, child)| (*name, child))
+            .chain(self.replicas.iter().map(|(name, child)| (*name, child)))
+            .filter_map(|(name, child)| child.id().map(|pid| (name, pid)))
+            .collect()
     }
 
     /// SIGKILL, as a crash: no cleanup in the process.
@@ -305,6 +348,14 @@ impl ProcessStack {
 
     /// Stops every service with SIGTERM, then removes the stream and database.
     pub async fn shutdown(mut self) {
+        for (_, mut child) in std::mem::take(&mut self.replicas) {
+            if let Some(pid) = child.id() {
+                let _ = std::process::Command::new("kill")
+                    .args(["-TERM", &pid.to_string()])
+                    .status();
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
+        }
         for name in SERVICES.iter().rev() {
             self.terminate(name).await;
         }

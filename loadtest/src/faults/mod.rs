@@ -13,7 +13,7 @@
 //! lower version than an earlier one. Final memories are compared with the
 //! fault-free baseline (the offline agent is deterministic).
 
-mod load;
+pub(crate) mod load;
 mod scenario;
 
 use std::collections::BTreeMap;

@@ -1,8 +1,16 @@
 //! [`OpenAiChat`]: `POST {base_url}/chat/completions` with
 //! `response_format: {type: "json_schema"}`. Only the subset every
 //! OpenAI-compatible server implements is used.
+//!
+//! A `429 Too Many Requests` carrying `Retry-After` (seconds or an HTTP
+//! date, or `retry-after-ms`) is the provider's concurrency or rate limit
+//! saying when to come back: the call waits that long and asks again, as
+//! long as the wait ends before the call's deadline. A 429 without a delay,
+//! or with one past the deadline, is [`BackendError::Unavailable`] naming the
+//! delay, so the worker backs off and retries the job later: a rate limit
+//! never fails a job by itself.
 
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Deserialize;
 use serde_json::json;
@@ -17,12 +25,17 @@ use crate::{
 /// Most characters of an error body quoted in an error message.
 const MAX_QUOTED_BODY: usize = 300;
 
+/// Shortest wait after a 429: a `Retry-After: 0` must not become a busy loop.
+const MIN_RATE_LIMIT_WAIT: Duration = Duration::from_millis(50);
+
 /// A Chat Completions client. The API key stays inside `settings`' `Secret`
 /// and only reaches the `Authorization` header.
 pub struct OpenAiChat {
     http: reqwest::Client,
     url: String,
     settings: OpenAiSettings,
+    /// Bound of one [`ChatModel::complete`], waits after 429 included.
+    timeout: Duration,
 }
 
 impl OpenAiChat {
@@ -44,6 +57,7 @@ impl OpenAiChat {
                 settings.base_url.trim_end_matches('/')
             ),
             settings: settings.clone(),
+            timeout,
         })
     }
 
@@ -74,13 +88,35 @@ impl OpenAiChat {
                 },
             },
         });
-        let mut call = self.http.post(&self.url).json(&body);
-        if let Some(key) = self.settings.api_key.as_ref().filter(|k| !k.is_empty()) {
-            call = call.bearer_auth(key.expose());
-        }
-        let response = call.send().await.map_err(|e| transport_error(&e))?;
-        let status = response.status();
-        let text = response.text().await.map_err(|e| transport_error(&e))?;
+        let deadline = Instant::now() + self.timeout;
+        let (status, text) = loop {
+            let mut call = self.http.post(&self.url).json(&body);
+            if let Some(key) = self.settings.api_key.as_ref().filter(|k| !k.is_empty()) {
+                call = call.bearer_auth(key.expose());
+            }
+            let response = call.send().await.map_err(|e| transport_error(&e))?;
+            let status = response.status();
+            let wait = (status.as_u16() == 429)
+                .then(|| retry_after(response.headers(), SystemTime::now()))
+                .flatten();
+            let text = response.text().await.map_err(|e| transport_error(&e))?;
+            match wait {
+                Some(wait) if Instant::now() + wait < deadline => {
+                    tracing::info!(
+                        wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                        "model endpoint rate limited the call; waiting as its Retry-After asks"
+                    );
+                    tokio::time::sleep(wait.max(MIN_RATE_LIMIT_WAIT)).await;
+                }
+                Some(wait) => {
+                    return Err(BackendError::Unavailable(format!(
+                        "model endpoint rate limited the call (429): retry after {wait:?}, \
+                         past this call's deadline"
+                    )));
+                }
+                None => break (status, text),
+            }
+        };
         if status.as_u16() == 429 || status.as_u16() == 408 || status.is_server_error() {
             return Err(BackendError::Unavailable(format!(
                 "model endpoint answered {status}: {}",
@@ -129,6 +165,28 @@ fn transport_error(error: &reqwest::Error) -> BackendError {
     BackendError::Unavailable(format!("model endpoint unreachable: {error}"))
 }
 
+/// The delay a 429 asks for: `retry-after-ms` (milliseconds, sent by some
+/// providers), else `Retry-After` as delay-seconds or an HTTP date (RFC 9110
+/// section 10.2.3); `None` when absent or unreadable.
+fn retry_after(headers: &reqwest::header::HeaderMap, now: SystemTime) -> Option<Duration> {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    if let Some(ms) = header("retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
+        return (ms.is_finite() && ms >= 0.0).then(|| Duration::from_secs_f64(ms / 1000.0));
+    }
+    let value = header("retry-after")?;
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let date = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let at = SystemTime::from(date);
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
 fn quote(body: &str) -> String {
     body.chars().take(MAX_QUOTED_BODY).collect()
 }
@@ -160,4 +218,50 @@ struct Usage {
     prompt_tokens: u32,
     #[serde(default)]
     completion_tokens: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::{HeaderMap, HeaderValue};
+
+    /// Response headers as (name, value) pairs.
+    type Pairs = &'static [(&'static str, &'static str)];
+
+    fn headers(pairs: Pairs) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    #[test]
+    fn retry_after_is_read_as_seconds_as_an_http_date_or_as_milliseconds() {
+        // Arrange: "now" is 2015-10-21 07:27:58 UTC.
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_478);
+        let cases: [(Pairs, Option<Duration>); 6] = [
+            (&[("retry-after", "3")], Some(Duration::from_secs(3))),
+            (
+                &[("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT")],
+                Some(Duration::from_secs(2)),
+            ),
+            (
+                &[("retry-after", "Wed, 21 Oct 2015 07:00:00 GMT")],
+                Some(Duration::ZERO),
+            ),
+            (
+                &[("retry-after-ms", "250"), ("retry-after", "9")],
+                Some(Duration::from_millis(250)),
+            ),
+            (&[("retry-after", "soon")], None),
+            (&[], None),
+        ];
+        for (pairs, expected) in cases {
+            // Act
+            let wait = retry_after(&headers(pairs), now);
+            // Assert
+            assert_eq!(wait, expected, "{pairs:?}");
+        }
+    }
 }
