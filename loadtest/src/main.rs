@@ -25,6 +25,7 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::{Interceptor, interceptor::InterceptedService};
 use tonic::transport::Channel;
 
+use chat_memory_proto::client;
 use chat_memory_proto::time::from_timestamp;
 use chat_memory_proto::v1::{
     ChatMessage, GetMemoryRequest, GetUpdateStatusRequest, JobState, Role, UpdateMemoryRequest,
@@ -44,6 +45,10 @@ struct Cli {
         default_value = "http://127.0.0.1:50051"
     )]
     gateway: String,
+    /// PEM CA certificate to trust for an `https://` gateway (required for one);
+    /// `CHAT_MEMORY_TLS=1 scripts/run-local.sh` makes `.local/tls/ca.crt`.
+    #[arg(long, global = true, env = "CHAT_MEMORY_CA_CERT")]
+    ca_cert: Option<std::path::PathBuf>,
     /// Bearer token (scopes memory:read and memory:write); `scripts/run-local.sh`
     /// writes one to `.local/token`. Every call counts against its user's rate limit.
     #[arg(long, global = true, env = "CHAT_MEMORY_TOKEN", hide_env_values = true)]
@@ -119,11 +124,9 @@ async fn main() -> Result<(), String> {
     if let Command::Faults(args) = cli.command {
         return faults::run(args).await;
     }
-    let channel = Channel::from_shared(cli.gateway.clone())
-        .map_err(|e| e.to_string())?
-        .connect()
+    let channel = client::connect(&cli.gateway, cli.ca_cert.as_deref())
         .await
-        .map_err(|e| format!("cannot reach the gateway at {}: {e}", cli.gateway))?;
+        .map_err(|e| client::error_chain(&e))?;
     let bearer = Bearer::new(cli.token.as_deref())?;
     let client = MemoryServiceClient::with_interceptor(channel, bearer);
     match cli.command {
