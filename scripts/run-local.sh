@@ -69,19 +69,23 @@ start() {
 start memory-store 50052 CHAT_MEMORY__DATABASE__URL="$DATABASE_URL" CHAT_MEMORY__SERVICE_TOKEN="$SERVICE_TOKEN"
 start summarizer-agent 50053 CHAT_MEMORY__SERVICE_TOKEN="$SERVICE_TOKEN"
 start summarizer-worker 50054 CHAT_MEMORY__STORE__SERVICE_TOKEN="$SERVICE_TOKEN" CHAT_MEMORY__AGENT__SERVICE_TOKEN="$SERVICE_TOKEN"
-# CHAT_MEMORY_TLS=1: the gateway serves TLS with a self-signed certificate for localhost
-# (made once in .local/); clients trust it with --ca-cert .local/tls.crt.
+# CHAT_MEMORY_TLS=1: the gateway serves TLS with a certificate for localhost signed by
+# a local CA (made once in .local/tls/ by scripts/local-tls.sh); clients trust the CA
+# with --ca-cert .local/tls/ca.crt.
 GATEWAY_TLS=()
 GATEWAY_URL=http://127.0.0.1:50051
 CA_HINT=""
 if [ "${CHAT_MEMORY_TLS:-0}" = 1 ]; then
-  if [ ! -f "$STATE/tls.crt" ]; then
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 365 -subj /CN=localhost \
-      -addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout "$STATE/tls.key" -out "$STATE/tls.crt" 2>/dev/null
+  # Earlier versions made one self-signed CA:TRUE certificate here, which rustls
+  # clients (chat-memory) refuse as a server certificate: replace it.
+  if [ -f "$STATE/tls.crt" ]; then
+    echo "[run-local] replacing the old self-signed $STATE/tls.crt with a local CA in $STATE/tls/" >&2
+    rm -f "$STATE/tls.crt" "$STATE/tls.key"
   fi
-  GATEWAY_TLS=(CHAT_MEMORY__TLS__CERT_PATH="$STATE/tls.crt" CHAT_MEMORY__TLS__KEY_PATH="$STATE/tls.key")
+  scripts/local-tls.sh "$STATE/tls"
+  GATEWAY_TLS=(CHAT_MEMORY__TLS__CERT_PATH="$STATE/tls/gateway.crt" CHAT_MEMORY__TLS__KEY_PATH="$STATE/tls/gateway.key")
   GATEWAY_URL=https://localhost:50051
-  CA_HINT=" CHAT_MEMORY_CA_CERT=$STATE/tls.crt"
+  CA_HINT=" CHAT_MEMORY_CA_CERT=$STATE/tls/ca.crt"
 fi
 start gateway 50051 CHAT_MEMORY__STORE__SERVICE_TOKEN="$SERVICE_TOKEN" CHAT_MEMORY__AUTH__HS256_SECRET="$HS256_SECRET" \
   CHAT_MEMORY__RATE_LIMIT__PER_MINUTE="${RATE_LIMIT_PER_MINUTE:-100}" "${GATEWAY_TLS[@]}"

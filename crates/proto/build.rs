@@ -7,7 +7,11 @@ use std::path::PathBuf;
 use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read at run time, not with `env!`: cargo shares one build-script binary
+    // between checkouts of the workspace in different directories (worktrees
+    // with a copied target directory), and a path baked in at compile time
+    // would make every checkout compile the first one's `.proto` files.
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     let files = [
         "chatmemory/v1/memory.proto",
         "chatmemory/jobs/v1/job.proto",

@@ -32,6 +32,7 @@ use tonic::service::{Interceptor, interceptor::InterceptedService};
 use tonic::transport::Channel;
 
 use chat_memory_loadtest::stand_in::{self, StandInConfig};
+use chat_memory_proto::client;
 use chat_memory_proto::v1::{
     ChatMessage, GetMemoryRequest, Role, UpdateMemoryRequest,
     memory_service_client::MemoryServiceClient,
@@ -50,6 +51,10 @@ struct Cli {
         default_value = "http://127.0.0.1:50051"
     )]
     gateway: String,
+    /// PEM CA certificate to trust for an `https://` gateway (required for one);
+    /// `CHAT_MEMORY_TLS=1 scripts/run-local.sh` makes `.local/tls/ca.crt`.
+    #[arg(long, global = true, env = "CHAT_MEMORY_CA_CERT")]
+    ca_cert: Option<std::path::PathBuf>,
     /// Bearer token (scopes memory:read and memory:write); `scripts/run-local.sh`
     /// writes one to `.local/token`. Every call counts against its user's rate limit.
     #[arg(long, global = true, env = "CHAT_MEMORY_TOKEN", hide_env_values = true)]
@@ -213,11 +218,9 @@ async fn main() -> Result<(), String> {
             concurrency,
             chats,
         } => {
-            let channel = Channel::from_shared(cli.gateway.clone())
-                .map_err(|e| e.to_string())?
-                .connect()
+            let channel = client::connect(&cli.gateway, cli.ca_cert.as_deref())
                 .await
-                .map_err(|e| format!("cannot reach the gateway at {}: {e}", cli.gateway))?;
+                .map_err(|e| client::error_chain(&e))?;
             let bearer = Bearer::new(cli.token.as_deref())?;
             let client = MemoryServiceClient::with_interceptor(channel, bearer);
             run_reads(client, &cli.prefix, calls, concurrency.max(1), chats.max(1)).await?;

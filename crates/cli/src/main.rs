@@ -34,8 +34,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use tonic::transport::Channel;
 
+use chat_memory_proto::client;
 use chat_memory_proto::v1::{
     ChatMessage, DeleteMemoryRequest, GetMemoryRequest, GetUpdateStatusRequest, JobState, Role,
     UpdateMemoryRequest, memory_service_client::MemoryServiceClient,
@@ -56,7 +56,8 @@ struct Cli {
         default_value = "http://127.0.0.1:50051"
     )]
     gateway: String,
-    /// PEM CA certificate to trust for an `https://` gateway.
+    /// PEM CA certificate to trust for an `https://` gateway (required for one:
+    /// no system roots are bundled); `scripts/run-local.sh` makes `.local/tls/ca.crt`.
     #[arg(long, global = true, env = "CHAT_MEMORY_CA_CERT")]
     ca_cert: Option<std::path::PathBuf>,
     /// Bearer JWT presented to the gateway (scopes memory:read / write / admin).
@@ -218,21 +219,9 @@ async fn run(cli: Cli) -> Result<(), String> {
     {
         return dlq::run(&jetstream.nats, &jetstream.stream, subject_prefix, command).await;
     }
-    let mut endpoint = Channel::from_shared(cli.gateway.clone())
-        .map_err(|e| format!("--gateway {}: {e}", cli.gateway))?;
-    if let Some(path) = &cli.ca_cert {
-        let pem = std::fs::read(path).map_err(|e| format!("--ca-cert {}: {e}", path.display()))?;
-        endpoint = endpoint
-            .tls_config(
-                tonic::transport::ClientTlsConfig::new()
-                    .ca_certificate(tonic::transport::Certificate::from_pem(pem)),
-            )
-            .map_err(|e| format!("--ca-cert {}: {e}", path.display()))?;
-    }
-    let channel = endpoint
-        .connect()
+    let channel = client::connect(&cli.gateway, cli.ca_cert.as_deref())
         .await
-        .map_err(|e| format!("cannot reach the gateway at {}: {e}", cli.gateway))?;
+        .map_err(|e| client::error_chain(&e))?;
     let header = match &cli.token {
         Some(token) => Some(
             format!("Bearer {token}")

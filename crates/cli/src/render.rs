@@ -12,8 +12,26 @@ fn time(ts: Option<&Timestamp>) -> Value {
         .map_or(Value::Null, |t| json!(t.to_rfc3339()))
 }
 
+/// The status's code and message, then its causes when the call failed on the
+/// client's side (a broken connection is `Unknown: transport error` without them).
 pub fn status(s: Status) -> String {
-    format!("{:?}: {}", s.code(), s.message())
+    let mut text = format!("{:?}: {}", s.code(), s.message());
+    if let Some(cause) = std::error::Error::source(&s) {
+        let chain = chat_memory_proto::client::error_chain(cause);
+        // tonic often copies the first cause into the message: print it once.
+        let rest = if chain == s.message() {
+            ""
+        } else {
+            chain
+                .strip_prefix(&format!("{}: ", s.message()))
+                .unwrap_or(&chain)
+        };
+        if !rest.is_empty() {
+            text.push_str(": ");
+            text.push_str(rest);
+        }
+    }
+    text
 }
 
 pub fn job(s: &GetUpdateStatusResponse) -> String {

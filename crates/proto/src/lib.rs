@@ -5,9 +5,12 @@
 //! - [`store`]: memory-store's internal API (`chatmemory.store.v1`).
 //! - [`jobs`]: the update-job payload and the JetStream subject layout.
 //! - [`time`]: conversions between protobuf timestamps and `chrono`.
+//! - [`client`]: dialing the gateway from a command-line tool (TLS with a CA file),
+//!   and printing an error with all its causes.
 //! - [`FILE_DESCRIPTOR_SET`]: every service above, for gRPC reflection and tests
 //!   that enumerate RPCs.
 
+pub mod client;
 pub mod jobs;
 pub mod time;
 

@@ -1,6 +1,7 @@
 //! A throwaway PKI for TLS tests: a CA, a server certificate for `localhost`
 //! and `127.0.0.1`, and a client certificate, generated with rcgen into a
-//! temporary directory (removed on drop).
+//! temporary directory (removed on drop); and [`LocalTls`], the certificates
+//! `scripts/local-tls.sh` makes for a local run.
 
 use std::path::{Path, PathBuf};
 
@@ -128,4 +129,86 @@ impl Drop for TestPki {
 
 fn write(dir: &Path, name: &str, text: &str) {
     std::fs::write(dir.join(name), text).unwrap_or_else(|e| panic!("{name}: {e}"));
+}
+
+/// TLS on the gateway's listener only, from certificate files made outside
+/// [`TestPki`]: what an outside client, such as the `chat-memory` binary, dials.
+#[derive(Debug, Clone)]
+pub struct GatewayTls {
+    /// The gateway's certificate and key.
+    pub server: ServerTls,
+    /// The CA a client trusts, and the server name it checks.
+    pub client: ClientTls,
+}
+
+/// The certificates `scripts/local-tls.sh` makes, which `scripts/run-local.sh`
+/// serves with `CHAT_MEMORY_TLS=1`, in a temporary directory removed on drop:
+/// tests of the README's TLS try-out use exactly these files.
+pub struct LocalTls {
+    dir: PathBuf,
+}
+
+impl LocalTls {
+    /// The script, found from this crate's directory.
+    const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/local-tls.sh");
+
+    /// Runs `scripts/local-tls.sh` into a fresh directory.
+    ///
+    /// # Panics
+    /// When the script (or the `openssl` it runs) fails.
+    pub fn generate() -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("chat-memory-local-tls-{}", crate::unique_suffix()));
+        let out = std::process::Command::new(Self::SCRIPT)
+            .arg(&dir)
+            .output()
+            .unwrap_or_else(|e| panic!("{}: {e}", Self::SCRIPT));
+        assert!(
+            out.status.success(),
+            "{} failed: {}",
+            Self::SCRIPT,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self { dir }
+    }
+
+    /// Path of one of the files (`ca.crt`, `gateway.crt`, `gateway.key`).
+    pub fn path(&self, file: &str) -> String {
+        self.dir.join(file).to_string_lossy().into_owned()
+    }
+
+    /// The gateway serving `gateway.crt`; clients trusting `ca.crt` for `localhost`.
+    pub fn gateway_tls(&self) -> GatewayTls {
+        GatewayTls {
+            server: ServerTls {
+                cert_path: self.path("gateway.crt"),
+                key_path: self.path("gateway.key"),
+                client_ca_path: String::new(),
+            },
+            client: ClientTls {
+                ca_path: self.path("ca.crt"),
+                domain: "localhost".into(),
+                ..ClientTls::default()
+            },
+        }
+    }
+}
+
+impl Drop for LocalTls {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A TLS channel to `addr` with `tls`'s CA and server name, or `None` when the
+/// connection or handshake fails (for waiting loops).
+pub async fn try_tls_channel(addr: std::net::SocketAddr, tls: &ClientTls) -> Option<Channel> {
+    Endpoint::from_shared(format!("https://{addr}"))
+        .ok()?
+        .tls_config(tls.client_config().ok()?)
+        .ok()?
+        .connect_timeout(std::time::Duration::from_secs(2))
+        .connect()
+        .await
+        .ok()
 }

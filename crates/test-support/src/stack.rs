@@ -45,6 +45,9 @@ pub struct StackOptions {
     pub pki: Option<Arc<crate::pki::TestPki>>,
     /// The gateway's token verification (HS256 with the test secret when `None`).
     pub auth: Option<gateway::auth::AuthSettings>,
+    /// TLS on the gateway's listener from these files (over `pki`'s, if both
+    /// are set); the stack's own gateway clients then trust its CA.
+    pub gateway_tls: Option<crate::pki::GatewayTls>,
 }
 
 /// A client of the public API that presents a bearer token.
@@ -65,6 +68,7 @@ impl Default for StackOptions {
             backpressure: gateway::backpressure::BackpressureSettings::default(),
             pki: None,
             auth: None,
+            gateway_tls: None,
         }
     }
 }
@@ -138,6 +142,8 @@ pub struct TestStack {
     pub worker_addrs: Vec<SocketAddr>,
     /// Set when every listener serves TLS.
     pub pki: Option<Arc<crate::pki::TestPki>>,
+    /// Set when the gateway serves TLS from files of its own ([`StackOptions::gateway_tls`]).
+    gateway_tls: Option<crate::pki::GatewayTls>,
 }
 
 impl TestStack {
@@ -228,6 +234,9 @@ impl TestStack {
         if let Some(pki) = &pki {
             gateway_settings.tls = pki.server_tls(false);
         }
+        if let Some(tls) = &opts.gateway_tls {
+            gateway_settings.tls = tls.server.clone();
+        }
         gateway_settings.rate_limit.per_minute = opts.rate_limit_per_minute;
         gateway_settings.rate_limit.failed_auth_per_minute_per_ip = opts.failed_auth_per_minute;
         gateway_settings.backpressure = opts.backpressure.clone();
@@ -251,8 +260,9 @@ impl TestStack {
             workers: Vec::new(),
             worker_addrs: Vec::new(),
             pki,
+            gateway_tls: opts.gateway_tls,
         };
-        stack.wait_serving(gateway_addr, "gateway").await;
+        stack.wait_gateway_serving(gateway_addr, "gateway").await;
         stack.wait_serving(store_addr, "memory-store").await;
         for _ in 0..opts.workers {
             stack.add_worker().await;
@@ -315,7 +325,7 @@ impl TestStack {
     /// A client of the public API presenting `token`.
     pub async fn gateway_as(&self, token: &str) -> GatewayClient {
         MemoryServiceClient::with_interceptor(
-            self.channel(self.gateway_addr).await,
+            self.gateway_channel(self.gateway_addr).await,
             Bearer::new(token),
         )
     }
@@ -335,6 +345,20 @@ impl TestStack {
         }
     }
 
+    /// A channel to a gateway listener: [`TestStack::channel`], or TLS trusting
+    /// the CA of [`StackOptions::gateway_tls`] when set.
+    ///
+    /// # Panics
+    /// When nothing listens there or the handshake fails.
+    pub async fn gateway_channel(&self, addr: SocketAddr) -> Channel {
+        match &self.gateway_tls {
+            Some(tls) => crate::pki::try_tls_channel(addr, &tls.client)
+                .await
+                .unwrap_or_else(|| panic!("TLS connection to the gateway at {addr} failed")),
+            None => self.channel(addr).await,
+        }
+    }
+
     /// Starts one more gateway replica on the same queue, store and rate-limit
     /// bucket; returns its address once it is SERVING.
     pub async fn add_gateway(&mut self) -> SocketAddr {
@@ -342,7 +366,7 @@ impl TestStack {
         let settings = self.gateway_settings.clone();
         self.extra_gateways
             .push(spawn(|rx| gateway::run(settings, listener, signal(rx))));
-        self.wait_serving(addr, "gateway replica").await;
+        self.wait_gateway_serving(addr, "gateway replica").await;
         addr
     }
 
@@ -371,6 +395,22 @@ impl TestStack {
             )
         })
         .await
+    }
+
+    async fn wait_gateway_serving(&self, addr: SocketAddr, what: &str) {
+        match &self.gateway_tls {
+            Some(tls) => {
+                wait::until(
+                    &format!("{what} at {addr} to be SERVING over TLS"),
+                    Duration::from_secs(30),
+                    || async move {
+                        serving(crate::pki::try_tls_channel(addr, &tls.client).await?).await
+                    },
+                )
+                .await;
+            }
+            None => self.wait_serving(addr, what).await,
+        }
     }
 
     async fn wait_serving(&self, addr: SocketAddr, what: &str) {
