@@ -10,6 +10,7 @@
 //!   in front of every RPC (token, scope, rate limit, audit of refusals).
 //! - [`ratelimit`]: governor's GCRA with its state in NATS KV, shared by replicas.
 //! - [`backpressure`]: refuses updates (RESOURCE_EXHAUSTED) while the queue is too deep.
+//! - [`owners`]: chats whose owner was confirmed recently (skips `ClaimChat`).
 //! - [`audit`]: one audit row per call, written through memory-store, or through
 //!   the JetStream audit outbox while memory-store is down ([`audit::relay`]).
 //! - [`validation`]: request -> domain types (`ChatId`, `UpdateCommand`), with
@@ -27,6 +28,7 @@ pub mod auth;
 pub mod backpressure;
 pub mod error;
 pub mod metrics;
+pub mod owners;
 pub mod ratelimit;
 pub mod service;
 pub mod settings;
@@ -138,6 +140,7 @@ pub async fn run(
         settings.limits.clone(),
         audit,
         backpressure,
+        owners::OwnerCache::new(&settings.ownership_cache),
     );
     let max_decode = settings.limits.max_request_bytes + 64 * 1024;
     let mut builder = Server::builder();

@@ -27,6 +27,7 @@ use crate::audit::{Action, AuditSink, Facts, Row};
 use crate::auth::layer::CallContext;
 use crate::backpressure::Backpressure;
 use crate::error::GatewayError;
+use crate::owners::OwnerCache;
 use crate::validation::{ChatId, JobId, Limits, UpdateCommand};
 
 /// Namespace of job ids derived from idempotency keys (UUIDv5).
@@ -53,6 +54,8 @@ pub struct MemoryApi {
     audit: AuditSink,
     /// Refuses updates while the queue is too deep; shared, it caches depths.
     backpressure: std::sync::Arc<Backpressure>,
+    /// Chats whose owner memory-store confirmed recently.
+    owners: OwnerCache,
 }
 
 fn access(ctx: &CallContext) -> Access {
@@ -61,6 +64,16 @@ fn access(ctx: &CallContext) -> Access {
         user: ctx.principal.user.clone(),
         acts_for_tenant: ctx.principal.acts_for_tenant(),
     }
+}
+
+/// Who writes, as far as ownership goes: the user, or the whole tenant for a
+/// service token acting for it.
+fn writer_key(ctx: &CallContext) -> String {
+    format!(
+        "{}\u{0}{}",
+        ctx.principal.user,
+        ctx.principal.acts_for_tenant()
+    )
 }
 
 /// The chat id a client may see: the public part of a namespaced id of its tenant.
@@ -78,6 +91,7 @@ impl MemoryApi {
         limits: Limits,
         audit: AuditSink,
         backpressure: std::sync::Arc<Backpressure>,
+        owners: OwnerCache,
     ) -> Self {
         Self {
             publisher,
@@ -85,6 +99,7 @@ impl MemoryApi {
             limits,
             audit,
             backpressure,
+            owners,
         }
     }
 
@@ -106,18 +121,22 @@ impl MemoryApi {
             })?;
         // First writer owns the chat. While memory-store is down the update is
         // still accepted; memory-store then checks ownership before applying it.
-        let claim = store_pb::ClaimChatRequest {
-            chat_id: chat_id.clone(),
-            access: Some(access(ctx)),
-        };
-        match self.store.clone().claim_chat(claim).await {
-            Ok(_) => {}
-            Err(status) => match GatewayError::from_store(status, "chat") {
-                GatewayError::StoreUnavailable(s) => {
-                    tracing::warn!(code = ?s.code(), "ownership not checked now: memory-store unavailable");
-                }
-                other => return Err(other),
-            },
+        // A writer confirmed recently skips the round trip (see `owners`).
+        let writer = writer_key(ctx);
+        if !self.owners.confirmed(&chat_id, &writer) {
+            let claim = store_pb::ClaimChatRequest {
+                chat_id: chat_id.clone(),
+                access: Some(access(ctx)),
+            };
+            match self.store.clone().claim_chat(claim).await {
+                Ok(_) => self.owners.remember(&chat_id, &writer),
+                Err(status) => match GatewayError::from_store(status, "chat") {
+                    GatewayError::StoreUnavailable(s) => {
+                        tracing::warn!(code = ?s.code(), "ownership not checked now: memory-store unavailable");
+                    }
+                    other => return Err(other),
+                },
+            }
         }
         let job_id = job_id_for(&chat_id, cmd.idempotency_key.as_deref());
         facts.job_id = job_id.to_string();
@@ -229,6 +248,8 @@ impl MemoryApi {
     ) -> Result<DeleteMemoryResponse, GatewayError> {
         let chat_id = ChatId::parse(&req.chat_id, &self.limits)?;
         facts.chat_id = chat_id.as_str().to_owned();
+        self.owners
+            .forget(&chat_id.namespaced(&ctx.principal.tenant));
         // Every job accepted before this point has a sequence <= through: those
         // still queued are discarded by the worker instead of re-creating the memory.
         let through = self

@@ -1,4 +1,5 @@
 //! Gateway settings: `[nats]`, `[store]`, `[limits]`, `[auth]`, `[rate_limit]`, `[backpressure]`,
+//! `[ownership_cache]`,
 //! `[tls]`, `[telemetry]` and the listen address.
 
 use std::net::SocketAddr;
@@ -12,6 +13,7 @@ use service_kit::tls::ServerTls;
 
 use crate::auth::AuthSettings;
 use crate::backpressure::BackpressureSettings;
+use crate::owners::OwnershipCacheSettings;
 use crate::ratelimit::RateLimitSettings;
 use crate::validation::Limits;
 
@@ -30,6 +32,8 @@ pub struct Settings {
     pub rate_limit: RateLimitSettings,
     /// Refusing updates while the queue is too deep.
     pub backpressure: BackpressureSettings,
+    /// Recently confirmed chat owners (skips a memory-store round trip per update).
+    pub ownership_cache: OwnershipCacheSettings,
     /// TLS of the public listener.
     pub tls: ServerTls,
     pub telemetry: TelemetrySettings,
@@ -45,6 +49,7 @@ impl Default for Settings {
             auth: AuthSettings::default(),
             rate_limit: RateLimitSettings::default(),
             backpressure: BackpressureSettings::default(),
+            ownership_cache: OwnershipCacheSettings::default(),
             tls: ServerTls::default(),
             telemetry: TelemetrySettings::default().with_metrics_addr("127.0.0.1:9101"),
         }
@@ -62,6 +67,7 @@ impl Validate for Settings {
         self.auth.validate()?;
         self.rate_limit.validate()?;
         self.backpressure.validate()?;
+        self.ownership_cache.validate()?;
         self.tls.validate("tls")
     }
 }

@@ -135,6 +135,42 @@ pub async fn record_all<C: ConnectionTrait>(
     Ok(())
 }
 
+/// Inserts valid rows in one statement (skipping ids already stored) and
+/// returns the ids of the rows that were new.
+///
+/// # Errors
+/// Database errors.
+pub(crate) async fn insert_returning_new<C: ConnectionTrait>(
+    db: &C,
+    records: Vec<AuditRecord>,
+) -> Result<std::collections::HashSet<Uuid>, StoreError> {
+    let rows: Vec<audit_log::ActiveModel> = records.into_iter().map(active_row).collect();
+    let result = audit_log::Entity::insert_many(rows)
+        .on_conflict_do_nothing_on([audit_log::Column::AuditId])
+        .exec_with_returning_keys(db)
+        .await?;
+    Ok(match result {
+        TryInsertResult::Inserted(ids) => ids.into_iter().collect(),
+        TryInsertResult::Empty | TryInsertResult::Conflicted => Default::default(),
+    })
+}
+
+fn active_row(record: AuditRecord) -> audit_log::ActiveModel {
+    audit_log::ActiveModel {
+        audit_id: Set(record.audit_id),
+        at: Set(record.at),
+        tenant: Set(record.tenant),
+        user_id: Set(record.user),
+        action: Set(record.action),
+        chat_id: Set(record.chat_id),
+        job_id: Set(record.job_id),
+        outcome: Set(record.outcome),
+        request_id: Set(record.request_id),
+        trace_id: Set(record.trace_id),
+        detail: Set(record.detail),
+    }
+}
+
 /// The tenant's rows matching `query`, newest first.
 ///
 /// # Errors

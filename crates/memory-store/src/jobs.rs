@@ -14,7 +14,7 @@ use sea_orm::{
 
 use crate::{
     access::{self, Access},
-    db::{deleted_through, lock_chat},
+    db::{deleted_through, lock_chat, relaxed_commit},
     domain::{
         AcceptedJob, Begin, Begun, ChatId, Delivery, Failure, JobId, JobState, JobView, Skip,
         StreamSeq,
@@ -77,6 +77,9 @@ pub async fn record_accepted(
         .exec_without_returning(&txn)
         .await?;
     let inserted = matches!(result, TryInsertResult::Inserted(n) if n > 0);
+    // A `queued` row is advisory (status and pending counts): if a Postgres
+    // crash loses it, the worker's durable commit recreates it.
+    relaxed_commit(&txn).await?;
     let earlier_acceptance = if inserted {
         false
     } else {
@@ -132,6 +135,10 @@ pub async fn begin_jobs(
     let last_applied = memory.as_ref().map_or(0, |m| m.last_applied_seq);
     // Ownership is claimed or checked once per requester.
     let mut owners: Vec<(Access, bool)> = Vec::new();
+    // Whether this transaction wrote something that must be durable before
+    // the worker goes on: a job ended here (failed as not the owner, or
+    // superseded; its message is acknowledged next), or the chat's first owner.
+    let mut must_be_durable = false;
     let mut skips = Vec::with_capacity(deliveries.len());
     for d in deliveries {
         if through.is_some_and(|t| t >= d.stream_seq.get()) {
@@ -169,7 +176,10 @@ pub async fn begin_jobs(
                 Some((_, owns)) => *owns,
                 None => {
                     let owns = match access::claim_in(&txn, chat_id, access).await {
-                        Ok(_) => true,
+                        Ok(claimed_now) => {
+                            must_be_durable |= claimed_now;
+                            true
+                        }
                         Err(StoreError::NotFound(_)) => false,
                         Err(other) => return Err(other),
                     };
@@ -186,12 +196,14 @@ pub async fn begin_jobs(
                     applied_in_call: None,
                 };
                 write_job(&txn, job, new_row, write).await?;
+                must_be_durable = true;
                 skips.push(Some(Skip::NotOwner));
                 continue;
             }
         }
         if last_applied >= d.stream_seq.get() {
             write_job(&txn, job, new_row, JobWrite::superseded(d.attempt)).await?;
+            must_be_durable = true;
             skips.push(Some(Skip::Superseded));
             continue;
         }
@@ -205,6 +217,10 @@ pub async fn begin_jobs(
         };
         write_job(&txn, job, new_row, running).await?;
         skips.push(None);
+    }
+    if !must_be_durable {
+        // Only `running` states (and an owner's activity time) were written.
+        relaxed_commit(&txn).await?;
     }
     txn.commit().await?;
     Ok(match memory {

@@ -16,6 +16,8 @@
 //! - [`access`]: tenant namespaces and chat owners; a chat the caller may not
 //!   see is NOT_FOUND, never PERMISSION_DENIED.
 //! - [`audit`]: the append-only audit log.
+//! - [`audit_batch`]: group commit of the gateway's audit rows (many rows per
+//!   statement and WAL flush, each caller waiting for its own).
 //! - [`expiry`]: the sweep that purges inactive chats (short-term memory).
 //!
 //! # Security
@@ -43,6 +45,7 @@ use tonic_health::ServingStatus;
 
 pub mod access;
 pub mod audit;
+pub mod audit_batch;
 mod db;
 pub mod domain;
 mod entity;

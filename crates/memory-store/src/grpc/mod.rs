@@ -19,11 +19,15 @@ use crate::{
 #[derive(Clone)]
 pub struct StoreService {
     db: DatabaseConnection,
+    /// Audit rows, group-committed (see [`crate::audit_batch`]).
+    audit: crate::audit_batch::AuditWriter,
 }
 
 impl StoreService {
+    /// Starts the audit writers on the current runtime.
     pub fn new(db: DatabaseConnection) -> Self {
-        Self { db }
+        let audit = crate::audit_batch::AuditWriter::start(db.clone());
+        Self { db, audit }
     }
 }
 
@@ -164,9 +168,7 @@ impl MemoryStore for StoreService {
         request: Request<pb::RecordAuditRequest>,
     ) -> Result<Response<pb::RecordAuditResponse>, Status> {
         let record = convert::audit_record(request.into_inner())?;
-        let inserted = audit::record(&self.db, record)
-            .instrument(crate::db::span("record"))
-            .await?;
+        let inserted = self.audit.record(record).await?;
         Ok(Response::new(pb::RecordAuditResponse { inserted }))
     }
 
