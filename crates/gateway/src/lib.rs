@@ -8,7 +8,8 @@
 //! - [`settings`]: typed settings of the gateway.
 //! - [`auth`]: bearer JWTs -> [`auth::Principal`]; [`auth::layer`] is the gate
 //!   in front of every RPC (token, scope, rate limit, audit of refusals).
-//! - [`ratelimit`]: governor's GCRA with its state in NATS KV, shared by replicas.
+//! - [`ratelimit`]: GCRA budgets per user (per tenant for tokens acting for it),
+//!   shared by replicas through NATS KV and leased to each replica in blocks.
 //! - [`backpressure`]: refuses updates (RESOURCE_EXHAUSTED) while the queue is too deep.
 //! - [`owners`]: chats whose owner was confirmed recently (skips `ClaimChat`).
 //! - [`audit`]: one audit row per call, written through memory-store, or through

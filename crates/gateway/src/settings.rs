@@ -28,7 +28,8 @@ pub struct Settings {
     pub limits: Limits,
     /// How bearer tokens are verified.
     pub auth: AuthSettings,
-    /// Per-user request budgets, shared by all replicas through NATS KV.
+    /// Per-user and per-tenant request budgets, shared by all replicas through
+    /// NATS KV and leased to each in blocks.
     pub rate_limit: RateLimitSettings,
     /// Refusing updates while the queue is too deep.
     pub backpressure: BackpressureSettings,

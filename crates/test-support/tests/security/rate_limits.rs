@@ -1,4 +1,5 @@
-//! Per-user limits shared by gateway replicas; failed authentications per address.
+//! Per-user limits shared by gateway replicas, per-tenant budgets of tokens
+//! acting for their tenant; failed authentications per address.
 
 use std::time::Instant;
 
@@ -25,6 +26,7 @@ async fn two_gateways_together_hold_one_per_user_rate_limit() {
         stack.gateway_as(&token).await,
         gateway_client(second, Bearer::new(&token)).await,
     ];
+    let writes_before = kv_writes(&stack).await;
     let started = Instant::now();
     let mut allowed = 0u32;
     let mut limited = 0u32;
@@ -51,10 +53,11 @@ async fn two_gateways_together_hold_one_per_user_rate_limit() {
         }
     }
     let elapsed = started.elapsed();
+    let writes = kv_writes(&stack).await - writes_before;
     // GCRA refills one request every 60/LIMIT s while the test runs.
     let refilled = (elapsed.as_secs_f64() * f64::from(LIMIT) / 60.0).floor() as u32;
     println!(
-        "\nRATE LIMIT: two gateways, {total} requests in {:.2} s: allowed {allowed}, limited {limited}; limit {LIMIT}/min (+{refilled} refilled during the run); retry-after {retry_after:?}",
+        "\nRATE LIMIT: two gateways, {total} requests in {:.2} s: allowed {allowed}, limited {limited}; limit {LIMIT}/min (+{refilled} refilled during the run); retry-after {retry_after:?}; {writes} KV writes",
         elapsed.as_secs_f64()
     );
     let ceiling = f64::from(LIMIT + refilled) * 1.05;
@@ -69,6 +72,91 @@ async fn two_gateways_together_hold_one_per_user_rate_limit() {
     assert!(
         retry_after.is_some(),
         "RESOURCE_EXHAUSTED without retry-after"
+    );
+    stack.shutdown().await;
+}
+
+/// Writes to the rate-limit bucket so far: its stream's last sequence number
+/// (each compare-and-set that succeeds is one message).
+async fn kv_writes(stack: &TestStack) -> u64 {
+    let suffix = stack.queue.stream.trim_start_matches("CMT_");
+    let mut bucket = stack
+        .jetstream()
+        .await
+        .get_stream(format!("KV_CMT_RL_{suffix}"))
+        .await
+        .unwrap_or_else(|e| panic!("rate-limit bucket: {e}"));
+    let info = bucket
+        .info()
+        .await
+        .unwrap_or_else(|e| panic!("rate-limit bucket info: {e}"));
+    info.state.last_sequence
+}
+
+/// Counts the answers of `calls` GetMemory calls on a never-written chat,
+/// `concurrency` at a time: (allowed, limited).
+async fn call_many(client: &GatewayClient, calls: usize, concurrency: usize) -> (u32, u32) {
+    let (mut allowed, mut limited) = (0, 0);
+    for _ in 0..calls / concurrency {
+        let batch = (0..concurrency).map(|_| {
+            let mut client = client.clone();
+            async move { client.get_memory(get("never-written")).await }
+        });
+        for result in futures::future::join_all(batch).await {
+            match result {
+                Err(s) if s.code() == Code::ResourceExhausted => limited += 1,
+                Err(s) if s.code() == Code::NotFound => allowed += 1,
+                other => panic!("unexpected answer: {other:?}"),
+            }
+        }
+    }
+    (allowed, limited)
+}
+
+/// An agent service calling for many end users with one token that acts for its
+/// tenant (`memory:admin`) draws on the tenant's budget (default 6000/min), not
+/// on the per-user limit, and leases it in blocks of 2% (120 tokens), so its
+/// calls cost a handful of KV writes instead of one each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_service_token_acting_for_its_tenant_draws_on_the_tenant_budget_not_the_per_user_limit() {
+    const PER_USER: u32 = 100;
+    const CALLS: usize = 480;
+    let stack = TestStack::start_with(StackOptions {
+        workers: 0,
+        rate_limit_per_minute: PER_USER,
+        ..StackOptions::default()
+    })
+    .await;
+    let service = stack
+        .gateway_as(&auth::mint(
+            auth::TENANT,
+            "agent-service",
+            &["memory:admin"],
+        ))
+        .await;
+    let end_user = stack
+        .gateway_as(&auth::mint(auth::TENANT, "agent-service", RW))
+        .await;
+
+    let before = kv_writes(&stack).await;
+    let (allowed, limited) = call_many(&service, CALLS, 16).await;
+    let writes = kv_writes(&stack).await - before;
+    println!(
+        "\nTENANT BUDGET: {CALLS} calls of a tenant-acting token: allowed {allowed}, limited {limited}; {writes} KV writes"
+    );
+    assert_eq!((allowed, limited), (CALLS as u32, 0));
+    // Leases of 120 tokens, topped up from below half: at most one write per 60 calls.
+    assert!(
+        writes <= (CALLS as u64).div_ceil(60) + 1,
+        "{writes} KV writes"
+    );
+
+    // The same subject with a per-user token still has its own per-user limit.
+    let (allowed, limited) = call_many(&end_user, 160, 8).await;
+    assert!(limited > 0, "the per-user limit did not apply");
+    assert!(
+        f64::from(allowed) <= f64::from(PER_USER) * 1.05 + 3.0,
+        "allowed {allowed}"
     );
     stack.shutdown().await;
 }
