@@ -180,16 +180,26 @@ impl AuthSettings {
     }
 }
 
+/// Tokens remembered after a successful verification.
+const VERIFIED_TOKENS: usize = 10_000;
+
 /// Verifies tokens against the configured keys.
 pub struct Verifier {
     keys: KeySet,
     settings: AuthSettings,
+    /// Tokens verified before -> (their principal, `exp`): an agent service
+    /// presents the same token on every call, and a signature check (RS256 in
+    /// particular) costs far more than a lookup. A hit still checks expiry;
+    /// keys only change with a restart, which empties the cache.
+    verified: quick_cache::sync::Cache<String, (Principal, u64)>,
 }
 
 /// The claims we read; everything else is ignored.
 #[derive(Debug, Deserialize)]
 struct Claims {
     sub: String,
+    /// Required and checked by the validation; kept for the cache.
+    exp: u64,
     #[serde(default)]
     scope: Option<String>,
     #[serde(default)]
@@ -205,6 +215,7 @@ impl Verifier {
         Ok(Self {
             keys: KeySet::load(settings)?,
             settings: settings.clone(),
+            verified: quick_cache::sync::Cache::new(VERIFIED_TOKENS),
         })
     }
 
@@ -213,6 +224,13 @@ impl Verifier {
     /// # Errors
     /// An [`AuthError`] saying why the token is not acceptable.
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        let now = jsonwebtoken::get_current_timestamp();
+        if let Some((principal, exp)) = self.verified.get(token) {
+            if now <= exp.saturating_add(self.settings.leeway_secs) {
+                return Ok(principal);
+            }
+            self.verified.remove(token);
+        }
         let header = decode_header(token).map_err(|_| AuthError::Malformed)?;
         let (key, algorithm) = self.keys.select(&header)?;
         let mut validation = Validation::new(algorithm);
@@ -223,7 +241,11 @@ impl Verifier {
         validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         let data = decode::<Claims>(token, key, &validation).map_err(classify)?;
-        self.principal(data.claims)
+        let exp = data.claims.exp;
+        let principal = self.principal(data.claims)?;
+        self.verified
+            .insert(token.to_owned(), (principal.clone(), exp));
+        Ok(principal)
     }
 
     fn principal(&self, claims: Claims) -> Result<Principal, AuthError> {

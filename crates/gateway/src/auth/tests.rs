@@ -19,6 +19,7 @@ fn verifier() -> Verifier {
             jwks_path: "testdata/jwks.json".into(),
             ..AuthSettings::default()
         },
+        verified: quick_cache::sync::Cache::new(16),
     }
 }
 
@@ -178,4 +179,25 @@ fn a_jwks_without_a_usable_key_fails_at_start() {
     let only_ed25519 = r#"{"keys":[{"kty":"OKP","crv":"Ed25519","kid":"x","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#;
     assert!(KeySet::from_jwks(only_ed25519).is_err());
     assert!(KeySet::from_jwks("not json").is_err());
+}
+
+#[test]
+fn a_verified_token_is_answered_from_the_cache_until_its_expiry_then_verified_again() {
+    let v = verifier();
+    let t = token(
+        Algorithm::RS256,
+        Some("rsa-1"),
+        &rsa(),
+        &claims(3600, "chat-memory"),
+    );
+    let real = v.verify(&t).expect("a valid token");
+    // A marked entry for the same token proves which path answers.
+    let mut marked = real.clone();
+    marked.user = "from-the-cache".into();
+    let far = jsonwebtoken::get_current_timestamp() + 3600;
+    v.verified.insert(t.clone(), (marked.clone(), far));
+    assert_eq!(v.verify(&t), Ok(marked.clone()), "a hit skips verification");
+    // Expired as far as the cache knows: the token is verified again.
+    v.verified.insert(t.clone(), (marked, 1));
+    assert_eq!(v.verify(&t), Ok(real));
 }
