@@ -4,11 +4,13 @@
 //! model, every call taking exactly [`MODEL_LATENCY`]; two workers consume.
 //! While a chat's call runs, its next updates arrive and wait, so the chat's
 //! next call coalesces them. The suite watches the first worker's `/metrics`
-//! and kills it right after it *started* a coalesced call (the count of
+//! and, once it has *started* a coalesced call (the count of
 //! `chat_memory_jobs_per_call` observations above 1 went up since the last
-//! look, a few tens of milliseconds ago, with a call in flight): that call
-//! cannot have committed, because the model answers only after
-//! [`MODEL_LATENCY`]. Its jobs must come back after `ack_wait` and be applied
+//! look, a few tens of milliseconds ago, with a call in flight), kills it
+//! [`SETTLE`] later: time for the call to reach the model (the worker first
+//! begins the batch in memory-store, then calls the agent, which calls the
+//! model), and too little for it to commit, because the model answers only
+//! after [`MODEL_LATENCY`]. Its jobs must come back after `ack_wait` and be applied
 //! once, in order, by the other worker or the restarted one.
 
 use std::net::SocketAddr;
@@ -19,6 +21,9 @@ use test_support::processes::ProcessStack;
 
 /// Every model call's latency (σ = 0): long against the poll interval.
 pub const MODEL_LATENCY: Duration = Duration::from_millis(1000);
+
+/// From seeing the coalesced call start to the kill: well under [`MODEL_LATENCY`].
+const SETTLE: Duration = Duration::from_millis(300);
 
 /// How often the worker's `/metrics` is read while waiting for the moment.
 const POLL: Duration = Duration::from_millis(25);
@@ -111,7 +116,8 @@ fn http() -> Result<reqwest::Client, String> {
 }
 
 /// Waits until the first worker has just started a coalesced call, SIGKILLs
-/// it, and starts it again. `Ok`: the evidence; `Err`: the moment never came
+/// it [`SETTLE`] later (the call at the model, not committed), and starts it
+/// again. `Ok`: the evidence; `Err`: the moment never came
 /// (the scenario then fails: it did not test what it claims).
 pub async fn strike(stack: &mut ProcessStack, model: &StandIn) -> Result<String, String> {
     let http = http()?;
@@ -131,6 +137,7 @@ pub async fn strike(stack: &mut ProcessStack, model: &StandIn) -> Result<String,
             continue;
         };
         if now.coalesced > seen.coalesced && now.in_flight > 0 {
+            tokio::time::sleep(SETTLE).await;
             let model_now = model.stats();
             stack.kill("summarizer-worker").await;
             break (now, model_now);
@@ -139,7 +146,8 @@ pub async fn strike(stack: &mut ProcessStack, model: &StandIn) -> Result<String,
     };
     stack.spawn("summarizer-worker").await;
     Ok(format!(
-        "SIGKILLed the first worker right after it started a coalesced call: it had started {} calls, {} of them coalesced ({} new since {} ms before), {} in flight; the model had {} calls in flight ({} in all) and answers after {} ms",
+        "SIGKILLed the first worker {} ms after it started a coalesced call: it had started {} calls, {} of them coalesced ({} new within {} ms), {} in flight; at the kill the model had {} calls in flight ({} in all), each answered after {} ms",
+        SETTLE.as_millis(),
         at_kill.started,
         at_kill.coalesced,
         at_kill.coalesced - seen.coalesced,
