@@ -24,12 +24,13 @@ fi
 cargo build --workspace --bins
 
 # The short form of the fault-injection suite (docs/reliability.md): the real
-# binaries under agent faults, worker SIGKILLs, a memory-store kill and a
-# gateway kill; about 45 s here. Scenarios 5 and 6 (restarting this machine's
+# binaries under agent faults, worker SIGKILLs (8: in the middle of a
+# coalesced batch, against the stand-in model), a memory-store kill and a
+# gateway kill; about 50 s here. Scenarios 5 and 6 (restarting this machine's
 # NATS and Postgres) are left to manual runs.
 echo "[test] fault-injection suite, short form" >&2
 "${CARGO_TARGET_DIR:-target}/debug/chat-memory-bench" faults \
-  --updates 100 --chats 10 --scenarios 1,3,4,7 --agent-outage-secs 5 --rate 40
+  --updates 100 --chats 10 --scenarios 1,3,4,7,8 --agent-outage-secs 5 --rate 40
 
 # The test run last, so its summary closes the output.
 if cargo nextest --version >/dev/null 2>&1; then

@@ -25,6 +25,8 @@ pub type ChatJobs = Vec<Option<String>>;
 pub struct Ended {
     pub state: JobState,
     pub resulting_version: Option<i64>,
+    /// The summarizer call that applied the job (shared by the jobs it coalesced).
+    pub applied_in_call: String,
     pub error: String,
 }
 
@@ -165,6 +167,7 @@ pub async fn wait_end(
                 let ended = Ended {
                     state,
                     resulting_version: r.resulting_version,
+                    applied_in_call: r.applied_in_call,
                     error: r.error,
                 };
                 if done(&ended) {

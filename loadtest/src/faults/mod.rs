@@ -6,13 +6,16 @@
 //! # Layout
 //! - [`load`]: the workload (paced, idempotent, retrying) and the drain.
 //! - [`scenario`]: the faults and the settings each scenario runs with.
+//! - [`coalesced`]: scenario 8, a worker killed in the middle of a coalesced
+//!   batch (the stand-in model, two workers, the worker's `/metrics`).
+//! - [`checks`]: lost, applied twice, bad versions and out of order per chat,
+//!   aware of coalescing (one call applies several jobs, one version).
 //!
-//! Checks per chat, from each job's `resulting_version` (the memory version
-//! its commit produced): *applied twice* = the final version exceeds the number
-//! of jobs that succeeded; *out of order* = a later update of the chat got a
-//! lower version than an earlier one. Final memories are compared with the
-//! fault-free baseline (the offline agent is deterministic).
+//! Final memories are compared with the fault-free baseline where the offline
+//! agent answers (it is deterministic); scenario 8's model is the stand-in.
 
+mod checks;
+mod coalesced;
 pub(crate) mod load;
 mod scenario;
 
@@ -21,6 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
+use chat_memory_loadtest::stand_in::{StandIn, StandInConfig};
 use chat_memory_proto::v1::JobState;
 use test_support::processes::ProcessStack;
 
@@ -33,9 +37,9 @@ pub struct FaultArgs {
     pub updates: usize,
     #[arg(long, default_value_t = 100)]
     pub chats: usize,
-    /// Scenarios to run, comma-separated (1-7; 5 and 6 restart this machine's
+    /// Scenarios to run, comma-separated (1-8; 5 and 6 restart this machine's
     /// NATS and Postgres). The fault-free baseline (0) always runs first.
-    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5,6,7")]
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5,6,7,8")]
     pub scenarios: Vec<u8>,
     /// Updates sent per second, overall.
     #[arg(long, default_value_t = 50.0)]
@@ -60,12 +64,26 @@ struct Row {
     failed: usize,
     lost: usize,
     twice: usize,
+    bad_versions: usize,
     out_of_order: usize,
+    /// Distinct summarizer calls that applied the succeeded jobs.
+    calls: usize,
+    /// Of those, calls that applied more than one job.
+    coalesced_calls: usize,
     drain: Duration,
     dead_letters: usize,
     after_replay: usize,
-    same_as_baseline: usize,
+    /// Of the chats whose updates were grouped into calls as in the baseline,
+    /// (those whose final memory equals the baseline's, all of them); `None`
+    /// when not comparable (the scenario's model is not the offline backend).
+    same_as_baseline: Option<(usize, usize)>,
     memories: BTreeMap<usize, String>,
+    /// Per chat, the update indexes each call applied ([`checks::ChatCheck::grouping`]).
+    groupings: BTreeMap<usize, Vec<Vec<usize>>>,
+    /// What the fault did, when the scenario reports it.
+    evidence: Vec<String>,
+    /// Why the fault could not be struck as described.
+    missed: Option<String>,
 }
 
 impl Row {
@@ -76,10 +94,19 @@ impl Row {
         100.0 * succeeded as f64 / self.accepted as f64
     }
 
+    fn calls_per_update(&self) -> f64 {
+        if self.succeeded == 0 {
+            return 0.0;
+        }
+        self.calls as f64 / self.succeeded as f64
+    }
+
     fn passes(&self) -> bool {
         self.lost == 0
             && self.twice == 0
+            && self.bad_versions == 0
             && self.out_of_order == 0
+            && self.missed.is_none()
             && self.success_pct(self.after_replay) >= 99.5
     }
 }
@@ -87,7 +114,8 @@ impl Row {
 /// Runs the suite; `Err` when a scenario breaks a promise.
 ///
 /// # Errors
-/// A scenario with lost, twice-applied or reordered jobs, or under 99.5 % success.
+/// A scenario with lost, twice-applied or reordered jobs, versions not made by
+/// exactly one call, under 99.5 % success, or a fault that could not be struck.
 pub async fn run(args: FaultArgs) -> Result<(), String> {
     let mut scenarios = vec![Scenario::Baseline];
     for n in &args.scenarios {
@@ -101,21 +129,17 @@ pub async fn run(args: FaultArgs) -> Result<(), String> {
     for s in scenarios {
         eprintln!("== scenario {} ==", s.label());
         let mut row = run_one(s, &args).await?;
-        if let Some(base) = rows.first() {
-            row.same_as_baseline = row
-                .memories
-                .iter()
-                .filter(|(chat, m)| base.memories.get(chat) == Some(m))
-                .count();
-        } else {
-            row.same_as_baseline = row.memories.len();
-        }
+        row.same_as_baseline = match rows.first() {
+            _ if s.uses_model() => None,
+            Some(base) => Some(same_memories(base, &row)),
+            None => Some((row.memories.len(), row.memories.len())),
+        };
         print_row(&row, args.chats);
         rows.push(row);
     }
     println!();
     println!(
-        "chat-memory-bench faults --updates {} --chats {} --scenarios {} (ack_wait {} ms, agent outage {} s): {:.0} s in all",
+        "chat-memory-bench faults --updates {} --chats {} --scenarios {} --rate {} (ack_wait {} ms, agent outage {} s): {:.0} s in all",
         args.updates,
         args.chats,
         args.scenarios
@@ -123,6 +147,7 @@ pub async fn run(args: FaultArgs) -> Result<(), String> {
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(","),
+        args.rate,
         args.ack_wait_ms,
         args.agent_outage_secs,
         started.elapsed().as_secs_f64()
@@ -130,6 +155,9 @@ pub async fn run(args: FaultArgs) -> Result<(), String> {
     print_header();
     for row in &rows {
         print_line(row, args.chats);
+    }
+    for row in &rows {
+        print_notes(row);
     }
     let failing: Vec<&str> = rows
         .iter()
@@ -144,7 +172,27 @@ pub async fn run(args: FaultArgs) -> Result<(), String> {
 }
 
 async fn run_one(s: Scenario, args: &FaultArgs) -> Result<Row, String> {
-    let mut stack = ProcessStack::start(scenario::options(s, args.ack_wait_ms)).await;
+    let model = if s.uses_model() {
+        let config = StandInConfig {
+            latency_mean: coalesced::MODEL_LATENCY,
+            latency_sigma: 0.0,
+            error_rate: 0.0,
+            max_concurrency: 0,
+            retry_after_secs: 1,
+        };
+        Some(
+            StandIn::start("127.0.0.1:0", config)
+                .await
+                .map_err(|e| e.to_string())?,
+        )
+    } else {
+        None
+    };
+    let options = scenario::options(s, args.ack_wait_ms, model.as_ref().map(StandIn::base_url));
+    let mut stack = ProcessStack::start(options).await;
+    for _ in 1..s.workers() {
+        stack.spawn_replica("summarizer-worker").await;
+    }
     let client = load::client(stack.gateway_addr())?;
     let accepted = Arc::new(AtomicUsize::new(0));
     let deadline = Instant::now() + Duration::from_secs(args.deadline_secs);
@@ -157,12 +205,13 @@ async fn run_one(s: Scenario, args: &FaultArgs) -> Result<Row, String> {
         accepted.clone(),
         deadline,
     ));
-    scenario::strike(
+    let struck = scenario::strike(
         s,
         &mut stack,
         &accepted,
         args.updates,
         Duration::from_secs(args.agent_outage_secs),
+        model.as_ref(),
     )
     .await;
     let sent = sending.await.map_err(|e| format!("load task: {e}"))?;
@@ -174,31 +223,41 @@ async fn run_one(s: Scenario, args: &FaultArgs) -> Result<Row, String> {
         drain,
         ..Row::default()
     };
+    match struck {
+        Ok(evidence) => row.evidence.extend(evidence),
+        Err(why) => row.missed = Some(why),
+    }
     for (chat, (jobs, ends)) in sent.iter().zip(&ended).enumerate() {
-        let mut last_version = 0;
-        let mut chat_succeeded = 0i64;
-        for (job, end) in jobs.iter().zip(ends) {
-            if job.is_none() {
-                continue;
-            }
-            row.accepted += 1;
-            match end {
-                Some(e) if e.state == JobState::Succeeded => {
-                    row.succeeded += 1;
-                    chat_succeeded += 1;
-                    let v = e.resulting_version.unwrap_or(0);
-                    if v <= last_version {
-                        row.out_of_order += 1;
-                    }
-                    last_version = last_version.max(v);
-                }
-                Some(_) => row.failed += 1,
-                None => row.lost += 1,
-            }
-        }
-        if let Some((version, _)) = load::memory(&client, chat).await {
-            row.twice += usize::try_from((version - chat_succeeded).max(0)).unwrap_or(0);
-        }
+        let ends: Vec<Option<Option<&load::Ended>>> = jobs
+            .iter()
+            .zip(ends)
+            .map(|(job, end)| job.as_ref().map(|_| end.as_ref()))
+            .collect();
+        let version = load::memory(&client, chat).await.map(|(v, _)| v);
+        let c = checks::check_chat(&ends, version);
+        row.accepted += c.accepted;
+        row.succeeded += c.succeeded;
+        row.failed += c.failed;
+        row.lost += c.lost;
+        row.twice += c.twice;
+        row.bad_versions += c.bad_versions;
+        row.out_of_order += c.out_of_order;
+        row.calls += c.calls;
+        row.coalesced_calls += c.coalesced_calls;
+        row.groupings.insert(chat, c.grouping);
+    }
+    if let Some(model) = &model {
+        row.evidence.push(coalesced::after(&stack, model).await);
+        row.evidence.push(format!(
+            "job records: {} calls applied {} jobs, {} of the calls coalesced; the model made {} calls, so {} model calls applied nothing (the killed worker's calls in flight, and any re-run)",
+            row.calls,
+            row.succeeded,
+            row.coalesced_calls,
+            model.stats().calls,
+            usize::try_from(model.stats().calls)
+                .unwrap_or(usize::MAX)
+                .saturating_sub(row.calls)
+        ));
     }
     row.after_replay =
         row.succeeded + replay(&stack, &client, &sent, &ended, deadline, &mut row).await?;
@@ -212,6 +271,27 @@ async fn run_one(s: Scenario, args: &FaultArgs) -> Result<Row, String> {
         scenario::ensure_infrastructure();
     }
     Ok(row)
+}
+
+/// Of the chats `row` grouped into calls as `base` did: (those whose memory
+/// equals the base's, all of them). Coalescing groups a chat's updates by
+/// timing, and the offline agent's memory depends on the grouping, so only
+/// alike-grouped chats must end alike.
+fn same_memories(base: &Row, row: &Row) -> (usize, usize) {
+    let alike: Vec<&usize> = row
+        .groupings
+        .iter()
+        .filter(|(chat, g)| base.groupings.get(chat) == Some(g))
+        .map(|(chat, _)| chat)
+        .collect();
+    let same = alike
+        .iter()
+        .filter(|chat| {
+            let (ours, theirs) = (row.memories.get(chat), base.memories.get(chat));
+            ours.is_some() && ours == theirs
+        })
+        .count();
+    (same, alike.len())
 }
 
 /// Replays every dead letter and counts the replayed jobs that then succeed.
@@ -260,52 +340,62 @@ async fn replay(
 
 fn print_header() {
     println!(
-        "| {:<22} | {:>8} | {:>9} | {:>14} | {:>4} | {:>5} | {:>12} | {:>8} | {:>13} | {:>13} |",
+        "| {:<26} | {:>8} | {:>9} | {:>14} | {:>4} | {:>5} | {:>12} | {:>12} | {:>17} | {:>12} | {:>7} | {:>13} | {:>13} |",
         "scenario",
         "accepted",
         "succeeded",
         "dead-lettered",
         "lost",
         "twice",
+        "bad versions",
         "out of order",
+        "calls (coalesced)",
+        "calls/update",
         "drain s",
         "after replay",
         "same memories"
     );
-    println!(
-        "|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|",
-        "-".repeat(24),
-        "-".repeat(10),
-        "-".repeat(11),
-        "-".repeat(16),
-        "-".repeat(6),
-        "-".repeat(7),
-        "-".repeat(14),
-        "-".repeat(10),
-        "-".repeat(15),
-        "-".repeat(15)
-    );
+    let widths = [28, 10, 11, 16, 6, 7, 14, 14, 19, 14, 9, 15, 15];
+    let dashes: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+    println!("|{}|", dashes.join("|"));
 }
 
 fn print_line(r: &Row, chats: usize) {
+    let same = r.same_as_baseline.map_or_else(
+        || "n/a (model)".to_owned(),
+        |(same, alike)| format!("{same}/{alike} of {chats}"),
+    );
     println!(
-        "| {:<22} | {:>8} | {:>9} | {:>14} | {:>4} | {:>5} | {:>12} | {:>8.1} | {:>6} {:>5.1}% | {:>7}/{:<5} |",
+        "| {:<26} | {:>8} | {:>9} | {:>14} | {:>4} | {:>5} | {:>12} | {:>12} | {:>17} | {:>12.2} | {:>7.1} | {:>6} {:>5.1}% | {:>13} |",
         r.label,
         r.accepted,
         r.succeeded,
         format!("{} ({} DLQ)", r.failed, r.dead_letters),
         r.lost,
         r.twice,
+        r.bad_versions,
         r.out_of_order,
+        format!("{} ({})", r.calls, r.coalesced_calls),
+        r.calls_per_update(),
         r.drain.as_secs_f64(),
         r.after_replay,
         r.success_pct(r.after_replay),
-        r.same_as_baseline,
-        chats
+        same
     );
+}
+
+/// The scenario's evidence and, if so, why its fault was not struck.
+fn print_notes(r: &Row) {
+    for e in &r.evidence {
+        println!("{}: {e}", r.label);
+    }
+    if let Some(why) = &r.missed {
+        println!("{}: FAULT NOT STRUCK: {why}", r.label);
+    }
 }
 
 fn print_row(r: &Row, chats: usize) {
     print_header();
     print_line(r, chats);
+    print_notes(r);
 }

@@ -5,9 +5,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use chat_memory_loadtest::stand_in::StandIn;
 use test_support::processes::{ProcessOptions, ProcessStack};
 
-/// The scenarios, numbered as in issue 6 (0 is the fault-free baseline).
+/// The scenarios, numbered as in issue 6 (0 is the fault-free baseline; 8
+/// is issue 10's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scenario {
     Baseline,
@@ -18,6 +20,9 @@ pub enum Scenario {
     NatsRestart,
     PostgresRestart,
     GatewayKilled,
+    /// A worker SIGKILLed right after it started a coalesced call
+    /// ([`super::coalesced`]).
+    WorkerKilledMidBatch,
 }
 
 impl Scenario {
@@ -31,6 +36,7 @@ impl Scenario {
             5 => Self::NatsRestart,
             6 => Self::PostgresRestart,
             7 => Self::GatewayKilled,
+            8 => Self::WorkerKilledMidBatch,
             _ => return None,
         })
     }
@@ -45,15 +51,37 @@ impl Scenario {
             Self::NatsRestart => "5 NATS restarted",
             Self::PostgresRestart => "6 Postgres restarted",
             Self::GatewayKilled => "7 gateway killed",
+            Self::WorkerKilledMidBatch => "8 worker SIGKILL mid-batch",
+        }
+    }
+
+    /// Whether the agent answers from the stand-in model (scenario 8) rather
+    /// than the deterministic offline backend.
+    pub fn uses_model(self) -> bool {
+        self == Self::WorkerKilledMidBatch
+    }
+
+    /// Worker processes the scenario runs.
+    pub fn workers(self) -> usize {
+        if self == Self::WorkerKilledMidBatch {
+            2
+        } else {
+            1
         }
     }
 }
 
 /// Settings shared by every scenario: a short agent deadline (so injected
-/// timeouts are met quickly), and for scenario 1 the agent's fault injection.
-pub fn options(scenario: Scenario, ack_wait_ms: u64) -> ProcessOptions {
+/// timeouts are met quickly), for scenario 1 the agent's fault injection, and
+/// for scenario 8 the `openai` backend pointed at `model_url` (the stand-in).
+pub fn options(scenario: Scenario, ack_wait_ms: u64, model_url: Option<String>) -> ProcessOptions {
     let s = |k: &str, v: String| (k.to_owned(), v);
     let mut agent = vec![];
+    if let Some(url) = model_url {
+        agent.push(s("CHAT_MEMORY__BACKEND", "openai".into()));
+        agent.push(s("CHAT_MEMORY__OPENAI__BASE_URL", url));
+        agent.push(s("CHAT_MEMORY__OPENAI__MODEL", "stand-in".into()));
+    }
     if scenario == Scenario::AgentFlaky {
         agent.push(s("CHAT_MEMORY__FAULTS__ERROR_RATE_PERCENT", "5".into()));
         agent.push(s("CHAT_MEMORY__FAULTS__TIMEOUT_RATE_PERCENT", "5".into()));
@@ -139,14 +167,17 @@ pub fn ensure_infrastructure() {
     }
 }
 
-/// Strikes the scenario's fault into the running stack.
+/// Strikes the scenario's fault into the running stack. `Ok`: evidence worth
+/// printing, if any; `Err`: the fault could not be struck as the scenario
+/// describes (the scenario then fails).
 pub async fn strike(
     scenario: Scenario,
     stack: &mut ProcessStack,
     accepted: &Arc<AtomicUsize>,
     total: usize,
     outage: Duration,
-) {
+    model: Option<&StandIn>,
+) -> Result<Option<String>, String> {
     match scenario {
         Scenario::Baseline | Scenario::AgentFlaky => {}
         Scenario::AgentDown => {
@@ -198,5 +229,10 @@ pub async fn strike(
             tokio::time::sleep(Duration::from_millis(500)).await;
             stack.spawn("gateway").await;
         }
+        Scenario::WorkerKilledMidBatch => {
+            let model = model.ok_or("scenario 8 needs the stand-in model")?;
+            return super::coalesced::strike(stack, model).await.map(Some);
+        }
     }
+    Ok(None)
 }
