@@ -1,9 +1,9 @@
 //! `chat-memory dlq list|replay`: the dead-letter stream, read and replayed
 //! straight through JetStream (an operator's tool, like `chat-memory queue`).
 //!
-//! A replay republishes the job to its chat's partition; the worker applies it
-//! only if no later job of the chat was applied meanwhile, else records it
-//! superseded. See `job_queue::dlq`.
+//! A replay republishes the job to its chat's subject, chained like a new job;
+//! the worker applies it only if no later job of the chat was applied
+//! meanwhile, else records it superseded. See `job_queue::dlq`.
 
 use clap::Subcommand;
 use job_queue::QueueSettings;

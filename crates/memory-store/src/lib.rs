@@ -27,13 +27,14 @@
 //! - `health`: `grpc.health.v1` driven by a periodic database ping.
 //!
 //! # Exactly once
-//! The worker calls `BeginJob`, computes, then `CommitJob`. Both re-check, under
-//! the chat's lock: the chat's tombstone (deleted after acceptance), the job's
-//! state (already applied or failed), the chat's last applied stream sequence
-//! (a later job already applied) and, for the commit, the memory version the
-//! worker built on. The memory row and the job's `succeeded` state are written
-//! in one transaction, so a redelivery after a crash finds both written or
-//! neither, never the memory without the job (which would apply it twice).
+//! The worker calls `BeginJobs` for a batch of one chat's jobs, computes, then
+//! `CommitJobs`. Both re-check, under the chat's lock: the chat's tombstone
+//! (deleted after acceptance), each job's state (already applied or failed),
+//! the chat's last applied stream sequence (a later job already applied) and,
+//! for the commit, the memory version the worker built on. The memory row and
+//! every job's `succeeded` state are written in one transaction, so a
+//! redelivery after a crash finds them all written or none, never the memory
+//! without its jobs (which would apply them twice).
 
 use std::future::Future;
 
