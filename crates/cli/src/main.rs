@@ -119,7 +119,7 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
-    /// Show the update queue per partition, read from JetStream (operators).
+    /// Show the update queue and the workers' shared consumer, read from JetStream (operators).
     Queue {
         #[command(flatten)]
         jetstream: JetStreamArgs,

@@ -43,6 +43,7 @@ pub fn job(s: &GetUpdateStatusResponse) -> String {
         "attempts": s.attempts,
         "error": (!s.error.is_empty()).then_some(&s.error),
         "resulting_version": s.resulting_version,
+        "applied_in_call": (!s.applied_in_call.is_empty()).then_some(&s.applied_in_call),
         "accepted_at": time(s.accepted_at.as_ref()),
         "updated_at": time(s.updated_at.as_ref()),
     });

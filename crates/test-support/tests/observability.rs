@@ -159,7 +159,7 @@ async fn one_update_produces_one_trace_across_every_service() {
     let agent_tool = find(&|s| s.service == "summarizer-agent", "agent tool call");
     let commit = find(
         &|s| s.service == "memory-store" && s.name.ends_with("CommitJobs"),
-        "store CommitJob",
+        "store CommitJobs",
     );
 
     // The chain: receive -> publish -> consume (child of the publish, and linked to it)
