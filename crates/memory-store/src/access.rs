@@ -51,7 +51,7 @@ impl Access {
     }
 
     /// Whether the chat id lies in this tenant's namespace.
-    fn in_namespace(&self, chat_id: &str) -> bool {
+    pub(crate) fn in_namespace(&self, chat_id: &str) -> bool {
         chat_id
             .strip_prefix(self.tenant.as_str())
             .and_then(|rest| rest.strip_prefix(NAMESPACE_SEPARATOR))
@@ -59,7 +59,12 @@ impl Access {
     }
 
     fn may_use(&self, owner: Option<&chat_owners::Model>) -> bool {
-        owner.is_none_or(|o| self.acts_for_tenant || o.owner_user == self.user)
+        self.may_use_owner(owner.map(|o| o.owner_user.as_str()))
+    }
+
+    /// Whether the caller may use a chat owned by `owner` (`None`: no owner yet).
+    pub(crate) fn may_use_owner(&self, owner: Option<&str>) -> bool {
+        owner.is_none_or(|o| self.acts_for_tenant || o == self.user)
     }
 }
 

@@ -2,8 +2,8 @@
 
 use chrono::Utc;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, DatabaseConnection, DatabaseTransaction, EntityTrait,
-    PaginatorTrait, QueryFilter,
+    ActiveModelTrait, ActiveValue::Set, DatabaseConnection, DatabaseTransaction, DbBackend,
+    EntityTrait, FromQueryResult, QueryFilter, Statement,
 };
 
 use crate::{
@@ -213,7 +213,26 @@ fn apply_record(chat_id: &ChatId, job_id: uuid::Uuid, version: i64) -> crate::au
     }
 }
 
-/// The chat's memory and its pending job count.
+/// The chat's memory, its owner and its pending job count: one row.
+#[derive(Debug, sea_orm::FromQueryResult)]
+struct MemoryRead {
+    chat_id: String,
+    user_confirmed: String,
+    llm_inferred: String,
+    general_summary: String,
+    tokens_user_confirmed: i32,
+    tokens_llm_inferred: i32,
+    tokens_general_summary: i32,
+    state: serde_json::Value,
+    version: i64,
+    last_job_id: uuid::Uuid,
+    updated_at: chrono::DateTime<Utc>,
+    owner_user: Option<String>,
+    pending_jobs: i64,
+}
+
+/// The chat's memory and its pending job count, read with its owner in one
+/// statement (a read is the hot path: one round trip, no transaction).
 ///
 /// # Errors
 /// [`StoreError::NotFound`] when the chat has no memory, or `access` may not see it.
@@ -222,27 +241,46 @@ pub async fn get_memory(
     chat_id: &ChatId,
     access: Option<&Access>,
 ) -> Result<MemoryView, StoreError> {
-    access::check(db, chat_id.as_str(), access, "memory").await?;
-    let row = memories::Entity::find_by_id(chat_id.as_str())
-        .one(db)
-        .await?
-        .ok_or(StoreError::NotFound("memory"))?;
-    let pending_jobs = jobs::Entity::find()
-        .filter(jobs::COLUMN.chat_id.eq(chat_id.as_str()))
-        .filter(
-            jobs::COLUMN
-                .state
-                .is_in([JobState::Queued.as_str(), JobState::Running.as_str()]),
-        )
-        .count(db)
-        .await?;
+    if access.is_some_and(|a| !a.in_namespace(chat_id.as_str())) {
+        return Err(StoreError::NotFound("memory"));
+    }
+    let row = MemoryRead::find_by_statement(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "SELECT m.chat_id, m.user_confirmed, m.llm_inferred, m.general_summary, \
+                m.tokens_user_confirmed, m.tokens_llm_inferred, m.tokens_general_summary, \
+                m.state, m.version, m.last_job_id, m.updated_at, o.owner_user, \
+                (SELECT count(*) FROM jobs j \
+                  WHERE j.chat_id = m.chat_id AND j.state IN ('queued', 'running')) AS pending_jobs \
+           FROM memories m LEFT JOIN chat_owners o ON o.chat_id = m.chat_id \
+          WHERE m.chat_id = $1",
+        [chat_id.as_str().into()],
+    ))
+    .one(db)
+    .await?
+    .ok_or(StoreError::NotFound("memory"))?;
+    // Another tenant's (or user's) chat is reported exactly like a missing one.
+    if let Some(access) = access
+        && !access.may_use_owner(row.owner_user.as_deref())
+    {
+        return Err(StoreError::NotFound("memory"));
+    }
     Ok(MemoryView {
-        chat_id: row.chat_id.clone(),
+        chat_id: row.chat_id,
         version: row.version,
         updated_at: row.updated_at,
         last_applied_job_id: row.last_job_id,
-        pending_jobs,
-        content: content_of(row),
+        pending_jobs: u64::try_from(row.pending_jobs).unwrap_or(0),
+        content: MemoryContent {
+            user_confirmed: row.user_confirmed,
+            llm_inferred: row.llm_inferred,
+            general_summary: row.general_summary,
+            tokens: TokenCounts {
+                user_confirmed: row.tokens_user_confirmed,
+                llm_inferred: row.tokens_llm_inferred,
+                general_summary: row.tokens_general_summary,
+            },
+            state: row.state,
+        },
     })
 }
 
