@@ -80,19 +80,7 @@ pub struct AuditQuery {
 /// [`StoreError::InvalidArgument`] for a malformed record; database errors.
 pub async fn record<C: ConnectionTrait>(db: &C, record: AuditRecord) -> Result<bool, StoreError> {
     record.validate()?;
-    let row = audit_log::ActiveModel {
-        audit_id: Set(record.audit_id),
-        at: Set(record.at),
-        tenant: Set(record.tenant),
-        user_id: Set(record.user),
-        action: Set(record.action),
-        chat_id: Set(record.chat_id),
-        job_id: Set(record.job_id),
-        outcome: Set(record.outcome),
-        request_id: Set(record.request_id),
-        trace_id: Set(record.trace_id),
-        detail: Set(record.detail),
-    };
+    let row = active_row(record);
     let result = audit_log::Entity::insert(row)
         .on_conflict_do_nothing_on([audit_log::Column::AuditId])
         .exec_without_returning(db)
@@ -114,19 +102,7 @@ pub async fn record_all<C: ConnectionTrait>(
     let mut rows = Vec::with_capacity(records.len());
     for record in records {
         record.validate()?;
-        rows.push(audit_log::ActiveModel {
-            audit_id: Set(record.audit_id),
-            at: Set(record.at),
-            tenant: Set(record.tenant),
-            user_id: Set(record.user),
-            action: Set(record.action),
-            chat_id: Set(record.chat_id),
-            job_id: Set(record.job_id),
-            outcome: Set(record.outcome),
-            request_id: Set(record.request_id),
-            trace_id: Set(record.trace_id),
-            detail: Set(record.detail),
-        });
+        rows.push(active_row(record));
     }
     audit_log::Entity::insert_many(rows)
         .on_conflict_do_nothing_on([audit_log::Column::AuditId])

@@ -234,22 +234,7 @@ impl ProcessStack {
     /// Starts (or restarts) one service and waits until it is SERVING.
     pub async fn spawn(&mut self, name: &'static str) {
         let ports = self.ports[name];
-        let log = std::fs::File::create(self.log_dir.join(format!("{name}.log")))
-            .unwrap_or_else(|e| panic!("log file: {e}"));
-        let err = log.try_clone().unwrap_or_else(|e| panic!("log file: {e}"));
-        let child = Command::new(bin_dir().join(name))
-            .envs(self.env.get(name).into_iter().flatten().cloned())
-            .env("CHAT_MEMORY__LISTEN_ADDR", ports.grpc.to_string())
-            .env(
-                "CHAT_MEMORY__TELEMETRY__METRICS_ADDR",
-                ports.metrics.to_string(),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(err))
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        let child = self.start_process(name, ports, &format!("{name}.log"));
         self.children.insert(name, child);
         crate::stack::wait_serving(ports.grpc, name).await;
     }
@@ -262,10 +247,17 @@ impl ProcessStack {
             grpc: free_addr(),
             metrics: free_addr(),
         };
-        let log = std::fs::File::create(self.log_dir.join(format!("{name}-{n}.log")))
+        let child = self.start_process(name, ports, &format!("{name}-{n}.log"));
+        self.replicas.push((name, child));
+        crate::stack::wait_serving(ports.grpc, name).await;
+    }
+
+    /// Runs the binary `name` with the stack's settings on `ports`, logging to `log`.
+    fn start_process(&self, name: &'static str, ports: Ports, log: &str) -> Child {
+        let log = std::fs::File::create(self.log_dir.join(log))
             .unwrap_or_else(|e| panic!("log file: {e}"));
         let err = log.try_clone().unwrap_or_else(|e| panic!("log file: {e}"));
-        let child = Command::new(bin_dir().join(name))
+        Command::new(bin_dir().join(name))
             .envs(self.env.get(name).into_iter().flatten().cloned())
             .env("CHAT_MEMORY__LISTEN_ADDR", ports.grpc.to_string())
             .env(
@@ -277,9 +269,7 @@ impl ProcessStack {
             .stderr(Stdio::from(err))
             .kill_on_drop(true)
             .spawn()
-            .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
-        self.replicas.push((name, child));
-        crate::stack::wait_serving(ports.grpc, name).await;
+            .unwrap_or_else(|e| panic!("spawn {name}: {e}"))
     }
 
     /// The running processes and their pids (replicas included), for

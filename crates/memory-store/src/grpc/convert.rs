@@ -55,23 +55,30 @@ pub fn delivery(r: pb::BeginJobRequest) -> Result<Delivery, StoreError> {
     })
 }
 
-pub fn commit(r: pb::CommitJobRequest) -> Result<Commit, StoreError> {
-    let chat_id = ChatId::parse(r.chat_id)?;
-    let content = r
-        .content
-        .ok_or_else(|| StoreError::invalid("content", "is required"))?;
-    if r.expected_version < 0 {
+/// The content of a commit and the version it expects, checked.
+fn commit_content(
+    content: Option<pb::MemoryContent>,
+    expected_version: i64,
+) -> Result<MemoryContent, StoreError> {
+    let content = content.ok_or_else(|| StoreError::invalid("content", "is required"))?;
+    if expected_version < 0 {
         return Err(StoreError::invalid(
             "expected_version",
             "must not be negative",
         ));
     }
+    memory_content(content)
+}
+
+pub fn commit(r: pb::CommitJobRequest) -> Result<Commit, StoreError> {
+    let chat_id = ChatId::parse(r.chat_id)?;
+    let content = commit_content(r.content, r.expected_version)?;
     Ok(Commit {
         chat_id,
         job_id: JobId::parse(&r.job_id)?,
         stream_seq: StreamSeq::parse(r.stream_seq, "stream_seq")?,
         expected_version: r.expected_version,
-        content: memory_content(content)?,
+        content,
         attempt: count(r.attempt, "attempt")?,
     })
 }
@@ -98,15 +105,7 @@ pub fn deliveries(r: pb::BeginJobsRequest) -> Result<(ChatId, Vec<Delivery>), St
 
 pub fn commit_batch(r: pb::CommitJobsRequest) -> Result<CommitBatch, StoreError> {
     let chat_id = ChatId::parse(r.chat_id)?;
-    let content = r
-        .content
-        .ok_or_else(|| StoreError::invalid("content", "is required"))?;
-    if r.expected_version < 0 {
-        return Err(StoreError::invalid(
-            "expected_version",
-            "must not be negative",
-        ));
-    }
+    let content = commit_content(r.content, r.expected_version)?;
     if r.jobs.is_empty() {
         return Err(StoreError::invalid("jobs", "at least one job is required"));
     }
@@ -133,7 +132,7 @@ pub fn commit_batch(r: pb::CommitJobsRequest) -> Result<CommitBatch, StoreError>
         chat_id,
         jobs,
         expected_version: r.expected_version,
-        content: memory_content(content)?,
+        content,
         call_id,
     })
 }
