@@ -23,8 +23,9 @@ use tokio::sync::Mutex;
 
 use crate::tool::{BACKEND_UNAVAILABLE_CODE, SummarizeInput, SummarizeOutput, TOOL_NAME};
 
-/// Concurrent tool calls one connection carries (rmcp's default is 16).
-const MAX_CONCURRENT_CALLS: usize = 64;
+/// Concurrent tool calls one connection carries unless the caller says
+/// otherwise ([`AgentClient::with_max_concurrent_calls`]; rmcp's default is 16).
+const DEFAULT_MAX_CONCURRENT_CALLS: usize = 64;
 
 type Session = RunningService<RoleClient, ClientConfig>;
 
@@ -79,6 +80,8 @@ struct Inner {
     /// transport failure. A tokio mutex because connecting happens under it,
     /// so concurrent callers share one connection attempt.
     session: Mutex<Option<Arc<Session>>>,
+    /// Tool calls the session carries at once.
+    max_concurrent_calls: usize,
 }
 
 impl std::fmt::Debug for AgentClient {
@@ -153,8 +156,19 @@ impl AgentClient {
                 call_timeout,
                 http,
                 session: Mutex::new(None),
+                max_concurrent_calls: DEFAULT_MAX_CONCURRENT_CALLS,
             }),
         })
+    }
+
+    /// Lets the session carry `n` tool calls at once (the caller's own limit
+    /// on calls in flight should not exceed it). Call before the first call.
+    #[must_use]
+    pub fn with_max_concurrent_calls(mut self, n: usize) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.max_concurrent_calls = n.max(1);
+        }
+        self
     }
 
     /// The endpoint this client calls.
@@ -227,7 +241,7 @@ impl AgentClient {
         let transport = StreamableHttpClientTransport::with_client(
             self.inner.http.clone(),
             StreamableHttpClientTransportConfig::with_uri(self.inner.url.as_str())
-                .max_concurrent_requests(MAX_CONCURRENT_CALLS),
+                .max_concurrent_requests(self.inner.max_concurrent_calls),
         );
         let config = ClientConfig::new(
             ClientCapabilities::default(),

@@ -104,7 +104,8 @@ pub async fn run(
         &settings.agent.url,
         Duration::from_millis(settings.agent.call_timeout_ms),
         settings.agent.service_token.as_ref(),
-    )?;
+    )?
+    .with_max_concurrent_calls(settings.agent.max_concurrent_calls as usize);
     let processor = Processor::new(
         store,
         agent,
