@@ -4,8 +4,8 @@
 //! the client other services use to call it.
 //!
 //! # Layout
-//! - [`tool`]: the tool's wire contract, `SummarizeInput` / `SummarizeOutput`;
-//!   their doc comments are the JSON schema the model sees.
+//! - [`tool`], [`client`]: the tool's wire contract and its MCP client, from the
+//!   `summarizer-contract` crate (re-exported).
 //! - [`agent`]: the base agent pattern (prompt files, JSON Schema validation,
 //!   retries with feedback, deadlines, token accounting) and
 //!   [`agent::SummarizerAgent`], which wraps every backend with it.
@@ -18,11 +18,8 @@
 //!   with `cl100k_base`, temporal anchoring.
 //! - [`server`]: `run` / `run_with_backend`: MCP streamable HTTP at `/mcp` and
 //!   gRPC health (`grpc.health.v1`) on one listener.
-//! - [`client`]: [`client::AgentClient`], a reconnecting, timeout-bounded
-//!   caller of the tool, and its error type.
 //! - [`settings`]: the binary's typed settings.
 //! - [`faults`]: test-only fault injection (`[faults]`, off by default).
-//! - `tls`: installs rustls' ring provider once per process.
 //! - `error`: [`AgentError`], why the server stopped.
 //!
 //! `main.rs` only loads settings, starts telemetry, binds and calls
@@ -30,14 +27,16 @@
 
 pub mod agent;
 pub mod backend;
-pub mod client;
 mod error;
 pub mod faults;
 mod memory;
 pub mod server;
 pub mod settings;
-mod tls;
-pub mod tool;
+
+// The contract lives in its own crate (the worker depends on it alone);
+// re-exported so the agent's modules and tests keep their paths.
+use summarizer_contract::tls;
+pub use summarizer_contract::{client, tool};
 
 pub use backend::offline::warm_tokenizer;
 pub use error::AgentError;

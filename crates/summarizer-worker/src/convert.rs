@@ -5,7 +5,7 @@
 use chat_memory_proto::jobs::v1::UpdateJob;
 use chat_memory_proto::store::MemoryContent;
 use chat_memory_proto::v1::{Role as ProtoRole, TokenCounts};
-use summarizer_agent::tool::{InputMessage, Role, SummarizeOutput};
+use summarizer_contract::tool::{InputMessage, Role, SummarizeOutput};
 use uuid::Uuid;
 
 /// A job that cannot be processed at all (the gateway validated it, so this means

@@ -44,7 +44,7 @@ use tokio_util::sync::CancellationToken;
 
 use chat_memory_proto::store::memory_store_client::MemoryStoreClient;
 use job_queue::QueueError;
-use summarizer_agent::client::{AgentClient, AgentClientError};
+use summarizer_contract::client::{AgentClient, AgentClientError};
 
 use crate::processor::Processor;
 pub use crate::settings::Settings;

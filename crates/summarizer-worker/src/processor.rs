@@ -31,8 +31,8 @@ use chat_memory_proto::store::{
     BeginJobRequest, BeginJobsRequest, CommitJobsRequest, CommitOutcome, CommittedJob,
     FailJobRequest, SkipReason, memory_store_client::MemoryStoreClient,
 };
-use summarizer_agent::client::{AgentClient, AgentClientError};
-use summarizer_agent::tool::{PriorMemory, SummarizeInput, TokenLimits};
+use summarizer_contract::client::{AgentClient, AgentClientError};
+use summarizer_contract::tool::{PriorMemory, SummarizeInput, TokenLimits};
 
 use crate::backoff;
 use crate::circuit::{CircuitBreaker, CircuitState, Permit};

@@ -8,7 +8,7 @@ use service_kit::grpc_client::ClientSettings;
 use service_kit::settings::{SettingsError, Validate};
 use service_kit::telemetry::TelemetrySettings;
 use service_kit::tls::ServerTls;
-use summarizer_agent::tool::TokenLimits;
+use summarizer_contract::tool::TokenLimits;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
