@@ -19,6 +19,9 @@ pub enum GatewayError {
     /// A valid token without the scope the RPC needs (names the scope).
     #[error("this call needs the {0} scope")]
     PermissionDenied(&'static str),
+    /// A method the gateway does not serve (its path).
+    #[error("{0} is not served here")]
+    Unimplemented(String),
     /// The caller's per-minute budget is spent.
     #[error("rate limit exceeded")]
     RateLimited { retry_after: std::time::Duration },
@@ -94,6 +97,9 @@ impl From<GatewayError> for Status {
             }
             GatewayError::PermissionDenied(scope) => {
                 Status::permission_denied(format!("this call needs the {scope} scope"))
+            }
+            GatewayError::Unimplemented(path) => {
+                Status::unimplemented(format!("{path} is not served by the gateway"))
             }
             GatewayError::RateLimited { retry_after } => {
                 // Whole seconds, rounded up, as HTTP's Retry-After; the exact

@@ -70,15 +70,21 @@ impl Gate {
         path: &str,
         peer: Option<IpAddr>,
     ) -> Result<Principal, Denial> {
+        // A method this listener does not serve (memory-store's internal API, a
+        // typo) is UNIMPLEMENTED for everyone, as gRPC says, before any token check.
+        let Some(needed) = required_scope(path) else {
+            return Err(Denial::new(
+                None,
+                GatewayError::Unimplemented(path.to_owned()),
+            ));
+        };
         let principal = bearer(headers)
             .and_then(|token| self.verifier.verify(token))
             .map_err(|e| self.unauthenticated(e, peer))?;
-        let allowed = required_scope(path).is_some_and(|scope| principal.has(scope));
-        if !allowed {
-            let needed = required_scope(path).map_or("an undeclared scope", Scope::as_str);
+        if !principal.has(needed) {
             return Err(Denial::new(
                 Some(principal),
-                GatewayError::PermissionDenied(needed),
+                GatewayError::PermissionDenied(needed.as_str()),
             ));
         }
         if let Err(retry_after) = self.limiters.check(&principal).await {

@@ -189,3 +189,62 @@ async fn each_rpc_needs_its_scope() {
         .expect_err("no memory yet, but allowed");
     stack.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_gateway_neither_lists_nor_serves_the_internal_store_api() {
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let stack = TestStack::start_with(StackOptions {
+        workers: 0,
+        ..StackOptions::default()
+    })
+    .await;
+
+    // Reflection lists what the gateway serves, and not memory-store's API.
+    let mut reflection = ServerReflectionClient::new(channel(stack.gateway_addr).await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = reflection
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap_or_else(|s| panic!("reflection: {s:?}"))
+        .into_inner();
+    let answer = answers
+        .message()
+        .await
+        .unwrap_or_else(|s| panic!("reflection answer: {s:?}"))
+        .and_then(|a| a.message_response);
+    let Some(MessageResponse::ListServicesResponse(listed)) = answer else {
+        panic!("not a service list: {answer:?}");
+    };
+    let names: Vec<&str> = listed.service.iter().map(|s| s.name.as_str()).collect();
+    assert!(names.contains(&"chatmemory.v1.MemoryService"), "{names:?}");
+    assert!(
+        !names.iter().any(|n| n.starts_with("chatmemory.store")),
+        "internal API listed: {names:?}"
+    );
+
+    // Its methods are UNIMPLEMENTED on the gateway, with or without a token.
+    let valid = Bearer::new(&auth::mint(
+        "tenant-m",
+        "user-m",
+        &["memory:read", "memory:write", "memory:admin"],
+    ));
+    for bearer in [Bearer::none(), valid, Bearer::new(auth::SERVICE_TOKEN)] {
+        for method in ["GetMemory", "CommitJobs", "RecordAudit"] {
+            let code = raw_call(
+                stack.gateway_addr,
+                "chatmemory.store.v1.MemoryStore",
+                method,
+                bearer.clone(),
+            )
+            .await;
+            assert_eq!(code, Code::Unimplemented, "{method}");
+        }
+    }
+    stack.shutdown().await;
+}
