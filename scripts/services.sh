@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Makes sure PostgreSQL and NATS (with JetStream) are running on this machine, and
-# that Prometheus's binaries are installed (for the alert-rule tests).
+# Makes sure PostgreSQL and NATS (with JetStream) are running on this machine.
 # Starts them if they are installed but down; installs them from Debian's packages
-# (postgresql, nats-server, prometheus) if they are absent. Idempotent: safe to run any time.
+# (postgresql, nats-server) if they are absent. With --with-prometheus it also
+# installs Prometheus's binaries, which only the tests need (alert-rule tests and
+# the observability test's real scrape). Idempotent: safe to run any time.
 #
-#   scripts/services.sh            # ensure both are up
+#   scripts/services.sh                      # what running the service needs
+#   scripts/services.sh --with-prometheus    # what the tests need (scripts/test.sh)
 #
 # Postgres must accept user `postgres` on 127.0.0.1:5432 without a password (the
 # tests' and the local run's default); on a fresh install this script adds a
@@ -79,4 +81,6 @@ ensure_prometheus() {
 
 ensure_postgres
 ensure_nats
-ensure_prometheus
+if [ "${1:-}" = "--with-prometheus" ]; then
+  ensure_prometheus
+fi

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/services.sh
+scripts/services.sh --with-prometheus
 
 echo "[test] alert rules: promtool test rules monitoring/alerts.test.yml" >&2
 promtool check rules monitoring/alerts.yml >/dev/null
