@@ -6,6 +6,7 @@
 //! - `m20261201_000001_audit_and_owners`: the append-only `audit_log` and `chat_owners`.
 //! - `m20261202_000001_audit_apply_action`: the `apply` audit action (written with each memory write).
 //! - `m20261203_000001_jobs_applied_in_call`: which summarizer call applied a job (coalescing).
+//! - `m20261204_000001_jobs_request_hash`: the digest of a keyed update (idempotency-key reuse).
 //!
 //! Migrations never import entity types: an entity describes the schema of
 //! *today*, a migration the change of *one day*, and must keep compiling (and
@@ -18,6 +19,7 @@ mod m20261124_000001_create_memory_tables;
 mod m20261201_000001_audit_and_owners;
 mod m20261202_000001_audit_apply_action;
 mod m20261203_000001_jobs_applied_in_call;
+mod m20261204_000001_jobs_request_hash;
 
 /// Every migration of memory-store, oldest first.
 pub struct Migrator;
@@ -30,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000001_audit_and_owners::Migration),
             Box::new(m20261202_000001_audit_apply_action::Migration),
             Box::new(m20261203_000001_jobs_applied_in_call::Migration),
+            Box::new(m20261204_000001_jobs_request_hash::Migration),
         ]
     }
 }

@@ -28,7 +28,7 @@ use crate::auth::layer::CallContext;
 use crate::backpressure::Backpressure;
 use crate::error::GatewayError;
 use crate::owners::OwnerCache;
-use crate::validation::{ChatId, JobId, Limits, UpdateCommand};
+use crate::validation::{ChatId, FieldViolation, JobId, Limits, UpdateCommand};
 
 /// Namespace of job ids derived from idempotency keys (UUIDv5).
 const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x6c1d_3f0e_8a2b_4c5d_9e7f_1a2b_3c4d_5e6f);
@@ -64,6 +64,24 @@ fn access(ctx: &CallContext) -> Access {
         user: ctx.principal.user.clone(),
         acts_for_tenant: ctx.principal.acts_for_tenant(),
     }
+}
+
+/// SHA-256 of the messages' protobuf encoding, hex: equal for a retry of the
+/// same request, different when a key is reused for other messages.
+fn request_digest<'a>(
+    messages: impl Iterator<Item = &'a chat_memory_proto::v1::ChatMessage>,
+) -> String {
+    use prost::Message as _;
+    use sha2::Digest as _;
+    let mut hasher = sha2::Sha256::new();
+    for m in messages {
+        hasher.update(m.encode_length_delimited_to_vec());
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Who writes, as far as ownership goes: the user, or the whole tenant for a
@@ -139,6 +157,13 @@ impl MemoryApi {
             }
         }
         let job_id = job_id_for(&chat_id, cmd.idempotency_key.as_deref());
+        // A keyed update's digest: the same key with other messages is refused
+        // below rather than answered "deduplicated" while its messages are dropped.
+        let request_hash = cmd
+            .idempotency_key
+            .as_ref()
+            .map(|_| request_digest(cmd.messages.iter().map(|m| &m.0)))
+            .unwrap_or_default();
         facts.job_id = job_id.to_string();
         let message_count = u32::try_from(cmd.messages.len()).unwrap_or(u32::MAX);
         let job = UpdateJob {
@@ -168,9 +193,18 @@ impl MemoryApi {
             message_count,
             idempotency_key: job.idempotency_key.clone(),
             accepted_at: job.accepted_at,
+            request_hash,
         };
         let repeated = match self.store.clone().record_accepted(record).await {
             Ok(r) => r.into_inner().earlier_acceptance,
+            Err(status) if status.code() == tonic::Code::FailedPrecondition => {
+                return Err(GatewayError::Invalid(FieldViolation {
+                    field: "idempotency_key".to_owned(),
+                    reason: "already used for a different request in this chat; \
+                             send new messages with a new key"
+                        .to_owned(),
+                }));
+            }
             Err(status) => {
                 tracing::warn!(job_id = %job.job_id, code = ?status.code(), "could not register accepted job; the worker will");
                 false

@@ -146,6 +146,8 @@ pub struct AcceptedJob {
     pub message_count: i32,
     pub idempotency_key: Option<String>,
     pub accepted_at: DateTime<Utc>,
+    /// Digest of the request's messages (keyed updates only).
+    pub request_hash: Option<String>,
 }
 
 /// A delivery of a job the worker is about to process.

@@ -13,6 +13,10 @@ pub enum StoreError {
     /// A request field is missing or malformed.
     #[error("{field}: {reason}")]
     InvalidArgument { field: &'static str, reason: String },
+    /// The request conflicts with what is stored (an idempotency key already
+    /// used for a different request).
+    #[error("{field}: {reason}")]
+    Conflict { field: &'static str, reason: String },
     /// The requested record does not exist. The message names only the kind of record.
     #[error("{0} not found")]
     NotFound(&'static str),
@@ -103,6 +107,7 @@ impl From<StoreError> for Status {
     fn from(err: StoreError) -> Self {
         match &err {
             StoreError::InvalidArgument { .. } => Status::invalid_argument(err.to_string()),
+            StoreError::Conflict { .. } => Status::failed_precondition(err.to_string()),
             StoreError::NotFound(_) => Status::not_found(err.to_string()),
             StoreError::DatabaseUnavailable(_) => {
                 tracing::warn!(error = %cause_chain(&err), "database unavailable");

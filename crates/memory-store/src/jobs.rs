@@ -71,6 +71,7 @@ pub async fn record_accepted(
         accepted_at: Set(job.accepted_at),
         updated_at: Set(Utc::now()),
         applied_in_call: Set(None),
+        request_hash: Set(job.request_hash.clone()),
     };
     let result = jobs::Entity::insert(row)
         .on_conflict_do_nothing_on([jobs::Column::JobId])
@@ -83,10 +84,19 @@ pub async fn record_accepted(
     let earlier_acceptance = if inserted {
         false
     } else {
-        jobs::Entity::find_by_id(job_id)
-            .one(&txn)
-            .await?
-            .is_some_and(|known| known.stream_seq != stream_seq)
+        let known = jobs::Entity::find_by_id(job_id).one(&txn).await?;
+        // The same key with other messages: refuse, so they are not dropped
+        // behind a "deduplicated" answer.
+        if let (Some(known), Some(asked)) = (&known, &job.request_hash)
+            && known.request_hash.as_ref().is_some_and(|h| h != asked)
+        {
+            txn.commit().await?;
+            return Err(StoreError::Conflict {
+                field: "idempotency_key",
+                reason: "already used for a different request in this chat".to_owned(),
+            });
+        }
+        known.is_some_and(|known| known.stream_seq != stream_seq)
     };
     txn.commit().await?;
     Ok(Recorded {
@@ -435,6 +445,7 @@ pub(crate) async fn write_job(
                 error: Set(write.error.flatten()),
                 resulting_version: Set(write.resulting_version),
                 applied_in_call: Set(write.applied_in_call),
+                request_hash: Set(None),
                 message_count: Set(new_row.message_count),
                 idempotency_key: Set(None),
                 accepted_at: Set(new_row.accepted_at),

@@ -231,6 +231,54 @@ async fn fifty_chats_with_twenty_updates_each_apply_in_acceptance_order_across_t
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_idempotency_key_reused_for_other_messages_is_refused_naming_the_key() {
+    let stack = TestStack::start().await;
+    let mut client = stack.gateway().await;
+    let mut original = update("chat-reuse", vec![user("My plan is Blue Shield PPO.")]);
+    original.idempotency_key = "turn-41".into();
+    let mut reused = update("chat-reuse", vec![user("My deductible is $2,000.")]);
+    reused.idempotency_key = "turn-41".into();
+
+    let first = client
+        .update_memory(original.clone())
+        .await
+        .expect("first")
+        .into_inner();
+    // Within JetStream's duplicate window (the message itself is deduplicated).
+    let refused = client
+        .update_memory(reused.clone())
+        .await
+        .expect_err("a reused key with other messages must be refused");
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    let details = refused
+        .get_details_bad_request()
+        .unwrap_or_else(|| panic!("no BadRequest details: {refused:?}"));
+    assert_eq!(details.field_violations[0].field, "idempotency_key");
+    // A true retry is still answered as the same job.
+    let retry = client
+        .update_memory(original.clone())
+        .await
+        .expect("retry")
+        .into_inner();
+    assert_eq!(retry.job_id, first.job_id);
+    assert!(retry.deduplicated);
+    // After the job was applied too.
+    stack.wait_job_done(&first.job_id, JOB_TIMEOUT).await;
+    let late = client
+        .update_memory(reused)
+        .await
+        .expect_err("still refused after the job applied");
+    assert_eq!(late.code(), Code::InvalidArgument, "{late:?}");
+    let m = memory(&mut client, "chat-reuse")
+        .await
+        .memory
+        .expect("memory");
+    assert_eq!(m.version, 1);
+    assert!(!m.user_confirmed.contains("2,000"), "{}", m.user_confirmed);
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_repeated_idempotency_key_returns_the_same_job_and_applies_once() {
     let stack = TestStack::start().await;
     let mut client = stack.gateway().await;

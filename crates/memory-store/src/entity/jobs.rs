@@ -22,6 +22,8 @@ pub struct Model {
     pub updated_at: DateTimeUtc,
     /// The summarizer call that applied the job (jobs coalesced into one call share it).
     pub applied_in_call: Option<Uuid>,
+    /// Digest of the messages of an update that came with an idempotency key.
+    pub request_hash: Option<String>,
 }
 
 impl ActiveModelBehavior for ActiveModel {}

@@ -38,6 +38,7 @@ pub fn accepted_job(r: pb::RecordAcceptedRequest) -> Result<AcceptedJob, StoreEr
         message_count: count(r.message_count, "message_count")?,
         accepted_at: time_or_now(r.accepted_at.as_ref(), "accepted_at")?,
         idempotency_key: Some(r.idempotency_key).filter(|k| !k.is_empty()),
+        request_hash: Some(r.request_hash).filter(|h| !h.is_empty()),
     })
 }
 

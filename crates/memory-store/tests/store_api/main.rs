@@ -187,6 +187,7 @@ fn accepted(job: &str, chat: &str, seq: u64) -> RecordAcceptedRequest {
         message_count: 3,
         idempotency_key: String::new(),
         accepted_at: None,
+        request_hash: String::new(),
     }
 }
 
