@@ -79,6 +79,16 @@ impl Held {
     }
 }
 
+/// The first waiting job of a chat, as its gate sees it.
+struct Front {
+    /// Its stream sequence.
+    seq: u64,
+    /// Its chain link.
+    prev: u64,
+    /// Whether the link is known to have left the stream.
+    known_gone: bool,
+}
+
 /// The jobs of one chat (one subject) held by this worker.
 #[derive(Default)]
 struct Chat {
@@ -299,17 +309,23 @@ impl Scheduler {
                 self.hand_back(&subject, Duration::ZERO).await;
                 return;
             }
-            let Some((first_prev, known_gone)) = self.front(&subject) else {
+            let Some(Front {
+                seq,
+                prev,
+                known_gone,
+            }) = self.front(&subject)
+            else {
                 return;
             };
-            if !known_gone && !self.gone_from_stream(first_prev).await {
+            if !known_gone && !self.gone_from_stream(prev).await {
                 // Its predecessor is held by another worker (or waits for its
                 // redelivery): hand this chat's jobs back, to come after it.
                 let delay = Duration::from_millis(self.inner.settings.blocked_retry_ms);
                 self.hand_back(&subject, delay).await;
                 return;
             }
-            let batch = self.take_batch(&subject);
+            // Empty when another job went in front meanwhile: gate that one first.
+            let batch = self.take_batch(&subject, seq);
             if batch.is_empty() {
                 continue;
             }
@@ -321,16 +337,20 @@ impl Scheduler {
         }
     }
 
-    /// The first waiting job's chain link, and whether it is known to be gone
-    /// already (none, or acknowledged here). `None` (and the chat removed) when
-    /// nothing waits: the task ends.
-    fn front(&self, subject: &str) -> Option<(u64, bool)> {
+    /// The first waiting job: its sequence, its chain link, and whether that
+    /// link is known to be gone already (none, or acknowledged here). `None`
+    /// (and the chat removed) when nothing waits: the task ends.
+    fn front(&self, subject: &str) -> Option<Front> {
         let mut chats = self.chats();
         let chat = chats.get_mut(subject)?;
         match chat.waiting.front() {
             Some(first) => {
                 let prev = first.prev_seq;
-                Some((prev, prev == 0 || chat.removed.contains(&prev)))
+                Some(Front {
+                    seq: first.seq(),
+                    prev,
+                    known_gone: prev == 0 || chat.removed.contains(&prev),
+                })
             }
             None => {
                 chats.remove(subject);
@@ -352,15 +372,18 @@ impl Scheduler {
         }
     }
 
-    /// The first waiting job and the jobs chained right behind it, within the
-    /// coalescing bounds. A replay always runs alone: its order is judged by
+    /// The first waiting job (if it is still `gated`, the one whose link was
+    /// checked) and the jobs chained right behind it, within the coalescing bounds. A replay always runs alone: its order is judged by
     /// its original sequence.
-    fn take_batch(&self, subject: &str) -> Vec<Held> {
+    fn take_batch(&self, subject: &str, gated: u64) -> Vec<Held> {
         let limits = &self.inner.coalesce;
         let mut chats = self.chats();
         let Some(chat) = chats.get_mut(subject) else {
             return Vec::new();
         };
+        if chat.waiting.front().map(Held::seq) != Some(gated) {
+            return Vec::new();
+        }
         let mut batch: Vec<Held> = Vec::new();
         let (mut messages, mut tokens) = (0usize, 0usize);
         while let Some(next) = chat.waiting.front() {
