@@ -64,6 +64,19 @@ pub enum StartError {
     Serve(#[from] tonic::transport::Error),
 }
 
+/// JetStream's refusal of the consumer, with what to do when it is the known case.
+fn consumer_refusal(reason: &str, stream: &str) -> String {
+    if reason.contains("filtered consumer not unique") {
+        format!(
+            "{reason}: stream {stream} still has consumers of another layout (the partition \
+             consumers of an earlier release?); drain and delete them, or start on a new \
+             nats.stream (runbooks/maintenance.md, \"Moving from the partition layout\")"
+        )
+    } else {
+        reason.to_owned()
+    }
+}
+
 /// Connects to NATS (failing fast if it is down), binds the shared durable
 /// consumer, and processes jobs until `shutdown` resolves; then stops taking
 /// jobs, lets in-flight ones finish within `consumer.shutdown_grace_ms` (or hands
@@ -93,7 +106,7 @@ pub async fn run(
         .await
         .map_err(|e| StartError::Consumer {
             name: name.clone(),
-            reason: e.to_string(),
+            reason: consumer_refusal(&e.to_string(), &settings.nats.stream),
         })?;
 
     let store = MemoryStoreClient::with_interceptor(
@@ -173,4 +186,18 @@ pub async fn run(
     }
     tracing::info!("summarizer-worker stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_leftover_partition_layout_is_named_with_what_to_do() {
+        let said = super::consumer_refusal(
+            "JetStream error: filtered consumer not unique on workqueue stream (code 400, error code 10100)",
+            "CHAT_MEMORY_JOBS",
+        );
+        assert!(said.contains("partition consumers"), "{said}");
+        assert!(said.contains("runbooks/maintenance.md"), "{said}");
+        assert_eq!(super::consumer_refusal("timed out", "S"), "timed out");
+    }
 }
