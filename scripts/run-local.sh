@@ -8,7 +8,8 @@
 #
 #   scripts/run-local.sh            # PROFILE=debug for a faster first build
 #
-# RATE_LIMIT_PER_MINUTE overrides the per-user limit (default 100; raise it for benchmarks).
+# RATE_LIMIT_PER_MINUTE overrides the per-user limit (default 100; raise it for benchmarks)
+# and, when set, the per-tenant budget of admin/service tokens too (the dev token is one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -88,7 +89,8 @@ if [ "${CHAT_MEMORY_TLS:-0}" = 1 ]; then
   CA_HINT=" CHAT_MEMORY_CA_CERT=$STATE/tls/ca.crt"
 fi
 start gateway 50051 CHAT_MEMORY__STORE__SERVICE_TOKEN="$SERVICE_TOKEN" CHAT_MEMORY__AUTH__HS256_SECRET="$HS256_SECRET" \
-  CHAT_MEMORY__RATE_LIMIT__PER_MINUTE="${RATE_LIMIT_PER_MINUTE:-100}" "${GATEWAY_TLS[@]}"
+  CHAT_MEMORY__RATE_LIMIT__PER_MINUTE="${RATE_LIMIT_PER_MINUTE:-100}" \
+  CHAT_MEMORY__RATE_LIMIT__PER_TENANT_PER_MINUTE="${RATE_LIMIT_PER_MINUTE:-6000}" "${GATEWAY_TLS[@]}"
 
 # A token for tenant "demo", user "dev", valid 12 hours, for the CLI and benchmarks.
 "$BIN/chat-memory" token --secret "$HS256_SECRET" --tenant demo --user dev \
