@@ -3,7 +3,7 @@
 //!
 //! # Layout
 //! - [`settings`]: typed settings.
-//! - [`scheduler`]: takes jobs from the shared consumer and runs each chat's jobs
+//! - [`scheduler`] (and its `message` module: decoding, spans, NAKs): takes jobs from the shared consumer and runs each chat's jobs
 //!   one batch at a time, in order; owns every message until it is done
 //!   (progress acks while held, ack after commit, hand back when blocked or on shutdown).
 //! - [`processor`]: one batch: `BeginJobs` -> agent -> `CommitJobs`, with bounded

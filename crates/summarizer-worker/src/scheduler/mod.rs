@@ -34,22 +34,21 @@ use async_nats::jetstream::{
     stream::{RawMessageErrorKind, Stream},
 };
 use futures::StreamExt;
-use opentelemetry::trace::TraceContextExt;
-use prost::Message as _;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use chat_memory_proto::jobs::v1::UpdateJob;
 use chat_memory_proto::store::SkipReason;
 use chat_memory_proto::time::from_timestamp;
 
+use self::message::{batch_span, decode, estimated_tokens, nak, outcome_label};
 use crate::dead_letters::DeadLetters;
 use crate::metrics;
 use crate::processor::{Delivery, Disposition, Outcome, Processor};
 use crate::settings::{CoalesceSettings, ConsumerSettings};
+
+mod message;
 
 /// How long one pull request waits on the server for jobs.
 const PULL_EXPIRES: Duration = Duration::from_secs(5);
@@ -587,97 +586,6 @@ pub async fn watch_depth(
             () = cancel.cancelled() => return,
             () = tokio::time::sleep(every) => {}
         }
-    }
-}
-
-/// The job in a message, or `None` after terminating a message that is not one.
-async fn decode(message: &Message) -> Option<Delivery> {
-    let (stream_seq, delivered) = match message.info() {
-        Ok(i) => (i.stream_sequence, i.delivered),
-        Err(e) => {
-            tracing::error!(error = %e, "message without JetStream metadata; terminating it");
-            let _ = message.ack_with(AckKind::Term).await;
-            return None;
-        }
-    };
-    match UpdateJob::decode(message.payload.as_ref()) {
-        Ok(job) => {
-            // A replay carries the job's original sequence: order is judged by it.
-            let replay_of = job_queue::dlq::replay_of(message.headers.as_ref());
-            Some(Delivery {
-                job,
-                stream_seq: replay_of.unwrap_or(stream_seq),
-                delivered: u32::try_from(delivered.max(1)).unwrap_or(u32::MAX),
-                replay: replay_of.is_some(),
-                message_seq: stream_seq,
-            })
-        }
-        Err(e) => {
-            tracing::error!(stream_seq, error = %e, "undecodable job; terminating it (poison)");
-            metrics::get().update("poison");
-            let _ = message.ack_with(AckKind::Term).await;
-            None
-        }
-    }
-}
-
-/// One span per batch, a child of the first job's publish (trace context in the
-/// message headers) and linked to every job's publish, per the messaging conventions.
-fn batch_span(batch: &[Held]) -> tracing::Span {
-    let Some(first) = batch.first() else {
-        return tracing::Span::none();
-    };
-    let job_ids: Vec<&str> = batch
-        .iter()
-        .map(|h| h.delivery.job.job_id.as_str())
-        .collect();
-    let span = tracing::info_span!(
-        "process update job",
-        otel.kind = "consumer",
-        messaging.system = "nats",
-        messaging.operation.type = "process",
-        messaging.destination.name = %first.message.subject,
-        messaging.message.id = %first.delivery.job.job_id,
-        messaging.batch.message_count = batch.len(),
-        messaging.nats.delivery_count = first.delivery.delivered,
-        job_id = %first.delivery.job.job_id,
-        job_ids = %job_ids.join(","),
-    );
-    for (i, held) in batch.iter().enumerate() {
-        let context = service_kit::telemetry::propagation::context_from_fields(
-            &job_queue::headers::trace_fields(held.message.headers.as_ref()),
-        );
-        let publish = context.span().span_context().clone();
-        if publish.is_valid() {
-            if i == 0 {
-                let _ = span.set_parent(context);
-            }
-            span.add_link(publish);
-        }
-    }
-    span
-}
-
-/// Chat-message tokens estimated from bytes (4 a token), for the coalescing bound.
-fn estimated_tokens(job: &UpdateJob) -> usize {
-    job.messages.iter().map(|m| m.content.len() / 4 + 4).sum()
-}
-
-async fn nak(message: &Message, delay: Duration) {
-    let delay = (!delay.is_zero()).then_some(delay);
-    if let Err(e) = message.ack_with(AckKind::Nak(delay)).await {
-        tracing::warn!(error = %e, "NAK failed; the job is redelivered after ack_wait");
-    }
-}
-
-/// The metric label of a disposition.
-fn outcome_label(d: &Disposition) -> &'static str {
-    match d {
-        Disposition::Ack(Outcome::Applied { .. }) => "succeeded",
-        Disposition::Ack(Outcome::Skipped(_)) => "skipped",
-        Disposition::Ack(Outcome::Failed(_)) => "failed",
-        Disposition::Ack(Outcome::Poison(_)) => "poison",
-        Disposition::Abandon => "abandoned",
     }
 }
 
