@@ -280,6 +280,7 @@ async fn run_reads(
                 if client
                     .get_memory(GetMemoryRequest {
                         chat_id: id.clone(),
+                        ..Default::default()
                     })
                     .await
                     .is_ok()
@@ -305,7 +306,13 @@ async fn run_reads(
             for i in 0..per_caller {
                 let chat_id = ids[(w * per_caller + i) % ids.len()].clone();
                 let t = Instant::now();
-                match client.get_memory(GetMemoryRequest { chat_id }).await {
+                match client
+                    .get_memory(GetMemoryRequest {
+                        chat_id,
+                        ..Default::default()
+                    })
+                    .await
+                {
                     Ok(_) => report::record(&mut h, t.elapsed()),
                     Err(_) => errors += 1,
                 }

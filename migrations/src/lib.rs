@@ -20,6 +20,7 @@ mod m20261201_000001_audit_and_owners;
 mod m20261202_000001_audit_apply_action;
 mod m20261203_000001_jobs_applied_in_call;
 mod m20261204_000001_jobs_request_hash;
+mod m20261205_000001_audit_watch_actions;
 
 /// Every migration of memory-store, oldest first.
 pub struct Migrator;
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000001_audit_apply_action::Migration),
             Box::new(m20261203_000001_jobs_applied_in_call::Migration),
             Box::new(m20261204_000001_jobs_request_hash::Migration),
+            Box::new(m20261205_000001_audit_watch_actions::Migration),
         ]
     }
 }

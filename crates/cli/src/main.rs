@@ -37,9 +37,12 @@ use clap::{Parser, Subcommand};
 
 use chat_memory_proto::client;
 use chat_memory_proto::v1::{
-    ChatMessage, DeleteMemoryRequest, GetMemoryRequest, GetUpdateStatusRequest, JobState, Role,
-    UpdateMemoryRequest, memory_service_client::MemoryServiceClient,
+    ChatMessage, DeleteMemoryRequest, GetMemoryRequest, GetUpdateStatusRequest, ReadCondition,
+    Role, UpdateMemoryRequest, memory_service_client::MemoryServiceClient,
 };
+
+/// One read-your-writes wait of `update --wait` (the gateway's default maximum).
+const READ_WAIT_MS: u32 = 10_000;
 
 #[derive(Parser)]
 #[command(
@@ -97,7 +100,8 @@ enum Command {
         /// Idempotency key: retrying with the same key has no second effect.
         #[arg(long)]
         key: Option<String>,
-        /// Wait until the job finished and print its status.
+        /// Wait until the job is applied or failed (read-your-writes, no
+        /// polling; at most a minute) and print its status.
         #[arg(long)]
         wait: bool,
     },
@@ -248,6 +252,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .iter()
                 .map(|m| parse_message(m))
                 .collect::<Result<Vec<_>, _>>()?;
+            let req_chat = chat.clone();
             let req = UpdateMemoryRequest {
                 chat_id: chat,
                 messages,
@@ -265,25 +270,35 @@ async fn run(cli: Cli) -> Result<(), String> {
                 );
                 return Ok(());
             }
+            // Read-your-writes: the gateway answers as soon as the job is
+            // applied (or failed), without polling; up to a minute in all.
             let deadline = Instant::now() + Duration::from_secs(60);
-            loop {
-                let s = client
-                    .get_update_status(GetUpdateStatusRequest {
-                        job_id: resp.job_id.clone(),
+            while Instant::now() < deadline {
+                let read = client
+                    .get_memory(GetMemoryRequest {
+                        chat_id: req_chat.clone(),
+                        after_job_id: resp.job_id.clone(),
+                        wait_ms: READ_WAIT_MS,
+                        ..Default::default()
                     })
-                    .await
-                    .map_err(render::status)?
-                    .into_inner();
-                let done = matches!(
-                    JobState::try_from(s.state),
-                    Ok(JobState::Succeeded | JobState::Failed)
-                );
-                if done || Instant::now() > deadline {
-                    out!("{}", render::job(&s));
-                    return Ok(());
+                    .await;
+                match read {
+                    Ok(r) if r.get_ref().condition != ReadCondition::TimedOut as i32 => break,
+                    Ok(_) => {}
+                    // No memory yet by the end of this wait: wait again.
+                    Err(s) if s.code() == tonic::Code::NotFound => {}
+                    Err(s) => return Err(render::status(s)),
                 }
-                tokio::time::sleep(Duration::from_millis(50)).await;
             }
+            let s = client
+                .get_update_status(GetUpdateStatusRequest {
+                    job_id: resp.job_id.clone(),
+                })
+                .await
+                .map_err(render::status)?
+                .into_inner();
+            out!("{}", render::job(&s));
+            return Ok(());
         }
         Command::Status { job_id } => {
             let s = client
@@ -294,7 +309,10 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Get { chat_id } => {
             let m = client
-                .get_memory(GetMemoryRequest { chat_id })
+                .get_memory(GetMemoryRequest {
+                    chat_id,
+                    ..Default::default()
+                })
                 .await
                 .map_err(render::status)?;
             out!("{}", render::memory(&m.into_inner()));

@@ -37,6 +37,12 @@ pub enum GatewayError {
     },
     #[error("the update queue is full, retry later")]
     QueueFull(String),
+    /// The gateway is shutting down and opens no new streams.
+    #[error("the gateway is shutting down")]
+    ShuttingDown,
+    /// This gateway serves its `watch.max_streams` streams already.
+    #[error("too many watch streams on this gateway ({0})")]
+    TooManyWatches(usize),
     #[error("the update job is too large for the queue")]
     JobTooLarge,
     #[error("the update queue is unavailable")]
@@ -133,6 +139,19 @@ impl From<GatewayError> for Status {
                     status.metadata_mut().insert("retry-after", value);
                 }
                 status
+            }
+            GatewayError::ShuttingDown => {
+                Status::unavailable("this gateway is shutting down; retry on another replica")
+            }
+            GatewayError::TooManyWatches(limit) => {
+                tracing::warn!(limit, "watch refused: watch.max_streams reached");
+                Status::with_error_details(
+                    Code::ResourceExhausted,
+                    format!(
+                        "this gateway serves {limit} watch streams already; retry later or on another replica"
+                    ),
+                    ErrorDetails::with_retry_info(Some(std::time::Duration::from_secs(1))),
+                )
             }
             GatewayError::QueueFull(detail) => {
                 tracing::warn!(detail = %detail, "update rejected: queue full");

@@ -16,6 +16,11 @@
 //!   the JetStream audit outbox while memory-store is down ([`audit::relay`]).
 //! - [`validation`]: request -> domain types (`ChatId`, `UpdateCommand`), with
 //!   the limits, NFC normalisation and the tenant namespace of chat ids.
+//! - [`changes`]: every chat's change events (core NATS), handed to the
+//!   waits and streams of their chat.
+//! - [`reads`]: memory-store reads, and reads that wait for a version
+//!   (read-your-writes) without polling.
+//! - [`watch`]: WatchMemory streams (bounded, audited at open and end).
 //! - [`service`]: the gRPC handlers: convert, call on the caller's behalf,
 //!   map the error, audit.
 //! - [`error`]: `GatewayError` and its one mapping to `tonic::Status`.
@@ -27,13 +32,16 @@
 pub mod audit;
 pub mod auth;
 pub mod backpressure;
+pub mod changes;
 pub mod error;
 pub mod metrics;
 pub mod owners;
 pub mod ratelimit;
+pub mod reads;
 pub mod service;
 pub mod settings;
 pub mod validation;
+pub mod watch;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -72,6 +80,8 @@ pub enum StartError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC server: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error("subscribing to change events: {0}")]
+    Changes(String),
 }
 
 /// Connects to NATS (failing fast if it is down), makes sure the jobs stream
@@ -140,14 +150,40 @@ pub async fn run(
         settings.nats.clone(),
         settings.backpressure.clone(),
     ));
-    let api = MemoryApi::new(
+    let feed = changes::ChangeFeed::new(settings.watch.buffer);
+    let change_feed = tokio::spawn(
+        feed.subscribe_all(&js.client(), &settings.nats.subject_prefix)
+            .await
+            .map_err(|e| StartError::Changes(e.to_string()))?,
+    );
+    let reads = reads::Reads::new(store.clone(), feed);
+    let watches = watch::Watches::new(
+        reads.clone(),
+        audit.clone(),
+        settings.limits.clone(),
+        settings.watch.clone(),
+    );
+    let shutdown = {
+        let watches = watches.clone();
+        async move {
+            shutdown.await;
+            watches.shut_down();
+        }
+    };
+    let api = MemoryApi {
         publisher,
         store,
-        settings.limits.clone(),
+        limits: settings.limits.clone(),
         audit,
         backpressure,
-        owners::OwnerCache::new(&settings.ownership_cache),
-    );
+        owners: owners::OwnerCache::new(&settings.ownership_cache),
+        reads,
+        watches,
+        changes: service::ChangeAnnouncer {
+            client: js.client(),
+            subject_prefix: settings.nats.subject_prefix.clone(),
+        },
+    };
     let max_decode = settings.limits.max_request_bytes + 64 * 1024;
     let mut builder = Server::builder();
     if let Some(tls) = settings.tls.server_config()? {
@@ -170,6 +206,7 @@ pub async fn run(
         .await;
     health_watch.abort();
     audit_relay.abort();
+    change_feed.abort();
     served?;
     tracing::info!("gateway stopped");
     Ok(())

@@ -126,7 +126,12 @@ where
                 );
                 i.duration
                     .record(took, &[KeyValue::new("method", method.clone())]);
-                if method == "GetMemory" {
+                // A read that waited for a version measures the update path,
+                // not retrieval: it stays out of the retrieval histogram.
+                let waited = response
+                    .as_ref()
+                    .is_ok_and(|r| r.extensions().get::<WaitedRead>().is_some());
+                if method == "GetMemory" && !waited {
                     i.retrieval.record(took, &[]);
                 }
             }
@@ -134,3 +139,7 @@ where
         })
     }
 }
+
+/// Marks a GetMemory answer that waited for a version (read-your-writes).
+#[derive(Debug, Clone, Copy)]
+pub struct WaitedRead;

@@ -18,7 +18,8 @@ use chat_memory_proto::time::to_timestamp;
 use chat_memory_proto::v1::{
     DeleteMemoryRequest, DeleteMemoryResponse, GetMemoryRequest, GetMemoryResponse,
     GetUpdateStatusRequest, GetUpdateStatusResponse, QueryAuditRequest, QueryAuditResponse,
-    UpdateMemoryRequest, UpdateMemoryResponse, memory_service_server::MemoryService,
+    ReadCondition, UpdateMemoryRequest, UpdateMemoryResponse, WatchMemoryRequest,
+    memory_service_server::MemoryService,
 };
 use job_queue::JobPublisher;
 
@@ -28,7 +29,9 @@ use crate::auth::layer::CallContext;
 use crate::backpressure::Backpressure;
 use crate::error::GatewayError;
 use crate::owners::OwnerCache;
-use crate::validation::{ChatId, FieldViolation, JobId, Limits, UpdateCommand};
+use crate::reads::Reads;
+use crate::validation::{ChatId, FieldViolation, JobId, Limits, ReadQuery, UpdateCommand};
+use crate::watch::{WatchStream, Watches};
 
 /// Namespace of job ids derived from idempotency keys (UUIDv5).
 const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x6c1d_3f0e_8a2b_4c5d_9e7f_1a2b_3c4d_5e6f);
@@ -48,14 +51,26 @@ pub fn job_id_for(namespaced_chat: &str, idempotency_key: Option<&str>) -> Uuid 
 
 /// The public API.
 pub struct MemoryApi {
-    publisher: JobPublisher,
-    store: StoreClient,
-    limits: Limits,
-    audit: AuditSink,
+    pub publisher: JobPublisher,
+    pub store: StoreClient,
+    pub limits: Limits,
+    pub audit: AuditSink,
     /// Refuses updates while the queue is too deep; shared, it caches depths.
-    backpressure: std::sync::Arc<Backpressure>,
+    pub backpressure: std::sync::Arc<Backpressure>,
     /// Chats whose owner memory-store confirmed recently.
-    owners: OwnerCache,
+    pub owners: OwnerCache,
+    /// memory-store reads, and reads that wait for a version.
+    pub reads: Reads,
+    pub watches: Watches,
+    /// Deletions are announced here (`job_queue::changes`).
+    pub changes: ChangeAnnouncer,
+}
+
+/// Publishes the change events the gateway itself causes (deletions).
+#[derive(Clone)]
+pub struct ChangeAnnouncer {
+    pub client: async_nats::Client,
+    pub subject_prefix: String,
 }
 
 fn access(ctx: &CallContext) -> Access {
@@ -103,24 +118,6 @@ fn public_chat(ctx: &CallContext, namespaced: &str) -> Result<String, GatewayErr
 }
 
 impl MemoryApi {
-    pub fn new(
-        publisher: JobPublisher,
-        store: StoreClient,
-        limits: Limits,
-        audit: AuditSink,
-        backpressure: std::sync::Arc<Backpressure>,
-        owners: OwnerCache,
-    ) -> Self {
-        Self {
-            publisher,
-            store,
-            limits,
-            audit,
-            backpressure,
-            owners,
-        }
-    }
-
     async fn update(
         &self,
         ctx: &CallContext,
@@ -222,22 +219,28 @@ impl MemoryApi {
         facts: &mut Facts,
         req: GetMemoryRequest,
     ) -> Result<GetMemoryResponse, GatewayError> {
-        let chat_id = ChatId::parse(&req.chat_id, &self.limits)?;
-        facts.chat_id = chat_id.as_str().to_owned();
-        let resp = self
-            .store
-            .clone()
-            .get_memory(store_pb::GetMemoryRequest {
-                chat_id: chat_id.namespaced(&ctx.principal.tenant),
-                access: Some(access(ctx)),
-            })
-            .await
-            .map_err(|s| GatewayError::from_store(s, "memory"))?
-            .into_inner();
+        let query = ReadQuery::parse(&req, &self.limits)?;
+        facts.chat_id = query.chat_id.as_str().to_owned();
+        let chat_id = query.chat_id.namespaced(&ctx.principal.tenant);
+        let (resp, condition) = match &query.condition {
+            None => (
+                self.reads.read(&access(ctx), &chat_id).await?,
+                ReadCondition::Unspecified,
+            ),
+            Some(condition) => {
+                let (resp, met) = self
+                    .reads
+                    .read_when(&access(ctx), &chat_id, condition)
+                    .await?;
+                facts.detail = format!("condition={}", met.as_str_name());
+                (resp, met)
+            }
+        };
         Ok(GetMemoryResponse {
             chat_id: public_chat(ctx, &resp.chat_id)?,
             memory: resp.memory,
             freshness: resp.freshness,
+            condition: condition.into(),
         })
     }
 
@@ -306,6 +309,19 @@ impl MemoryApi {
             "memory_deleted={} jobs_removed={}",
             resp.memory_deleted, resp.jobs_removed
         );
+        // Watch streams of this chat end (on every gateway); best effort, as
+        // they also find the deletion at their next read.
+        let event = job_queue::changes::MemoryChanged {
+            chat_id: chat_id.namespaced(&ctx.principal.tenant),
+            deleted: true,
+            ..Default::default()
+        };
+        if let Err(e) =
+            job_queue::changes::publish(&self.changes.client, &self.changes.subject_prefix, &event)
+                .await
+        {
+            tracing::warn!(error = %e, "deletion event not published; watch streams find it at their next check");
+        }
         Ok(DeleteMemoryResponse {
             memory_deleted: resp.memory_deleted,
             jobs_removed: resp.jobs_removed,
@@ -369,7 +385,9 @@ impl MemoryApi {
             // A memory is never handed out unaudited. Other calls keep their answer:
             // an accepted update stays accepted, a refusal stays a refusal (the lost
             // row is logged and counted).
-            Err(e) if action == Action::Read && outcome == tonic::Code::Ok => {
+            Err(e)
+                if matches!(action, Action::Read | Action::Watch) && outcome == tonic::Code::Ok =>
+            {
                 Err(GatewayError::Unaudited(e).into())
             }
             _ => answer,
@@ -409,8 +427,30 @@ impl MemoryService for MemoryApi {
     ) -> Result<Response<GetMemoryResponse>, Status> {
         let ctx = context(&request)?;
         let mut facts = Facts::default();
+        let waits = request.get_ref().wait_ms > 0;
         let result = self.get(&ctx, &mut facts, request.into_inner()).await;
-        self.finish(&ctx, Action::Read, facts, result).await
+        let mut answer = self.finish(&ctx, Action::Read, facts, result).await?;
+        if waits {
+            answer.extensions_mut().insert(crate::metrics::WaitedRead);
+        }
+        Ok(answer)
+    }
+
+    type WatchMemoryStream = WatchStream;
+
+    async fn watch_memory(
+        &self,
+        request: Request<WatchMemoryRequest>,
+    ) -> Result<Response<Self::WatchMemoryStream>, Status> {
+        let ctx = context(&request)?;
+        let mut facts = Facts::default();
+        let opened = self
+            .watches
+            .open(access(&ctx), &mut facts, request.into_inner())
+            .await;
+        // The opening row is written (durably) before the first event goes out.
+        let opened = self.finish(&ctx, Action::Watch, facts, opened).await?;
+        Ok(Response::new(self.watches.serve(ctx, opened.into_inner())))
     }
 
     async fn get_update_status(

@@ -35,6 +35,8 @@ pub struct Settings {
     pub backpressure: BackpressureSettings,
     /// Recently confirmed chat owners (skips a memory-store round trip per update).
     pub ownership_cache: OwnershipCacheSettings,
+    /// WatchMemory streams.
+    pub watch: crate::watch::WatchSettings,
     /// TLS of the public listener.
     pub tls: ServerTls,
     pub telemetry: TelemetrySettings,
@@ -51,6 +53,7 @@ impl Default for Settings {
             rate_limit: RateLimitSettings::default(),
             backpressure: BackpressureSettings::default(),
             ownership_cache: OwnershipCacheSettings::default(),
+            watch: crate::watch::WatchSettings::default(),
             tls: ServerTls::default(),
             telemetry: TelemetrySettings::default().with_metrics_addr("127.0.0.1:9101"),
         }
@@ -69,6 +72,7 @@ impl Validate for Settings {
         self.rate_limit.validate()?;
         self.backpressure.validate()?;
         self.ownership_cache.validate()?;
+        self.watch.validate()?;
         self.tls.validate("tls")
     }
 }

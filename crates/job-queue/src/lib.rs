@@ -9,6 +9,7 @@
 //!   the chat's previous unfinished job.
 //! - [`dlq`]: the dead-letter stream: failed jobs with their reason, and replay.
 //! - [`audit_outbox`]: audit rows memory-store could not take yet, relayed by the gateways.
+//! - [`changes`]: memory change events (core NATS) for read-your-writes and watch streams.
 //! - [`consumer`]: the workers' shared durable pull consumer.
 //! - [`headers`]: the chain link and the trace context a job message carries.
 //!
@@ -23,6 +24,7 @@
 //! NATS 2.9 (see docs/architecture.md).
 
 pub mod audit_outbox;
+pub mod changes;
 pub mod consumer;
 pub mod dlq;
 pub mod headers;

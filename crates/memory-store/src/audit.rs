@@ -15,7 +15,16 @@ use crate::{entity::audit_log, error::StoreError};
 
 /// Every action the log knows (the table's CHECK constraint lists the same).
 pub const ACTIONS: &[&str] = &[
-    "update", "read", "status", "delete", "denied", "expire", "audit", "apply",
+    "update",
+    "read",
+    "status",
+    "delete",
+    "denied",
+    "expire",
+    "audit",
+    "apply",
+    "watch",
+    "watch_end",
 ];
 
 /// Longest accepted text field of a row: ids and short reasons only.

@@ -243,6 +243,8 @@ pub enum CommitOutcome {
 pub struct Committed {
     pub outcome: CommitOutcome,
     pub version: i64,
+    /// The memory's new `updated_at`, when this commit wrote it.
+    pub updated_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// A failed attempt of a job.

@@ -61,6 +61,7 @@ pub async fn commit_jobs(db: &DatabaseConnection, c: CommitBatch) -> Result<Comm
     let skip = |outcome| Committed {
         outcome,
         version: current_version,
+        updated_at: None,
     };
     let n = c.jobs.len();
     let through = tombstone_through(&txn, &c.chat_id).await?;
@@ -172,6 +173,7 @@ pub async fn commit_jobs(db: &DatabaseConnection, c: CommitBatch) -> Result<Comm
     Ok(Committed {
         outcome: CommitOutcome::Applied,
         version,
+        updated_at: Some(now),
     })
 }
 

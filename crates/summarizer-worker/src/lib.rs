@@ -126,7 +126,11 @@ pub async fn run(
         circuit::CircuitBreaker::new(settings.circuit.clone()),
         settings.agent.max_concurrent_calls,
         settings.memory.limits(),
-    );
+    )
+    .with_changes(processor::ChangePublisher {
+        client: js.client(),
+        subject_prefix: settings.nats.subject_prefix.clone(),
+    });
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter

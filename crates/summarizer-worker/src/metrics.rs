@@ -36,6 +36,7 @@ pub struct WorkerMetrics {
     circuit: Gauge<u64>,
     dead_letters: Counter<u64>,
     jobs_per_call: Histogram<u64>,
+    change_events_lost: Counter<u64>,
     /// Last observed depth of the jobs consumer, read by the observable gauge.
     depth: Arc<AtomicU64>,
     /// Agent calls running now, read by the observable gauge.
@@ -111,6 +112,10 @@ impl WorkerMetrics {
                 .u64_counter("chat_memory_dead_letters")
                 .with_description("Failed jobs published to the dead-letter stream")
                 .build(),
+            change_events_lost: meter
+                .u64_counter("chat_memory_change_events_lost")
+                .with_description("Change events not published after a commit (watchers catch up at their next check)")
+                .build(),
             jobs_per_call: meter
                 .u64_histogram("chat_memory_jobs_per_call")
                 .with_description("Update jobs coalesced into one summarizer call")
@@ -163,6 +168,10 @@ impl WorkerMetrics {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.jobs_per_call
             .record(u64::try_from(jobs).unwrap_or(u64::MAX), &[]);
+    }
+
+    pub fn change_event_lost(&self) {
+        self.change_events_lost.add(1, &[]);
     }
 
     pub fn call_finished(&self) {

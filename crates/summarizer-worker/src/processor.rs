@@ -26,11 +26,12 @@ use tonic::{Code, Status, transport::Channel};
 use tracing::Instrument;
 use uuid::Uuid;
 
-use chat_memory_proto::jobs::v1::UpdateJob;
+use chat_memory_proto::jobs::v1::{MemoryChanged, UpdateJob};
 use chat_memory_proto::store::{
     BeginJobRequest, BeginJobsRequest, CommitJobsRequest, CommitOutcome, CommittedJob,
     FailJobRequest, SkipReason, memory_store_client::MemoryStoreClient,
 };
+use chat_memory_proto::v1::Memory;
 use summarizer_contract::client::{AgentClient, AgentClientError};
 use summarizer_contract::tool::{PriorMemory, SummarizeInput, TokenLimits};
 
@@ -104,6 +105,28 @@ pub struct Processor {
     /// Agent calls in flight in this worker, at most `agent.max_concurrent_calls`.
     calls: Arc<Semaphore>,
     limits: TokenLimits,
+    /// Where committed changes are announced (`job_queue::changes`); `None` in
+    /// unit tests without NATS.
+    changes: Option<ChangePublisher>,
+}
+
+/// Announces committed changes on core NATS, best effort: a lost event only
+/// delays a watcher or waiting reader until its next check.
+#[derive(Clone)]
+pub struct ChangePublisher {
+    pub client: async_nats::Client,
+    pub subject_prefix: String,
+}
+
+impl ChangePublisher {
+    async fn publish(&self, event: MemoryChanged) {
+        if let Err(e) =
+            job_queue::changes::publish(&self.client, &self.subject_prefix, &event).await
+        {
+            crate::metrics::get().change_event_lost();
+            tracing::warn!(error = %e, "change event not published; watchers catch up at their next check");
+        }
+    }
 }
 
 impl Processor {
@@ -122,7 +145,15 @@ impl Processor {
             circuit,
             calls: Arc::new(Semaphore::new(max_concurrent_calls as usize)),
             limits,
+            changes: None,
         }
+    }
+
+    /// Announces every commit and every final failure on `changes`.
+    #[must_use]
+    pub fn with_changes(mut self, changes: ChangePublisher) -> Self {
+        self.changes = Some(changes);
+        self
     }
 
     /// Processes one delivery to a disposition. Never panics on input.
@@ -346,11 +377,12 @@ impl Processor {
                 StepError::Agent(e)
             }
         })?;
+        let content = memory_content(output);
         let commit = self
             .store
             .clone()
             .commit_jobs(CommitJobsRequest {
-                chat_id,
+                chat_id: chat_id.clone(),
                 jobs: apply
                     .iter()
                     .map(|d| CommittedJob {
@@ -360,16 +392,23 @@ impl Processor {
                     })
                     .collect(),
                 expected_version: begin.prior_version,
-                content: Some(memory_content(output)),
+                content: Some(content.clone()),
                 call_id: Uuid::now_v7().to_string(),
             })
             .await
             .map_err(classify_store)?
             .into_inner();
         let applied = match CommitOutcome::try_from(commit.outcome) {
-            Ok(CommitOutcome::Applied) => Outcome::Applied {
-                version: commit.version,
-            },
+            Ok(CommitOutcome::Applied) => {
+                if let Some(changes) = &self.changes {
+                    changes
+                        .publish(applied_event(&chat_id, &apply, content, &commit))
+                        .await;
+                }
+                Outcome::Applied {
+                    version: commit.version,
+                }
+            }
             Ok(CommitOutcome::AlreadyApplied) => Outcome::Skipped(SkipReason::AlreadyApplied),
             Ok(CommitOutcome::Superseded) => Outcome::Skipped(SkipReason::Superseded),
             Ok(CommitOutcome::ChatDeleted) => Outcome::Skipped(SkipReason::ChatDeleted),
@@ -415,7 +454,18 @@ impl Processor {
         tracing::error!(job_id = %d.job.job_id, attempt, reason = %reason, "job failed");
         let request = fail_request(d, attempt, &reason, true);
         match self.store.clone().fail_job(request).await {
-            Ok(_) => Disposition::Ack(Outcome::Failed(reason)),
+            Ok(_) => {
+                if let Some(changes) = &self.changes {
+                    changes
+                        .publish(MemoryChanged {
+                            chat_id: d.job.chat_id.clone(),
+                            failed_job_ids: vec![d.job.job_id.clone()],
+                            ..Default::default()
+                        })
+                        .await;
+                }
+                Disposition::Ack(Outcome::Failed(reason))
+            }
             Err(s) if s.code() == Code::InvalidArgument => {
                 Disposition::Ack(Outcome::Poison(reason))
             }
@@ -452,6 +502,32 @@ enum BatchResult {
     Done(Vec<Disposition>),
     /// The agent or memory-store refused the coalesced batch: run its jobs one by one.
     Split,
+}
+
+/// The change event of a committed batch: the memory as memory-store now
+/// answers it, and the jobs it applied.
+fn applied_event(
+    chat_id: &str,
+    apply: &[&Delivery],
+    content: chat_memory_proto::store::MemoryContent,
+    commit: &chat_memory_proto::store::CommitJobsResponse,
+) -> MemoryChanged {
+    let applied_job_ids: Vec<String> = apply.iter().map(|d| d.job.job_id.clone()).collect();
+    MemoryChanged {
+        chat_id: chat_id.to_owned(),
+        memory: Some(Memory {
+            user_confirmed: content.user_confirmed,
+            llm_inferred: content.llm_inferred,
+            general_summary: content.general_summary,
+            token_counts: content.token_counts,
+            version: commit.version,
+            updated_at: commit.updated_at,
+        }),
+        last_applied_job_id: applied_job_ids.last().cloned().unwrap_or_default(),
+        deleted: false,
+        applied_job_ids,
+        failed_job_ids: Vec::new(),
+    }
 }
 
 fn begin_request(d: &Delivery, attempt: u32) -> BeginJobRequest {

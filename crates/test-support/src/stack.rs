@@ -309,6 +309,27 @@ impl TestStack {
         self.wait_serving(self.store_addr, "memory-store").await;
     }
 
+    /// Stops the first gateway (gracefully: its watch streams end with
+    /// UNAVAILABLE); [`TestStack::restart_gateway`] brings it back on the same port.
+    pub async fn stop_gateway(&mut self) {
+        if let Some(g) = self.gateway.take() {
+            g.stop()
+                .await
+                .unwrap_or_else(|e| panic!("gateway did not stop: {e}"));
+        }
+    }
+
+    /// Starts the first gateway again on its old address.
+    pub async fn restart_gateway(&mut self) {
+        let listener = TcpListener::bind(self.gateway_addr)
+            .await
+            .unwrap_or_else(|e| panic!("rebind {}: {e}", self.gateway_addr));
+        let settings = self.gateway_settings.clone();
+        self.gateway = Some(spawn(|rx| gateway::run(settings, listener, signal(rx))));
+        self.wait_gateway_serving(self.gateway_addr, "gateway")
+            .await;
+    }
+
     /// A client of the public API, as [`auth::USER`] of [`auth::TENANT`] with
     /// `memory:read` and `memory:write`.
     pub async fn gateway(&self) -> GatewayClient {

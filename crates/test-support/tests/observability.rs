@@ -301,6 +301,7 @@ async fn a_real_prometheus_scrapes_every_metric_the_alerts_use() {
     let _ = client
         .get_memory(GetMemoryRequest {
             chat_id: "never-written".into(),
+            ..Default::default()
         })
         .await;
     stack
@@ -310,6 +311,7 @@ async fn a_real_prometheus_scrapes_every_metric_the_alerts_use() {
                 client
                     .get_memory(GetMemoryRequest {
                         chat_id: "prom-4".into(),
+                        ..Default::default()
                     })
                     .await
                     .ok()

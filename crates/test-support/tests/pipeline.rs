@@ -58,6 +58,7 @@ async fn memory(client: &mut GatewayClient, chat_id: &str) -> GetMemoryResponse 
     client
         .get_memory(GetMemoryRequest {
             chat_id: chat_id.into(),
+            ..Default::default()
         })
         .await
         .unwrap_or_else(|s| panic!("get_memory({chat_id}): {s:?}"))
@@ -523,6 +524,7 @@ async fn reads_of_unknown_chats_and_jobs_are_not_found_and_bad_ids_invalid() {
     let s = client
         .get_memory(GetMemoryRequest {
             chat_id: "never-written".into(),
+            ..Default::default()
         })
         .await
         .expect_err("no memory");
@@ -545,6 +547,7 @@ async fn reads_of_unknown_chats_and_jobs_are_not_found_and_bad_ids_invalid() {
     let s = client
         .get_memory(GetMemoryRequest {
             chat_id: "bad id".into(),
+            ..Default::default()
         })
         .await
         .expect_err("bad chat id");
@@ -586,6 +589,7 @@ async fn delete_removes_memory_and_jobs_and_discards_jobs_still_queued() {
     let s = client
         .get_memory(GetMemoryRequest {
             chat_id: "chat-del".into(),
+            ..Default::default()
         })
         .await
         .expect_err("deleted");
@@ -653,6 +657,7 @@ async fn updates_accepted_while_memory_store_is_down_are_applied_when_it_returns
     let s = client
         .get_memory(GetMemoryRequest {
             chat_id: "chat-outage".into(),
+            ..Default::default()
         })
         .await
         .expect_err("store down");
@@ -782,6 +787,7 @@ async fn pending_jobs_are_counted_until_applied() {
             let got = client
                 .get_memory(GetMemoryRequest {
                     chat_id: "chat-pending".into(),
+                    ..Default::default()
                 })
                 .await
                 .ok()?

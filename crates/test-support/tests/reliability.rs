@@ -210,6 +210,7 @@ async fn a_job_that_exhausts_its_attempts_is_dead_lettered_and_a_replay_applies_
     let memory = client
         .get_memory(GetMemoryRequest {
             chat_id: "chat-dlq".into(),
+            ..Default::default()
         })
         .await
         .unwrap_or_else(|s| panic!("get_memory: {s:?}"))
@@ -258,6 +259,7 @@ async fn a_replay_does_not_overwrite_a_newer_memory_and_is_recorded_superseded()
     let memory = client
         .get_memory(GetMemoryRequest {
             chat_id: "chat-dlq-order".into(),
+            ..Default::default()
         })
         .await
         .unwrap_or_else(|s| panic!("get_memory: {s:?}"))
@@ -326,6 +328,7 @@ async fn a_backlogged_chat_refuses_updates_with_a_retry_hint_while_reads_keep_wo
     let memory = client
         .get_memory(GetMemoryRequest {
             chat_id: "chat-bp".into(),
+            ..Default::default()
         })
         .await
         .unwrap_or_else(|s| panic!("reads must work while the agent is down: {s:?}"))

@@ -189,6 +189,7 @@ pub async fn memory(client: &GatewayClient, chat: usize) -> Option<(i64, String)
         match client
             .get_memory(GetMemoryRequest {
                 chat_id: chat_id(chat),
+                ..Default::default()
             })
             .await
         {

@@ -40,6 +40,10 @@ pub enum Action {
     Delete,
     Denied,
     Audit,
+    /// A WatchMemory stream opened.
+    Watch,
+    /// A WatchMemory stream ended (its row has its own audit id).
+    WatchEnd,
 }
 
 impl Action {
@@ -51,6 +55,8 @@ impl Action {
             Self::Delete => "delete",
             Self::Denied => "denied",
             Self::Audit => "audit",
+            Self::Watch => "watch",
+            Self::WatchEnd => "watch_end",
         }
     }
 }
@@ -73,6 +79,20 @@ pub struct Row {
     pub action: Action,
     pub outcome: Code,
     pub facts: Facts,
+}
+
+/// Namespace of the audit ids of `watch_end` rows (UUIDv5 of the request id).
+const WATCH_END_NAMESPACE: Uuid = Uuid::from_u128(0x2f6b_0c1e_93d4_4a7b_8e55_c0a9_1d3e_7b42);
+
+impl Row {
+    /// The row's audit id: the request id, except for the second row of a
+    /// watch stream, whose id is derived from it (so a retry is still one row).
+    pub fn audit_id(&self) -> Uuid {
+        match self.action {
+            Action::WatchEnd => Uuid::new_v5(&WATCH_END_NAMESPACE, self.request_id.as_bytes()),
+            _ => self.request_id,
+        }
+    }
 }
 
 /// Neither memory-store nor the outbox took an audit row.
@@ -116,7 +136,7 @@ impl AuditSink {
     /// [`AuditError`] when both refused; the row is then logged and counted as lost.
     pub async fn record(&self, row: Row) -> Result<Recorded, AuditError> {
         let entry = AuditEntry {
-            audit_id: row.request_id.to_string(),
+            audit_id: row.audit_id().to_string(),
             at: Some(to_timestamp(Utc::now())),
             tenant: row.tenant,
             user: row.user,

@@ -39,7 +39,7 @@ const SERVICE_PREFIX: &str = "/chatmemory.v1.MemoryService/";
 pub fn required_scope(path: &str) -> Option<Scope> {
     match path.strip_prefix(SERVICE_PREFIX)? {
         "UpdateMemory" | "DeleteMemory" => Some(Scope::Write),
-        "GetMemory" | "GetUpdateStatus" => Some(Scope::Read),
+        "GetMemory" | "GetUpdateStatus" | "WatchMemory" => Some(Scope::Read),
         "QueryAudit" => Some(Scope::Admin),
         _ => None,
     }
@@ -249,6 +249,7 @@ mod tests {
             ("DeleteMemory", Scope::Write),
             ("GetMemory", Scope::Read),
             ("GetUpdateStatus", Scope::Read),
+            ("WatchMemory", Scope::Read),
             ("QueryAudit", Scope::Admin),
         ] {
             assert_eq!(

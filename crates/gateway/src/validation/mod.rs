@@ -24,7 +24,7 @@ use service_kit::settings::SettingsError;
 use unicode_normalization::UnicodeNormalization;
 use uuid::Uuid;
 
-use chat_memory_proto::v1::{ChatMessage, Role, UpdateMemoryRequest};
+use chat_memory_proto::v1::{ChatMessage, GetMemoryRequest, Role, UpdateMemoryRequest};
 
 /// Request size limits.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -36,6 +36,8 @@ pub struct Limits {
     pub max_request_bytes: usize,
     /// Roles a message may have: `user`, `assistant`, `system`, `tool`.
     pub allowed_roles: Vec<String>,
+    /// Longest read-your-writes wait a GetMemory may ask for (`wait_ms`).
+    pub max_read_wait_ms: u32,
 }
 
 impl Default for Limits {
@@ -48,6 +50,7 @@ impl Default for Limits {
             allowed_roles: ["user", "assistant", "system", "tool"]
                 .map(str::to_owned)
                 .to_vec(),
+            max_read_wait_ms: 10_000,
         }
     }
 }
@@ -189,6 +192,65 @@ impl JobId {
         Uuid::parse_str(raw)
             .map(Self)
             .map_err(|_| violation("job_id", "must be a UUID"))
+    }
+}
+
+/// What a GetMemory waits for before it answers (read-your-writes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadCondition {
+    /// At least this version.
+    pub min_version: Option<i64>,
+    /// This job applied (or failed).
+    pub after_job: Option<Uuid>,
+    /// How long to wait for it (zero: answer at once).
+    pub wait: std::time::Duration,
+}
+
+/// A validated GetMemory request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadQuery {
+    pub chat_id: ChatId,
+    /// `None` when the request asked for neither a version nor a job.
+    pub condition: Option<ReadCondition>,
+}
+
+impl ReadQuery {
+    /// # Errors
+    /// A [`FieldViolation`] naming `chat_id`, `min_version`, `after_job_id` or `wait_ms`.
+    pub fn parse(req: &GetMemoryRequest, limits: &Limits) -> Result<Self, FieldViolation> {
+        let chat_id = ChatId::parse(&req.chat_id, limits)?;
+        if req.min_version < 0 {
+            return Err(violation("min_version", "must not be negative"));
+        }
+        let after_job = if req.after_job_id.is_empty() {
+            None
+        } else {
+            Some(Uuid::parse_str(&req.after_job_id).map_err(|_| {
+                violation("after_job_id", "must be a UUID (an UpdateMemory job id)")
+            })?)
+        };
+        if req.wait_ms > limits.max_read_wait_ms {
+            return Err(violation(
+                "wait_ms",
+                format!(
+                    "must be at most {} (limits.max_read_wait_ms)",
+                    limits.max_read_wait_ms
+                ),
+            ));
+        }
+        let min_version = (req.min_version > 0).then_some(req.min_version);
+        let condition = (min_version.is_some() || after_job.is_some()).then(|| ReadCondition {
+            min_version,
+            after_job,
+            wait: std::time::Duration::from_millis(u64::from(req.wait_ms)),
+        });
+        if condition.is_none() && req.wait_ms > 0 {
+            return Err(violation(
+                "wait_ms",
+                "needs min_version or after_job_id (what to wait for)",
+            ));
+        }
+        Ok(Self { chat_id, condition })
     }
 }
 

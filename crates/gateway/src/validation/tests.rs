@@ -172,3 +172,48 @@ fn namespaced_ids_round_trip_only_within_their_tenant() {
     assert_eq!(ChatId::public_of("other", &ns), None);
     assert!(ChatId::parse("acme/chat-1", &Limits::default()).is_err());
 }
+
+fn read(chat_id: &str, min_version: i64, after_job_id: &str, wait_ms: u32) -> GetMemoryRequest {
+    GetMemoryRequest {
+        chat_id: chat_id.into(),
+        min_version,
+        after_job_id: after_job_id.into(),
+        wait_ms,
+    }
+}
+
+#[test]
+fn a_plain_read_has_no_condition_and_a_read_your_writes_read_has_one() {
+    let limits = Limits::default();
+    let plain = ReadQuery::parse(&read("c", 0, "", 0), &limits).expect("valid");
+    assert_eq!(plain.condition, None);
+    let job = Uuid::now_v7();
+    let ryw = ReadQuery::parse(&read("c", 3, &job.to_string(), 250), &limits).expect("valid");
+    assert_eq!(
+        ryw.condition,
+        Some(ReadCondition {
+            min_version: Some(3),
+            after_job: Some(job),
+            wait: std::time::Duration::from_millis(250),
+        })
+    );
+}
+
+#[test]
+fn each_bad_read_condition_names_its_field() {
+    let limits = Limits {
+        max_read_wait_ms: 1_000,
+        ..Limits::default()
+    };
+    let cases = [
+        (read("c", -1, "", 0), "min_version"),
+        (read("c", 0, "not-a-uuid", 0), "after_job_id"),
+        (read("c", 1, "", 1_001), "wait_ms"),
+        (read("c", 0, "", 100), "wait_ms"),
+        (read("", 1, "", 0), "chat_id"),
+    ];
+    for (req, field) in cases {
+        let err = ReadQuery::parse(&req, &limits).expect_err(field);
+        assert_eq!(err.field, field, "{req:?}");
+    }
+}

@@ -4,6 +4,7 @@
 mod convert;
 
 use chat_memory_proto::store::{self as pb, memory_store_server::MemoryStore};
+use chat_memory_proto::time::to_timestamp;
 use sea_orm::DatabaseConnection;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
@@ -88,10 +89,12 @@ impl MemoryStore for StoreService {
         let committed = memories::commit_jobs(&self.db, batch)
             .instrument(crate::db::span("commit_jobs"))
             .await?;
+        let updated_at = committed.updated_at.map(to_timestamp);
         let c = convert::committed_to_pb(committed);
         Ok(Response::new(pb::CommitJobsResponse {
             outcome: c.outcome,
             version: c.version,
+            updated_at,
         }))
     }
 

@@ -38,5 +38,6 @@ fn update(chat_id: &str, text: &str) -> UpdateMemoryRequest {
 fn get(chat_id: &str) -> GetMemoryRequest {
     GetMemoryRequest {
         chat_id: chat_id.into(),
+        ..Default::default()
     }
 }

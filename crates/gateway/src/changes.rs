@@ -1,0 +1,221 @@
+//! The gateway's feed of memory change events (`job_queue::changes`).
+//!
+//! One core-NATS subscription per gateway receives every chat's events; a
+//! registry hands each event to the read-your-writes waits and watch streams
+//! of its chat, and drops it when nobody here waits on that chat. Events are
+//! hints, never answers on their own for a caller not yet checked: readers
+//! confirm through memory-store (which checks tenant and owner) before they
+//! answer, and re-check on a timer so a lost event only makes an answer later.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use futures::StreamExt;
+use tokio::sync::broadcast;
+
+pub use job_queue::changes::MemoryChanged;
+
+/// Every chat's change events on this gateway; cheap to clone.
+#[derive(Clone)]
+pub struct ChangeFeed {
+    inner: Arc<Registry>,
+}
+
+struct Registry {
+    chats: Mutex<HashMap<String, broadcast::Sender<Arc<MemoryChanged>>>>,
+    /// Events one chat's listener may fall behind by before it sees `Lagged`.
+    capacity: usize,
+}
+
+/// A chat's events, for as long as this is alive.
+pub struct ChatEvents {
+    chat_id: String,
+    rx: broadcast::Receiver<Arc<MemoryChanged>>,
+    registry: Arc<Registry>,
+}
+
+/// What [`ChatEvents::next`] yields.
+#[derive(Debug)]
+pub enum Event {
+    Changed(Arc<MemoryChanged>),
+    /// This listener fell this many events behind and they were dropped.
+    Lagged(u64),
+    /// The feed stopped (the gateway is shutting down).
+    Closed,
+}
+
+impl ChangeFeed {
+    /// A feed nothing publishes into yet; [`ChangeFeed::run`] fills it.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            inner: Arc::new(Registry {
+                chats: Mutex::new(HashMap::new()),
+                capacity: capacity.max(1),
+            }),
+        }
+    }
+
+    /// Subscribes to every chat's events and dispatches them until the
+    /// subscription ends. Run it as a task.
+    ///
+    /// # Errors
+    /// The subscription's error when NATS refuses it.
+    pub async fn subscribe_all(
+        &self,
+        client: &async_nats::Client,
+        subject_prefix: &str,
+    ) -> Result<impl std::future::Future<Output = ()> + Send + 'static, async_nats::SubscribeError>
+    {
+        let mut subscription = client
+            .subscribe(job_queue::changes::wildcard(subject_prefix))
+            .await?;
+        let feed = self.clone();
+        Ok(async move {
+            while let Some(message) = subscription.next().await {
+                match job_queue::changes::decode(&message.payload) {
+                    Ok(event) => feed.dispatch(event),
+                    Err(e) => {
+                        tracing::warn!(subject = %message.subject, error = %e, "undecodable change event ignored")
+                    }
+                }
+            }
+            tracing::warn!("change-event subscription ended");
+        })
+    }
+
+    /// Hands `event` to its chat's listeners, if any.
+    pub fn dispatch(&self, event: MemoryChanged) {
+        let chats = self
+            .inner
+            .chats
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(tx) = chats.get(&event.chat_id) {
+            // No receiver left means its guard is being dropped right now.
+            let _ = tx.send(Arc::new(event));
+        }
+    }
+
+    /// Listens to `chat_id`'s events (namespaced id) from now on.
+    pub fn listen(&self, chat_id: &str) -> ChatEvents {
+        let mut chats = self
+            .inner
+            .chats
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let rx = match chats.get(chat_id) {
+            Some(tx) => tx.subscribe(),
+            None => {
+                let (tx, rx) = broadcast::channel(self.inner.capacity);
+                chats.insert(chat_id.to_owned(), tx);
+                rx
+            }
+        };
+        ChatEvents {
+            chat_id: chat_id.to_owned(),
+            rx,
+            registry: self.inner.clone(),
+        }
+    }
+
+    /// Chats with at least one listener here (for tests and metrics).
+    pub fn chats_listened(&self) -> usize {
+        self.inner
+            .chats
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+}
+
+impl ChatEvents {
+    /// The next event of this chat.
+    pub async fn next(&mut self) -> Event {
+        loop {
+            match self.rx.recv().await {
+                // Another chat whose key collides never reaches here (the
+                // registry is keyed by chat id), but stay strict.
+                Ok(event) if event.chat_id != self.chat_id => {}
+                Ok(event) => return Event::Changed(event),
+                Err(broadcast::error::RecvError::Lagged(n)) => return Event::Lagged(n),
+                Err(broadcast::error::RecvError::Closed) => return Event::Closed,
+            }
+        }
+    }
+}
+
+impl Drop for ChatEvents {
+    fn drop(&mut self) {
+        let mut chats = self
+            .registry
+            .chats
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // This receiver still counts until it is dropped, after this body.
+        if chats
+            .get(&self.chat_id)
+            .is_some_and(|tx| tx.receiver_count() <= 1)
+        {
+            chats.remove(&self.chat_id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn version(chat: &str, v: i64) -> MemoryChanged {
+        MemoryChanged {
+            chat_id: chat.into(),
+            memory: Some(chat_memory_proto::v1::Memory {
+                version: v,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_listener_gets_its_chats_events_in_order_and_no_other_chats() {
+        let feed = ChangeFeed::new(8);
+        let mut a = feed.listen("t/a");
+        feed.dispatch(version("t/b", 1));
+        feed.dispatch(version("t/a", 1));
+        feed.dispatch(version("t/a", 2));
+        for want in [1, 2] {
+            match a.next().await {
+                Event::Changed(e) => {
+                    assert_eq!(e.chat_id, "t/a");
+                    assert_eq!(e.memory.as_ref().map(|m| m.version), Some(want));
+                }
+                other => panic!("expected version {want}, got {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_registry_forgets_a_chat_when_its_last_listener_goes() {
+        let feed = ChangeFeed::new(8);
+        let a1 = feed.listen("t/a");
+        let a2 = feed.listen("t/a");
+        assert_eq!(feed.chats_listened(), 1);
+        drop(a1);
+        assert_eq!(feed.chats_listened(), 1);
+        drop(a2);
+        assert_eq!(feed.chats_listened(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_listener_that_falls_behind_is_told_how_far() {
+        let feed = ChangeFeed::new(2);
+        let mut a = feed.listen("t/a");
+        for v in 1..=5 {
+            feed.dispatch(version("t/a", v));
+        }
+        match a.next().await {
+            Event::Lagged(n) => assert_eq!(n, 3),
+            other => panic!("expected Lagged, got {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! Reads through memory-store, and reads that wait for a version
+//! (read-your-writes) without polling.
+//!
+//! A waiting read listens to its chat's change events ([`crate::changes`])
+//! *before* it reads, so no commit between its read and its wait is missed.
+//! Events only say when to read again: every answer is a memory-store read
+//! with the caller's access (tenant namespace and owner checked there). A lost
+//! event makes an answer later, never wrong: the wait also re-reads every
+//! [`RECHECK`], and at its deadline.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use chat_memory_proto::store::{self as store_pb, Access};
+use chat_memory_proto::v1::{JobState, ReadCondition as ConditionPb};
+
+use crate::StoreClient;
+use crate::changes::{ChangeFeed, Event};
+use crate::error::GatewayError;
+use crate::validation::{FieldViolation, ReadCondition};
+
+/// A waiting read re-reads this often even without an event.
+pub const RECHECK: Duration = Duration::from_secs(1);
+
+/// memory-store reads on a caller's behalf; cheap to clone.
+#[derive(Clone)]
+pub struct Reads {
+    store: StoreClient,
+    feed: ChangeFeed,
+}
+
+/// Where an `after_job_id` stands.
+enum JobView {
+    /// Applied at this version.
+    Applied(i64),
+    Failed,
+    /// Queued, running, or not registered yet.
+    Pending {
+        seen: bool,
+    },
+}
+
+impl Reads {
+    pub fn new(store: StoreClient, feed: ChangeFeed) -> Self {
+        Self { store, feed }
+    }
+
+    pub fn feed(&self) -> &ChangeFeed {
+        &self.feed
+    }
+
+    /// The chat's memory as memory-store answers it for `access`.
+    ///
+    /// # Errors
+    /// NOT_FOUND for a missing chat or one the caller may not see; the store's errors.
+    pub async fn read(
+        &self,
+        access: &Access,
+        chat_id: &str,
+    ) -> Result<store_pb::GetMemoryResponse, GatewayError> {
+        self.store
+            .clone()
+            .get_memory(store_pb::GetMemoryRequest {
+                chat_id: chat_id.to_owned(),
+                access: Some(access.clone()),
+            })
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| GatewayError::from_store(s, "memory"))
+    }
+
+    /// Reads once `condition` holds or its wait is over, whichever is first.
+    ///
+    /// # Errors
+    /// NOT_FOUND when there is no memory at the deadline (or `after_job_id` was
+    /// never found); INVALID_ARGUMENT when `after_job_id` is of another chat.
+    pub async fn read_when(
+        &self,
+        access: &Access,
+        chat_id: &str,
+        condition: &ReadCondition,
+    ) -> Result<(store_pb::GetMemoryResponse, ConditionPb), GatewayError> {
+        let mut events = (!condition.wait.is_zero()).then(|| self.feed.listen(chat_id));
+        let deadline = Instant::now() + condition.wait;
+        let mut target = condition.min_version.unwrap_or(0);
+        let mut job_pending = condition.after_job;
+        let mut job_seen = false;
+        loop {
+            if let Some(job) = job_pending {
+                match self.job(access, chat_id, job).await? {
+                    JobView::Applied(version) => {
+                        target = target.max(version);
+                        job_pending = None;
+                    }
+                    JobView::Failed => {
+                        // The caller may see the job, so the chat is theirs:
+                        // an answer without memory reveals nothing.
+                        let current = match self.read(access, chat_id).await {
+                            Err(GatewayError::NotFound(_)) => store_pb::GetMemoryResponse {
+                                chat_id: chat_id.to_owned(),
+                                ..Default::default()
+                            },
+                            other => other?,
+                        };
+                        return Ok((current, ConditionPb::JobFailed));
+                    }
+                    JobView::Pending { seen } => job_seen |= seen,
+                }
+            }
+            let current = self.read(access, chat_id).await;
+            let version = match &current {
+                Ok(r) => r.memory.as_ref().map_or(0, |m| m.version),
+                Err(GatewayError::NotFound(_)) => 0,
+                Err(_) => return current.map(|r| (r, ConditionPb::Met)),
+            };
+            if job_pending.is_none() && version >= target && current.is_ok() {
+                return current.map(|r| (r, ConditionPb::Met));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                if job_pending.is_some() && !job_seen {
+                    return Err(GatewayError::NotFound("job"));
+                }
+                return current.map(|r| (r, ConditionPb::TimedOut));
+            }
+            let Some(events) = events.as_mut() else {
+                return current.map(|r| (r, ConditionPb::TimedOut));
+            };
+            let wake = deadline.min(now + RECHECK);
+            // Wait for an event that may satisfy the condition.
+            loop {
+                match tokio::time::timeout_at(wake, events.next()).await {
+                    Err(_elapsed) => break,
+                    Ok(Event::Changed(event)) => {
+                        if event.deleted {
+                            break;
+                        }
+                        if let Some(job) = job_pending {
+                            let job = job.to_string();
+                            if event.failed_job_ids.contains(&job) {
+                                break;
+                            }
+                            if event.applied_job_ids.contains(&job) {
+                                if let Some(m) = &event.memory {
+                                    target = target.max(m.version);
+                                }
+                                job_pending = None;
+                                job_seen = true;
+                                break;
+                            }
+                        } else if event.memory.as_ref().is_some_and(|m| m.version >= target) {
+                            break;
+                        }
+                    }
+                    Ok(Event::Lagged(_)) => break,
+                    Ok(Event::Closed) => {
+                        tokio::time::sleep_until(wake).await;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn job(
+        &self,
+        access: &Access,
+        chat_id: &str,
+        job: Uuid,
+    ) -> Result<JobView, GatewayError> {
+        let found = self
+            .store
+            .clone()
+            .get_job(store_pb::GetJobRequest {
+                job_id: job.to_string(),
+                access: Some(access.clone()),
+            })
+            .await;
+        let job = match found {
+            Ok(r) => r.into_inner(),
+            // Not registered yet (the worker registers a job whose
+            // acceptance memory-store missed), or not the caller's.
+            Err(s) if s.code() == tonic::Code::NotFound => {
+                return Ok(JobView::Pending { seen: false });
+            }
+            Err(s) => return Err(GatewayError::from_store(s, "job")),
+        };
+        if job.chat_id != chat_id {
+            return Err(GatewayError::Invalid(FieldViolation {
+                field: "after_job_id".to_owned(),
+                reason: "is a job of another chat".to_owned(),
+            }));
+        }
+        Ok(match JobState::try_from(job.state) {
+            Ok(JobState::Succeeded) => JobView::Applied(job.resulting_version.unwrap_or(0)),
+            Ok(JobState::Failed) => JobView::Failed,
+            Ok(JobState::Queued | JobState::Running | JobState::Unspecified) | Err(_) => {
+                JobView::Pending { seen: true }
+            }
+        })
+    }
+}

@@ -1,0 +1,566 @@
+//! `WatchMemory`: a stream of a chat's new versions and its deletion.
+//!
+//! A stream opens with a memory-store read (tenant and owner checked there,
+//! NOT_FOUND for a chat the caller may not see, as for GetMemory) and listens to
+//! the chat's change events from before that read. It forwards an event's
+//! memory as is only when it is the very next version of a chat whose owner was
+//! already confirmed for this caller; anything else (a gap, a version that did
+//! not go up, the first version of a chat that did not exist at the open) is
+//! confirmed by a fresh memory-store read first, and answered from that read.
+//! Ownership changes only through a deletion, which ends the stream, so an event
+//! never shows a caller a chat that is not theirs. A lost event delays the
+//! latest version until the next event or [`WatchSettings::recheck_ms`].
+//!
+//! Each stream holds a buffer of `buffer` events. A client that stops reading
+//! fills it, and the stream then ends with RESOURCE_EXHAUSTED naming the last
+//! version it received, to resume from. Streams per gateway are bounded by
+//! `max_streams`. The stream writes one audit row when it opens (`watch`) and
+//! one when it ends (`watch_end`, with the versions sent and why it ended).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures::Stream;
+use serde::{Deserialize, Serialize};
+use service_kit::settings::SettingsError;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+
+use chat_memory_proto::store::{self as store_pb, Access};
+use chat_memory_proto::v1::{WatchMemoryRequest, WatchMemoryResponse};
+
+use crate::audit::{Action, AuditSink, Facts, Row};
+use crate::auth::layer::CallContext;
+use crate::changes::{ChatEvents, Event, MemoryChanged};
+use crate::error::GatewayError;
+use crate::reads::Reads;
+use crate::validation::{ChatId, FieldViolation, Limits};
+
+/// The `[watch]` settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WatchSettings {
+    /// Open WatchMemory streams this gateway serves at once; more are refused
+    /// with RESOURCE_EXHAUSTED.
+    pub max_streams: usize,
+    /// Events a stream buffers for a client that reads slowly; one that falls
+    /// this far behind is ended with RESOURCE_EXHAUSTED.
+    pub buffer: usize,
+    /// Each stream re-reads its chat this often even without an event (catches
+    /// an event lost on the way, and a chat that expired).
+    pub recheck_ms: u64,
+}
+
+impl Default for WatchSettings {
+    fn default() -> Self {
+        Self {
+            max_streams: 10_000,
+            buffer: 64,
+            recheck_ms: 30_000,
+        }
+    }
+}
+
+impl WatchSettings {
+    /// # Errors
+    /// [`SettingsError::Invalid`] naming the bad field.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        if self.buffer == 0 {
+            return Err(SettingsError::invalid("watch.buffer", "must be positive"));
+        }
+        if self.recheck_ms == 0 {
+            return Err(SettingsError::invalid(
+                "watch.recheck_ms",
+                "must be positive",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The stream type tonic serves.
+pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchMemoryResponse, Status>> + Send>>;
+
+/// Opens and runs watch streams; cheap to clone.
+#[derive(Clone)]
+pub struct Watches {
+    reads: Reads,
+    audit: AuditSink,
+    limits: Limits,
+    settings: WatchSettings,
+    open: Arc<AtomicUsize>,
+    /// Cancelled when the gateway shuts down: every stream then ends with
+    /// UNAVAILABLE (so a graceful shutdown does not wait for streams forever).
+    shutdown: CancellationToken,
+}
+
+/// Counts an open stream until dropped.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl std::ops::Deref for Slot {
+    type Target = Arc<AtomicUsize>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+/// Everything a stream's task needs once it is open.
+pub struct Opened {
+    slot: Slot,
+    chat_id: String,
+    public_chat: String,
+    access: Access,
+    events: ChatEvents,
+    /// The last version the client has (or will have from `first`).
+    last: i64,
+    /// Whether a memory-store read confirmed this caller may see the chat.
+    confirmed: bool,
+    first: Option<WatchMemoryResponse>,
+    from_version: i64,
+}
+
+impl Watches {
+    pub fn new(reads: Reads, audit: AuditSink, limits: Limits, settings: WatchSettings) -> Self {
+        Self {
+            reads,
+            audit,
+            limits,
+            settings,
+            open: Arc::default(),
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    /// Ends every open stream (UNAVAILABLE, naming the version to resume from)
+    /// and refuses new ones.
+    pub fn shut_down(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Open streams now.
+    pub fn open_streams(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Checks the request and the caller's access, and takes a stream slot.
+    ///
+    /// # Errors
+    /// INVALID_ARGUMENT naming the field; RESOURCE_EXHAUSTED at `max_streams`;
+    /// NOT_FOUND when `from_version` > 0 names a chat the caller cannot see
+    /// (deleted, or never theirs); memory-store errors.
+    pub async fn open(
+        &self,
+        access: Access,
+        facts: &mut Facts,
+        req: WatchMemoryRequest,
+    ) -> Result<Opened, GatewayError> {
+        let chat = ChatId::parse(&req.chat_id, &self.limits)?;
+        facts.chat_id = chat.as_str().to_owned();
+        if req.from_version < 0 {
+            return Err(GatewayError::Invalid(FieldViolation {
+                field: "from_version".to_owned(),
+                reason: "must not be negative".to_owned(),
+            }));
+        }
+        if self.shutdown.is_cancelled() {
+            return Err(GatewayError::ShuttingDown);
+        }
+        let slot = Slot(self.open.clone());
+        if slot.fetch_add(1, Ordering::Relaxed) >= self.settings.max_streams {
+            return Err(GatewayError::TooManyWatches(self.settings.max_streams));
+        }
+        let chat_id = chat.namespaced(&access.tenant);
+        // Listen before reading: a version committed in between is not missed.
+        let events = self.reads.feed().listen(&chat_id);
+        let (last, confirmed, first) = match self.reads.read(&access, &chat_id).await {
+            Ok(current) => {
+                let version = current.memory.as_ref().map_or(0, |m| m.version);
+                let first = (version > req.from_version).then(|| response(chat.as_str(), current));
+                (version.max(req.from_version), true, first)
+            }
+            // No memory yet (or none this caller may see): wait for one.
+            Err(GatewayError::NotFound(_)) if req.from_version == 0 => (0, false, None),
+            Err(e) => return Err(e),
+        };
+        facts.detail = format!("from_version={}", req.from_version);
+        Ok(Opened {
+            slot,
+            chat_id,
+            public_chat: chat.as_str().to_owned(),
+            access,
+            events,
+            last,
+            confirmed,
+            first,
+            from_version: req.from_version,
+        })
+    }
+
+    /// Runs an opened stream on its own task; the returned stream is the client's.
+    pub fn serve(&self, ctx: CallContext, opened: Opened) -> WatchStream {
+        // One slot more than the buffer: room for the status that ends the
+        // stream when the client stops reading.
+        let (tx, mut rx) = mpsc::channel(self.settings.buffer + 1);
+        let task = StreamTask {
+            reads: self.reads.clone(),
+            recheck: Duration::from_millis(self.settings.recheck_ms),
+            tx,
+            sent: 0,
+            queued: opened.from_version,
+            shutdown: self.shutdown.clone(),
+        };
+        let audit = self.audit.clone();
+        tokio::spawn(async move {
+            let public_chat = opened.public_chat.clone();
+            let (sent, end) = task.run(opened).await;
+            let row = Row {
+                request_id: ctx.request_id,
+                tenant: ctx.principal.tenant.clone(),
+                user: ctx.principal.user.clone(),
+                action: Action::WatchEnd,
+                outcome: end.code(),
+                facts: Facts {
+                    chat_id: public_chat,
+                    job_id: String::new(),
+                    detail: format!("versions_sent={sent} ended={}", end.reason()),
+                },
+            };
+            // A lost row is logged and counted by the sink.
+            let _ = audit.record(row).await;
+        });
+        Box::pin(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)))
+    }
+}
+
+/// Why a stream ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    ClientGone,
+    Deleted,
+    TooSlow,
+    StoreFailed,
+    Shutdown,
+}
+
+impl End {
+    fn code(self) -> tonic::Code {
+        match self {
+            Self::ClientGone => tonic::Code::Cancelled,
+            Self::Deleted => tonic::Code::Ok,
+            Self::TooSlow => tonic::Code::ResourceExhausted,
+            Self::StoreFailed | Self::Shutdown => tonic::Code::Unavailable,
+        }
+    }
+
+    fn reason(self) -> &'static str {
+        match self {
+            Self::ClientGone => "client_gone",
+            Self::Deleted => "deleted",
+            Self::TooSlow => "client_too_slow",
+            Self::StoreFailed => "store_unavailable",
+            Self::Shutdown => "shutdown",
+        }
+    }
+}
+
+struct StreamTask {
+    reads: Reads,
+    recheck: Duration,
+    tx: mpsc::Sender<Result<WatchMemoryResponse, Status>>,
+    sent: u64,
+    shutdown: CancellationToken,
+    /// The last version queued for the client: where it resumes after an end.
+    queued: i64,
+}
+
+impl StreamTask {
+    async fn run(mut self, mut s: Opened) -> (u64, End) {
+        let _slot = &s.slot;
+        if let Some(first) = s.first.take()
+            && let Err(end) = self.send(first)
+        {
+            return (self.sent, end);
+        }
+        loop {
+            let event = tokio::select! {
+                () = self.tx.closed() => return (self.sent, End::ClientGone),
+                () = self.shutdown.cancelled() => return (self.sent, self.end(End::Shutdown)),
+                event = tokio::time::timeout(self.recheck, s.events.next()) => event,
+            };
+            let step = match event {
+                Ok(Event::Changed(change)) => self.on_change(&mut s, &change).await,
+                // A lost event or a timer tick: confirm with a read.
+                Ok(Event::Lagged(_)) | Err(_) => self.confirm(&mut s).await,
+                Ok(Event::Closed) => Err(self.end(End::Shutdown)),
+            };
+            if let Err(end) = step {
+                return (self.sent, end);
+            }
+        }
+    }
+
+    async fn on_change(&mut self, s: &mut Opened, change: &MemoryChanged) -> Result<(), End> {
+        if change.deleted {
+            return Err(self.deleted(s));
+        }
+        let Some(memory) = &change.memory else {
+            return Ok(()); // a failed job: nothing changed
+        };
+        if s.confirmed && memory.version == s.last + 1 {
+            s.last = memory.version;
+            let event = WatchMemoryResponse {
+                chat_id: s.public_chat.clone(),
+                memory: Some(memory.clone()),
+                last_applied_job_id: change.last_applied_job_id.clone(),
+                deleted: false,
+            };
+            return self.send(event);
+        }
+        // A gap, old news, or a chat not confirmed yet: the read tells.
+        self.confirm(s).await
+    }
+
+    /// Reads the chat and sends what the client does not have yet.
+    async fn confirm(&mut self, s: &mut Opened) -> Result<(), End> {
+        match self.reads.read(&s.access, &s.chat_id).await {
+            Ok(current) => {
+                let version = current.memory.as_ref().map_or(0, |m| m.version);
+                if s.confirmed && version < s.last {
+                    // Deleted and started again since: this stream's versions end here.
+                    return Err(self.deleted(s));
+                }
+                s.confirmed = true;
+                if version > s.last {
+                    s.last = version;
+                    return self.send(response(&s.public_chat, current));
+                }
+                Ok(())
+            }
+            Err(GatewayError::NotFound(_)) => {
+                if s.confirmed || s.last > 0 {
+                    return Err(self.deleted(s));
+                }
+                Ok(()) // still no memory this caller may see
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "watch stream: memory-store read failed");
+                Err(self.end(End::StoreFailed))
+            }
+        }
+    }
+
+    fn deleted(&mut self, s: &Opened) -> End {
+        let event = WatchMemoryResponse {
+            chat_id: s.public_chat.clone(),
+            memory: None,
+            last_applied_job_id: String::new(),
+            deleted: true,
+        };
+        match self.send(event) {
+            Ok(()) => End::Deleted,
+            Err(end) => end,
+        }
+    }
+
+    fn send(&mut self, event: WatchMemoryResponse) -> Result<(), End> {
+        // Keep the last slot for the status that ends a stream.
+        if self.tx.capacity() <= 1 {
+            return Err(self.end(End::TooSlow));
+        }
+        let version = event.memory.as_ref().map(|m| m.version);
+        match self.tx.try_send(Ok(event)) {
+            Ok(()) => {
+                self.sent += 1;
+                if let Some(v) = version {
+                    self.queued = v;
+                }
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(End::ClientGone),
+            Err(mpsc::error::TrySendError::Full(_)) => Err(self.end(End::TooSlow)),
+        }
+    }
+
+    /// Ends the stream with the status of `end`, naming the version to resume from.
+    fn end(&mut self, end: End) -> End {
+        let last = self.queued;
+        let status = match end {
+            End::TooSlow => Status::resource_exhausted(format!(
+                "watch stream closed: the client fell {} events behind; \
+                 reconnect with from_version={last}",
+                self.tx.max_capacity() - 1
+            )),
+            End::StoreFailed => Status::unavailable(format!(
+                "watch stream closed: memory-store unavailable; reconnect with from_version={last}"
+            )),
+            End::Shutdown => Status::unavailable(format!(
+                "watch stream closed: the gateway is shutting down; reconnect with from_version={last}"
+            )),
+            End::ClientGone | End::Deleted => return end,
+        };
+        let _ = self.tx.try_send(Err(status));
+        end
+    }
+}
+
+fn response(public_chat: &str, current: store_pb::GetMemoryResponse) -> WatchMemoryResponse {
+    WatchMemoryResponse {
+        chat_id: public_chat.to_owned(),
+        memory: current.memory,
+        last_applied_job_id: current
+            .freshness
+            .map(|f| f.last_applied_job_id)
+            .unwrap_or_default(),
+        deleted: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::changes::ChangeFeed;
+    use chat_memory_proto::store::memory_store_client::MemoryStoreClient;
+    use chat_memory_proto::v1::Memory;
+
+    /// Reads whose store is never reached (the events below need no read).
+    fn reads(feed: ChangeFeed) -> Reads {
+        let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
+        let token = service_kit::service_auth::AttachToken::new(None).expect("no token");
+        Reads::new(MemoryStoreClient::with_interceptor(channel, token), feed)
+    }
+
+    fn version(v: i64) -> MemoryChanged {
+        MemoryChanged {
+            chat_id: "t/c".into(),
+            memory: Some(Memory {
+                version: v,
+                ..Default::default()
+            }),
+            last_applied_job_id: format!("job-{v}"),
+            ..Default::default()
+        }
+    }
+
+    fn opened(feed: &ChangeFeed) -> Opened {
+        Opened {
+            slot: Slot(Arc::new(AtomicUsize::new(1))),
+            chat_id: "t/c".into(),
+            public_chat: "c".into(),
+            access: Access {
+                tenant: "t".into(),
+                user: "u".into(),
+                acts_for_tenant: false,
+            },
+            events: feed.listen("t/c"),
+            last: 0,
+            confirmed: true,
+            first: None,
+            from_version: 0,
+        }
+    }
+
+    fn task(
+        feed: &ChangeFeed,
+        buffer: usize,
+    ) -> (
+        StreamTask,
+        mpsc::Receiver<Result<WatchMemoryResponse, Status>>,
+    ) {
+        let (tx, rx) = mpsc::channel(buffer + 1);
+        let task = StreamTask {
+            reads: reads(feed.clone()),
+            recheck: Duration::from_secs(3600),
+            tx,
+            sent: 0,
+            shutdown: CancellationToken::new(),
+            queued: 0,
+        };
+        (task, rx)
+    }
+
+    #[tokio::test]
+    async fn consecutive_versions_are_forwarded_in_order_and_a_deletion_ends_the_stream() {
+        let feed = ChangeFeed::new(16);
+        let (task, mut rx) = task(&feed, 8);
+        let opened = opened(&feed);
+        for v in 1..=3 {
+            feed.dispatch(version(v));
+        }
+        feed.dispatch(MemoryChanged {
+            chat_id: "t/c".into(),
+            deleted: true,
+            ..Default::default()
+        });
+        let (sent, end) = task.run(opened).await;
+        assert_eq!((sent, end), (4, End::Deleted));
+        for v in 1..=3 {
+            let event = rx.recv().await.expect("event").expect("ok");
+            assert_eq!(event.memory.map(|m| m.version), Some(v));
+            assert_eq!(event.last_applied_job_id, format!("job-{v}"));
+        }
+        assert!(rx.recv().await.expect("deletion").expect("ok").deleted);
+    }
+
+    #[tokio::test]
+    async fn a_client_that_stops_reading_gets_its_buffer_then_resource_exhausted_naming_where_to_resume()
+     {
+        let feed = ChangeFeed::new(16);
+        let (task, mut rx) = task(&feed, 2);
+        let opened = opened(&feed);
+        for v in 1..=5 {
+            feed.dispatch(version(v));
+        }
+        let (sent, end) = task.run(opened).await;
+        assert_eq!((sent, end), (2, End::TooSlow));
+        for v in 1..=2 {
+            let event = rx.recv().await.expect("event").expect("ok");
+            assert_eq!(event.memory.map(|m| m.version), Some(v));
+        }
+        let status = rx
+            .recv()
+            .await
+            .expect("final status")
+            .expect_err("an error");
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert!(
+            status.message().contains("from_version=2"),
+            "{}",
+            status.message()
+        );
+    }
+
+    #[tokio::test]
+    async fn shutting_down_ends_a_stream_with_unavailable_naming_where_to_resume() {
+        let feed = ChangeFeed::new(16);
+        let (task, mut rx) = task(&feed, 8);
+        let shutdown = task.shutdown.clone();
+        let opened = opened(&feed);
+        feed.dispatch(version(1));
+        let running = tokio::spawn(task.run(opened));
+        let first = rx.recv().await.expect("event").expect("ok");
+        assert_eq!(first.memory.map(|m| m.version), Some(1));
+        shutdown.cancel();
+        let (_, end) = running.await.expect("task");
+        assert_eq!(end, End::Shutdown);
+        let status = rx
+            .recv()
+            .await
+            .expect("final status")
+            .expect_err("an error");
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert!(
+            status.message().contains("from_version=1"),
+            "{}",
+            status.message()
+        );
+    }
+}

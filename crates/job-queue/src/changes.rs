@@ -1,0 +1,86 @@
+//! Change events of chats' memories: `<prefix>.changes.<chat key>` on core NATS.
+//!
+//! After memory-store committed a change, the process that asked for it
+//! publishes a [`MemoryChanged`]: the worker for an applied batch (with the new
+//! memory) or a job that failed for good, the gateway for a deletion. Every
+//! gateway subscribes to [`wildcard`] and feeds its read-your-writes waits and
+//! watch streams from it, so neither polls memory-store.
+//!
+//! Events are not stored (core NATS, at most once): an event lost because its
+//! publisher died right after the commit, or because NATS was unreachable, is
+//! never a wrong answer, only a later one. Readers re-read memory-store
+//! (which is the truth) on a gap in versions, and watch streams re-check on a
+//! timer (see docs/architecture.md, "Change events").
+
+use bytes::Bytes;
+use prost::Message as _;
+
+pub use chat_memory_proto::jobs::v1::MemoryChanged;
+
+use crate::layout::chat_key;
+
+/// The subject of one chat's change events.
+pub fn subject(subject_prefix: &str, chat_id: &str) -> String {
+    format!("{subject_prefix}.changes.{:016x}", chat_key(chat_id))
+}
+
+/// The subject every gateway subscribes to: all chats' change events.
+pub fn wildcard(subject_prefix: &str) -> String {
+    format!("{subject_prefix}.changes.*")
+}
+
+/// Publishes `event` (fire and forget: core NATS buffers it and flushes it
+/// within milliseconds).
+///
+/// # Errors
+/// The client's error when its outgoing buffer is closed or full.
+pub async fn publish(
+    client: &async_nats::Client,
+    subject_prefix: &str,
+    event: &MemoryChanged,
+) -> Result<(), async_nats::PublishError> {
+    client
+        .publish(
+            subject(subject_prefix, &event.chat_id),
+            Bytes::from(event.encode_to_vec()),
+        )
+        .await
+}
+
+/// Decodes an event's payload.
+///
+/// # Errors
+/// The decode error of a payload that is not a [`MemoryChanged`].
+pub fn decode(payload: &[u8]) -> Result<MemoryChanged, prost::DecodeError> {
+    MemoryChanged::decode(payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chats_change_subject_matches_the_wildcard_and_not_the_jobs_stream() {
+        let s = subject("p", "t/chat");
+        assert!(s.starts_with("p.changes."));
+        assert_eq!(s.split('.').count(), 3, "{s}");
+        assert_eq!(
+            s.rsplit('.').next(),
+            crate::layout::chat_subject("p", "t/chat")
+                .rsplit('.')
+                .next()
+        );
+        assert_eq!(wildcard("p"), "p.changes.*");
+        assert!(!s.starts_with("p.jobs."));
+    }
+
+    #[test]
+    fn an_event_survives_encoding() {
+        let event = MemoryChanged {
+            chat_id: "t/c".into(),
+            deleted: true,
+            ..Default::default()
+        };
+        assert_eq!(decode(&event.encode_to_vec()).ok(), Some(event));
+    }
+}
