@@ -110,7 +110,12 @@ pub async fn run(
     );
     let verifier = Verifier::new(&settings.auth)?;
     let limiters = Limiters::open(&js, settings.rate_limit.clone()).await?;
-    let audit = AuditSink::new(store.clone(), js.clone(), settings.nats.clone());
+    let audit = AuditSink::new(
+        store.clone(),
+        js.clone(),
+        settings.nats.clone(),
+        &settings.audit,
+    );
     let audit_relay = tokio::spawn(audit::relay::run(
         js.clone(),
         settings.nats.clone(),

@@ -6,11 +6,14 @@
 //! | `chat_memory_api_requests_total` | counter | `method`, `code` (`OK`, `NotFound`, `Unavailable`, ...) |
 //! | `chat_memory_api_request_duration_seconds` | histogram | `method` |
 //! | `chat_memory_retrieval_duration_seconds` | histogram | (`GetMemory` only, any outcome) |
-//! | `chat_memory_audit_rows_total` | counter | `result`: `stored`, `outboxed`, `relayed`, `lost` |
+//! | `chat_memory_audit_rows_total` | counter | `result`: `outboxed` (made durable in the JetStream outbox), `stored` (in memory-store), `relayed` (outbox -> memory-store), `lost` |
+//! | `chat_memory_audit_outbox_depth` | gauge | rows in the outbox not yet in memory-store (read every 15 s) |
+//! | `chat_memory_watch_streams` | gauge | open WatchMemory streams on this gateway |
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -31,13 +34,32 @@ struct ApiInstruments {
     duration: Histogram<f64>,
     retrieval: Histogram<f64>,
     audit_rows: Counter<u64>,
+    /// Read by the observable gauges.
+    outbox_depth: Arc<AtomicU64>,
+    watch_streams: Arc<AtomicU64>,
 }
 
 fn instruments() -> &'static ApiInstruments {
     static I: OnceLock<ApiInstruments> = OnceLock::new();
     I.get_or_init(|| {
         let meter = opentelemetry::global::meter("gateway");
+        let outbox_depth: Arc<AtomicU64> = Arc::default();
+        let depth = outbox_depth.clone();
+        meter
+            .u64_observable_gauge("chat_memory_audit_outbox_depth")
+            .with_description("Audit rows in the JetStream outbox not yet stored in memory-store")
+            .with_callback(move |o| o.observe(depth.load(Ordering::Relaxed), &[]))
+            .build();
+        let watch_streams: Arc<AtomicU64> = Arc::default();
+        let streams = watch_streams.clone();
+        meter
+            .u64_observable_gauge("chat_memory_watch_streams")
+            .with_description("Open WatchMemory streams on this gateway")
+            .with_callback(move |o| o.observe(streams.load(Ordering::Relaxed), &[]))
+            .build();
         ApiInstruments {
+            outbox_depth,
+            watch_streams,
             requests: meter
                 .u64_counter("chat_memory_api_requests")
                 .with_description("Public API calls by method and status code")
@@ -56,12 +78,30 @@ fn instruments() -> &'static ApiInstruments {
                 .build(),
             audit_rows: meter
                 .u64_counter("chat_memory_audit_rows")
-                .with_description(
-                    "Audit rows by where they went: stored, outboxed (memory-store down), relayed, lost",
-                )
+                .with_description("Audit rows by where they went: outboxed, stored, relayed, lost")
                 .build(),
         }
     })
+}
+
+/// Counts `n` audit rows by where they went.
+pub fn audit_rows(result: &'static str, n: usize) {
+    instruments().audit_rows.add(
+        u64::try_from(n).unwrap_or(u64::MAX),
+        &[KeyValue::new("result", result)],
+    );
+}
+
+/// Records the outbox's depth (pending plus held by a relay).
+pub fn audit_outbox_depth(rows: u64) {
+    instruments().outbox_depth.store(rows, Ordering::Relaxed);
+}
+
+/// Records the open watch streams.
+pub fn watch_streams(open: usize) {
+    instruments()
+        .watch_streams
+        .store(u64::try_from(open).unwrap_or(u64::MAX), Ordering::Relaxed);
 }
 
 /// Counts one audit row by where it went.

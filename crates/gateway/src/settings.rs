@@ -37,6 +37,8 @@ pub struct Settings {
     pub ownership_cache: OwnershipCacheSettings,
     /// WatchMemory streams.
     pub watch: crate::watch::WatchSettings,
+    /// Where audit rows are made durable before a call answers.
+    pub audit: crate::audit::AuditSettings,
     /// TLS of the public listener.
     pub tls: ServerTls,
     pub telemetry: TelemetrySettings,
@@ -54,6 +56,7 @@ impl Default for Settings {
             backpressure: BackpressureSettings::default(),
             ownership_cache: OwnershipCacheSettings::default(),
             watch: crate::watch::WatchSettings::default(),
+            audit: crate::audit::AuditSettings::default(),
             tls: ServerTls::default(),
             telemetry: TelemetrySettings::default().with_metrics_addr("127.0.0.1:9101"),
         }

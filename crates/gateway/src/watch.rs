@@ -102,7 +102,8 @@ struct Slot(Arc<AtomicUsize>);
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        let open = self.0.fetch_sub(1, Ordering::Relaxed);
+        crate::metrics::watch_streams(open.saturating_sub(1));
     }
 }
 
@@ -175,7 +176,9 @@ impl Watches {
             return Err(GatewayError::ShuttingDown);
         }
         let slot = Slot(self.open.clone());
-        if slot.fetch_add(1, Ordering::Relaxed) >= self.settings.max_streams {
+        let open = slot.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::watch_streams(open + 1);
+        if open >= self.settings.max_streams {
             return Err(GatewayError::TooManyWatches(self.settings.max_streams));
         }
         let chat_id = chat.namespaced(&access.tenant);
@@ -210,7 +213,7 @@ impl Watches {
         // One slot more than the buffer: room for the status that ends the
         // stream when the client stops reading.
         let (tx, mut rx) = mpsc::channel(self.settings.buffer + 1);
-        let task = StreamTask {
+        let mut task = StreamTask {
             reads: self.reads.clone(),
             recheck: Duration::from_millis(self.settings.recheck_ms),
             tx,
@@ -236,6 +239,7 @@ impl Watches {
             };
             // A lost row is logged and counted by the sink.
             let _ = audit.record(row).await;
+            drop(task);
         });
         Box::pin(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)))
     }
@@ -283,7 +287,9 @@ struct StreamTask {
 }
 
 impl StreamTask {
-    async fn run(mut self, mut s: Opened) -> (u64, End) {
+    /// Runs the stream until it ends. The caller keeps `self` (the client's
+    /// sender) alive until the end is audited, so the client sees the end after.
+    async fn run(&mut self, mut s: Opened) -> (u64, End) {
         let _slot = &s.slot;
         if let Some(first) = s.first.take()
             && let Err(end) = self.send(first)
@@ -490,7 +496,7 @@ mod tests {
     #[tokio::test]
     async fn consecutive_versions_are_forwarded_in_order_and_a_deletion_ends_the_stream() {
         let feed = ChangeFeed::new(16);
-        let (task, mut rx) = task(&feed, 8);
+        let (mut task, mut rx) = task(&feed, 8);
         let opened = opened(&feed);
         for v in 1..=3 {
             feed.dispatch(version(v));
@@ -514,7 +520,7 @@ mod tests {
     async fn a_client_that_stops_reading_gets_its_buffer_then_resource_exhausted_naming_where_to_resume()
      {
         let feed = ChangeFeed::new(16);
-        let (task, mut rx) = task(&feed, 2);
+        let (mut task, mut rx) = task(&feed, 2);
         let opened = opened(&feed);
         for v in 1..=5 {
             feed.dispatch(version(v));
@@ -545,7 +551,10 @@ mod tests {
         let shutdown = task.shutdown.clone();
         let opened = opened(&feed);
         feed.dispatch(version(1));
-        let running = tokio::spawn(task.run(opened));
+        let running = tokio::spawn(async move {
+            let mut task = task;
+            task.run(opened).await
+        });
         let first = rx.recv().await.expect("event").expect("ok");
         assert_eq!(first.memory.map(|m| m.version), Some(1));
         shutdown.cancel();

@@ -120,6 +120,21 @@ pub async fn record_all<C: ConnectionTrait>(
     Ok(())
 }
 
+/// Appends validated rows in one statement and one commit; returns how many
+/// were new.
+///
+/// # Errors
+/// [`StoreError`] when the statement fails (nothing is written then).
+pub async fn record_batch(
+    db: &DatabaseConnection,
+    records: Vec<AuditRecord>,
+) -> Result<usize, StoreError> {
+    if records.is_empty() {
+        return Ok(0);
+    }
+    Ok(insert_returning_new(db, records).await?.len())
+}
+
 /// Inserts valid rows in one statement (skipping ids already stored) and
 /// returns the ids of the rows that were new.
 ///

@@ -12,7 +12,10 @@ use tonic::{Code, Status};
 pub enum StoreError {
     /// A request field is missing or malformed.
     #[error("{field}: {reason}")]
-    InvalidArgument { field: &'static str, reason: String },
+    InvalidArgument {
+        field: std::borrow::Cow<'static, str>,
+        reason: String,
+    },
     /// The request conflicts with what is stored (an idempotency key already
     /// used for a different request).
     #[error("{field}: {reason}")]
@@ -45,9 +48,12 @@ pub enum StoreError {
 
 impl StoreError {
     /// An invalid request field.
-    pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+    pub fn invalid(
+        field: impl Into<std::borrow::Cow<'static, str>>,
+        reason: impl Into<String>,
+    ) -> Self {
         Self::InvalidArgument {
-            field,
+            field: field.into(),
             reason: reason.into(),
         }
     }

@@ -8,8 +8,8 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, DatabaseConnection, DatabaseTransaction, EntityTrait,
-    QueryFilter, TransactionTrait, TryInsertResult,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, DatabaseTransaction,
+    EntityTrait, QueryFilter, TransactionTrait, TryInsertResult, sea_query::Expr,
 };
 
 use crate::{
@@ -95,6 +95,19 @@ pub async fn record_accepted(
                 field: "idempotency_key",
                 reason: "already used for a different request in this chat".to_owned(),
             });
+        }
+        // The worker may have registered the job first (it ran before this
+        // acceptance was recorded) without the request's digest: record it
+        // now, so a later reuse of the key with other messages is refused.
+        if let (Some(known), Some(asked)) = (&known, &job.request_hash)
+            && known.request_hash.is_none()
+        {
+            jobs::Entity::update_many()
+                .col_expr(jobs::Column::RequestHash, Expr::value(asked.clone()))
+                .filter(jobs::COLUMN.job_id.eq(job_id))
+                .filter(jobs::Column::RequestHash.is_null())
+                .exec(&txn)
+                .await?;
         }
         known.is_some_and(|known| known.stream_seq != stream_seq)
     };

@@ -391,6 +391,33 @@ impl TestStack {
         addr
     }
 
+    /// Waits until every audit row made durable in the JetStream outbox so
+    /// far is stored in memory-store (the relay consumer holds and has nothing).
+    ///
+    /// # Panics
+    /// When the outbox is not drained within 30 s.
+    pub async fn audit_relayed(&self) {
+        let js = self.jetstream().await;
+        let stream = job_queue::audit_outbox::outbox_stream_name(&self.queue);
+        wait::until(
+            "the audit outbox to be relayed",
+            Duration::from_secs(30),
+            || {
+                let js = js.clone();
+                let stream = stream.clone();
+                async move {
+                    let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
+                        .get_consumer_from_stream(job_queue::audit_outbox::RELAY_CONSUMER, &stream)
+                        .await
+                        .ok()?;
+                    let info = consumer.info().await.ok()?;
+                    (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
+                }
+            },
+        )
+        .await;
+    }
+
     /// A client of memory-store's internal API, presenting the service token.
     pub async fn store(&self) -> StoreClient {
         MemoryStoreClient::with_interceptor(

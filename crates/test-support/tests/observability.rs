@@ -332,7 +332,9 @@ async fn a_real_prometheus_scrapes_every_metric_the_alerts_use() {
         "chat_memory_job_duration_seconds_count",
         "chat_memory_agent_call_duration_seconds_count",
         "chat_memory_queue_wait_seconds_count",
-        r#"chat_memory_audit_rows_total{result="stored"}"#,
+        r#"chat_memory_audit_rows_total{result="outboxed"}"#,
+        r#"chat_memory_audit_rows_total{result="relayed"}"#,
+        "chat_memory_audit_outbox_depth",
     ];
     for q in queries {
         let n = stack

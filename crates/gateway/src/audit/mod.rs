@@ -1,15 +1,18 @@
 //! The gateway's side of the audit log: exactly one row per public call.
 //!
 //! Each call gets a request id (a UUIDv7) that is also the row's audit id, so
-//! a retried write never adds a second row. The row is written before the
-//! answer goes out, to memory-store directly; when memory-store cannot take it,
-//! the row goes to the audit outbox on JetStream (`job_queue::audit_outbox`)
-//! and [`relay`] moves it to memory-store when it is back. A row the outbox
-//! acknowledged survives the gateway dying: any gateway replica relays it.
-//! Accepting an update only needs JetStream, so it never depends on memory-store.
+//! a retried write never adds a second row. The row is made durable before the
+//! answer goes out, at one of two points ([`DurablePoint`]):
+//! - `outbox` (default): the JetStream audit outbox (`job_queue::audit_outbox`)
+//!   acknowledges it, as it acknowledges an accepted update; [`relay`] then
+//!   moves rows to memory-store in batches (one statement per batch), normally
+//!   within milliseconds. A row the outbox acknowledged survives the gateway
+//!   dying: any gateway replica relays it. A read costs one NATS round trip
+//!   instead of a Postgres commit and its WAL flush;
+//! - `store`: memory-store commits it (group-committed with concurrent rows).
 //!
-//! Only when both memory-store and JetStream refuse is a row lost: it is then
-//! logged whole at error level (no content in it) and counted
+//! Each point is the other's fallback. Only when both refuse is a row lost: it
+//! is then logged whole at error level (no content in it) and counted
 //! (`chat_memory_audit_rows_total{result="lost"}`, alert `AuditRowsLost`), and
 //! a successful read is refused instead of answered unaudited ([`AuditError`]).
 //! Rows carry ids, the action, the status code name and the trace id: never
@@ -20,6 +23,7 @@ pub mod relay;
 use bytes::Bytes;
 use chrono::Utc;
 use prost::Message as _;
+use serde::{Deserialize, Serialize};
 use tonic::Code;
 use uuid::Uuid;
 
@@ -113,12 +117,35 @@ pub enum Recorded {
     Outboxed,
 }
 
-/// Writes audit rows to memory-store, or to the outbox; cheap to clone.
+/// Where a row is made durable before the call answers (`[audit] durable_point`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DurablePoint {
+    /// The JetStream audit outbox (acknowledged by NATS, as an accepted update
+    /// is); the relay moves rows to Postgres in batches, normally within
+    /// milliseconds. memory-store directly when NATS refuses.
+    #[default]
+    Outbox,
+    /// memory-store (a Postgres commit with its WAL flush, group-committed);
+    /// the outbox when memory-store refuses. Costs a flush per read.
+    Store,
+}
+
+/// The `[audit]` settings of the gateway.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditSettings {
+    pub durable_point: DurablePoint,
+}
+
+/// Writes audit rows to the outbox or memory-store, each the other's
+/// fallback; cheap to clone.
 #[derive(Clone)]
 pub struct AuditSink {
     store: StoreClient,
     js: async_nats::jetstream::Context,
     queue: QueueSettings,
+    first: DurablePoint,
 }
 
 impl AuditSink {
@@ -126,11 +153,17 @@ impl AuditSink {
         store: StoreClient,
         js: async_nats::jetstream::Context,
         queue: QueueSettings,
+        settings: &AuditSettings,
     ) -> Self {
-        Self { store, js, queue }
+        Self {
+            store,
+            js,
+            queue,
+            first: settings.durable_point,
+        }
     }
 
-    /// Writes `row` to memory-store, else to the outbox.
+    /// Makes `row` durable at the configured point, else at the other one.
     ///
     /// # Errors
     /// [`AuditError`] when both refused; the row is then logged and counted as lost.
@@ -148,36 +181,64 @@ impl AuditSink {
             trace_id: service_kit::telemetry::propagation::current_trace_id(),
             detail: row.facts.detail,
         };
+        let (store_error, outbox_error) = match self.first {
+            DurablePoint::Outbox => {
+                let outbox_error = match self.to_outbox(&entry).await {
+                    Ok(()) => {
+                        audit_row("outboxed");
+                        return Ok(Recorded::Outboxed);
+                    }
+                    Err(e) => e,
+                };
+                match self.to_store(&entry).await {
+                    Ok(()) => {
+                        tracing::warn!(error = %outbox_error, audit_id = %entry.audit_id, "the audit outbox did not take the row; memory-store stored it");
+                        audit_row("stored");
+                        return Ok(Recorded::Stored);
+                    }
+                    Err(store_error) => (store_error, outbox_error),
+                }
+            }
+            DurablePoint::Store => {
+                let store_error = match self.to_store(&entry).await {
+                    Ok(()) => {
+                        audit_row("stored");
+                        return Ok(Recorded::Stored);
+                    }
+                    Err(e) => e,
+                };
+                match self.to_outbox(&entry).await {
+                    Ok(()) => {
+                        tracing::warn!(code = ?store_error.code(), audit_id = %entry.audit_id, "memory-store did not take the audit row; it waits in the audit outbox");
+                        audit_row("outboxed");
+                        return Ok(Recorded::Outboxed);
+                    }
+                    Err(outbox_error) => (store_error, outbox_error),
+                }
+            }
+        };
+        // The last record of the row is this log line (it holds no content).
+        tracing::error!(?entry, store = %store_error.message(), outbox = %outbox_error, "audit row lost: neither memory-store nor the outbox took it");
+        audit_row("lost");
+        Err(AuditError {
+            audit_id: entry.audit_id,
+            store: store_error.message().to_owned(),
+            outbox: outbox_error.to_string(),
+        })
+    }
+
+    async fn to_outbox(&self, entry: &AuditEntry) -> Result<(), job_queue::QueueError> {
+        let payload = Bytes::from(entry.encode_to_vec());
+        job_queue::audit_outbox::publish_row(&self.js, &self.queue, &entry.audit_id, payload)
+            .await
+            .map(drop)
+    }
+
+    async fn to_store(&self, entry: &AuditEntry) -> Result<(), tonic::Status> {
         let request = RecordAuditRequest {
             entry: Some(entry.clone()),
         };
-        let store_error = match self.store.clone().record_audit(request).await {
-            Ok(_) => {
-                audit_row("stored");
-                return Ok(Recorded::Stored);
-            }
-            Err(status) => status,
-        };
-        let payload = Bytes::from(entry.encode_to_vec());
-        match job_queue::audit_outbox::publish_row(&self.js, &self.queue, &entry.audit_id, payload)
-            .await
-        {
-            Ok(_) => {
-                tracing::warn!(code = ?store_error.code(), audit_id = %entry.audit_id, "memory-store did not take the audit row; it waits in the audit outbox");
-                audit_row("outboxed");
-                Ok(Recorded::Outboxed)
-            }
-            Err(outbox_error) => {
-                // The last record of the row is this log line (it holds no content).
-                tracing::error!(?entry, store = %store_error.message(), outbox = %outbox_error, "audit row lost: neither memory-store nor the outbox took it");
-                audit_row("lost");
-                Err(AuditError {
-                    audit_id: entry.audit_id,
-                    store: store_error.message().to_owned(),
-                    outbox: outbox_error.to_string(),
-                })
-            }
-        }
+        self.store.clone().record_audit(request).await.map(drop)
     }
 }
 

@@ -12,16 +12,16 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind, Message};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use prost::Message as _;
 use tonic::Code;
 
-use chat_memory_proto::store::RecordAuditRequest;
+use chat_memory_proto::store::{RecordAuditRequest, RecordAuditsRequest};
 use chat_memory_proto::v1::AuditEntry;
 use job_queue::QueueSettings;
 
 use crate::StoreClient;
-use crate::metrics::audit_row;
+use crate::metrics::{audit_row, audit_rows};
 
 /// A relay that stopped acknowledging (it died) gives its rows back after this long.
 const ACK_WAIT: Duration = Duration::from_secs(10);
@@ -30,8 +30,10 @@ const PULL_EXPIRES: Duration = Duration::from_secs(5);
 /// Pauses while memory-store is unavailable, doubling from the first to the last.
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
-/// Rows per pull.
-const BATCH: usize = 64;
+/// Rows one pull request may deliver (they stream in as they are published).
+const PULL: usize = 1_024;
+/// Most rows stored by one `RecordAudits` call.
+const MAX_ROWS: usize = 256;
 
 /// Relays until the task is dropped (the gateway aborts it on shutdown; a row
 /// held then comes back to a relay after [`ACK_WAIT`]).
@@ -46,10 +48,12 @@ pub async fn run(js: jetstream::Context, queue: QueueSettings, store: StoreClien
             }
         };
         let mut backoff = MIN_BACKOFF;
+        let depth = tokio::spawn(report_depth(consumer.clone()));
+        let _stop_depth = AbortOnDrop(depth);
         loop {
             let batch = consumer
                 .batch()
-                .max_messages(BATCH)
+                .max_messages(PULL)
                 .expires(PULL_EXPIRES)
                 .messages()
                 .await;
@@ -61,13 +65,26 @@ pub async fn run(js: jetstream::Context, queue: QueueSettings, store: StoreClien
                     break;
                 }
             };
+            // Rows stream in as they are published: take the first, then every
+            // row already here, and store them in one call.
             while let Some(next) = batch.next().await {
+                let mut group = Vec::new();
+                let mut pull_error = None;
                 match next {
-                    Ok(message) => {
-                        if relay_one(&store, &message, backoff).await {
-                            backoff = MIN_BACKOFF;
-                            continue;
-                        }
+                    Ok(message) => group.push(message),
+                    Err(e) => pull_error = Some(e),
+                }
+                while group.len() < MAX_ROWS && pull_error.is_none() {
+                    match batch.next().now_or_never() {
+                        Some(Some(Ok(message))) => group.push(message),
+                        Some(Some(Err(e))) => pull_error = Some(e),
+                        Some(None) | None => break,
+                    }
+                }
+                if !group.is_empty() {
+                    if relay_group(&store, group, backoff).await {
+                        backoff = MIN_BACKOFF;
+                    } else {
                         // memory-store is unavailable: hand back what this pull
                         // already delivered, then pause before pulling again.
                         while let Ok(Some(Ok(rest))) =
@@ -79,30 +96,81 @@ pub async fn run(js: jetstream::Context, queue: QueueSettings, store: StoreClien
                         backoff = (backoff * 2).min(MAX_BACKOFF);
                         break;
                     }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "audit relay: pull error; pulling again");
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                        break;
-                    }
+                }
+                if let Some(e) = pull_error {
+                    tracing::warn!(error = %e, "audit relay: pull error; pulling again");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    break;
                 }
             }
         }
     }
 }
 
+/// Hands rows to memory-store in one `RecordAudits` call and acknowledges
+/// them. False when memory-store is unavailable: the rows are then handed back
+/// to the stream, to come again after `delay`.
+async fn relay_group(store: &StoreClient, group: Vec<Message>, delay: Duration) -> bool {
+    let mut rows = Vec::with_capacity(group.len());
+    let mut messages = Vec::with_capacity(group.len());
+    for message in group {
+        match AuditEntry::decode(message.payload.clone()) {
+            Ok(entry) => {
+                rows.push(entry);
+                messages.push(message);
+            }
+            Err(e) => {
+                // Only gateways publish there; a row that does not decode never will.
+                tracing::error!(error = %e, "audit relay: undecodable row removed from the outbox");
+                audit_row("lost");
+                ack(&message, AckKind::Term).await;
+            }
+        }
+    }
+    if rows.is_empty() {
+        return true;
+    }
+    let count = rows.len();
+    let request = RecordAuditsRequest {
+        entries: rows.clone(),
+    };
+    match store.clone().record_audits(request).await {
+        Ok(_) => {
+            for message in &messages {
+                ack(message, AckKind::Ack).await;
+            }
+            audit_rows("relayed", count);
+            tracing::debug!(rows = count, "audit rows relayed from the outbox");
+            true
+        }
+        Err(s) if s.code() == Code::InvalidArgument => {
+            // One malformed row refuses the whole call: store the rows one by
+            // one so only that row is set aside.
+            tracing::warn!(error = %s.message(), rows = count, "audit relay: a batch was refused; relaying its rows one by one");
+            let mut all = true;
+            for (entry, message) in rows.into_iter().zip(&messages) {
+                all &= relay_one(store, entry, message, delay).await;
+            }
+            all
+        }
+        Err(s) => {
+            tracing::debug!(code = ?s.code(), rows = count, "audit relay: memory-store unavailable; rows handed back");
+            for message in &messages {
+                ack(message, AckKind::Nak(Some(delay))).await;
+            }
+            false
+        }
+    }
+}
+
 /// Hands one row to memory-store. False when memory-store is unavailable: the
 /// row is then handed back to the stream, to come again after `delay`.
-async fn relay_one(store: &StoreClient, message: &Message, delay: Duration) -> bool {
-    let entry = match AuditEntry::decode(message.payload.clone()) {
-        Ok(entry) => entry,
-        Err(e) => {
-            // Only this service publishes there; a row that does not decode never will.
-            tracing::error!(error = %e, "audit relay: undecodable row removed from the outbox");
-            audit_row("lost");
-            ack(message, AckKind::Term).await;
-            return true;
-        }
-    };
+async fn relay_one(
+    store: &StoreClient,
+    entry: AuditEntry,
+    message: &Message,
+    delay: Duration,
+) -> bool {
     let request = RecordAuditRequest {
         entry: Some(entry.clone()),
     };
@@ -110,7 +178,6 @@ async fn relay_one(store: &StoreClient, message: &Message, delay: Duration) -> b
         Ok(_) => {
             ack(message, AckKind::Ack).await;
             audit_row("relayed");
-            tracing::info!(audit_id = %entry.audit_id, "audit row relayed from the outbox");
             true
         }
         Err(s) if s.code() == Code::InvalidArgument => {
@@ -132,5 +199,32 @@ async fn relay_one(store: &StoreClient, message: &Message, delay: Duration) -> b
 async fn ack(message: &Message, kind: AckKind) {
     if let Err(e) = message.ack_with(kind).await {
         tracing::warn!(error = %e, "audit relay: acknowledgement not sent");
+    }
+}
+
+/// How often the outbox's depth is read for `chat_memory_audit_outbox_depth`.
+const DEPTH_EVERY: Duration = Duration::from_secs(15);
+
+/// Reads the relay consumer's pending and held rows, forever.
+async fn report_depth(
+    mut consumer: jetstream::consumer::Consumer<jetstream::consumer::pull::Config>,
+) {
+    loop {
+        match consumer.info().await {
+            Ok(info) => crate::metrics::audit_outbox_depth(
+                info.num_pending + u64::try_from(info.num_ack_pending).unwrap_or(0),
+            ),
+            Err(e) => tracing::debug!(error = %e, "audit relay: outbox depth not read"),
+        }
+        tokio::time::sleep(DEPTH_EVERY).await;
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

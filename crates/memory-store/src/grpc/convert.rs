@@ -324,6 +324,31 @@ pub fn audit_record(r: pb::RecordAuditRequest) -> Result<AuditRecord, StoreError
     })
 }
 
+/// Every entry of a batch, or the first malformed one named `entries[i].<field>`.
+pub fn audit_records(r: pb::RecordAuditsRequest) -> Result<Vec<AuditRecord>, StoreError> {
+    if r.entries.is_empty() {
+        return Err(StoreError::invalid(
+            "entries",
+            "at least one entry is required",
+        ));
+    }
+    r.entries
+        .into_iter()
+        .enumerate()
+        .map(|(i, entry)| {
+            let record = audit_record(pb::RecordAuditRequest { entry: Some(entry) })
+                .and_then(|record| record.validate().map(|()| record));
+            record.map_err(|e| match e {
+                StoreError::InvalidArgument { field, reason } => StoreError::invalid(
+                    format!("entries[{i}].{}", field.trim_start_matches("entry.")),
+                    reason,
+                ),
+                other => other,
+            })
+        })
+        .collect()
+}
+
 pub fn audit_query(r: pb::QueryAuditRequest) -> Result<AuditQuery, StoreError> {
     if r.tenant.is_empty() {
         return Err(StoreError::invalid("tenant", "must not be empty"));

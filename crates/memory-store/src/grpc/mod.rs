@@ -175,6 +175,19 @@ impl MemoryStore for StoreService {
         Ok(Response::new(pb::RecordAuditResponse { inserted }))
     }
 
+    async fn record_audits(
+        &self,
+        request: Request<pb::RecordAuditsRequest>,
+    ) -> Result<Response<pb::RecordAuditsResponse>, Status> {
+        let records = convert::audit_records(request.into_inner())?;
+        let inserted = audit::record_batch(&self.db, records)
+            .instrument(crate::db::span("record_audits"))
+            .await?;
+        Ok(Response::new(pb::RecordAuditsResponse {
+            inserted: u32::try_from(inserted).unwrap_or(u32::MAX),
+        }))
+    }
+
     async fn query_audit(
         &self,
         request: Request<pb::QueryAuditRequest>,

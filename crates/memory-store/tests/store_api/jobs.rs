@@ -203,3 +203,82 @@ async fn fail_job_records_errors_and_never_touches_a_succeeded_job() {
         (JobState::Succeeded, String::new())
     );
 }
+
+#[tokio::test]
+async fn a_key_reused_for_other_messages_is_refused_even_when_the_worker_registered_the_job_first()
+{
+    let mut store = TestStore::start().await;
+    let job = job_id();
+    // The worker ran the job before the gateway's RecordAccepted arrived: the
+    // row exists without the request's digest.
+    store.apply(&job, "chat-key", 1, "applied").await;
+    let first = RecordAcceptedRequest {
+        idempotency_key: "turn-1".into(),
+        request_hash: "digest-a".into(),
+        ..accepted(&job, "chat-key", 1)
+    };
+    store
+        .client
+        .record_accepted(first.clone())
+        .await
+        .expect("the late acceptance of the same request is fine");
+    // The same request again is a retry, still fine.
+    store.client.record_accepted(first).await.expect("retry");
+    // The key with other messages (JetStream deduplicated it to the same job).
+    let other = RecordAcceptedRequest {
+        idempotency_key: "turn-1".into(),
+        request_hash: "digest-b".into(),
+        ..accepted(&job, "chat-key", 1)
+    };
+    let refused = store
+        .client
+        .record_accepted(other)
+        .await
+        .expect_err("a different request under the same key");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(refused.message().contains("idempotency_key"), "{refused:?}");
+}
+
+#[tokio::test]
+async fn a_batch_of_audit_rows_is_stored_at_once_and_a_malformed_one_is_named() {
+    use chat_memory_proto::store::RecordAuditsRequest;
+    use chat_memory_proto::v1::AuditEntry;
+    let mut store = TestStore::start().await;
+    let row = |id: String, action: &str| AuditEntry {
+        audit_id: id,
+        tenant: "t".into(),
+        user: "u".into(),
+        action: action.into(),
+        chat_id: "c".into(),
+        outcome: "OK".into(),
+        ..Default::default()
+    };
+    let ids: Vec<String> = (0..3).map(|_| job_id()).collect();
+    let entries: Vec<AuditEntry> = ids.iter().map(|id| row(id.clone(), "read")).collect();
+    let stored = store
+        .client
+        .record_audits(RecordAuditsRequest {
+            entries: entries.clone(),
+        })
+        .await
+        .expect("batch")
+        .into_inner();
+    assert_eq!(stored.inserted, 3);
+    // Relayed twice (a lost ack): nothing new.
+    let again = store
+        .client
+        .record_audits(RecordAuditsRequest { entries })
+        .await
+        .expect("batch again")
+        .into_inner();
+    assert_eq!(again.inserted, 0);
+    let bad = store
+        .client
+        .record_audits(RecordAuditsRequest {
+            entries: vec![row(job_id(), "read"), row(job_id(), "not-an-action")],
+        })
+        .await
+        .expect_err("malformed row");
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    assert!(bad.message().contains("entries[1].action"), "{bad:?}");
+}

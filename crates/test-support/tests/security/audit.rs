@@ -63,6 +63,8 @@ async fn every_call_leaves_exactly_one_audit_row_without_content() {
     let mut admin = stack
         .gateway_as(&auth::mint(auth::TENANT, "auditor", &["memory:admin"]))
         .await;
+    // Rows are durable in the outbox before each answer; the relay stores them.
+    stack.audit_relayed().await;
     let rows = audit_rows(&mut admin, QueryAuditRequest::default()).await;
     let count = |action: &str, outcome: &str| {
         rows.iter()
