@@ -25,10 +25,11 @@ from chat_memory._types import (
     status_from_pb,
     watch_event_from_pb,
 )
-from chat_memory.client import _Backoff, _get_request
+from chat_memory.client import _Backoff, _get_request, _max_wait_allowed
 from chat_memory.errors import (
     ChatMemoryError,
     DeadlineExceeded,
+    InvalidArgument,
     NotFound,
     WaitTimeout,
     from_rpc_error,
@@ -64,6 +65,8 @@ class AsyncMemoryClient:
         self.gateway = gateway
         self.timeout = timeout
         self.retry = retry
+        # The longest server-side wait of one read (learnt from the gateway if lower).
+        self._max_server_wait = common.MAX_SERVER_WAIT
 
     async def close(self) -> None:
         await self._channel.close()
@@ -127,10 +130,16 @@ class AsyncMemoryClient:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise WaitTimeout(f"job {job_id} did not end within {timeout} s", status)
-            chunk = min(remaining, common.MAX_SERVER_WAIT)
+            chunk = min(remaining, self._max_server_wait)
             started = time.monotonic()
             try:
                 condition = (await self.get(chat, after_job_id=job_id, wait=chunk)).condition
+            except InvalidArgument as e:
+                # A gateway whose limits.max_read_wait_ms is below the default.
+                if e.field != "wait_ms" or chunk <= 0.1:
+                    raise
+                self._max_server_wait = _max_wait_allowed(e, chunk)
+                continue
             except NotFound:
                 condition = None
             if condition in (ReadCondition.MET, ReadCondition.JOB_FAILED):

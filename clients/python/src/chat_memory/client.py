@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
@@ -27,6 +28,7 @@ from chat_memory._types import (
 from chat_memory.errors import (
     ChatMemoryError,
     DeadlineExceeded,
+    InvalidArgument,
     NotFound,
     WaitTimeout,
     from_rpc_error,
@@ -73,6 +75,8 @@ class MemoryClient:
         self.gateway = gateway
         self.timeout = timeout
         self.retry = retry
+        # The longest server-side wait of one read (learnt from the gateway if lower).
+        self._max_server_wait = common.MAX_SERVER_WAIT
 
     # --- lifecycle -----------------------------------------------------------
 
@@ -159,10 +163,16 @@ class MemoryClient:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise WaitTimeout(f"job {job_id} did not end within {timeout} s", status)
-            chunk = min(remaining, common.MAX_SERVER_WAIT)
+            chunk = min(remaining, self._max_server_wait)
             started = time.monotonic()
             try:
                 condition = self.get(chat, after_job_id=job_id, wait=chunk).condition
+            except InvalidArgument as e:
+                # A gateway whose limits.max_read_wait_ms is below the default.
+                if e.field != "wait_ms" or chunk <= 0.1:
+                    raise
+                self._max_server_wait = _max_wait_allowed(e, chunk)
+                continue
             except NotFound:
                 condition = None  # no memory yet (the wait ran out), or deleted meanwhile
             if condition in (ReadCondition.MET, ReadCondition.JOB_FAILED):
@@ -298,6 +308,15 @@ class _Backoff:
         value = self._next
         self._next = min(self._cap, self._next * 2)
         return value
+
+
+def _max_wait_allowed(error: InvalidArgument, tried: float) -> float:
+    """The gateway's read-wait limit from its refusal ("must be at most N"), in seconds."""
+    for v in error.field_violations:
+        match = re.search(r"at most (\d+)", v.description)
+        if v.field == "wait_ms" and match:
+            return max(0.001, int(match.group(1)) / 1000)
+    return tried / 2
 
 
 def _get_request(
