@@ -46,7 +46,8 @@ DB_NAME=chat_memory_pytest_$SUFFIX
 DATABASE_URL=$PG/$DB_NAME
 STREAM=PYT_$SUFFIX
 RUN=$(mktemp -d "${TMPDIR:-/tmp}/chat-memory-pytests.XXXXXX")
-LOGS=$RUN/logs
+LOGS=$STATE/logs   # kept after the run (each run replaces them)
+rm -rf "$LOGS"
 mkdir -p "$LOGS" "$STATE"
 
 pids=()
@@ -57,7 +58,7 @@ cleanup() {
   if [ "$rc" -ne 0 ]; then
     for f in "$LOGS"/*.log; do
       [ -f "$f" ] || continue
-      log "last lines of $(basename "$f"):"; tail -n 15 "$f" >&2 || true
+      log "last lines of $f:"; tail -n 4 "$f" | cut -c1-400 >&2 || true
     done
   fi
   if [ -x "$VENV/bin/python" ]; then
@@ -94,7 +95,7 @@ start() {
   local name=$1 logname=$2 port=$3
   shift 3
   if port_open "$port"; then log "port $port is taken (set PY_TESTS_PORT_BASE)"; exit 1; fi
-  env CHAT_MEMORY__TELEMETRY__LOG_FORMAT=pretty "$@" "$BIN/$name" >"$LOGS/$logname.log" 2>&1 &
+  env NO_COLOR=1 CHAT_MEMORY__TELEMETRY__LOG_FORMAT=pretty "$@" "$BIN/$name" >"$LOGS/$logname.log" 2>&1 &
   pids+=($!)
   for _ in $(seq 1 150); do
     if port_open "$port"; then return 0; fi

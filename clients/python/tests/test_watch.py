@@ -11,6 +11,7 @@ import pytest
 from chat_memory import MemoryClient, Watch, WatchEvent
 
 EVENT_TIMEOUT = 20.0
+_ENDED = object()
 
 
 class Events:
@@ -26,6 +27,7 @@ class Events:
         try:
             for event in self.watch:
                 self._queue.put(event)
+            self._queue.put(_ENDED)
         except BaseException as e:  # noqa: BLE001 - handed to the test
             self._queue.put(e)
 
@@ -36,8 +38,20 @@ class Events:
             pytest.fail(f"no watch event within {timeout} s")
         if isinstance(item, BaseException):
             raise item
+        if item is _ENDED:
+            pytest.fail("the watch stream ended (the server closed it)")
         assert isinstance(item, WatchEvent)
         return item
+
+    def ended(self, timeout: float) -> bool:
+        """True once the stream ended by itself (no further event, no error)."""
+        try:
+            item = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return False
+        if isinstance(item, BaseException):
+            raise item
+        return item is _ENDED
 
     def close(self) -> None:
         self.watch.close()
@@ -104,7 +118,7 @@ def test_a_watch_resumed_from_a_version_sends_only_later_ones(
     assert event.last_applied_job_id == third.job_id
 
 
-def test_a_watch_reports_the_deletion(client: MemoryClient, events, chat_id: str) -> None:
+def test_a_watch_reports_the_deletion_and_then_ends(client: MemoryClient, events, chat_id: str) -> None:
     client.wait_for(client.update(chat_id, [("user", "My plan is Blue Shield PPO.")]).job_id, timeout=20)
     watch = events(chat_id, from_version=1)
 
@@ -113,7 +127,22 @@ def test_a_watch_reports_the_deletion(client: MemoryClient, events, chat_id: str
 
     assert event.deleted is True
     assert event.memory is None
-    assert watch.watch.last_version == 0  # a later update starts again at 1
+    assert event.version == 0
+    # A deletion ends the stream: the chat may next be written (and owned) by
+    # someone else, so following it again takes a new watch (and its checks).
+    assert watch.ended(timeout=EVENT_TIMEOUT)
 
-    client.update(chat_id, [("user", "Starting over.")])
-    assert watch.next().version == 1
+
+def test_a_new_watch_follows_a_chat_written_again_after_its_deletion(
+    client: MemoryClient, events, chat_id: str
+) -> None:
+    client.wait_for(client.update(chat_id, [("user", "My plan is Blue Shield PPO.")]).job_id, timeout=20)
+    client.delete(chat_id)
+    watch = events(chat_id)
+
+    job = client.update(chat_id, [("user", "Starting over: I am on Kaiser now.")])
+    event = watch.next()
+
+    assert event.version == 1
+    assert event.last_applied_job_id == job.job_id
+    assert event.memory is not None and "Kaiser" in event.memory.user_confirmed
