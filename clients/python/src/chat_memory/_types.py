@@ -166,7 +166,8 @@ class WatchEvent:
     #: The memory at its new version; None when ``deleted``.
     memory: Optional[Memory]
     last_applied_job_id: str
-    #: The chat's memory was deleted; a later update starts again at version 1.
+    #: The chat's memory was deleted. The watch's last event: the stream ends
+    #: after it (a later update starts again at version 1, seen by a new watch).
     deleted: bool
 
     @property

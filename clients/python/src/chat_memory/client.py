@@ -192,9 +192,12 @@ class MemoryClient:
         """Every new version of the chat's memory (and its deletion), as committed.
 
         Iterate over the returned :class:`Watch`; it starts with the current
-        memory when ``from_version`` is 0. After UNAVAILABLE (a gateway restart,
-        a dropped connection) it reconnects by itself from the last version it
-        yielded, up to ``max_reconnects`` times in a row. ``close()`` ends it.
+        memory when ``from_version`` is 0. A deletion is the last event: the
+        iteration then ends (a chat written again needs a new watch). After
+        UNAVAILABLE (a gateway restart, a dropped connection) or
+        RESOURCE_EXHAUSTED (a reader slower than the gateway's buffer) it
+        reconnects by itself from the last version it yielded, up to
+        ``max_reconnects`` times in a row. ``close()`` ends it.
         """
         return Watch(self, chat_id, from_version, max_reconnects)
 
