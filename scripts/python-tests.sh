@@ -13,7 +13,7 @@
 #
 # Needs PostgreSQL and NATS on 127.0.0.1 (scripts/services.sh) and python3.
 # PY_TESTS_PORT_BASE (default 21050) moves the ports: base+1 gateway, +2 memory-store,
-# +3 agent, +4 worker, +5 TLS gateway, +51..+55 metrics.
+# +3 agent, +4 worker, +5 TLS gateway, +6 a gateway the tests restart, +51..+56 metrics.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -156,6 +156,14 @@ export CHAT_MEMORY_TEST_TLS_GATEWAY=https://localhost:$((BASE + 5))
 export CHAT_MEMORY_TEST_CA_CERT=$RUN/tls/ca.crt
 export CHAT_MEMORY_TEST_HS256_SECRET=$HS256_SECRET
 export CHAT_MEMORY_TEST_RATE_LIMIT_PER_MINUTE=120
+# What a test needs to run a gateway of its own (to kill and restart it under a watch).
+case $BIN in
+  /*) export CHAT_MEMORY_TEST_GATEWAY_BIN=$BIN/gateway ;;
+  *) export CHAT_MEMORY_TEST_GATEWAY_BIN=$ROOT/$BIN/gateway ;;
+esac
+export CHAT_MEMORY_TEST_GATEWAY_ENV=$RUN/gateway.env
+export CHAT_MEMORY_TEST_SPARE_PORTS="$((BASE + 6)) $((BASE + 56))"
+printf '%s\n' "${GATEWAY_ENV[@]}" >"$CHAT_MEMORY_TEST_GATEWAY_ENV"
 
 log "pytest clients/python/tests"
 (cd clients/python && "$VENV/bin/python" -m pytest -p no:cacheprovider "$@" tests)

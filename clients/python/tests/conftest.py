@@ -18,6 +18,9 @@ import hashlib
 import hmac
 import json
 import os
+import signal
+import socket
+import subprocess
 import time
 import uuid
 from typing import Callable, Iterator, Sequence
@@ -122,3 +125,61 @@ def make_client(gateway: str) -> Iterator[Callable[..., MemoryClient]]:
 @pytest.fixture
 def chat_id() -> str:
     return f"py-{uuid.uuid4().hex[:16]}"
+
+
+class GatewayProcess:
+    """A gateway of the test's own on the stack's queue and store, to stop and start."""
+
+    def __init__(self) -> None:
+        self.binary = _env("CHAT_MEMORY_TEST_GATEWAY_BIN")
+        with open(_env("CHAT_MEMORY_TEST_GATEWAY_ENV"), encoding="utf-8") as f:
+            settings = dict(line.rstrip("\n").split("=", 1) for line in f if "=" in line)
+        port, metrics_port = _env("CHAT_MEMORY_TEST_SPARE_PORTS").split()
+        self.address = f"http://127.0.0.1:{port}"
+        self.port = int(port)
+        self.env = {
+            **os.environ,
+            **settings,
+            "CHAT_MEMORY__LISTEN_ADDR": f"127.0.0.1:{port}",
+            "CHAT_MEMORY__TELEMETRY__METRICS_ADDR": f"127.0.0.1:{metrics_port}",
+            "NO_COLOR": "1",
+            "CHAT_MEMORY__TELEMETRY__LOG_FORMAT": "pretty",
+        }
+        self.process: "subprocess.Popen[bytes] | None" = None
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.process = subprocess.Popen(
+            [self.binary], env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the gateway exited with {self.process.returncode}")
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.05)  # polling the port, bounded by the deadline
+        raise TimeoutError(f"the gateway did not listen on {self.port} within {timeout} s")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(sig)
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError(f"the gateway did not stop within {timeout} s of signal {sig}")
+
+
+@pytest.fixture
+def own_gateway() -> Iterator[GatewayProcess]:
+    gw = GatewayProcess()
+    gw.start()
+    try:
+        yield gw
+    finally:
+        if gw.process is not None and gw.process.poll() is None:
+            gw.process.kill()
+            gw.process.wait()

@@ -11,6 +11,7 @@ import pytest
 from chat_memory import (
     NO_RETRY,
     ChatMemoryError,
+    DeadlineExceeded,
     InvalidArgument,
     MemoryClient,
     Message,
@@ -188,6 +189,14 @@ def test_an_unreachable_gateway_is_unavailable_after_bounded_retries(
         assert time.monotonic() - started < 5
     finally:
         nowhere.close()
+
+
+def test_a_call_past_its_deadline_raises_deadline_exceeded(client: MemoryClient, chat_id: str) -> None:
+    job = client.update(chat_id, [PLAN])
+
+    # A status answer takes a memory-store round trip and an audit row: over 1 ms.
+    with pytest.raises(DeadlineExceeded):
+        client.status(job.job_id, timeout=0.001)
 
 
 def test_tls_with_the_ca_file_round_trips(tls_gateway: str, ca_cert: str, token: str, chat_id: str) -> None:

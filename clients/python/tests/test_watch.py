@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import queue
+import signal
 import threading
 from typing import Iterator
 
 import pytest
 
 from chat_memory import MemoryClient, Watch, WatchEvent
+
+from conftest import GatewayProcess
 
 EVENT_TIMEOUT = 20.0
 _ENDED = object()
@@ -146,3 +149,32 @@ def test_a_new_watch_follows_a_chat_written_again_after_its_deletion(
     assert event.version == 1
     assert event.last_applied_job_id == job.job_id
     assert event.memory is not None and "Kaiser" in event.memory.user_confirmed
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["gateway-restarted", "gateway-killed"])
+def test_a_watch_reconnects_when_its_gateway_comes_back_and_resumes_after_its_last_version(
+    client: MemoryClient, own_gateway: GatewayProcess, token: str, chat_id: str, sig: int
+) -> None:
+    # Watch through a gateway of the test's own; write through the stack's.
+    client.wait_for(client.update(chat_id, [("user", "My plan is Blue Shield PPO.")]).job_id, timeout=20)
+    with MemoryClient(own_gateway.address, token) as via_own:
+        watch = Events(via_own.watch(chat_id, max_reconnects=10))
+        try:
+            assert watch.next().version == 1
+
+            own_gateway.stop(sig)
+            second = client.update(chat_id, [("user", "My copay is $20.")])
+            client.wait_for(second.job_id, timeout=20)  # committed while the watch is cut off
+            own_gateway.start()
+
+            event = watch.next()
+            assert event.version == 2  # not version 1 again: resumed from the last one seen
+            assert event.last_applied_job_id == second.job_id
+            assert watch.watch.reconnects >= 1
+
+            third = client.update(chat_id, [("user", "My deductible is $1,500.")])
+            event = watch.next()
+            assert event.version == 3
+            assert event.last_applied_job_id == third.job_id
+        finally:
+            watch.close()
