@@ -179,7 +179,7 @@ class WatchEvent:
 # --- conversions -------------------------------------------------------------
 
 
-def _role(role: Union[Role, str]) -> int:
+def _role(role: Union[Role, str]) -> pb.Role:
     try:
         return _ROLE_TO_PB[Role(role.value if isinstance(role, Role) else str(role).lower())]
     except ValueError:

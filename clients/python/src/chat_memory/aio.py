@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import AsyncIterator, Iterable, List, Optional, Sequence, Tuple
+from typing import AsyncGenerator, Iterable, List, Optional, Sequence, Tuple
 
 import grpc
 import grpc.aio
@@ -69,7 +69,7 @@ class AsyncMemoryClient:
         self._max_server_wait = common.MAX_SERVER_WAIT
 
     async def close(self) -> None:
-        await self._channel.close()
+        await self._channel.close(grace=None)
 
     async def __aenter__(self) -> "AsyncMemoryClient":
         return self
@@ -221,7 +221,7 @@ class AsyncWatch:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    async def _run(self) -> AsyncIterator[WatchEvent]:
+    async def _run(self) -> AsyncGenerator[WatchEvent, None]:
         policy = common.RetryPolicy(
             max_attempts=self._max_reconnects + 1,
             initial_backoff=self._client.retry.initial_backoff,

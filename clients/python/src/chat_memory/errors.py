@@ -17,11 +17,11 @@ Every error keeps the gRPC code, the message and the original ``grpc.RpcError``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Type
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Type
 
 import grpc
 from google.protobuf.message import DecodeError
-from google.rpc import error_details_pb2, status_pb2
+from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]
 
 _DETAILS_KEY = "grpc-status-details-bin"
 
@@ -196,7 +196,8 @@ _BY_CODE: Dict[grpc.StatusCode, Type[ChatMemoryError]] = {
     )
 }
 
-Metadata = Sequence[Tuple[str, Any]]
+#: gRPC metadata: (key, value) pairs (grpc and grpc.aio give different types).
+Metadata = Iterable[Any]
 
 
 def _metadata_value(metadata: Optional[Metadata], key: str) -> Optional[Any]:
