@@ -6,7 +6,7 @@
 #   - their own JetStream stream, subjects, consumer and rate-limit bucket (deleted at exit),
 #   - memory-store, the summarizer agent (offline backend), a worker and two gateways
 #     (plaintext, and TLS with a throwaway CA) on ports outside the ephemeral range,
-#   - a Python virtualenv in .local/python-tests/venv with `pip install ./clients/python pytest`.
+#   - a Python virtualenv in .local/python-tests/venv-<version> with `pip install ./clients/python pytest`.
 # Everything started is stopped, and everything created removed, even on failure.
 #
 #   scripts/python-tests.sh [pytest arguments]
@@ -23,7 +23,7 @@ BASE=${PY_TESTS_PORT_BASE:-21050}
 PG=${CHAT_MEMORY_TEST_PG:-postgres://postgres@127.0.0.1:5432}
 NATS_URL=${CHAT_MEMORY_TEST_NATS:-nats://127.0.0.1:4222}
 STATE=$ROOT/.local/python-tests
-VENV=$STATE/venv
+PYTHON=${PYTHON:-python3}   # another interpreter, e.g. PYTHON=python3.9, gets a virtualenv of its own
 
 log() { echo "[python-tests] $*" >&2; }
 
@@ -34,13 +34,14 @@ for b in memory-store summarizer-agent summarizer-worker gateway chat-memory cha
 done
 
 # python3 with venv (Debian splits venv/ensurepip into python3-venv).
-if ! command -v python3 >/dev/null 2>&1 || ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+if ! command -v "$PYTHON" >/dev/null 2>&1 || ! "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null; then
   log "installing python3 and python3-venv from Debian's packages"
   SUDO=""; if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3 python3-venv >/dev/null
 fi
 
+VENV=$STATE/venv-$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 SUFFIX=$(date +%s)_$$
 DB_NAME=chat_memory_pytest_$SUFFIX
 DATABASE_URL=$PG/$DB_NAME
@@ -80,7 +81,7 @@ trap 'exit 130' INT TERM
 # always rebuilt from the working tree, so the stubs match proto/ as it is now.
 if [ ! -x "$VENV/bin/python" ]; then
   log "creating $VENV"
-  python3 -m venv "$VENV"
+  "$PYTHON" -m venv "$VENV"
 fi
 log "pip install ./clients/python pytest"
 "$VENV/bin/pip" install -q --disable-pip-version-check ./clients/python pytest
