@@ -105,14 +105,6 @@ start() {
   done
   log "$logname did not listen on $port"; exit 1
 }
-# The keys of a settings section the binary knows (from its --print-config), so a
-# service is given only settings it has: unknown ones stop it at start. (memory-store
-# gains a [nats] section with WatchMemory, to publish memory changes.)
-section_keys() {
-  "$BIN/$1" --print-config 2>/dev/null | "$VENV/bin/python" -c \
-    "import json,sys; print(' '.join(json.load(sys.stdin).get('$2') or {}))" 2>/dev/null || true
-}
-
 SERVICE_TOKEN=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
 HS256_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 NATS_ENV=(CHAT_MEMORY__NATS__URL="$NATS_URL" CHAT_MEMORY__NATS__STREAM="$STREAM"
@@ -120,16 +112,10 @@ NATS_ENV=(CHAT_MEMORY__NATS__URL="$NATS_URL" CHAT_MEMORY__NATS__STREAM="$STREAM"
   CHAT_MEMORY__NATS__DUPLICATE_WINDOW_SECS=120)
 STORE_URL=http://127.0.0.1:$((BASE + 2))
 
-STORE_NATS=()
-store_nats_keys=" $(section_keys memory-store nats) "
-for setting in "${NATS_ENV[@]}"; do
-  key=${setting%%=*}; key=${key#CHAT_MEMORY__NATS__}; key=${key,,}
-  if [[ "$store_nats_keys" == *" $key "* ]]; then STORE_NATS+=("$setting"); fi
-done
 start memory-store memory-store $((BASE + 2)) CHAT_MEMORY__LISTEN_ADDR=127.0.0.1:$((BASE + 2)) \
   CHAT_MEMORY__TELEMETRY__METRICS_ADDR=127.0.0.1:$((BASE + 52)) \
   CHAT_MEMORY__DATABASE__URL="$DATABASE_URL" CHAT_MEMORY__DATABASE__MAX_CONNECTIONS=8 \
-  CHAT_MEMORY__SERVICE_TOKEN="$SERVICE_TOKEN" "${STORE_NATS[@]}"
+  CHAT_MEMORY__SERVICE_TOKEN="$SERVICE_TOKEN"
 start summarizer-agent summarizer-agent $((BASE + 3)) CHAT_MEMORY__LISTEN_ADDR=127.0.0.1:$((BASE + 3)) \
   CHAT_MEMORY__TELEMETRY__METRICS_ADDR=127.0.0.1:$((BASE + 53)) \
   CHAT_MEMORY__SERVICE_TOKEN="$SERVICE_TOKEN" CHAT_MEMORY__BACKEND=offline
