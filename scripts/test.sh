@@ -32,6 +32,10 @@ echo "[test] fault-injection suite, short form" >&2
 "${CARGO_TARGET_DIR:-target}/debug/chat-memory-bench" faults \
   --updates 100 --chats 10 --scenarios 1,3,4,7,8 --agent-outage-secs 5 --rate 40
 
+# The Python client's suite and the Python examples, against a stack of their own
+# (the debug binaries above, its own database and stream names).
+scripts/python-tests.sh
+
 # The test run last, so its summary closes the output.
 if cargo nextest --version >/dev/null 2>&1; then
   exec cargo nextest run --workspace --no-fail-fast "$@"
