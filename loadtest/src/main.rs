@@ -5,6 +5,7 @@
 //! chat-memory-bench sustained --chats 10000 --rate 333 --duration-secs 300
 //! chat-memory-bench scale-out --updates 1000 --model-concurrency 16
 //! chat-memory-bench stand-in-model --listen 127.0.0.1:8089     # the model alone
+//! chat-memory-bench read-path --memories 10000 --watchers 1000 # reads vs a bare unary, ryw, watch
 //! chat-memory-bench reads --calls 10000 --concurrency 16       # GetMemory against a running gateway
 //! chat-memory-bench faults --updates 100 --chats 10 --scenarios 1,3,4,7  # fault-injection suite
 //! ```
@@ -125,6 +126,16 @@ enum Command {
     Faults(faults::FaultArgs),
     /// Reads memories of `--chats` chats (seeded first) from `--concurrency`
     /// callers, against the running gateway at `--gateway`.
+    /// The read side on a stack of its own: GetMemory over stored memories
+    /// (with a NOT_FOUND share) against a bare tonic unary baseline,
+    /// read-your-writes latency, and watch fan-out.
+    ReadPath(bench::reads::ReadArgs),
+    /// The baseline server of `read-path` (grpc.health.v1 on --listen).
+    #[command(hide = true)]
+    EchoServer {
+        #[arg(long)]
+        listen: String,
+    },
     Reads {
         #[arg(long, default_value_t = 10_000)]
         calls: usize,
@@ -172,6 +183,10 @@ async fn main() -> Result<(), String> {
     let cli = Cli::parse();
     match cli.command {
         Command::Faults(args) => faults::run(args).await,
+        Command::ReadPath(args) => bench::reads::read_path(&args)
+            .await
+            .map_err(|e| e.to_string()),
+        Command::EchoServer { listen } => bench::reads::echo_server(&listen).await,
         Command::Burst {
             updates,
             chats,

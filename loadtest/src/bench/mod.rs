@@ -16,6 +16,7 @@
 //! - [`usage`]: CPU seconds and peak RSS per process from `/proc`.
 
 mod load;
+pub mod reads;
 mod records;
 mod usage;
 

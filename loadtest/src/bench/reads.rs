@@ -1,0 +1,622 @@
+//! `chat-memory-bench read-path`: the read side, measured on a stack of its own.
+//!
+//! 1. **Baseline**: a bare tonic unary RPC (`grpc.health.v1.Health/Check`
+//!    served by a separate `chat-memory-bench echo-server` process), over the
+//!    same connections and callers as the reads, in the same run.
+//! 2. **GetMemory** over `--memories` stored memories (written straight into
+//!    Postgres as the pipeline writes them, so seeding 10,000 takes a second),
+//!    one caller and `--concurrency` callers, with a share of reads of chats
+//!    that do not exist (NOT_FOUND) reported apart; CPU per read per process.
+//! 3. **Read-your-writes**: an update, then `GetMemory(after_job_id, wait)`;
+//!    the figure is answer time minus the job's commit time (from its record).
+//! 4. **Watch fan-out**: `--watchers` open streams on as many chats, then
+//!    updates to some of them; the figure is arrival time minus the new
+//!    version's commit time (`updated_at` in the event).
+//!
+//! The reads wait only for their own answers: no polling anywhere.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::future::join_all;
+use hdrhistogram::Histogram;
+use sea_orm::{ConnectionTrait, Database, Statement};
+use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+use chat_memory_proto::v1::{
+    ChatMessage, GetMemoryRequest, ReadCondition, Role, UpdateMemoryRequest, WatchMemoryRequest,
+    memory_service_client::MemoryServiceClient,
+};
+use test_support::auth::{self, Bearer};
+use test_support::processes::{ProcessOptions, ProcessStack};
+
+use super::usage;
+use crate::report;
+
+type Client = MemoryServiceClient<tonic::service::interceptor::InterceptedService<Channel, Bearer>>;
+
+/// Options of `read-path`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReadArgs {
+    /// Memories stored before the reads.
+    #[arg(long, default_value_t = 10_000)]
+    pub memories: usize,
+    /// Reads per measured phase.
+    #[arg(long, default_value_t = 20_000)]
+    pub calls: usize,
+    /// Callers of the concurrent phase.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Share of the concurrent reads that ask for a chat without memory.
+    #[arg(long, default_value_t = 0.1)]
+    pub not_found_share: f64,
+    /// Read-your-writes round trips (update, then read after its job).
+    #[arg(long, default_value_t = 300)]
+    pub ryw: usize,
+    /// Open watch streams.
+    #[arg(long, default_value_t = 1_000)]
+    pub watchers: usize,
+    /// Updates sent to watched chats while the streams are open.
+    #[arg(long, default_value_t = 300)]
+    pub watched_updates: usize,
+    /// gRPC connections the calls are spread over.
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+}
+
+/// Why the run could not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadBenchError {
+    #[error("seeding the database: {0}")]
+    Seed(#[source] sea_orm::DbErr),
+    #[error("echo server: {0}")]
+    Echo(String),
+    #[error("gateway: {0}")]
+    Gateway(String),
+}
+
+fn histogram() -> Histogram<u64> {
+    // Microseconds, 1 us .. 10 min, 3 significant figures; these bounds are constants.
+    Histogram::new_with_bounds(1, 600_000_000, 3)
+        .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()))
+}
+
+fn channel(addr: std::net::SocketAddr) -> Result<Channel, String> {
+    Ok(Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true)
+        .connect_lazy())
+}
+
+fn client(addr: std::net::SocketAddr) -> Result<Client, String> {
+    let token = auth::mint(auth::TENANT, auth::USER, &["memory:read", "memory:write"]);
+    Ok(MemoryServiceClient::with_interceptor(
+        channel(addr)?,
+        Bearer::new(&token),
+    ))
+}
+
+/// Runs every phase and prints its figures.
+///
+/// # Errors
+/// [`ReadBenchError`] when a part of the stack fails.
+pub async fn read_path(args: &ReadArgs) -> Result<(), ReadBenchError> {
+    let echo = EchoProcess::start().await?;
+    let stack = ProcessStack::start(ProcessOptions {
+        otlp_endpoint: None,
+        env: vec![(
+            "gateway",
+            vec![(
+                "CHAT_MEMORY__WATCH__MAX_STREAMS".to_owned(),
+                (args.watchers + 100).to_string(),
+            )],
+        )],
+    })
+    .await;
+    let tag = format!("{:x}", crate::run_tag());
+    seed(&stack.database.url, &tag, args.memories).await?;
+    println!(
+        "== read-path: {} stored memories, {} calls per phase, {} connections ==",
+        args.memories, args.calls, args.connections
+    );
+
+    let echo_clients: Vec<HealthClient<Channel>> = (0..args.connections.max(1))
+        .map(|_| channel(echo.addr).map(HealthClient::new))
+        .collect::<Result<_, _>>()
+        .map_err(ReadBenchError::Echo)?;
+    let clients: Vec<Client> = (0..args.connections.max(1))
+        .map(|_| client(stack.gateway_addr()))
+        .collect::<Result<_, _>>()
+        .map_err(ReadBenchError::Gateway)?;
+
+    // Warm both paths (connections, caches, the gateway's token cache).
+    let warm = args.calls.min(2_000);
+    echo_phase(&echo_clients, 1, warm).await;
+    read_phase(&clients, &tag, args.memories, 1, warm, 0.0).await;
+
+    let echo_one = echo_phase(&echo_clients, 1, args.calls / 4).await;
+    echo_one.print("bare tonic unary (health Check), 1 caller");
+    let echo_many = echo_phase(&echo_clients, args.concurrency, args.calls).await;
+    echo_many.print(&format!(
+        "bare tonic unary (health Check), {} callers",
+        args.concurrency
+    ));
+
+    let one = read_phase(&clients, &tag, args.memories, 1, args.calls / 4, 0.0).await;
+    one.print("GetMemory, 1 caller (hits)");
+    let processes = usage::tracked(&stack.pids());
+    let before = usage::sample(&processes);
+    let many = read_phase(
+        &clients,
+        &tag,
+        args.memories,
+        args.concurrency,
+        args.calls,
+        args.not_found_share,
+    )
+    .await;
+    let after = usage::sample(&processes);
+    many.print(&format!(
+        "GetMemory, {} callers, {:.0}% NOT_FOUND",
+        args.concurrency,
+        args.not_found_share * 100.0
+    ));
+    report::print("  hits", &many.hits);
+    report::print("  NOT_FOUND", &many.not_found);
+    println!(
+        "GetMemory / bare unary throughput at {} callers: {:.2}x",
+        args.concurrency,
+        many.per_sec() / echo_many.per_sec().max(1e-9)
+    );
+    let reads = (many.hits.len() + many.not_found.len()).max(1) as f64;
+    let table = usage::usage(&processes, &before, &after);
+    let total: f64 = table
+        .iter()
+        .filter(|u| !u.label.starts_with("chat-memory-bench"))
+        .map(|u| u.cpu_secs)
+        .sum();
+    println!("CPU per read (ms), {} callers phase:", args.concurrency);
+    for u in &table {
+        println!(
+            "  {:<36} {:>8.3} ms/read  peak RSS {:>7} kB",
+            u.label,
+            u.cpu_secs * 1000.0 / reads,
+            u.peak_rss_kb
+        );
+    }
+    println!(
+        "  {:<36} {:>8.3} ms/read",
+        "all but the load generator",
+        total * 1000.0 / reads
+    );
+
+    ryw_phase(&clients, &stack.database.url, &tag, args).await?;
+    // A server takes a bounded number of streams per connection (HTTP/2):
+    // one connection per 100 streams.
+    let watch_clients: Vec<Client> = (0..args.watchers.div_ceil(100).max(1))
+        .map(|_| client(stack.gateway_addr()))
+        .collect::<Result<_, _>>()
+        .map_err(ReadBenchError::Gateway)?;
+    watch_phase(&watch_clients, &clients[0], &stack, &tag, args).await?;
+
+    stack.shutdown().await;
+    drop(echo);
+    Ok(())
+}
+
+/// Stores `n` memories of the bench user, as the pipeline writes them.
+async fn seed(url: &str, tag: &str, n: usize) -> Result<(), ReadBenchError> {
+    let db = Database::connect(url).await.map_err(ReadBenchError::Seed)?;
+    let tenant = auth::TENANT;
+    let user = auth::USER;
+    let text = "- Member ID W123456789; plan Aetna Choice POS II; deductible $1,500, about $1,600 paid this year; pharmacy CVS on Main St.";
+    let sql = format!(
+        "INSERT INTO memories (chat_id, user_confirmed, llm_inferred, general_summary, \
+           tokens_user_confirmed, tokens_llm_inferred, tokens_general_summary, state, version, \
+           last_job_id, last_applied_seq, created_at, updated_at) \
+         SELECT '{tenant}/read-{tag}-' || i, '{text}', '- It sounds like the deductible is met.', \
+           '- The user asked about claim CLM-' || i || ' and coverage of a specialist visit.', \
+           40, 12, 20, '{{}}'::jsonb, 1, gen_random_uuid(), 0, now(), now() \
+         FROM generate_series(0, {last}) AS i; \
+         INSERT INTO chat_owners (chat_id, tenant, owner_user, created_at, last_activity_at) \
+         SELECT '{tenant}/read-{tag}-' || i, '{tenant}', '{user}', now(), now() \
+         FROM generate_series(0, {last}) AS i",
+        last = n.saturating_sub(1)
+    );
+    db.execute_unprepared(&sql)
+        .await
+        .map_err(ReadBenchError::Seed)?;
+    db.close().await.map_err(ReadBenchError::Seed)?;
+    Ok(())
+}
+
+/// One measured phase.
+struct Phase {
+    hits: Histogram<u64>,
+    not_found: Histogram<u64>,
+    errors: usize,
+    wall: Duration,
+}
+
+impl Phase {
+    fn per_sec(&self) -> f64 {
+        (self.hits.len() + self.not_found.len()) as f64 / self.wall.as_secs_f64().max(1e-9)
+    }
+
+    fn print(&self, what: &str) {
+        let mut all = histogram();
+        let _ = all.add(&self.hits);
+        let _ = all.add(&self.not_found);
+        println!(
+            "{what}: {:.0} calls/s, {} errors, wall {:.2}s",
+            self.per_sec(),
+            self.errors,
+            self.wall.as_secs_f64()
+        );
+        report::print("  latency", &all);
+    }
+}
+
+async fn echo_phase(clients: &[HealthClient<Channel>], callers: usize, calls: usize) -> Phase {
+    let per_caller = calls.div_ceil(callers.max(1));
+    let started = Instant::now();
+    let results = join_all((0..callers.max(1)).map(|c| {
+        let mut client = clients[c % clients.len()].clone();
+        async move {
+            let mut h = histogram();
+            let mut errors = 0;
+            for _ in 0..per_caller {
+                let t = Instant::now();
+                match client.check(HealthCheckRequest::default()).await {
+                    Ok(_) => report::record(&mut h, t.elapsed()),
+                    Err(_) => errors += 1,
+                }
+            }
+            (h, errors)
+        }
+    }))
+    .await;
+    let wall = started.elapsed();
+    let mut hits = histogram();
+    let mut errors = 0;
+    for (h, e) in results {
+        let _ = hits.add(&h);
+        errors += e;
+    }
+    Phase {
+        hits,
+        not_found: histogram(),
+        errors,
+        wall,
+    }
+}
+
+async fn read_phase(
+    clients: &[Client],
+    tag: &str,
+    memories: usize,
+    callers: usize,
+    calls: usize,
+    not_found_share: f64,
+) -> Phase {
+    let per_caller = calls.div_ceil(callers.max(1));
+    // Every n-th read asks for a chat without memory.
+    let every = if not_found_share > 0.0 {
+        (1.0 / not_found_share).round().max(1.0) as usize
+    } else {
+        usize::MAX
+    };
+    let started = Instant::now();
+    let results = join_all((0..callers.max(1)).map(|c| {
+        let mut client = clients[c % clients.len()].clone();
+        let tag = tag.to_owned();
+        async move {
+            let (mut hits, mut missing, mut errors) = (histogram(), histogram(), 0);
+            for i in 0..per_caller {
+                let n = c * per_caller + i;
+                let absent = n % every == every - 1;
+                let chat_id = if absent {
+                    format!("read-{tag}-absent-{n}")
+                } else {
+                    format!("read-{tag}-{}", (n * 7919) % memories.max(1))
+                };
+                let t = Instant::now();
+                let read = client
+                    .get_memory(GetMemoryRequest {
+                        chat_id,
+                        ..Default::default()
+                    })
+                    .await;
+                match read {
+                    Ok(_) if !absent => report::record(&mut hits, t.elapsed()),
+                    Err(s) if absent && s.code() == tonic::Code::NotFound => {
+                        report::record(&mut missing, t.elapsed());
+                    }
+                    _ => errors += 1,
+                }
+            }
+            (hits, missing, errors)
+        }
+    }))
+    .await;
+    let wall = started.elapsed();
+    let (mut hits, mut not_found, mut errors) = (histogram(), histogram(), 0);
+    for (h, m, e) in results {
+        let _ = hits.add(&h);
+        let _ = not_found.add(&m);
+        errors += e;
+    }
+    Phase {
+        hits,
+        not_found,
+        errors,
+        wall,
+    }
+}
+
+fn update(chat_id: String, i: usize) -> UpdateMemoryRequest {
+    UpdateMemoryRequest {
+        chat_id,
+        messages: vec![ChatMessage {
+            role: Role::User as i32,
+            content: format!("My claim CLM-{i:05} for the MRI was denied; I appealed on the 3rd."),
+            ..Default::default()
+        }],
+        idempotency_key: String::new(),
+    }
+}
+
+/// Update, then read after its job; answer time minus commit time.
+async fn ryw_phase(
+    clients: &[Client],
+    url: &str,
+    tag: &str,
+    args: &ReadArgs,
+) -> Result<(), ReadBenchError> {
+    const LOOPS: usize = 8;
+    let per_loop = args.ryw.div_ceil(LOOPS);
+    let results = join_all((0..LOOPS).map(|l| {
+        let mut client = clients[l % clients.len()].clone();
+        let tag = tag.to_owned();
+        async move {
+            let mut answered = Vec::new();
+            let mut total = histogram();
+            let mut errors = 0;
+            for i in 0..per_loop {
+                let n = l * per_loop + i;
+                let chat_id = format!("read-{tag}-{n}");
+                let sent = Instant::now();
+                let job = match client.update_memory(update(chat_id.clone(), n)).await {
+                    Ok(r) => r.into_inner().job_id,
+                    Err(_) => {
+                        errors += 1;
+                        continue;
+                    }
+                };
+                let read = client
+                    .get_memory(GetMemoryRequest {
+                        chat_id,
+                        after_job_id: job.clone(),
+                        wait_ms: 10_000,
+                        ..Default::default()
+                    })
+                    .await;
+                match read {
+                    Ok(r) if r.get_ref().condition == ReadCondition::Met as i32 => {
+                        answered.push((job, SystemTime::now()));
+                        report::record(&mut total, sent.elapsed());
+                    }
+                    _ => errors += 1,
+                }
+            }
+            (answered, total, errors)
+        }
+    }))
+    .await;
+    let db = Database::connect(url).await.map_err(ReadBenchError::Seed)?;
+    let mut after_commit = histogram();
+    let mut total = histogram();
+    let mut errors = 0;
+    for (answered, t, e) in results {
+        let _ = total.add(&t);
+        errors += e;
+        for (job, at) in answered {
+            let row = db
+                .query_one_raw(Statement::from_string(
+                    db.get_database_backend(),
+                    format!(
+                        "SELECT extract(epoch FROM updated_at)::float8 AS committed FROM jobs WHERE job_id = '{job}'"
+                    ),
+                ))
+                .await
+                .map_err(ReadBenchError::Seed)?;
+            let committed: Option<f64> = row.and_then(|r| r.try_get("", "committed").ok());
+            let answered = at
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0);
+            if let Some(c) = committed {
+                report::record(
+                    &mut after_commit,
+                    Duration::from_secs_f64((answered - c).max(0.0)),
+                );
+            }
+        }
+    }
+    db.close().await.map_err(ReadBenchError::Seed)?;
+    println!(
+        "read-your-writes: {} round trips ({LOOPS} loops), {errors} errors",
+        total.len()
+    );
+    report::print(
+        "  update sent -> read answered (includes the summarizer)",
+        &total,
+    );
+    report::print("  commit -> read answered", &after_commit);
+    Ok(())
+}
+
+/// Opens the streams, updates watched chats, measures commit -> arrival.
+async fn watch_phase(
+    clients: &[Client],
+    writer: &Client,
+    stack: &ProcessStack,
+    tag: &str,
+    args: &ReadArgs,
+) -> Result<(), ReadBenchError> {
+    let watchers = args.watchers.min(args.memories);
+    let arrivals = Arc::new(Mutex::new(histogram()));
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(watchers.max(1));
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let mut streams = Vec::with_capacity(watchers);
+    // from_version 0: each stream starts with its chat's current version.
+    for w in 0..watchers {
+        let mut client = clients[w % clients.len()].clone();
+        let chat_id = format!("read-{tag}-{w}");
+        let arrivals = arrivals.clone();
+        let ready = ready_tx.clone();
+        let done = done_tx.clone();
+        streams.push(tokio::spawn(async move {
+            let mut stream = match client
+                .watch_memory(WatchMemoryRequest {
+                    chat_id,
+                    from_version: 0,
+                })
+                .await
+            {
+                Ok(s) => s.into_inner(),
+                Err(_) => return,
+            };
+            // The first event is the current version: the stream is live.
+            if !matches!(stream.message().await, Ok(Some(_))) {
+                return;
+            }
+            let _ = ready.send(()).await;
+            while let Ok(Some(event)) = stream.message().await {
+                let now = SystemTime::now();
+                let committed = event
+                    .memory
+                    .and_then(|m| m.updated_at)
+                    .and_then(|t| SystemTime::try_from(t).ok());
+                if let Some(c) = committed {
+                    let lag = now.duration_since(c).unwrap_or_default();
+                    if let Ok(mut h) = arrivals.lock() {
+                        report::record(&mut h, lag);
+                    }
+                }
+                let _ = done.send(());
+            }
+        }));
+    }
+    drop(ready_tx);
+    let mut open = 0;
+    let opening = Instant::now();
+    while open < watchers {
+        match tokio::time::timeout(Duration::from_secs(60), ready_rx.recv()).await {
+            Ok(Some(())) => open += 1,
+            _ => break,
+        }
+    }
+    println!(
+        "watch: {open} streams open in {:.2}s",
+        opening.elapsed().as_secs_f64()
+    );
+    let gateway_rss = gateway_rss(stack);
+    let updates = args.watched_updates.min(open);
+    let mut client = writer.clone();
+    let mut sent = 0;
+    for i in 0..updates {
+        // Spread over the watched chats, about 50 a second.
+        let chat_id = format!("read-{tag}-{}", (i * 37) % open.max(1));
+        if client.update_memory(update(chat_id, i)).await.is_ok() {
+            sent += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut received = 0;
+    while received < sent {
+        match tokio::time::timeout(Duration::from_secs(30), done_rx.recv()).await {
+            Ok(Some(())) => received += 1,
+            _ => break,
+        }
+    }
+    for s in &streams {
+        s.abort();
+    }
+    println!(
+        "watch: {sent} updates to watched chats, {received} events received, gateway RSS with the streams open {gateway_rss} kB"
+    );
+    if let Ok(h) = arrivals.lock() {
+        report::print("  commit -> event at the watcher", &h);
+    }
+    Ok(())
+}
+
+fn gateway_rss(stack: &ProcessStack) -> u64 {
+    stack
+        .pids()
+        .iter()
+        .find(|(name, _)| *name == "gateway")
+        .and_then(|(_, pid)| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+/// The baseline's server: this binary's `echo-server` subcommand.
+struct EchoProcess {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+}
+
+impl EchoProcess {
+    async fn start() -> Result<Self, ReadBenchError> {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0")
+            .map_err(|e| ReadBenchError::Echo(e.to_string()))?;
+        let addr = probe
+            .local_addr()
+            .map_err(|e| ReadBenchError::Echo(e.to_string()))?;
+        drop(probe);
+        let exe = std::env::current_exe().map_err(|e| ReadBenchError::Echo(e.to_string()))?;
+        let child = std::process::Command::new(exe)
+            .args(["echo-server", "--listen", &addr.to_string()])
+            .spawn()
+            .map_err(|e| ReadBenchError::Echo(e.to_string()))?;
+        let started = Instant::now();
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            if started.elapsed() > Duration::from_secs(10) {
+                return Err(ReadBenchError::Echo(format!("nothing listens on {addr}")));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(Self { child, addr })
+    }
+}
+
+impl Drop for EchoProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Serves `grpc.health.v1.Health` (SERVING) on `listen` until killed: the
+/// bare tonic unary baseline.
+///
+/// # Errors
+/// When the address cannot be bound.
+pub async fn echo_server(listen: &str) -> Result<(), String> {
+    let (_reporter, service) = tonic_health::server::health_reporter();
+    let addr: std::net::SocketAddr = listen.parse().map_err(|e| format!("--listen: {e}"))?;
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(service)
+        .serve(addr)
+        .await
+        .map_err(|e| e.to_string())
+}
