@@ -15,6 +15,8 @@ use tokio::sync::broadcast;
 
 pub use job_queue::changes::MemoryChanged;
 
+use crate::cache::MemoryCache;
+
 /// Every chat's change events on this gateway; cheap to clone.
 #[derive(Clone)]
 pub struct ChangeFeed {
@@ -22,6 +24,8 @@ pub struct ChangeFeed {
 }
 
 struct Registry {
+    /// Dropped entries for every event's chat (and cleared on a gap).
+    cache: Option<Arc<MemoryCache>>,
     chats: Mutex<HashMap<String, broadcast::Sender<Arc<MemoryChanged>>>>,
     /// Events one chat's listener may fall behind by before it sees `Lagged`.
     capacity: usize,
@@ -45,10 +49,12 @@ pub enum Event {
 }
 
 impl ChangeFeed {
-    /// A feed nothing publishes into yet; [`ChangeFeed::run`] fills it.
-    pub fn new(capacity: usize) -> Self {
+    /// A feed nothing publishes into yet; [`ChangeFeed::subscribe_all`]
+    /// fills it. Every event also drops its chat from `cache`.
+    pub fn new(capacity: usize, cache: Option<Arc<MemoryCache>>) -> Self {
         Self {
             inner: Arc::new(Registry {
+                cache,
                 chats: Mutex::new(HashMap::new()),
                 capacity: capacity.max(1),
             }),
@@ -85,6 +91,10 @@ impl ChangeFeed {
 
     /// Hands `event` to its chat's listeners, if any.
     pub fn dispatch(&self, event: MemoryChanged) {
+        if let Some(cache) = &self.inner.cache {
+            cache.note_sequence(&event.publisher, event.seq);
+            cache.drop_chat(&event.chat_id);
+        }
         let chats = self
             .inner
             .chats
@@ -178,7 +188,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_listener_gets_its_chats_events_in_order_and_no_other_chats() {
-        let feed = ChangeFeed::new(8);
+        let feed = ChangeFeed::new(8, None);
         let mut a = feed.listen("t/a");
         feed.dispatch(version("t/b", 1));
         feed.dispatch(version("t/a", 1));
@@ -196,7 +206,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_registry_forgets_a_chat_when_its_last_listener_goes() {
-        let feed = ChangeFeed::new(8);
+        let feed = ChangeFeed::new(8, None);
         let a1 = feed.listen("t/a");
         let a2 = feed.listen("t/a");
         assert_eq!(feed.chats_listened(), 1);
@@ -208,7 +218,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_listener_that_falls_behind_is_told_how_far() {
-        let feed = ChangeFeed::new(2);
+        let feed = ChangeFeed::new(2, None);
         let mut a = feed.listen("t/a");
         for v in 1..=5 {
             feed.dispatch(version("t/a", v));

@@ -16,6 +16,8 @@
 //!   the JetStream audit outbox while memory-store is down ([`audit::relay`]).
 //! - [`validation`]: request -> domain types (`ChatId`, `UpdateCommand`), with
 //!   the limits, NFC normalisation and the tenant namespace of chat ids.
+//! - [`cache`]: memories this gateway read, dropped on every change event of
+//!   their chat (versioned, bounded, with a TTL as the last bound).
 //! - [`changes`]: every chat's change events (core NATS), handed to the
 //!   waits and streams of their chat.
 //! - [`reads`]: memory-store reads, and reads that wait for a version
@@ -32,6 +34,7 @@
 pub mod audit;
 pub mod auth;
 pub mod backpressure;
+pub mod cache;
 pub mod changes;
 pub mod error;
 pub mod metrics;
@@ -155,13 +158,14 @@ pub async fn run(
         settings.nats.clone(),
         settings.backpressure.clone(),
     ));
-    let feed = changes::ChangeFeed::new(settings.watch.buffer);
+    let cache = Arc::new(cache::MemoryCache::new(&settings.read_cache));
+    let feed = changes::ChangeFeed::new(settings.watch.buffer, Some(cache.clone()));
     let change_feed = tokio::spawn(
         feed.subscribe_all(&js.client(), &settings.nats.subject_prefix)
             .await
             .map_err(|e| StartError::Changes(e.to_string()))?,
     );
-    let reads = reads::Reads::new(store.clone(), feed);
+    let reads = reads::Reads::new(store.clone(), feed, cache);
     let watches = watch::Watches::new(
         reads.clone(),
         audit.clone(),
@@ -184,10 +188,10 @@ pub async fn run(
         owners: owners::OwnerCache::new(&settings.ownership_cache),
         reads,
         watches,
-        changes: service::ChangeAnnouncer {
-            client: js.client(),
-            subject_prefix: settings.nats.subject_prefix.clone(),
-        },
+        changes: service::ChangeAnnouncer(Arc::new(job_queue::changes::Publisher::new(
+            js.client(),
+            settings.nats.subject_prefix.clone(),
+        ))),
     };
     let max_decode = settings.limits.max_request_bytes + 64 * 1024;
     let mut builder = Server::builder();

@@ -16,10 +16,17 @@ use uuid::Uuid;
 use chat_memory_proto::store::{self as store_pb, Access};
 use chat_memory_proto::v1::{JobState, ReadCondition as ConditionPb};
 
+use std::sync::Arc;
+
 use crate::StoreClient;
+use crate::cache::{Hit, MemoryCache};
 use crate::changes::{ChangeFeed, Event};
 use crate::error::GatewayError;
 use crate::validation::{FieldViolation, ReadCondition};
+
+/// The metadata memory-store puts on a NOT_FOUND for a chat with no memory at
+/// all (as opposed to one the caller may not see).
+const ABSENT_METADATA: &str = "chat-memory-absent";
 
 /// A waiting read re-reads this often even without an event.
 pub const RECHECK: Duration = Duration::from_secs(1);
@@ -29,6 +36,7 @@ pub const RECHECK: Duration = Duration::from_secs(1);
 pub struct Reads {
     store: StoreClient,
     feed: ChangeFeed,
+    cache: Arc<MemoryCache>,
 }
 
 /// Where an `after_job_id` stands.
@@ -43,15 +51,21 @@ enum JobView {
 }
 
 impl Reads {
-    pub fn new(store: StoreClient, feed: ChangeFeed) -> Self {
-        Self { store, feed }
+    pub fn new(store: StoreClient, feed: ChangeFeed, cache: Arc<MemoryCache>) -> Self {
+        Self { store, feed, cache }
+    }
+
+    /// The cache plain reads use (dropped entries on deletion, etc.).
+    pub fn cache(&self) -> &MemoryCache {
+        &self.cache
     }
 
     pub fn feed(&self) -> &ChangeFeed {
         &self.feed
     }
 
-    /// The chat's memory as memory-store answers it for `access`.
+    /// The chat's memory as memory-store answers it for `access`, from this
+    /// gateway's cache when it holds a fresh answer ([`crate::cache`]).
     ///
     /// # Errors
     /// NOT_FOUND for a missing chat or one the caller may not see; the store's errors.
@@ -60,15 +74,48 @@ impl Reads {
         access: &Access,
         chat_id: &str,
     ) -> Result<store_pb::GetMemoryResponse, GatewayError> {
-        self.store
+        match self.cache.get(chat_id, access) {
+            Some(Hit::Memory(memory)) => return Ok(Arc::unwrap_or_clone(memory)),
+            Some(Hit::NotFound) => return Err(GatewayError::NotFound("memory")),
+            None => {}
+        }
+        self.read_fresh(access, chat_id).await
+    }
+
+    /// [`Reads::read`] from memory-store itself (what a waiting read or a
+    /// watch stream confirms with); the answer refreshes the cache.
+    ///
+    /// # Errors
+    /// As [`Reads::read`].
+    pub async fn read_fresh(
+        &self,
+        access: &Access,
+        chat_id: &str,
+    ) -> Result<store_pb::GetMemoryResponse, GatewayError> {
+        let ticket = self.cache.ticket();
+        let read = self
+            .store
             .clone()
             .get_memory(store_pb::GetMemoryRequest {
                 chat_id: chat_id.to_owned(),
                 access: Some(access.clone()),
             })
-            .await
-            .map(tonic::Response::into_inner)
-            .map_err(|s| GatewayError::from_store(s, "memory"))
+            .await;
+        match read {
+            Ok(answer) => {
+                let answer = answer.into_inner();
+                self.cache.store_memory(chat_id, ticket, &answer);
+                Ok(answer)
+            }
+            Err(status) => {
+                if status.code() == tonic::Code::NotFound
+                    && status.metadata().get(ABSENT_METADATA).is_some()
+                {
+                    self.cache.store_absent(chat_id, ticket);
+                }
+                Err(GatewayError::from_store(status, "memory"))
+            }
+        }
     }
 
     /// Reads once `condition` holds or its wait is over, whichever is first.
@@ -97,7 +144,7 @@ impl Reads {
                     JobView::Failed => {
                         // The caller may see the job, so the chat is theirs:
                         // an answer without memory reveals nothing.
-                        let current = match self.read(access, chat_id).await {
+                        let current = match self.read_fresh(access, chat_id).await {
                             Err(GatewayError::NotFound(_)) => store_pb::GetMemoryResponse {
                                 chat_id: chat_id.to_owned(),
                                 ..Default::default()
@@ -109,7 +156,7 @@ impl Reads {
                     JobView::Pending { seen } => job_seen |= seen,
                 }
             }
-            let current = self.read(access, chat_id).await;
+            let current = self.read_fresh(access, chat_id).await;
             let version = match &current {
                 Ok(r) => r.memory.as_ref().map_or(0, |m| m.version),
                 Err(GatewayError::NotFound(_)) => 0,

@@ -66,11 +66,17 @@ pub struct MemoryApi {
     pub changes: ChangeAnnouncer,
 }
 
-/// Publishes the change events the gateway itself causes (deletions).
+/// Publishes the change events the gateway itself causes (acceptances and
+/// deletions); best effort (see `job_queue::changes`).
 #[derive(Clone)]
-pub struct ChangeAnnouncer {
-    pub client: async_nats::Client,
-    pub subject_prefix: String,
+pub struct ChangeAnnouncer(pub std::sync::Arc<job_queue::changes::Publisher>);
+
+impl ChangeAnnouncer {
+    async fn announce(&self, event: job_queue::changes::MemoryChanged) {
+        if let Err(e) = self.0.publish(event).await {
+            tracing::warn!(error = %e, "change event not published; caches and watch streams catch up at their next check");
+        }
+    }
 }
 
 fn access(ctx: &CallContext) -> Access {
@@ -207,6 +213,14 @@ impl MemoryApi {
                 false
             }
         };
+        // The chat's pending count changed: cached reads of it are dropped.
+        self.changes
+            .announce(job_queue::changes::MemoryChanged {
+                chat_id: job.chat_id,
+                accepted_job_ids: vec![job.job_id.clone()],
+                ..Default::default()
+            })
+            .await;
         Ok(UpdateMemoryResponse {
             job_id: job.job_id,
             deduplicated: published.duplicate || repeated,
@@ -309,19 +323,18 @@ impl MemoryApi {
             "memory_deleted={} jobs_removed={}",
             resp.memory_deleted, resp.jobs_removed
         );
-        // Watch streams of this chat end (on every gateway); best effort, as
-        // they also find the deletion at their next read.
-        let event = job_queue::changes::MemoryChanged {
-            chat_id: chat_id.namespaced(&ctx.principal.tenant),
-            deleted: true,
-            ..Default::default()
-        };
-        if let Err(e) =
-            job_queue::changes::publish(&self.changes.client, &self.changes.subject_prefix, &event)
-                .await
-        {
-            tracing::warn!(error = %e, "deletion event not published; watch streams find it at their next check");
-        }
+        // This gateway's cache forgets the chat before the answer goes out;
+        // other gateways and watch streams learn it from the event (and find
+        // it at their next read if the event is lost).
+        let namespaced = chat_id.namespaced(&ctx.principal.tenant);
+        self.reads.cache().drop_chat(&namespaced);
+        self.changes
+            .announce(job_queue::changes::MemoryChanged {
+                chat_id: namespaced,
+                deleted: true,
+                ..Default::default()
+            })
+            .await;
         Ok(DeleteMemoryResponse {
             memory_deleted: resp.memory_deleted,
             jobs_removed: resp.jobs_removed,

@@ -39,6 +39,8 @@ pub struct Settings {
     pub watch: crate::watch::WatchSettings,
     /// Where audit rows are made durable before a call answers.
     pub audit: crate::audit::AuditSettings,
+    /// Memories cached for plain reads.
+    pub read_cache: crate::cache::ReadCacheSettings,
     /// TLS of the public listener.
     pub tls: ServerTls,
     pub telemetry: TelemetrySettings,
@@ -57,6 +59,7 @@ impl Default for Settings {
             ownership_cache: OwnershipCacheSettings::default(),
             watch: crate::watch::WatchSettings::default(),
             audit: crate::audit::AuditSettings::default(),
+            read_cache: crate::cache::ReadCacheSettings::default(),
             tls: ServerTls::default(),
             telemetry: TelemetrySettings::default().with_metrics_addr("127.0.0.1:9101"),
         }
@@ -76,6 +79,7 @@ impl Validate for Settings {
         self.backpressure.validate()?;
         self.ownership_cache.validate()?;
         self.watch.validate()?;
+        self.read_cache.validate()?;
         self.tls.validate("tls")
     }
 }

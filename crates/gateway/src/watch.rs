@@ -184,7 +184,7 @@ impl Watches {
         let chat_id = chat.namespaced(&access.tenant);
         // Listen before reading: a version committed in between is not missed.
         let events = self.reads.feed().listen(&chat_id);
-        let (last, confirmed, first) = match self.reads.read(&access, &chat_id).await {
+        let (last, confirmed, first) = match self.reads.read_fresh(&access, &chat_id).await {
             Ok(current) => {
                 let version = current.memory.as_ref().map_or(0, |m| m.version);
                 let first = (version > req.from_version).then(|| response(chat.as_str(), current));
@@ -337,7 +337,7 @@ impl StreamTask {
 
     /// Reads the chat and sends what the client does not have yet.
     async fn confirm(&mut self, s: &mut Opened) -> Result<(), End> {
-        match self.reads.read(&s.access, &s.chat_id).await {
+        match self.reads.read_fresh(&s.access, &s.chat_id).await {
             Ok(current) => {
                 let version = current.memory.as_ref().map_or(0, |m| m.version);
                 if s.confirmed && version < s.last {
@@ -441,7 +441,17 @@ mod tests {
     fn reads(feed: ChangeFeed) -> Reads {
         let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
         let token = service_kit::service_auth::AttachToken::new(None).expect("no token");
-        Reads::new(MemoryStoreClient::with_interceptor(channel, token), feed)
+        let cache = Arc::new(crate::cache::MemoryCache::new(
+            &crate::cache::ReadCacheSettings {
+                capacity: 0,
+                ttl_ms: 0,
+            },
+        ));
+        Reads::new(
+            MemoryStoreClient::with_interceptor(channel, token),
+            feed,
+            cache,
+        )
     }
 
     fn version(v: i64) -> MemoryChanged {
@@ -495,7 +505,7 @@ mod tests {
 
     #[tokio::test]
     async fn consecutive_versions_are_forwarded_in_order_and_a_deletion_ends_the_stream() {
-        let feed = ChangeFeed::new(16);
+        let feed = ChangeFeed::new(16, None);
         let (mut task, mut rx) = task(&feed, 8);
         let opened = opened(&feed);
         for v in 1..=3 {
@@ -519,7 +529,7 @@ mod tests {
     #[tokio::test]
     async fn a_client_that_stops_reading_gets_its_buffer_then_resource_exhausted_naming_where_to_resume()
      {
-        let feed = ChangeFeed::new(16);
+        let feed = ChangeFeed::new(16, None);
         let (mut task, mut rx) = task(&feed, 2);
         let opened = opened(&feed);
         for v in 1..=5 {
@@ -546,7 +556,7 @@ mod tests {
 
     #[tokio::test]
     async fn shutting_down_ends_a_stream_with_unavailable_naming_where_to_resume() {
-        let feed = ChangeFeed::new(16);
+        let feed = ChangeFeed::new(16, None);
         let (task, mut rx) = task(&feed, 8);
         let shutdown = task.shutdown.clone();
         let opened = opened(&feed);

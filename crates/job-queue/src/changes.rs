@@ -29,6 +29,37 @@ pub fn wildcard(subject_prefix: &str) -> String {
     format!("{subject_prefix}.changes.*")
 }
 
+/// One process's change events, numbered: each gets this publisher's id and
+/// the next number, so a subscriber can tell when it missed one.
+pub struct Publisher {
+    client: async_nats::Client,
+    subject_prefix: String,
+    id: String,
+    seq: std::sync::atomic::AtomicU64,
+}
+
+impl Publisher {
+    /// A publisher with a fresh id (one per process lifetime).
+    pub fn new(client: async_nats::Client, subject_prefix: impl Into<String>) -> Self {
+        Self {
+            client,
+            subject_prefix: subject_prefix.into(),
+            id: uuid::Uuid::now_v7().simple().to_string(),
+            seq: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Stamps `event` with this publisher's id and next number, and publishes it.
+    ///
+    /// # Errors
+    /// The client's error when its outgoing buffer is closed or full.
+    pub async fn publish(&self, mut event: MemoryChanged) -> Result<(), async_nats::PublishError> {
+        event.publisher.clone_from(&self.id);
+        event.seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        publish(&self.client, &self.subject_prefix, &event).await
+    }
+}
+
 /// Publishes `event` (fire and forget: core NATS buffers it and flushes it
 /// within milliseconds).
 ///

@@ -269,6 +269,8 @@ pub struct MemoryView {
     pub last_applied_job_id: Uuid,
     /// Jobs of the chat still queued or running.
     pub pending_jobs: u64,
+    /// The chat's owner; empty when none is recorded.
+    pub owner_user: String,
 }
 
 /// A job's status.

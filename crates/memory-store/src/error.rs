@@ -23,6 +23,10 @@ pub enum StoreError {
     /// The requested record does not exist. The message names only the kind of record.
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// Like [`StoreError::NotFound`] (same answer to the caller), for a chat
+    /// that has no memory at all, whoever asks: the gateway may cache that.
+    #[error("{0} not found")]
+    Absent(&'static str),
     /// Postgres cannot be reached, the pool is exhausted, or a connection broke.
     #[error("database unavailable")]
     DatabaseUnavailable(#[source] DbErr),
@@ -109,12 +113,23 @@ pub fn cause_chain(err: &dyn std::error::Error) -> String {
     line
 }
 
+/// Metadata of a NOT_FOUND for a chat without any memory (see `StoreError::Absent`).
+pub const ABSENT_METADATA: &str = "chat-memory-absent";
+
 impl From<StoreError> for Status {
     fn from(err: StoreError) -> Self {
         match &err {
             StoreError::InvalidArgument { .. } => Status::invalid_argument(err.to_string()),
             StoreError::Conflict { .. } => Status::failed_precondition(err.to_string()),
             StoreError::NotFound(_) => Status::not_found(err.to_string()),
+            StoreError::Absent(_) => {
+                let mut status = Status::not_found(err.to_string());
+                status.metadata_mut().insert(
+                    ABSENT_METADATA,
+                    tonic::metadata::MetadataValue::from_static("1"),
+                );
+                status
+            }
             StoreError::DatabaseUnavailable(_) => {
                 tracing::warn!(error = %cause_chain(&err), "database unavailable");
                 Status::new(Code::Unavailable, "database unavailable, retry later")

@@ -259,7 +259,7 @@ pub async fn get_memory(
     ))
     .one(db)
     .await?
-    .ok_or(StoreError::NotFound("memory"))?;
+    .ok_or(StoreError::Absent("memory"))?;
     // Another tenant's (or user's) chat is reported exactly like a missing one.
     if let Some(access) = access
         && !access.may_use_owner(row.owner_user.as_deref())
@@ -272,6 +272,7 @@ pub async fn get_memory(
         updated_at: row.updated_at,
         last_applied_job_id: row.last_job_id,
         pending_jobs: u64::try_from(row.pending_jobs).unwrap_or(0),
+        owner_user: row.owner_user.unwrap_or_default(),
         content: MemoryContent {
             user_confirmed: row.user_confirmed,
             llm_inferred: row.llm_inferred,

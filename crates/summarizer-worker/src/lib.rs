@@ -127,10 +127,9 @@ pub async fn run(
         settings.agent.max_concurrent_calls,
         settings.memory.limits(),
     )
-    .with_changes(processor::ChangePublisher {
-        client: js.client(),
-        subject_prefix: settings.nats.subject_prefix.clone(),
-    });
+    .with_changes(processor::ChangePublisher(std::sync::Arc::new(
+        job_queue::changes::Publisher::new(js.client(), settings.nats.subject_prefix.clone()),
+    )));
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter

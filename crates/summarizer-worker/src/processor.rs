@@ -113,16 +113,11 @@ pub struct Processor {
 /// Announces committed changes on core NATS, best effort: a lost event only
 /// delays a watcher or waiting reader until its next check.
 #[derive(Clone)]
-pub struct ChangePublisher {
-    pub client: async_nats::Client,
-    pub subject_prefix: String,
-}
+pub struct ChangePublisher(pub Arc<job_queue::changes::Publisher>);
 
 impl ChangePublisher {
     async fn publish(&self, event: MemoryChanged) {
-        if let Err(e) =
-            job_queue::changes::publish(&self.client, &self.subject_prefix, &event).await
-        {
+        if let Err(e) = self.0.publish(event).await {
             crate::metrics::get().change_event_lost();
             tracing::warn!(error = %e, "change event not published; watchers catch up at their next check");
         }
@@ -524,9 +519,8 @@ fn applied_event(
             updated_at: commit.updated_at,
         }),
         last_applied_job_id: applied_job_ids.last().cloned().unwrap_or_default(),
-        deleted: false,
         applied_job_ids,
-        failed_job_ids: Vec::new(),
+        ..Default::default()
     }
 }
 

@@ -35,6 +35,11 @@ impl Gate {
         self.entered.notified().await;
     }
 
+    /// Holds the next call too (the gate holds only the first one by itself).
+    pub fn arm(&self) {
+        self.armed.store(true, Ordering::SeqCst);
+    }
+
     /// Lets the held call continue.
     pub fn release(&self) {
         self.release.add_permits(1);

@@ -14,7 +14,7 @@ use chat_memory_proto::v1::{
 };
 use summarizer_agent::backend::offline::OfflineBackend;
 use test_support::gate::{Gate, GatedBackend};
-use test_support::{GatewayClient, StackOptions, TestStack, auth};
+use test_support::{GatewayClient, StackOptions, TestStack, auth, wait};
 
 const JOB_TIMEOUT: Duration = Duration::from_secs(30);
 /// Long enough never to be the reason a test passes.
@@ -394,5 +394,120 @@ async fn a_watch_never_shows_another_users_chat() {
         .await
         .expect_err("negative from_version");
     assert_eq!(negative.code(), Code::InvalidArgument);
+    stack.shutdown().await;
+}
+
+/// A client of the gateway replica at `addr`, as the stack's default user.
+async fn replica_client(stack: &TestStack, addr: std::net::SocketAddr) -> GatewayClient {
+    let token = auth::mint(auth::TENANT, auth::USER, &["memory:read", "memory:write"]);
+    chat_memory_proto::v1::memory_service_client::MemoryServiceClient::with_interceptor(
+        stack.gateway_channel(addr).await,
+        test_support::auth::Bearer::new(&token),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_memory_cached_by_one_gateway_is_dropped_when_another_changes_or_deletes_the_chat() {
+    let gate = Gate::new(Arc::new(OfflineBackend::new()));
+    let opts = StackOptions {
+        backend: Some(Arc::new(GatedBackend(gate.clone()))),
+        ..StackOptions::default()
+    };
+    let mut stack = TestStack::start_with(opts).await;
+    let mut a = stack.gateway().await;
+    let b_addr = stack.add_gateway().await;
+    let mut b = replica_client(&stack, b_addr).await;
+
+    // Version 1, read (and cached) through gateway B.
+    let first = send(&mut a, "cached", "My plan is Blue Shield PPO 500.").await;
+    gate.wait_entered().await;
+    gate.release();
+    a.get_memory(after_job("cached", &first, WAIT_MS))
+        .await
+        .expect("version 1");
+    let cached = b
+        .get_memory(min_version("cached", 0, 0))
+        .await
+        .expect("read")
+        .into_inner();
+    assert_eq!(cached.freshness.as_ref().map(|f| f.pending_jobs), Some(0));
+
+    // An update accepted through A (its summarizer call held): B's answer
+    // shows it pending (B dropped its entry on the acceptance event), then
+    // the new version.
+    gate.arm();
+    let second = send(&mut a, "cached", "My deductible is $500.").await;
+    let pending = wait::until("B to see the pending job", Duration::from_secs(5), || {
+        let mut b = b.clone();
+        async move {
+            let r = b
+                .get_memory(min_version("cached", 0, 0))
+                .await
+                .ok()?
+                .into_inner();
+            (r.freshness.as_ref().map(|f| f.pending_jobs) == Some(1)).then_some(r)
+        }
+    })
+    .await;
+    assert_eq!(pending.memory.map(|m| m.version), Some(1));
+    gate.wait_entered().await;
+    gate.release();
+    a.get_memory(after_job("cached", &second, WAIT_MS))
+        .await
+        .expect("version 2");
+    wait::until("B to see version 2", Duration::from_secs(5), || {
+        let mut b = b.clone();
+        async move {
+            let r = b
+                .get_memory(min_version("cached", 0, 0))
+                .await
+                .ok()?
+                .into_inner();
+            (r.memory.as_ref().map(|m| m.version) == Some(2)).then_some(())
+        }
+    })
+    .await;
+
+    // Deleted through A: B answers NOT_FOUND, not its cached memory (within
+    // the event's trip; the cache's TTL is 10 s, far beyond this wait).
+    a.delete_memory(DeleteMemoryRequest {
+        chat_id: "cached".into(),
+    })
+    .await
+    .expect("delete");
+    wait::until(
+        "B to answer NOT_FOUND after the deletion",
+        Duration::from_secs(2),
+        || {
+            let mut b = b.clone();
+            async move {
+                match b.get_memory(min_version("cached", 0, 0)).await {
+                    Err(s) if s.code() == Code::NotFound => Some(()),
+                    _ => None,
+                }
+            }
+        },
+    )
+    .await;
+
+    // The chat is written again by another user (a new owner): the first
+    // user, reading through B, gets NOT_FOUND, never the new owner's memory.
+    let mut other = stack
+        .gateway_as(&auth::mint(
+            auth::TENANT,
+            "new-owner",
+            &["memory:read", "memory:write"],
+        ))
+        .await;
+    let third = send(&mut other, "cached", "I am someone else.").await;
+    other
+        .get_memory(after_job("cached", &third, WAIT_MS))
+        .await
+        .expect("the new owner's version 1");
+    let hidden = b
+        .get_memory(min_version("cached", 0, 0))
+        .await
+        .expect_err("not theirs");
+    assert_eq!(hidden.code(), Code::NotFound);
     stack.shutdown().await;
 }

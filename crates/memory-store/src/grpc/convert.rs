@@ -276,6 +276,7 @@ pub fn memory_to_pb(m: MemoryView) -> pb::GetMemoryResponse {
             last_applied_job_id: m.last_applied_job_id.to_string(),
             pending_jobs: u32::try_from(m.pending_jobs).unwrap_or(u32::MAX),
         }),
+        owner_user: m.owner_user,
     }
 }
 
