@@ -4,16 +4,18 @@
 #   - the debug binaries, already built (`cargo build --workspace --bins`),
 #   - a fresh Postgres database (created, migrated, dropped at exit),
 #   - their own JetStream stream, subjects, consumer and rate-limit bucket (deleted at exit),
-#   - memory-store, the summarizer agent (offline backend), a worker and two gateways
-#     (plaintext, and TLS with a throwaway CA) on ports outside the ephemeral range,
-#   - a Python virtualenv in .local/python-tests/venv-<version> with `pip install ./clients/python pytest`.
+#   - memory-store, the summarizer agent (offline backend), a worker, two gateways
+#     (plaintext, and TLS with a throwaway CA) and the MCP front (chat-memory-mcp) on
+#     ports outside the ephemeral range,
+#   - a Python virtualenv in .local/python-tests/venv-<version> with `pip install ./clients/python pytest`
+#     and, on Python >= 3.10, the `mcp` SDK (tests/test_mcp.py is skipped without it).
 # Everything started is stopped, and everything created removed, even on failure.
 #
 #   scripts/python-tests.sh [pytest arguments]
 #
 # Needs PostgreSQL and NATS on 127.0.0.1 (scripts/services.sh) and python3.
 # PY_TESTS_PORT_BASE (default 21050) moves the ports: base+1 gateway, +2 memory-store,
-# +3 agent, +4 worker, +5 TLS gateway, +6 a gateway the tests restart, +51..+56 metrics.
+# +3 agent, +4 worker, +5 TLS gateway, +6 a gateway the tests restart, +7 MCP front, +51..+57 metrics.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -27,7 +29,7 @@ PYTHON=${PYTHON:-python3}   # another interpreter, e.g. PYTHON=python3.9, gets a
 
 log() { echo "[python-tests] $*" >&2; }
 
-for b in memory-store summarizer-agent summarizer-worker gateway chat-memory chat-memory-migrate; do
+for b in memory-store summarizer-agent summarizer-worker gateway chat-memory-mcp chat-memory chat-memory-migrate; do
   if [ ! -x "$BIN/$b" ]; then
     log "missing $BIN/$b: build first with 'cargo build --workspace --bins'"; exit 1
   fi
@@ -86,6 +88,13 @@ fi
 log "pip install ./clients/python pytest"
 "$VENV/bin/pip" install -q --disable-pip-version-check ./clients/python pytest
 "$VENV/bin/pip" install -q --disable-pip-version-check --force-reinstall --no-deps ./clients/python
+# The Python MCP SDK, an independent client of chat-memory-mcp (tests/test_mcp.py); it needs 3.10+.
+if "$VENV/bin/python" -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then
+  log "pip install mcp"
+  "$VENV/bin/pip" install -q --disable-pip-version-check 'mcp>=2.3,<3'
+else
+  log "Python < 3.10: no mcp SDK, tests/test_mcp.py will be skipped"
+fi
 
 log "database $DB_NAME, stream $STREAM"
 "$BIN/chat-memory-migrate" --database-url "$DATABASE_URL" up >/dev/null
@@ -138,6 +147,11 @@ start gateway gateway-tls $((BASE + 5)) CHAT_MEMORY__LISTEN_ADDR=127.0.0.1:$((BA
   CHAT_MEMORY__TLS__CERT_PATH="$RUN/tls/gateway.crt" CHAT_MEMORY__TLS__KEY_PATH="$RUN/tls/gateway.key" \
   "${GATEWAY_ENV[@]}"
 
+# The MCP front, calling the plaintext gateway with each caller's token.
+start chat-memory-mcp chat-memory-mcp $((BASE + 7)) CHAT_MEMORY__LISTEN_ADDR=127.0.0.1:$((BASE + 7)) \
+  CHAT_MEMORY__TELEMETRY__METRICS_ADDR=127.0.0.1:$((BASE + 57)) \
+  CHAT_MEMORY__GATEWAY__URL=http://127.0.0.1:$((BASE + 1))
+
 export CHAT_MEMORY_TEST_GATEWAY=http://127.0.0.1:$((BASE + 1))
 export CHAT_MEMORY_TEST_TLS_GATEWAY=https://localhost:$((BASE + 5))
 export CHAT_MEMORY_TEST_CA_CERT=$RUN/tls/ca.crt
@@ -151,6 +165,14 @@ esac
 export CHAT_MEMORY_TEST_GATEWAY_ENV=$RUN/gateway.env
 export CHAT_MEMORY_TEST_SPARE_PORTS="$((BASE + 6)) $((BASE + 56))"
 printf '%s\n' "${GATEWAY_ENV[@]}" >"$CHAT_MEMORY_TEST_GATEWAY_ENV"
+
+# tests/test_mcp.py: the MCP endpoint and two tenants' tokens, minted by the real CLI.
+export CHAT_MEMORY_MCP_URL=http://127.0.0.1:$((BASE + 7))/mcp
+CHAT_MEMORY_MCP_TOKEN=$("$BIN/chat-memory" token --secret "$HS256_SECRET" --tenant pytest-mcp \
+  --user "mcp-$SUFFIX" --scopes memory:read,memory:write --ttl-secs 900)
+CHAT_MEMORY_MCP_OTHER_TOKEN=$("$BIN/chat-memory" token --secret "$HS256_SECRET" --tenant pytest-mcp-other \
+  --user "mcp-$SUFFIX" --scopes memory:read,memory:write --ttl-secs 900)
+export CHAT_MEMORY_MCP_TOKEN CHAT_MEMORY_MCP_OTHER_TOKEN
 
 log "pytest clients/python/tests"
 (cd clients/python && "$VENV/bin/python" -m pytest -p no:cacheprovider "$@" tests)

@@ -3,7 +3,8 @@
 #   1. starts (or installs) PostgreSQL and NATS,
 #   2. builds the services (release profile; the first build takes a while),
 #   3. creates and migrates the database,
-#   4. starts memory-store, summarizer-agent, summarizer-worker and gateway,
+#   4. starts memory-store, summarizer-agent, summarizer-worker, gateway and the MCP front
+#      (chat-memory-mcp),
 #   5. prints where they listen, and stops them all on Ctrl-C.
 #
 #   scripts/run-local.sh            # PROFILE=debug for a faster first build
@@ -92,7 +93,12 @@ start gateway 50051 CHAT_MEMORY__STORE__SERVICE_TOKEN="$SERVICE_TOKEN" CHAT_MEMO
   CHAT_MEMORY__RATE_LIMIT__PER_MINUTE="${RATE_LIMIT_PER_MINUTE:-100}" \
   CHAT_MEMORY__RATE_LIMIT__PER_TENANT_PER_MINUTE="${RATE_LIMIT_PER_MINUTE:-6000}" "${GATEWAY_TLS[@]}"
 
-# A token for tenant "demo", user "dev", valid 12 hours, for the CLI and benchmarks.
+# The MCP front: MCP tools over streamable HTTP, calling the gateway with each caller's token.
+MCP_GATEWAY=(CHAT_MEMORY__GATEWAY__URL="$GATEWAY_URL")
+if [ "${CHAT_MEMORY_TLS:-0}" = 1 ]; then MCP_GATEWAY+=(CHAT_MEMORY__GATEWAY__CA_PATH="$STATE/tls/ca.crt"); fi
+start chat-memory-mcp 50055 "${MCP_GATEWAY[@]}"
+
+# A token for tenant "demo", user "dev", valid 12 hours, for the CLI, MCP and benchmarks.
 "$BIN/chat-memory" token --secret "$HS256_SECRET" --tenant demo --user dev \
   --scopes memory:read,memory:write,memory:admin --ttl-secs 43200 > "$STATE/token"
 
@@ -102,7 +108,8 @@ chat-memory is running ($PROFILE build); logs in $LOGS/
   memory-store (internal gRPC)            127.0.0.1:50052
   summarizer-agent (MCP at /mcp, health)  127.0.0.1:50053
   summarizer-worker (health)              127.0.0.1:50054
-  metrics (Prometheus)                    127.0.0.1:9101-9104 /metrics
+  chat-memory-mcp (MCP tools for agents)  http://127.0.0.1:50055/mcp  (Authorization: Bearer \$(cat $STATE/token))
+  metrics (Prometheus)                    127.0.0.1:9101-9105 /metrics
 Try:  export CHAT_MEMORY_TOKEN=\$(cat $STATE/token) CHAT_MEMORY_GATEWAY=$GATEWAY_URL${CA_HINT}
       $BIN/chat-memory update --chat demo -m "user:My member ID is W123456789" --wait
       $BIN/chat-memory get demo

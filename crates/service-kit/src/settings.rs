@@ -83,6 +83,35 @@ where
     Ok(settings)
 }
 
+/// For `#[serde(deserialize_with = ...)]` on a list setting: environment
+/// variables are strings, so accept `"a, b"` (comma-separated, blanks dropped)
+/// as well as `["a", "b"]`; `CHAT_MEMORY__ALLOWED_HOSTS=svc,localhost` then works.
+///
+/// # Errors
+/// A value that is neither a list of strings nor a string.
+pub fn list_or_comma_separated<'de, D>(deserializer: D) -> Result<Vec<String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum ListOrString {
+        List(Vec<String>),
+        String(String),
+    }
+    Ok(
+        match <ListOrString as serde::Deserialize>::deserialize(deserializer)? {
+            ListOrString::List(list) => list,
+            ListOrString::String(joined) => joined
+                .split(',')
+                .map(str::trim)
+                .filter(|h| !h.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        },
+    )
+}
+
 /// Command-line flags every service binary takes.
 #[derive(Debug, clap::Args)]
 pub struct CommonArgs {

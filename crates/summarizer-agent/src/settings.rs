@@ -28,7 +28,7 @@ pub struct Settings {
     /// `summarizer-agent.<namespace>.svc` forms), or every call gets 403. An
     /// empty list disables the check. Also accepts a comma-separated string,
     /// so `CHAT_MEMORY__ALLOWED_HOSTS=summarizer-agent,localhost` works.
-    #[serde(deserialize_with = "list_or_comma_separated")]
+    #[serde(deserialize_with = "service_kit::settings::list_or_comma_separated")]
     pub allowed_hosts: Vec<String>,
     /// Which summarizer computes the memory.
     pub backend: BackendKind,
@@ -103,28 +103,6 @@ impl Settings {
             backend
         })
     }
-}
-
-/// Environment variables are strings: accept `"a,b"` as well as `["a", "b"]`.
-fn list_or_comma_separated<'de, D>(deserializer: D) -> Result<Vec<String>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-{
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum ListOrString {
-        List(Vec<String>),
-        String(String),
-    }
-    Ok(match ListOrString::deserialize(deserializer)? {
-        ListOrString::List(list) => list,
-        ListOrString::String(joined) => joined
-            .split(',')
-            .map(str::trim)
-            .filter(|h| !h.is_empty())
-            .map(str::to_owned)
-            .collect(),
-    })
 }
 
 impl Validate for Settings {

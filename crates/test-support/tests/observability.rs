@@ -422,10 +422,15 @@ fn deployment_env(root: &std::path::Path, service: &str) -> Vec<(String, String)
 #[test]
 fn deployment_settings_files_load_in_every_service() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    for service in test_support::processes::SERVICES {
+    // The MCP front is deployed beside the four services (not part of the
+    // process stack); it and the worker are the two that take no secret.
+    let services = test_support::processes::SERVICES
+        .into_iter()
+        .chain(["chat-memory-mcp"]);
+    for service in services {
         let env = deployment_env(&root, service);
         assert!(
-            service == "summarizer-worker" || !env.is_empty(),
+            matches!(service, "summarizer-worker" | "chat-memory-mcp") || !env.is_empty(),
             "{service}: its deployment gives it no secrets"
         );
         let config = root.join("k8s/config").join(format!("{service}.toml"));

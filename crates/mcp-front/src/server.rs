@@ -1,0 +1,92 @@
+//! Serving: the MCP streamable-HTTP endpoint at `/mcp`, behind the bearer
+//! check, and the standard gRPC health service, on one listener.
+//!
+//! ```text
+//!             ┌─ /mcp ── require_bearer ──▶ StreamableHttpService ─▶ MemoryTools ──gRPC + caller's token──▶ gateway
+//! listener ───┤  (401 without a token)       (stateless JSON)
+//!             └─ /grpc.health.v1.Health/* ───▶ tonic-health (h2c)
+//! ```
+
+use std::{future::Future, sync::Arc};
+
+use rmcp::transport::streamable_http_server::{
+    StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
+};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic_health::ServingStatus;
+
+use crate::{FrontError, gateway::Gateway, settings::Settings, tools::MemoryTools};
+
+/// Name under which the health service reports the front (besides `""`).
+pub const HEALTH_SERVICE_NAME: &str = "chatmemory.mcp";
+
+/// Path of the MCP endpoint.
+pub const MCP_PATH: &str = "/mcp";
+
+/// Serves until `shutdown` resolves, then finishes in-flight requests and
+/// returns. The gateway is dialled lazily: one that is down makes tool calls
+/// fail with `UNAVAILABLE`, it does not stop the front.
+///
+/// # Errors
+/// [`FrontError`] when the gateway channel cannot be built (URL, CA file) or
+/// the listener fails.
+pub async fn run(
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), FrontError> {
+    let addr = listener.local_addr().map_err(FrontError::ListenerAddress)?;
+    let gateway = Gateway::new(
+        settings.gateway.lazy_channel()?,
+        settings.gateway.request_timeout(),
+    );
+    // Cancelled on shutdown so rmcp ends its in-process request handling too.
+    let mcp_cancel = CancellationToken::new();
+    let mcp = StreamableHttpService::new(
+        move || Ok(MemoryTools::new(gateway.clone())),
+        Arc::new(LocalSessionManager::default()),
+        mcp_config(&settings, mcp_cancel.child_token()),
+    );
+
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status(HEALTH_SERVICE_NAME, ServingStatus::Serving)
+        .await;
+    reporter
+        .set_service_status("", ServingStatus::Serving)
+        .await;
+
+    // Only the MCP route needs a token; health stays open for probes.
+    let mcp_route = axum::Router::new()
+        .nest_service(MCP_PATH, mcp)
+        .layer(axum::middleware::from_fn(crate::auth::require_bearer));
+    let app = tonic::service::Routes::new(health)
+        .into_axum_router()
+        .merge(mcp_route);
+
+    tracing::info!(%addr, gateway = %settings.gateway.url, "MCP front serving");
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("MCP front shutting down");
+            // Report NOT_SERVING first so health checks drain traffic away.
+            reporter
+                .set_service_status(HEALTH_SERVICE_NAME, ServingStatus::NotServing)
+                .await;
+            mcp_cancel.cancel();
+        })
+        .await;
+    result.map_err(FrontError::Serve)
+}
+
+/// Stateless streamable HTTP with plain JSON responses: no session lives in
+/// the front, so any replica answers any request and a restart is invisible.
+fn mcp_config(settings: &Settings, cancel: CancellationToken) -> StreamableHttpServerConfig {
+    StreamableHttpServerConfig::default()
+        .with_legacy_session_mode(false)
+        .with_json_response(true)
+        .with_sse_keep_alive(None)
+        .with_allowed_hosts(settings.allowed_hosts.clone())
+        .with_cancellation_token(cancel)
+}
