@@ -252,6 +252,11 @@ def from_rpc_error(error: grpc.RpcError) -> ChatMemoryError:
         initial = None
     retry_after, violations = parse_details(trailing, initial)
     cls = _BY_CODE.get(code, ChatMemoryError)
+    if code == grpc.StatusCode.CANCELLED and message == "Timeout expired":
+        # A tonic server answers a call whose grpc-timeout elapsed with
+        # CANCELLED "Timeout expired" (the gRPC spec says DEADLINE_EXCEEDED);
+        # it can reach the client before the client's own deadline fires.
+        cls = DeadlineExceeded
     return cls(
         message or code.name,
         code=code,
