@@ -63,6 +63,9 @@ pub struct ReadArgs {
     /// gRPC connections the calls are spread over.
     #[arg(long, default_value_t = 4)]
     pub connections: usize,
+    /// The gateway's `read_cache.capacity` (0: every read goes to memory-store).
+    #[arg(long, default_value_t = 10_000)]
+    pub cache_capacity: usize,
 }
 
 /// Why the run could not complete.
@@ -108,18 +111,31 @@ pub async fn read_path(args: &ReadArgs) -> Result<(), ReadBenchError> {
         otlp_endpoint: None,
         env: vec![(
             "gateway",
-            vec![(
-                "CHAT_MEMORY__WATCH__MAX_STREAMS".to_owned(),
-                (args.watchers + 100).to_string(),
-            )],
+            vec![
+                (
+                    "CHAT_MEMORY__WATCH__MAX_STREAMS".to_owned(),
+                    (args.watchers + 100).to_string(),
+                ),
+                (
+                    "CHAT_MEMORY__READ_CACHE__CAPACITY".to_owned(),
+                    args.cache_capacity.to_string(),
+                ),
+            ],
         )],
     })
     .await;
     let tag = format!("{:x}", crate::run_tag());
     seed(&stack.database.url, &tag, args.memories).await?;
     println!(
-        "== read-path: {} stored memories, {} calls per phase, {} connections ==",
-        args.memories, args.calls, args.connections
+        "== read-path: {} stored memories, {} calls per phase, {} connections, gateway read cache {} ==",
+        args.memories,
+        args.calls,
+        args.connections,
+        if args.cache_capacity == 0 {
+            "off".to_owned()
+        } else {
+            format!("{} entries", args.cache_capacity)
+        }
     );
 
     let echo_clients: Vec<HealthClient<Channel>> = (0..args.connections.max(1))

@@ -32,9 +32,46 @@ pub fn warm_tokenizer() {
     let _ = count_tokens("warm up");
 }
 
+/// Texts shorter than this are encoded every time (cheaper than a lookup).
+const MEMO_MIN_BYTES: usize = 64;
+/// Counts remembered: each call counts the prior memory's three layers (last
+/// call's output) and its own output several times over while fitting budgets.
+const MEMO_ENTRIES: usize = 65_536;
+
+type Memo = std::sync::Mutex<std::collections::HashMap<(u64, usize), u32>>;
+
+static MEMO: OnceLock<Memo> = OnceLock::new();
+
 /// Number of `cl100k_base` tokens in `text` (special-token markers count as
-/// ordinary text).
+/// ordinary text). Longer texts' counts are remembered by their hash and
+/// length: BPE encoding is the agent's largest CPU cost per call, and the same
+/// layers are counted again and again.
 pub fn count_tokens(text: &str) -> u32 {
+    if text.len() < MEMO_MIN_BYTES {
+        return encode_count(text);
+    }
+    let key = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        text.hash(&mut h);
+        (h.finish(), text.len())
+    };
+    let memo = MEMO.get_or_init(Memo::default);
+    let lock = || memo.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(n) = lock().get(&key).copied() {
+        return n;
+    }
+    let n = encode_count(text);
+    let mut remembered = lock();
+    if remembered.len() >= MEMO_ENTRIES {
+        // Bounded: start again rather than track recency.
+        remembered.clear();
+    }
+    remembered.insert(key, n);
+    n
+}
+
+fn encode_count(text: &str) -> u32 {
     let n = match encoder() {
         Some(bpe) => bpe.encode_ordinary(text).len(),
         None => text.len(),
@@ -88,6 +125,16 @@ fn longest_fitting(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_remembered_count_equals_a_fresh_one() {
+        let long = "My member ID is W123456789 and my deductible is $1,500. ".repeat(20);
+        let fresh = encode_count(&long);
+        assert_eq!(count_tokens(&long), fresh);
+        assert_eq!(count_tokens(&long), fresh, "second count, from the memo");
+        let other = format!("{long}x");
+        assert_eq!(count_tokens(&other), encode_count(&other));
+    }
 
     #[test]
     fn counting_matches_cl100k() {
