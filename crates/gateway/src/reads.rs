@@ -1,12 +1,13 @@
-//! Reads through memory-store, and reads that wait for a version
+//! Reads on a caller's behalf: plain reads from the gateway's cache
+//! ([`crate::cache`]) or memory-store, and reads that wait for a version
 //! (read-your-writes) without polling.
 //!
 //! A waiting read listens to its chat's change events ([`crate::changes`])
 //! *before* it reads, so no commit between its read and its wait is missed.
-//! Events only say when to read again: every answer is a memory-store read
-//! with the caller's access (tenant namespace and owner checked there). A lost
-//! event makes an answer later, never wrong: the wait also re-reads every
-//! [`RECHECK`], and at its deadline.
+//! Events only say when to read again: every answer of a waiting read is a
+//! memory-store read with the caller's access (tenant namespace and owner
+//! checked there), never the cache. A lost event makes an answer later, never
+//! wrong: the wait also re-reads every [`RECHECK`], and at its deadline.
 
 use std::time::Duration;
 

@@ -1,5 +1,7 @@
-//! The audit outbox: where the gateway puts an audit row that memory-store could
-//! not take, so that the row survives the gateway dying before memory-store is back.
+//! The audit outbox: where the gateway makes each call's audit row durable
+//! before it answers (the default `audit.durable_point`; with `store`, only the
+//! rows memory-store could not take), so a row survives the gateway dying
+//! before memory-store has it.
 //!
 //! - Stream `<stream>_AUDIT` on subject `<subject_prefix>.audit`, file storage,
 //!   work-queue retention: a row leaves the stream once a relay acknowledged it,

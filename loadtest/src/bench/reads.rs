@@ -54,6 +54,9 @@ pub struct ReadArgs {
     /// Read-your-writes round trips (update, then read after its job).
     #[arg(long, default_value_t = 300)]
     pub ryw: usize,
+    /// Read-your-writes loops running side by side.
+    #[arg(long, default_value_t = 8)]
+    pub ryw_loops: usize,
     /// Open watch streams.
     #[arg(long, default_value_t = 1_000)]
     pub watchers: usize,
@@ -391,9 +394,9 @@ async fn ryw_phase(
     tag: &str,
     args: &ReadArgs,
 ) -> Result<(), ReadBenchError> {
-    const LOOPS: usize = 8;
-    let per_loop = args.ryw.div_ceil(LOOPS);
-    let results = join_all((0..LOOPS).map(|l| {
+    let loops = args.ryw_loops.max(1);
+    let per_loop = args.ryw.div_ceil(loops);
+    let results = join_all((0..loops).map(|l| {
         let mut client = clients[l % clients.len()].clone();
         let tag = tag.to_owned();
         async move {
@@ -463,7 +466,7 @@ async fn ryw_phase(
     }
     db.close().await.map_err(ReadBenchError::Seed)?;
     println!(
-        "read-your-writes: {} round trips ({LOOPS} loops), {errors} errors",
+        "read-your-writes: {} round trips ({loops} loops side by side), {errors} errors",
         total.len()
     );
     report::print(

@@ -13,7 +13,7 @@
 //!
 //! Each point is the other's fallback. Only when both refuse is a row lost: it
 //! is then logged whole at error level (no content in it) and counted
-//! (`chat_memory_audit_rows_total{result="lost"}`, alert `AuditRowsLost`), and
+//! (`chat_memory_audit_rows_total{result="lost"}`, alert `ChatMemoryAuditRowsLost`), and
 //! a successful read is refused instead of answered unaudited ([`AuditError`]).
 //! Rows carry ids, the action, the status code name and the trace id: never
 //! message content.
