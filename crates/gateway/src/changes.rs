@@ -16,6 +16,7 @@ use tokio::sync::broadcast;
 pub use job_queue::changes::MemoryChanged;
 
 use crate::cache::MemoryCache;
+use crate::owners::OwnerCache;
 
 /// Every chat's change events on this gateway; cheap to clone.
 #[derive(Clone)]
@@ -26,6 +27,8 @@ pub struct ChangeFeed {
 struct Registry {
     /// Dropped entries for every event's chat (and cleared on a gap).
     cache: Option<Arc<MemoryCache>>,
+    /// Forgets a deleted chat's confirmed writer (the chat may get a new owner).
+    owners: Option<Arc<OwnerCache>>,
     chats: Mutex<HashMap<String, broadcast::Sender<Arc<MemoryChanged>>>>,
     /// Events one chat's listener may fall behind by before it sees `Lagged`.
     capacity: usize,
@@ -50,11 +53,17 @@ pub enum Event {
 
 impl ChangeFeed {
     /// A feed nothing publishes into yet; [`ChangeFeed::subscribe_all`]
-    /// fills it. Every event also drops its chat from `cache`.
-    pub fn new(capacity: usize, cache: Option<Arc<MemoryCache>>) -> Self {
+    /// fills it. Every event also drops its chat from `cache`, and every
+    /// deletion makes `owners` forget the chat's confirmed writer.
+    pub fn new(
+        capacity: usize,
+        cache: Option<Arc<MemoryCache>>,
+        owners: Option<Arc<OwnerCache>>,
+    ) -> Self {
         Self {
             inner: Arc::new(Registry {
                 cache,
+                owners,
                 chats: Mutex::new(HashMap::new()),
                 capacity: capacity.max(1),
             }),
@@ -91,6 +100,11 @@ impl ChangeFeed {
 
     /// Hands `event` to its chat's listeners, if any.
     pub fn dispatch(&self, event: MemoryChanged) {
+        if event.deleted
+            && let Some(owners) = &self.inner.owners
+        {
+            owners.forget(&event.chat_id);
+        }
         if let Some(cache) = &self.inner.cache {
             cache.note_sequence(&event.publisher, event.seq);
             cache.drop_chat(&event.chat_id);
@@ -188,7 +202,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_listener_gets_its_chats_events_in_order_and_no_other_chats() {
-        let feed = ChangeFeed::new(8, None);
+        let feed = ChangeFeed::new(8, None, None);
         let mut a = feed.listen("t/a");
         feed.dispatch(version("t/b", 1));
         feed.dispatch(version("t/a", 1));
@@ -206,7 +220,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_registry_forgets_a_chat_when_its_last_listener_goes() {
-        let feed = ChangeFeed::new(8, None);
+        let feed = ChangeFeed::new(8, None, None);
         let a1 = feed.listen("t/a");
         let a2 = feed.listen("t/a");
         assert_eq!(feed.chats_listened(), 1);
@@ -218,7 +232,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_listener_that_falls_behind_is_told_how_far() {
-        let feed = ChangeFeed::new(2, None);
+        let feed = ChangeFeed::new(2, None, None);
         let mut a = feed.listen("t/a");
         for v in 1..=5 {
             feed.dispatch(version("t/a", v));
@@ -227,5 +241,23 @@ mod tests {
             Event::Lagged(n) => assert_eq!(n, 3),
             other => panic!("expected Lagged, got {other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_deletion_anywhere_forgets_the_chats_confirmed_writer() {
+        let owners = Arc::new(OwnerCache::new(
+            &crate::owners::OwnershipCacheSettings::default(),
+        ));
+        owners.remember("t/a", "alice");
+        owners.remember("t/b", "bob");
+        let feed = ChangeFeed::new(8, None, Some(owners.clone()));
+        feed.dispatch(version("t/b", 3));
+        feed.dispatch(MemoryChanged {
+            chat_id: "t/a".into(),
+            deleted: true,
+            ..Default::default()
+        });
+        assert!(!owners.confirmed("t/a", "alice"));
+        assert!(owners.confirmed("t/b", "bob"), "a commit keeps the writer");
     }
 }

@@ -159,7 +159,12 @@ pub async fn run(
         settings.backpressure.clone(),
     ));
     let cache = Arc::new(cache::MemoryCache::new(&settings.read_cache));
-    let feed = changes::ChangeFeed::new(settings.watch.buffer, Some(cache.clone()));
+    let owners = Arc::new(owners::OwnerCache::new(&settings.ownership_cache));
+    let feed = changes::ChangeFeed::new(
+        settings.watch.buffer,
+        Some(cache.clone()),
+        Some(owners.clone()),
+    );
     let change_feed = tokio::spawn(
         feed.subscribe_all(&js.client(), &settings.nats.subject_prefix)
             .await
@@ -185,7 +190,7 @@ pub async fn run(
         limits: settings.limits.clone(),
         audit,
         backpressure,
-        owners: owners::OwnerCache::new(&settings.ownership_cache),
+        owners,
         reads,
         watches,
         changes: service::ChangeAnnouncer(Arc::new(job_queue::changes::Publisher::new(

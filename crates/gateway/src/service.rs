@@ -58,7 +58,7 @@ pub struct MemoryApi {
     /// Refuses updates while the queue is too deep; shared, it caches depths.
     pub backpressure: std::sync::Arc<Backpressure>,
     /// Chats whose owner memory-store confirmed recently.
-    pub owners: OwnerCache,
+    pub owners: std::sync::Arc<OwnerCache>,
     /// memory-store reads, and reads that wait for a version.
     pub reads: Reads,
     pub watches: Watches,

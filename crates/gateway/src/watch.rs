@@ -505,7 +505,7 @@ mod tests {
 
     #[tokio::test]
     async fn consecutive_versions_are_forwarded_in_order_and_a_deletion_ends_the_stream() {
-        let feed = ChangeFeed::new(16, None);
+        let feed = ChangeFeed::new(16, None, None);
         let (mut task, mut rx) = task(&feed, 8);
         let opened = opened(&feed);
         for v in 1..=3 {
@@ -529,7 +529,7 @@ mod tests {
     #[tokio::test]
     async fn a_client_that_stops_reading_gets_its_buffer_then_resource_exhausted_naming_where_to_resume()
      {
-        let feed = ChangeFeed::new(16, None);
+        let feed = ChangeFeed::new(16, None, None);
         let (mut task, mut rx) = task(&feed, 2);
         let opened = opened(&feed);
         for v in 1..=5 {
@@ -556,7 +556,7 @@ mod tests {
 
     #[tokio::test]
     async fn shutting_down_ends_a_stream_with_unavailable_naming_where_to_resume() {
-        let feed = ChangeFeed::new(16, None);
+        let feed = ChangeFeed::new(16, None, None);
         let (task, mut rx) = task(&feed, 8);
         let shutdown = task.shutdown.clone();
         let opened = opened(&feed);

@@ -57,7 +57,10 @@ pub fn count_tokens(text: &str) -> u32 {
         (h.finish(), text.len())
     };
     let memo = MEMO.get_or_init(Memo::default);
-    let lock = || memo.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let lock = || {
+        memo.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    };
     if let Some(n) = lock().get(&key).copied() {
         return n;
     }
