@@ -153,7 +153,7 @@ async fn a_retry_after_past_the_deadline_is_a_transient_error_returned_at_once()
     // Assert
     assert!(first.is_ok(), "{first:?}");
     assert!(
-        matches!(&second, Err(summarizer_agent::backend::BackendError::Unavailable(m)) if m.contains("retry after")),
+        matches!(&second, Err(summarizer_agent::backend::BackendError::RateLimited(m)) if m.contains("retry after")),
         "{second:?}"
     );
     assert!(

@@ -43,6 +43,10 @@ pub enum BackendError {
     /// A dependency of the backend is down or overloaded; a retry may succeed.
     #[error("backend unavailable: {0}")]
     Unavailable(String),
+    /// The model provider refused the call for its rate or concurrency limit
+    /// (HTTP 429) past what this call could wait; a retry later may succeed.
+    #[error("model rate limited: {0}")]
+    RateLimited(String),
     /// The model kept answering with output that fails validation, after the
     /// bounded retries; retrying the same input later is unlikely to help.
     #[error("invalid output after retries: {0}")]

@@ -353,3 +353,53 @@ async fn invalid_input_is_rejected_permanently() -> anyhow::Result<()> {
     assert!(!result.as_ref().is_err_and(AgentClientError::is_transient));
     agent.stop().await
 }
+
+/// A backend that always answers with `error`.
+struct FailingBackend(fn() -> summarizer_agent::backend::BackendError);
+
+impl SummarizerBackend for FailingBackend {
+    fn name(&self) -> &'static str {
+        "failing"
+    }
+
+    fn summarize(&self, _input: SummarizeInput) -> SummarizeFuture<'_> {
+        let error = (self.0)();
+        Box::pin(async move { Err(error) })
+    }
+}
+
+#[tokio::test]
+async fn a_providers_rate_limit_reaches_the_client_as_rate_limited_and_an_outage_as_unavailable()
+-> anyhow::Result<()> {
+    use summarizer_agent::backend::BackendError;
+    for (make, rate_limited) in [
+        (
+            (|| BackendError::RateLimited("model endpoint answered 429".into()))
+                as fn() -> BackendError,
+            true,
+        ),
+        (
+            (|| BackendError::Unavailable("model endpoint answered 503".into()))
+                as fn() -> BackendError,
+            false,
+        ),
+    ] {
+        let agent = TestAgent::start_with("127.0.0.1:0", Arc::new(FailingBackend(make))).await?;
+        let client = AgentClient::new(&agent.mcp_url(), Duration::from_secs(5))?;
+        let result = client.summarize(&insurance_batch("limited")).await;
+        if rate_limited {
+            assert!(
+                matches!(result, Err(AgentClientError::RateLimited(_))),
+                "{result:?}"
+            );
+        } else {
+            assert!(
+                matches!(result, Err(AgentClientError::Unavailable(_))),
+                "{result:?}"
+            );
+        }
+        assert!(result.as_ref().is_err_and(AgentClientError::is_transient));
+        agent.stop().await?;
+    }
+    Ok(())
+}

@@ -21,7 +21,9 @@ use rmcp::{
 };
 use tokio::sync::Mutex;
 
-use crate::tool::{BACKEND_UNAVAILABLE_CODE, SummarizeInput, SummarizeOutput, TOOL_NAME};
+use crate::tool::{
+    BACKEND_UNAVAILABLE_CODE, RATE_LIMITED_REASON, SummarizeInput, SummarizeOutput, TOOL_NAME,
+};
 
 /// Concurrent tool calls one connection carries unless the caller says
 /// otherwise ([`AgentClient::with_max_concurrent_calls`]; rmcp's default is 16).
@@ -37,6 +39,10 @@ pub enum AgentClientError {
     /// within the call timeout, or reported its backend temporarily down.
     #[error("summarizer agent unavailable: {0}")]
     Unavailable(String),
+    /// The model provider refused the call for its rate limit (HTTP 429);
+    /// transient, and not a sign that the agent is down.
+    #[error("model rate limited: {0}")]
+    RateLimited(String),
     /// The agent refused the call (invalid input, tool error); retrying the
     /// same input fails again.
     #[error("summarizer agent rejected the call: {message}")]
@@ -58,7 +64,7 @@ impl AgentClientError {
     /// True when a later retry of the same call may succeed.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Unavailable(_) => true,
+            Self::Unavailable(_) | Self::RateLimited(_) => true,
             Self::Rejected { .. } | Self::InvalidOutput(_) | Self::InvalidConfig(_) => false,
         }
     }
@@ -320,7 +326,18 @@ fn parse_output(result: CallToolResult) -> Result<SummarizeOutput, AgentClientEr
 fn service_error(error: ServiceError) -> Attempt {
     match error {
         ServiceError::McpError(e) if e.code.0 == BACKEND_UNAVAILABLE_CODE => {
-            Attempt::Final(AgentClientError::Unavailable(e.message.into_owned()))
+            let rate_limited = e
+                .data
+                .as_ref()
+                .and_then(|d| d.get("reason"))
+                .and_then(serde_json::Value::as_str)
+                == Some(RATE_LIMITED_REASON);
+            let message = e.message.into_owned();
+            Attempt::Final(if rate_limited {
+                AgentClientError::RateLimited(message)
+            } else {
+                AgentClientError::Unavailable(message)
+            })
         }
         ServiceError::McpError(e) => Attempt::Final(AgentClientError::Rejected {
             code: Some(e.code.0),

@@ -15,6 +15,13 @@ pub const TOOL_NAME: &str = "summarize";
 /// other JSON-RPC error from the tool is permanent.
 pub const BACKEND_UNAVAILABLE_CODE: i32 = -32050;
 
+/// The `reason` an error with [`BACKEND_UNAVAILABLE_CODE`] carries in its
+/// `data` (`{"reason": "rate_limited"}`) when the model provider refused the
+/// call for its rate or concurrency limit (HTTP 429). Clients that do not know
+/// it still see a transient error; those that do back off without counting an
+/// outage.
+pub const RATE_LIMITED_REASON: &str = "rate_limited";
+
 /// One batch of new chat messages to fold into a chat's layered memory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SummarizeInput {

@@ -549,15 +549,13 @@ fn fail_request(d: &Delivery, attempt: u32, error: &str, terminal: bool) -> Fail
     }
 }
 
-/// Whether the agent reported the model provider's rate limit (HTTP 429). The
-/// agent's openai backend names the status in its transient error; nothing
-/// else in an error text carries "429" next to "rate limited" or "answered".
+/// Whether the agent reported the model provider's rate limit (HTTP 429), as
+/// the contract's `rate_limited` reason (`AgentClientError::RateLimited`).
 fn is_rate_limited(e: &AgentClientError) -> bool {
     match e {
-        AgentClientError::Unavailable(text) => {
-            text.contains("(429)") || text.contains("answered 429")
-        }
-        AgentClientError::Rejected { .. }
+        AgentClientError::RateLimited(_) => true,
+        AgentClientError::Unavailable(_)
+        | AgentClientError::Rejected { .. }
         | AgentClientError::InvalidOutput(_)
         | AgentClientError::InvalidConfig(_) => false,
     }
@@ -599,29 +597,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_providers_429_is_a_rate_limit_and_other_failures_are_not() {
-        let cases = [
-            (
-                "summarizer agent unavailable: model endpoint rate limited the call (429): retry after 3s, past this call's deadline",
-                true,
-            ),
-            (
-                "summarizer agent unavailable: model endpoint answered 429 Too Many Requests: slow down",
-                true,
-            ),
-            (
-                "summarizer agent unavailable: model endpoint answered 500 Internal Server Error: x",
-                false,
-            ),
-            ("summarizer agent unavailable: timed out", false),
-        ];
-        for (text, expected) in cases {
-            assert_eq!(
-                is_rate_limited(&AgentClientError::Unavailable(text.to_owned())),
-                expected,
-                "{text}"
-            );
-        }
+    fn only_the_contracts_rate_limited_error_is_a_rate_limit() {
+        assert!(is_rate_limited(&AgentClientError::RateLimited(
+            "model endpoint answered 429".to_owned()
+        )));
+        // The text no longer decides: an outage that mentions 429 is an outage.
+        assert!(!is_rate_limited(&AgentClientError::Unavailable(
+            "model endpoint answered 429 Too Many Requests".to_owned()
+        )));
         assert!(!is_rate_limited(&AgentClientError::InvalidOutput(
             "answered 429".to_owned()
         )));

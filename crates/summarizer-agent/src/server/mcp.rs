@@ -14,7 +14,7 @@ use tracing::Instrument;
 use crate::{
     agent::SummarizerAgent,
     backend::BackendError,
-    tool::{BACKEND_UNAVAILABLE_CODE, SummarizeInput, SummarizeOutput},
+    tool::{BACKEND_UNAVAILABLE_CODE, RATE_LIMITED_REASON, SummarizeInput, SummarizeOutput},
 };
 
 /// The tool's description, shared with the model-facing instructions so the
@@ -109,6 +109,13 @@ fn to_error_data(error: BackendError) -> ErrorData {
         BackendError::Unavailable(reason) => {
             ErrorData::new(ErrorCode(BACKEND_UNAVAILABLE_CODE), reason, None)
         }
+        // Transient to every client; those that know the reason back off
+        // without counting an outage.
+        BackendError::RateLimited(reason) => ErrorData::new(
+            ErrorCode(BACKEND_UNAVAILABLE_CODE),
+            reason,
+            Some(serde_json::json!({ "reason": RATE_LIMITED_REASON })),
+        ),
         BackendError::InvalidOutput(reason) => ErrorData::internal_error(
             format!("summarizer produced invalid output: {reason}"),
             None,

@@ -109,7 +109,7 @@ impl OpenAiChat {
                     tokio::time::sleep(wait.max(MIN_RATE_LIMIT_WAIT)).await;
                 }
                 Some(wait) => {
-                    return Err(BackendError::Unavailable(format!(
+                    return Err(BackendError::RateLimited(format!(
                         "model endpoint rate limited the call (429): retry after {wait:?}, \
                          past this call's deadline"
                     )));
@@ -117,7 +117,13 @@ impl OpenAiChat {
                 None => break (status, text),
             }
         };
-        if status.as_u16() == 429 || status.as_u16() == 408 || status.is_server_error() {
+        if status.as_u16() == 429 {
+            return Err(BackendError::RateLimited(format!(
+                "model endpoint answered {status}: {}",
+                quote(&text)
+            )));
+        }
+        if status.as_u16() == 408 || status.is_server_error() {
             return Err(BackendError::Unavailable(format!(
                 "model endpoint answered {status}: {}",
                 quote(&text)
