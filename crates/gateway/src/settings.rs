@@ -83,3 +83,13 @@ impl Validate for Settings {
         self.tls.validate("tls")
     }
 }
+
+impl service_kit::entry::ServiceSettings for Settings {
+    fn listen_addr(&self) -> &str {
+        &self.listen_addr
+    }
+
+    fn telemetry(&self) -> &service_kit::telemetry::TelemetrySettings {
+        &self.telemetry
+    }
+}

@@ -174,6 +174,16 @@ impl Validate for Settings {
     }
 }
 
+impl service_kit::entry::ServiceSettings for Settings {
+    fn listen_addr(&self) -> &str {
+        &self.listen_addr
+    }
+
+    fn telemetry(&self) -> &service_kit::telemetry::TelemetrySettings {
+        &self.telemetry
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

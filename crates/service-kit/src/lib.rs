@@ -1,6 +1,8 @@
 //! What every chat-memory service binary shares to start up.
 //!
 //! # Layout
+//! - [`entry`]: the start-up sequence every service `main` runs (settings,
+//!   telemetry, listener, run until a signal).
 //! - [`grpc_client`]: settings and a lazy channel for calling another service.
 //! - [`settings`]: typed, layered settings (defaults, then a file, then
 //!   `CHAT_MEMORY__SECTION__KEY` environment variables) and the common CLI flags.
@@ -18,6 +20,7 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+pub mod entry;
 pub mod grpc_client;
 pub mod secret;
 pub mod service_auth;

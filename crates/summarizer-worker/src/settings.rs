@@ -344,3 +344,13 @@ impl Validate for Settings {
         Ok(())
     }
 }
+
+impl service_kit::entry::ServiceSettings for Settings {
+    fn listen_addr(&self) -> &str {
+        &self.listen_addr
+    }
+
+    fn telemetry(&self) -> &service_kit::telemetry::TelemetrySettings {
+        &self.telemetry
+    }
+}

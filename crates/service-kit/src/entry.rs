@@ -1,0 +1,114 @@
+//! The one start-up sequence of every service binary: parse `--config` /
+//! `--print-config`, load the typed settings, start telemetry, bind
+//! `listen_addr`, and run until SIGINT or SIGTERM. Every failure ends the
+//! process with exit code 1 and one line on stderr naming the service.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::process::ExitCode;
+
+use clap::{Args as _, FromArgMatches as _};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::net::TcpListener;
+
+use crate::settings::{self, CommonArgs, Validate};
+use crate::telemetry::TelemetrySettings;
+
+/// What the entry needs from a service's settings.
+pub trait ServiceSettings: Default + Serialize + DeserializeOwned + Validate {
+    /// The address the service's main listener binds.
+    fn listen_addr(&self) -> &str;
+    fn telemetry(&self) -> &TelemetrySettings;
+}
+
+/// The shutdown signal handed to a service's `run`.
+pub type Shutdown = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Runs a service: see the module documentation. `about` is its `--help` line.
+pub async fn main<S, R, Fut, E>(name: &'static str, about: &'static str, run: R) -> ExitCode
+where
+    S: ServiceSettings,
+    R: FnOnce(S, TcpListener, Shutdown) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: std::error::Error,
+{
+    let command = CommonArgs::augment_args(clap::Command::new(name))
+        .about(about)
+        .version(env!("CARGO_PKG_VERSION"));
+    let common = match CommonArgs::from_arg_matches(&command.get_matches()) {
+        Ok(common) => common,
+        Err(e) => e.exit(),
+    };
+    let fail = |line: String| {
+        eprintln!("{name}: {line}");
+        ExitCode::FAILURE
+    };
+    let settings: S = match settings::load(common.config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => return fail(e.to_string()),
+    };
+    if common.print_config {
+        println!("{}", settings::render(&settings));
+        return ExitCode::SUCCESS;
+    }
+    let _telemetry = match crate::telemetry::start(name, settings.telemetry()).await {
+        Ok(guard) => guard,
+        Err(e) => return fail(e),
+    };
+    let listener = match TcpListener::bind(settings.listen_addr()).await {
+        Ok(l) => l,
+        Err(e) => {
+            let line = format!("cannot bind listen_addr {}: {e}", settings.listen_addr());
+            tracing::error!(error = %line, "cannot start");
+            return fail(line);
+        }
+    };
+    match run(settings, listener, Box::pin(crate::shutdown::signal())).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let line = cause_chain(&e);
+            tracing::error!(error = %line, "stopped with an error");
+            fail(line)
+        }
+    }
+}
+
+/// `error: cause: cause ...`, skipping a cause whose text the previous one
+/// already ends with (many wrappers print their source themselves).
+pub fn cause_chain(err: &dyn std::error::Error) -> String {
+    let mut line = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !line.ends_with(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = cause.source();
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer: {0}")]
+    struct Outer(#[source] Inner);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("inner")]
+    struct Inner;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("wrapper")]
+    struct Wrapper(#[source] Inner);
+
+    #[test]
+    fn a_cause_is_printed_once() {
+        assert_eq!(cause_chain(&Outer(Inner)), "outer: inner");
+        assert_eq!(cause_chain(&Wrapper(Inner)), "wrapper: inner");
+    }
+}
