@@ -21,7 +21,10 @@ fi
 
 # Some tests run the services as real processes (one trace across processes, SIGKILL,
 # a real Prometheus scrape): build the binaries first.
-cargo build --workspace --bins
+# `fault-injection`: the agent's test-only `[faults]` (the fault suite below); the
+# tests are built with the same features so nothing is compiled twice.
+FEATURES=(--features summarizer-agent/fault-injection)
+cargo build --workspace --bins "${FEATURES[@]}"
 
 # The short form of the fault-injection suite (docs/reliability.md): the real
 # binaries under agent faults, worker SIGKILLs (8: in the middle of a
@@ -38,7 +41,7 @@ scripts/python-tests.sh
 
 # The test run last, so its summary closes the output.
 if cargo nextest --version >/dev/null 2>&1; then
-  exec cargo nextest run --workspace --no-fail-fast "$@"
+  exec cargo nextest run --workspace --no-fail-fast "${FEATURES[@]}" "$@"
 else
-  exec cargo test --workspace --no-fail-fast "$@"
+  exec cargo test --workspace --no-fail-fast "${FEATURES[@]}" "$@"
 fi

@@ -19,7 +19,8 @@
 //! - [`server`]: `run` / `run_with_backend`: MCP streamable HTTP at `/mcp` and
 //!   gRPC health (`grpc.health.v1`) on one listener.
 //! - [`settings`]: the binary's typed settings.
-//! - [`faults`]: test-only fault injection (`[faults]`, off by default).
+//! - `faults`: test-only fault injection (`[faults]`, off by default; only with
+//!   the `fault-injection` feature, which release builds leave out).
 //! - `error`: [`AgentError`], why the server stopped.
 //!
 //! `main.rs` only loads settings, starts telemetry, binds and calls
@@ -28,6 +29,7 @@
 pub mod agent;
 pub mod backend;
 mod error;
+#[cfg(feature = "fault-injection")]
 pub mod faults;
 mod memory;
 pub mod server;

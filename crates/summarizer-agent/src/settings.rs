@@ -44,7 +44,9 @@ pub struct Settings {
     /// Bearer token the MCP endpoint requires (the worker's `agent.service_token`).
     /// Required unless the agent listens on loopback only; health stays open.
     pub service_token: Option<service_kit::secret::Secret>,
-    /// Test-only fault injection (the reliability suite); off by default.
+    /// Test-only fault injection (the reliability suite); off by default, and
+    /// only in a build with the `fault-injection` feature.
+    #[cfg(feature = "fault-injection")]
     pub faults: crate::faults::FaultSettings,
     /// Log filter and format.
     pub telemetry: TelemetrySettings,
@@ -60,6 +62,7 @@ impl Default for Settings {
             max_attempts: 3,
             openai: OpenAiSettings::default(),
             service_token: None,
+            #[cfg(feature = "fault-injection")]
             faults: crate::faults::FaultSettings::default(),
             telemetry: TelemetrySettings {
                 // rmcp logs every stateless request's session start/end at info.
@@ -97,16 +100,19 @@ impl Settings {
                 self.max_attempts,
             )?),
         };
-        Ok(if self.faults.enabled() {
+        #[cfg(feature = "fault-injection")]
+        let backend = if self.faults.enabled() {
             crate::faults::FaultyBackend::wrap(backend, self.faults.clone())
         } else {
             backend
-        })
+        };
+        Ok(backend)
     }
 }
 
 impl Validate for Settings {
     fn validate(&self) -> Result<(), SettingsError> {
+        #[cfg(feature = "fault-injection")]
         self.faults.validate()?;
         let addr = self.listen_addr.parse::<SocketAddr>().map_err(|e| {
             SettingsError::invalid(
