@@ -229,6 +229,7 @@ impl MemoryCache {
                 seq,
                 "change events were missed; the read cache is cleared"
             );
+            crate::metrics::read_cache("cleared");
             self.clear();
         }
         gap

@@ -9,6 +9,7 @@
 //! | `chat_memory_audit_rows_total` | counter | `result`: `outboxed` (made durable in the JetStream outbox), `stored` (in memory-store), `relayed` (outbox -> memory-store), `lost` |
 //! | `chat_memory_audit_outbox_depth` | gauge | rows in the outbox not yet in memory-store (read every 15 s) |
 //! | `chat_memory_watch_streams` | gauge | open WatchMemory streams on this gateway |
+//! | `chat_memory_read_cache_total` | counter | `result`: `hit`, `miss`, `cleared` (a skipped change event emptied the cache) |
 
 use std::future::Future;
 use std::pin::Pin;
@@ -34,6 +35,7 @@ struct ApiInstruments {
     duration: Histogram<f64>,
     retrieval: Histogram<f64>,
     audit_rows: Counter<u64>,
+    read_cache: Counter<u64>,
     /// Read by the observable gauges.
     outbox_depth: Arc<AtomicU64>,
     watch_streams: Arc<AtomicU64>,
@@ -58,6 +60,10 @@ fn instruments() -> &'static ApiInstruments {
             .with_callback(move |o| o.observe(streams.load(Ordering::Relaxed), &[]))
             .build();
         ApiInstruments {
+            read_cache: meter
+                .u64_counter("chat_memory_read_cache")
+                .with_description("Plain reads answered from the gateway's cache (hit) or memory-store (miss), and cache clears")
+                .build(),
             outbox_depth,
             watch_streams,
             requests: meter
@@ -95,6 +101,13 @@ pub fn audit_rows(result: &'static str, n: usize) {
 /// Records the outbox's depth (pending plus held by a relay).
 pub fn audit_outbox_depth(rows: u64) {
     instruments().outbox_depth.store(rows, Ordering::Relaxed);
+}
+
+/// Counts one read-cache outcome: `hit`, `miss` or `cleared`.
+pub fn read_cache(result: &'static str) {
+    instruments()
+        .read_cache
+        .add(1, &[KeyValue::new("result", result)]);
 }
 
 /// Records the open watch streams.

@@ -76,9 +76,15 @@ impl Reads {
         chat_id: &str,
     ) -> Result<store_pb::GetMemoryResponse, GatewayError> {
         match self.cache.get(chat_id, access) {
-            Some(Hit::Memory(memory)) => return Ok(Arc::unwrap_or_clone(memory)),
-            Some(Hit::NotFound) => return Err(GatewayError::NotFound("memory")),
-            None => {}
+            Some(Hit::Memory(memory)) => {
+                crate::metrics::read_cache("hit");
+                return Ok(Arc::unwrap_or_clone(memory));
+            }
+            Some(Hit::NotFound) => {
+                crate::metrics::read_cache("hit");
+                return Err(GatewayError::NotFound("memory"));
+            }
+            None => crate::metrics::read_cache("miss"),
         }
         self.read_fresh(access, chat_id).await
     }
