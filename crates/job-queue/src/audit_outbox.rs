@@ -99,6 +99,41 @@ pub async fn relay_consumer(
         })
 }
 
+/// Header of an outbox message holding several rows (`chatmemory.jobs.v1.AuditRows`).
+pub const ROWS_HEADER: &str = "Chat-Memory-Audit-Rows";
+
+/// Whether an outbox message holds several rows ([`ROWS_HEADER`]) rather than one.
+pub fn holds_rows(headers: Option<&async_nats::HeaderMap>) -> bool {
+    headers.and_then(|h| h.get(ROWS_HEADER)).is_some()
+}
+
+/// Publishes encoded `AuditRows` (several rows, one message) and waits for the
+/// server's acknowledgement. `batch_id` deduplicates a repeated publish.
+///
+/// # Errors
+/// [`QueueError::Publish`], [`QueueError::Full`] or [`QueueError::TooLarge`].
+pub async fn publish_rows(
+    js: &jetstream::Context,
+    settings: &QueueSettings,
+    batch_id: &str,
+    payload: Bytes,
+) -> Result<u64, QueueError> {
+    let size = payload.len();
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(ROWS_HEADER, "1");
+    let message = jetstream::message::PublishMessage::build()
+        .payload(payload)
+        .headers(headers)
+        .message_id(batch_id);
+    let ack = js
+        .send_publish(outbox_subject(settings), message)
+        .await
+        .map_err(|e| classify(e, size))?
+        .await
+        .map_err(|e| classify(e, size))?;
+    Ok(ack.sequence)
+}
+
 /// Publishes one encoded audit row and waits for the server's acknowledgement.
 ///
 /// # Errors

@@ -4,7 +4,8 @@
 //! a retried write never adds a second row. The row is made durable before the
 //! answer goes out, at one of two points ([`DurablePoint`]):
 //! - `outbox` (default): the JetStream audit outbox (`job_queue::audit_outbox`)
-//!   acknowledges it, as it acknowledges an accepted update; [`relay`] then
+//!   acknowledges it, as it acknowledges an accepted update (rows of
+//!   concurrent calls share one message, [`batch`]); [`relay`] then
 //!   moves rows to memory-store in batches (one statement per batch), normally
 //!   within milliseconds. A row the outbox acknowledged survives the gateway
 //!   dying: any gateway replica relays it. A read costs one NATS round trip
@@ -18,11 +19,10 @@
 //! Rows carry ids, the action, the status code name and the trace id: never
 //! message content.
 
+pub mod batch;
 pub mod relay;
 
-use bytes::Bytes;
 use chrono::Utc;
-use prost::Message as _;
 use serde::{Deserialize, Serialize};
 use tonic::Code;
 use uuid::Uuid;
@@ -143,8 +143,7 @@ pub struct AuditSettings {
 #[derive(Clone)]
 pub struct AuditSink {
     store: StoreClient,
-    js: async_nats::jetstream::Context,
-    queue: QueueSettings,
+    outbox: batch::OutboxBatcher,
     first: DurablePoint,
 }
 
@@ -157,8 +156,7 @@ impl AuditSink {
     ) -> Self {
         Self {
             store,
-            js,
-            queue,
+            outbox: batch::OutboxBatcher::start(js, queue),
             first: settings.durable_point,
         }
     }
@@ -227,11 +225,8 @@ impl AuditSink {
         })
     }
 
-    async fn to_outbox(&self, entry: &AuditEntry) -> Result<(), job_queue::QueueError> {
-        let payload = Bytes::from(entry.encode_to_vec());
-        job_queue::audit_outbox::publish_row(&self.js, &self.queue, &entry.audit_id, payload)
-            .await
-            .map(drop)
+    async fn to_outbox(&self, entry: &AuditEntry) -> Result<(), String> {
+        self.outbox.publish(entry.clone()).await
     }
 
     async fn to_store(&self, entry: &AuditEntry) -> Result<(), tonic::Status> {

@@ -16,6 +16,7 @@ use futures::{FutureExt, StreamExt};
 use prost::Message as _;
 use tonic::Code;
 
+use chat_memory_proto::jobs::v1::AuditRows;
 use chat_memory_proto::store::{RecordAuditRequest, RecordAuditsRequest};
 use chat_memory_proto::v1::AuditEntry;
 use job_queue::QueueSettings;
@@ -107,36 +108,50 @@ pub async fn run(js: jetstream::Context, queue: QueueSettings, store: StoreClien
     }
 }
 
-/// Hands rows to memory-store in one `RecordAudits` call and acknowledges
-/// them. False when memory-store is unavailable: the rows are then handed back
-/// to the stream, to come again after `delay`.
+/// The rows of one outbox message: several (`AuditRows`, from a gateway that
+/// groups rows) or one (`AuditEntry`).
+fn decode_rows(message: &Message) -> Result<Vec<AuditEntry>, prost::DecodeError> {
+    if job_queue::audit_outbox::holds_rows(message.headers.as_ref()) {
+        AuditRows::decode(message.payload.clone()).map(|r| r.rows)
+    } else {
+        AuditEntry::decode(message.payload.clone()).map(|e| vec![e])
+    }
+}
+
+/// Hands the rows of `group` to memory-store in one `RecordAudits` call and
+/// acknowledges the messages. False when memory-store is unavailable: the
+/// messages are then handed back to the stream, to come again after `delay`.
 async fn relay_group(store: &StoreClient, group: Vec<Message>, delay: Duration) -> bool {
-    let mut rows = Vec::with_capacity(group.len());
-    let mut messages = Vec::with_capacity(group.len());
+    let mut decoded: Vec<(Vec<AuditEntry>, Message)> = Vec::with_capacity(group.len());
     for message in group {
-        match AuditEntry::decode(message.payload.clone()) {
-            Ok(entry) => {
-                rows.push(entry);
-                messages.push(message);
-            }
+        match decode_rows(&message) {
+            Ok(rows) => decoded.push((rows, message)),
             Err(e) => {
-                // Only gateways publish there; a row that does not decode never will.
-                tracing::error!(error = %e, "audit relay: undecodable row removed from the outbox");
+                // Only gateways publish there; a message that does not decode never will.
+                tracing::error!(error = %e, "audit relay: undecodable message removed from the outbox");
                 audit_row("lost");
                 ack(&message, AckKind::Term).await;
             }
         }
     }
+    let rows: Vec<AuditEntry> = decoded
+        .iter()
+        .flat_map(|(r, _)| r.iter().cloned())
+        .collect();
     if rows.is_empty() {
+        for (_, message) in &decoded {
+            ack(message, AckKind::Ack).await;
+        }
         return true;
     }
     let count = rows.len();
-    let request = RecordAuditsRequest {
-        entries: rows.clone(),
-    };
-    match store.clone().record_audits(request).await {
+    match store
+        .clone()
+        .record_audits(RecordAuditsRequest { entries: rows })
+        .await
+    {
         Ok(_) => {
-            for message in &messages {
+            for (_, message) in &decoded {
                 ack(message, AckKind::Ack).await;
             }
             audit_rows("relayed", count);
@@ -148,14 +163,14 @@ async fn relay_group(store: &StoreClient, group: Vec<Message>, delay: Duration) 
             // one so only that row is set aside.
             tracing::warn!(error = %s.message(), rows = count, "audit relay: a batch was refused; relaying its rows one by one");
             let mut all = true;
-            for (entry, message) in rows.into_iter().zip(&messages) {
-                all &= relay_one(store, entry, message, delay).await;
+            for (rows, message) in decoded {
+                all &= relay_message(store, rows, &message, delay).await;
             }
             all
         }
         Err(s) => {
             tracing::debug!(code = ?s.code(), rows = count, "audit relay: memory-store unavailable; rows handed back");
-            for message in &messages {
+            for (_, message) in &decoded {
                 ack(message, AckKind::Nak(Some(delay))).await;
             }
             false
@@ -163,36 +178,36 @@ async fn relay_group(store: &StoreClient, group: Vec<Message>, delay: Duration) 
     }
 }
 
-/// Hands one row to memory-store. False when memory-store is unavailable: the
-/// row is then handed back to the stream, to come again after `delay`.
-async fn relay_one(
+/// Hands one message's rows to memory-store one by one, then acknowledges it.
+/// False when memory-store is unavailable: the message is then handed back to
+/// the stream, to come again after `delay` (rows already stored are stored
+/// once again then, a no-op).
+async fn relay_message(
     store: &StoreClient,
-    entry: AuditEntry,
+    rows: Vec<AuditEntry>,
     message: &Message,
     delay: Duration,
 ) -> bool {
-    let request = RecordAuditRequest {
-        entry: Some(entry.clone()),
-    };
-    match store.clone().record_audit(request).await {
-        Ok(_) => {
-            ack(message, AckKind::Ack).await;
-            audit_row("relayed");
-            true
-        }
-        Err(s) if s.code() == Code::InvalidArgument => {
-            // A row memory-store refuses will never be accepted: log it whole (no content in it).
-            tracing::error!(?entry, error = %s.message(), "audit relay: row refused by memory-store");
-            audit_row("lost");
-            ack(message, AckKind::Term).await;
-            true
-        }
-        Err(s) => {
-            tracing::debug!(code = ?s.code(), audit_id = %entry.audit_id, "audit relay: memory-store unavailable; row handed back");
-            ack(message, AckKind::Nak(Some(delay))).await;
-            false
+    for entry in rows {
+        let request = RecordAuditRequest {
+            entry: Some(entry.clone()),
+        };
+        match store.clone().record_audit(request).await {
+            Ok(_) => audit_row("relayed"),
+            Err(s) if s.code() == Code::InvalidArgument => {
+                // A row memory-store refuses will never be accepted: log it whole (no content in it).
+                tracing::error!(?entry, error = %s.message(), "audit relay: row refused by memory-store");
+                audit_row("lost");
+            }
+            Err(s) => {
+                tracing::debug!(code = ?s.code(), audit_id = %entry.audit_id, "audit relay: memory-store unavailable; message handed back");
+                ack(message, AckKind::Nak(Some(delay))).await;
+                return false;
+            }
         }
     }
+    ack(message, AckKind::Ack).await;
+    true
 }
 
 /// Acknowledges; a lost ack only means the row comes back and is stored once again (a no-op).

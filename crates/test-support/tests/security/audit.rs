@@ -241,3 +241,60 @@ async fn inactive_chats_expire_and_the_expiry_is_audited() {
     assert_eq!(rows[0].user, auth::USER);
     stack.shutdown().await;
 }
+
+/// Rows of concurrent calls share outbox messages, and every row still
+/// reaches the audit log exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_calls_share_outbox_messages_and_each_leaves_one_row() {
+    let stack = TestStack::start().await;
+    let client = stack.gateway().await;
+    let js = stack.jetstream().await;
+    let outbox = job_queue::audit_outbox::outbox_stream_name(&stack.queue);
+    let last_seq = |js: async_nats::jetstream::Context, name: String| async move {
+        let mut stream = js.get_stream(&name).await.expect("outbox stream");
+        stream
+            .info()
+            .await
+            .expect("outbox info")
+            .state
+            .last_sequence
+    };
+    let before = last_seq(js.clone(), outbox.clone()).await;
+
+    const CALLS: usize = 200;
+    let reads = futures::future::join_all((0..CALLS).map(|i| {
+        let mut client = client.clone();
+        async move { client.get_memory(get(&format!("grouped-{i}"))).await }
+    }))
+    .await;
+    assert!(
+        reads
+            .iter()
+            .all(|r| r.as_ref().err().map(tonic::Status::code) == Some(Code::NotFound)),
+        "every read answered (NOT_FOUND: no memory yet)"
+    );
+    let messages = last_seq(js, outbox).await - before;
+    assert!(
+        messages < CALLS as u64,
+        "{CALLS} rows went out in {messages} messages: none shared"
+    );
+
+    stack.audit_relayed().await;
+    let mut admin = stack
+        .gateway_as(&auth::mint(auth::TENANT, "auditor", &["memory:admin"]))
+        .await;
+    let rows = audit_rows(
+        &mut admin,
+        QueryAuditRequest {
+            action: "read".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let grouped = rows
+        .iter()
+        .filter(|r| r.chat_id.starts_with("grouped-"))
+        .count();
+    assert_eq!(grouped, CALLS, "one row per call, none lost or doubled");
+    stack.shutdown().await;
+}
