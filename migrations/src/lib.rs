@@ -21,6 +21,7 @@ mod m20261202_000001_audit_apply_action;
 mod m20261203_000001_jobs_applied_in_call;
 mod m20261204_000001_jobs_request_hash;
 mod m20261205_000001_audit_watch_actions;
+mod m20261206_000001_record_accepted_function;
 
 /// Every migration of memory-store, oldest first.
 pub struct Migrator;
@@ -35,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000001_jobs_applied_in_call::Migration),
             Box::new(m20261204_000001_jobs_request_hash::Migration),
             Box::new(m20261205_000001_audit_watch_actions::Migration),
+            Box::new(m20261206_000001_record_accepted_function::Migration),
         ]
     }
 }

@@ -8,8 +8,8 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, DatabaseTransaction,
-    EntityTrait, QueryFilter, TransactionTrait, TryInsertResult, sea_query::Expr,
+    ActiveModelTrait, ActiveValue::Set, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
+    DbBackend, EntityTrait, QueryFilter, Statement, TransactionTrait,
 };
 
 use crate::{
@@ -48,74 +48,53 @@ pub async fn record_accepted(
     db: &DatabaseConnection,
     job: AcceptedJob,
 ) -> Result<Recorded, StoreError> {
-    let txn = begin_chat(db, &job.chat_id).await?;
-    if deleted_through(&txn, &job.chat_id, job.stream_seq).await? {
-        txn.commit().await?;
-        return Ok(Recorded {
+    // One round trip: the function (migration m20261206_000001) runs the
+    // steps of the former transaction in order under the chat's lock.
+    let row = db
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT outcome, earlier FROM chat_memory_record_accepted($1, $2, $3, $4, $5, $6, $7)",
+            [
+                job.job_id.uuid().into(),
+                job.chat_id.as_str().into(),
+                job.stream_seq.get().into(),
+                job.message_count.into(),
+                job.idempotency_key.into(),
+                job.accepted_at.into(),
+                job.request_hash.into(),
+            ],
+        ))
+        .await?
+        .ok_or_else(|| StoreError::CorruptRow {
+            table: "jobs",
+            reason: "chat_memory_record_accepted returned no row".to_owned(),
+        })?;
+    let outcome: String = row.try_get("", "outcome")?;
+    let earlier: bool = row.try_get("", "earlier")?;
+    match outcome.as_str() {
+        "inserted" => Ok(Recorded {
+            inserted: true,
+            earlier_acceptance: false,
+        }),
+        "deleted" => Ok(Recorded {
             inserted: false,
             earlier_acceptance: false,
-        });
-    }
-    let job_id = job.job_id.uuid();
-    let stream_seq = job.stream_seq.get();
-    let row = jobs::ActiveModel {
-        job_id: Set(job.job_id.uuid()),
-        chat_id: Set(job.chat_id.as_str().to_owned()),
-        stream_seq: Set(job.stream_seq.get()),
-        state: Set(JobState::Queued.as_str().to_owned()),
-        attempts: Set(0),
-        error: Set(None),
-        resulting_version: Set(None),
-        message_count: Set(job.message_count),
-        idempotency_key: Set(job.idempotency_key),
-        accepted_at: Set(job.accepted_at),
-        updated_at: Set(Utc::now()),
-        applied_in_call: Set(None),
-        request_hash: Set(job.request_hash.clone()),
-    };
-    let result = jobs::Entity::insert(row)
-        .on_conflict_do_nothing_on([jobs::Column::JobId])
-        .exec_without_returning(&txn)
-        .await?;
-    let inserted = matches!(result, TryInsertResult::Inserted(n) if n > 0);
-    // A `queued` row is advisory (status and pending counts): if a Postgres
-    // crash loses it, the worker's durable commit recreates it.
-    relaxed_commit(&txn).await?;
-    let earlier_acceptance = if inserted {
-        false
-    } else {
-        let known = jobs::Entity::find_by_id(job_id).one(&txn).await?;
+        }),
+        "known" => Ok(Recorded {
+            inserted: false,
+            earlier_acceptance: earlier,
+        }),
         // The same key with other messages: refuse, so they are not dropped
         // behind a "deduplicated" answer.
-        if let (Some(known), Some(asked)) = (&known, &job.request_hash)
-            && known.request_hash.as_ref().is_some_and(|h| h != asked)
-        {
-            txn.commit().await?;
-            return Err(StoreError::Conflict {
-                field: "idempotency_key",
-                reason: "already used for a different request in this chat".to_owned(),
-            });
-        }
-        // The worker may have registered the job first (it ran before this
-        // acceptance was recorded) without the request's digest: record it
-        // now, so a later reuse of the key with other messages is refused.
-        if let (Some(known), Some(asked)) = (&known, &job.request_hash)
-            && known.request_hash.is_none()
-        {
-            jobs::Entity::update_many()
-                .col_expr(jobs::Column::RequestHash, Expr::value(asked.clone()))
-                .filter(jobs::COLUMN.job_id.eq(job_id))
-                .filter(jobs::Column::RequestHash.is_null())
-                .exec(&txn)
-                .await?;
-        }
-        known.is_some_and(|known| known.stream_seq != stream_seq)
-    };
-    txn.commit().await?;
-    Ok(Recorded {
-        inserted,
-        earlier_acceptance,
-    })
+        "conflict" => Err(StoreError::Conflict {
+            field: "idempotency_key",
+            reason: "already used for a different request in this chat".to_owned(),
+        }),
+        other => Err(StoreError::CorruptRow {
+            table: "jobs",
+            reason: format!("chat_memory_record_accepted returned outcome {other:?}"),
+        }),
+    }
 }
 
 /// Decides whether a delivery must be applied and, if so, marks the job
