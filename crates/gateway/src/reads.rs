@@ -25,10 +25,6 @@ use crate::changes::{ChangeFeed, Event};
 use crate::error::GatewayError;
 use crate::validation::{FieldViolation, ReadCondition};
 
-/// The metadata memory-store puts on a NOT_FOUND for a chat with no memory at
-/// all (as opposed to one the caller may not see).
-const ABSENT_METADATA: &str = "chat-memory-absent";
-
 /// A waiting read re-reads this often even without an event.
 pub const RECHECK: Duration = Duration::from_secs(1);
 
@@ -116,7 +112,7 @@ impl Reads {
             }
             Err(status) => {
                 if status.code() == tonic::Code::NotFound
-                    && status.metadata().get(ABSENT_METADATA).is_some()
+                    && status.metadata().get(store_pb::ABSENT_METADATA).is_some()
                 {
                     self.cache.store_absent(chat_id, ticket);
                 }

@@ -6,9 +6,10 @@
 //! - Stream `<stream>_AUDIT` on subject `<subject_prefix>.audit`, file storage,
 //!   work-queue retention: a row leaves the stream once a relay acknowledged it,
 //!   which it does only after memory-store stored it.
-//! - The payload is the `chatmemory.v1.AuditEntry` as protobuf; its `Nats-Msg-Id`
-//!   is the audit id, so a row published twice is stored once in the stream, and
-//!   memory-store's insert is idempotent on the same id.
+//! - The payload is `chatmemory.jobs.v1.AuditRows` (the rows of concurrent
+//!   calls, header [`ROWS_HEADER`]), or a single `chatmemory.v1.AuditEntry`
+//!   from a gateway of an earlier release; memory-store's insert is
+//!   idempotent on each row's audit id, so a row delivered twice is stored once.
 //! - One durable pull consumer ([`RELAY_CONSUMER`]) shared by every gateway
 //!   replica: any live gateway drains what a dead one left.
 
@@ -125,29 +126,6 @@ pub async fn publish_rows(
         .payload(payload)
         .headers(headers)
         .message_id(batch_id);
-    let ack = js
-        .send_publish(outbox_subject(settings), message)
-        .await
-        .map_err(|e| classify(e, size))?
-        .await
-        .map_err(|e| classify(e, size))?;
-    Ok(ack.sequence)
-}
-
-/// Publishes one encoded audit row and waits for the server's acknowledgement.
-///
-/// # Errors
-/// [`QueueError::Publish`], [`QueueError::Full`] or [`QueueError::TooLarge`].
-pub async fn publish_row(
-    js: &jetstream::Context,
-    settings: &QueueSettings,
-    audit_id: &str,
-    payload: Bytes,
-) -> Result<u64, QueueError> {
-    let size = payload.len();
-    let message = jetstream::message::PublishMessage::build()
-        .payload(payload)
-        .message_id(audit_id);
     let ack = js
         .send_publish(outbox_subject(settings), message)
         .await

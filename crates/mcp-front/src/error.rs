@@ -18,6 +18,7 @@ use rmcp::{
 };
 use serde::Serialize;
 use service_kit::settings::SettingsError;
+use service_kit::telemetry::grpc::code_name;
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
@@ -221,29 +222,6 @@ fn is_unexpected(code: Code) -> bool {
         | Code::Aborted
         | Code::OutOfRange
         | Code::Unauthenticated => false,
-    }
-}
-
-/// The canonical name of a gRPC status code, as in the audit log's `outcome`.
-pub fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
     }
 }
 

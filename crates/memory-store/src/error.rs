@@ -113,9 +113,6 @@ pub fn cause_chain(err: &dyn std::error::Error) -> String {
     line
 }
 
-/// Metadata of a NOT_FOUND for a chat without any memory (see `StoreError::Absent`).
-pub const ABSENT_METADATA: &str = "chat-memory-absent";
-
 impl From<StoreError> for Status {
     fn from(err: StoreError) -> Self {
         match &err {
@@ -125,7 +122,7 @@ impl From<StoreError> for Status {
             StoreError::Absent(_) => {
                 let mut status = Status::not_found(err.to_string());
                 status.metadata_mut().insert(
-                    ABSENT_METADATA,
+                    chat_memory_proto::store::ABSENT_METADATA,
                     tonic::metadata::MetadataValue::from_static("1"),
                 );
                 status

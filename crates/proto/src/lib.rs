@@ -24,6 +24,11 @@ pub mod v1 {
 pub mod store {
     pub use self::v1::*;
 
+    /// Metadata memory-store puts on a `GetMemory` NOT_FOUND for a chat with no
+    /// memory at all (as opposed to one the caller may not see): gateways may
+    /// cache that answer for every caller.
+    pub const ABSENT_METADATA: &str = "chat-memory-absent";
+
     #[allow(clippy::all)]
     pub mod v1 {
         tonic::include_proto!("chatmemory.store.v1");

@@ -32,6 +32,8 @@ use chat_memory_proto::time::to_timestamp;
 use chat_memory_proto::v1::AuditEntry;
 use job_queue::QueueSettings;
 
+use service_kit::telemetry::grpc::code_name;
+
 use crate::StoreClient;
 use crate::metrics::audit_row;
 
@@ -234,28 +236,5 @@ impl AuditSink {
             entry: Some(entry.clone()),
         };
         self.store.clone().record_audit(request).await.map(drop)
-    }
-}
-
-/// The canonical upper-case name of a gRPC status code, as audit rows store it.
-pub fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
     }
 }
