@@ -7,6 +7,9 @@
 //! - `m20261202_000001_audit_apply_action`: the `apply` audit action (written with each memory write).
 //! - `m20261203_000001_jobs_applied_in_call`: which summarizer call applied a job (coalescing).
 //! - `m20261204_000001_jobs_request_hash`: the digest of a keyed update (idempotency-key reuse).
+//! - `m20261205_000001_audit_watch_actions`: the `watch` and `watch_end` audit actions.
+//! - `m20261206_000001_record_accepted_function`: RecordAccepted in one round trip (plpgsql).
+//! - `m20261206_000002_job_functions`: ClaimChat, BeginJobs and CommitJobs in one round trip each.
 //!
 //! Migrations never import entity types: an entity describes the schema of
 //! *today*, a migration the change of *one day*, and must keep compiling (and
@@ -22,6 +25,7 @@ mod m20261203_000001_jobs_applied_in_call;
 mod m20261204_000001_jobs_request_hash;
 mod m20261205_000001_audit_watch_actions;
 mod m20261206_000001_record_accepted_function;
+mod m20261206_000002_job_functions;
 
 /// Every migration of memory-store, oldest first.
 pub struct Migrator;
@@ -37,6 +41,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000001_jobs_request_hash::Migration),
             Box::new(m20261205_000001_audit_watch_actions::Migration),
             Box::new(m20261206_000001_record_accepted_function::Migration),
+            Box::new(m20261206_000002_job_functions::Migration),
         ]
     }
 }

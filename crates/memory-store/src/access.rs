@@ -6,67 +6,10 @@
 //! by another user (unless the caller acts for the whole tenant), is answered
 //! exactly like a chat that does not exist, so existence never leaks.
 
-use chrono::Utc;
-use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ConnectionTrait, DatabaseConnection, EntityTrait,
-};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, Statement};
 
-use crate::{domain::ChatId, entity::chat_owners, error::StoreError, jobs::begin_chat};
-
-/// Separator between the tenant and the public chat id.
-pub const NAMESPACE_SEPARATOR: char = '/';
-
-/// On whose behalf a call runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Access {
-    pub tenant: String,
-    pub user: String,
-    /// A service/admin token acting for every user of the tenant.
-    pub acts_for_tenant: bool,
-}
-
-impl Access {
-    /// `None` for a call without access information (the worker's internal calls).
-    ///
-    /// # Errors
-    /// [`StoreError::InvalidArgument`] when the tenant or user is empty.
-    pub fn parse(
-        raw: Option<chat_memory_proto::store::Access>,
-    ) -> Result<Option<Self>, StoreError> {
-        let Some(raw) = raw else { return Ok(None) };
-        if raw.tenant.is_empty() || raw.tenant.contains(NAMESPACE_SEPARATOR) {
-            return Err(StoreError::invalid(
-                "access.tenant",
-                "must be a non-empty tenant id",
-            ));
-        }
-        if raw.user.is_empty() {
-            return Err(StoreError::invalid("access.user", "must not be empty"));
-        }
-        Ok(Some(Self {
-            tenant: raw.tenant,
-            user: raw.user,
-            acts_for_tenant: raw.acts_for_tenant,
-        }))
-    }
-
-    /// Whether the chat id lies in this tenant's namespace.
-    pub(crate) fn in_namespace(&self, chat_id: &str) -> bool {
-        chat_id
-            .strip_prefix(self.tenant.as_str())
-            .and_then(|rest| rest.strip_prefix(NAMESPACE_SEPARATOR))
-            .is_some_and(|public| !public.is_empty())
-    }
-
-    fn may_use(&self, owner: Option<&chat_owners::Model>) -> bool {
-        self.may_use_owner(owner.map(|o| o.owner_user.as_str()))
-    }
-
-    /// Whether the caller may use a chat owned by `owner` (`None`: no owner yet).
-    pub(crate) fn may_use_owner(&self, owner: Option<&str>) -> bool {
-        owner.is_none_or(|o| self.acts_for_tenant || o == self.user)
-    }
-}
+pub use crate::domain::{Access, NAMESPACE_SEPARATOR};
+use crate::{domain::ChatId, entity::chat_owners, error::StoreError};
 
 /// Checks read/delete access to a chat; `what` names the entity for NOT_FOUND.
 ///
@@ -84,7 +27,7 @@ pub async fn check<C: ConnectionTrait>(
         return Err(StoreError::NotFound(what));
     }
     let owner = chat_owners::Entity::find_by_id(chat_id).one(db).await?;
-    if access.may_use(owner.as_ref()) {
+    if access.may_use_owner(owner.as_ref().map(|o| o.owner_user.as_str())) {
         Ok(())
     } else {
         Err(StoreError::NotFound(what))
@@ -92,7 +35,8 @@ pub async fn check<C: ConnectionTrait>(
 }
 
 /// Makes the caller the chat's owner when it has none, and records the write as
-/// activity. Returns whether the caller became the owner now.
+/// activity, under the chat's lock: one round trip (`chat_memory_claim_chat`,
+/// migration m20261206_000002). Returns whether the caller became the owner now.
 ///
 /// # Errors
 /// [`StoreError::NotFound`] when another user owns the chat, or the chat is
@@ -102,46 +46,34 @@ pub async fn claim(
     chat_id: &ChatId,
     access: &Access,
 ) -> Result<bool, StoreError> {
-    let txn = begin_chat(db, chat_id).await?;
-    let claimed = claim_in(&txn, chat_id, access).await?;
-    txn.commit().await?;
-    Ok(claimed)
-}
-
-/// [`claim`] inside a transaction that already holds the chat's lock.
-pub(crate) async fn claim_in<C: ConnectionTrait>(
-    txn: &C,
-    chat_id: &ChatId,
-    access: &Access,
-) -> Result<bool, StoreError> {
     if !access.in_namespace(chat_id.as_str()) {
         return Err(StoreError::NotFound("chat"));
     }
-    let now = Utc::now();
-    match chat_owners::Entity::find_by_id(chat_id.as_str())
-        .one(txn)
+    let row = db
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT chat_memory_claim_chat($1, $2, $3, $4) AS claim",
+            [
+                chat_id.as_str().into(),
+                access.tenant.as_str().into(),
+                access.user.as_str().into(),
+                access.acts_for_tenant.into(),
+            ],
+        ))
         .await?
-    {
-        Some(owner) if !access.may_use(Some(&owner)) => Err(StoreError::NotFound("chat")),
-        Some(owner) => {
-            let mut row: chat_owners::ActiveModel = owner.into();
-            row.last_activity_at = Set(now);
-            row.update(txn).await?;
-            Ok(false)
-        }
-        None => {
-            let row = chat_owners::ActiveModel {
-                chat_id: Set(chat_id.as_str().to_owned()),
-                tenant: Set(access.tenant.clone()),
-                owner_user: Set(access.user.clone()),
-                created_at: Set(now),
-                last_activity_at: Set(now),
-            };
-            chat_owners::Entity::insert(row)
-                .exec_without_returning(txn)
-                .await?;
-            Ok(true)
-        }
+        .ok_or_else(|| StoreError::CorruptRow {
+            table: "chat_owners",
+            reason: "chat_memory_claim_chat returned no row".to_owned(),
+        })?;
+    let claim: String = row.try_get("", "claim")?;
+    match claim.as_str() {
+        "claimed" => Ok(true),
+        "owner" => Ok(false),
+        "denied" => Err(StoreError::NotFound("chat")),
+        other => Err(StoreError::CorruptRow {
+            table: "chat_owners",
+            reason: format!("chat_memory_claim_chat returned {other:?}"),
+        }),
     }
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
-    DbErr, EntityTrait, Statement,
+    DbErr, EntityTrait, Statement, TransactionTrait,
 };
 
 use crate::{
@@ -69,6 +69,16 @@ pub async fn ensure_migrated(db: &DatabaseConnection) -> Result<(), StoreError> 
     }
 }
 
+/// Opens a transaction holding the chat's write lock.
+pub async fn begin_chat(
+    db: &DatabaseConnection,
+    chat_id: &ChatId,
+) -> Result<DatabaseTransaction, StoreError> {
+    let txn = db.begin().await?;
+    lock_chat(&txn, chat_id).await?;
+    Ok(txn)
+}
+
 /// Serialises every write of one chat: held until the transaction ends.
 ///
 /// All checks (tombstone, applied sequence, version) and the writes that follow
@@ -80,16 +90,6 @@ pub async fn lock_chat(txn: &DatabaseTransaction, chat_id: &ChatId) -> Result<()
         [chat_id.as_str().into()],
     ))
     .await?;
-    Ok(())
-}
-
-/// Lets this transaction's commit return before its WAL record is flushed to
-/// disk. Only for writes that may be lost in a Postgres crash without harm: a
-/// job's `queued` or `running` state, which the worker's commit overwrites (and
-/// recreates, if missing) in a durable transaction. Saves one disk flush wait.
-pub async fn relaxed_commit(txn: &DatabaseTransaction) -> Result<(), StoreError> {
-    txn.execute_unprepared("SET LOCAL synchronous_commit TO OFF")
-        .await?;
     Ok(())
 }
 

@@ -161,7 +161,7 @@ pub struct Delivery {
     pub message_count: i32,
     pub accepted_at: DateTime<Utc>,
     /// Who asked for the job (absent for jobs accepted before issue 4).
-    pub access: Option<crate::access::Access>,
+    pub access: Option<Access>,
     /// An operator's replay of a dead-lettered job: a FAILED job may run again.
     pub replay: bool,
 }
@@ -293,6 +293,57 @@ pub struct JobView {
 pub struct Deleted {
     pub memory_deleted: bool,
     pub jobs_removed: u64,
+}
+
+/// Separator between the tenant and the public chat id.
+pub const NAMESPACE_SEPARATOR: char = '/';
+
+/// On whose behalf a call runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Access {
+    pub tenant: String,
+    pub user: String,
+    /// A service/admin token acting for every user of the tenant.
+    pub acts_for_tenant: bool,
+}
+
+impl Access {
+    /// `None` for a call without access information (the worker's internal calls).
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidArgument`] when the tenant or user is empty.
+    pub fn parse(
+        raw: Option<chat_memory_proto::store::Access>,
+    ) -> Result<Option<Self>, StoreError> {
+        let Some(raw) = raw else { return Ok(None) };
+        if raw.tenant.is_empty() || raw.tenant.contains(NAMESPACE_SEPARATOR) {
+            return Err(StoreError::invalid(
+                "access.tenant",
+                "must be a non-empty tenant id",
+            ));
+        }
+        if raw.user.is_empty() {
+            return Err(StoreError::invalid("access.user", "must not be empty"));
+        }
+        Ok(Some(Self {
+            tenant: raw.tenant,
+            user: raw.user,
+            acts_for_tenant: raw.acts_for_tenant,
+        }))
+    }
+
+    /// Whether the chat id lies in this tenant's namespace.
+    pub(crate) fn in_namespace(&self, chat_id: &str) -> bool {
+        chat_id
+            .strip_prefix(self.tenant.as_str())
+            .and_then(|rest| rest.strip_prefix(NAMESPACE_SEPARATOR))
+            .is_some_and(|public| !public.is_empty())
+    }
+
+    /// Whether the caller may use a chat owned by `owner` (`None`: no owner yet).
+    pub(crate) fn may_use_owner(&self, owner: Option<&str>) -> bool {
+        owner.is_none_or(|o| self.acts_for_tenant || o == self.user)
+    }
 }
 
 #[cfg(test)]

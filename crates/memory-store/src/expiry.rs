@@ -13,12 +13,11 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::{
-    access::NAMESPACE_SEPARATOR,
+    db::begin_chat,
     audit::{self, AuditRecord},
-    domain::ChatId,
+    domain::{ChatId, NAMESPACE_SEPARATOR},
     entity::{chat_owners, jobs, memories},
     error::{StoreError, cause_chain},
-    jobs::begin_chat,
     memories::purge_in,
     settings::ExpirySettings,
 };

@@ -2,26 +2,25 @@
 //!
 //! Every write locks the chat first (see [`crate::db::lock_chat`]), so the
 //! read-then-write sequences below cannot interleave with another write of the
-//! same chat.
-
-use std::collections::HashMap;
+//! same chat. RecordAccepted and BeginJobs are one round trip each: plpgsql
+//! functions (migrations m20261206_000001 and m20261206_000002) run their
+//! steps under that lock.
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
-    DbBackend, EntityTrait, QueryFilter, Statement, TransactionTrait,
+    DbBackend, EntityTrait, FromQueryResult, Statement,
 };
 
 use crate::{
     access::{self, Access},
-    db::{deleted_through, lock_chat, relaxed_commit},
+    db::{begin_chat, deleted_through},
     domain::{
-        AcceptedJob, Begin, Begun, ChatId, Delivery, Failure, JobId, JobState, JobView, Skip,
-        StreamSeq,
+        AcceptedJob, Begin, Begun, ChatId, Delivery, Failure, JobId, JobState, JobView, StreamSeq,
     },
-    entity::{chat_tombstones, jobs, memories},
+    entity::jobs,
     error::StoreError,
-    memories::content_of,
+    rows::BeginRow,
 };
 
 /// The error recorded on a job whose requester does not own the chat.
@@ -112,8 +111,10 @@ pub async fn begin_job(db: &DatabaseConnection, d: Delivery) -> Result<Begin, St
 }
 
 /// [`begin_job`] for the next jobs of one chat at once (to be folded into one
-/// summarizer call): one transaction under the chat's lock, the same decision
-/// for each job as [`begin_job`] makes, and the memory they all build on.
+/// summarizer call): one round trip (`chat_memory_begin_jobs`) under the
+/// chat's lock decides for each job, in order, whether it applies (then marks
+/// it `running`) or why not, and reads the memory they all build on. The chat's
+/// first owner is recorded on the way when the gateway could not claim it.
 ///
 /// # Errors
 /// [`StoreError::InvalidArgument`] when a job belongs to another chat.
@@ -128,115 +129,45 @@ pub async fn begin_jobs(
             format!("job {} is not of chat_id", other.job_id.uuid()),
         ));
     }
-    let txn = begin_chat(db, chat_id).await?;
-    let through = tombstone_through(&txn, chat_id).await?;
-    let mut rows = find_jobs(&txn, deliveries.iter().map(|d| d.job_id), chat_id).await?;
-    let memory = memories::Entity::find_by_id(chat_id.as_str())
-        .one(&txn)
-        .await?;
-    let last_applied = memory.as_ref().map_or(0, |m| m.last_applied_seq);
-    // Ownership is claimed or checked once per requester.
-    let mut owners: Vec<(Access, bool)> = Vec::new();
-    // Whether this transaction wrote something that must be durable before
-    // the worker goes on: a job ended here (failed as not the owner, or
-    // superseded; its message is acknowledged next), or the chat's first owner.
-    let mut must_be_durable = false;
-    let mut skips = Vec::with_capacity(deliveries.len());
-    for d in deliveries {
-        if through.is_some_and(|t| t >= d.stream_seq.get()) {
-            skips.push(Some(Skip::ChatDeleted));
-            continue;
-        }
-        let job = rows.remove(&d.job_id.uuid());
-        if let Some(row) = &job {
-            match JobState::from_db(&row.state)? {
-                JobState::Succeeded => {
-                    skips.push(Some(Skip::AlreadyApplied));
-                    continue;
-                }
-                // A replay runs a failed job again; the order check below still
-                // decides whether it may apply.
-                JobState::Failed if d.replay => {}
-                JobState::Failed => {
-                    skips.push(Some(Skip::AlreadyFailed));
-                    continue;
-                }
-                JobState::Queued | JobState::Running => {}
-            }
-        }
-        let new_row = NewJobRow {
-            job_id: d.job_id,
-            chat_id,
-            stream_seq: d.stream_seq,
-            message_count: d.message_count,
-            accepted_at: d.accepted_at,
-        };
-        // The gateway claims the chat before accepting; if memory-store was down
-        // then, this is the first check of who owns it. Another user's job never applies.
-        if let Some(access) = &d.access {
-            let owns = match owners.iter().find(|(a, _)| a == access) {
-                Some((_, owns)) => *owns,
-                None => {
-                    let owns = match access::claim_in(&txn, chat_id, access).await {
-                        Ok(claimed_now) => {
-                            must_be_durable |= claimed_now;
-                            true
-                        }
-                        Err(StoreError::NotFound(_)) => false,
-                        Err(other) => return Err(other),
-                    };
-                    owners.push((access.clone(), owns));
-                    owns
-                }
-            };
-            if !owns {
-                let write = JobWrite {
-                    state: JobState::Failed,
-                    attempts: d.attempt,
-                    error: Some(Some(NOT_OWNER_ERROR.to_owned())),
-                    resulting_version: None,
-                    applied_in_call: None,
-                };
-                write_job(&txn, job, new_row, write).await?;
-                must_be_durable = true;
-                skips.push(Some(Skip::NotOwner));
-                continue;
-            }
-        }
-        if last_applied >= d.stream_seq.get() {
-            write_job(&txn, job, new_row, JobWrite::superseded(d.attempt)).await?;
-            must_be_durable = true;
-            skips.push(Some(Skip::Superseded));
-            continue;
-        }
-        let running = JobWrite {
-            state: JobState::Running,
-            attempts: d.attempt,
-            // A replay starts clean: the dead-letter reason is history.
-            error: d.replay.then_some(None),
-            resulting_version: None,
-            applied_in_call: None,
-        };
-        write_job(&txn, job, new_row, running).await?;
-        skips.push(None);
-    }
-    if !must_be_durable {
-        // Only `running` states (and an owner's activity time) were written.
-        relaxed_commit(&txn).await?;
-    }
-    txn.commit().await?;
-    Ok(match memory {
-        Some(m) => Begun {
-            skips,
-            prior_version: m.version,
-            prior: Some(content_of(m)),
-        },
-        None => Begun {
-            skips,
-            prior: None,
-            prior_version: 0,
-        },
-    })
+    let jobs: Vec<serde_json::Value> = deliveries
+        .iter()
+        .map(|d| {
+            let access = d.access.as_ref().map(|a| {
+                serde_json::json!({
+                    "tenant": a.tenant,
+                    "user": a.user,
+                    "acts_for_tenant": a.acts_for_tenant,
+                    "in_namespace": a.in_namespace(chat_id.as_str()),
+                })
+            });
+            serde_json::json!({
+                "job": d.job_id.uuid(),
+                "seq": d.stream_seq.get(),
+                "count": d.message_count,
+                "accepted_at": d.accepted_at,
+                "attempt": d.attempt,
+                "replay": d.replay,
+                "access": access,
+            })
+        })
+        .collect();
+    let row = BeginRow::find_by_statement(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "SELECT * FROM chat_memory_begin_jobs($1, $2, $3, $4)",
+        [
+            chat_id.as_str().into(),
+            serde_json::Value::Array(jobs).into(),
+            NOT_OWNER_ERROR.into(),
+            SUPERSEDED_ERROR.into(),
+        ],
+    ))
+    .one(db)
+    .await?
+    .ok_or_else(|| StoreError::CorruptRow {
+        table: "jobs",
+        reason: "chat_memory_begin_jobs returned no row".to_owned(),
+    })?;
+    row.into_begun(deliveries.len())
 }
 
 /// Records a failed attempt. A succeeded job is never touched; a failed one
@@ -305,52 +236,6 @@ pub async fn get_job(
     })
 }
 
-/// Opens a transaction holding the chat's write lock.
-pub(crate) async fn begin_chat(
-    db: &DatabaseConnection,
-    chat_id: &ChatId,
-) -> Result<DatabaseTransaction, StoreError> {
-    let txn = db.begin().await?;
-    lock_chat(&txn, chat_id).await?;
-    Ok(txn)
-}
-
-/// The chat's tombstone: jobs with a sequence up to it were accepted before a delete.
-pub(crate) async fn tombstone_through(
-    txn: &DatabaseTransaction,
-    chat_id: &ChatId,
-) -> Result<Option<i64>, StoreError> {
-    Ok(chat_tombstones::Entity::find_by_id(chat_id.as_str())
-        .one(txn)
-        .await?
-        .map(|t| t.deleted_through_seq))
-}
-
-/// Loads several jobs in one statement, by id; a job id already used by another
-/// chat is a caller bug.
-pub(crate) async fn find_jobs(
-    txn: &DatabaseTransaction,
-    job_ids: impl Iterator<Item = JobId>,
-    chat_id: &ChatId,
-) -> Result<HashMap<uuid::Uuid, jobs::Model>, StoreError> {
-    let ids: Vec<uuid::Uuid> = job_ids.map(JobId::uuid).collect();
-    let rows = jobs::Entity::find()
-        .filter(jobs::COLUMN.job_id.is_in(ids))
-        .all(txn)
-        .await?;
-    let mut found = HashMap::with_capacity(rows.len());
-    for row in rows {
-        if row.chat_id != chat_id.as_str() {
-            return Err(StoreError::invalid(
-                "job_id",
-                "already used by another chat",
-            ));
-        }
-        found.insert(row.job_id, row);
-    }
-    Ok(found)
-}
-
 /// Loads a job; a job id already used by another chat is a caller bug.
 pub(crate) async fn find_job(
     txn: &DatabaseTransaction,
@@ -387,18 +272,6 @@ pub(crate) struct JobWrite {
     pub resulting_version: Option<i64>,
     /// The summarizer call that applied the job (set with `resulting_version`).
     pub applied_in_call: Option<uuid::Uuid>,
-}
-
-impl JobWrite {
-    pub(crate) fn superseded(attempt: i32) -> Self {
-        Self {
-            state: JobState::Failed,
-            attempts: attempt,
-            error: Some(Some(SUPERSEDED_ERROR.to_owned())),
-            resulting_version: None,
-            applied_in_call: None,
-        }
-    }
 }
 
 /// Applies `write` to the job row, inserting the row from `new_row` when missing.

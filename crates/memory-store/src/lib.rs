@@ -6,25 +6,33 @@
 //! - [`run`]: connect, check the schema, serve gRPC and health until shutdown.
 //! - [`settings`]: typed settings (`listen_addr`, `database`, `telemetry`).
 //! - [`error`]: [`StoreError`] and its one mapping to `tonic::Status`.
-//! - `grpc`: the `MemoryStore` adapter; converts requests and nothing else.
-//! - [`jobs`], [`memories`]: the transport-free query layer, one transaction per
-//!   operation, each serialised per chat by an advisory lock.
-//! - [`domain`]: parsed inputs and operation results.
-//! - `db`: pool set-up, the schema check, the per-chat lock.
+//!
+//! Imports run one way: `domain` → `db` → `rows` → the query modules →
+//! `grpc` → [`run`].
+//!
+//! - [`domain`]: parsed inputs, the caller's [`domain::Access`], and operation
+//!   results; imports nothing of this crate but [`error`].
 //! - `entity`: sea-orm entities of `memories`, `jobs`, `chat_tombstones`,
 //!   `audit_log`, `chat_owners`.
-//! - [`access`]: tenant namespaces and chat owners; a chat the caller may not
-//!   see is NOT_FOUND, never PERMISSION_DENIED.
-//! - [`audit`]: the append-only audit log.
-//! - [`audit_batch`]: group commit of the gateway's audit rows (many rows per
-//!   statement and WAL flush, each caller waiting for its own).
-//! - [`expiry`]: the sweep that purges inactive chats (short-term memory).
-//!
+//! - `db`: pool set-up, the schema check, the per-chat lock and the
+//!   transaction that holds it.
+//! - `rows`: row mappers (a memory's columns to content, the answers of the
+//!   plpgsql job functions to domain results).
+//! - Queries, transport-free, each write serialised per chat by an advisory
+//!   lock: [`access`] (tenant namespaces and chat owners; a chat the caller
+//!   may not see is NOT_FOUND, never PERMISSION_DENIED), [`jobs`] (the job
+//!   lifecycle), [`memories`] (commit, read, delete), [`audit`] (the
+//!   append-only log), [`audit_batch`] (group commit of the gateway's audit
+//!   rows), [`expiry`] (the sweep that purges inactive chats). The hot writes
+//!   (RecordAccepted, ClaimChat, BeginJobs, CommitJobs) are one round trip
+//!   each: plpgsql functions of migrations m20261206_000001/000002.
+//! - `grpc`: the `MemoryStore` adapter; converts requests and nothing else.
+//! - `health`: `grpc.health.v1` driven by a periodic database ping.
+
 //! # Security
 //! Every RPC except health requires the service token (`service_token`,
 //! compared in constant time by `service_kit::service_auth`); the listener
 //! serves TLS (and mTLS) when `tls` is configured.
-//! - `health`: `grpc.health.v1` driven by a periodic database ping.
 //!
 //! # Exactly once
 //! The worker calls `BeginJobs` for a batch of one chat's jobs, computes, then
@@ -56,6 +64,7 @@ mod grpc;
 mod health;
 pub mod jobs;
 pub mod memories;
+mod rows;
 pub mod settings;
 
 pub use error::StoreError;

@@ -7,14 +7,13 @@ use sea_orm::{
 };
 
 use crate::{
-    access::{self, Access},
-    domain::{
-        ChatId, Commit, CommitBatch, CommitOutcome, Committed, CommittedJob, Deleted, JobState,
-        MemoryContent, MemoryView, TokenCounts,
-    },
+    access::{self, Access, NAMESPACE_SEPARATOR},
+    db::begin_chat,
+    domain::{ChatId, Commit, CommitBatch, Committed, CommittedJob, Deleted, MemoryView},
     entity::{chat_owners, chat_tombstones, jobs, memories},
     error::StoreError,
-    jobs::{JobWrite, NewJobRow, begin_chat, find_jobs, tombstone_through, write_job},
+    jobs::SUPERSEDED_ERROR,
+    rows::{CommitRow, MemoryRead},
 };
 
 /// Writes a job's new memory and marks the job succeeded, in one transaction,
@@ -40,198 +39,74 @@ pub async fn commit_job(db: &DatabaseConnection, c: Commit) -> Result<Committed,
 }
 
 /// [`commit_job`] for several jobs of one chat folded into one summarizer call:
-/// one transaction writes the memory once and marks every job succeeded with
-/// the same version and `applied_in_call`. All or nothing: if the jobs do not
-/// all stand where `begin_jobs` left them (one was applied, superseded or
-/// deleted meanwhile), nothing is written and the answer is `VersionConflict`
-/// (begin again); when it is true of every job, the answer says which.
+/// one round trip (`chat_memory_commit_jobs`, migration m20261206_000002)
+/// under the chat's lock writes the memory once, marks every job succeeded
+/// with the same version and `applied_in_call`, and appends their `apply`
+/// audit rows, all in one transaction. All or nothing: if the jobs do not all
+/// stand where `begin_jobs` left them (one was applied, superseded or deleted
+/// meanwhile), nothing is written and the answer is `VersionConflict` (begin
+/// again); when it is true of every job, the answer says which.
 ///
 /// # Errors
 /// [`StoreError::InvalidArgument`] for an empty batch or a job of another chat.
 pub async fn commit_jobs(db: &DatabaseConnection, c: CommitBatch) -> Result<Committed, StoreError> {
-    let (Some(first), Some(last)) = (c.jobs.first().copied(), c.jobs.last().copied()) else {
+    if c.jobs.is_empty() {
         return Err(StoreError::invalid("jobs", "at least one job is required"));
-    };
-    let txn = begin_chat(db, &c.chat_id).await?;
-    let memory = memories::Entity::find_by_id(c.chat_id.as_str())
-        .one(&txn)
-        .await?;
-    let current_version = memory.as_ref().map_or(0, |m| m.version);
-    let last_applied = memory.as_ref().map_or(0, |m| m.last_applied_seq);
-    let skip = |outcome| Committed {
-        outcome,
-        version: current_version,
-        updated_at: None,
-    };
-    let n = c.jobs.len();
-    let through = tombstone_through(&txn, &c.chat_id).await?;
-    let deleted = c
+    }
+    // Chat ids are `<tenant>/<chat>` (namespaced by the gateway); audit rows
+    // carry the tenant and the public chat id.
+    let (tenant, public_chat) = c
+        .chat_id
+        .as_str()
+        .split_once(NAMESPACE_SEPARATOR)
+        .unwrap_or(("", c.chat_id.as_str()));
+    let jobs: Vec<serde_json::Value> = c
         .jobs
         .iter()
-        .filter(|j| through.is_some_and(|t| t >= j.stream_seq.get()))
-        .count();
-    if deleted > 0 {
-        txn.commit().await?;
-        let outcome = if deleted == n {
-            CommitOutcome::ChatDeleted
-        } else {
-            CommitOutcome::VersionConflict
-        };
-        return Ok(skip(outcome));
-    }
-    let mut rows = find_jobs(&txn, c.jobs.iter().map(|j| j.job_id), &c.chat_id).await?;
-    let mut succeeded = 0;
-    for row in rows.values() {
-        if JobState::from_db(&row.state)? == JobState::Succeeded {
-            succeeded += 1;
-        }
-    }
-    if succeeded > 0 {
-        txn.commit().await?;
-        let outcome = if succeeded == n {
-            CommitOutcome::AlreadyApplied
-        } else {
-            CommitOutcome::VersionConflict
-        };
-        return Ok(skip(outcome));
-    }
-    let superseded = c
-        .jobs
-        .iter()
-        .filter(|j| last_applied >= j.stream_seq.get())
-        .count();
-    if superseded == n {
-        for j in &c.jobs {
-            let row = rows.remove(&j.job_id.uuid());
-            write_job(
-                &txn,
-                row,
-                new_row(&c.chat_id, j),
-                JobWrite::superseded(j.attempt),
-            )
-            .await?;
-        }
-        txn.commit().await?;
-        return Ok(skip(CommitOutcome::Superseded));
-    }
-    if superseded > 0 || current_version != c.expected_version {
-        txn.commit().await?;
-        return Ok(skip(CommitOutcome::VersionConflict));
-    }
-
-    let now = Utc::now();
-    let version = current_version + 1;
+        .map(|j| {
+            serde_json::json!({
+                "job": j.job_id.uuid(),
+                "seq": j.stream_seq.get(),
+                "attempt": j.attempt,
+                "audit_id": uuid::Uuid::new_v5(&APPLY_AUDIT_NAMESPACE, j.job_id.uuid().as_bytes()),
+            })
+        })
+        .collect();
     let content = c.content;
-    let mut row = match memory {
-        Some(existing) => existing.into(),
-        None => memories::ActiveModel {
-            chat_id: Set(c.chat_id.as_str().to_owned()),
-            created_at: Set(now),
-            ..Default::default()
-        },
-    };
-    row.user_confirmed = Set(content.user_confirmed);
-    row.llm_inferred = Set(content.llm_inferred);
-    row.general_summary = Set(content.general_summary);
-    row.tokens_user_confirmed = Set(content.tokens.user_confirmed);
-    row.tokens_llm_inferred = Set(content.tokens.llm_inferred);
-    row.tokens_general_summary = Set(content.tokens.general_summary);
-    row.state = Set(content.state);
-    row.version = Set(version);
-    row.last_job_id = Set(last.job_id.uuid());
-    row.last_applied_seq = Set(last.stream_seq.get().max(first.stream_seq.get()));
-    row.updated_at = Set(now);
-    if current_version == 0 {
-        memories::Entity::insert(row)
-            .exec_without_returning(&txn)
-            .await?;
-    } else {
-        row.update(&txn).await?;
-    }
-    for j in &c.jobs {
-        let succeeded = JobWrite {
-            state: JobState::Succeeded,
-            attempts: j.attempt,
-            error: Some(None),
-            resulting_version: Some(version),
-            applied_in_call: Some(c.call_id),
-        };
-        let row = rows.remove(&j.job_id.uuid());
-        write_job(&txn, row, new_row(&c.chat_id, j), succeeded).await?;
-    }
-    // The audit rows of the write, in the same transaction: memory, job states and
-    // audit commit together or not at all.
-    crate::audit::record_all(
-        &txn,
-        c.jobs
-            .iter()
-            .map(|j| apply_record(&c.chat_id, j.job_id.uuid(), version))
-            .collect(),
-    )
-    .await?;
-    txn.commit().await?;
-    Ok(Committed {
-        outcome: CommitOutcome::Applied,
-        version,
-        updated_at: Some(now),
-    })
-}
-
-/// The row of a job the worker saw before the gateway's RecordAccepted landed.
-fn new_row<'a>(chat_id: &'a ChatId, j: &CommittedJob) -> NewJobRow<'a> {
-    NewJobRow {
-        job_id: j.job_id,
-        chat_id,
-        stream_seq: j.stream_seq,
-        message_count: 0,
-        accepted_at: Utc::now(),
-    }
+    let trace_id = service_kit::telemetry::propagation::current_trace_id();
+    CommitRow::find_by_statement(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "SELECT * FROM chat_memory_commit_jobs($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+        [
+            c.chat_id.as_str().into(),
+            serde_json::Value::Array(jobs).into(),
+            c.expected_version.into(),
+            content.user_confirmed.into(),
+            content.llm_inferred.into(),
+            content.general_summary.into(),
+            content.tokens.user_confirmed.into(),
+            content.tokens.llm_inferred.into(),
+            content.tokens.general_summary.into(),
+            content.state.into(),
+            c.call_id.into(),
+            SUPERSEDED_ERROR.into(),
+            tenant.into(),
+            public_chat.into(),
+            trace_id.into(),
+        ],
+    ))
+    .one(db)
+    .await?
+    .ok_or_else(|| StoreError::CorruptRow {
+        table: "memories",
+        reason: "chat_memory_commit_jobs returned no row".to_owned(),
+    })?
+    .into_committed()
 }
 
 /// Namespace of `apply` audit ids: UUIDv5(job id), so a row exists once per job.
 const APPLY_AUDIT_NAMESPACE: uuid::Uuid =
     uuid::Uuid::from_u128(0x8d2c_41a7_5b3e_4f19_a0c6_7e21_9b44_d308);
-
-/// The `apply` audit row of a committed job. Chat ids are `<tenant>/<chat>`
-/// (namespaced by the gateway); rows carry the tenant and the public chat id.
-fn apply_record(chat_id: &ChatId, job_id: uuid::Uuid, version: i64) -> crate::audit::AuditRecord {
-    let (tenant, chat) = chat_id
-        .as_str()
-        .split_once('/')
-        .unwrap_or(("", chat_id.as_str()));
-    let trace_id = service_kit::telemetry::propagation::current_trace_id();
-    crate::audit::AuditRecord {
-        audit_id: uuid::Uuid::new_v5(&APPLY_AUDIT_NAMESPACE, job_id.as_bytes()),
-        at: Utc::now(),
-        tenant: tenant.to_owned(),
-        user: "summarizer-worker".to_owned(),
-        action: "apply".to_owned(),
-        chat_id: chat.to_owned(),
-        job_id: job_id.to_string(),
-        outcome: "OK".to_owned(),
-        request_id: job_id.to_string(),
-        trace_id,
-        detail: format!("version {version}"),
-    }
-}
-
-/// The chat's memory, its owner and its pending job count: one row.
-#[derive(Debug, sea_orm::FromQueryResult)]
-struct MemoryRead {
-    chat_id: String,
-    user_confirmed: String,
-    llm_inferred: String,
-    general_summary: String,
-    tokens_user_confirmed: i32,
-    tokens_llm_inferred: i32,
-    tokens_general_summary: i32,
-    state: serde_json::Value,
-    version: i64,
-    last_job_id: uuid::Uuid,
-    updated_at: chrono::DateTime<Utc>,
-    owner_user: Option<String>,
-    pending_jobs: i64,
-}
 
 /// The chat's memory and its pending job count, read with its owner in one
 /// statement (a read is the hot path: one round trip, no transaction).
@@ -266,25 +141,7 @@ pub async fn get_memory(
     {
         return Err(StoreError::NotFound("memory"));
     }
-    Ok(MemoryView {
-        chat_id: row.chat_id,
-        version: row.version,
-        updated_at: row.updated_at,
-        last_applied_job_id: row.last_job_id,
-        pending_jobs: u64::try_from(row.pending_jobs).unwrap_or(0),
-        owner_user: row.owner_user.unwrap_or_default(),
-        content: MemoryContent {
-            user_confirmed: row.user_confirmed,
-            llm_inferred: row.llm_inferred,
-            general_summary: row.general_summary,
-            tokens: TokenCounts {
-                user_confirmed: row.tokens_user_confirmed,
-                llm_inferred: row.tokens_llm_inferred,
-                general_summary: row.tokens_general_summary,
-            },
-            state: row.state,
-        },
-    })
+    Ok(row.into())
 }
 
 /// Removes the chat's memory, job rows and owner, and records a tombstone so
@@ -352,19 +209,4 @@ pub(crate) async fn purge_in(
         memory_deleted,
         jobs_removed,
     })
-}
-
-/// The stored content of a memory row.
-pub(crate) fn content_of(row: memories::Model) -> MemoryContent {
-    MemoryContent {
-        user_confirmed: row.user_confirmed,
-        llm_inferred: row.llm_inferred,
-        general_summary: row.general_summary,
-        tokens: TokenCounts {
-            user_confirmed: row.tokens_user_confirmed,
-            llm_inferred: row.tokens_llm_inferred,
-            general_summary: row.tokens_general_summary,
-        },
-        state: row.state,
-    }
 }

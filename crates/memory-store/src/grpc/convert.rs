@@ -11,10 +11,9 @@ use chrono::{DateTime, Utc};
 use prost_types::Timestamp;
 
 use crate::{
-    access::Access,
     audit::{AuditQuery, AuditRecord},
     domain::{
-        AcceptedJob, Begin, Begun, ChatId, Commit, CommitBatch, CommitOutcome, Committed,
+        Access, AcceptedJob, Begin, Begun, ChatId, Commit, CommitBatch, CommitOutcome, Committed,
         CommittedJob, Delivery, Failure, JobId, JobState, JobView, MemoryContent, MemoryView, Skip,
         StreamSeq, TokenCounts, count,
     },

@@ -1,6 +1,7 @@
 //! memory-store's gRPC API against a real Postgres: one fresh database per test,
 //! migrated with `migration::Migrator`, the server on port 0, a tonic client.
 //!
+//! - [`batches`]: coalesced BeginJobs/CommitJobs, ClaimChat and job owners.
 //! - [`commits`]: exactly-once application: versions, redelivery, supersession,
 //!   concurrent commits, the `apply` audit row.
 //! - [`jobs`]: job records: acceptance, failure, deletion of a chat.
@@ -10,6 +11,7 @@
 //! The harness ([`TestDb`], [`TestStore`], request builders) is here; the modules
 //! are one test binary.
 
+mod batches;
 mod commits;
 mod errors;
 mod jobs;

@@ -1,0 +1,217 @@
+//! Row mappers: the rows the queries read, turned into domain values. One
+//! place maps a memory's columns to [`MemoryContent`], whichever statement
+//! read them.
+
+use chrono::{DateTime, Utc};
+use sea_orm::FromQueryResult;
+
+use crate::{
+    domain::{Begun, CommitOutcome, Committed, MemoryContent, MemoryView, Skip, TokenCounts},
+    error::StoreError,
+};
+
+/// A memory's content columns, as every statement that reads one names them.
+struct ContentColumns {
+    user_confirmed: String,
+    llm_inferred: String,
+    general_summary: String,
+    tokens_user_confirmed: i32,
+    tokens_llm_inferred: i32,
+    tokens_general_summary: i32,
+    state: serde_json::Value,
+}
+
+impl From<ContentColumns> for MemoryContent {
+    fn from(c: ContentColumns) -> Self {
+        Self {
+            user_confirmed: c.user_confirmed,
+            llm_inferred: c.llm_inferred,
+            general_summary: c.general_summary,
+            tokens: TokenCounts {
+                user_confirmed: c.tokens_user_confirmed,
+                llm_inferred: c.tokens_llm_inferred,
+                general_summary: c.tokens_general_summary,
+            },
+            state: c.state,
+        }
+    }
+}
+
+/// The chat's memory, its owner and its pending job count: one row.
+#[derive(Debug, FromQueryResult)]
+pub(crate) struct MemoryRead {
+    chat_id: String,
+    user_confirmed: String,
+    llm_inferred: String,
+    general_summary: String,
+    tokens_user_confirmed: i32,
+    tokens_llm_inferred: i32,
+    tokens_general_summary: i32,
+    state: serde_json::Value,
+    version: i64,
+    last_job_id: uuid::Uuid,
+    updated_at: DateTime<Utc>,
+    pub(crate) owner_user: Option<String>,
+    pending_jobs: i64,
+}
+
+impl From<MemoryRead> for MemoryView {
+    fn from(row: MemoryRead) -> Self {
+        Self {
+            chat_id: row.chat_id,
+            version: row.version,
+            updated_at: row.updated_at,
+            last_applied_job_id: row.last_job_id,
+            pending_jobs: u64::try_from(row.pending_jobs).unwrap_or(0),
+            owner_user: row.owner_user.unwrap_or_default(),
+            content: ContentColumns {
+                user_confirmed: row.user_confirmed,
+                llm_inferred: row.llm_inferred,
+                general_summary: row.general_summary,
+                tokens_user_confirmed: row.tokens_user_confirmed,
+                tokens_llm_inferred: row.tokens_llm_inferred,
+                tokens_general_summary: row.tokens_general_summary,
+                state: row.state,
+            }
+            .into(),
+        }
+    }
+}
+
+/// What `chat_memory_begin_jobs` answers: a problem, or per job why it must
+/// not be applied (null: apply) and the memory they build on.
+#[derive(Debug, FromQueryResult)]
+pub(crate) struct BeginRow {
+    problem: Option<String>,
+    skips: Option<serde_json::Value>,
+    has_memory: bool,
+    prior_version: i64,
+    prior_user_confirmed: Option<String>,
+    prior_llm_inferred: Option<String>,
+    prior_general_summary: Option<String>,
+    prior_tokens_user_confirmed: Option<i32>,
+    prior_tokens_llm_inferred: Option<i32>,
+    prior_tokens_general_summary: Option<i32>,
+    prior_state: Option<serde_json::Value>,
+}
+
+impl BeginRow {
+    /// # Errors
+    /// [`StoreError::InvalidArgument`] for a job of another chat;
+    /// [`StoreError::CorruptRow`] when the answer does not have one decision
+    /// per job or a memory without its columns.
+    pub(crate) fn into_begun(self, jobs: usize) -> Result<Begun, StoreError> {
+        problem(self.problem.as_deref())?;
+        let corrupt = |reason: String| StoreError::CorruptRow {
+            table: "jobs",
+            reason,
+        };
+        let skips = match self.skips {
+            Some(serde_json::Value::Array(decided)) if decided.len() == jobs => decided
+                .iter()
+                .map(|d| skip(d).ok_or_else(|| corrupt(format!("unknown decision {d}"))))
+                .collect::<Result<Vec<_>, _>>()?,
+            other => {
+                return Err(corrupt(format!(
+                    "chat_memory_begin_jobs decided {other:?} for {jobs} jobs"
+                )));
+            }
+        };
+        if !self.has_memory {
+            return Ok(Begun {
+                skips,
+                prior: None,
+                prior_version: 0,
+            });
+        }
+        let content = match (
+            self.prior_user_confirmed,
+            self.prior_llm_inferred,
+            self.prior_general_summary,
+            self.prior_tokens_user_confirmed,
+            self.prior_tokens_llm_inferred,
+            self.prior_tokens_general_summary,
+            self.prior_state,
+        ) {
+            (Some(uc), Some(li), Some(gs), Some(tuc), Some(tli), Some(tgs), Some(state)) => {
+                ContentColumns {
+                    user_confirmed: uc,
+                    llm_inferred: li,
+                    general_summary: gs,
+                    tokens_user_confirmed: tuc,
+                    tokens_llm_inferred: tli,
+                    tokens_general_summary: tgs,
+                    state,
+                }
+            }
+            _ => return Err(corrupt("a memory without its columns".to_owned())),
+        };
+        Ok(Begun {
+            skips,
+            prior: Some(content.into()),
+            prior_version: self.prior_version,
+        })
+    }
+}
+
+/// One decision of `chat_memory_begin_jobs`: `Some(None)` to apply.
+fn skip(decision: &serde_json::Value) -> Option<Option<Skip>> {
+    match decision {
+        serde_json::Value::Null => Some(None),
+        serde_json::Value::String(s) => Some(Some(match s.as_str() {
+            "deleted" => Skip::ChatDeleted,
+            "applied" => Skip::AlreadyApplied,
+            "failed" => Skip::AlreadyFailed,
+            "not_owner" => Skip::NotOwner,
+            "superseded" => Skip::Superseded,
+            _ => return None,
+        })),
+        _ => None,
+    }
+}
+
+/// What `chat_memory_commit_jobs` answers.
+#[derive(Debug, FromQueryResult)]
+pub(crate) struct CommitRow {
+    outcome: String,
+    new_version: i64,
+    written_at: Option<DateTime<Utc>>,
+}
+
+impl CommitRow {
+    /// # Errors
+    /// [`StoreError::InvalidArgument`] for a job of another chat;
+    /// [`StoreError::CorruptRow`] for an unknown outcome.
+    pub(crate) fn into_committed(self) -> Result<Committed, StoreError> {
+        problem(Some(self.outcome.as_str()))?;
+        let outcome = match self.outcome.as_str() {
+            "applied" => CommitOutcome::Applied,
+            "already_applied" => CommitOutcome::AlreadyApplied,
+            "superseded" => CommitOutcome::Superseded,
+            "chat_deleted" => CommitOutcome::ChatDeleted,
+            "version_conflict" => CommitOutcome::VersionConflict,
+            other => {
+                return Err(StoreError::CorruptRow {
+                    table: "memories",
+                    reason: format!("chat_memory_commit_jobs returned outcome {other:?}"),
+                });
+            }
+        };
+        Ok(Committed {
+            outcome,
+            version: self.new_version,
+            updated_at: self.written_at,
+        })
+    }
+}
+
+/// The caller bugs the job functions answer instead of writing.
+fn problem(answer: Option<&str>) -> Result<(), StoreError> {
+    match answer {
+        Some("job_of_another_chat") => Err(StoreError::invalid(
+            "job_id",
+            "already used by another chat",
+        )),
+        _ => Ok(()),
+    }
+}

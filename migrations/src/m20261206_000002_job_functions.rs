@@ -1,0 +1,328 @@
+//! memory-store's ClaimChat, BeginJobs and CommitJobs in one round trip each,
+//! as RecordAccepted already is (m20261206_000001): plpgsql functions that run
+//! the steps of the transactions they replace, in the same order, under the
+//! chat's advisory lock (shared with acceptances, deletes and failures).
+//! Under READ COMMITTED every statement of a VOLATILE plpgsql function takes a
+//! fresh snapshot, so every check after the lock sees what committed while
+//! the call waited for it.
+//!
+//! - `chat_memory_claim(chat, tenant, user, acts_for_tenant)`: the ownership
+//!   step without the lock (the callers hold it): `claimed` (the caller became
+//!   the owner now), `owner` (the caller may use the chat; activity recorded)
+//!   or `denied` (another user owns it). The namespace check stays in Rust.
+//! - `chat_memory_claim_chat(...)`: the same under the chat's lock (ClaimChat).
+//! - `chat_memory_write_job(...)`: a job's lifecycle columns, inserting the row
+//!   when the worker saw the job before the gateway's RecordAccepted landed.
+//! - `chat_memory_begin_jobs(chat, jobs jsonb, not_owner_error, superseded_error)`:
+//!   per job in order, why it must not be applied (`deleted`, `applied`,
+//!   `failed`, `not_owner`, `superseded`) or null (marked `running`), and the
+//!   memory they build on. Relaxed commit unless a job ended here or the
+//!   chat's first owner was recorded.
+//! - `chat_memory_commit_jobs(...)`: the conditional write of a coalesced
+//!   call's memory, every job `succeeded` with its version and call, and their
+//!   `apply` audit rows, all or nothing (see memory-store's `memories::commit_jobs`).
+//!
+//! A job id already used by another chat is answered as the problem
+//! `job_of_another_chat` (a caller bug), with nothing written.
+
+use sea_orm_migration::prelude::*;
+
+#[derive(DeriveMigrationName)]
+pub struct Migration;
+
+const CREATE: &str = r#"
+CREATE OR REPLACE FUNCTION chat_memory_claim(
+    p_chat text, p_tenant text, p_user text, p_acts boolean)
+RETURNS text
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    known_owner text;
+BEGIN
+    SELECT o.owner_user INTO known_owner FROM chat_owners o WHERE o.chat_id = p_chat;
+    IF NOT FOUND THEN
+        INSERT INTO chat_owners (chat_id, tenant, owner_user, created_at, last_activity_at)
+        VALUES (p_chat, p_tenant, p_user, clock_timestamp(), clock_timestamp());
+        RETURN 'claimed';
+    END IF;
+    IF NOT p_acts AND known_owner <> p_user THEN
+        RETURN 'denied';
+    END IF;
+    UPDATE chat_owners o SET last_activity_at = clock_timestamp() WHERE o.chat_id = p_chat;
+    RETURN 'owner';
+END
+$$;
+
+CREATE OR REPLACE FUNCTION chat_memory_claim_chat(
+    p_chat text, p_tenant text, p_user text, p_acts boolean)
+RETURNS text
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtextextended(p_chat, 0));
+    RETURN chat_memory_claim(p_chat, p_tenant, p_user, p_acts);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION chat_memory_write_job(
+    p_job uuid, p_chat text, p_seq bigint, p_count integer, p_accepted timestamptz,
+    p_state text, p_attempts integer, p_set_error boolean, p_error text,
+    p_version bigint, p_call uuid)
+RETURNS void
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    UPDATE jobs j
+       SET state = p_state,
+           attempts = GREATEST(j.attempts, p_attempts),
+           error = CASE WHEN p_set_error THEN p_error ELSE j.error END,
+           resulting_version = COALESCE(p_version, j.resulting_version),
+           applied_in_call = COALESCE(p_call, j.applied_in_call),
+           updated_at = clock_timestamp()
+     WHERE j.job_id = p_job;
+    IF NOT FOUND THEN
+        INSERT INTO jobs (job_id, chat_id, stream_seq, state, attempts, error, resulting_version,
+                          message_count, idempotency_key, accepted_at, updated_at,
+                          applied_in_call, request_hash)
+        VALUES (p_job, p_chat, p_seq, p_state, p_attempts,
+                CASE WHEN p_set_error THEN p_error END, p_version, p_count, NULL, p_accepted,
+                clock_timestamp(), p_call, NULL);
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION chat_memory_begin_jobs(
+    p_chat text, p_jobs jsonb, p_not_owner_error text, p_superseded_error text)
+RETURNS TABLE (problem text, skips jsonb, has_memory boolean, prior_version bigint,
+               prior_user_confirmed text, prior_llm_inferred text, prior_general_summary text,
+               prior_tokens_user_confirmed integer, prior_tokens_llm_inferred integer,
+               prior_tokens_general_summary integer, prior_state jsonb)
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    through bigint;
+    mem memories%ROWTYPE;
+    found_memory boolean;
+    last_applied bigint;
+    d jsonb;
+    v_job uuid;
+    v_seq bigint;
+    v_attempt integer;
+    v_replay boolean;
+    job_state text;
+    access_key text;
+    last_key text;
+    owns boolean;
+    claim text;
+    must_be_durable boolean := false;
+    decided jsonb := '[]'::jsonb;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtextextended(p_chat, 0));
+    SELECT t.deleted_through_seq INTO through FROM chat_tombstones t WHERE t.chat_id = p_chat;
+    IF EXISTS (SELECT 1 FROM jobs j
+               WHERE j.job_id IN (SELECT (e->>'job')::uuid FROM jsonb_array_elements(p_jobs) e)
+                 AND j.chat_id <> p_chat) THEN
+        RETURN QUERY SELECT 'job_of_another_chat'::text, NULL::jsonb, false, 0::bigint,
+            NULL::text, NULL::text, NULL::text, NULL::integer, NULL::integer, NULL::integer,
+            NULL::jsonb;
+        RETURN;
+    END IF;
+    SELECT * INTO mem FROM memories m WHERE m.chat_id = p_chat;
+    found_memory := FOUND;
+    last_applied := CASE WHEN found_memory THEN mem.last_applied_seq ELSE 0 END;
+    FOR d IN SELECT e FROM jsonb_array_elements(p_jobs) e LOOP
+        v_job := (d->>'job')::uuid;
+        v_seq := (d->>'seq')::bigint;
+        v_attempt := (d->>'attempt')::integer;
+        v_replay := (d->>'replay')::boolean;
+        IF through IS NOT NULL AND through >= v_seq THEN
+            decided := decided || jsonb_build_array('deleted');
+            CONTINUE;
+        END IF;
+        SELECT j.state INTO job_state FROM jobs j WHERE j.job_id = v_job;
+        IF FOUND THEN
+            IF job_state = 'succeeded' THEN
+                decided := decided || jsonb_build_array('applied');
+                CONTINUE;
+            END IF;
+            -- A replay runs a failed job again; the order check below still decides.
+            IF job_state = 'failed' AND NOT v_replay THEN
+                decided := decided || jsonb_build_array('failed');
+                CONTINUE;
+            END IF;
+        END IF;
+        -- The gateway claims the chat before accepting; if memory-store was down
+        -- then, this is the first check of who owns it.
+        IF jsonb_typeof(d->'access') = 'object' THEN
+            access_key := (d->'access')::text;
+            IF last_key IS DISTINCT FROM access_key THEN
+                IF (d->'access'->>'in_namespace')::boolean THEN
+                    claim := chat_memory_claim(p_chat, d->'access'->>'tenant',
+                        d->'access'->>'user', (d->'access'->>'acts_for_tenant')::boolean);
+                    must_be_durable := must_be_durable OR claim = 'claimed';
+                    owns := claim <> 'denied';
+                ELSE
+                    owns := false;
+                END IF;
+                last_key := access_key;
+            END IF;
+            IF NOT owns THEN
+                PERFORM chat_memory_write_job(v_job, p_chat, v_seq, (d->>'count')::integer,
+                    (d->>'accepted_at')::timestamptz, 'failed', v_attempt, true,
+                    p_not_owner_error, NULL, NULL);
+                must_be_durable := true;
+                decided := decided || jsonb_build_array('not_owner');
+                CONTINUE;
+            END IF;
+        END IF;
+        IF last_applied >= v_seq THEN
+            PERFORM chat_memory_write_job(v_job, p_chat, v_seq, (d->>'count')::integer,
+                (d->>'accepted_at')::timestamptz, 'failed', v_attempt, true,
+                p_superseded_error, NULL, NULL);
+            must_be_durable := true;
+            decided := decided || jsonb_build_array('superseded');
+            CONTINUE;
+        END IF;
+        -- A replay starts clean: the dead-letter reason is history.
+        PERFORM chat_memory_write_job(v_job, p_chat, v_seq, (d->>'count')::integer,
+            (d->>'accepted_at')::timestamptz, 'running', v_attempt, v_replay, NULL, NULL, NULL);
+        decided := decided || jsonb_build_array(NULL::text);
+    END LOOP;
+    IF NOT must_be_durable THEN
+        -- Only `running` states (and an owner's activity time) were written.
+        PERFORM set_config('synchronous_commit', 'off', true);
+    END IF;
+    IF found_memory THEN
+        RETURN QUERY SELECT NULL::text, decided, true, mem.version, mem.user_confirmed,
+            mem.llm_inferred, mem.general_summary, mem.tokens_user_confirmed,
+            mem.tokens_llm_inferred, mem.tokens_general_summary, mem.state;
+    ELSE
+        RETURN QUERY SELECT NULL::text, decided, false, 0::bigint, NULL::text, NULL::text,
+            NULL::text, NULL::integer, NULL::integer, NULL::integer, NULL::jsonb;
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION chat_memory_commit_jobs(
+    p_chat text, p_jobs jsonb, p_expected bigint,
+    p_user_confirmed text, p_llm_inferred text, p_general_summary text,
+    p_tokens_user_confirmed integer, p_tokens_llm_inferred integer,
+    p_tokens_general_summary integer, p_state jsonb, p_call uuid,
+    p_superseded_error text, p_tenant text, p_public_chat text, p_trace_id text)
+RETURNS TABLE (outcome text, new_version bigint, written_at timestamptz)
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    mem memories%ROWTYPE;
+    found_memory boolean;
+    current_version bigint;
+    last_applied bigint;
+    through bigint;
+    n integer;
+    k integer;
+    d jsonb;
+    v_version bigint;
+    v_at timestamptz;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtextextended(p_chat, 0));
+    SELECT * INTO mem FROM memories m WHERE m.chat_id = p_chat;
+    found_memory := FOUND;
+    current_version := CASE WHEN found_memory THEN mem.version ELSE 0 END;
+    last_applied := CASE WHEN found_memory THEN mem.last_applied_seq ELSE 0 END;
+    n := jsonb_array_length(p_jobs);
+    SELECT t.deleted_through_seq INTO through FROM chat_tombstones t WHERE t.chat_id = p_chat;
+    SELECT count(*) INTO k FROM jsonb_array_elements(p_jobs) e
+     WHERE through IS NOT NULL AND through >= (e->>'seq')::bigint;
+    IF k > 0 THEN
+        RETURN QUERY SELECT CASE WHEN k = n THEN 'chat_deleted' ELSE 'version_conflict' END,
+            current_version, NULL::timestamptz;
+        RETURN;
+    END IF;
+    IF EXISTS (SELECT 1 FROM jobs j
+               WHERE j.job_id IN (SELECT (e->>'job')::uuid FROM jsonb_array_elements(p_jobs) e)
+                 AND j.chat_id <> p_chat) THEN
+        RETURN QUERY SELECT 'job_of_another_chat'::text, current_version, NULL::timestamptz;
+        RETURN;
+    END IF;
+    SELECT count(*) INTO k FROM jobs j
+     WHERE j.job_id IN (SELECT (e->>'job')::uuid FROM jsonb_array_elements(p_jobs) e)
+       AND j.state = 'succeeded';
+    IF k > 0 THEN
+        RETURN QUERY SELECT CASE WHEN k = n THEN 'already_applied' ELSE 'version_conflict' END,
+            current_version, NULL::timestamptz;
+        RETURN;
+    END IF;
+    SELECT count(*) INTO k FROM jsonb_array_elements(p_jobs) e
+     WHERE last_applied >= (e->>'seq')::bigint;
+    IF k = n THEN
+        FOR d IN SELECT e FROM jsonb_array_elements(p_jobs) e LOOP
+            PERFORM chat_memory_write_job((d->>'job')::uuid, p_chat, (d->>'seq')::bigint, 0,
+                clock_timestamp(), 'failed', (d->>'attempt')::integer, true,
+                p_superseded_error, NULL, NULL);
+        END LOOP;
+        RETURN QUERY SELECT 'superseded'::text, current_version, NULL::timestamptz;
+        RETURN;
+    END IF;
+    IF k > 0 OR current_version <> p_expected THEN
+        RETURN QUERY SELECT 'version_conflict'::text, current_version, NULL::timestamptz;
+        RETURN;
+    END IF;
+
+    v_version := current_version + 1;
+    v_at := clock_timestamp();
+    IF found_memory THEN
+        UPDATE memories m
+           SET user_confirmed = p_user_confirmed, llm_inferred = p_llm_inferred,
+               general_summary = p_general_summary,
+               tokens_user_confirmed = p_tokens_user_confirmed,
+               tokens_llm_inferred = p_tokens_llm_inferred,
+               tokens_general_summary = p_tokens_general_summary,
+               state = p_state, version = v_version,
+               last_job_id = (p_jobs->(n - 1)->>'job')::uuid,
+               last_applied_seq = GREATEST((p_jobs->(n - 1)->>'seq')::bigint,
+                                           (p_jobs->0->>'seq')::bigint),
+               updated_at = v_at
+         WHERE m.chat_id = p_chat;
+    ELSE
+        INSERT INTO memories (chat_id, user_confirmed, llm_inferred, general_summary,
+                              tokens_user_confirmed, tokens_llm_inferred, tokens_general_summary,
+                              state, version, last_job_id, last_applied_seq, created_at, updated_at)
+        VALUES (p_chat, p_user_confirmed, p_llm_inferred, p_general_summary,
+                p_tokens_user_confirmed, p_tokens_llm_inferred, p_tokens_general_summary,
+                p_state, v_version, (p_jobs->(n - 1)->>'job')::uuid,
+                GREATEST((p_jobs->(n - 1)->>'seq')::bigint, (p_jobs->0->>'seq')::bigint),
+                v_at, v_at);
+    END IF;
+    FOR d IN SELECT e FROM jsonb_array_elements(p_jobs) e LOOP
+        PERFORM chat_memory_write_job((d->>'job')::uuid, p_chat, (d->>'seq')::bigint, 0, v_at,
+            'succeeded', (d->>'attempt')::integer, true, NULL, v_version, p_call);
+    END LOOP;
+    -- The `apply` audit rows, in the same transaction as the write.
+    INSERT INTO audit_log (audit_id, at, tenant, user_id, action, chat_id, job_id, outcome,
+                           request_id, trace_id, detail)
+    SELECT (e->>'audit_id')::uuid, v_at, p_tenant, 'summarizer-worker', 'apply', p_public_chat,
+           e->>'job', 'OK', e->>'job', p_trace_id, 'version ' || v_version
+      FROM jsonb_array_elements(p_jobs) e
+    ON CONFLICT (audit_id) DO NOTHING;
+    RETURN QUERY SELECT 'applied'::text, v_version, v_at;
+END
+$$;
+"#;
+
+const DROP: &str = r#"
+DROP FUNCTION IF EXISTS chat_memory_commit_jobs(text, jsonb, bigint, text, text, text, integer,
+    integer, integer, jsonb, uuid, text, text, text, text);
+DROP FUNCTION IF EXISTS chat_memory_begin_jobs(text, jsonb, text, text);
+DROP FUNCTION IF EXISTS chat_memory_write_job(uuid, text, bigint, integer, timestamptz, text,
+    integer, boolean, text, bigint, uuid);
+DROP FUNCTION IF EXISTS chat_memory_claim_chat(text, text, text, boolean);
+DROP FUNCTION IF EXISTS chat_memory_claim(text, text, text, boolean);
+"#;
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.get_connection().execute_unprepared(CREATE).await?;
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager.get_connection().execute_unprepared(DROP).await?;
+        Ok(())
+    }
+}
