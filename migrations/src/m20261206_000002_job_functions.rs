@@ -112,11 +112,12 @@ DECLARE
     claim text;
     must_be_durable boolean := false;
     decided jsonb := '[]'::jsonb;
+    v_ids uuid[] := ARRAY(SELECT (e->>'job')::uuid FROM jsonb_array_elements(p_jobs) e);
 BEGIN
     PERFORM pg_advisory_xact_lock(hashtextextended(p_chat, 0));
     SELECT t.deleted_through_seq INTO through FROM chat_tombstones t WHERE t.chat_id = p_chat;
     IF EXISTS (SELECT 1 FROM jobs j
-               WHERE j.job_id IN (SELECT (e->>'job')::uuid FROM jsonb_array_elements(p_jobs) e)
+               WHERE j.job_id = ANY (v_ids)
                  AND j.chat_id <> p_chat) THEN
         RETURN QUERY SELECT 'job_of_another_chat'::text, NULL::jsonb, false, 0::bigint,
             NULL::text, NULL::text, NULL::text, NULL::integer, NULL::integer, NULL::integer,
@@ -208,7 +209,6 @@ CREATE OR REPLACE FUNCTION chat_memory_commit_jobs(
 RETURNS TABLE (outcome text, new_version bigint, written_at timestamptz)
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
-    mem memories%ROWTYPE;
     found_memory boolean;
     current_version bigint;
     last_applied bigint;
@@ -218,12 +218,16 @@ DECLARE
     d jsonb;
     v_version bigint;
     v_at timestamptz;
+    v_ids uuid[] := ARRAY(SELECT (e->>'job')::uuid FROM jsonb_array_elements(p_jobs) e);
 BEGIN
     PERFORM pg_advisory_xact_lock(hashtextextended(p_chat, 0));
-    SELECT * INTO mem FROM memories m WHERE m.chat_id = p_chat;
+    SELECT m.version, m.last_applied_seq INTO current_version, last_applied
+      FROM memories m WHERE m.chat_id = p_chat;
     found_memory := FOUND;
-    current_version := CASE WHEN found_memory THEN mem.version ELSE 0 END;
-    last_applied := CASE WHEN found_memory THEN mem.last_applied_seq ELSE 0 END;
+    IF NOT found_memory THEN
+        current_version := 0;
+        last_applied := 0;
+    END IF;
     n := jsonb_array_length(p_jobs);
     SELECT t.deleted_through_seq INTO through FROM chat_tombstones t WHERE t.chat_id = p_chat;
     SELECT count(*) INTO k FROM jsonb_array_elements(p_jobs) e
@@ -234,13 +238,13 @@ BEGIN
         RETURN;
     END IF;
     IF EXISTS (SELECT 1 FROM jobs j
-               WHERE j.job_id IN (SELECT (e->>'job')::uuid FROM jsonb_array_elements(p_jobs) e)
+               WHERE j.job_id = ANY (v_ids)
                  AND j.chat_id <> p_chat) THEN
         RETURN QUERY SELECT 'job_of_another_chat'::text, current_version, NULL::timestamptz;
         RETURN;
     END IF;
     SELECT count(*) INTO k FROM jobs j
-     WHERE j.job_id IN (SELECT (e->>'job')::uuid FROM jsonb_array_elements(p_jobs) e)
+     WHERE j.job_id = ANY (v_ids)
        AND j.state = 'succeeded';
     IF k > 0 THEN
         RETURN QUERY SELECT CASE WHEN k = n THEN 'already_applied' ELSE 'version_conflict' END,
