@@ -3,7 +3,8 @@
 //! queue or memory-store on the caller's behalf, maps the error, and writes the
 //! call's one audit row.
 //!
-//! Isolation: chat ids are namespaced by tenant ([`ChatId::namespaced`]) before
+//! Isolation: chat ids are namespaced by tenant ([`ChatId::namespaced`], a
+//! [`TenantChatId`]) before
 //! anything downstream sees them, and every store call carries the caller's
 //! [`Access`], so memory-store answers NOT_FOUND for another tenant's (or, without
 //! `memory:admin`, another user's) chat or job, exactly as for a missing one.
@@ -13,6 +14,7 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use chat_memory_proto::jobs::v1::UpdateJob;
+use chat_memory_proto::namespace::TenantChatId;
 use chat_memory_proto::store::{self as store_pb, Access};
 use chat_memory_proto::time::to_timestamp;
 use chat_memory_proto::v1::{
@@ -39,7 +41,7 @@ const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x6c1d_3f0e_8a2b_4c5d_9e7f_1
 /// The job id of an update: derived from the namespaced chat and idempotency key
 /// when there is one (so a retry maps to the same job, and two tenants' keys
 /// never collide), else a fresh time-ordered UUIDv7.
-pub fn job_id_for(namespaced_chat: &str, idempotency_key: Option<&str>) -> Uuid {
+pub fn job_id_for(namespaced_chat: &TenantChatId, idempotency_key: Option<&str>) -> Uuid {
     match idempotency_key {
         Some(key) => {
             let name = format!("{namespaced_chat}\u{0}{key}");
@@ -117,8 +119,8 @@ fn writer_key(ctx: &CallContext) -> String {
 
 /// The chat id a client may see: the public part of a namespaced id of its tenant.
 fn public_chat(ctx: &CallContext, namespaced: &str) -> Result<String, GatewayError> {
-    ChatId::public_of(&ctx.principal.tenant, namespaced)
-        .map(str::to_owned)
+    TenantChatId::parse_in(&ctx.principal.tenant, namespaced)
+        .map(|id| id.chat().to_owned())
         // memory-store already checked the namespace; this is a second lock.
         .ok_or(GatewayError::NotFound("chat"))
 }
@@ -132,7 +134,7 @@ impl MemoryApi {
     ) -> Result<UpdateMemoryResponse, GatewayError> {
         let cmd = UpdateCommand::parse(req, &self.limits)?;
         facts.chat_id = cmd.chat_id.as_str().to_owned();
-        let chat_id = cmd.chat_id.namespaced(&ctx.principal.tenant);
+        let chat_id = cmd.chat_id.namespaced(&ctx.principal.tenant)?;
         self.backpressure
             .admit()
             .await
@@ -144,13 +146,13 @@ impl MemoryApi {
         // still accepted; memory-store then checks ownership before applying it.
         // A writer confirmed recently skips the round trip (see `owners`).
         let writer = writer_key(ctx);
-        if !self.owners.confirmed(&chat_id, &writer) {
+        if !self.owners.confirmed(chat_id.as_str(), &writer) {
             let claim = store_pb::ClaimChatRequest {
-                chat_id: chat_id.clone(),
+                chat_id: chat_id.to_string(),
                 access: Some(access(ctx)),
             };
             match self.store.clone().claim_chat(claim).await {
-                Ok(_) => self.owners.remember(&chat_id, &writer),
+                Ok(_) => self.owners.remember(chat_id.as_str(), &writer),
                 Err(status) => match GatewayError::from_store(status, "chat") {
                     GatewayError::StoreUnavailable(s) => {
                         tracing::warn!(code = ?s.code(), "ownership not checked now: memory-store unavailable");
@@ -171,7 +173,7 @@ impl MemoryApi {
         let message_count = u32::try_from(cmd.messages.len()).unwrap_or(u32::MAX);
         let job = UpdateJob {
             job_id: job_id.to_string(),
-            chat_id,
+            chat_id: chat_id.into_string(),
             messages: cmd.messages.into_iter().map(|m| m.0).collect(),
             accepted_at: Some(to_timestamp(Utc::now())),
             idempotency_key: cmd.idempotency_key.clone().unwrap_or_default(),
@@ -235,7 +237,7 @@ impl MemoryApi {
     ) -> Result<GetMemoryResponse, GatewayError> {
         let query = ReadQuery::parse(&req, &self.limits)?;
         facts.chat_id = query.chat_id.as_str().to_owned();
-        let chat_id = query.chat_id.namespaced(&ctx.principal.tenant);
+        let chat_id = query.chat_id.namespaced(&ctx.principal.tenant)?;
         let (resp, condition) = match &query.condition {
             None => (
                 self.reads.read(&access(ctx), &chat_id).await?,
@@ -299,8 +301,8 @@ impl MemoryApi {
     ) -> Result<DeleteMemoryResponse, GatewayError> {
         let chat_id = ChatId::parse(&req.chat_id, &self.limits)?;
         facts.chat_id = chat_id.as_str().to_owned();
-        self.owners
-            .forget(&chat_id.namespaced(&ctx.principal.tenant));
+        let namespaced = chat_id.namespaced(&ctx.principal.tenant)?;
+        self.owners.forget(namespaced.as_str());
         // Every job accepted before this point has a sequence <= through: those
         // still queued are discarded by the worker instead of re-creating the memory.
         let through = self
@@ -312,7 +314,7 @@ impl MemoryApi {
             .store
             .clone()
             .delete_chat(store_pb::DeleteChatRequest {
-                chat_id: chat_id.namespaced(&ctx.principal.tenant),
+                chat_id: namespaced.to_string(),
                 through_stream_seq: through,
                 access: Some(access(ctx)),
             })
@@ -326,11 +328,10 @@ impl MemoryApi {
         // This gateway's cache forgets the chat before the answer goes out;
         // other gateways and watch streams learn it from the event (and find
         // it at their next read if the event is lost).
-        let namespaced = chat_id.namespaced(&ctx.principal.tenant);
-        self.reads.cache().drop_chat(&namespaced);
+        self.reads.cache().drop_chat(namespaced.as_str());
         self.changes
             .announce(job_queue::changes::MemoryChanged {
-                chat_id: namespaced,
+                chat_id: namespaced.into_string(),
                 deleted: true,
                 ..Default::default()
             })
@@ -505,10 +506,12 @@ mod tests {
 
     #[test]
     fn the_same_idempotency_key_gives_the_same_job_id_per_tenant_and_chat() {
-        assert_eq!(job_id_for("t/a", Some("k1")), job_id_for("t/a", Some("k1")));
-        assert_ne!(job_id_for("t/a", Some("k1")), job_id_for("t/a", Some("k2")));
-        assert_ne!(job_id_for("t/a", Some("k1")), job_id_for("t/b", Some("k1")));
-        assert_ne!(job_id_for("t/a", Some("k1")), job_id_for("u/a", Some("k1")));
-        assert_ne!(job_id_for("t/a", None), job_id_for("t/a", None));
+        let id = |s: &str| TenantChatId::parse(s).expect("valid");
+        let (ta, tb, ua) = (id("t/a"), id("t/b"), id("u/a"));
+        assert_eq!(job_id_for(&ta, Some("k1")), job_id_for(&ta, Some("k1")));
+        assert_ne!(job_id_for(&ta, Some("k1")), job_id_for(&ta, Some("k2")));
+        assert_ne!(job_id_for(&ta, Some("k1")), job_id_for(&tb, Some("k1")));
+        assert_ne!(job_id_for(&ta, Some("k1")), job_id_for(&ua, Some("k1")));
+        assert_ne!(job_id_for(&ta, None), job_id_for(&ta, None));
     }
 }

@@ -11,6 +11,7 @@ use tonic::{Code, Request};
 use tonic_types::StatusExt;
 
 use chat_memory_proto::jobs::v1::UpdateJob;
+use chat_memory_proto::namespace::TenantChatId;
 use chat_memory_proto::v1::{
     ChatMessage, DeleteMemoryRequest, GetMemoryRequest, GetMemoryResponse, GetUpdateStatusRequest,
     JobState, Role, UpdateMemoryRequest,
@@ -395,15 +396,15 @@ async fn a_job_delivered_twice_is_applied_once() {
     stack.wait_job_done(&job_id, JOB_TIMEOUT).await;
 
     // Behind the gateway, chat ids are namespaced by tenant.
-    let namespaced = format!("{}/chat-dup", test_support::auth::TENANT);
+    let namespaced = TenantChatId::new(test_support::auth::TENANT, "chat-dup").expect("valid");
     let replay = UpdateJob {
         job_id: job_id.clone(),
-        chat_id: namespaced.clone(),
+        chat_id: namespaced.to_string(),
         messages: vec![user("My PCP is Dr. Alvarez at One Medical.")],
         ..Default::default()
     };
     let js = stack.jetstream().await;
-    let subject = job_queue::layout::chat_subject(&stack.queue.subject_prefix, &namespaced);
+    let subject = job_queue::layout::chat_subject(&stack.queue.subject_prefix, namespaced.as_str());
     js.publish(subject, replay.encode_to_vec().into())
         .await
         .expect("publish")
