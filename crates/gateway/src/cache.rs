@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use service_kit::settings::SettingsError;
 
+use chat_memory_proto::namespace::TenantChatId;
 use chat_memory_proto::store::{self as store_pb, Access};
 
 /// The `[read_cache]` settings.
@@ -123,18 +124,16 @@ impl MemoryCache {
         }
     }
 
-    /// The answer for `access` reading `chat_id` (namespaced), if cached and fresh.
-    pub fn get(&self, chat_id: &str, access: &Access) -> Option<Hit> {
-        let entry = self.entries.as_ref()?.get(chat_id)?;
+    /// The answer for `access` reading `chat`, if cached and fresh.
+    pub fn get(&self, chat: &TenantChatId, access: &Access) -> Option<Hit> {
+        let entry = self.entries.as_ref()?.get(chat.as_str())?;
         if entry.read_at.elapsed() > self.ttl {
             return None;
         }
         Some(match entry.known {
             Known::Absent => Hit::NotFound,
             Known::Memory(memory) => {
-                let in_namespace = chat_id
-                    .strip_prefix(access.tenant.as_str())
-                    .is_some_and(|rest| rest.starts_with('/'));
+                let in_namespace = chat.in_tenant(&access.tenant);
                 let owner = memory.owner_user.as_str();
                 let may_use = owner.is_empty() || access.acts_for_tenant || owner == access.user;
                 if in_namespace && may_use {
@@ -271,6 +270,10 @@ mod tests {
         }
     }
 
+    fn id(namespaced: &str) -> TenantChatId {
+        TenantChatId::parse(namespaced).expect("a namespaced test id")
+    }
+
     fn access(tenant: &str, user: &str, acts_for_tenant: bool) -> Access {
         Access {
             tenant: tenant.into(),
@@ -285,20 +288,23 @@ mod tests {
         cache.store_memory("t/c", cache.ticket(), &memory("t/c", "alice", 3));
         let hit = Hit::Memory(Arc::new(memory("t/c", "alice", 3)));
         assert_eq!(
-            cache.get("t/c", &access("t", "alice", false)),
+            cache.get(&id("t/c"), &access("t", "alice", false)),
             Some(hit.clone())
         );
-        assert_eq!(cache.get("t/c", &access("t", "svc", true)), Some(hit));
+        assert_eq!(cache.get(&id("t/c"), &access("t", "svc", true)), Some(hit));
         assert_eq!(
-            cache.get("t/c", &access("t", "bob", false)),
+            cache.get(&id("t/c"), &access("t", "bob", false)),
             Some(Hit::NotFound)
         );
         // Another tenant (whose namespace never holds this key anyway).
         assert_eq!(
-            cache.get("t/c", &access("u", "alice", true)),
+            cache.get(&id("t/c"), &access("u", "alice", true)),
             Some(Hit::NotFound)
         );
-        assert_eq!(cache.get("t/other", &access("t", "alice", false)), None);
+        assert_eq!(
+            cache.get(&id("t/other"), &access("t", "alice", false)),
+            None
+        );
     }
 
     #[test]
@@ -307,12 +313,16 @@ mod tests {
         let before = cache.ticket();
         cache.drop_chat("t/c"); // a commit's event arrives while the read is on its way
         cache.store_memory("t/c", before, &memory("t/c", "alice", 1));
-        assert_eq!(cache.get("t/c", &access("t", "alice", false)), None);
+        assert_eq!(cache.get(&id("t/c"), &access("t", "alice", false)), None);
         // A read begun after the drop is stored.
         cache.store_memory("t/c", cache.ticket(), &memory("t/c", "alice", 2));
-        assert!(cache.get("t/c", &access("t", "alice", false)).is_some());
+        assert!(
+            cache
+                .get(&id("t/c"), &access("t", "alice", false))
+                .is_some()
+        );
         cache.drop_chat("t/c");
-        assert_eq!(cache.get("t/c", &access("t", "alice", false)), None);
+        assert_eq!(cache.get(&id("t/c"), &access("t", "alice", false)), None);
     }
 
     #[test]
@@ -320,11 +330,11 @@ mod tests {
         let cache = MemoryCache::new(&settings());
         cache.store_absent("t/new", cache.ticket());
         assert_eq!(
-            cache.get("t/new", &access("t", "anyone", false)),
+            cache.get(&id("t/new"), &access("t", "anyone", false)),
             Some(Hit::NotFound)
         );
         cache.drop_chat("t/new");
-        assert_eq!(cache.get("t/new", &access("t", "anyone", false)), None);
+        assert_eq!(cache.get(&id("t/new"), &access("t", "anyone", false)), None);
     }
 
     #[test]
@@ -334,11 +344,11 @@ mod tests {
         cache.store_memory("t/a", cache.ticket(), &memory("t/a", "u", 1));
         assert!(!cache.note_sequence("w1", 1));
         assert!(!cache.note_sequence("w1", 2));
-        assert!(cache.get("t/a", &access("t", "u", false)).is_some());
+        assert!(cache.get(&id("t/a"), &access("t", "u", false)).is_some());
         assert!(cache.note_sequence("w1", 4), "3 was skipped");
         assert!(cache.is_empty());
         cache.store_memory("t/b", old, &memory("t/b", "u", 1));
-        assert_eq!(cache.get("t/b", &access("t", "u", false)), None);
+        assert_eq!(cache.get(&id("t/b"), &access("t", "u", false)), None);
         // Another publisher's first number is not a gap.
         assert!(!cache.note_sequence("w2", 57));
     }
@@ -351,12 +361,12 @@ mod tests {
         });
         cache.store_memory("t/c", cache.ticket(), &memory("t/c", "u", 1));
         std::thread::sleep(Duration::from_millis(5));
-        assert_eq!(cache.get("t/c", &access("t", "u", false)), None);
+        assert_eq!(cache.get(&id("t/c"), &access("t", "u", false)), None);
         let off = MemoryCache::new(&ReadCacheSettings {
             capacity: 0,
             ttl_ms: 0,
         });
         off.store_memory("t/c", off.ticket(), &memory("t/c", "u", 1));
-        assert_eq!(off.get("t/c", &access("t", "u", false)), None);
+        assert_eq!(off.get(&id("t/c"), &access("t", "u", false)), None);
     }
 }

@@ -6,6 +6,9 @@
 //! hints, never answers on their own for a caller not yet checked: readers
 //! confirm through memory-store (which checks tenant and owner) before they
 //! answer, and re-check on a timer so a lost event only makes an answer later.
+//!
+//! The events the gateway itself causes (acceptances, deletions) go out
+//! through [`ChangeAnnouncer`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -17,6 +20,19 @@ pub use job_queue::changes::MemoryChanged;
 
 use crate::cache::MemoryCache;
 use crate::owners::OwnerCache;
+
+/// Publishes the change events the gateway itself causes (acceptances and
+/// deletions); best effort (see `job_queue::changes`).
+#[derive(Clone)]
+pub struct ChangeAnnouncer(pub Arc<job_queue::changes::Publisher>);
+
+impl ChangeAnnouncer {
+    pub async fn announce(&self, event: MemoryChanged) {
+        if let Err(e) = self.0.publish(event).await {
+            tracing::warn!(error = %e, "change event not published; caches and watch streams catch up at their next check");
+        }
+    }
+}
 
 /// Every chat's change events on this gateway; cheap to clone.
 #[derive(Clone)]

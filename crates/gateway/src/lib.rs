@@ -10,27 +10,33 @@
 //!   in front of every RPC (token, scope, rate limit, audit of refusals).
 //! - [`ratelimit`]: GCRA budgets per user (per tenant for tokens acting for it),
 //!   shared by replicas through NATS KV and leased to each replica in blocks.
+//! - [`accept`]: accepting an update (backpressure, ownership claim, job id,
+//!   publish, registration, deduplication), apart from gRPC.
 //! - [`backpressure`]: refuses updates (RESOURCE_EXHAUSTED) while the queue is too deep.
 //! - [`owners`]: chats whose owner was confirmed recently (skips `ClaimChat`).
+//! - [`store`]: memory-store's calls on a caller's behalf, typed (requests from
+//!   domain values, errors classified once).
 //! - [`audit`]: one audit row per call, written through memory-store, or through
-//!   the JetStream audit outbox while memory-store is down ([`audit::relay`]).
+//!   the JetStream audit outbox while memory-store is down ([`audit::relay`]);
+//!   which calls are refused rather than answered unaudited.
 //! - [`validation`]: request -> domain types (`ChatId`, `UpdateCommand`), with
 //!   the limits, NFC normalisation and the tenant namespace of chat ids.
 //! - [`cache`]: memories this gateway read, dropped on every change event of
 //!   their chat (versioned, bounded, with a TTL as the last bound).
 //! - [`changes`]: every chat's change events (core NATS), handed to the
-//!   waits and streams of their chat.
+//!   waits and streams of their chat; the events the gateway itself announces.
 //! - [`reads`]: memory-store reads, and reads that wait for a version
 //!   (read-your-writes) without polling.
 //! - [`watch`]: WatchMemory streams (bounded, audited at open and end).
-//! - [`service`]: the gRPC handlers: convert, call on the caller's behalf,
-//!   map the error, audit.
+//! - [`service`]: the gRPC handlers: convert, call the domain on the caller's
+//!   behalf, map the error, audit.
 //! - [`error`]: `GatewayError` and its one mapping to `tonic::Status`.
 //! - [`metrics`]: API request and retrieval metrics (a layer outside the gate).
 //! - [`run`]: wires NATS, the store client, the gate, health and reflection, and serves.
 //!
 //! See `docs/security.md` for the security model.
 
+pub mod accept;
 pub mod audit;
 pub mod auth;
 pub mod backpressure;
@@ -43,6 +49,7 @@ pub mod ratelimit;
 pub mod reads;
 pub mod service;
 pub mod settings;
+pub mod store;
 pub mod validation;
 pub mod watch;
 
@@ -184,19 +191,27 @@ pub async fn run(
             watches.shut_down();
         }
     };
+    let changes = changes::ChangeAnnouncer(Arc::new(job_queue::changes::Publisher::new(
+        js.client(),
+        settings.nats.subject_prefix.clone(),
+    )));
+    let store = store::Store::new(store);
     let api = MemoryApi {
+        accept: accept::Acceptor {
+            publisher: publisher.clone(),
+            store: store.clone(),
+            backpressure,
+            owners: owners.clone(),
+            changes: changes.clone(),
+        },
         publisher,
         store,
         limits: settings.limits.clone(),
         audit,
-        backpressure,
         owners,
         reads,
         watches,
-        changes: service::ChangeAnnouncer(Arc::new(job_queue::changes::Publisher::new(
-            js.client(),
-            settings.nats.subject_prefix.clone(),
-        ))),
+        changes,
     };
     let max_decode = settings.limits.max_request_bytes + 64 * 1024;
     let mut builder = Server::builder();

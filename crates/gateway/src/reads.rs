@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+use chat_memory_proto::namespace::TenantChatId;
 use chat_memory_proto::store::{self as store_pb, Access};
 use chat_memory_proto::v1::{JobState, ReadCondition as ConditionPb};
 
@@ -69,9 +70,9 @@ impl Reads {
     pub async fn read(
         &self,
         access: &Access,
-        chat_id: &str,
+        chat: &TenantChatId,
     ) -> Result<store_pb::GetMemoryResponse, GatewayError> {
-        match self.cache.get(chat_id, access) {
+        match self.cache.get(chat, access) {
             Some(Hit::Memory(memory)) => {
                 crate::metrics::read_cache("hit");
                 return Ok(Arc::unwrap_or_clone(memory));
@@ -82,7 +83,7 @@ impl Reads {
             }
             None => crate::metrics::read_cache("miss"),
         }
-        self.read_fresh(access, chat_id).await
+        self.read_fresh(access, chat).await
     }
 
     /// [`Reads::read`] from memory-store itself (what a waiting read or a
@@ -93,28 +94,28 @@ impl Reads {
     pub async fn read_fresh(
         &self,
         access: &Access,
-        chat_id: &str,
+        chat: &TenantChatId,
     ) -> Result<store_pb::GetMemoryResponse, GatewayError> {
         let ticket = self.cache.ticket();
         let read = self
             .store
             .clone()
             .get_memory(store_pb::GetMemoryRequest {
-                chat_id: chat_id.to_owned(),
+                chat_id: chat.as_str().to_owned(),
                 access: Some(access.clone()),
             })
             .await;
         match read {
             Ok(answer) => {
                 let answer = answer.into_inner();
-                self.cache.store_memory(chat_id, ticket, &answer);
+                self.cache.store_memory(chat.as_str(), ticket, &answer);
                 Ok(answer)
             }
             Err(status) => {
                 if status.code() == tonic::Code::NotFound
                     && status.metadata().get(store_pb::ABSENT_METADATA).is_some()
                 {
-                    self.cache.store_absent(chat_id, ticket);
+                    self.cache.store_absent(chat.as_str(), ticket);
                 }
                 Err(GatewayError::from_store(status, "memory"))
             }
@@ -129,17 +130,17 @@ impl Reads {
     pub async fn read_when(
         &self,
         access: &Access,
-        chat_id: &str,
+        chat: &TenantChatId,
         condition: &ReadCondition,
     ) -> Result<(store_pb::GetMemoryResponse, ConditionPb), GatewayError> {
-        let mut events = (!condition.wait.is_zero()).then(|| self.feed.listen(chat_id));
+        let mut events = (!condition.wait.is_zero()).then(|| self.feed.listen(chat.as_str()));
         let deadline = Instant::now() + condition.wait;
         let mut target = condition.min_version.unwrap_or(0);
         let mut job_pending = condition.after_job;
         let mut job_seen = false;
         loop {
             if let Some(job) = job_pending {
-                match self.job(access, chat_id, job).await? {
+                match self.job(access, chat, job).await? {
                     JobView::Applied(version) => {
                         target = target.max(version);
                         job_pending = None;
@@ -147,9 +148,9 @@ impl Reads {
                     JobView::Failed => {
                         // The caller may see the job, so the chat is theirs:
                         // an answer without memory reveals nothing.
-                        let current = match self.read_fresh(access, chat_id).await {
+                        let current = match self.read_fresh(access, chat).await {
                             Err(GatewayError::NotFound(_)) => store_pb::GetMemoryResponse {
-                                chat_id: chat_id.to_owned(),
+                                chat_id: chat.as_str().to_owned(),
                                 ..Default::default()
                             },
                             other => other?,
@@ -159,7 +160,7 @@ impl Reads {
                     JobView::Pending { seen } => job_seen |= seen,
                 }
             }
-            let current = self.read_fresh(access, chat_id).await;
+            let current = self.read_fresh(access, chat).await;
             let version = match &current {
                 Ok(r) => r.memory.as_ref().map_or(0, |m| m.version),
                 Err(GatewayError::NotFound(_)) => 0,
@@ -217,7 +218,7 @@ impl Reads {
     async fn job(
         &self,
         access: &Access,
-        chat_id: &str,
+        chat: &TenantChatId,
         job: Uuid,
     ) -> Result<JobView, GatewayError> {
         let found = self
@@ -237,7 +238,7 @@ impl Reads {
             }
             Err(s) => return Err(GatewayError::from_store(s, "job")),
         };
-        if job.chat_id != chat_id {
+        if job.chat_id != chat.as_str() {
             return Err(GatewayError::Invalid(FieldViolation {
                 field: "after_job_id".to_owned(),
                 reason: "is a job of another chat".to_owned(),

@@ -29,6 +29,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
+use chat_memory_proto::namespace::TenantChatId;
 use chat_memory_proto::store::{self as store_pb, Access};
 use chat_memory_proto::v1::{WatchMemoryRequest, WatchMemoryResponse};
 
@@ -117,8 +118,8 @@ impl std::ops::Deref for Slot {
 /// Everything a stream's task needs once it is open.
 pub struct Opened {
     slot: Slot,
-    chat_id: String,
-    public_chat: String,
+    /// The chat, namespaced; its public id is what the client sees.
+    chat: TenantChatId,
     access: Access,
     events: ChatEvents,
     /// The last version the client has (or will have from `first`).
@@ -181,9 +182,9 @@ impl Watches {
         if open >= self.settings.max_streams {
             return Err(GatewayError::TooManyWatches(self.settings.max_streams));
         }
-        let chat_id = chat.namespaced(&access.tenant);
+        let chat_id = chat.namespaced(&access.tenant)?;
         // Listen before reading: a version committed in between is not missed.
-        let events = self.reads.feed().listen(&chat_id);
+        let events = self.reads.feed().listen(chat_id.as_str());
         let (last, confirmed, first) = match self.reads.read_fresh(&access, &chat_id).await {
             Ok(current) => {
                 let version = current.memory.as_ref().map_or(0, |m| m.version);
@@ -197,8 +198,7 @@ impl Watches {
         facts.detail = format!("from_version={}", req.from_version);
         Ok(Opened {
             slot,
-            chat_id,
-            public_chat: chat.as_str().to_owned(),
+            chat: chat_id,
             access,
             events,
             last,
@@ -223,7 +223,7 @@ impl Watches {
         };
         let audit = self.audit.clone();
         tokio::spawn(async move {
-            let public_chat = opened.public_chat.clone();
+            let public_chat = opened.chat.chat().to_owned();
             let (sent, end) = task.run(opened).await;
             let row = Row {
                 request_id: ctx.request_id,
@@ -324,7 +324,7 @@ impl StreamTask {
         if s.confirmed && memory.version == s.last + 1 {
             s.last = memory.version;
             let event = WatchMemoryResponse {
-                chat_id: s.public_chat.clone(),
+                chat_id: s.chat.chat().to_owned(),
                 memory: Some(memory.clone()),
                 last_applied_job_id: change.last_applied_job_id.clone(),
                 deleted: false,
@@ -337,7 +337,7 @@ impl StreamTask {
 
     /// Reads the chat and sends what the client does not have yet.
     async fn confirm(&mut self, s: &mut Opened) -> Result<(), End> {
-        match self.reads.read_fresh(&s.access, &s.chat_id).await {
+        match self.reads.read_fresh(&s.access, &s.chat).await {
             Ok(current) => {
                 let version = current.memory.as_ref().map_or(0, |m| m.version);
                 if s.confirmed && version < s.last {
@@ -347,7 +347,7 @@ impl StreamTask {
                 s.confirmed = true;
                 if version > s.last {
                     s.last = version;
-                    return self.send(response(&s.public_chat, current));
+                    return self.send(response(s.chat.chat(), current));
                 }
                 Ok(())
             }
@@ -366,7 +366,7 @@ impl StreamTask {
 
     fn deleted(&mut self, s: &Opened) -> End {
         let event = WatchMemoryResponse {
-            chat_id: s.public_chat.clone(),
+            chat_id: s.chat.chat().to_owned(),
             memory: None,
             last_applied_job_id: String::new(),
             deleted: true,
@@ -469,8 +469,7 @@ mod tests {
     fn opened(feed: &ChangeFeed) -> Opened {
         Opened {
             slot: Slot(Arc::new(AtomicUsize::new(1))),
-            chat_id: "t/c".into(),
-            public_chat: "c".into(),
+            chat: TenantChatId::new("t", "c").expect("valid"),
             access: Access {
                 tenant: "t".into(),
                 user: "u".into(),

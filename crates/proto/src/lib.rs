@@ -3,7 +3,9 @@
 //! # Layout
 //! - [`v1`]: the public API served by the gateway (`chatmemory.v1`).
 //! - [`store`]: memory-store's internal API (`chatmemory.store.v1`).
-//! - [`jobs`]: the update-job payload and the JetStream subject layout.
+//! - [`jobs`]: the update-job payload (where jobs go on the stream is job-queue's).
+//! - [`namespace`]: [`namespace::TenantChatId`], the tenant namespace of chat
+//!   ids (`<tenant>/<chat>`) every service behind the gateway sees.
 //! - [`time`]: conversions between protobuf timestamps and `chrono`.
 //! - [`client`]: dialing the gateway from a command-line tool (TLS with a CA file),
 //!   and printing an error with all its causes.
@@ -12,6 +14,7 @@
 
 pub mod client;
 pub mod jobs;
+pub mod namespace;
 pub mod time;
 
 /// Public API: `chatmemory.v1`.

@@ -3,6 +3,7 @@
 //! from [`crate::processor`] so the retry logic reads on its own.
 
 use chat_memory_proto::jobs::v1::UpdateJob;
+use chat_memory_proto::namespace::TenantChatId;
 use chat_memory_proto::store::MemoryContent;
 use chat_memory_proto::v1::{Role as ProtoRole, TokenCounts};
 use summarizer_contract::tool::{InputMessage, Role, SummarizeOutput};
@@ -16,6 +17,13 @@ pub(crate) fn check_job(job: &UpdateJob) -> Result<(), String> {
     }
     if job.chat_id.is_empty() {
         return Err("chat_id is empty".into());
+    }
+    // An owned job is checked against its tenant's namespace: without one
+    // there would be no tenant to check it against.
+    if !job.owner_user.is_empty()
+        && let Err(e) = TenantChatId::parse(&job.chat_id)
+    {
+        return Err(format!("chat_id is not <tenant>/<chat>: {e}"));
     }
     if job.messages.is_empty() {
         return Err("job has no messages".into());
@@ -84,15 +92,17 @@ pub(crate) fn memory_content(out: SummarizeOutput) -> MemoryContent {
     }
 }
 
-/// The requester of a job, for memory-store's ownership check: the namespace
-/// is the chat id's prefix (`<tenant>/<chat>`). Jobs from before issue 4 carry
-/// no owner and are applied as before.
-pub(crate) fn job_access(
-    job: &chat_memory_proto::jobs::v1::UpdateJob,
-) -> Option<chat_memory_proto::store::Access> {
-    let (tenant, _) = job.chat_id.split_once('/')?;
-    (!job.owner_user.is_empty()).then(|| chat_memory_proto::store::Access {
-        tenant: tenant.to_owned(),
+/// The requester of a job, for memory-store's ownership check: the tenant of
+/// the namespaced chat id ([`TenantChatId`]) and the owner. Jobs from before
+/// issue 4 carry no owner and are applied as before; a job with an owner has a
+/// namespaced chat id ([`check_job`]).
+pub(crate) fn job_access(job: &UpdateJob) -> Option<chat_memory_proto::store::Access> {
+    if job.owner_user.is_empty() {
+        return None;
+    }
+    let chat = TenantChatId::parse(&job.chat_id).ok()?;
+    Some(chat_memory_proto::store::Access {
+        tenant: chat.tenant().to_owned(),
         user: job.owner_user.clone(),
         acts_for_tenant: job.acts_for_tenant,
     })
@@ -167,5 +177,24 @@ mod tests {
         let mut j = job(vec![ChatMessage::default()]);
         j.job_id = "nope".into();
         assert!(check_job(&j).is_err());
+    }
+
+    #[test]
+    fn an_owned_job_outside_any_tenant_namespace_is_poison() {
+        let mut j = job(vec![ChatMessage::default()]);
+        j.owner_user = "alice".into();
+        for chat_id in ["c", "/c", "t/"] {
+            j.chat_id = chat_id.into();
+            assert!(check_job(&j).is_err(), "{chat_id:?}");
+        }
+        j.chat_id = "t/c".into();
+        assert_eq!(check_job(&j), Ok(()));
+        let access = job_access(&j).expect("an owned job has access");
+        assert_eq!(
+            (access.tenant.as_str(), access.user.as_str()),
+            ("t", "alice")
+        );
+        j.owner_user.clear();
+        assert_eq!(job_access(&j), None);
     }
 }

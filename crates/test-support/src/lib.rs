@@ -14,6 +14,8 @@
 //! - [`switch`]: an agent backend wrapper that can be switched down, to stage an outage.
 //! - [`processes`]: the stack as real OS processes (traces across processes, SIGKILL).
 //! - [`otlp`]: an OTLP receiver collecting the spans services export.
+//! - [`pki`]: a throwaway CA and certificates for TLS tests.
+//! - [`requests`]: request builders the tests share, and `send` / `memory`.
 //! - [`wait`]: waiting for a condition with a deadline.
 
 pub mod auth;
@@ -22,6 +24,7 @@ pub mod gate;
 pub mod otlp;
 pub mod pki;
 pub mod processes;
+pub mod requests;
 pub mod stack;
 pub mod switch;
 pub mod wait;

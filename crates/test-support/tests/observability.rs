@@ -6,29 +6,20 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use chat_memory_proto::v1::{
-    ChatMessage, GetMemoryRequest, QueryAuditRequest, Role, UpdateMemoryRequest,
-};
+use chat_memory_proto::v1::{QueryAuditRequest, UpdateMemoryRequest};
 use test_support::otlp::{OtlpReceiver, ReceivedSpan};
 use test_support::processes::{ProcessOptions, ProcessStack};
+use test_support::requests::{assistant, get, update, user};
 
-fn update(chat_id: &str, text: &str) -> UpdateMemoryRequest {
-    UpdateMemoryRequest {
-        chat_id: chat_id.into(),
-        messages: vec![
-            ChatMessage {
-                role: Role::User as i32,
-                content: text.into(),
-                ..Default::default()
-            },
-            ChatMessage {
-                role: Role::Assistant as i32,
-                content: "It sounds like this claim may be covered under your plan.".into(),
-                ..Default::default()
-            },
+/// An update of `chat_id`: the user's `text` and a guess of the assistant's.
+fn exchange(chat_id: &str, text: &str) -> UpdateMemoryRequest {
+    update(
+        chat_id,
+        vec![
+            user(text),
+            assistant("It sounds like this claim may be covered under your plan."),
         ],
-        idempotency_key: String::new(),
-    }
+    )
 }
 
 fn print_tree(spans: &[ReceivedSpan]) {
@@ -69,7 +60,7 @@ async fn one_update_produces_one_trace_across_every_service() {
     let mut client = test_support::processes::gateway_client(&stack).await;
 
     let job_id = client
-        .update_memory(update(
+        .update_memory(exchange(
             "trace-chat",
             "My claim CLM-4411 for the MRI on May 2 was denied.",
         ))
@@ -291,32 +282,18 @@ async fn a_real_prometheus_scrapes_every_metric_the_alerts_use() {
     let mut client = test_support::processes::gateway_client(&stack).await;
     for i in 0..5 {
         client
-            .update_memory(update(
+            .update_memory(exchange(
                 &format!("prom-{i}"),
                 "My plan is Cigna Open Access Plus.",
             ))
             .await
             .expect("update");
     }
-    let _ = client
-        .get_memory(GetMemoryRequest {
-            chat_id: "never-written".into(),
-            ..Default::default()
-        })
-        .await;
+    let _ = client.get_memory(get("never-written")).await;
     stack
         .wait_until("the updates to apply", Duration::from_secs(30), || {
             let mut client = client.clone();
-            async move {
-                client
-                    .get_memory(GetMemoryRequest {
-                        chat_id: "prom-4".into(),
-                        ..Default::default()
-                    })
-                    .await
-                    .ok()
-                    .map(|_| ())
-            }
+            async move { client.get_memory(get("prom-4")).await.ok().map(|_| ()) }
         })
         .await;
 

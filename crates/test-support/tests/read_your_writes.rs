@@ -9,55 +9,16 @@ use tonic::Code;
 use tonic_types::StatusExt;
 
 use chat_memory_proto::v1::{
-    ChatMessage, DeleteMemoryRequest, GetMemoryRequest, QueryAuditRequest, ReadCondition, Role,
-    UpdateMemoryRequest, WatchMemoryRequest, WatchMemoryResponse,
+    GetMemoryRequest, QueryAuditRequest, ReadCondition, WatchMemoryResponse,
 };
 use summarizer_agent::backend::offline::OfflineBackend;
 use test_support::gate::{Gate, GatedBackend};
+use test_support::requests::{after_job, delete, min_version, send, user_update, watch};
 use test_support::{GatewayClient, StackOptions, TestStack, auth, wait};
 
 const JOB_TIMEOUT: Duration = Duration::from_secs(30);
 /// Long enough never to be the reason a test passes.
 const WAIT_MS: u32 = 10_000;
-
-fn update(chat_id: &str, text: &str) -> UpdateMemoryRequest {
-    UpdateMemoryRequest {
-        chat_id: chat_id.into(),
-        messages: vec![ChatMessage {
-            role: Role::User as i32,
-            content: text.into(),
-            ..Default::default()
-        }],
-        idempotency_key: String::new(),
-    }
-}
-
-async fn send(client: &mut GatewayClient, chat_id: &str, text: &str) -> String {
-    client
-        .update_memory(update(chat_id, text))
-        .await
-        .unwrap_or_else(|s| panic!("update rejected: {s:?}"))
-        .into_inner()
-        .job_id
-}
-
-fn after_job(chat_id: &str, job_id: &str, wait_ms: u32) -> GetMemoryRequest {
-    GetMemoryRequest {
-        chat_id: chat_id.into(),
-        after_job_id: job_id.into(),
-        wait_ms,
-        ..Default::default()
-    }
-}
-
-fn min_version(chat_id: &str, version: i64, wait_ms: u32) -> GetMemoryRequest {
-    GetMemoryRequest {
-        chat_id: chat_id.into(),
-        min_version: version,
-        wait_ms,
-        ..Default::default()
-    }
-}
 
 async fn next_event(
     stream: &mut tonic::Streaming<WatchMemoryResponse>,
@@ -81,7 +42,11 @@ async fn a_read_after_a_job_waits_for_it_and_answers_once_it_is_applied() {
     let stack = TestStack::start_with(opts).await;
     let mut client = stack.gateway().await;
 
-    let job = send(&mut client, "ryw", "My member ID is W123456789.").await;
+    let job = send(
+        &mut client,
+        user_update("ryw", "My member ID is W123456789."),
+    )
+    .await;
     let mut reader = client.clone();
     let read = {
         let job = job.clone();
@@ -132,7 +97,7 @@ async fn a_read_after_a_job_waits_for_it_and_answers_once_it_is_applied() {
 async fn a_version_not_reached_by_the_deadline_answers_the_current_memory_flagged_timed_out() {
     let stack = TestStack::start().await;
     let mut client = stack.gateway().await;
-    let job = send(&mut client, "ryw-timeout", "I take metformin.").await;
+    let job = send(&mut client, user_update("ryw-timeout", "I take metformin.")).await;
     client
         .get_memory(after_job("ryw-timeout", &job, WAIT_MS))
         .await
@@ -159,12 +124,16 @@ async fn a_version_not_reached_by_the_deadline_answers_the_current_memory_flagge
 async fn bad_read_conditions_are_refused_naming_the_field_and_other_users_jobs_stay_hidden() {
     let stack = TestStack::start().await;
     let mut client = stack.gateway().await;
-    let job = send(&mut client, "ryw-a", "My plan is Blue Shield PPO 500.").await;
+    let job = send(
+        &mut client,
+        user_update("ryw-a", "My plan is Blue Shield PPO 500."),
+    )
+    .await;
     client
         .get_memory(after_job("ryw-a", &job, WAIT_MS))
         .await
         .expect("applied");
-    send(&mut client, "ryw-b", "Another chat.").await;
+    send(&mut client, user_update("ryw-b", "Another chat.")).await;
 
     let cases = [
         (after_job("ryw-b", &job, 100), "after_job_id"),
@@ -216,15 +185,16 @@ async fn a_watch_stream_gets_every_new_version_then_the_deletion() {
     let stack = TestStack::start().await;
     let mut client = stack.gateway().await;
     let mut stream = client
-        .watch_memory(WatchMemoryRequest {
-            chat_id: "watched".into(),
-            from_version: 0,
-        })
+        .watch_memory(watch("watched", 0))
         .await
         .expect("watch opens on a chat without memory yet")
         .into_inner();
 
-    let first = send(&mut client, "watched", "My deductible is $500.").await;
+    let first = send(
+        &mut client,
+        user_update("watched", "My deductible is $500."),
+    )
+    .await;
     let event = next_event(&mut stream).await.expect("ok").expect("event");
     assert_eq!(version_of(&event), 1);
     assert_eq!(event.last_applied_job_id, first);
@@ -235,15 +205,17 @@ async fn a_watch_stream_gets_every_new_version_then_the_deletion() {
             .is_some_and(|m| m.user_confirmed.contains("$500"))
     );
 
-    let second = send(&mut client, "watched", "My pharmacy is CVS on Main St.").await;
+    let second = send(
+        &mut client,
+        user_update("watched", "My pharmacy is CVS on Main St."),
+    )
+    .await;
     let event = next_event(&mut stream).await.expect("ok").expect("event");
     assert_eq!(version_of(&event), 2);
     assert_eq!(event.last_applied_job_id, second);
 
     client
-        .delete_memory(DeleteMemoryRequest {
-            chat_id: "watched".into(),
-        })
+        .delete_memory(delete("watched"))
         .await
         .expect("delete");
     let event = next_event(&mut stream).await.expect("ok").expect("event");
@@ -286,16 +258,17 @@ async fn a_watch_stream_gets_every_new_version_then_the_deletion() {
 async fn a_watch_resumes_from_a_version_across_a_gateway_restart() {
     let mut stack = TestStack::start().await;
     let mut client = stack.gateway().await;
-    let job = send(&mut client, "resumed", "My plan is Aetna Choice POS II.").await;
+    let job = send(
+        &mut client,
+        user_update("resumed", "My plan is Aetna Choice POS II."),
+    )
+    .await;
     client
         .get_memory(after_job("resumed", &job, WAIT_MS))
         .await
         .expect("version 1");
     let mut stream = client
-        .watch_memory(WatchMemoryRequest {
-            chat_id: "resumed".into(),
-            from_version: 0,
-        })
+        .watch_memory(watch("resumed", 0))
         .await
         .expect("watch")
         .into_inner();
@@ -315,16 +288,13 @@ async fn a_watch_resumes_from_a_version_across_a_gateway_restart() {
     // resumed stream sends.
     stack.restart_gateway().await;
     let mut client = stack.gateway().await;
-    let job = send(&mut client, "resumed", "I also see Dr. Patel.").await;
+    let job = send(&mut client, user_update("resumed", "I also see Dr. Patel.")).await;
     client
         .get_memory(after_job("resumed", &job, WAIT_MS))
         .await
         .expect("version 2");
     let mut stream = client
-        .watch_memory(WatchMemoryRequest {
-            chat_id: "resumed".into(),
-            from_version: 1,
-        })
+        .watch_memory(watch("resumed", 1))
         .await
         .expect("watch again")
         .into_inner();
@@ -345,22 +315,16 @@ async fn a_watch_never_shows_another_users_chat() {
         .await;
     // The intruder watches the chat before it exists (allowed: nothing to hide yet).
     let mut spying = intruder
-        .watch_memory(WatchMemoryRequest {
-            chat_id: "private".into(),
-            from_version: 0,
-        })
+        .watch_memory(watch("private", 0))
         .await
         .expect("watch on a chat without memory")
         .into_inner();
     let mut watching = owner
-        .watch_memory(WatchMemoryRequest {
-            chat_id: "private".into(),
-            from_version: 0,
-        })
+        .watch_memory(watch("private", 0))
         .await
         .expect("owner's watch")
         .into_inner();
-    send(&mut owner, "private", "My member ID is W999.").await;
+    send(&mut owner, user_update("private", "My member ID is W999.")).await;
     let event = next_event(&mut watching).await.expect("ok").expect("event");
     assert_eq!(version_of(&event), 1);
     // The same event reached the intruder's stream; it was checked against
@@ -372,14 +336,15 @@ async fn a_watch_never_shows_another_users_chat() {
     // opening one on a chat without memory (refusing it would reveal that the
     // chat exists), and it shows nothing of the owner's next version either.
     let mut spying_again = intruder
-        .watch_memory(WatchMemoryRequest {
-            chat_id: "private".into(),
-            from_version: 0,
-        })
+        .watch_memory(watch("private", 0))
         .await
         .expect("same answer as for a chat without memory")
         .into_inner();
-    send(&mut owner, "private", "My pharmacy is Walgreens.").await;
+    send(
+        &mut owner,
+        user_update("private", "My pharmacy is Walgreens."),
+    )
+    .await;
     let event = next_event(&mut watching).await.expect("ok").expect("event");
     assert_eq!(version_of(&event), 2);
     for stream in [&mut spying, &mut spying_again] {
@@ -387,10 +352,7 @@ async fn a_watch_never_shows_another_users_chat() {
         assert!(leaked.is_err(), "the intruder's stream yielded {leaked:?}");
     }
     let negative = owner
-        .watch_memory(WatchMemoryRequest {
-            chat_id: "private".into(),
-            from_version: -1,
-        })
+        .watch_memory(watch("private", -1))
         .await
         .expect_err("negative from_version");
     assert_eq!(negative.code(), Code::InvalidArgument);
@@ -419,7 +381,11 @@ async fn a_memory_cached_by_one_gateway_is_dropped_when_another_changes_or_delet
     let mut b = replica_client(&stack, b_addr).await;
 
     // Version 1, read (and cached) through gateway B.
-    let first = send(&mut a, "cached", "My plan is Blue Shield PPO 500.").await;
+    let first = send(
+        &mut a,
+        user_update("cached", "My plan is Blue Shield PPO 500."),
+    )
+    .await;
     gate.wait_entered().await;
     gate.release();
     a.get_memory(after_job("cached", &first, WAIT_MS))
@@ -436,7 +402,7 @@ async fn a_memory_cached_by_one_gateway_is_dropped_when_another_changes_or_delet
     // shows it pending (B dropped its entry on the acceptance event), then
     // the new version.
     gate.arm();
-    let second = send(&mut a, "cached", "My deductible is $500.").await;
+    let second = send(&mut a, user_update("cached", "My deductible is $500.")).await;
     let pending = wait::until("B to see the pending job", Duration::from_secs(5), || {
         let mut b = b.clone();
         async move {
@@ -470,11 +436,7 @@ async fn a_memory_cached_by_one_gateway_is_dropped_when_another_changes_or_delet
 
     // Deleted through A: B answers NOT_FOUND, not its cached memory (within
     // the event's trip; the cache's TTL is 10 s, far beyond this wait).
-    a.delete_memory(DeleteMemoryRequest {
-        chat_id: "cached".into(),
-    })
-    .await
-    .expect("delete");
+    a.delete_memory(delete("cached")).await.expect("delete");
     wait::until(
         "B to answer NOT_FOUND after the deletion",
         Duration::from_secs(2),
@@ -499,7 +461,7 @@ async fn a_memory_cached_by_one_gateway_is_dropped_when_another_changes_or_delet
             &["memory:read", "memory:write"],
         ))
         .await;
-    let third = send(&mut other, "cached", "I am someone else.").await;
+    let third = send(&mut other, user_update("cached", "I am someone else.")).await;
     other
         .get_memory(after_job("cached", &third, WAIT_MS))
         .await

@@ -6,11 +6,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chat_memory_proto::v1::{
-    ChatMessage, GetMemoryRequest, GetUpdateStatusRequest, JobState, Role, UpdateMemoryRequest,
-};
+use chat_memory_proto::v1::JobState;
 use job_queue::dlq::{self, DeadLetterEntry};
 use summarizer_agent::backend::offline::OfflineBackend;
+use test_support::requests::{get, update_status, user_update};
 use test_support::stack::{succeeded, wait_job};
 use test_support::switch::{Switch, SwitchedBackend};
 use test_support::{StackOptions, TestStack, wait};
@@ -18,18 +17,6 @@ use tonic::Code;
 use tonic_types::StatusExt;
 
 const JOB_TIMEOUT: Duration = Duration::from_secs(30);
-
-fn update(chat_id: &str, text: &str) -> UpdateMemoryRequest {
-    UpdateMemoryRequest {
-        chat_id: chat_id.into(),
-        messages: vec![ChatMessage {
-            role: Role::User as i32,
-            content: text.into(),
-            ..Default::default()
-        }],
-        idempotency_key: String::new(),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_agent_outage_opens_the_circuit_and_the_job_waits_instead_of_failing() {
@@ -50,7 +37,7 @@ async fn an_agent_outage_opens_the_circuit_and_the_job_waits_instead_of_failing(
 
     // Act: a job arrives during the outage.
     let job_id = client
-        .update_memory(update(
+        .update_memory(user_update(
             "chat-outage",
             "My insurer is Aetna, member id W123.",
         ))
@@ -67,9 +54,7 @@ async fn an_agent_outage_opens_the_circuit_and_the_job_waits_instead_of_failing(
     })
     .await;
     let status = client
-        .get_update_status(GetUpdateStatusRequest {
-            job_id: job_id.clone(),
-        })
+        .get_update_status(update_status(&job_id))
         .await
         .unwrap_or_else(|s| panic!("status: {s:?}"))
         .into_inner();
@@ -105,7 +90,7 @@ async fn with_the_circuit_disabled_an_agent_outage_fails_the_job_after_its_attem
     let mut client = stack.gateway().await;
 
     let job_id = client
-        .update_memory(update(
+        .update_memory(user_update(
             "chat-outage",
             "My insurer is Aetna, member id W123.",
         ))
@@ -154,7 +139,10 @@ async fn a_job_that_exhausts_its_attempts_is_dead_lettered_and_a_replay_applies_
     let (stack, switch) = failing_stack().await;
     let mut client = stack.gateway().await;
     let job_id = client
-        .update_memory(update("chat-dlq", "My insurer is Aetna, member id W123."))
+        .update_memory(user_update(
+            "chat-dlq",
+            "My insurer is Aetna, member id W123.",
+        ))
         .await
         .unwrap_or_else(|s| panic!("update rejected: {s:?}"))
         .into_inner()
@@ -208,10 +196,7 @@ async fn a_job_that_exhausts_its_attempts_is_dead_lettered_and_a_replay_applies_
         "a replayed letter leaves the dead-letter stream"
     );
     let memory = client
-        .get_memory(GetMemoryRequest {
-            chat_id: "chat-dlq".into(),
-            ..Default::default()
-        })
+        .get_memory(get("chat-dlq"))
         .await
         .unwrap_or_else(|s| panic!("get_memory: {s:?}"))
         .into_inner()
@@ -227,7 +212,7 @@ async fn a_replay_does_not_overwrite_a_newer_memory_and_is_recorded_superseded()
     let (stack, switch) = failing_stack().await;
     let mut client = stack.gateway().await;
     let old = client
-        .update_memory(update("chat-dlq-order", "My insurer is Aetna."))
+        .update_memory(user_update("chat-dlq-order", "My insurer is Aetna."))
         .await
         .unwrap_or_else(|s| panic!("update rejected: {s:?}"))
         .into_inner()
@@ -238,7 +223,7 @@ async fn a_replay_does_not_overwrite_a_newer_memory_and_is_recorded_superseded()
     // A later job of the chat is applied after the agent recovers.
     switch.set_down(false);
     let newer = client
-        .update_memory(update("chat-dlq-order", "I switched to Cigna."))
+        .update_memory(user_update("chat-dlq-order", "I switched to Cigna."))
         .await
         .unwrap_or_else(|s| panic!("update rejected: {s:?}"))
         .into_inner()
@@ -257,10 +242,7 @@ async fn a_replay_does_not_overwrite_a_newer_memory_and_is_recorded_superseded()
     .await;
     assert_eq!(status.state, JobState::Failed as i32, "{status:?}");
     let memory = client
-        .get_memory(GetMemoryRequest {
-            chat_id: "chat-dlq-order".into(),
-            ..Default::default()
-        })
+        .get_memory(get("chat-dlq-order"))
         .await
         .unwrap_or_else(|s| panic!("get_memory: {s:?}"))
         .into_inner()
@@ -296,7 +278,7 @@ async fn a_backlogged_chat_refuses_updates_with_a_retry_hint_while_reads_keep_wo
     stack.add_worker().await;
     let mut client = stack.gateway().await;
     let first = client
-        .update_memory(update("chat-bp", "My insurer is Aetna."))
+        .update_memory(user_update("chat-bp", "My insurer is Aetna."))
         .await
         .unwrap_or_else(|s| panic!("update rejected: {s:?}"))
         .into_inner()
@@ -307,12 +289,12 @@ async fn a_backlogged_chat_refuses_updates_with_a_retry_hint_while_reads_keep_wo
     // Act: updates until the chat has 2 unfinished jobs, then one more.
     for text in ["I moved to Denver.", "My PCP is Dr. Alvarez."] {
         client
-            .update_memory(update("chat-bp", text))
+            .update_memory(user_update("chat-bp", text))
             .await
             .unwrap_or_else(|s| panic!("update under the limit rejected: {s:?}"));
     }
     let refused = client
-        .update_memory(update("chat-bp", "One too many."))
+        .update_memory(user_update("chat-bp", "One too many."))
         .await
         .err()
         .unwrap_or_else(|| panic!("the third queued update must be refused"));
@@ -326,10 +308,7 @@ async fn a_backlogged_chat_refuses_updates_with_a_retry_hint_while_reads_keep_wo
     assert_eq!(retry, Duration::from_secs(5));
     assert!(refused.metadata().get("retry-after").is_some());
     let memory = client
-        .get_memory(GetMemoryRequest {
-            chat_id: "chat-bp".into(),
-            ..Default::default()
-        })
+        .get_memory(get("chat-bp"))
         .await
         .unwrap_or_else(|s| panic!("reads must work while the agent is down: {s:?}"))
         .into_inner()

@@ -7,8 +7,9 @@
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 
+use chat_memory_proto::namespace::TenantChatId;
 use chat_memory_proto::v1::{ChatMessage, UpdateMemoryRequest};
-use gateway::validation::{ChatId, Limits, NAMESPACE_SEPARATOR, UpdateCommand, is_forbidden_char};
+use gateway::validation::{Limits, NAMESPACE_SEPARATOR, UpdateCommand, is_forbidden_char};
 
 #[derive(Debug, Arbitrary)]
 struct Input {
@@ -60,8 +61,9 @@ fuzz_target!(|input: Input| {
         }
         assert!(total <= limits.max_request_bytes);
         // A namespaced id always round-trips to the public one.
-        let ns = cmd.chat_id.namespaced("tenant");
-        assert_eq!(ChatId::public_of("tenant", &ns), Some(chat));
+        let ns = cmd.chat_id.namespaced("tenant").expect("a valid tenant");
+        let back = TenantChatId::parse_in("tenant", ns.as_str()).expect("in its namespace");
+        assert_eq!(back.chat(), chat);
     }
 });
 

@@ -15,7 +15,8 @@
 //! Each point is the other's fallback. Only when both refuse is a row lost: it
 //! is then logged whole at error level (no content in it) and counted
 //! (`chat_memory_audit_rows_total{result="lost"}`, alert `ChatMemoryAuditRowsLost`), and
-//! a successful read is refused instead of answered unaudited ([`AuditError`]).
+//! a successful read (or watch opening) is refused instead of answered unaudited
+//! ([`AuditError`], [`Action::answers_only_audited`]).
 //! Rows carry ids, the action, the status code name and the trace id: never
 //! message content.
 
@@ -63,6 +64,22 @@ impl Action {
             Self::Audit => "audit",
             Self::Watch => "watch",
             Self::WatchEnd => "watch_end",
+        }
+    }
+
+    /// Whether a successful call of this kind is refused when its row is lost
+    /// ([`AuditError`]): a memory is never handed out unaudited. Every other
+    /// call keeps its answer: an accepted update stays accepted, a refusal
+    /// stays a refusal (the lost row is logged and counted).
+    pub fn answers_only_audited(self) -> bool {
+        match self {
+            Self::Read | Self::Watch => true,
+            Self::Update
+            | Self::Status
+            | Self::Delete
+            | Self::Denied
+            | Self::Audit
+            | Self::WatchEnd => false,
         }
     }
 }
@@ -236,5 +253,27 @@ impl AuditSink {
             entry: Some(entry.clone()),
         };
         self.store.clone().record_audit(request).await.map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_reads_and_watch_openings_are_refused_when_their_row_is_lost() {
+        let cases = [
+            (Action::Read, true),
+            (Action::Watch, true),
+            (Action::Update, false),
+            (Action::Status, false),
+            (Action::Delete, false),
+            (Action::Denied, false),
+            (Action::Audit, false),
+            (Action::WatchEnd, false),
+        ];
+        for (action, refused) in cases {
+            assert_eq!(action.answers_only_audited(), refused, "{action:?}");
+        }
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! Limits (configurable under `[limits]`, defaults in brackets):
 //! - `chat_id`: 1..=`max_chat_id_len` [128] bytes of `[A-Za-z0-9._:@-]`; never
-//!   `/`, the separator of the tenant namespace ([`ChatId::namespaced`]);
+//!   `/`, the separator of the tenant namespace ([`ChatId::namespaced`],
+//!   [`TenantChatId`]);
 //! - `messages`: 1..=`max_messages` [100] per request;
 //! - each `content`: normalised to Unicode NFC first (so equal text is stored
 //!   and limited alike), then non-blank, at most `max_message_bytes` [32 KiB];
@@ -24,6 +25,7 @@ use service_kit::settings::SettingsError;
 use unicode_normalization::UnicodeNormalization;
 use uuid::Uuid;
 
+use chat_memory_proto::namespace::TenantChatId;
 use chat_memory_proto::v1::{ChatMessage, GetMemoryRequest, Role, UpdateMemoryRequest};
 
 /// Request size limits.
@@ -100,8 +102,9 @@ fn role_by_name(name: &str) -> Option<Role> {
 }
 
 /// Separator between a tenant and a chat id in the namespaced ids every
-/// service behind the gateway sees. Public chat ids cannot contain it.
-pub const NAMESPACE_SEPARATOR: char = '/';
+/// service behind the gateway sees ([`TenantChatId`]). Public chat ids cannot
+/// contain it.
+pub use chat_memory_proto::namespace::SEPARATOR as NAMESPACE_SEPARATOR;
 
 /// Whether a character may not appear in message content.
 pub fn is_forbidden_char(c: char) -> bool {
@@ -166,15 +169,13 @@ impl ChatId {
 
     /// The id memory-store and the queue see: `<tenant>/<chat_id>`. Two tenants
     /// using the same chat id get two different chats.
-    pub fn namespaced(&self, tenant: &str) -> String {
-        format!("{tenant}{NAMESPACE_SEPARATOR}{}", self.0)
-    }
-
-    /// The public chat id of a namespaced one, if it lies in `tenant`'s namespace.
-    pub fn public_of<'a>(tenant: &str, namespaced: &'a str) -> Option<&'a str> {
-        namespaced
-            .strip_prefix(tenant)?
-            .strip_prefix(NAMESPACE_SEPARATOR)
+    ///
+    /// # Errors
+    /// A [`FieldViolation`] on `chat_id` only for a tenant id the gate refuses
+    /// (empty, or holding the separator): a parsed chat id is never empty and
+    /// never holds the separator.
+    pub fn namespaced(&self, tenant: &str) -> Result<TenantChatId, FieldViolation> {
+        TenantChatId::new(tenant, &self.0).map_err(|e| violation("chat_id", e.to_string()))
     }
 }
 

@@ -165,12 +165,15 @@ fn a_role_outside_allowed_roles_is_rejected() {
 #[test]
 fn namespaced_ids_round_trip_only_within_their_tenant() {
     let chat = ChatId::parse("chat-1", &Limits::default()).expect("valid");
-    let ns = chat.namespaced("acme");
-    assert_eq!(ns, "acme/chat-1");
-    assert_eq!(ChatId::public_of("acme", &ns), Some("chat-1"));
-    assert_eq!(ChatId::public_of("acm", &ns), None);
-    assert_eq!(ChatId::public_of("other", &ns), None);
+    let ns = chat.namespaced("acme").expect("a valid tenant");
+    assert_eq!(ns.as_str(), "acme/chat-1");
+    let public =
+        |tenant| TenantChatId::parse_in(tenant, ns.as_str()).map(|id| id.chat().to_owned());
+    assert_eq!(public("acme").as_deref(), Some("chat-1"));
+    assert_eq!(public("acm"), None);
+    assert_eq!(public("other"), None);
     assert!(ChatId::parse("acme/chat-1", &Limits::default()).is_err());
+    assert!(chat.namespaced("").is_err());
 }
 
 fn read(chat_id: &str, min_version: i64, after_job_id: &str, wait_ms: u32) -> GetMemoryRequest {

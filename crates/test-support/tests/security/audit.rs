@@ -5,13 +5,14 @@ use std::time::Duration;
 
 use tonic::Code;
 
-use chat_memory_proto::v1::{DeleteMemoryRequest, QueryAuditRequest};
+use chat_memory_proto::v1::QueryAuditRequest;
 use test_support::auth::{self, Bearer};
 use test_support::processes::{ProcessOptions, ProcessStack};
+use test_support::requests::{delete, get, user_update};
 use test_support::stack::{gateway_client, succeeded};
 use test_support::{GatewayClient, StackOptions, TestStack, wait};
 
-use super::{JOB_TIMEOUT, get, update};
+use super::JOB_TIMEOUT;
 
 async fn audit_rows(
     client: &mut GatewayClient,
@@ -34,7 +35,7 @@ async fn every_call_leaves_exactly_one_audit_row_without_content() {
     let mut client = stack.gateway().await;
     let secret_text = "My SSN is 123-45-6789.";
     let job = client
-        .update_memory(update("audited", secret_text))
+        .update_memory(user_update("audited", secret_text))
         .await
         .expect("update")
         .into_inner()
@@ -42,16 +43,14 @@ async fn every_call_leaves_exactly_one_audit_row_without_content() {
     stack.wait_job_done(&job, JOB_TIMEOUT).await; // status calls, audited too
     client.get_memory(get("audited")).await.expect("read");
     client
-        .delete_memory(DeleteMemoryRequest {
-            chat_id: "audited".into(),
-        })
+        .delete_memory(delete("audited"))
         .await
         .expect("delete");
     let mut read_only = stack
         .gateway_as(&auth::mint(auth::TENANT, "reader", &["memory:read"]))
         .await;
     read_only
-        .update_memory(update("audited", "x"))
+        .update_memory(user_update("audited", "x"))
         .await
         .expect_err("scope");
     let mut anonymous = gateway_client(stack.gateway_addr, Bearer::none()).await;
@@ -126,7 +125,7 @@ async fn audit_rows_of_calls_made_while_memory_store_is_down_survive_a_gateway_c
 
     let mut client = test_support::processes::gateway_client(&stack).await;
     let job = client
-        .update_memory(update("outboxed", "My plan is Gold PPO 2500."))
+        .update_memory(user_update("outboxed", "My plan is Gold PPO 2500."))
         .await
         .expect("an update is accepted while memory-store is down")
         .into_inner()
@@ -141,7 +140,7 @@ async fn audit_rows_of_calls_made_while_memory_store_is_down_survive_a_gateway_c
         Bearer::new(&auth::mint(auth::TENANT, "reader", &["memory:read"])),
     )
     .await;
-    let denied = read_only.update_memory(update("outboxed", "x")).await;
+    let denied = read_only.update_memory(user_update("outboxed", "x")).await;
     assert_eq!(
         denied.map(|_| ()).expect_err("scope").code(),
         Code::PermissionDenied
@@ -212,7 +211,7 @@ async fn inactive_chats_expire_and_the_expiry_is_audited() {
     .await;
     let mut client = stack.gateway().await;
     client
-        .update_memory(update("short-lived", "My plan is HMO Silver."))
+        .update_memory(user_update("short-lived", "My plan is HMO Silver."))
         .await
         .expect("update");
     // Whether or not the job was applied first, the chat expires once idle;

@@ -6,12 +6,13 @@ use prost::Message as _;
 use prost_types::FileDescriptorSet;
 use tonic::Code;
 
-use chat_memory_proto::v1::{DeleteMemoryRequest, GetUpdateStatusRequest, QueryAuditRequest};
+use chat_memory_proto::v1::QueryAuditRequest;
 use test_support::auth::{self, Bearer};
+use test_support::requests::{delete, get, update_status, user_update};
 use test_support::stack::channel;
 use test_support::{StackOptions, TestStack};
 
-use super::{RW, get, update};
+use super::RW;
 
 /// Every (service, method) of the compiled descriptor set.
 fn every_rpc() -> Vec<(String, String)> {
@@ -152,16 +153,11 @@ async fn each_rpc_needs_its_scope() {
         .gateway_as(&auth::mint(auth::TENANT, auth::USER, &["memory:admin"]))
         .await;
     let s = read
-        .update_memory(update("c", "hi"))
+        .update_memory(user_update("c", "hi"))
         .await
         .expect_err("update");
     assert_eq!(s.code(), Code::PermissionDenied);
-    let s = read
-        .delete_memory(DeleteMemoryRequest {
-            chat_id: "c".into(),
-        })
-        .await
-        .expect_err("delete");
+    let s = read.delete_memory(delete("c")).await.expect_err("delete");
     assert_eq!(s.code(), Code::PermissionDenied);
     let s = write.get_memory(get("c")).await.expect_err("read");
     assert_eq!(s.code(), Code::PermissionDenied);
@@ -171,14 +167,12 @@ async fn each_rpc_needs_its_scope() {
         .expect_err("audit");
     assert_eq!(s.code(), Code::PermissionDenied);
     write
-        .update_memory(update("c", "hi"))
+        .update_memory(user_update("c", "hi"))
         .await
         .expect("write may update");
-    read.get_update_status(GetUpdateStatusRequest {
-        job_id: "0191f7c2-6b0e-7a3c-9f00-0123456789ab".into(),
-    })
-    .await
-    .expect_err("unknown job is NOT_FOUND, not denied");
+    read.get_update_status(update_status("0191f7c2-6b0e-7a3c-9f00-0123456789ab"))
+        .await
+        .expect_err("unknown job is NOT_FOUND, not denied");
     admin
         .query_audit(QueryAuditRequest::default())
         .await

@@ -3,18 +3,18 @@
 
 use tonic::Code;
 
-use chat_memory_proto::v1::{DeleteMemoryRequest, GetUpdateStatusRequest};
 use test_support::TestStack;
 use test_support::auth;
+use test_support::requests::{delete, get, update_status, user_update};
 
-use super::{JOB_TIMEOUT, RW, get, update};
+use super::{JOB_TIMEOUT, RW};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn another_tenant_or_user_cannot_read_update_delete_or_see_status_of_a_chat() {
     let stack = TestStack::start().await;
     let mut owner = stack.gateway().await;
     let job = owner
-        .update_memory(update("shared", "My member ID is ISO-4242."))
+        .update_memory(user_update("shared", "My member ID is ISO-4242."))
         .await
         .unwrap_or_else(|s| panic!("owner update: {s:?}"))
         .into_inner()
@@ -34,43 +34,37 @@ async fn another_tenant_or_user_cannot_read_update_delete_or_see_status_of_a_cha
         let s = client.get_memory(get("shared")).await.expect_err("read");
         assert_eq!(s.code(), Code::NotFound, "{who} read: {s:?}");
         let s = client
-            .get_update_status(GetUpdateStatusRequest {
-                job_id: job.clone(),
-            })
+            .get_update_status(update_status(&job))
             .await
             .expect_err("status");
         assert_eq!(s.code(), Code::NotFound, "{who} status: {s:?}");
     }
     // Same-tenant user: the chat exists but is not theirs: NOT_FOUND, never PERMISSION_DENIED.
     let s = other_user
-        .update_memory(update("shared", "overwrite"))
+        .update_memory(user_update("shared", "overwrite"))
         .await
         .expect_err("update");
     assert_eq!(s.code(), Code::NotFound, "{s:?}");
     let s = other_user
-        .delete_memory(DeleteMemoryRequest {
-            chat_id: "shared".into(),
-        })
+        .delete_memory(delete("shared"))
         .await
         .expect_err("delete");
     assert_eq!(s.code(), Code::NotFound, "{s:?}");
     // Another tenant's "shared" is another chat: its delete and update touch nothing of ours.
     let deleted = other_tenant
-        .delete_memory(DeleteMemoryRequest {
-            chat_id: "shared".into(),
-        })
+        .delete_memory(delete("shared"))
         .await
         .unwrap_or_else(|s| panic!("other tenant delete: {s:?}"))
         .into_inner();
     assert!(!deleted.memory_deleted);
     let theirs = other_tenant
-        .update_memory(update("shared", "My member ID is OTHER-1."))
+        .update_memory(user_update("shared", "My member ID is OTHER-1."))
         .await
         .unwrap_or_else(|s| panic!("other tenant update: {s:?}"))
         .into_inner()
         .job_id;
     let s = owner
-        .get_update_status(GetUpdateStatusRequest { job_id: theirs })
+        .get_update_status(update_status(&theirs))
         .await
         .expect_err("their job");
     assert_eq!(s.code(), Code::NotFound);

@@ -18,26 +18,5 @@ mod transport;
 
 use std::time::Duration;
 
-use chat_memory_proto::v1::{ChatMessage, GetMemoryRequest, Role, UpdateMemoryRequest};
-
 const JOB_TIMEOUT: Duration = Duration::from_secs(30);
 const RW: &[&str] = &["memory:read", "memory:write"];
-
-fn update(chat_id: &str, text: &str) -> UpdateMemoryRequest {
-    UpdateMemoryRequest {
-        chat_id: chat_id.into(),
-        messages: vec![ChatMessage {
-            role: Role::User as i32,
-            content: text.into(),
-            ..Default::default()
-        }],
-        idempotency_key: String::new(),
-    }
-}
-
-fn get(chat_id: &str) -> GetMemoryRequest {
-    GetMemoryRequest {
-        chat_id: chat_id.into(),
-        ..Default::default()
-    }
-}

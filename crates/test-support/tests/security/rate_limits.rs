@@ -6,10 +6,11 @@ use std::time::Instant;
 use tonic::Code;
 
 use test_support::auth::{self, Bearer};
+use test_support::requests::get;
 use test_support::stack::gateway_client;
 use test_support::{GatewayClient, StackOptions, TestStack};
 
-use super::{RW, get};
+use super::RW;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_gateways_together_hold_one_per_user_rate_limit() {

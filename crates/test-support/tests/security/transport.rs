@@ -6,9 +6,10 @@ use std::time::Duration;
 use tonic::Code;
 
 use test_support::auth;
+use test_support::requests::{get, user_update};
 use test_support::{StackOptions, TestStack};
 
-use super::{JOB_TIMEOUT, RW, get, update};
+use super::{JOB_TIMEOUT, RW};
 
 /// TLS on every gRPC listener, mTLS from the gateway and the worker into
 /// memory-store, and tokens verified with RS256/ES256 keys from a JWKS file:
@@ -33,7 +34,7 @@ async fn tls_everywhere_mtls_into_memory_store_and_jwks_signed_tokens() {
     let rs256 = auth::sign_with_key(&claims, Algorithm::RS256, "rsa-1", "rsa.pem");
     let mut client = stack.gateway_as(&rs256).await;
     let job = client
-        .update_memory(update("tls-chat", "My member id is XKW-88123."))
+        .update_memory(user_update("tls-chat", "My member id is XKW-88123."))
         .await
         .expect("update over TLS")
         .into_inner()

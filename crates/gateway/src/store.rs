@@ -1,0 +1,159 @@
+//! memory-store, as the gateway's handlers and [`crate::accept`] call it on a
+//! caller's behalf: requests are built here from domain values (a
+//! [`TenantChatId`], the caller's [`Access`], a job id), and each failure is
+//! classified once ([`GatewayError::from_store`], naming what was not found).
+//!
+//! Reads ([`crate::reads`]) and audit rows ([`crate::audit`]) use the
+//! generated client themselves: they keep their own caches and fallbacks.
+
+use uuid::Uuid;
+
+use chat_memory_proto::jobs::v1::UpdateJob;
+use chat_memory_proto::namespace::TenantChatId;
+use chat_memory_proto::store::{self as store_pb, Access};
+use chat_memory_proto::v1::{AuditEntry, QueryAuditRequest};
+
+use crate::StoreClient;
+use crate::error::GatewayError;
+
+/// memory-store's client for the calls below; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    client: StoreClient,
+}
+
+/// What memory-store made of a published job's registration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registration {
+    /// Registered now, or known already. `earlier_acceptance`: the job id was
+    /// accepted before as another stream message (a request repeated beyond
+    /// JetStream's duplicate window).
+    Recorded { earlier_acceptance: bool },
+    /// The job id is known with other messages: its idempotency key was
+    /// reused for a different request.
+    KeyReused,
+}
+
+impl Store {
+    pub fn new(client: StoreClient) -> Self {
+        Self { client }
+    }
+
+    /// Claims `chat` for `access` (the first writer owns a chat), or confirms
+    /// that it may write it.
+    ///
+    /// # Errors
+    /// NOT_FOUND (`chat`) for a chat of another owner; [`GatewayError::StoreUnavailable`]
+    /// while memory-store is down; the store's other errors.
+    pub async fn claim_chat(
+        &self,
+        chat: &TenantChatId,
+        access: &Access,
+    ) -> Result<(), GatewayError> {
+        self.client
+            .clone()
+            .claim_chat(store_pb::ClaimChatRequest {
+                chat_id: chat.to_string(),
+                access: Some(access.clone()),
+            })
+            .await
+            .map(drop)
+            .map_err(|s| GatewayError::from_store(s, "chat"))
+    }
+
+    /// Registers a job JetStream acknowledged at `stream_seq`, so its status
+    /// and its chat's pending count are visible at once.
+    ///
+    /// # Errors
+    /// The store's status as it came: a registration that failed does not fail
+    /// the acceptance (the worker registers the job when it runs it).
+    pub async fn record_accepted(
+        &self,
+        job: &UpdateJob,
+        stream_seq: u64,
+        message_count: u32,
+        request_hash: String,
+    ) -> Result<Registration, tonic::Status> {
+        let request = store_pb::RecordAcceptedRequest {
+            job_id: job.job_id.clone(),
+            chat_id: job.chat_id.clone(),
+            stream_seq,
+            message_count,
+            idempotency_key: job.idempotency_key.clone(),
+            accepted_at: job.accepted_at,
+            request_hash,
+        };
+        match self.client.clone().record_accepted(request).await {
+            Ok(r) => Ok(Registration::Recorded {
+                earlier_acceptance: r.into_inner().earlier_acceptance,
+            }),
+            Err(status) if status.code() == tonic::Code::FailedPrecondition => {
+                Ok(Registration::KeyReused)
+            }
+            Err(status) => Err(status),
+        }
+    }
+
+    /// A job's status, if `access` may see it.
+    ///
+    /// # Errors
+    /// NOT_FOUND (`job`) for a missing job or one of another tenant or owner;
+    /// the store's other errors.
+    pub async fn get_job(
+        &self,
+        job_id: Uuid,
+        access: &Access,
+    ) -> Result<store_pb::GetJobResponse, GatewayError> {
+        self.client
+            .clone()
+            .get_job(store_pb::GetJobRequest {
+                job_id: job_id.to_string(),
+                access: Some(access.clone()),
+            })
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| GatewayError::from_store(s, "job"))
+    }
+
+    /// Deletes `chat`'s memory and its jobs accepted up to `through_stream_seq`.
+    ///
+    /// # Errors
+    /// NOT_FOUND (`memory`) for a chat `access` may not see; the store's other errors.
+    pub async fn delete_chat(
+        &self,
+        chat: &TenantChatId,
+        through_stream_seq: u64,
+        access: &Access,
+    ) -> Result<store_pb::DeleteChatResponse, GatewayError> {
+        self.client
+            .clone()
+            .delete_chat(store_pb::DeleteChatRequest {
+                chat_id: chat.to_string(),
+                through_stream_seq,
+                access: Some(access.clone()),
+            })
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| GatewayError::from_store(s, "memory"))
+    }
+
+    /// `tenant`'s audit rows that match `filter`.
+    ///
+    /// # Errors
+    /// The store's errors.
+    pub async fn query_audit(
+        &self,
+        tenant: &str,
+        filter: QueryAuditRequest,
+    ) -> Result<Vec<AuditEntry>, GatewayError> {
+        self.client
+            .clone()
+            .query_audit(store_pb::QueryAuditRequest {
+                tenant: tenant.to_owned(),
+                filter: Some(filter),
+            })
+            .await
+            .map(|r| r.into_inner().entries)
+            .map_err(|s| GatewayError::from_store(s, "audit"))
+    }
+}
