@@ -296,7 +296,8 @@ pub struct Deleted {
 }
 
 /// Separator between the tenant and the public chat id.
-pub const NAMESPACE_SEPARATOR: char = '/';
+pub use chat_memory_proto::namespace::SEPARATOR as NAMESPACE_SEPARATOR;
+use chat_memory_proto::namespace::TenantChatId;
 
 /// On whose behalf a call runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -334,10 +335,7 @@ impl Access {
 
     /// Whether the chat id lies in this tenant's namespace.
     pub(crate) fn in_namespace(&self, chat_id: &str) -> bool {
-        chat_id
-            .strip_prefix(self.tenant.as_str())
-            .and_then(|rest| rest.strip_prefix(NAMESPACE_SEPARATOR))
-            .is_some_and(|public| !public.is_empty())
+        TenantChatId::parse_in(&self.tenant, chat_id).is_some()
     }
 
     /// Whether the caller may use a chat owned by `owner` (`None`: no owner yet).

@@ -12,10 +12,12 @@ use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOr
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use chat_memory_proto::namespace::TenantChatId;
+
 use crate::{
-    db::begin_chat,
     audit::{self, AuditRecord},
-    domain::{ChatId, NAMESPACE_SEPARATOR},
+    db::begin_chat,
+    domain::ChatId,
     entity::{chat_owners, jobs, memories},
     error::{StoreError, cause_chain},
     memories::purge_in,
@@ -104,9 +106,8 @@ async fn expire_chat(
         .map_or(0, |m| m.last_applied_seq);
     let through = last_job_seq.unwrap_or(0).max(applied_seq);
     let deleted = purge_in(&txn, &chat, through).await?;
-    let public_chat = chat_id
-        .split_once(NAMESPACE_SEPARATOR)
-        .map_or(chat_id, |(_, public)| public);
+    let namespaced = TenantChatId::parse(chat_id).ok();
+    let public_chat = namespaced.as_ref().map_or(chat_id, TenantChatId::chat);
     let audit_id = Uuid::now_v7();
     audit::record(
         &txn,

@@ -6,8 +6,10 @@ use sea_orm::{
     EntityTrait, FromQueryResult, QueryFilter, Statement,
 };
 
+use chat_memory_proto::namespace::TenantChatId;
+
 use crate::{
-    access::{self, Access, NAMESPACE_SEPARATOR},
+    access::{self, Access},
     db::begin_chat,
     domain::{ChatId, Commit, CommitBatch, Committed, CommittedJob, Deleted, MemoryView},
     entity::{chat_owners, chat_tombstones, jobs, memories},
@@ -55,11 +57,10 @@ pub async fn commit_jobs(db: &DatabaseConnection, c: CommitBatch) -> Result<Comm
     }
     // Chat ids are `<tenant>/<chat>` (namespaced by the gateway); audit rows
     // carry the tenant and the public chat id.
-    let (tenant, public_chat) = c
-        .chat_id
-        .as_str()
-        .split_once(NAMESPACE_SEPARATOR)
-        .unwrap_or(("", c.chat_id.as_str()));
+    let namespaced = TenantChatId::parse(c.chat_id.as_str()).ok();
+    let (tenant, public_chat) = namespaced
+        .as_ref()
+        .map_or(("", c.chat_id.as_str()), |id| (id.tenant(), id.chat()));
     let jobs: Vec<serde_json::Value> = c
         .jobs
         .iter()

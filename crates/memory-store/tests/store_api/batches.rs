@@ -57,9 +57,15 @@ async fn claim_chat_records_the_first_owner_and_hides_the_chat_from_other_users(
         chat_id: chat.into(),
         access: Some(access),
     };
-    let first = store.client.claim_chat(claim("t/chat", owner("alice"))).await;
+    let first = store
+        .client
+        .claim_chat(claim("t/chat", owner("alice")))
+        .await;
     assert!(first.expect("first claim").into_inner().claimed);
-    let again = store.client.claim_chat(claim("t/chat", owner("alice"))).await;
+    let again = store
+        .client
+        .claim_chat(claim("t/chat", owner("alice")))
+        .await;
     assert!(!again.expect("owner again").into_inner().claimed);
 
     let other = store.client.claim_chat(claim("t/chat", owner("bob"))).await;
@@ -70,8 +76,14 @@ async fn claim_chat_records_the_first_owner_and_hides_the_chat_from_other_users(
     };
     let service = store.client.claim_chat(claim("t/chat", tenant_wide)).await;
     assert!(!service.expect("a tenant-wide caller").into_inner().claimed);
-    let foreign = store.client.claim_chat(claim("u/chat", owner("alice"))).await;
-    assert_eq!(foreign.expect_err("another namespace").code(), Code::NotFound);
+    let foreign = store
+        .client
+        .claim_chat(claim("u/chat", owner("alice")))
+        .await;
+    assert_eq!(
+        foreign.expect_err("another namespace").code(),
+        Code::NotFound
+    );
 }
 
 #[tokio::test]
@@ -148,7 +160,11 @@ async fn begin_jobs_decides_per_job_and_commit_jobs_applies_them_at_one_version(
             .expect("job")
             .into_inner();
         assert_eq!(
-            (row.state, row.resulting_version, row.applied_in_call.as_str()),
+            (
+                row.state,
+                row.resulting_version,
+                row.applied_in_call.as_str()
+            ),
             (JobState::Succeeded as i32, Some(2), call.as_str())
         );
     }
