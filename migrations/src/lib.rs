@@ -10,6 +10,8 @@
 //! - `m20261205_000001_audit_watch_actions`: the `watch` and `watch_end` audit actions.
 //! - `m20261206_000001_record_accepted_function`: RecordAccepted in one round trip (plpgsql).
 //! - `m20261206_000002_job_functions`: ClaimChat, BeginJobs and CommitJobs in one round trip each.
+//! - `m20261206_000003_audit_partitions`: `audit_log` partitioned by day (retention drops days), the
+//!   `retention` action, an index of ended jobs.
 //!
 //! Migrations never import entity types: an entity describes the schema of
 //! *today*, a migration the change of *one day*, and must keep compiling (and
@@ -26,6 +28,7 @@ mod m20261204_000001_jobs_request_hash;
 mod m20261205_000001_audit_watch_actions;
 mod m20261206_000001_record_accepted_function;
 mod m20261206_000002_job_functions;
+mod m20261206_000003_audit_partitions;
 
 /// Every migration of memory-store, oldest first.
 pub struct Migrator;
@@ -42,6 +45,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000001_audit_watch_actions::Migration),
             Box::new(m20261206_000001_record_accepted_function::Migration),
             Box::new(m20261206_000002_job_functions::Migration),
+            Box::new(m20261206_000003_audit_partitions::Migration),
         ]
     }
 }

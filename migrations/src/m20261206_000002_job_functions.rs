@@ -302,7 +302,7 @@ BEGIN
     SELECT (e->>'audit_id')::uuid, v_at, p_tenant, 'summarizer-worker', 'apply', p_public_chat,
            e->>'job', 'OK', e->>'job', p_trace_id, 'version ' || v_version
       FROM jsonb_array_elements(p_jobs) e
-    ON CONFLICT (audit_id) DO NOTHING;
+    ON CONFLICT DO NOTHING;
     RETURN QUERY SELECT 'applied'::text, v_version, v_at;
 END
 $$;

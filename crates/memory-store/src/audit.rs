@@ -25,6 +25,7 @@ pub const ACTIONS: &[&str] = &[
     "apply",
     "watch",
     "watch_end",
+    "retention",
 ];
 
 /// Longest accepted text field of a row: ids and short reasons only.
@@ -91,7 +92,7 @@ pub async fn record<C: ConnectionTrait>(db: &C, record: AuditRecord) -> Result<b
     record.validate()?;
     let row = active_row(record);
     let result = audit_log::Entity::insert(row)
-        .on_conflict_do_nothing_on([audit_log::Column::AuditId])
+        .on_conflict_do_nothing_on([audit_log::Column::AuditId, audit_log::Column::At])
         .exec_without_returning(db)
         .await?;
     Ok(matches!(result, TryInsertResult::Inserted(n) if n > 0))
@@ -114,7 +115,7 @@ pub async fn record_all<C: ConnectionTrait>(
         rows.push(active_row(record));
     }
     audit_log::Entity::insert_many(rows)
-        .on_conflict_do_nothing_on([audit_log::Column::AuditId])
+        .on_conflict_do_nothing_on([audit_log::Column::AuditId, audit_log::Column::At])
         .exec_without_returning(db)
         .await?;
     Ok(())
@@ -146,11 +147,11 @@ pub(crate) async fn insert_returning_new<C: ConnectionTrait>(
 ) -> Result<std::collections::HashSet<Uuid>, StoreError> {
     let rows: Vec<audit_log::ActiveModel> = records.into_iter().map(active_row).collect();
     let result = audit_log::Entity::insert_many(rows)
-        .on_conflict_do_nothing_on([audit_log::Column::AuditId])
+        .on_conflict_do_nothing_on([audit_log::Column::AuditId, audit_log::Column::At])
         .exec_with_returning_keys(db)
         .await?;
     Ok(match result {
-        TryInsertResult::Inserted(ids) => ids.into_iter().collect(),
+        TryInsertResult::Inserted(keys) => keys.into_iter().map(|(id, _)| id).collect(),
         TryInsertResult::Empty | TryInsertResult::Conflicted => Default::default(),
     })
 }

@@ -23,7 +23,8 @@
 //!   may not see is NOT_FOUND, never PERMISSION_DENIED), [`jobs`] (the job
 //!   lifecycle), [`memories`] (commit, read, delete), [`audit`] (the
 //!   append-only log), [`audit_batch`] (group commit of the gateway's audit
-//!   rows), [`expiry`] (the sweep that purges inactive chats). The hot writes
+//!   rows), [`expiry`] (the sweep that purges inactive chats), [`retention`]
+//!   (audit days dropped, ended job records purged). The hot writes
 //!   (RecordAccepted, ClaimChat, BeginJobs, CommitJobs) are one round trip
 //!   each: plpgsql functions of migrations m20261206_000001/000002.
 //! - `grpc`: the `MemoryStore` adapter; converts requests and nothing else.
@@ -64,6 +65,7 @@ mod grpc;
 mod health;
 pub mod jobs;
 pub mod memories;
+pub mod retention;
 mod rows;
 pub mod settings;
 
@@ -96,6 +98,12 @@ pub async fn run(
         sweep_cancel.clone(),
     ));
 
+    let retention = tokio::spawn(retention::run(
+        db.clone(),
+        settings.retention.clone(),
+        sweep_cancel.clone(),
+    ));
+
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = settings.tls.server_config()? {
         builder = builder.tls_config(tls)?;
@@ -115,6 +123,7 @@ pub async fn run(
 
     sweep_cancel.cancel();
     let _ = sweeper.await;
+    let _ = retention.await;
     watcher.abort();
     if let Err(e) = db.close().await {
         tracing::warn!(error = %error::cause_chain(&e), "closing the database pool failed");

@@ -26,7 +26,36 @@ pub struct Settings {
     /// TLS of the listener (and mTLS with `tls.client_ca_path`).
     pub tls: ServerTls,
     pub expiry: ExpirySettings,
+    pub retention: RetentionSettings,
     pub telemetry: TelemetrySettings,
+}
+
+/// Bounded data growth: how long audit rows and ended job records are kept.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// Days of `audit_log` kept: whole days (UTC) older than this are dropped
+    /// (0 keeps every row).
+    pub audit_days: u32,
+    /// Days an ended (succeeded or failed) job record is kept after it ended
+    /// (0 keeps every record). Also the window in which a repeated
+    /// idempotency key is recognised.
+    pub job_days: u32,
+    /// Days of audit partitions created ahead of today.
+    pub partitions_ahead_days: u32,
+    /// Time between two retention passes.
+    pub sweep_interval_ms: u64,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        Self {
+            audit_days: 90,
+            job_days: 30,
+            partitions_ahead_days: 3,
+            sweep_interval_ms: 3_600_000,
+        }
+    }
 }
 
 /// Short-term memory: inactive chats are purged.
@@ -74,6 +103,7 @@ impl Default for Settings {
             insecure_no_service_token: false,
             tls: ServerTls::default(),
             expiry: ExpirySettings::default(),
+            retention: RetentionSettings::default(),
             telemetry: TelemetrySettings::default().with_metrics_addr("127.0.0.1:9102"),
         }
     }
@@ -112,6 +142,18 @@ impl Validate for Settings {
             return Err(SettingsError::invalid(
                 "expiry.sweep_interval_ms",
                 "must be at least 1",
+            ));
+        }
+        if self.retention.sweep_interval_ms == 0 {
+            return Err(SettingsError::invalid(
+                "retention.sweep_interval_ms",
+                "must be at least 1",
+            ));
+        }
+        if self.retention.partitions_ahead_days == 0 || self.retention.partitions_ahead_days > 60 {
+            return Err(SettingsError::invalid(
+                "retention.partitions_ahead_days",
+                "must be between 1 and 60",
             ));
         }
         let db = &self.database;

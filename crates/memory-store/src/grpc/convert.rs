@@ -13,7 +13,7 @@ use prost_types::Timestamp;
 use crate::{
     audit::{AuditQuery, AuditRecord},
     domain::{
-        Access, AcceptedJob, Begin, Begun, ChatId, Commit, CommitBatch, CommitOutcome, Committed,
+        AcceptedJob, Access, Begin, Begun, ChatId, Commit, CommitBatch, CommitOutcome, Committed,
         CommittedJob, Delivery, Failure, JobId, JobState, JobView, MemoryContent, MemoryView, Skip,
         StreamSeq, TokenCounts, count,
     },
@@ -26,6 +26,22 @@ fn time_or_now(ts: Option<&Timestamp>, field: &'static str) -> Result<DateTime<U
         None => Ok(Utc::now()),
         Some(ts) => from_timestamp(ts).ok_or_else(|| StoreError::invalid(field, "out of range")),
     }
+}
+
+/// When an audit row happened. A row is keyed by its id *and* time (the log
+/// is partitioned by day), so a retried row must carry the same time: absent,
+/// it is taken from a time-ordered (v7) id, and only an id without a time
+/// falls back to "now" (such a row, retried, may be stored twice).
+fn audit_time(ts: Option<&Timestamp>, audit_id: uuid::Uuid) -> Result<DateTime<Utc>, StoreError> {
+    if ts.is_none()
+        && let Some(at) = audit_id.get_timestamp().and_then(|t| {
+            let (secs, nanos) = t.to_unix();
+            DateTime::from_timestamp(i64::try_from(secs).ok()?, nanos)
+        })
+    {
+        return Ok(at);
+    }
+    time_or_now(ts, "entry.at")
 }
 
 pub fn accepted_job(r: pb::RecordAcceptedRequest) -> Result<AcceptedJob, StoreError> {
@@ -311,7 +327,7 @@ pub fn audit_record(r: pb::RecordAuditRequest) -> Result<AuditRecord, StoreError
         .map_err(|_| StoreError::invalid("entry.audit_id", "must be a UUID"))?;
     Ok(AuditRecord {
         audit_id,
-        at: time_or_now(e.at.as_ref(), "entry.at")?,
+        at: audit_time(e.at.as_ref(), audit_id)?,
         tenant: e.tenant,
         user: e.user,
         action: e.action,

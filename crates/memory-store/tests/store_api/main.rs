@@ -6,6 +6,7 @@
 //!   concurrent commits, the `apply` audit row.
 //! - [`jobs`]: job records: acceptance, failure, deletion of a chat.
 //! - [`errors`]: NOT_FOUND and INVALID_ARGUMENT naming the field.
+//! - [`retention`]: audit days dropped and ended job records purged, both audited.
 //! - [`startup`]: health, and failing fast on a missing or unmigrated database.
 //!
 //! The harness ([`TestDb`], [`TestStore`], request builders) is here; the modules
@@ -15,6 +16,7 @@ mod batches;
 mod commits;
 mod errors;
 mod jobs;
+mod retention;
 mod startup;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -90,6 +92,12 @@ impl TestDb {
                 connect_timeout_ms: 2000,
                 acquire_timeout_ms: 2000,
             },
+            // Tests run retention passes themselves (`retention::sweep_once`).
+            retention: memory_store::settings::RetentionSettings {
+                audit_days: 0,
+                job_days: 0,
+                ..Default::default()
+            },
             ..Settings::default()
         }
     }
@@ -154,6 +162,11 @@ impl TestStore {
             server,
             _db: db,
         }
+    }
+
+    /// The URL of the store's database (for checks the API does not offer).
+    fn db_url(&self) -> &str {
+        &self._db.url
     }
 
     /// Stops the server and returns what `run` returned.

@@ -1,0 +1,153 @@
+//! Bounded data growth: audit days past the retention are dropped whole (the
+//! drop audited, the log still append-only row by row), ended job records
+//! past theirs are purged (the purge audited), and nothing recent is touched.
+
+use chat_memory_proto::store::RecordAuditsRequest;
+use chat_memory_proto::v1::AuditEntry;
+use memory_store::{retention, settings::RetentionSettings};
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement};
+
+use super::*;
+
+fn entry(at: chrono::DateTime<chrono::Utc>) -> AuditEntry {
+    AuditEntry {
+        audit_id: job_id(),
+        at: Some(chat_memory_proto::time::to_timestamp(at)),
+        tenant: "t".into(),
+        user: "u".into(),
+        action: "read".into(),
+        chat_id: "c".into(),
+        outcome: "OK".into(),
+        ..Default::default()
+    }
+}
+
+async fn count(db: &DatabaseConnection, sql: &str) -> i64 {
+    db.query_one_raw(Statement::from_string(DbBackend::Postgres, sql))
+        .await
+        .expect("count")
+        .expect("a row")
+        .try_get("", "n")
+        .expect("n")
+}
+
+#[tokio::test]
+async fn audit_days_past_the_retention_are_dropped_and_the_drop_is_audited() {
+    let mut store = TestStore::start().await;
+    let db = Database::connect(store.db_url()).await.expect("connect");
+    let today = chrono::Utc::now().date_naive();
+    let old_day = today - chrono::Days::new(100);
+    let old_at = old_day.and_hms_opt(12, 0, 0).expect("noon").and_utc();
+    db.execute_unprepared(&format!("SELECT chat_memory_audit_partition('{old_day}')"))
+        .await
+        .expect("an old day's partition");
+    let old = entry(old_at);
+    let recent = entry(chrono::Utc::now());
+    let stored = store
+        .client
+        .record_audits(RecordAuditsRequest {
+            entries: vec![old.clone(), recent.clone(), old.clone()],
+        })
+        .await
+        .expect("rows")
+        .into_inner();
+    assert_eq!(stored.inserted, 2, "the repeated row is stored once");
+
+    let settings = RetentionSettings {
+        audit_days: 90,
+        ..RetentionSettings::default()
+    };
+    let swept = retention::sweep_once(&db, &settings, today)
+        .await
+        .expect("sweep");
+    let old_name = format!("audit_log_p{}", old_day.format("%Y%m%d"));
+    assert_eq!(swept.partitions_dropped, vec![old_name.clone()]);
+    assert_eq!(swept.partitions_ready, 4, "today and three days ahead");
+    let left = count(
+        &db,
+        &format!(
+            "SELECT count(*) AS n FROM audit_log WHERE audit_id IN ('{}', '{}')",
+            old.audit_id, recent.audit_id
+        ),
+    )
+    .await;
+    assert_eq!(left, 1, "only the recent row is left");
+    let audited = count(
+        &db,
+        &format!("SELECT count(*) AS n FROM audit_log WHERE action = 'retention' AND detail LIKE '%{old_name}%'"),
+    )
+    .await;
+    assert_eq!(audited, 1, "the drop is audited once");
+    // A second pass has nothing to drop; rows stay append-only.
+    let again = retention::sweep_once(&db, &settings, today)
+        .await
+        .expect("again");
+    assert!(again.partitions_dropped.is_empty());
+    let delete = db
+        .execute_unprepared(&format!(
+            "DELETE FROM audit_log WHERE audit_id = '{}'",
+            recent.audit_id
+        ))
+        .await;
+    assert!(delete.is_err(), "DELETE on the log is still refused");
+}
+
+#[tokio::test]
+async fn ended_job_records_past_the_retention_are_purged_and_queued_ones_kept() {
+    let mut store = TestStore::start().await;
+    let db = Database::connect(store.db_url()).await.expect("connect");
+    let (ended, queued, recent) = (job_id(), job_id(), job_id());
+    for (job, seq) in [(&ended, 1), (&queued, 2), (&recent, 3)] {
+        store
+            .client
+            .record_accepted(accepted(job, "t/chat", seq))
+            .await
+            .expect("record");
+    }
+    for job in [&ended, &recent] {
+        db.execute_unprepared(&format!(
+            "UPDATE jobs SET state = 'failed' WHERE job_id = '{job}'"
+        ))
+        .await
+        .expect("end the job");
+    }
+    db.execute_unprepared(&format!(
+        "UPDATE jobs SET updated_at = now() - interval '40 days' WHERE job_id IN ('{ended}', '{queued}')"
+    ))
+    .await
+    .expect("age two jobs");
+
+    let settings = RetentionSettings {
+        job_days: 30,
+        ..RetentionSettings::default()
+    };
+    let swept = retention::sweep_once(&db, &settings, chrono::Utc::now().date_naive())
+        .await
+        .expect("sweep");
+    assert_eq!(swept.jobs_purged, 1);
+    let gone = store
+        .client
+        .get_job(GetJobRequest {
+            access: None,
+            job_id: ended.clone(),
+        })
+        .await
+        .expect_err("purged");
+    assert_eq!(gone.code(), Code::NotFound);
+    assert_eq!(
+        store.job_state(&queued).await.0,
+        JobState::Queued,
+        "an old queued job stays"
+    );
+    assert_eq!(
+        store.job_state(&recent).await.0,
+        JobState::Failed,
+        "a recent ended job stays"
+    );
+    let audited = count(
+        &db,
+        "SELECT count(*) AS n FROM audit_log WHERE action = 'retention' AND detail LIKE 'purged 1 %'",
+    )
+    .await;
+    assert_eq!(audited, 1);
+}
