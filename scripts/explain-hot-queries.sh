@@ -20,7 +20,7 @@ trap 'psql "$PG/postgres" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/n
 q() { psql "$PG/$DB" -X -q -v ON_ERROR_STOP=1 "$@"; }
 
 echo "[explain] seeding 1,000,000 audit rows, 1,000,000 jobs, 100,000 memories" >&2
-q <<'SQL'
+q >/dev/null <<'SQL'
 SELECT chat_memory_audit_partition(((now() AT TIME ZONE 'UTC')::date - d))
   FROM generate_series(0, 30) AS d;
 INSERT INTO audit_log (audit_id, at, tenant, user_id, action, chat_id, job_id, outcome,
