@@ -112,18 +112,23 @@ DECLARE
     claim text;
     must_be_durable boolean := false;
     decided jsonb := '[]'::jsonb;
-    v_ids uuid[] := ARRAY(SELECT (e->>'job')::uuid FROM jsonb_array_elements(p_jobs) e);
+    v_chat text;
 BEGIN
     PERFORM pg_advisory_xact_lock(hashtextextended(p_chat, 0));
     SELECT t.deleted_through_seq INTO through FROM chat_tombstones t WHERE t.chat_id = p_chat;
-    IF EXISTS (SELECT 1 FROM jobs j
-               WHERE j.job_id = ANY (v_ids)
-                 AND j.chat_id <> p_chat) THEN
-        RETURN QUERY SELECT 'job_of_another_chat'::text, NULL::jsonb, false, 0::bigint,
-            NULL::text, NULL::text, NULL::text, NULL::integer, NULL::integer, NULL::integer,
-            NULL::jsonb;
-        RETURN;
-    END IF;
+    -- A job id already used by another chat: refused before anything is written.
+    -- (Job by job with a scalar key: a cached generic plan is a primary-key
+    -- lookup whatever the table's size when it was planned.)
+    FOR d IN SELECT e FROM jsonb_array_elements(p_jobs) e LOOP
+        v_job := (d->>'job')::uuid;
+        SELECT j.chat_id INTO v_chat FROM jobs j WHERE j.job_id = v_job;
+        IF FOUND AND v_chat <> p_chat THEN
+            RETURN QUERY SELECT 'job_of_another_chat'::text, NULL::jsonb, false, 0::bigint,
+                NULL::text, NULL::text, NULL::text, NULL::integer, NULL::integer,
+                NULL::integer, NULL::jsonb;
+            RETURN;
+        END IF;
+    END LOOP;
     SELECT * INTO mem FROM memories m WHERE m.chat_id = p_chat;
     found_memory := FOUND;
     last_applied := CASE WHEN found_memory THEN mem.last_applied_seq ELSE 0 END;
@@ -218,7 +223,9 @@ DECLARE
     d jsonb;
     v_version bigint;
     v_at timestamptz;
-    v_ids uuid[] := ARRAY(SELECT (e->>'job')::uuid FROM jsonb_array_elements(p_jobs) e);
+    v_job uuid;
+    v_chat text;
+    job_state text;
 BEGIN
     PERFORM pg_advisory_xact_lock(hashtextextended(p_chat, 0));
     SELECT m.version, m.last_applied_seq INTO current_version, last_applied
@@ -237,15 +244,21 @@ BEGIN
             current_version, NULL::timestamptz;
         RETURN;
     END IF;
-    IF EXISTS (SELECT 1 FROM jobs j
-               WHERE j.job_id = ANY (v_ids)
-                 AND j.chat_id <> p_chat) THEN
-        RETURN QUERY SELECT 'job_of_another_chat'::text, current_version, NULL::timestamptz;
-        RETURN;
-    END IF;
-    SELECT count(*) INTO k FROM jobs j
-     WHERE j.job_id = ANY (v_ids)
-       AND j.state = 'succeeded';
+    -- Job by job with a scalar key (a cached generic plan is a primary-key
+    -- lookup whatever the table's size when it was planned): a job of another
+    -- chat is refused, and the batch's succeeded jobs are counted.
+    k := 0;
+    FOR d IN SELECT e FROM jsonb_array_elements(p_jobs) e LOOP
+        v_job := (d->>'job')::uuid;
+        SELECT j.chat_id, j.state INTO v_chat, job_state FROM jobs j WHERE j.job_id = v_job;
+        IF FOUND AND v_chat <> p_chat THEN
+            RETURN QUERY SELECT 'job_of_another_chat'::text, current_version, NULL::timestamptz;
+            RETURN;
+        END IF;
+        IF FOUND AND job_state = 'succeeded' THEN
+            k := k + 1;
+        END IF;
+    END LOOP;
     IF k > 0 THEN
         RETURN QUERY SELECT CASE WHEN k = n THEN 'already_applied' ELSE 'version_conflict' END,
             current_version, NULL::timestamptz;

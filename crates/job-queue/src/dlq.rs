@@ -2,8 +2,8 @@
 //! attempts, kept with the reason so an operator can list and replay them.
 //!
 //! - Stream `<stream>_DLQ` on subject `<subject_prefix>.dlq`, file storage,
-//!   limits retention (entries stay until replayed or deleted), created
-//!   idempotently like the jobs stream.
+//!   limits retention (entries stay until replayed, deleted, or older than
+//!   `dead_letter_max_age_days`), created idempotently like the jobs stream.
 //! - A dead letter's payload is the job exactly as it was published; headers
 //!   carry the reason and where it came from ([`REASON`], [`ORIGINAL_SEQ`]). Its `Nats-Msg-Id` is derived from the failed message, so a worker
 //!   that dead-letters the same job twice (its ack was lost) stores it once.
@@ -41,13 +41,19 @@ pub fn dlq_subject(settings: &QueueSettings) -> String {
 
 /// The dead-letter stream's configuration.
 pub fn dlq_stream_config(settings: &QueueSettings) -> stream::Config {
-    crate::stream::durable_stream_config(
+    let config = crate::stream::durable_stream_config(
         settings,
         dlq_stream_name(settings),
         vec![dlq_subject(settings)],
-        // Kept until an operator replays or removes them.
+        // Kept until an operator replays or removes them, or they age out.
         stream::RetentionPolicy::Limits,
-    )
+    );
+    stream::Config {
+        max_age: std::time::Duration::from_secs(
+            u64::from(settings.dead_letter_max_age_days) * 24 * 3600,
+        ),
+        ..config
+    }
 }
 
 /// Returns the dead-letter stream, creating it if absent; never changes it.
@@ -270,6 +276,22 @@ mod tests {
         assert_eq!(dlq_stream_name(&s), "CHAT_MEMORY_JOBS_DLQ");
         assert_eq!(dlq_subject(&s), "chatmemory.dlq");
         assert!(!dlq_subject(&s).starts_with(&format!("{}.jobs.", s.subject_prefix)));
+    }
+
+    #[test]
+    fn dead_letters_age_out_after_the_configured_days_and_zero_keeps_them() {
+        let month = dlq_stream_config(&QueueSettings::default());
+        assert_eq!(month.max_age, std::time::Duration::from_secs(30 * 24 * 3600));
+        let forever = dlq_stream_config(&QueueSettings {
+            dead_letter_max_age_days: 0,
+            ..QueueSettings::default()
+        });
+        assert_eq!(forever.max_age, std::time::Duration::ZERO, "JetStream's 'no limit'");
+        // The jobs stream itself never ages jobs out.
+        assert_eq!(
+            crate::stream::stream_config(&QueueSettings::default()).max_age,
+            std::time::Duration::ZERO
+        );
     }
 
     #[test]

@@ -26,6 +26,10 @@ pub struct QueueSettings {
     pub publish_timeout_ms: u64,
     /// How long to wait for the first connection at start.
     pub connect_timeout_ms: u64,
+    /// Days a dead letter is kept in the dead-letter stream before JetStream
+    /// removes it (its job record says FAILED either way); 0 keeps it until
+    /// replayed or removed. Applies when the stream is created.
+    pub dead_letter_max_age_days: u32,
 }
 
 impl Default for QueueSettings {
@@ -39,6 +43,7 @@ impl Default for QueueSettings {
             max_bytes: 1 << 30,
             publish_timeout_ms: 5_000,
             connect_timeout_ms: 5_000,
+            dead_letter_max_age_days: 30,
         }
     }
 }
