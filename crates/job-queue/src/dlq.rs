@@ -281,12 +281,19 @@ mod tests {
     #[test]
     fn dead_letters_age_out_after_the_configured_days_and_zero_keeps_them() {
         let month = dlq_stream_config(&QueueSettings::default());
-        assert_eq!(month.max_age, std::time::Duration::from_secs(30 * 24 * 3600));
+        assert_eq!(
+            month.max_age,
+            std::time::Duration::from_secs(30 * 24 * 3600)
+        );
         let forever = dlq_stream_config(&QueueSettings {
             dead_letter_max_age_days: 0,
             ..QueueSettings::default()
         });
-        assert_eq!(forever.max_age, std::time::Duration::ZERO, "JetStream's 'no limit'");
+        assert_eq!(
+            forever.max_age,
+            std::time::Duration::ZERO,
+            "JetStream's 'no limit'"
+        );
         // The jobs stream itself never ages jobs out.
         assert_eq!(
             crate::stream::stream_config(&QueueSettings::default()).max_age,

@@ -1,0 +1,106 @@
+//! Upgrade and rollback against a real Postgres, with rows in the tables: the
+//! partitioning migration keeps every audit row (and its append-only
+//! guarantee), and rolling back the last two migrations keeps them too.
+
+use migration::{Migrator, MigratorTrait};
+use sea_orm_migration::sea_orm::{
+    ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement,
+};
+
+/// Postgres server URL (no database), from `CHAT_MEMORY_TEST_PG` or the local default.
+fn server_url() -> String {
+    let url = std::env::var("CHAT_MEMORY_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    let start = url.find("://").map_or(0, |i| i + 3);
+    match url[start..].find('/') {
+        Some(slash) => url[..start + slash].to_owned(),
+        None => url,
+    }
+}
+
+async fn count(db: &DatabaseConnection, sql: &str) -> i64 {
+    db.query_one_raw(Statement::from_string(DbBackend::Postgres, sql))
+        .await
+        .expect("query")
+        .expect("a row")
+        .try_get("", "n")
+        .expect("n")
+}
+
+#[tokio::test]
+async fn partitioning_keeps_every_audit_row_and_a_rollback_keeps_them_too() {
+    let name = format!(
+        "cm_migrate_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos())
+    );
+    let admin = Database::connect(format!("{}/postgres", server_url()))
+        .await
+        .expect("Postgres must be reachable (scripts/services.sh)");
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+        .await
+        .expect("create database");
+    let db = Database::connect(format!("{}/{name}", server_url()))
+        .await
+        .expect("connect");
+
+    // The schema as of m20261206_000001 (two migrations before the last).
+    let all = Migrator::migrations().len();
+    Migrator::up(&db, Some(u32::try_from(all - 2).expect("few migrations")))
+        .await
+        .expect("migrate to the previous release");
+    db.execute_unprepared(
+        "INSERT INTO audit_log (audit_id, at, tenant, user_id, action, chat_id, job_id, outcome, \
+                                request_id, trace_id, detail) \
+         SELECT gen_random_uuid(), now() - (i % 5) * interval '1 day', 't', 'u', 'read', 'c', '', \
+                'OK', '', '', '' FROM generate_series(1, 500) AS i",
+    )
+    .await
+    .expect("rows of the previous release");
+
+    Migrator::up(&db, None).await.expect("upgrade");
+    assert_eq!(count(&db, "SELECT count(*) AS n FROM audit_log").await, 500);
+    let days = count(
+        &db,
+        "SELECT count(*) AS n FROM pg_inherits WHERE inhparent = 'audit_log'::regclass",
+    )
+    .await;
+    assert!(
+        days >= 5 + 3,
+        "five days of rows, today and the days ahead, and the default: {days}"
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) AS n FROM audit_log_default").await,
+        0,
+        "every copied row is in its day"
+    );
+    let delete = db.execute_unprepared("DELETE FROM audit_log").await;
+    assert!(delete.is_err(), "still append-only after the upgrade");
+
+    Migrator::down(&db, Some(2))
+        .await
+        .expect("roll back two migrations");
+    assert_eq!(count(&db, "SELECT count(*) AS n FROM audit_log").await, 500);
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) AS n FROM pg_inherits WHERE inhparent = 'audit_log'::regclass",
+        )
+        .await,
+        0,
+        "unpartitioned again"
+    );
+    let delete = db.execute_unprepared("DELETE FROM audit_log").await;
+    assert!(delete.is_err(), "still append-only after the rollback");
+    Migrator::up(&db, None).await.expect("and up again");
+    assert_eq!(count(&db, "SELECT count(*) AS n FROM audit_log").await, 500);
+
+    db.close().await.expect("close");
+    admin
+        .execute_unprepared(&format!("DROP DATABASE \"{name}\" WITH (FORCE)"))
+        .await
+        .expect("drop database");
+}
