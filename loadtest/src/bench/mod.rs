@@ -15,6 +15,7 @@
 //! - [`records`]: the jobs table: progress, accept → readable, the span.
 //! - [`usage`]: CPU seconds and peak RSS per process from `/proc`.
 
+mod history;
 mod load;
 pub mod reads;
 mod records;
@@ -59,6 +60,10 @@ pub struct RunArgs {
     /// Give up sending and waiting this long after the start.
     #[arg(long, default_value_t = 900)]
     pub deadline_secs: u64,
+    /// Seed a running deployment's history first (1 M audit rows, 1 M job
+    /// records, 100,000 memories of another tenant): figures on large tables.
+    #[arg(long)]
+    pub history: bool,
 }
 
 /// One run's figures.
@@ -90,6 +95,8 @@ pub enum BenchError {
     Records(#[from] records::RecordsError),
     #[error("gateway client: {0}")]
     Client(String),
+    #[error("seeding the history: {0}")]
+    History(#[source] sea_orm::DbErr),
 }
 
 /// `burst`: `updates` updates over `chats` chats, all sent at once.
@@ -205,6 +212,11 @@ async fn run(plan: Plan, workers: usize, args: &RunArgs) -> Result<Figures, Benc
         .map(|_| crate::faults::load::client(stack.gateway_addr()))
         .collect::<Result<Vec<_>, _>>()
         .map_err(BenchError::Client)?;
+    if args.history {
+        history::seed(&stack.database.url)
+            .await
+            .map_err(BenchError::History)?;
+    }
     let records = Records::connect(&stack.database.url).await?;
     let run_tag = format!("{:x}", crate::run_tag());
     let mut processes = usage::tracked(&stack.pids());

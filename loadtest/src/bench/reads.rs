@@ -69,6 +69,10 @@ pub struct ReadArgs {
     /// The gateway's `read_cache.capacity` (0: every read goes to memory-store).
     #[arg(long, default_value_t = 10_000)]
     pub cache_capacity: usize,
+    /// Seed a running deployment's history first (1 M audit rows, 1 M job
+    /// records, 100,000 memories of another tenant): figures on large tables.
+    #[arg(long)]
+    pub history: bool,
 }
 
 /// Why the run could not complete.
@@ -128,6 +132,11 @@ pub async fn read_path(args: &ReadArgs) -> Result<(), ReadBenchError> {
     })
     .await;
     let tag = format!("{:x}", crate::run_tag());
+    if args.history {
+        super::history::seed(&stack.database.url)
+            .await
+            .map_err(ReadBenchError::Seed)?;
+    }
     seed(&stack.database.url, &tag, args.memories).await?;
     println!(
         "== read-path: {} stored memories, {} calls per phase, {} connections, gateway read cache {} ==",

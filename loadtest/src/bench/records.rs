@@ -34,6 +34,9 @@ pub struct Timings {
 
 pub struct Records {
     db: DatabaseConnection,
+    /// The database's clock when the bench connected: only jobs that ended
+    /// since count (a seeded history ended earlier).
+    since: chrono::DateTime<chrono::Utc>,
 }
 
 impl Records {
@@ -43,7 +46,16 @@ impl Records {
         let db = Database::connect(url)
             .await
             .map_err(RecordsError::Connect)?;
-        Ok(Self { db })
+        let since = db
+            .query_one_raw(Statement::from_string(
+                db.get_database_backend(),
+                "SELECT now() AS now",
+            ))
+            .await
+            .map_err(RecordsError::Query)?
+            .and_then(|r| r.try_get::<chrono::DateTime<chrono::Utc>>("", "now").ok())
+            .unwrap_or_else(chrono::Utc::now);
+        Ok(Self { db, since })
     }
 
     /// # Errors
@@ -51,10 +63,12 @@ impl Records {
     pub async fn counts(&self) -> Result<Counts, RecordsError> {
         let row = self
             .db
-            .query_one_raw(Statement::from_string(
+            .query_one_raw(Statement::from_sql_and_values(
                 self.db.get_database_backend(),
                 "SELECT count(*) FILTER (WHERE state = 'succeeded') AS succeeded, \
-                 count(*) FILTER (WHERE state = 'failed') AS failed FROM jobs",
+                 count(*) FILTER (WHERE state = 'failed') AS failed FROM jobs \
+                 WHERE state IN ('succeeded', 'failed') AND updated_at >= $1",
+                [self.since.into()],
             ))
             .await
             .map_err(RecordsError::Query)?;
@@ -107,10 +121,11 @@ impl Records {
     pub async fn timings(&self) -> Result<Timings, RecordsError> {
         let rows = self
             .db
-            .query_all_raw(Statement::from_string(
+            .query_all_raw(Statement::from_sql_and_values(
                 self.db.get_database_backend(),
                 "SELECT EXTRACT(EPOCH FROM (updated_at - accepted_at))::float8 AS secs FROM jobs \
-                 WHERE state = 'succeeded'",
+                 WHERE state = 'succeeded' AND updated_at >= $1",
+                [self.since.into()],
             ))
             .await
             .map_err(RecordsError::Query)?;
@@ -122,10 +137,11 @@ impl Records {
             .collect();
         let span = self
             .db
-            .query_one_raw(Statement::from_string(
+            .query_one_raw(Statement::from_sql_and_values(
                 self.db.get_database_backend(),
                 "SELECT EXTRACT(EPOCH FROM (max(updated_at) - min(accepted_at)))::float8 AS span \
-                 FROM jobs WHERE state = 'succeeded'",
+                 FROM jobs WHERE state = 'succeeded' AND updated_at >= $1",
+                [self.since.into()],
             ))
             .await
             .map_err(RecordsError::Query)?;
