@@ -12,7 +12,10 @@
 //!   `retention` row in its transaction.
 //!
 //! Every replica may run it: the drops and purges take one advisory lock, so
-//! two replicas never drop (or audit) the same day twice.
+//! two replicas never drop (or audit) the same day twice. Creating or dropping
+//! a day locks `audit_log` itself; the pass waits at most 2 s for that lock
+//! (`lock_timeout`) and otherwise fails and retries at the next pass, so a
+//! long audit query never leaves audit inserts queued behind a drop.
 
 use std::time::Duration;
 
@@ -34,6 +37,10 @@ use crate::{
 const JOB_BATCH: u64 = 5_000;
 /// Purge statements per pass, at most (the next pass continues).
 const JOB_BATCHES_PER_PASS: usize = 20;
+/// How long a partition's creation or drop waits for its lock on `audit_log`
+/// before the pass gives up (the next pass retries). Without it, a long audit
+/// query would hold the drop, and every audit insert would queue behind the drop.
+const LOCK_TIMEOUT: &str = "SET LOCAL lock_timeout = '2s'";
 
 /// What one pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -111,7 +118,9 @@ async fn ensure_partitions(
     ahead: u32,
 ) -> Result<usize, StoreError> {
     let last = today + chrono::Days::new(u64::from(ahead));
-    let rows = db
+    let txn = db.begin().await?;
+    txn.execute_unprepared(LOCK_TIMEOUT).await?;
+    let rows = txn
         .query_all_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
             "SELECT name FROM ( \
@@ -121,6 +130,7 @@ async fn ensure_partitions(
             [today.into(), last.into()],
         ))
         .await?;
+    txn.commit().await?;
     Ok(rows.len())
 }
 
@@ -226,6 +236,7 @@ async fn locked(db: &DatabaseConnection) -> Result<DatabaseTransaction, StoreErr
         "SELECT pg_advisory_xact_lock(hashtextextended('chat-memory-retention', 0))",
     )
     .await?;
+    txn.execute_unprepared(LOCK_TIMEOUT).await?;
     Ok(txn)
 }
 

@@ -5,7 +5,9 @@
 use chat_memory_proto::store::RecordAuditsRequest;
 use chat_memory_proto::v1::AuditEntry;
 use memory_store::{retention, settings::RetentionSettings};
-use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement};
+use sea_orm::{
+    ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement, TransactionTrait,
+};
 
 use super::*;
 
@@ -150,4 +152,46 @@ async fn ended_job_records_past_the_retention_are_purged_and_queued_ones_kept() 
     )
     .await;
     assert_eq!(audited, 1);
+}
+
+#[tokio::test]
+async fn a_drop_behind_a_long_audit_query_gives_up_quickly_and_succeeds_later() {
+    let store = TestStore::start().await;
+    let db = Database::connect(store.db_url()).await.expect("connect");
+    let reader = Database::connect(store.db_url())
+        .await
+        .expect("connect reader");
+    let today = chrono::Utc::now().date_naive();
+    let old_day = today - chrono::Days::new(120);
+    db.execute_unprepared(&format!("SELECT chat_memory_audit_partition('{old_day}')"))
+        .await
+        .expect("an old day's partition");
+    // A long audit query: its transaction holds a lock on the log until it ends.
+    let reading = reader.begin().await.expect("begin");
+    reading
+        .execute_unprepared("SELECT count(*) FROM audit_log")
+        .await
+        .expect("read the log");
+
+    let settings = RetentionSettings {
+        audit_days: 90,
+        ..RetentionSettings::default()
+    };
+    let started = std::time::Instant::now();
+    let blocked = retention::sweep_once(&db, &settings, today).await;
+    assert!(blocked.is_err(), "the pass gives up: {blocked:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "after its lock timeout, not when the query ends: {:?}",
+        started.elapsed()
+    );
+
+    reading.commit().await.expect("the query ends");
+    let swept = retention::sweep_once(&db, &settings, today)
+        .await
+        .expect("the next pass");
+    assert_eq!(
+        swept.partitions_dropped,
+        vec![format!("audit_log_p{}", old_day.format("%Y%m%d"))]
+    );
 }
