@@ -66,11 +66,17 @@ BEGIN
             EXECUTE format('CREATE TABLE %I PARTITION OF audit_log FOR VALUES FROM (%L) TO (%L)',
                 name, (p_day::timestamp AT TIME ZONE 'UTC'),
                 ((p_day + 1)::timestamp AT TIME ZONE 'UTC'));
-        EXCEPTION WHEN check_violation THEN
-            -- The DEFAULT partition already holds rows of this day (written
-            -- before the day was created): they stay there, and so does the day.
-            RAISE WARNING 'audit day % stays in audit_log_default, which holds rows of it', p_day;
-            RETURN NULL;
+        EXCEPTION
+            WHEN check_violation THEN
+                -- The DEFAULT partition already holds rows of this day (written
+                -- before the day was created): they stay there, and so does the day.
+                RAISE WARNING 'audit day % stays in audit_log_default, which holds rows of it',
+                    p_day;
+                RETURN NULL;
+            WHEN duplicate_table OR unique_violation THEN
+                -- Another replica created it while this one waited for the lock
+                -- (an advisory lock does not refresh the catalog this call sees).
+                RETURN name;
         END;
     END IF;
     RETURN name;

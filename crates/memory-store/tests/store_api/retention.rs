@@ -195,3 +195,30 @@ async fn a_drop_behind_a_long_audit_query_gives_up_quickly_and_succeeds_later() 
         vec![format!("audit_log_p{}", old_day.format("%Y%m%d"))]
     );
 }
+
+/// Several replicas' passes create the same day at once: each gets the day's
+/// name, none an error. (A CI run once saw "already exists" when a pass found
+/// a day missing, waited for the creators' lock, and created it again; the
+/// function now takes an existing table as created. This test did not
+/// reproduce that interleaving here; it guards the common race.)
+#[tokio::test]
+async fn replicas_creating_the_same_day_at_once_all_succeed() {
+    let store = TestStore::start().await;
+    let day = chrono::Utc::now().date_naive() + chrono::Days::new(20);
+    let creators = (0..8).map(|_| {
+        let url = store.db_url().to_owned();
+        tokio::spawn(async move {
+            let db = Database::connect(url).await.expect("connect");
+            db.query_one_raw(Statement::from_string(
+                DbBackend::Postgres,
+                format!("SELECT chat_memory_audit_partition('{day}') AS name"),
+            ))
+            .await
+            .map(|row| row.and_then(|r| r.try_get::<String>("", "name").ok()))
+        })
+    });
+    for created in futures::future::join_all(creators).await {
+        let name = created.expect("task").expect("no error for any creator");
+        assert_eq!(name, Some(format!("audit_log_p{}", day.format("%Y%m%d"))));
+    }
+}
