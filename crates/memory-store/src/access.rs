@@ -76,25 +76,3 @@ pub async fn claim(
         }),
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn access(tenant: &str) -> Access {
-        Access {
-            tenant: tenant.into(),
-            user: "u".into(),
-            acts_for_tenant: false,
-        }
-    }
-
-    #[test]
-    fn a_chat_is_in_a_namespace_only_with_the_exact_tenant_prefix() {
-        assert!(access("acme").in_namespace("acme/c1"));
-        assert!(!access("acme").in_namespace("acme2/c1"));
-        assert!(!access("acm").in_namespace("acme/c1"));
-        assert!(!access("acme").in_namespace("acme/"));
-        assert!(!access("acme").in_namespace("acme"));
-    }
-}

@@ -348,6 +348,23 @@ impl Access {
 mod tests {
     use super::*;
 
+    fn access(tenant: &str) -> Access {
+        Access {
+            tenant: tenant.into(),
+            user: "u".into(),
+            acts_for_tenant: false,
+        }
+    }
+
+    #[test]
+    fn a_chat_is_in_a_namespace_only_with_the_exact_tenant_prefix() {
+        assert!(access("acme").in_namespace("acme/c1"));
+        assert!(!access("acme").in_namespace("acme2/c1"));
+        assert!(!access("acm").in_namespace("acme/c1"));
+        assert!(!access("acme").in_namespace("acme/"));
+        assert!(!access("acme").in_namespace("acme"));
+    }
+
     #[test]
     fn an_empty_chat_id_is_rejected_with_the_field_name() {
         let err = ChatId::parse(String::new()).err().map(|e| e.to_string());

@@ -6,18 +6,16 @@
 //! functions (migrations m20261206_000001 and m20261206_000002) run their
 //! steps under that lock.
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
-    DbBackend, EntityTrait, FromQueryResult, Statement,
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, EntityTrait,
+    FromQueryResult, Statement,
 };
 
 use crate::{
     access::{self, Access},
     db::{begin_chat, deleted_through},
-    domain::{
-        AcceptedJob, Begin, Begun, ChatId, Delivery, Failure, JobId, JobState, JobView, StreamSeq,
-    },
+    domain::{AcceptedJob, Begin, Begun, ChatId, Delivery, Failure, JobId, JobState, JobView},
     entity::jobs,
     error::StoreError,
     rows::BeginRow,
@@ -187,21 +185,23 @@ pub async fn fail_job(db: &DatabaseConnection, f: Failure) -> Result<(), StoreEr
     // A job of a deleted chat is not brought back by its failure report.
     let deleted = job.is_none() && deleted_through(&txn, &f.chat_id, f.stream_seq).await?;
     if let (Some(state), false) = (state, deleted) {
-        let new_row = NewJobRow {
-            job_id: f.job_id,
-            chat_id: &f.chat_id,
-            stream_seq: f.stream_seq,
-            message_count: 0,
-            accepted_at: Utc::now(),
-        };
-        let write = JobWrite {
-            state,
-            attempts: f.attempt,
-            error: Some(Some(f.error)),
-            resulting_version: None,
-            applied_in_call: None,
-        };
-        write_job(&txn, job, new_row, write).await?;
+        // The same row write as BeginJobs and CommitJobs make (migration
+        // m20261206_000002): attempts kept at their maximum, the row created
+        // if the gateway's RecordAccepted has not landed yet.
+        txn.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT chat_memory_write_job($1, $2, $3, 0, $4, $5, $6, true, $7, NULL, NULL)",
+            [
+                f.job_id.uuid().into(),
+                f.chat_id.as_str().into(),
+                f.stream_seq.get().into(),
+                Utc::now().into(),
+                state.as_str().into(),
+                f.attempt.into(),
+                f.error.into(),
+            ],
+        ))
+        .await?;
     }
     txn.commit().await?;
     Ok(())
@@ -250,76 +250,4 @@ pub(crate) async fn find_job(
         )),
         row => Ok(row),
     }
-}
-
-/// The columns of a job row that only matter when the row does not exist yet
-/// (the worker can see a job before the gateway's RecordAccepted lands).
-pub(crate) struct NewJobRow<'a> {
-    pub job_id: JobId,
-    pub chat_id: &'a ChatId,
-    pub stream_seq: StreamSeq,
-    pub message_count: i32,
-    pub accepted_at: DateTime<Utc>,
-}
-
-/// A change of a job's lifecycle columns.
-pub(crate) struct JobWrite {
-    pub state: JobState,
-    /// Kept as the maximum of the stored and the reported attempt count.
-    pub attempts: i32,
-    /// `None` keeps the stored error; `Some(e)` replaces it.
-    pub error: Option<Option<String>>,
-    pub resulting_version: Option<i64>,
-    /// The summarizer call that applied the job (set with `resulting_version`).
-    pub applied_in_call: Option<uuid::Uuid>,
-}
-
-/// Applies `write` to the job row, inserting the row from `new_row` when missing.
-pub(crate) async fn write_job(
-    txn: &DatabaseTransaction,
-    existing: Option<jobs::Model>,
-    new_row: NewJobRow<'_>,
-    write: JobWrite,
-) -> Result<(), StoreError> {
-    let now = Utc::now();
-    match existing {
-        Some(row) => {
-            let attempts = row.attempts.max(write.attempts);
-            let mut active: jobs::ActiveModel = row.into();
-            active.state = Set(write.state.as_str().to_owned());
-            active.attempts = Set(attempts);
-            if let Some(error) = write.error {
-                active.error = Set(error);
-            }
-            if let Some(version) = write.resulting_version {
-                active.resulting_version = Set(Some(version));
-            }
-            if let Some(call) = write.applied_in_call {
-                active.applied_in_call = Set(Some(call));
-            }
-            active.updated_at = Set(now);
-            active.update(txn).await?;
-        }
-        None => {
-            let active = jobs::ActiveModel {
-                job_id: Set(new_row.job_id.uuid()),
-                chat_id: Set(new_row.chat_id.as_str().to_owned()),
-                stream_seq: Set(new_row.stream_seq.get()),
-                state: Set(write.state.as_str().to_owned()),
-                attempts: Set(write.attempts),
-                error: Set(write.error.flatten()),
-                resulting_version: Set(write.resulting_version),
-                applied_in_call: Set(write.applied_in_call),
-                request_hash: Set(None),
-                message_count: Set(new_row.message_count),
-                idempotency_key: Set(None),
-                accepted_at: Set(new_row.accepted_at),
-                updated_at: Set(now),
-            };
-            jobs::Entity::insert(active)
-                .exec_without_returning(txn)
-                .await?;
-        }
-    }
-    Ok(())
 }
