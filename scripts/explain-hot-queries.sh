@@ -62,12 +62,13 @@ CHAT=$(q -Atc "SELECT chat_id FROM jobs WHERE job_id = '$JOB'")
 explain "GetMemory (memory, owner, pending jobs: one statement)" "
 SELECT m.chat_id, m.version, m.updated_at, o.owner_user,
        (SELECT count(*) FROM jobs j WHERE j.chat_id = m.chat_id
+           AND j.stream_seq > m.last_applied_seq
            AND j.state IN ('queued', 'running')) AS pending_jobs
   FROM memories m LEFT JOIN chat_owners o ON o.chat_id = m.chat_id
  WHERE m.chat_id = '$CHAT'"
 explain "GetUpdateStatus (a job by id)" "SELECT * FROM jobs WHERE job_id = '$JOB'"
-explain "BeginJobs / CommitJobs: the jobs of a batch (= ANY of the batch's ids)" "
-SELECT j.state FROM jobs j WHERE j.job_id = ANY (ARRAY['$JOB'::uuid])"
+explain "BeginJobs / CommitJobs: each job of a batch, by primary key" "
+SELECT j.chat_id, j.state FROM jobs j WHERE j.job_id = '$JOB'"
 explain "BeginJobs / CommitJobs: the chat's tombstone" "
 SELECT t.deleted_through_seq FROM chat_tombstones t WHERE t.chat_id = '$CHAT'"
 explain "ClaimChat: the chat's owner" "SELECT o.owner_user FROM chat_owners o WHERE o.chat_id = '$CHAT'"
@@ -80,5 +81,8 @@ explain "Expiry: the oldest inactive owners" "
 SELECT * FROM chat_owners WHERE last_activity_at < now() - interval '30 days'
  ORDER BY last_activity_at LIMIT 100"
 explain "Retention: ended job records past 30 days (one batch)" "
-SELECT j.job_id FROM jobs j WHERE j.state IN ('succeeded', 'failed')
-   AND j.updated_at < now() - interval '30 days' LIMIT 5000"
+SELECT j.job_id FROM jobs j WHERE j.accepted_at < now() - interval '30 days'
+   AND j.updated_at < now() - interval '30 days' AND j.state IN ('succeeded', 'failed')
+ LIMIT 5000"
+explain "Expiry: a chat's last job sequence" "
+SELECT max(j.stream_seq) FROM jobs j WHERE j.chat_id = '$CHAT'"

@@ -12,6 +12,8 @@
 //! - `m20261206_000002_job_functions`: ClaimChat, BeginJobs and CommitJobs in one round trip each.
 //! - `m20261206_000003_audit_partitions`: `audit_log` partitioned by day (retention drops days), the
 //!   `retention` action, an index of ended jobs.
+//! - `m20261206_000004_jobs_hot_updates`: `jobs` indexed only on columns a job never changes, so its
+//!   state changes are heap-only (HOT) updates.
 //!
 //! Migrations never import entity types: an entity describes the schema of
 //! *today*, a migration the change of *one day*, and must keep compiling (and
@@ -29,6 +31,7 @@ mod m20261205_000001_audit_watch_actions;
 mod m20261206_000001_record_accepted_function;
 mod m20261206_000002_job_functions;
 mod m20261206_000003_audit_partitions;
+mod m20261206_000004_jobs_hot_updates;
 
 /// Every migration of memory-store, oldest first.
 pub struct Migrator;
@@ -46,6 +49,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000001_record_accepted_function::Migration),
             Box::new(m20261206_000002_job_functions::Migration),
             Box::new(m20261206_000003_audit_partitions::Migration),
+            Box::new(m20261206_000004_jobs_hot_updates::Migration),
         ]
     }
 }

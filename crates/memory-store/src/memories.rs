@@ -112,6 +112,10 @@ const APPLY_AUDIT_NAMESPACE: uuid::Uuid =
 /// The chat's memory and its pending job count, read with its owner in one
 /// statement (a read is the hot path: one round trip, no transaction).
 ///
+/// Jobs apply in stream order, so a pending job is after the memory's
+/// `last_applied_seq`: the count reads only those (`jobs_chat_seq_idx`), not
+/// the chat's whole job history.
+///
 /// # Errors
 /// [`StoreError::NotFound`] when the chat has no memory, or `access` may not see it.
 pub async fn get_memory(
@@ -128,7 +132,8 @@ pub async fn get_memory(
                 m.tokens_user_confirmed, m.tokens_llm_inferred, m.tokens_general_summary, \
                 m.state, m.version, m.last_job_id, m.updated_at, o.owner_user, \
                 (SELECT count(*) FROM jobs j \
-                  WHERE j.chat_id = m.chat_id AND j.state IN ('queued', 'running')) AS pending_jobs \
+                  WHERE j.chat_id = m.chat_id AND j.stream_seq > m.last_applied_seq \
+                    AND j.state IN ('queued', 'running')) AS pending_jobs \
            FROM memories m LEFT JOIN chat_owners o ON o.chat_id = m.chat_id \
           WHERE m.chat_id = $1",
         [chat_id.as_str().into()],

@@ -9,7 +9,9 @@
 //!   `retention` row;
 //! - deletes ended (succeeded or failed) job records whose `updated_at` is
 //!   older than `retention.job_days`, in batches, each batch audited with one
-//!   `retention` row in its transaction.
+//!   `retention` row in its transaction. They are found by `accepted_at`
+//!   (indexed; never changes, so job writes stay HOT): a job ends after it
+//!   was accepted.
 //!
 //! Every replica may run it: the drops and purges take one advisory lock, so
 //! two replicas never drop (or audit) the same day twice. Creating or dropping
@@ -212,7 +214,8 @@ async fn purge_jobs(
             DbBackend::Postgres,
             "DELETE FROM jobs WHERE job_id IN ( \
                 SELECT j.job_id FROM jobs j \
-                 WHERE j.state IN ('succeeded', 'failed') AND j.updated_at < $1 \
+                 WHERE j.accepted_at < $1 AND j.updated_at < $1 \
+                   AND j.state IN ('succeeded', 'failed') \
                  LIMIT $2)",
             [cutoff.into(), JOB_BATCH.into()],
         ))

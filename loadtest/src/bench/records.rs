@@ -67,7 +67,8 @@ impl Records {
                 self.db.get_database_backend(),
                 "SELECT count(*) FILTER (WHERE state = 'succeeded') AS succeeded, \
                  count(*) FILTER (WHERE state = 'failed') AS failed FROM jobs \
-                 WHERE state IN ('succeeded', 'failed') AND updated_at >= $1",
+                 WHERE accepted_at >= $1 AND updated_at >= $1 \
+                   AND state IN ('succeeded', 'failed')",
                 [self.since.into()],
             ))
             .await
@@ -124,7 +125,7 @@ impl Records {
             .query_all_raw(Statement::from_sql_and_values(
                 self.db.get_database_backend(),
                 "SELECT EXTRACT(EPOCH FROM (updated_at - accepted_at))::float8 AS secs FROM jobs \
-                 WHERE state = 'succeeded' AND updated_at >= $1",
+                 WHERE accepted_at >= $1 AND updated_at >= $1 AND state = 'succeeded'",
                 [self.since.into()],
             ))
             .await
@@ -140,7 +141,7 @@ impl Records {
             .query_one_raw(Statement::from_sql_and_values(
                 self.db.get_database_backend(),
                 "SELECT EXTRACT(EPOCH FROM (max(updated_at) - min(accepted_at)))::float8 AS span \
-                 FROM jobs WHERE state = 'succeeded' AND updated_at >= $1",
+                 FROM jobs WHERE accepted_at >= $1 AND updated_at >= $1 AND state = 'succeeded'",
                 [self.since.into()],
             ))
             .await

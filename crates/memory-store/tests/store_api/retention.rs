@@ -114,7 +114,8 @@ async fn ended_job_records_past_the_retention_are_purged_and_queued_ones_kept() 
         .expect("end the job");
     }
     db.execute_unprepared(&format!(
-        "UPDATE jobs SET updated_at = now() - interval '40 days' WHERE job_id IN ('{ended}', '{queued}')"
+        "UPDATE jobs SET accepted_at = now() - interval '41 days', updated_at = now() - interval '40 days' \
+         WHERE job_id IN ('{ended}', '{queued}')"
     ))
     .await
     .expect("age two jobs");
