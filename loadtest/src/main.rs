@@ -130,6 +130,10 @@ enum Command {
     /// (with a NOT_FOUND share) against a bare tonic unary baseline,
     /// read-your-writes latency, and watch fan-out.
     ReadPath(bench::reads::ReadArgs),
+    /// The seed's acceptance checklist at the seed's scale on a stack of its
+    /// own (stand-in model failing 10 % of calls, a real Prometheus with the
+    /// alert rules), printed and written as a report (`--out docs/readiness.md`).
+    Readiness(bench::readiness::ReadinessArgs),
     /// The baseline server of `read-path` (grpc.health.v1 on --listen).
     #[command(hide = true)]
     EchoServer {
@@ -184,6 +188,9 @@ async fn main() -> Result<(), String> {
     match cli.command {
         Command::Faults(args) => faults::run(args).await,
         Command::ReadPath(args) => bench::reads::read_path(&args)
+            .await
+            .map_err(|e| e.to_string()),
+        Command::Readiness(args) => bench::readiness::readiness(&args)
             .await
             .map_err(|e| e.to_string()),
         Command::EchoServer { listen } => bench::reads::echo_server(&listen).await,

@@ -17,6 +17,7 @@
 
 mod history;
 mod load;
+pub mod readiness;
 pub mod reads;
 mod records;
 mod usage;
@@ -164,7 +165,7 @@ pub async fn scale_out(updates: usize, chats: usize, args: &RunArgs) -> Result<(
     Ok(())
 }
 
-fn stack_options(args: &RunArgs, stand_in: Option<&StandIn>) -> ProcessOptions {
+pub(super) fn stack_options(args: &RunArgs, stand_in: Option<&StandIn>) -> ProcessOptions {
     let s = |k: &str, v: String| (k.to_owned(), v);
     let mut agent = Vec::new();
     if let Some(model) = stand_in {

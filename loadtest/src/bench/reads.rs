@@ -235,7 +235,7 @@ pub async fn read_path(args: &ReadArgs) -> Result<(), ReadBenchError> {
 }
 
 /// Stores `n` memories of the bench user, as the pipeline writes them.
-async fn seed(url: &str, tag: &str, n: usize) -> Result<(), ReadBenchError> {
+pub(super) async fn seed(url: &str, tag: &str, n: usize) -> Result<(), ReadBenchError> {
     let db = Database::connect(url).await.map_err(ReadBenchError::Seed)?;
     let tenant = auth::TENANT;
     let user = auth::USER;
@@ -261,15 +261,15 @@ async fn seed(url: &str, tag: &str, n: usize) -> Result<(), ReadBenchError> {
 }
 
 /// One measured phase.
-struct Phase {
-    hits: Histogram<u64>,
-    not_found: Histogram<u64>,
-    errors: usize,
+pub(super) struct Phase {
+    pub(super) hits: Histogram<u64>,
+    pub(super) not_found: Histogram<u64>,
+    pub(super) errors: usize,
     wall: Duration,
 }
 
 impl Phase {
-    fn per_sec(&self) -> f64 {
+    pub(super) fn per_sec(&self) -> f64 {
         (self.hits.len() + self.not_found.len()) as f64 / self.wall.as_secs_f64().max(1e-9)
     }
 
@@ -321,7 +321,7 @@ async fn echo_phase(clients: &[HealthClient<Channel>], callers: usize, calls: us
     }
 }
 
-async fn read_phase(
+pub(super) async fn read_phase(
     clients: &[Client],
     tag: &str,
     memories: usize,

@@ -1,0 +1,977 @@
+//! `chat-memory-bench readiness`: the seed's acceptance checklist, at the
+//! seed's scale, on a stack of its own, written as a report
+//! (`docs/readiness.md`).
+//!
+//! One run, in this order:
+//! 1. a stack of its own (fresh database and stream names, the four services
+//!    as processes), the agent on the `openai` backend against the stand-in
+//!    model with a share of its calls failing (HTTP 500), and a real
+//!    Prometheus scraping every service every second with
+//!    `monitoring/alerts.yml` loaded;
+//! 2. stored memories written straight into Postgres (as `read-path` does);
+//! 3. **burst**: the concurrent updates, sent at once over as many chats;
+//! 4. **sustained**: one update to each active chat at a fixed rate, while 16
+//!    callers read the stored memories (a share of reads NOT_FOUND);
+//! 5. **isolation**: another tenant and another user of the same tenant read
+//!    and write the same public chat ids;
+//! 6. **alerts**: none firing after the healthy run; then memory-store is
+//!    killed under reads and `ChatMemoryApiErrorRate` must fire; then
+//!    memory-store is started again and reads must succeed.
+//!
+//! Every figure comes from the job records (acceptance and commit time), the
+//! callers' own latencies and the Prometheus API: no status polling.
+//! `--short` is the CI form (a tenth of the scale); the full form is what the
+//! report in docs/ records.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use sea_orm::{ConnectionTrait, Database, Statement};
+
+use chat_memory_loadtest::stand_in::{StandIn, StandInConfig};
+use chat_memory_proto::v1::{ChatMessage, GetMemoryRequest, Role, UpdateMemoryRequest};
+use test_support::GatewayClient;
+use test_support::auth::{self, Bearer};
+use test_support::processes::ProcessStack;
+
+use super::load::{self, Plan};
+use super::reads;
+use super::records::{Records, RecordsError};
+use super::{RunArgs, stack_options};
+
+/// Options of `readiness`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReadinessArgs {
+    /// The CI form, small enough for debug builds on two cores (500 chats at
+    /// 50 updates/s, a burst of 100, 1,000 stored memories).
+    #[arg(long)]
+    pub short: bool,
+    /// Write the report (Markdown) here as well as printing it.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Share of model calls the stand-in answers with HTTP 500.
+    #[arg(long, default_value_t = 0.10)]
+    pub model_error_rate: f64,
+    /// Mean model latency (lognormal, σ 0.4).
+    #[arg(long, default_value_t = 1500)]
+    pub model_latency_mean_ms: u64,
+    /// The worker's `agent.max_concurrent_calls` (default: 1,000; 256 short).
+    #[arg(long)]
+    pub model_concurrency: Option<u32>,
+    /// Give up waiting for the updates this long after the start.
+    #[arg(long, default_value_t = 900)]
+    pub deadline_secs: u64,
+}
+
+/// The scale of one form.
+#[derive(Debug, Clone, Copy)]
+struct Scale {
+    chats: usize,
+    burst: usize,
+    memories: usize,
+    rate: f64,
+    reads: usize,
+    model_concurrency: u32,
+}
+
+const FULL: Scale = Scale {
+    chats: 10_000,
+    burst: 1_000,
+    memories: 10_000,
+    rate: 333.0,
+    reads: 20_000,
+    model_concurrency: 1_000,
+};
+const SHORT: Scale = Scale {
+    chats: 500,
+    burst: 100,
+    memories: 1_000,
+    rate: 50.0,
+    reads: 2_000,
+    model_concurrency: 256,
+};
+
+/// Callers of the retrieval phase and their NOT_FOUND share.
+const READERS: usize = 16;
+const NOT_FOUND_SHARE: f64 = 0.1;
+/// The seed's thresholds.
+const SUCCESS_MIN: f64 = 0.995;
+const RETRIEVAL_P99_MAX: Duration = Duration::from_millis(100);
+const READABLE_P99_MAX: Duration = Duration::from_secs(2);
+/// Issue 10's accept → readable target at a 1.5 s model.
+const READABLE_P99_MODEL: Duration = Duration::from_secs(5);
+/// How long an alert may take to fire once its fault starts: its `for` (1
+/// minute) plus scrapes and evaluations.
+const FIRE_WITHIN: Duration = Duration::from_secs(150);
+/// The alert an unreachable memory-store must fire.
+const FAULT_ALERT: &str = "ChatMemoryApiErrorRate";
+/// Callers reading while memory-store is down.
+const FAULT_CALLERS: usize = 4;
+
+/// Why the run could not complete (a failed criterion is not an error: it is
+/// a row of the report).
+#[derive(Debug, thiserror::Error)]
+pub enum ReadinessError {
+    #[error(transparent)]
+    StandIn(#[from] chat_memory_loadtest::stand_in::StandInError),
+    #[error(transparent)]
+    Records(#[from] RecordsError),
+    #[error("gateway client: {0}")]
+    Client(String),
+    #[error("database: {0}")]
+    Database(#[source] sea_orm::DbErr),
+    #[error(transparent)]
+    Reads(#[from] reads::ReadBenchError),
+    #[error("prometheus: {0}")]
+    Prometheus(String),
+    #[error("writing {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{failed} gating criteria failed: {names}")]
+    Gating { failed: usize, names: String },
+}
+
+/// One row of the checklist.
+struct Row {
+    criterion: String,
+    threshold: String,
+    measured: String,
+    pass: bool,
+    /// Correctness, not speed: a failure fails the command (CI's short form).
+    gating: bool,
+}
+
+/// Runs the checklist and writes the report.
+///
+/// # Errors
+/// [`ReadinessError`] when the stack cannot run, or a gating (non-latency)
+/// criterion fails.
+pub async fn readiness(args: &ReadinessArgs) -> Result<(), ReadinessError> {
+    let scale = if args.short { SHORT } else { FULL };
+    let started_at = chrono::Utc::now();
+    let deadline = Instant::now() + Duration::from_secs(args.deadline_secs);
+    let prometheus_bin = which("prometheus").ok_or_else(|| {
+        ReadinessError::Prometheus(
+            "prometheus is not installed (scripts/services.sh --with-prometheus installs it)"
+                .to_owned(),
+        )
+    })?;
+    let model = StandIn::start(
+        "127.0.0.1:0",
+        StandInConfig {
+            latency_mean: Duration::from_millis(args.model_latency_mean_ms),
+            latency_sigma: 0.4,
+            error_rate: args.model_error_rate,
+            max_concurrency: 0,
+            retry_after_secs: 1,
+        },
+    )
+    .await?;
+    let run_args = RunArgs {
+        offline: false,
+        model_latency_mean_ms: args.model_latency_mean_ms,
+        model_latency_sigma: 0.4,
+        model_error_rate: args.model_error_rate,
+        model_max_concurrency: 0,
+        model_concurrency: Some(args.model_concurrency.unwrap_or(scale.model_concurrency)),
+        connections: 8,
+        deadline_secs: args.deadline_secs,
+        history: false,
+    };
+    let mut stack = ProcessStack::start(stack_options(&run_args, Some(&model))).await;
+    let prometheus = Prometheus::start(&prometheus_bin, &stack).await?;
+    let clients = (0..run_args.connections)
+        .map(|_| crate::faults::load::client(stack.gateway_addr()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ReadinessError::Client)?;
+    let tag = format!("{:x}", crate::run_tag());
+    let mut rows = Vec::new();
+
+    eprintln!("  readiness: seeding {} stored memories", scale.memories);
+    reads::seed(&stack.database.url, &tag, scale.memories).await?;
+
+    // Burst: the concurrent updates, sent at once.
+    eprintln!("  readiness: {} updates sent at once", scale.burst);
+    let records = Records::connect(&stack.database.url).await?;
+    let burst_plan = Plan {
+        updates: scale.burst,
+        chats: scale.burst,
+        rate: None,
+    };
+    let burst = load::send(&clients, &format!("{tag}b"), burst_plan, deadline).await;
+    let burst_counts = records.wait_ended(burst.accepted, deadline).await?;
+    records.close().await;
+    let burst_p99 = quantile(&burst.accept_latency, 0.99);
+    rows.push(Row {
+        criterion: format!("{} concurrent updates", scale.burst),
+        threshold: "all accepted".to_owned(),
+        measured: format!(
+            "{} of {} accepted, {} refused; accept p50 {} / p99 {}",
+            burst.accepted,
+            scale.burst,
+            burst.refused,
+            ms(quantile(&burst.accept_latency, 0.5)),
+            ms(burst_p99)
+        ),
+        pass: burst.accepted == scale.burst as u64,
+        gating: true,
+    });
+
+    // Sustained: every active chat updated once at the rate, reads alongside.
+    eprintln!(
+        "  readiness: {} chats at {}/s, {READERS} callers reading alongside",
+        scale.chats, scale.rate
+    );
+    let records = Records::connect(&stack.database.url).await?;
+    let plan = Plan {
+        updates: scale.chats,
+        chats: scale.chats,
+        rate: Some(scale.rate),
+    };
+    let readers = clients.clone();
+    let read_tag = tag.clone();
+    let reading = tokio::spawn(async move {
+        reads::read_phase(
+            &readers,
+            &read_tag,
+            scale.memories,
+            READERS,
+            scale.reads,
+            NOT_FOUND_SHARE,
+        )
+        .await
+    });
+    let sustained = load::send(&clients, &format!("{tag}s"), plan, deadline).await;
+    let retrieval = reading
+        .await
+        .map_err(|e| ReadinessError::Client(format!("the readers stopped: {e}")))?;
+    let counts = records.wait_ended(sustained.accepted, deadline).await?;
+    let timings = records.timings().await?;
+    records.close().await;
+    let mut readable = crate::histogram();
+    for d in &timings.accept_to_readable {
+        crate::report::record(&mut readable, *d);
+    }
+    let chats_applied = applied_chats(&stack.database.url, &format!("{tag}s")).await?;
+    rows.push(Row {
+        criterion: format!("{} active chats", scale.chats),
+        threshold: "every chat's update applied".to_owned(),
+        measured: format!(
+            "{chats_applied} of {} chats; {} accepted at {}/s, accept p50 {} / p99 {}",
+            scale.chats,
+            sustained.accepted,
+            scale.rate,
+            ms(quantile(&sustained.accept_latency, 0.5)),
+            ms(quantile(&sustained.accept_latency, 0.99))
+        ),
+        pass: chats_applied == scale.chats as u64,
+        gating: true,
+    });
+    let accepted = burst.accepted + sustained.accepted;
+    let succeeded = burst_counts.succeeded + counts.succeeded;
+    let failed = burst_counts.failed + counts.failed;
+    let stats = model.stats();
+    let success = succeeded as f64 / accepted.max(1) as f64;
+    rows.push(Row {
+        criterion: format!(
+            "update success with {:.0} % of model calls failing",
+            args.model_error_rate * 100.0
+        ),
+        threshold: format!("≥ {:.1} %", SUCCESS_MIN * 100.0),
+        measured: format!(
+            "{:.2} % ({succeeded} of {accepted} accepted; {failed} failed; the model answered {} of {} calls with HTTP 500)",
+            success * 100.0,
+            stats.server_errors,
+            stats.requests
+        ),
+        pass: success >= SUCCESS_MIN,
+        gating: true,
+    });
+    let readable_p99 = quantile(&readable, 0.99);
+    rows.push(Row {
+        criterion: "updates readable (accept → commit, p99, sustained)".to_owned(),
+        threshold: format!("< {}", ms(READABLE_P99_MAX)),
+        measured: format!(
+            "p50 {} / p99 {} (the model alone: {} mean, lognormal σ 0.4)",
+            ms(quantile(&readable, 0.5)),
+            ms(readable_p99),
+            ms(Duration::from_millis(args.model_latency_mean_ms))
+        ),
+        pass: readable_p99 < READABLE_P99_MAX,
+        gating: false,
+    });
+    rows.push(Row {
+        criterion: "updates readable at a hosted model's latency (issue 10)".to_owned(),
+        threshold: format!("p99 ≤ {}", ms(READABLE_P99_MODEL)),
+        measured: ms(readable_p99),
+        pass: readable_p99 <= READABLE_P99_MODEL,
+        gating: false,
+    });
+    let reads_p99 = {
+        let mut all = crate::histogram();
+        let _ = all.add(&retrieval.hits);
+        let _ = all.add(&retrieval.not_found);
+        quantile(&all, 0.99)
+    };
+    rows.push(Row {
+        criterion: format!(
+            "retrieval p99 ({READERS} callers, {:.0} % NOT_FOUND, during the sustained updates)",
+            NOT_FOUND_SHARE * 100.0
+        ),
+        threshold: format!("< {}", ms(RETRIEVAL_P99_MAX)),
+        measured: format!(
+            "{} ({} reads at {:.0}/s, {} errors; hits p50 {}, NOT_FOUND p50 {})",
+            ms(reads_p99),
+            retrieval.hits.len() + retrieval.not_found.len(),
+            retrieval.per_sec(),
+            retrieval.errors,
+            ms(quantile(&retrieval.hits, 0.5)),
+            ms(quantile(&retrieval.not_found, 0.5))
+        ),
+        pass: reads_p99 < RETRIEVAL_P99_MAX && retrieval.errors == 0,
+        gating: false,
+    });
+    let stored = count(&stack.database.url, "SELECT count(*) AS n FROM memories").await?;
+    rows.push(Row {
+        criterion: "stored memories".to_owned(),
+        threshold: format!("≥ {}", scale.memories),
+        measured: format!("{stored} memories in Postgres"),
+        pass: stored >= scale.memories as u64,
+        gating: true,
+    });
+
+    eprintln!("  readiness: isolation between tenants and users");
+    let isolation = isolation(&stack, &clients[0], &tag).await;
+    rows.push(Row {
+        criterion: "memory isolation between chats, users and tenants".to_owned(),
+        threshold: "every check holds".to_owned(),
+        measured: isolation.summary(),
+        pass: isolation.failures.is_empty(),
+        gating: true,
+    });
+
+    eprintln!("  readiness: alerts after the healthy run");
+    let firing = prometheus.quiet_check().await?;
+    rows.push(Row {
+        criterion:
+            "every alert quiet during the healthy run (real Prometheus, monitoring/alerts.yml)"
+                .to_owned(),
+        threshold: "no alert pending or firing".to_owned(),
+        measured: if firing.is_empty() {
+            format!(
+                "none of {} alerts pending or firing; {} targets up",
+                prometheus.rules().await?,
+                prometheus.targets
+            )
+        } else {
+            format!("active: {}", firing.join(", "))
+        },
+        pass: firing.is_empty(),
+        gating: true,
+    });
+
+    eprintln!("  readiness: memory-store killed under reads; waiting for {FAULT_ALERT}");
+    stack.kill("memory-store").await;
+    let fired = prometheus
+        .fire_under_errors(&clients[0], &tag, FAULT_ALERT, FIRE_WITHIN)
+        .await?;
+    stack.spawn("memory-store").await;
+    let recovered = recovered(&clients[0], &tag, Duration::from_secs(30)).await;
+    rows.push(Row {
+        criterion: format!("the matching alert fires during an injected fault (memory-store killed → {FAULT_ALERT})"),
+        threshold: format!("firing within {} s", FIRE_WITHIN.as_secs()),
+        measured: match fired {
+            Some(after) => format!(
+                "firing {:.0} s after the kill (its `for` is 1 minute); reads answered again {} after memory-store restarted",
+                after.as_secs_f64(),
+                recovered.map_or_else(|| "never (30 s)".to_owned(), ms)
+            ),
+            None => format!("not firing after {} s", FIRE_WITHIN.as_secs()),
+        },
+        pass: fired.is_some() && recovered.is_some(),
+        gating: true,
+    });
+    drop(prometheus);
+    stack.shutdown().await;
+
+    let report = render(args, scale, started_at, &rows);
+    println!("{report}");
+    if let Some(path) = &args.out {
+        std::fs::write(path, &report).map_err(|source| ReadinessError::Write {
+            path: path.clone(),
+            source,
+        })?;
+        eprintln!("  readiness: report written to {}", path.display());
+    }
+    let gating: Vec<&Row> = rows.iter().filter(|r| r.gating && !r.pass).collect();
+    if gating.is_empty() {
+        Ok(())
+    } else {
+        Err(ReadinessError::Gating {
+            failed: gating.len(),
+            names: gating
+                .iter()
+                .map(|r| r.criterion.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+        })
+    }
+}
+
+fn quantile(h: &hdrhistogram::Histogram<u64>, q: f64) -> Duration {
+    if h.is_empty() {
+        return Duration::ZERO;
+    }
+    Duration::from_micros(h.value_at_quantile(q))
+}
+
+fn ms(d: Duration) -> String {
+    let ms = d.as_secs_f64() * 1000.0;
+    if ms >= 1000.0 {
+        format!("{:.2} s", ms / 1000.0)
+    } else if ms >= 10.0 {
+        format!("{ms:.0} ms")
+    } else {
+        format!("{ms:.1} ms")
+    }
+}
+
+async fn count(url: &str, sql: &str) -> Result<u64, ReadinessError> {
+    let db = Database::connect(url)
+        .await
+        .map_err(ReadinessError::Database)?;
+    let row = db
+        .query_one_raw(Statement::from_string(db.get_database_backend(), sql))
+        .await
+        .map_err(ReadinessError::Database)?;
+    let _ = db.close().await;
+    Ok(row
+        .and_then(|r| r.try_get::<i64>("", "n").ok())
+        .and_then(|n| u64::try_from(n).ok())
+        .unwrap_or(0))
+}
+
+/// Chats of run `run` whose memory has a version (an update applied).
+async fn applied_chats(url: &str, run: &str) -> Result<u64, ReadinessError> {
+    let prefix = load::chat_id(run, 0);
+    let prefix = prefix.trim_end_matches('0');
+    count(
+        url,
+        &format!(
+            "SELECT count(*) AS n FROM memories WHERE chat_id LIKE '{}/{prefix}%' AND version >= 1",
+            auth::TENANT
+        ),
+    )
+    .await
+}
+
+/// What the isolation checks found.
+#[derive(Default)]
+struct Isolation {
+    checks: usize,
+    failures: Vec<String>,
+}
+
+impl Isolation {
+    fn check(&mut self, what: &str, ok: bool, detail: impl FnOnce() -> String) {
+        self.checks += 1;
+        if !ok {
+            self.failures.push(format!("{what}: {}", detail()));
+        }
+    }
+
+    fn summary(&self) -> String {
+        if self.failures.is_empty() {
+            format!(
+                "{} of {} checks hold: another tenant and another user of the same tenant get NOT_FOUND (the same answer as for a chat that does not exist) for an existing chat; another tenant's update of the same public chat id lands in its own namespace and leaves the owner's memory unchanged",
+                self.checks, self.checks
+            )
+        } else {
+            format!(
+                "{} of {} checks failed: {}",
+                self.failures.len(),
+                self.checks,
+                self.failures.join("; ")
+            )
+        }
+    }
+}
+
+fn client_as(stack: &ProcessStack, tenant: &str, user: &str) -> Result<GatewayClient, String> {
+    let token = auth::mint(tenant, user, &["memory:read", "memory:write"]);
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", stack.gateway_addr()))
+            .map_err(|e| e.to_string())?
+            .timeout(Duration::from_secs(10))
+            .connect_lazy();
+    Ok(
+        chat_memory_proto::v1::memory_service_client::MemoryServiceClient::with_interceptor(
+            channel,
+            Bearer::new(&token),
+        ),
+    )
+}
+
+fn get(chat_id: &str) -> GetMemoryRequest {
+    GetMemoryRequest {
+        chat_id: chat_id.to_owned(),
+        ..Default::default()
+    }
+}
+
+async fn isolation(stack: &ProcessStack, owner: &GatewayClient, tag: &str) -> Isolation {
+    let mut found = Isolation::default();
+    let chat = format!("read-{tag}-0");
+    let absent = format!("read-{tag}-never-written");
+    let mut owner = owner.clone();
+    let before = owner.get_memory(get(&chat)).await;
+    let before = match before {
+        Ok(r) => r.into_inner().memory,
+        Err(s) => {
+            found.check("the owner reads its chat", false, || {
+                format!("{:?}", s.code())
+            });
+            return found;
+        }
+    };
+    found.check("the owner reads its chat", before.is_some(), || {
+        "no memory".to_owned()
+    });
+    let absent_answer = owner.get_memory(get(&absent)).await.err();
+    let strangers = [
+        ("tenant-readiness-other", auth::USER),
+        (auth::TENANT, "user-readiness-other"),
+    ];
+    for (tenant, user) in strangers {
+        let who = format!("{tenant}/{user}");
+        let mut client = match client_as(stack, tenant, user) {
+            Ok(c) => c,
+            Err(e) => {
+                found.check(&who, false, || e);
+                continue;
+            }
+        };
+        let read = client.get_memory(get(&chat)).await;
+        found.check(
+            &format!("{who} reads the owner's chat"),
+            matches!(&read, Err(s) if s.code() == tonic::Code::NotFound),
+            || {
+                format!(
+                    "{:?}",
+                    read.as_ref().map(|_| "an answer").map_err(|s| s.code())
+                )
+            },
+        );
+        if let (Err(theirs), Some(missing)) = (&read, &absent_answer) {
+            found.check(
+                &format!("{who}'s NOT_FOUND is the one a missing chat gets"),
+                theirs.message() == missing.message(),
+                || format!("{:?} vs {:?}", theirs.message(), missing.message()),
+            );
+        }
+    }
+    // Another tenant writes the same public chat id: its own namespace.
+    match client_as(stack, "tenant-readiness-other", auth::USER) {
+        Ok(mut other) => {
+            let update = UpdateMemoryRequest {
+                chat_id: chat.clone(),
+                messages: vec![ChatMessage {
+                    role: Role::User as i32,
+                    content: "My plan is Kaiser Bronze 60 HMO.".to_owned(),
+                    ..Default::default()
+                }],
+                idempotency_key: format!("readiness-{tag}-other"),
+            };
+            match other.update_memory(update).await {
+                Ok(accepted) => {
+                    let job = accepted.into_inner().job_id;
+                    let theirs = other
+                        .get_memory(GetMemoryRequest {
+                            chat_id: chat.clone(),
+                            after_job_id: job,
+                            // The gateway's longest wait (validation.max_read_wait_ms).
+                            wait_ms: 10_000,
+                            ..Default::default()
+                        })
+                        .await;
+                    found.check(
+                        "the other tenant's update builds its own memory",
+                        matches!(&theirs, Ok(r) if r.get_ref().memory.as_ref().is_some_and(|m| m.version == 1)),
+                        || format!("{:?}", theirs.as_ref().map(|r| r.get_ref().memory.as_ref().map(|m| m.version)).map_err(|s| format!("{:?}: {}", s.code(), s.message()))),
+                    );
+                }
+                Err(s) => found.check("the other tenant's update is accepted", false, || {
+                    format!("{:?}: {}", s.code(), s.message())
+                }),
+            }
+        }
+        Err(e) => found.check("the other tenant's client", false, || e),
+    }
+    let after = owner
+        .get_memory(get(&chat))
+        .await
+        .ok()
+        .and_then(|r| r.into_inner().memory);
+    found.check(
+        "the owner's memory is unchanged by the other tenant's update",
+        after.is_some() && after == before,
+        || {
+            format!(
+                "version {:?} → {:?}",
+                before.as_ref().map(|m| m.version),
+                after.as_ref().map(|m| m.version)
+            )
+        },
+    );
+    found
+}
+
+/// Time until a read of a stored memory succeeds again.
+async fn recovered(client: &GatewayClient, tag: &str, within: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let mut n = 0usize;
+    while started.elapsed() < within {
+        n += 1;
+        // A chat not read before: the gateway's cache cannot answer it.
+        let chat = format!("read-{tag}-recovery-{n}");
+        let mut client = client.clone();
+        if let Err(s) = client.get_memory(get(&chat)).await
+            && s.code() == tonic::Code::NotFound
+        {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    None
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join(name))
+        .find(|p| p.exists())
+}
+
+/// A Prometheus of the run's own: scrapes every service each second and
+/// evaluates `monitoring/alerts.yml` each second.
+struct Prometheus {
+    _child: tokio::process::Child,
+    base: String,
+    http: reqwest::Client,
+    targets: usize,
+}
+
+impl Prometheus {
+    async fn start(bin: &Path, stack: &ProcessStack) -> Result<Self, ReadinessError> {
+        let err = |what: &str, e: &dyn std::fmt::Display| {
+            ReadinessError::Prometheus(format!("{what}: {e}"))
+        };
+        let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../monitoring/alerts.yml");
+        let rules = rules
+            .canonicalize()
+            .map_err(|e| err(&format!("alert rules {}", rules.display()), &e))?;
+        let dir = stack.log_dir.join("prometheus");
+        std::fs::create_dir_all(&dir).map_err(|e| err("directory", &e))?;
+        let targets: Vec<String> = stack
+            .ports
+            .values()
+            .map(|p| format!("'{}'", p.metrics))
+            .collect();
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - '{}'\nscrape_configs:\n  - job_name: chat-memory\n    static_configs:\n      - targets: [{}]\n",
+            rules.display(),
+            targets.join(", ")
+        );
+        std::fs::write(dir.join("prometheus.yml"), config).map_err(|e| err("config", &e))?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| err("port", &e))?
+            .port();
+        let log = std::fs::File::create(dir.join("prometheus.log")).map_err(|e| err("log", &e))?;
+        let child = tokio::process::Command::new(bin)
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| err("start", &e))?;
+        let prometheus = Self {
+            _child: child,
+            base: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::new(),
+            targets: targets.len(),
+        };
+        // Every target scraped and up before the run starts.
+        let started = Instant::now();
+        loop {
+            let up = prometheus
+                .query("count(up == 1)")
+                .await
+                .ok()
+                .and_then(|v| {
+                    v["data"]["result"][0]["value"][1]
+                        .as_str()
+                        .map(str::to_owned)
+                })
+                .and_then(|s| s.parse::<usize>().ok());
+            if up == Some(prometheus.targets) {
+                return Ok(prometheus);
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                return Err(ReadinessError::Prometheus(format!(
+                    "{:?} of {} targets up after 60 s (see {})",
+                    up,
+                    prometheus.targets,
+                    dir.join("prometheus.log").display()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    async fn get(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<serde_json::Value, ReadinessError> {
+        let url = reqwest::Url::parse_with_params(&format!("{}{path}", self.base), query)
+            .map_err(|e| ReadinessError::Prometheus(format!("{path}: {e}")))?;
+        self.http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| ReadinessError::Prometheus(format!("{path}: {e}")))?
+            .json()
+            .await
+            .map_err(|e| ReadinessError::Prometheus(format!("{path}: {e}")))
+    }
+
+    async fn query(&self, q: &str) -> Result<serde_json::Value, ReadinessError> {
+        self.get("/api/v1/query", &[("query", q)]).await
+    }
+
+    /// Alerting rules loaded.
+    async fn rules(&self) -> Result<usize, ReadinessError> {
+        let v = self.get("/api/v1/rules", &[("type", "alert")]).await?;
+        Ok(v["data"]["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|g| g["rules"].as_array().map_or(0, Vec::len))
+            .sum())
+    }
+
+    /// Alerts pending or firing, as `name (state)`.
+    async fn active(&self) -> Result<Vec<(String, String)>, ReadinessError> {
+        let v = self.get("/api/v1/alerts", &[]).await?;
+        Ok(v["data"]["alerts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|a| {
+                (
+                    a["labels"]["alertname"].as_str().unwrap_or("?").to_owned(),
+                    a["state"].as_str().unwrap_or("?").to_owned(),
+                )
+            })
+            .collect())
+    }
+
+    /// The alerts active after the healthy run, once the rules have been
+    /// evaluated on fresh scrapes (a few evaluation intervals).
+    async fn quiet_check(&self) -> Result<Vec<String>, ReadinessError> {
+        if self.rules().await? == 0 {
+            return Err(ReadinessError::Prometheus(
+                "no alerting rules loaded".to_owned(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        Ok(self
+            .active()
+            .await?
+            .into_iter()
+            .map(|(name, state)| format!("{name} ({state})"))
+            .collect())
+    }
+
+    /// Sends reads that need memory-store (chats never read before) from
+    /// [`FAULT_CALLERS`] callers until `alert` fires or `within` passes;
+    /// returns when it fired. The callers are many so that errors soon
+    /// outweigh the healthy run's calls in the alert's 10-minute window.
+    async fn fire_under_errors(
+        &self,
+        client: &GatewayClient,
+        tag: &str,
+        alert: &str,
+        within: Duration,
+    ) -> Result<Option<Duration>, ReadinessError> {
+        let started = Instant::now();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let callers: Vec<_> = (0..FAULT_CALLERS)
+            .map(|c| {
+                let (mut client, stop, tag) = (client.clone(), stop.clone(), tag.to_owned());
+                tokio::spawn(async move {
+                    let mut n = 0usize;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        n += 1;
+                        let chat = format!("read-{tag}-fault-{c}-{n}");
+                        if client.get_memory(get(&chat)).await.is_ok() {
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                    }
+                })
+            })
+            .collect();
+        let mut fired = None;
+        while started.elapsed() < within {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let firing = self
+                .active()
+                .await?
+                .into_iter()
+                .any(|(name, state)| name == alert && state == "firing");
+            if firing {
+                fired = Some(started.elapsed());
+                break;
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for caller in callers {
+            let _ = caller.await;
+        }
+        Ok(fired)
+    }
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+    let mem_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
+    format!("{cores} cores ({cpu}), {mem_gib:.0} GiB")
+}
+
+fn commit() -> String {
+    std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map_or_else(
+            || "unknown".to_owned(),
+            |o| String::from_utf8_lossy(&o.stdout).trim().to_owned(),
+        )
+}
+
+fn render(
+    args: &ReadinessArgs,
+    scale: Scale,
+    started_at: chrono::DateTime<chrono::Utc>,
+    rows: &[Row],
+) -> String {
+    let mut out = String::new();
+    let failed: Vec<&Row> = rows.iter().filter(|r| !r.pass).collect();
+    let _ = writeln!(out, "# Readiness report\n");
+    let _ = writeln!(
+        out,
+        "Generated by `chat-memory-bench readiness{}` (crate `loadtest`, `src/bench/readiness.rs`); do not edit by hand: run it again.\n",
+        if args.short { " --short" } else { "" }
+    );
+    let _ = writeln!(
+        out,
+        "- **Date**: {} (UTC)",
+        started_at.format("%Y-%m-%d %H:%M")
+    );
+    let _ = writeln!(out, "- **Commit**: `{}`", commit());
+    let _ = writeln!(
+        out,
+        "- **Machine**: {}; every service, Postgres, NATS, Prometheus, the load generator and the stand-in model on it",
+        machine()
+    );
+    let _ = writeln!(
+        out,
+        "- **Form**: {} ({} active chats, {} concurrent updates, {} stored memories, {} updates/s); stand-in model {} ms mean, lognormal σ 0.4, {:.0} % of calls answered HTTP 500; {} model calls in flight at most",
+        if args.short {
+            "short (CI)"
+        } else {
+            "full (the seed's scale)"
+        },
+        scale.chats,
+        scale.burst,
+        scale.memories,
+        scale.rate,
+        args.model_latency_mean_ms,
+        args.model_error_rate * 100.0,
+        args.model_concurrency.unwrap_or(scale.model_concurrency)
+    );
+    let _ = writeln!(
+        out,
+        "- **Recommendation**: {}\n",
+        if failed.is_empty() {
+            "**GO**: every criterion passed.".to_owned()
+        } else {
+            format!(
+                "**NO-GO** at the seed's letter: {} of {} criteria failed ({}). See the notes below for what bounds each.",
+                failed.len(),
+                rows.len(),
+                failed
+                    .iter()
+                    .map(|r| r.criterion.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )
+        }
+    );
+    let _ = writeln!(out, "| criterion | threshold | measured | result |");
+    let _ = writeln!(out, "|---|---|---|---|");
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} |",
+            r.criterion,
+            r.threshold,
+            r.measured,
+            if r.pass { "pass" } else { "**fail**" }
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n## Notes\n\n\
+- **Updates readable within 2 s** cannot pass with a model that answers in 1.5 s on average: the model call alone has a p99 of about 3.5 s at σ 0.4 (lognormal), before any queueing. Issue 10's target for a hosted model's latency is the next row. What bounds it on this machine: [docs/benchmarks.md](benchmarks.md).\n\
+- **Retrieval** is measured while the sustained updates run, on the same two cores as everything else.\n\
+- **Alerts**: a real Prometheus scrapes every service each second and evaluates `monitoring/alerts.yml` each second. The injected fault kills memory-store while reads of chats the gateway has not cached keep arriving; `ChatMemoryApiErrorRate` (server errors above 5 % for 1 minute) must fire. Other alerts' faults are unit-tested with `promtool test rules monitoring/alerts.test.yml`.\n\
+- **Faults** beyond this run (worker, memory-store, gateway, NATS and Postgres kills, with 0 lost, twice or out of order): [docs/reliability.md](reliability.md). What is and is not tested: [docs/testing.md](testing.md).\n\n\
+## Remaining issues\n\n\
+Every known debt, its impact and plan: [DEBT.md](../DEBT.md). The criteria failed above, and the open issues' targets missed (update-path CPU and accept latency at full load, read throughput against a bare unary call), are recorded there with the figures that show them."
+    );
+    out
+}
