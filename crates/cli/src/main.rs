@@ -9,6 +9,8 @@
 //! chat-memory queue --nats nats://127.0.0.1:4222
 //! chat-memory dlq list                            # dead-lettered jobs and why
 //! chat-memory dlq replay 12                       # or: dlq replay --all
+//! chat-memory streams backup --out DIR            # the JetStream streams (runbooks/backup-restore.md)
+//! chat-memory streams restore --from DIR [--replace]
 //! ```
 
 /// `println!` that never panics: a closed stdout (`chat-memory queue | head`)
@@ -28,6 +30,7 @@ macro_rules! out {
 mod dlq;
 mod queue;
 mod render;
+mod streams;
 mod token;
 
 use std::process::ExitCode;
@@ -147,6 +150,14 @@ enum Command {
         #[command(subcommand)]
         command: dlq::DlqCommand,
     },
+    /// Back up or restore the deployment's JetStream streams (jobs, dead
+    /// letters, audit outbox) with their consumers, same sequences (operators).
+    Streams {
+        #[command(flatten)]
+        jetstream: JetStreamArgs,
+        #[command(subcommand)]
+        command: StreamsCommand,
+    },
     /// Sign an HS256 token for a tenant and user (local runs, benchmarks); prints it.
     Token {
         /// The gateway's `auth.hs256_secret`.
@@ -170,6 +181,23 @@ enum Command {
         /// Lifetime in seconds.
         #[arg(long, default_value_t = 3600)]
         ttl_secs: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum StreamsCommand {
+    /// Snapshot every stream into a directory (`<stream>.json`, `<stream>.snapshot`).
+    Backup {
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+    /// Restore the streams of a backup directory.
+    Restore {
+        #[arg(long)]
+        from: std::path::PathBuf,
+        /// Delete a stream that exists (and what it holds) before restoring it.
+        #[arg(long)]
+        replace: bool,
     },
 }
 
@@ -222,6 +250,16 @@ async fn run(cli: Cli) -> Result<(), String> {
     } = &cli.command
     {
         return dlq::run(&jetstream.nats, &jetstream.stream, subject_prefix, command).await;
+    }
+    if let Command::Streams { jetstream, command } = &cli.command {
+        return match command {
+            StreamsCommand::Backup { out } => {
+                streams::backup(&jetstream.nats, &jetstream.stream, out).await
+            }
+            StreamsCommand::Restore { from, replace } => {
+                streams::restore(&jetstream.nats, &jetstream.stream, from, *replace).await
+            }
+        };
     }
     let channel = client::connect(&cli.gateway, cli.ca_cert.as_deref())
         .await
@@ -317,7 +355,10 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .map_err(render::status)?;
             out!("{}", render::memory(&m.into_inner()));
         }
-        Command::Queue { .. } | Command::Dlq { .. } | Command::Token { .. } => {}
+        Command::Queue { .. }
+        | Command::Dlq { .. }
+        | Command::Streams { .. }
+        | Command::Token { .. } => {}
         Command::Audit {
             chat,
             user,

@@ -35,4 +35,4 @@ pub mod stream;
 
 pub use publish::{JobPublisher, Published};
 pub use settings::QueueSettings;
-pub use stream::{QueueError, connect, ensure_stream};
+pub use stream::{QueueError, connect, connect_client, ensure_stream};

@@ -52,6 +52,21 @@ pub async fn connect(
     settings: &QueueSettings,
     client_name: &str,
 ) -> Result<jetstream::Context, QueueError> {
+    let client = connect_client(settings, client_name).await?;
+    let mut js = jetstream::new(client);
+    js.set_timeout(Duration::from_millis(settings.publish_timeout_ms));
+    Ok(js)
+}
+
+/// The NATS connection [`connect`] builds JetStream on, for what needs the
+/// core client too (inboxes, JetStream API requests of its own).
+///
+/// # Errors
+/// As [`connect`].
+pub async fn connect_client(
+    settings: &QueueSettings,
+    client_name: &str,
+) -> Result<async_nats::Client, QueueError> {
     let timeout = Duration::from_millis(settings.connect_timeout_ms);
     let options = async_nats::ConnectOptions::new()
         .name(client_name)
@@ -75,9 +90,7 @@ pub async fn connect(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let mut js = jetstream::new(client);
-    js.set_timeout(Duration::from_millis(settings.publish_timeout_ms));
-    Ok(js)
+    Ok(client)
 }
 
 /// The configuration every stream of the queue shares (jobs, dead letters,
