@@ -35,6 +35,13 @@ echo "[test] fault-injection suite, short form" >&2
 "${CARGO_TARGET_DIR:-target}/debug/chat-memory-bench" faults \
   --updates 100 --chats 10 --scenarios 1,3,4,7,8 --agent-outage-secs 5 --rate 40
 
+# The readiness checklist's short form (docs/readiness.md records the full
+# form): a stand-in model failing 10 % of calls, a real Prometheus with the
+# alert rules, memory-store killed to fire ChatMemoryApiErrorRate; fails on any
+# correctness criterion (latency rows are reported, not gated here).
+echo "[test] readiness checklist, short form" >&2
+"${CARGO_TARGET_DIR:-target}/debug/chat-memory-bench" readiness --short
+
 # The Python client's suite and the Python examples, against a stack of their own
 # (the debug binaries above, its own database and stream names).
 scripts/python-tests.sh

@@ -221,9 +221,10 @@ pub async fn readiness(args: &ReadinessArgs) -> Result<(), ReadinessError> {
         gating: true,
     });
 
-    // Sustained: every active chat updated once at the rate, reads alongside.
+    // Sustained: every active chat updated once at the rate, and as many
+    // reads alongside (an agent reads its memory before each answer).
     eprintln!(
-        "  readiness: {} chats at {}/s, {READERS} callers reading alongside",
+        "  readiness: {} chats at {}/s, reads at the same rate alongside",
         scale.chats, scale.rate
     );
     let records = Records::connect(&stack.database.url).await?;
@@ -232,19 +233,13 @@ pub async fn readiness(args: &ReadinessArgs) -> Result<(), ReadinessError> {
         chats: scale.chats,
         rate: Some(scale.rate),
     };
-    let readers = clients.clone();
-    let read_tag = tag.clone();
-    let reading = tokio::spawn(async move {
-        reads::read_phase(
-            &readers,
-            &read_tag,
-            scale.memories,
-            READERS,
-            scale.reads,
-            NOT_FOUND_SHARE,
-        )
-        .await
-    });
+    let reading = tokio::spawn(open_loop_reads(
+        clients.clone(),
+        tag.clone(),
+        scale.memories,
+        scale.rate,
+        scale.chats,
+    ));
     let sustained = load::send(&clients, &format!("{tag}s"), plan, deadline).await;
     let retrieval = reading
         .await
@@ -311,28 +306,55 @@ pub async fn readiness(args: &ReadinessArgs) -> Result<(), ReadinessError> {
         pass: readable_p99 <= READABLE_P99_MODEL,
         gating: false,
     });
-    let reads_p99 = {
+    rows.push(Row {
+        criterion: format!(
+            "retrieval p99 during the sustained updates (one read per update, open loop, {:.0} % NOT_FOUND)",
+            NOT_FOUND_SHARE * 100.0
+        ),
+        threshold: format!("< {}", ms(RETRIEVAL_P99_MAX)),
+        measured: format!(
+            "{} ({} reads at {}/s, {} errors; p50 {})",
+            ms(quantile(&retrieval.latency, 0.99)),
+            retrieval.latency.len(),
+            scale.rate,
+            retrieval.errors,
+            ms(quantile(&retrieval.latency, 0.5)),
+        ),
+        pass: quantile(&retrieval.latency, 0.99) < RETRIEVAL_P99_MAX && retrieval.errors == 0,
+        gating: false,
+    });
+    // Then as fast as 16 callers can read (no updates running).
+    let stress = reads::read_phase(
+        &clients,
+        &tag,
+        scale.memories,
+        READERS,
+        scale.reads,
+        NOT_FOUND_SHARE,
+    )
+    .await;
+    let stress_p99 = {
         let mut all = crate::histogram();
-        let _ = all.add(&retrieval.hits);
-        let _ = all.add(&retrieval.not_found);
+        let _ = all.add(&stress.hits);
+        let _ = all.add(&stress.not_found);
         quantile(&all, 0.99)
     };
     rows.push(Row {
         criterion: format!(
-            "retrieval p99 ({READERS} callers, {:.0} % NOT_FOUND, during the sustained updates)",
+            "retrieval p99 at saturation ({READERS} callers back to back, {:.0} % NOT_FOUND)",
             NOT_FOUND_SHARE * 100.0
         ),
         threshold: format!("< {}", ms(RETRIEVAL_P99_MAX)),
         measured: format!(
             "{} ({} reads at {:.0}/s, {} errors; hits p50 {}, NOT_FOUND p50 {})",
-            ms(reads_p99),
-            retrieval.hits.len() + retrieval.not_found.len(),
-            retrieval.per_sec(),
-            retrieval.errors,
-            ms(quantile(&retrieval.hits, 0.5)),
-            ms(quantile(&retrieval.not_found, 0.5))
+            ms(stress_p99),
+            stress.hits.len() + stress.not_found.len(),
+            stress.per_sec(),
+            stress.errors,
+            ms(quantile(&stress.hits, 0.5)),
+            ms(quantile(&stress.not_found, 0.5))
         ),
-        pass: reads_p99 < RETRIEVAL_P99_MAX && retrieval.errors == 0,
+        pass: stress_p99 < RETRIEVAL_P99_MAX && stress.errors == 0,
         gating: false,
     });
     let stored = count(&stack.database.url, "SELECT count(*) AS n FROM memories").await?;
@@ -420,6 +442,60 @@ pub async fn readiness(args: &ReadinessArgs) -> Result<(), ReadinessError> {
                 .join("; "),
         })
     }
+}
+
+/// Latencies of reads sent open loop.
+struct OpenLoopReads {
+    latency: hdrhistogram::Histogram<u64>,
+    errors: usize,
+}
+
+/// `n` reads at `rate` a second, each on its own task at its scheduled time
+/// (whatever the ones before did); every tenth asks for a chat without memory.
+async fn open_loop_reads(
+    clients: Vec<GatewayClient>,
+    tag: String,
+    memories: usize,
+    rate: f64,
+    n: usize,
+) -> OpenLoopReads {
+    let every = (1.0 / NOT_FOUND_SHARE).round().max(1.0) as usize;
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for k in 0..n {
+        let due = start + Duration::from_secs_f64(k as f64 / rate.max(0.001));
+        tokio::time::sleep_until(due.into()).await;
+        let Some(client) = clients.get(k % clients.len().max(1)) else {
+            break;
+        };
+        let mut client = client.clone();
+        let absent = k % every == every - 1;
+        let chat = if absent {
+            format!("read-{tag}-absent-open-{k}")
+        } else {
+            format!("read-{tag}-{}", (k * 7919) % memories.max(1))
+        };
+        tasks.spawn(async move {
+            let sent = Instant::now();
+            let answer = client.get_memory(get(&chat)).await;
+            let ok = match answer {
+                Ok(_) => !absent,
+                Err(s) => absent && s.code() == tonic::Code::NotFound,
+            };
+            (sent.elapsed(), ok)
+        });
+    }
+    let mut figures = OpenLoopReads {
+        latency: crate::histogram(),
+        errors: 0,
+    };
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok((latency, true)) => crate::report::record(&mut figures.latency, latency),
+            _ => figures.errors += 1,
+        }
+    }
+    figures
 }
 
 fn quantile(h: &hdrhistogram::Histogram<u64>, q: f64) -> Duration {
@@ -967,7 +1043,7 @@ fn render(
         out,
         "\n## Notes\n\n\
 - **Updates readable within 2 s** cannot pass with a model that answers in 1.5 s on average: the model call alone has a p99 of about 3.5 s at σ 0.4 (lognormal), before any queueing. Issue 10's target for a hosted model's latency is the next row. What bounds it on this machine: [docs/benchmarks.md](benchmarks.md).\n\
-- **Retrieval** is measured while the sustained updates run, on the same two cores as everything else.\n\
+- **Retrieval** is measured twice: while the sustained updates run, one read per update sent open loop (an agent reads its memory before each answer), and then by 16 callers reading back to back with nothing else running (the most the two cores serve, shared with the load generator).\n\
 - **Alerts**: a real Prometheus scrapes every service each second and evaluates `monitoring/alerts.yml` each second. The injected fault kills memory-store while reads of chats the gateway has not cached keep arriving; `ChatMemoryApiErrorRate` (server errors above 5 % for 1 minute) must fire. Other alerts' faults are unit-tested with `promtool test rules monitoring/alerts.test.yml`.\n\
 - **Faults** beyond this run (worker, memory-store, gateway, NATS and Postgres kills, with 0 lost, twice or out of order): [docs/reliability.md](reliability.md). What is and is not tested: [docs/testing.md](testing.md).\n\n\
 ## Remaining issues\n\n\
