@@ -139,6 +139,10 @@ pub async fn run(
         ),
         audit: audit.clone(),
     });
+    let jwks_watch = tokio::spawn(auth::watch_jwks(
+        gate.clone(),
+        std::time::Duration::from_secs(settings.auth.jwks_reload_secs),
+    ));
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -234,6 +238,7 @@ pub async fn run(
         )
         .await;
     health_watch.abort();
+    jwks_watch.abort();
     audit_relay.abort();
     change_feed.abort();
     served?;

@@ -10,6 +10,7 @@
 //! | `chat_memory_audit_outbox_depth` | gauge | rows in the outbox not yet in memory-store (read every 15 s) |
 //! | `chat_memory_watch_streams` | gauge | open WatchMemory streams on this gateway |
 //! | `chat_memory_read_cache_total` | counter | `result`: `hit`, `miss`, `cleared` (a skipped change event emptied the cache) |
+//! | `chat_memory_jwks_reloads_total` | counter | `result`: `changed` (new keys in force), `failed` (file unusable; the current keys kept) |
 
 use std::future::Future;
 use std::pin::Pin;
@@ -36,6 +37,7 @@ struct ApiInstruments {
     retrieval: Histogram<f64>,
     audit_rows: Counter<u64>,
     read_cache: Counter<u64>,
+    jwks_reloads: Counter<u64>,
     /// Read by the observable gauges.
     outbox_depth: Arc<AtomicU64>,
     watch_streams: Arc<AtomicU64>,
@@ -60,6 +62,10 @@ fn instruments() -> &'static ApiInstruments {
             .with_callback(move |o| o.observe(streams.load(Ordering::Relaxed), &[]))
             .build();
         ApiInstruments {
+            jwks_reloads: meter
+                .u64_counter("chat_memory_jwks_reloads")
+                .with_description("JWKS file re-reads that changed the keys, or found the file unusable")
+                .build(),
             read_cache: meter
                 .u64_counter("chat_memory_read_cache")
                 .with_description("Plain reads answered from the gateway's cache (hit) or memory-store (miss), and cache clears")
@@ -107,6 +113,13 @@ pub fn audit_outbox_depth(rows: u64) {
 pub fn read_cache(result: &'static str) {
     instruments()
         .read_cache
+        .add(1, &[KeyValue::new("result", result)]);
+}
+
+/// Counts one JWKS re-read: `changed` or `failed`.
+pub fn jwks_reload(result: &'static str) {
+    instruments()
+        .jwks_reloads
         .add(1, &[KeyValue::new("result", result)]);
 }
 

@@ -26,20 +26,29 @@ pub struct KeySet {
 impl KeySet {
     /// # Errors
     /// [`SettingsError::Invalid`] when the JWKS file is unreadable or has no RS256/ES256 key.
-    pub fn load(settings: &AuthSettings) -> Result<Self, SettingsError> {
+    /// The keys of `settings`, and the JWKS text they came from (empty for HS256).
+    pub fn load(settings: &AuthSettings) -> Result<(Self, String), SettingsError> {
         if let Some(secret) = settings.hs256_secret.as_ref().filter(|s| !s.is_empty()) {
-            return Ok(Self {
+            let keys = Self {
                 keys: vec![Key {
                     kid: None,
                     algorithm: Algorithm::HS256,
                     key: DecodingKey::from_secret(secret.expose().as_bytes()),
                 }],
-            });
+            };
+            return Ok((keys, String::new()));
         }
-        let text = std::fs::read_to_string(&settings.jwks_path).map_err(|e| {
-            SettingsError::invalid("auth.jwks_path", format!("{}: {e}", settings.jwks_path))
-        })?;
-        Self::from_jwks(&text)
+        let text = Self::read_jwks(&settings.jwks_path)?;
+        Ok((Self::from_jwks(&text)?, text))
+    }
+
+    /// The text of the JWKS file at `path`.
+    ///
+    /// # Errors
+    /// [`SettingsError::Invalid`] naming `auth.jwks_path` when it cannot be read.
+    pub fn read_jwks(path: &str) -> Result<String, SettingsError> {
+        std::fs::read_to_string(path)
+            .map_err(|e| SettingsError::invalid("auth.jwks_path", format!("{path}: {e}")))
     }
 
     /// The RS256 and ES256 (P-256) keys of a JWKS document; other keys are skipped.

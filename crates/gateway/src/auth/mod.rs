@@ -15,6 +15,7 @@ pub mod layer;
 mod tests;
 
 use std::collections::BTreeSet;
+use std::sync::{Arc, RwLock};
 
 use jsonwebtoken::{Validation, decode, decode_header};
 use serde::{Deserialize, Serialize};
@@ -77,6 +78,32 @@ impl Principal {
     }
 }
 
+/// Reads the JWKS file every `every` (`auth.jwks_reload_secs`), for key
+/// rotation without a restart; a bad file is logged and counted, and the
+/// current keys stay in force. Runs until the task is dropped.
+pub async fn watch_jwks(gate: Arc<layer::Gate>, every: std::time::Duration) {
+    if every.is_zero() {
+        return;
+    }
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        match gate.verifier.reload() {
+            Ok(true) => {
+                crate::metrics::jwks_reload("changed");
+                tracing::info!("auth.jwks_path changed: verification keys replaced");
+            }
+            Ok(false) => {}
+            Err(e) => {
+                crate::metrics::jwks_reload("failed");
+                tracing::error!(error = %e, "auth.jwks_path unusable: keeping the current keys");
+            }
+        }
+    }
+}
+
 /// Why a token was refused. Every variant is UNAUTHENTICATED; the text is for
 /// the audit row and logs (it never includes the token).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -111,6 +138,9 @@ pub struct AuthSettings {
     pub hs256_secret: Option<Secret>,
     /// JWKS file with the RS256/ES256 public keys (one of this and `hs256_secret`).
     pub jwks_path: String,
+    /// How often the JWKS file is read again, in seconds; a changed file
+    /// replaces the keys without a restart (key rotation). 0: read at start only.
+    pub jwks_reload_secs: u64,
     /// Claim that carries the tenant id.
     pub tenant_claim: String,
 }
@@ -123,6 +153,7 @@ impl Default for AuthSettings {
             leeway_secs: 30,
             hs256_secret: None,
             jwks_path: String::new(),
+            jwks_reload_secs: 30,
             tenant_claim: "tenant".into(),
         }
     }
@@ -170,6 +201,12 @@ impl AuthSettings {
                 "must be at most 300",
             ));
         }
+        if self.jwks_reload_secs > 86_400 {
+            return Err(SettingsError::invalid(
+                "auth.jwks_reload_secs",
+                "must be at most 86400 (a day); 0 reads the file at start only",
+            ));
+        }
         if self.tenant_claim.is_empty() {
             return Err(SettingsError::invalid(
                 "auth.tenant_claim",
@@ -185,12 +222,15 @@ const VERIFIED_TOKENS: usize = 10_000;
 
 /// Verifies tokens against the configured keys.
 pub struct Verifier {
-    keys: KeySet,
+    /// Replaced whole when the JWKS file changes ([`Verifier::reload`]).
+    keys: RwLock<Arc<KeySet>>,
+    /// The JWKS text the keys came from (empty with HS256).
+    jwks_text: RwLock<String>,
     settings: AuthSettings,
     /// Tokens verified before -> (their principal, `exp`): an agent service
     /// presents the same token on every call, and a signature check (RS256 in
     /// particular) costs far more than a lookup. A hit still checks expiry;
-    /// keys only change with a restart, which empties the cache.
+    /// new keys empty the cache, so a token of a removed key stops working.
     verified: quick_cache::sync::Cache<String, (Principal, u64)>,
 }
 
@@ -212,11 +252,53 @@ impl Verifier {
     /// # Errors
     /// [`SettingsError::Invalid`] when the JWKS file cannot be read or holds no usable key.
     pub fn new(settings: &AuthSettings) -> Result<Self, SettingsError> {
+        let (keys, text) = KeySet::load(settings)?;
         Ok(Self {
-            keys: KeySet::load(settings)?,
+            keys: RwLock::new(Arc::new(keys)),
+            jwks_text: RwLock::new(text),
             settings: settings.clone(),
             verified: quick_cache::sync::Cache::new(VERIFIED_TOKENS),
         })
+    }
+
+    /// Reads the JWKS file again; when it changed and holds usable keys, they
+    /// replace the current ones and the verified-token cache is emptied.
+    /// Returns whether the keys changed. With HS256 there is nothing to reload.
+    ///
+    /// # Errors
+    /// [`SettingsError::Invalid`] when the file is unreadable or holds no
+    /// usable key: the current keys stay in force.
+    pub fn reload(&self) -> Result<bool, SettingsError> {
+        if self.settings.jwks_path.is_empty() {
+            return Ok(false);
+        }
+        let text = KeySet::read_jwks(&self.settings.jwks_path)?;
+        let unchanged = self
+            .jwks_text
+            .read()
+            .map(|current| *current == text)
+            .unwrap_or(false);
+        if unchanged {
+            return Ok(false);
+        }
+        let keys = Arc::new(KeySet::from_jwks(&text)?);
+        if let Ok(mut current) = self.keys.write() {
+            *current = keys;
+        }
+        if let Ok(mut current) = self.jwks_text.write() {
+            *current = text;
+        }
+        self.verified.clear();
+        Ok(true)
+    }
+
+    fn keys(&self) -> Arc<KeySet> {
+        match self.keys.read() {
+            Ok(keys) => keys.clone(),
+            // A writer never panics while holding the lock (it only swaps an
+            // Arc); the keys inside are whole either way.
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 
     /// The principal of a bearer token.
@@ -232,7 +314,8 @@ impl Verifier {
             self.verified.remove(token);
         }
         let header = decode_header(token).map_err(|_| AuthError::Malformed)?;
-        let (key, algorithm) = self.keys.select(&header)?;
+        let keys = self.keys();
+        let (key, algorithm) = keys.select(&header)?;
         let mut validation = Validation::new(algorithm);
         validation.set_issuer(&[&self.settings.issuer]);
         validation.set_audience(&[&self.settings.audience]);

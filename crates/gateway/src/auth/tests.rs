@@ -14,13 +14,70 @@ const EC: &[u8] = include_bytes!("testdata/ec.pem");
 
 fn verifier() -> Verifier {
     Verifier {
-        keys: KeySet::from_jwks(JWKS).expect("jwks"),
+        keys: RwLock::new(Arc::new(KeySet::from_jwks(JWKS).expect("jwks"))),
+        jwks_text: RwLock::new(JWKS.to_owned()),
         settings: AuthSettings {
             jwks_path: "testdata/jwks.json".into(),
             ..AuthSettings::default()
         },
         verified: quick_cache::sync::Cache::new(16),
     }
+}
+
+/// The JWKS with only the keys whose `kid` is in `kids`.
+fn jwks_of(kids: &[&str]) -> String {
+    let mut set: serde_json::Value = serde_json::from_str(JWKS).expect("jwks");
+    if let Some(keys) = set["keys"].as_array_mut() {
+        keys.retain(|k| k["kid"].as_str().is_some_and(|kid| kids.contains(&kid)));
+    }
+    set.to_string()
+}
+
+#[test]
+fn a_changed_jwks_file_replaces_the_keys_without_a_restart_and_a_bad_one_keeps_them() {
+    let dir = std::env::temp_dir().join(format!("cm-jwks-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("jwks.json");
+    std::fs::write(&path, jwks_of(&["rsa-1"])).expect("write");
+    let v = Verifier::new(&AuthSettings {
+        jwks_path: path.display().to_string(),
+        ..AuthSettings::default()
+    })
+    .expect("verifier");
+    let rsa_token = token(
+        Algorithm::RS256,
+        Some("rsa-1"),
+        &rsa(),
+        &claims(600, "chat-memory"),
+    );
+    let ec_token = token(
+        Algorithm::ES256,
+        Some("ec-1"),
+        &ec(),
+        &claims(600, "chat-memory"),
+    );
+    assert!(v.verify(&rsa_token).is_ok());
+    assert_eq!(v.verify(&ec_token), Err(AuthError::BadSignature));
+    assert!(!v.reload().expect("unchanged"), "an unchanged file changes nothing");
+
+    // Rotation, step 1: the new key is published next to the old one.
+    std::fs::write(&path, jwks_of(&["rsa-1", "ec-1"])).expect("write");
+    assert!(v.reload().expect("reload"));
+    assert!(v.verify(&ec_token).is_ok(), "the new key verifies");
+    assert!(v.verify(&rsa_token).is_ok(), "the old key still verifies");
+
+    // A broken file (a half-written deploy) changes nothing.
+    std::fs::write(&path, "{\"keys\": [").expect("write");
+    assert!(v.reload().is_err());
+    assert!(v.verify(&rsa_token).is_ok() && v.verify(&ec_token).is_ok());
+
+    // Step 2: the old key is withdrawn; its tokens stop working at once,
+    // cached or not.
+    std::fs::write(&path, jwks_of(&["ec-1"])).expect("write");
+    assert!(v.reload().expect("reload"));
+    assert_eq!(v.verify(&rsa_token), Err(AuthError::BadSignature));
+    assert!(v.verify(&ec_token).is_ok());
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn claims(exp_offset: i64, aud: &str) -> serde_json::Value {
