@@ -48,7 +48,7 @@
 use std::future::Future;
 
 use chat_memory_proto::store::memory_store_server::MemoryStoreServer;
-use service_kit::service_auth::ServiceTokenLayer;
+use service_kit::service_auth::{AcceptedTokens, ServiceTokenLayer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
@@ -111,7 +111,10 @@ pub async fn run(
     tracing::info!(addr = ?listener.local_addr().ok(), tls = settings.tls.enabled(), "memory-store serving");
     let served = builder
         .trace_fn(service_kit::telemetry::grpc::server_span)
-        .layer(ServiceTokenLayer::new(settings.service_token.clone()))
+        .layer(ServiceTokenLayer::new(AcceptedTokens::new(
+            settings.service_token.as_ref(),
+            settings.service_token_previous.as_ref(),
+        )))
         .add_service(health_service)
         .add_service(MemoryStoreServer::new(grpc::StoreService::new(db.clone())))
         .serve_with_incoming_shutdown(

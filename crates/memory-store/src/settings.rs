@@ -20,6 +20,9 @@ pub struct Settings {
     pub database: DatabaseSettings,
     /// Bearer token every caller (gateway, worker) must present; health stays open.
     pub service_token: Option<Secret>,
+    /// Also accepted while a token rotation is under way (the old token);
+    /// remove it once every caller presents `service_token`.
+    pub service_token_previous: Option<Secret>,
     /// Serve without a service token. Only for a developer's machine: memory-store
     /// holds every tenant's data, so `validate()` refuses a missing token otherwise.
     pub insecure_no_service_token: bool,
@@ -100,6 +103,7 @@ impl Default for Settings {
             listen_addr: "127.0.0.1:50052".into(),
             database: DatabaseSettings::default(),
             service_token: None,
+            service_token_previous: None,
             insecure_no_service_token: false,
             tls: ServerTls::default(),
             expiry: ExpirySettings::default(),

@@ -4,6 +4,11 @@
 //! The server side is a tower layer in front of every gRPC service, so a new
 //! RPC is protected the day it is added; only the paths listed as open (health)
 //! pass without the token. The token is compared in constant time.
+//!
+//! Rotation without downtime: a server accepts its `service_token` and, while
+//! a rotation is under way, its `service_token_previous` ([`AcceptedTokens`]);
+//! servers are rolled to accept both, then callers to present the new one,
+//! then servers to drop the old one (runbooks/maintenance.md).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -34,19 +39,53 @@ pub fn is_authorized(token: &Secret, value: Option<&HeaderValue>) -> bool {
     bearer_token(value).is_some_and(|presented| token.matches(presented))
 }
 
-/// Requires the service token on every path except [`OPEN_PATH_PREFIXES`].
-/// With no token configured the layer lets everything through (local
-/// development); `validate()` of each service refuses that outside `dev_mode`.
+/// The tokens a server accepts: its current one and, during a rotation, the
+/// previous one. None configured: every call passes (local development only;
+/// each service's `validate()` refuses that elsewhere). Cheap to clone.
+#[derive(Clone, Default)]
+pub struct AcceptedTokens(Arc<Vec<Secret>>);
+
+impl AcceptedTokens {
+    /// `previous` counts only next to a `current` token; empty tokens are ignored.
+    pub fn new(current: Option<&Secret>, previous: Option<&Secret>) -> Self {
+        let current = current.filter(|t| !t.is_empty());
+        let previous = previous.filter(|t| !t.is_empty() && current.is_some());
+        Self(Arc::new(
+            current.into_iter().chain(previous).cloned().collect(),
+        ))
+    }
+
+    /// Whether no token is required.
+    pub fn is_open(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether the request may pass: no token required, or it presents one
+    /// of the accepted tokens (each compared in constant time, all of them).
+    pub fn admits(&self, value: Option<&HeaderValue>) -> bool {
+        if self.is_open() {
+            return true;
+        }
+        bearer_token(value).is_some_and(|presented| {
+            self.0
+                .iter()
+                .fold(false, |found, token| token.matches(presented) | found)
+        })
+    }
+}
+
+/// Requires an accepted service token on every path except
+/// [`OPEN_PATH_PREFIXES`]. With no token configured the layer lets everything
+/// through (local development); `validate()` of each service refuses that
+/// outside `dev_mode`.
 #[derive(Clone)]
 pub struct ServiceTokenLayer {
-    token: Option<Arc<Secret>>,
+    tokens: AcceptedTokens,
 }
 
 impl ServiceTokenLayer {
-    pub fn new(token: Option<Secret>) -> Self {
-        Self {
-            token: token.filter(|t| !t.is_empty()).map(Arc::new),
-        }
+    pub fn new(tokens: AcceptedTokens) -> Self {
+        Self { tokens }
     }
 }
 
@@ -56,7 +95,7 @@ impl<S> tower::Layer<S> for ServiceTokenLayer {
     fn layer(&self, inner: S) -> Self::Service {
         ServiceToken {
             inner,
-            token: self.token.clone(),
+            tokens: self.tokens.clone(),
         }
     }
 }
@@ -65,7 +104,7 @@ impl<S> tower::Layer<S> for ServiceTokenLayer {
 #[derive(Clone)]
 pub struct ServiceToken<S> {
     inner: S,
-    token: Option<Arc<Secret>>,
+    tokens: AcceptedTokens,
 }
 
 type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
@@ -89,12 +128,10 @@ where
         let open = OPEN_PATH_PREFIXES
             .iter()
             .any(|p| request.uri().path().starts_with(p));
-        let allowed = match &self.token {
-            None => true,
-            Some(token) => {
-                open || is_authorized(token, request.headers().get(http::header::AUTHORIZATION))
-            }
-        };
+        let allowed = open
+            || self
+                .tokens
+                .admits(request.headers().get(http::header::AUTHORIZATION));
         if allowed {
             Box::pin(self.inner.call(request))
         } else {
@@ -164,5 +201,24 @@ mod tests {
             let value = header.map(HeaderValue::from_static);
             assert_eq!(is_authorized(&token, value.as_ref()), want, "{header:?}");
         }
+    }
+
+    #[test]
+    fn during_a_rotation_the_current_and_the_previous_token_are_accepted() {
+        let (new, old) = (Secret::new("new-t0ken"), Secret::new("old-t0ken"));
+        let header = |t: &str| HeaderValue::from_str(&format!("Bearer {t}")).ok();
+        let both = AcceptedTokens::new(Some(&new), Some(&old));
+        assert!(both.admits(header("new-t0ken").as_ref()));
+        assert!(both.admits(header("old-t0ken").as_ref()));
+        assert!(!both.admits(header("other").as_ref()));
+        assert!(!both.admits(None));
+        let after = AcceptedTokens::new(Some(&new), None);
+        assert!(
+            !after.admits(header("old-t0ken").as_ref()),
+            "the old token is dropped"
+        );
+        // A previous token alone never opens anything, nor closes it.
+        let previous_only = AcceptedTokens::new(None, Some(&old));
+        assert!(previous_only.is_open());
     }
 }

@@ -82,9 +82,12 @@ pub async fn run_with_backend(
         .await;
 
     // Only the MCP route needs the service token; health stays open for probes.
-    let token = settings.service_token.clone().filter(|t| !t.is_empty());
+    let tokens = service_kit::service_auth::AcceptedTokens::new(
+        settings.service_token.as_ref(),
+        settings.service_token_previous.as_ref(),
+    );
     let mcp_route = axum::Router::new().nest_service(MCP_PATH, mcp).layer(
-        axum::middleware::from_fn_with_state(Arc::new(token), require_service_token),
+        axum::middleware::from_fn_with_state(tokens, require_service_token),
     );
     let app = tonic::service::Routes::new(health)
         .into_axum_router()
@@ -120,16 +123,11 @@ fn mcp_config(settings: &Settings, cancel: CancellationToken) -> StreamableHttpS
 /// constant time. Without a configured token (loopback-only agents, see
 /// `Settings::validate`) every request passes.
 async fn require_service_token(
-    axum::extract::State(token): axum::extract::State<Arc<Option<service_kit::secret::Secret>>>,
+    axum::extract::State(tokens): axum::extract::State<service_kit::service_auth::AcceptedTokens>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    let authorized = token.as_ref().as_ref().is_none_or(|t| {
-        service_kit::service_auth::is_authorized(
-            t,
-            request.headers().get(axum::http::header::AUTHORIZATION),
-        )
-    });
+    let authorized = tokens.admits(request.headers().get(axum::http::header::AUTHORIZATION));
     if authorized {
         next.run(request).await
     } else {

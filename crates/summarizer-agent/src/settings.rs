@@ -44,6 +44,9 @@ pub struct Settings {
     /// Bearer token the MCP endpoint requires (the worker's `agent.service_token`).
     /// Required unless the agent listens on loopback only; health stays open.
     pub service_token: Option<service_kit::secret::Secret>,
+    /// Also accepted while a token rotation is under way (the old token);
+    /// remove it once every worker presents `service_token`.
+    pub service_token_previous: Option<service_kit::secret::Secret>,
     /// Test-only fault injection (the reliability suite); off by default, and
     /// only in a build with the `fault-injection` feature.
     #[cfg(feature = "fault-injection")]
@@ -62,6 +65,7 @@ impl Default for Settings {
             max_attempts: 3,
             openai: OpenAiSettings::default(),
             service_token: None,
+            service_token_previous: None,
             #[cfg(feature = "fault-injection")]
             faults: crate::faults::FaultSettings::default(),
             telemetry: TelemetrySettings {

@@ -1,6 +1,7 @@
 //! Operations a platform team runs, exercised on the real binaries:
 //! `scripts/ops/backup.sh` and `scripts/ops/restore.sh` (Postgres with
-//! pg_dump / pg_restore, the JetStream streams with `chat-memory streams`).
+//! pg_dump / pg_restore, the JetStream streams with `chat-memory streams`),
+//! JWT key rotation through the JWKS file, and service-token rotation.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -8,8 +9,9 @@ use std::time::Duration;
 use sea_orm::{ConnectionTrait, Database};
 
 use chat_memory_proto::v1::JobState;
+use test_support::auth::{self, Bearer};
 use test_support::processes::{ProcessOptions, ProcessStack, bin_dir, gateway_client};
-use test_support::requests::{after_job, memory, send, update_status, user_update};
+use test_support::requests::{after_job, get, memory, send, update_status, user_update};
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -174,5 +176,175 @@ async fn a_backup_restores_applied_memories_and_the_queued_jobs_apply_once_in_or
             },
         )
         .await;
+    stack.shutdown().await;
+}
+
+/// A client of the gateway presenting `token`.
+async fn client_with(stack: &ProcessStack, token: &str) -> test_support::GatewayClient {
+    test_support::stack::gateway_client(stack.gateway_addr(), Bearer::new(token)).await
+}
+
+/// The code a read of a chat that does not exist gets: NOT_FOUND once the
+/// token is accepted, UNAUTHENTICATED while it is not.
+async fn read_code(client: &mut test_support::GatewayClient) -> tonic::Code {
+    match client.get_memory(get("ops-never-written")).await {
+        Ok(_) => tonic::Code::Ok,
+        Err(s) => s.code(),
+    }
+}
+
+/// The JWKS of the test keys with only the keys whose `kid` is in `kids`.
+fn jwks_of(kids: &[&str]) -> String {
+    let text = std::fs::read_to_string(format!("{}/jwks.json", auth::JWT_KEYS_DIR)).expect("jwks");
+    let mut set: serde_json::Value = serde_json::from_str(&text).expect("jwks json");
+    if let Some(keys) = set["keys"].as_array_mut() {
+        keys.retain(|k| k["kid"].as_str().is_some_and(|kid| kids.contains(&kid)));
+    }
+    set.to_string()
+}
+
+/// Key rotation on a running gateway (runbooks/maintenance.md): the new key is
+/// published beside the old one, then the old one withdrawn, by rewriting the
+/// JWKS file; the gateway picks each change up without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jwt_keys_rotate_by_rewriting_the_jwks_file_without_restarting_the_gateway() {
+    let dir = std::env::temp_dir().join(format!("cm-ops-jwks-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let jwks = dir.join("jwks.json");
+    std::fs::write(&jwks, jwks_of(&["rsa-1"])).expect("write");
+    let env = |k: &str, v: String| (k.to_owned(), v);
+    let stack = ProcessStack::start(ProcessOptions {
+        otlp_endpoint: None,
+        env: vec![(
+            "gateway",
+            vec![
+                env("CHAT_MEMORY__AUTH__HS256_SECRET", String::new()),
+                env("CHAT_MEMORY__AUTH__JWKS_PATH", jwks.display().to_string()),
+                env("CHAT_MEMORY__AUTH__JWKS_RELOAD_SECS", "1".to_owned()),
+            ],
+        )],
+    })
+    .await;
+    let gateway_pid = stack.pids().into_iter().find(|(n, _)| *n == "gateway");
+    let claims = auth::claims(auth::TENANT, auth::USER, &["memory:read"]);
+    let old_key = auth::sign_with_key(&claims, jsonwebtoken::Algorithm::RS256, "rsa-1", "rsa.pem");
+    let new_key = auth::sign_with_key(&claims, jsonwebtoken::Algorithm::ES256, "ec-1", "ec.pem");
+    let mut old_client = client_with(&stack, &old_key).await;
+    let mut new_client = client_with(&stack, &new_key).await;
+    assert_eq!(read_code(&mut old_client).await, tonic::Code::NotFound);
+    assert_eq!(
+        read_code(&mut new_client).await,
+        tonic::Code::Unauthenticated
+    );
+
+    // Step 1: publish the new key beside the old one.
+    std::fs::write(&jwks, jwks_of(&["rsa-1", "ec-1"])).expect("write");
+    stack
+        .wait_until("the new key to verify", Duration::from_secs(15), || {
+            let mut c = new_client.clone();
+            async move { (read_code(&mut c).await == tonic::Code::NotFound).then_some(()) }
+        })
+        .await;
+    assert_eq!(
+        read_code(&mut old_client).await,
+        tonic::Code::NotFound,
+        "old tokens still work"
+    );
+
+    // Step 2, once every issuer signs with the new key: withdraw the old one.
+    std::fs::write(&jwks, jwks_of(&["ec-1"])).expect("write");
+    stack
+        .wait_until("the old key to be withdrawn", Duration::from_secs(15), || {
+            let mut c = old_client.clone();
+            async move { (read_code(&mut c).await == tonic::Code::Unauthenticated).then_some(()) }
+        })
+        .await;
+    assert_eq!(read_code(&mut new_client).await, tonic::Code::NotFound);
+    assert_eq!(
+        stack.pids().into_iter().find(|(n, _)| *n == "gateway"),
+        gateway_pid,
+        "the gateway was never restarted"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    stack.shutdown().await;
+}
+
+/// Service-token rotation (runbooks/maintenance.md): servers accept the new
+/// and the previous token, callers switch to the new one, servers drop the
+/// old one. An update is applied end to end after each step, so no internal
+/// call was refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_service_token_rotates_in_three_rolling_steps_without_a_refused_call() {
+    const NEW: &str = "rotated-service-token-0123456789";
+    let mut stack = ProcessStack::start(ProcessOptions::default()).await;
+    let mut step = 0;
+    let mut applied_after_step = async |stack: &ProcessStack| {
+        step += 1;
+        let mut client = gateway_client(stack).await;
+        let chat = format!("ops-rotation-{step}");
+        let job = send(&mut client, user_update(&chat, "My copay is $25.")).await;
+        let read = client
+            .get_memory(after_job(&chat, &job, 10_000))
+            .await
+            .unwrap_or_else(|s| panic!("step {step}: {s:?}"))
+            .into_inner();
+        assert_eq!(
+            read.memory.map(|m| m.version),
+            Some(1),
+            "step {step}: the update was applied"
+        );
+    };
+    // 1. Servers accept both tokens (rolled one by one).
+    for server in ["memory-store", "summarizer-agent"] {
+        stack.set_env(server, "CHAT_MEMORY__SERVICE_TOKEN", NEW);
+        stack.set_env(
+            server,
+            "CHAT_MEMORY__SERVICE_TOKEN_PREVIOUS",
+            auth::SERVICE_TOKEN,
+        );
+        stack.terminate(server).await;
+        stack.spawn(server).await;
+    }
+    applied_after_step(&stack).await;
+    // 2. Callers present the new token.
+    for caller in ["gateway", "summarizer-worker"] {
+        stack.set_env(caller, "CHAT_MEMORY__STORE__SERVICE_TOKEN", NEW);
+        if caller == "summarizer-worker" {
+            stack.set_env(caller, "CHAT_MEMORY__AGENT__SERVICE_TOKEN", NEW);
+        }
+        stack.terminate(caller).await;
+        stack.spawn(caller).await;
+    }
+    applied_after_step(&stack).await;
+    // 3. Servers drop the old token.
+    for server in ["memory-store", "summarizer-agent"] {
+        stack.set_env(server, "CHAT_MEMORY__SERVICE_TOKEN_PREVIOUS", "");
+        stack.terminate(server).await;
+        stack.spawn(server).await;
+    }
+    applied_after_step(&stack).await;
+    // The old token is now refused, the new one accepted.
+    let store = stack.ports["memory-store"].grpc;
+    for (token, want) in [
+        (auth::SERVICE_TOKEN, tonic::Code::Unauthenticated),
+        (NEW, tonic::Code::NotFound),
+    ] {
+        let mut client =
+            chat_memory_proto::store::memory_store_client::MemoryStoreClient::with_interceptor(
+                tonic::transport::Endpoint::from_shared(format!("http://{store}"))
+                    .expect("endpoint")
+                    .connect_lazy(),
+                Bearer::new(token),
+            );
+        let code = client
+            .get_job(chat_memory_proto::store::GetJobRequest {
+                job_id: uuid::Uuid::now_v7().to_string(),
+                access: None,
+            })
+            .await
+            .err()
+            .map(|s| s.code());
+        assert_eq!(code, Some(want), "memory-store with token {token}");
+    }
     stack.shutdown().await;
 }
