@@ -1,5 +1,7 @@
 //! `chat-memory-migrate`: creates memory-store's database if needed and applies
 //! pending migrations. Run once per release (a Kubernetes Job), never by replicas.
+//! `status` lists them; `down --steps N` rolls back the last N (a release's
+//! rollback, after a backup).
 
 use clap::{Parser, Subcommand};
 use migration::{Migrator, MigratorTrait};
@@ -26,6 +28,12 @@ enum Command {
     Up,
     /// Print each migration and whether it is applied.
     Status,
+    /// Roll back the last `steps` applied migrations (a release's rollback:
+    /// runbooks/maintenance.md). Take a backup first (scripts/ops/backup.sh).
+    Down {
+        #[arg(long)]
+        steps: u32,
+    },
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -58,6 +66,22 @@ async fn run(cli: &Cli) -> Result<(), DbErr> {
                     "already applied"
                 };
                 println!("{}: {verb}", m.name());
+            }
+            db.close().await
+        }
+        Command::Down { steps } => {
+            if steps == 0 {
+                return Err(DbErr::Custom("down --steps must be at least 1".to_owned()));
+            }
+            let db = Database::connect(cli.database_url.as_str()).await?;
+            let applied: Vec<String> = Migrator::get_applied_migrations(&db)
+                .await?
+                .iter()
+                .map(|m| m.name().to_owned())
+                .collect();
+            Migrator::down(&db, Some(steps)).await?;
+            for name in applied.iter().rev().take(steps as usize) {
+                println!("{name}: rolled back");
             }
             db.close().await
         }

@@ -47,7 +47,8 @@ async fn partitioning_keeps_every_audit_row_and_a_rollback_keeps_them_too() {
         .await
         .expect("connect");
 
-    // The schema as of m20261206_000001 (two migrations before the last).
+    // The schema of the release before the partitioning migration
+    // (m20261206_000003; two migrations before the last).
     let all = Migrator::migrations().len();
     Migrator::up(&db, Some(u32::try_from(all - 2).expect("few migrations")))
         .await
@@ -99,6 +100,76 @@ async fn partitioning_keeps_every_audit_row_and_a_rollback_keeps_them_too() {
     assert_eq!(count(&db, "SELECT count(*) AS n FROM audit_log").await, 500);
 
     db.close().await.expect("close");
+    admin
+        .execute_unprepared(&format!("DROP DATABASE \"{name}\" WITH (FORCE)"))
+        .await
+        .expect("drop database");
+}
+
+/// Runs `chat-memory-migrate <args>` against `url`; its stdout.
+fn migrate(url: &str, args: &[&str]) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_chat-memory-migrate"))
+        .arg("--database-url")
+        .arg(url)
+        .args(args)
+        .output()
+        .expect("run chat-memory-migrate");
+    assert!(
+        output.status.success(),
+        "chat-memory-migrate {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The release rollback of runbooks/maintenance.md with the shipped command:
+/// `down --steps N` undoes the last N migrations (rows kept), `status` shows
+/// them pending, and `up` applies them again.
+#[tokio::test]
+async fn the_migrate_command_rolls_a_release_back_and_forward_with_rows_kept() {
+    let name = format!(
+        "cm_rollback_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos())
+    );
+    let url = format!("{}/{name}", server_url());
+    let up = migrate(&url, &["up"]);
+    assert!(
+        up.contains("m20261206_000004_jobs_hot_updates: applied"),
+        "{up}"
+    );
+    let db = Database::connect(url.as_str()).await.expect("connect");
+    db.execute_unprepared(
+        "INSERT INTO jobs (job_id, chat_id, stream_seq, state, attempts, message_count, \
+                           accepted_at, updated_at) \
+         SELECT gen_random_uuid(), 't/c' || i, i, 'succeeded', 1, 1, now(), now() \
+           FROM generate_series(1, 100) AS i",
+    )
+    .await
+    .expect("rows");
+
+    let down = migrate(&url, &["down", "--steps", "2"]);
+    assert!(
+        down.contains("m20261206_000004_jobs_hot_updates: rolled back"),
+        "{down}"
+    );
+    assert!(
+        down.contains("m20261206_000003_audit_partitions: rolled back"),
+        "{down}"
+    );
+    let status = migrate(&url, &["status"]);
+    assert_eq!(status.matches("Pending").count(), 2, "{status}");
+    assert_eq!(count(&db, "SELECT count(*) AS n FROM jobs").await, 100);
+
+    let again = migrate(&url, &["up"]);
+    assert_eq!(again.matches(": applied").count(), 2, "{again}");
+    assert_eq!(count(&db, "SELECT count(*) AS n FROM jobs").await, 100);
+    db.close().await.expect("close");
+    let admin = Database::connect(format!("{}/postgres", server_url()))
+        .await
+        .expect("admin");
     admin
         .execute_unprepared(&format!("DROP DATABASE \"{name}\" WITH (FORCE)"))
         .await
