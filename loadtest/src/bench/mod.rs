@@ -14,6 +14,8 @@
 //! - [`load`]: the open-loop sender and the accept latencies.
 //! - [`records`]: the jobs table: progress, accept → readable, the span.
 //! - [`usage`]: CPU seconds and peak RSS per process from `/proc`.
+//! - [`reads`]: `read-path`, the read side; [`readiness`]: the seed's
+//!   acceptance checklist at its scale, written as docs/readiness.md.
 
 mod history;
 mod load;
