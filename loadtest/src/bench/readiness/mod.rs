@@ -20,20 +20,31 @@
 //!
 //! Every figure comes from the job records (acceptance and commit time), the
 //! callers' own latencies and the Prometheus API: no status polling.
-//! `--short` is the CI form (a tenth of the scale); the full form is what the
-//! report in docs/ records.
+//!
+//! # Layout
+//! - [`isolation`]: the isolation checks.
+//! - [`prometheus`]: the run's own Prometheus and its alert queries.
+//! - [`report`]: the Markdown report.
+//!
+//! `--short` is the CI form (500 chats at 50 updates/s, small enough for debug
+//! builds); the full form is what the report in docs/ records.
 
-use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+mod isolation;
+mod prometheus;
+mod report;
+
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use sea_orm::{ConnectionTrait, Database, Statement};
 
 use chat_memory_loadtest::stand_in::{StandIn, StandInConfig};
-use chat_memory_proto::v1::{ChatMessage, GetMemoryRequest, Role, UpdateMemoryRequest};
 use test_support::GatewayClient;
-use test_support::auth::{self, Bearer};
+use test_support::auth;
 use test_support::processes::ProcessStack;
+use test_support::requests::get;
+
+use self::prometheus::{Prometheus, which};
 
 use super::load::{self, Plan};
 use super::reads;
@@ -370,7 +381,7 @@ pub async fn readiness(args: &ReadinessArgs) -> Result<(), ReadinessError> {
     });
 
     eprintln!("  readiness: isolation between tenants and users");
-    let isolation = isolation(&stack, &clients[0], &tag).await;
+    let isolation = isolation::isolation(&stack, &clients[0], &tag).await;
     rows.push(Row {
         criterion: "memory isolation between chats, users and tenants".to_owned(),
         threshold: "every check holds".to_owned(),
@@ -423,7 +434,7 @@ pub async fn readiness(args: &ReadinessArgs) -> Result<(), ReadinessError> {
     drop(prometheus);
     stack.shutdown().await;
 
-    let report = render(args, scale, started_at, &rows);
+    let report = report::render(args, scale, started_at, &rows);
     println!("{report}");
     if let Some(path) = &args.out {
         std::fs::write(path, &report).map_err(|source| ReadinessError::Write {
@@ -576,167 +587,6 @@ async fn applied_chats(url: &str, run: &str) -> Result<u64, ReadinessError> {
     .await
 }
 
-/// What the isolation checks found.
-#[derive(Default)]
-struct Isolation {
-    checks: usize,
-    failures: Vec<String>,
-}
-
-impl Isolation {
-    fn check(&mut self, what: &str, ok: bool, detail: impl FnOnce() -> String) {
-        self.checks += 1;
-        if !ok {
-            self.failures.push(format!("{what}: {}", detail()));
-        }
-    }
-
-    fn summary(&self) -> String {
-        if self.failures.is_empty() {
-            format!(
-                "{} of {} checks hold: another tenant and another user of the same tenant get NOT_FOUND (the same answer as for a chat that does not exist) for an existing chat; another tenant's update of the same public chat id lands in its own namespace and leaves the owner's memory unchanged",
-                self.checks, self.checks
-            )
-        } else {
-            format!(
-                "{} of {} checks failed: {}",
-                self.failures.len(),
-                self.checks,
-                self.failures.join("; ")
-            )
-        }
-    }
-}
-
-fn client_as(stack: &ProcessStack, tenant: &str, user: &str) -> Result<GatewayClient, String> {
-    let token = auth::mint(tenant, user, &["memory:read", "memory:write"]);
-    let channel =
-        tonic::transport::Endpoint::from_shared(format!("http://{}", stack.gateway_addr()))
-            .map_err(|e| e.to_string())?
-            .timeout(Duration::from_secs(10))
-            .connect_lazy();
-    Ok(
-        chat_memory_proto::v1::memory_service_client::MemoryServiceClient::with_interceptor(
-            channel,
-            Bearer::new(&token),
-        ),
-    )
-}
-
-fn get(chat_id: &str) -> GetMemoryRequest {
-    GetMemoryRequest {
-        chat_id: chat_id.to_owned(),
-        ..Default::default()
-    }
-}
-
-async fn isolation(stack: &ProcessStack, owner: &GatewayClient, tag: &str) -> Isolation {
-    let mut found = Isolation::default();
-    let chat = format!("read-{tag}-0");
-    let absent = format!("read-{tag}-never-written");
-    let mut owner = owner.clone();
-    let before = owner.get_memory(get(&chat)).await;
-    let before = match before {
-        Ok(r) => r.into_inner().memory,
-        Err(s) => {
-            found.check("the owner reads its chat", false, || {
-                format!("{:?}", s.code())
-            });
-            return found;
-        }
-    };
-    found.check("the owner reads its chat", before.is_some(), || {
-        "no memory".to_owned()
-    });
-    let absent_answer = owner.get_memory(get(&absent)).await.err();
-    let strangers = [
-        ("tenant-readiness-other", auth::USER),
-        (auth::TENANT, "user-readiness-other"),
-    ];
-    for (tenant, user) in strangers {
-        let who = format!("{tenant}/{user}");
-        let mut client = match client_as(stack, tenant, user) {
-            Ok(c) => c,
-            Err(e) => {
-                found.check(&who, false, || e);
-                continue;
-            }
-        };
-        let read = client.get_memory(get(&chat)).await;
-        found.check(
-            &format!("{who} reads the owner's chat"),
-            matches!(&read, Err(s) if s.code() == tonic::Code::NotFound),
-            || {
-                format!(
-                    "{:?}",
-                    read.as_ref().map(|_| "an answer").map_err(|s| s.code())
-                )
-            },
-        );
-        if let (Err(theirs), Some(missing)) = (&read, &absent_answer) {
-            found.check(
-                &format!("{who}'s NOT_FOUND is the one a missing chat gets"),
-                theirs.message() == missing.message(),
-                || format!("{:?} vs {:?}", theirs.message(), missing.message()),
-            );
-        }
-    }
-    // Another tenant writes the same public chat id: its own namespace.
-    match client_as(stack, "tenant-readiness-other", auth::USER) {
-        Ok(mut other) => {
-            let update = UpdateMemoryRequest {
-                chat_id: chat.clone(),
-                messages: vec![ChatMessage {
-                    role: Role::User as i32,
-                    content: "My plan is Kaiser Bronze 60 HMO.".to_owned(),
-                    ..Default::default()
-                }],
-                idempotency_key: format!("readiness-{tag}-other"),
-            };
-            match other.update_memory(update).await {
-                Ok(accepted) => {
-                    let job = accepted.into_inner().job_id;
-                    let theirs = other
-                        .get_memory(GetMemoryRequest {
-                            chat_id: chat.clone(),
-                            after_job_id: job,
-                            // The gateway's longest wait (validation.max_read_wait_ms).
-                            wait_ms: 10_000,
-                            ..Default::default()
-                        })
-                        .await;
-                    found.check(
-                        "the other tenant's update builds its own memory",
-                        matches!(&theirs, Ok(r) if r.get_ref().memory.as_ref().is_some_and(|m| m.version == 1)),
-                        || format!("{:?}", theirs.as_ref().map(|r| r.get_ref().memory.as_ref().map(|m| m.version)).map_err(|s| format!("{:?}: {}", s.code(), s.message()))),
-                    );
-                }
-                Err(s) => found.check("the other tenant's update is accepted", false, || {
-                    format!("{:?}: {}", s.code(), s.message())
-                }),
-            }
-        }
-        Err(e) => found.check("the other tenant's client", false, || e),
-    }
-    let after = owner
-        .get_memory(get(&chat))
-        .await
-        .ok()
-        .and_then(|r| r.into_inner().memory);
-    found.check(
-        "the owner's memory is unchanged by the other tenant's update",
-        after.is_some() && after == before,
-        || {
-            format!(
-                "version {:?} → {:?}",
-                before.as_ref().map(|m| m.version),
-                after.as_ref().map(|m| m.version)
-            )
-        },
-    );
-    found
-}
-
 /// Time until a read of a stored memory succeeds again.
 async fn recovered(client: &GatewayClient, tag: &str, within: Duration) -> Option<Duration> {
     let started = Instant::now();
@@ -754,332 +604,4 @@ async fn recovered(client: &GatewayClient, tag: &str, within: Duration) -> Optio
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     None
-}
-
-fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|d| d.join(name))
-        .find(|p| p.exists())
-}
-
-/// A Prometheus of the run's own: scrapes every service each second and
-/// evaluates `monitoring/alerts.yml` each second.
-struct Prometheus {
-    _child: tokio::process::Child,
-    base: String,
-    http: reqwest::Client,
-    targets: usize,
-}
-
-impl Prometheus {
-    async fn start(bin: &Path, stack: &ProcessStack) -> Result<Self, ReadinessError> {
-        let err = |what: &str, e: &dyn std::fmt::Display| {
-            ReadinessError::Prometheus(format!("{what}: {e}"))
-        };
-        let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../monitoring/alerts.yml");
-        let rules = rules
-            .canonicalize()
-            .map_err(|e| err(&format!("alert rules {}", rules.display()), &e))?;
-        let dir = stack.log_dir.join("prometheus");
-        std::fs::create_dir_all(&dir).map_err(|e| err("directory", &e))?;
-        let targets: Vec<String> = stack
-            .ports
-            .values()
-            .map(|p| format!("'{}'", p.metrics))
-            .collect();
-        let config = format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - '{}'\nscrape_configs:\n  - job_name: chat-memory\n    static_configs:\n      - targets: [{}]\n",
-            rules.display(),
-            targets.join(", ")
-        );
-        std::fs::write(dir.join("prometheus.yml"), config).map_err(|e| err("config", &e))?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| err("port", &e))?
-            .port();
-        let log = std::fs::File::create(dir.join("prometheus.log")).map_err(|e| err("log", &e))?;
-        let child = tokio::process::Command::new(bin)
-            .arg(format!(
-                "--config.file={}",
-                dir.join("prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| err("start", &e))?;
-        let prometheus = Self {
-            _child: child,
-            base: format!("http://127.0.0.1:{port}"),
-            http: reqwest::Client::new(),
-            targets: targets.len(),
-        };
-        // Every target scraped and up before the run starts.
-        let started = Instant::now();
-        loop {
-            let up = prometheus
-                .query("count(up == 1)")
-                .await
-                .ok()
-                .and_then(|v| {
-                    v["data"]["result"][0]["value"][1]
-                        .as_str()
-                        .map(str::to_owned)
-                })
-                .and_then(|s| s.parse::<usize>().ok());
-            if up == Some(prometheus.targets) {
-                return Ok(prometheus);
-            }
-            if started.elapsed() > Duration::from_secs(60) {
-                return Err(ReadinessError::Prometheus(format!(
-                    "{:?} of {} targets up after 60 s (see {})",
-                    up,
-                    prometheus.targets,
-                    dir.join("prometheus.log").display()
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    }
-
-    async fn get(
-        &self,
-        path: &str,
-        query: &[(&str, &str)],
-    ) -> Result<serde_json::Value, ReadinessError> {
-        let url = reqwest::Url::parse_with_params(&format!("{}{path}", self.base), query)
-            .map_err(|e| ReadinessError::Prometheus(format!("{path}: {e}")))?;
-        self.http
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| ReadinessError::Prometheus(format!("{path}: {e}")))?
-            .json()
-            .await
-            .map_err(|e| ReadinessError::Prometheus(format!("{path}: {e}")))
-    }
-
-    async fn query(&self, q: &str) -> Result<serde_json::Value, ReadinessError> {
-        self.get("/api/v1/query", &[("query", q)]).await
-    }
-
-    /// Alerting rules loaded.
-    async fn rules(&self) -> Result<usize, ReadinessError> {
-        let v = self.get("/api/v1/rules", &[("type", "alert")]).await?;
-        Ok(v["data"]["groups"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|g| g["rules"].as_array().map_or(0, Vec::len))
-            .sum())
-    }
-
-    /// Alerts pending or firing, as `name (state)`.
-    async fn active(&self) -> Result<Vec<(String, String)>, ReadinessError> {
-        let v = self.get("/api/v1/alerts", &[]).await?;
-        Ok(v["data"]["alerts"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|a| {
-                (
-                    a["labels"]["alertname"].as_str().unwrap_or("?").to_owned(),
-                    a["state"].as_str().unwrap_or("?").to_owned(),
-                )
-            })
-            .collect())
-    }
-
-    /// The alerts active after the healthy run, once the rules have been
-    /// evaluated on fresh scrapes (a few evaluation intervals).
-    async fn quiet_check(&self) -> Result<Vec<String>, ReadinessError> {
-        if self.rules().await? == 0 {
-            return Err(ReadinessError::Prometheus(
-                "no alerting rules loaded".to_owned(),
-            ));
-        }
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        Ok(self
-            .active()
-            .await?
-            .into_iter()
-            .map(|(name, state)| format!("{name} ({state})"))
-            .collect())
-    }
-
-    /// Sends reads that need memory-store (chats never read before) from
-    /// [`FAULT_CALLERS`] callers until `alert` fires or `within` passes;
-    /// returns when it fired. The callers are many so that errors soon
-    /// outweigh the healthy run's calls in the alert's 10-minute window.
-    async fn fire_under_errors(
-        &self,
-        client: &GatewayClient,
-        tag: &str,
-        alert: &str,
-        within: Duration,
-    ) -> Result<Option<Duration>, ReadinessError> {
-        let started = Instant::now();
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let callers: Vec<_> = (0..FAULT_CALLERS)
-            .map(|c| {
-                let (mut client, stop, tag) = (client.clone(), stop.clone(), tag.to_owned());
-                tokio::spawn(async move {
-                    let mut n = 0usize;
-                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        n += 1;
-                        let chat = format!("read-{tag}-fault-{c}-{n}");
-                        if client.get_memory(get(&chat)).await.is_ok() {
-                            tokio::time::sleep(Duration::from_millis(10)).await;
-                        }
-                    }
-                })
-            })
-            .collect();
-        let mut fired = None;
-        while started.elapsed() < within {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            let firing = self
-                .active()
-                .await?
-                .into_iter()
-                .any(|(name, state)| name == alert && state == "firing");
-            if firing {
-                fired = Some(started.elapsed());
-                break;
-            }
-        }
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        for caller in callers {
-            let _ = caller.await;
-        }
-        Ok(fired)
-    }
-}
-
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".to_owned());
-    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
-    let mem_gib = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
-    format!("{cores} cores ({cpu}), {mem_gib:.0} GiB")
-}
-
-fn commit() -> String {
-    std::process::Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map_or_else(
-            || "unknown".to_owned(),
-            |o| String::from_utf8_lossy(&o.stdout).trim().to_owned(),
-        )
-}
-
-fn render(
-    args: &ReadinessArgs,
-    scale: Scale,
-    started_at: chrono::DateTime<chrono::Utc>,
-    rows: &[Row],
-) -> String {
-    let mut out = String::new();
-    let failed: Vec<&Row> = rows.iter().filter(|r| !r.pass).collect();
-    let _ = writeln!(out, "# Readiness report\n");
-    let _ = writeln!(
-        out,
-        "Generated by `chat-memory-bench readiness{}` (crate `loadtest`, `src/bench/readiness.rs`); do not edit by hand: run it again.\n",
-        if args.short { " --short" } else { "" }
-    );
-    let _ = writeln!(
-        out,
-        "- **Date**: {} (UTC)",
-        started_at.format("%Y-%m-%d %H:%M")
-    );
-    let _ = writeln!(out, "- **Commit**: `{}`", commit());
-    let _ = writeln!(
-        out,
-        "- **Machine**: {}; every service, Postgres, NATS, Prometheus, the load generator and the stand-in model on it",
-        machine()
-    );
-    let _ = writeln!(
-        out,
-        "- **Form**: {} ({} active chats, {} concurrent updates, {} stored memories, {} updates/s); stand-in model {} ms mean, lognormal σ 0.4, {:.0} % of calls answered HTTP 500; {} model calls in flight at most",
-        if args.short {
-            "short (CI)"
-        } else {
-            "full (the seed's scale)"
-        },
-        scale.chats,
-        scale.burst,
-        scale.memories,
-        scale.rate,
-        args.model_latency_mean_ms,
-        args.model_error_rate * 100.0,
-        args.model_concurrency.unwrap_or(scale.model_concurrency)
-    );
-    let _ = writeln!(
-        out,
-        "- **Recommendation**: {}\n",
-        if failed.is_empty() {
-            "**GO**: every criterion passed.".to_owned()
-        } else {
-            format!(
-                "**NO-GO** at the seed's letter: {} of {} criteria failed ({}). See the notes below for what bounds each.",
-                failed.len(),
-                rows.len(),
-                failed
-                    .iter()
-                    .map(|r| r.criterion.as_str())
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            )
-        }
-    );
-    let _ = writeln!(out, "| criterion | threshold | measured | result |");
-    let _ = writeln!(out, "|---|---|---|---|");
-    for r in rows {
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {} |",
-            r.criterion,
-            r.threshold,
-            r.measured,
-            if r.pass { "pass" } else { "**fail**" }
-        );
-    }
-    let _ = writeln!(
-        out,
-        "\n## Notes\n\n\
-- **Updates readable within 2 s** cannot pass with a model that answers in 1.5 s on average: the model call alone has a p99 of about 3.5 s at σ 0.4 (lognormal), before any queueing. Issue 10's target for a hosted model's latency is the next row. What bounds it on this machine: [docs/benchmarks.md](benchmarks.md).\n\
-- **Saturation**: the sustained phase's row gives the machine's CPU use from the first update to the last applied. Near 100 %, the latency rows measure queueing for the two cores that every service, Postgres, NATS, Prometheus, the load generator and the stand-in share: about 6 ms of CPU per update (docs/benchmarks.md) × 333 updates/s is the whole machine, before the reads and the retries of the failed model calls.
-- **Retrieval** is measured twice: while the sustained updates run, one read per update sent open loop (an agent reads its memory before each answer), and then by 16 callers reading back to back with nothing else running (the most the two cores serve, shared with the load generator).\n\
-- **Alerts**: a real Prometheus scrapes every service each second and evaluates `monitoring/alerts.yml` each second. The injected fault kills memory-store while reads of chats the gateway has not cached keep arriving; `ChatMemoryApiErrorRate` (server errors above 5 % for 1 minute) must fire. Other alerts' faults are unit-tested with `promtool test rules monitoring/alerts.test.yml`.\n\
-- **Faults** beyond this run (worker, memory-store, gateway, NATS and Postgres kills, with 0 lost, twice or out of order): [docs/reliability.md](reliability.md). What is and is not tested: [docs/testing.md](testing.md).\n\n\
-## Remaining issues\n\n\
-Every known debt, its impact and plan: [DEBT.md](../DEBT.md). The criteria failed above, and the open issues' targets missed (update-path CPU and accept latency at full load, read throughput against a bare unary call), are recorded there with the figures that show them."
-    );
-    out
 }
