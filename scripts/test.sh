@@ -10,6 +10,8 @@ scripts/services.sh --with-prometheus
 
 echo "[test] alert rules: promtool test rules monitoring/alerts.test.yml" >&2
 promtool check rules monitoring/alerts.yml >/dev/null
+# docker-compose.yml's observability profile: its Prometheus configuration, rules included.
+promtool check config monitoring/prometheus.yml >/dev/null
 promtool test rules monitoring/alerts.test.yml
 
 # The Kubernetes manifests render (when kubectl is here; the settings files they

@@ -385,6 +385,9 @@ fn deployment_env(root: &std::path::Path, service: &str) -> Vec<(String, String)
         .map(|name| {
             let value = if name.ends_with("DATABASE__URL") {
                 "postgres://chat_memory:pw@postgres:5432/chat_memory".to_owned()
+            } else if name.ends_with("OTLP_ENDPOINT") {
+                // docker-compose.yml's default: no export without its observability profile.
+                String::new()
             } else {
                 "placeholder-secret-0123456789abcdef0123456789".to_owned()
             };
@@ -439,6 +442,50 @@ fn deployment_settings_files_load_in_every_service() {
         println!(
             "{service}: k8s/config/{service}.toml + {} secret variables: ok",
             env.len()
+        );
+    }
+}
+
+/// docker-compose.yml's `observability` profile mounts files that exist, and
+/// the dashboard it provisions is valid JSON (`promtool check config
+/// monitoring/prometheus.yml` in scripts/test.sh checks the Prometheus side).
+#[test]
+fn the_observability_profile_mounts_files_that_exist() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let compose = std::fs::read_to_string(root.join("docker-compose.yml")).expect("compose");
+    let mounts: Vec<&str> = compose
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- ./monitoring/"))
+        .filter_map(|l| l.split(':').next())
+        .collect();
+    assert!(mounts.len() >= 5, "the profile's mounts: {mounts:?}");
+    for mount in &mounts {
+        assert!(
+            root.join("monitoring").join(mount).exists(),
+            "docker-compose.yml mounts monitoring/{mount}, which does not exist"
+        );
+    }
+    let dashboard =
+        std::fs::read_to_string(root.join("monitoring/grafana-dashboard.json")).expect("dashboard");
+    let dashboard: serde_json::Value = serde_json::from_str(&dashboard).expect("dashboard JSON");
+    assert!(
+        dashboard["panels"]
+            .as_array()
+            .is_some_and(|p| !p.is_empty())
+    );
+    for service in [
+        "memory-store",
+        "summarizer-agent",
+        "summarizer-worker",
+        "gateway",
+        "chat-memory-mcp",
+    ] {
+        let config =
+            std::fs::read_to_string(root.join("k8s/config").join(format!("{service}.toml")))
+                .expect("config");
+        assert!(
+            config.contains("otlp_endpoint = \"http://otel-collector:4317\""),
+            "{service} exports to k8s/otel-collector.yaml"
         );
     }
 }

@@ -36,7 +36,7 @@ pub struct TelemetrySettings {
     pub log_filter: String,
     /// `json` (default, for machines) or `pretty` (for people at a terminal).
     pub log_format: LogFormat,
-    /// OTLP/gRPC collector endpoint, e.g. `http://otel-collector:4317`; none: no export.
+    /// OTLP/gRPC collector endpoint, e.g. `http://otel-collector:4317`; none or empty: no export.
     pub otlp_endpoint: Option<String>,
     /// How often metrics are pushed over OTLP.
     pub otlp_metrics_interval_ms: u64,
@@ -120,7 +120,10 @@ pub fn init(service_name: &'static str, settings: &TelemetrySettings) -> Telemet
 
     let mut tracer_builder = SdkTracerProvider::builder().with_resource(resource.clone());
     let mut meter_builder = SdkMeterProvider::builder().with_resource(resource);
-    if let Some(endpoint) = &settings.otlp_endpoint {
+    // An empty endpoint is none (`CHAT_MEMORY__TELEMETRY__OTLP_ENDPOINT=` in a
+    // compose file that exports only with its observability profile).
+    let otlp_endpoint = settings.otlp_endpoint.as_deref().filter(|e| !e.is_empty());
+    if let Some(endpoint) = otlp_endpoint {
         match otlp_exporters(endpoint) {
             Ok((spans, metrics)) => {
                 tracer_builder = tracer_builder.with_batch_exporter(spans);
@@ -169,10 +172,7 @@ pub fn init(service_name: &'static str, settings: &TelemetrySettings) -> Telemet
         .with(fmt_layer)
         .try_init();
     if installed.is_ok() {
-        tracing::info!(
-            otlp = settings.otlp_endpoint.is_some(),
-            "telemetry initialised"
-        );
+        tracing::info!(otlp = otlp_endpoint.is_some(), "telemetry initialised");
     }
     TelemetryGuard {
         tracer_provider,
