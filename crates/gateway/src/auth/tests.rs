@@ -58,7 +58,10 @@ fn a_changed_jwks_file_replaces_the_keys_without_a_restart_and_a_bad_one_keeps_t
     );
     assert!(v.verify(&rsa_token).is_ok());
     assert_eq!(v.verify(&ec_token), Err(AuthError::BadSignature));
-    assert!(!v.reload().expect("unchanged"), "an unchanged file changes nothing");
+    assert!(
+        !v.reload().expect("unchanged"),
+        "an unchanged file changes nothing"
+    );
 
     // Rotation, step 1: the new key is published next to the old one.
     std::fs::write(&path, jwks_of(&["rsa-1", "ec-1"])).expect("write");
