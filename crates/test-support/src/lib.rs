@@ -31,25 +31,11 @@ pub mod wait;
 
 pub use stack::{GatewayClient, StackOptions, StoreClient, TestStack};
 
-/// Postgres server the tests use; override with `CHAT_MEMORY_TEST_PG`.
-pub fn pg_server_url() -> String {
-    std::env::var("CHAT_MEMORY_TEST_PG")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
-}
+pub use test_db::{pg_server_url, unique_suffix};
 
 /// NATS server the tests use; override with `CHAT_MEMORY_TEST_NATS`.
 pub fn nats_url() -> String {
     std::env::var("CHAT_MEMORY_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
-}
-
-/// A name unique to this test: `<unix seconds>_<random>`; the time lets a later
-/// run sweep what a crashed run left behind.
-pub fn unique_suffix() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    format!("{secs}_{:08x}", rand::random::<u32>())
 }
 
 /// `max_bytes` of every test stream: JetStream reserves a stream's limit from the

@@ -95,7 +95,7 @@ impl ProcessStack {
                 path.display()
             );
         }
-        let database = TestDatabase::create().await;
+        let database = crate::database::create().await;
         let suffix = crate::unique_suffix();
         let stream = format!("CMP_{suffix}");
         let subject_prefix = format!("cmp.{suffix}");

@@ -158,7 +158,7 @@ impl TestStack {
     /// # Panics
     /// When Postgres or NATS is unreachable, or a service fails to start.
     pub async fn start_with(opts: StackOptions) -> Self {
-        let database = TestDatabase::create().await;
+        let database = crate::database::create().await;
         let suffix = crate::unique_suffix();
         let queue = QueueSettings {
             url: crate::nats_url(),

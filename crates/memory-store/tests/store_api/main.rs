@@ -9,8 +9,8 @@
 //! - [`retention`]: audit days dropped and ended job records purged, both audited.
 //! - [`startup`]: health, and failing fast on a missing or unmigrated database.
 //!
-//! The harness ([`TestDb`], [`TestStore`], request builders) is here; the modules
-//! are one test binary.
+//! The harness ([`TestStore`] over a `test_db::TestDatabase`, request builders)
+//! is here; the modules are one test binary.
 
 mod batches;
 mod commits;
@@ -19,7 +19,7 @@ mod jobs;
 mod retention;
 mod startup;
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use chat_memory_proto::{
     store::{
@@ -30,8 +30,7 @@ use chat_memory_proto::{
     v1::{JobState, TokenCounts},
 };
 use memory_store::{Settings, StoreError, settings::DatabaseSettings};
-use migration::{Migrator, MigratorTrait};
-use sea_orm::{ConnectionTrait, Database};
+use test_db::TestDatabase;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tonic::{Code, transport::Channel};
 use tonic_health::pb::{
@@ -40,92 +39,23 @@ use tonic_health::pb::{
 
 // ---------------------------------------------------------------- helpers
 
-/// Postgres server URL (no database), from `CHAT_MEMORY_TEST_PG` or the local default.
-fn server_url() -> String {
-    let url = std::env::var("CHAT_MEMORY_TEST_PG")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
-    // Keep `scheme://authority`, drop any database path.
-    let authority_start = url.find("://").map_or(0, |i| i + 3);
-    match url[authority_start..].find('/') {
-        Some(slash) => url[..authority_start + slash].to_owned(),
-        None => url,
-    }
-}
-
-/// A database named `cm_store_<unix_secs>_<random>`, dropped (forcefully) on drop.
-struct TestDb {
-    name: String,
-    url: String,
-}
-
-impl TestDb {
-    async fn create(migrate: bool) -> Self {
-        let secs = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let name = format!("cm_store_{secs}_{:08x}", rand::random::<u32>());
-        let admin = Database::connect(format!("{}/postgres", server_url()))
-            .await
-            .expect("connect to postgres db");
-        admin
-            .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
-            .await
-            .expect("create test database");
-        admin.close().await.expect("close admin");
-        let url = format!("{}/{name}", server_url());
-        if migrate {
-            let db = Database::connect(url.as_str())
-                .await
-                .expect("connect to test database");
-            Migrator::up(&db, None).await.expect("migrate");
-            db.close().await.expect("close");
-        }
-        Self { name, url }
-    }
-
-    fn settings(&self) -> Settings {
-        Settings {
-            database: DatabaseSettings {
-                url: self.url.clone(),
-                max_connections: 10,
-                min_connections: 1,
-                connect_timeout_ms: 2000,
-                acquire_timeout_ms: 2000,
-            },
-            // Tests run retention passes themselves (`retention::sweep_once`).
-            retention: memory_store::settings::RetentionSettings {
-                audit_days: 0,
-                job_days: 0,
-                ..Default::default()
-            },
-            ..Settings::default()
-        }
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        // Drop runs outside async context guarantees: use a private runtime on its own thread.
-        let dropped = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            rt.block_on(async {
-                let admin = Database::connect(format!("{}/postgres", server_url()))
-                    .await
-                    .ok()?;
-                let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-                let result = admin.execute_unprepared(&sql).await;
-                let _ = admin.close().await;
-                result.ok()
-            })
-        })
-        .join();
-        if !matches!(dropped, Ok(Some(_))) {
-            eprintln!("warning: test database {} was not dropped", self.name);
-        }
+/// memory-store's settings for `db` (tests run retention passes themselves,
+/// `retention::sweep_once`).
+fn settings(db: &TestDatabase) -> Settings {
+    Settings {
+        database: DatabaseSettings {
+            url: db.url.clone(),
+            max_connections: 10,
+            min_connections: 1,
+            connect_timeout_ms: 2000,
+            acquire_timeout_ms: 2000,
+        },
+        retention: memory_store::settings::RetentionSettings {
+            audit_days: 0,
+            job_days: 0,
+            ..Default::default()
+        },
+        ..Settings::default()
     }
 }
 
@@ -136,16 +66,16 @@ struct TestStore {
     shutdown: Option<oneshot::Sender<()>>,
     server: JoinHandle<Result<(), StoreError>>,
     // Last field: dropped after the server was told to stop.
-    _db: TestDb,
+    _db: TestDatabase,
 }
 
 impl TestStore {
     async fn start() -> Self {
-        let db = TestDb::create(true).await;
+        let db = TestDatabase::create().await;
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
         let addr = listener.local_addr().expect("local addr");
         let (tx, rx) = oneshot::channel::<()>();
-        let server = tokio::spawn(memory_store::run(db.settings(), listener, async {
+        let server = tokio::spawn(memory_store::run(settings(&db), listener, async {
             let _ = rx.await;
         }));
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))

@@ -51,12 +51,12 @@ async fn run_with_an_unreachable_database_fails_fast_with_database_unavailable()
 
 #[tokio::test]
 async fn run_against_an_unmigrated_database_is_schema_not_migrated() {
-    let db = TestDb::create(false).await;
+    let db = TestDatabase::create_empty().await;
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
 
     let result = tokio::time::timeout(
         Duration::from_secs(10),
-        memory_store::run(db.settings(), listener, std::future::pending()),
+        memory_store::run(settings(&db), listener, std::future::pending()),
     )
     .await
     .expect("run gives up by itself");
