@@ -16,8 +16,9 @@ use rmcp::{
 use serde_json::{Value, json};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 
-use chat_memory_proto::v1::{GetMemoryRequest, QueryAuditRequest};
+use chat_memory_proto::v1::QueryAuditRequest;
 use mcp_front::{FrontError, settings::Settings};
+use test_support::requests::get;
 use test_support::{StackOptions, TestStack, auth};
 
 const READ_WRITE: &[&str] = &["memory:read", "memory:write"];
@@ -293,10 +294,7 @@ async fn messages_added_through_mcp_are_read_back_once_their_job_is_applied() {
     // The same memory, the same chat, through the gRPC API with the same identity.
     let mut grpc = stack.gateway().await;
     let direct = grpc
-        .get_memory(GetMemoryRequest {
-            chat_id: chat.clone(),
-            ..GetMemoryRequest::default()
-        })
+        .get_memory(get(&chat))
         .await
         .unwrap_or_else(|s| panic!("GetMemory: {s:?}"))
         .into_inner();
@@ -363,14 +361,7 @@ async fn a_request_without_a_bearer_token_is_refused_with_401_before_any_tool_ru
     assert!(refused.contains("Auth required"), "{refused}");
 
     // Nothing reached the gateway: the chat does not exist for anyone.
-    let read = stack
-        .gateway()
-        .await
-        .get_memory(GetMemoryRequest {
-            chat_id: chat,
-            ..GetMemoryRequest::default()
-        })
-        .await;
+    let read = stack.gateway().await.get_memory(get(&chat)).await;
     assert_eq!(read.err().map(|s| s.code()), Some(tonic::Code::NotFound));
 
     front.stop().await;
