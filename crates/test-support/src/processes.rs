@@ -75,9 +75,26 @@ pub fn bin_dir() -> PathBuf {
         .unwrap_or_else(|| panic!("no target dir above {}", exe.display()))
 }
 
-fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
-    l.local_addr().unwrap_or_else(|e| panic!("addr: {e}"))
+/// Ports a child process is told to listen on come from below Linux's
+/// ephemeral range (32768-60999): a port the kernel hands out as `:0` can be
+/// taken by an outgoing connection's local end between this probe and the
+/// child's bind ("Address already in use"); these are never handed out that way.
+const CHILD_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A free local address for a child process to bind (see [`CHILD_PORTS`]).
+///
+/// # Panics
+/// When no port of the range can be bound (hundreds of tries).
+pub fn free_addr() -> SocketAddr {
+    for _ in 0..500 {
+        let port = rand::random_range(CHILD_PORTS);
+        if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return listener
+                .local_addr()
+                .unwrap_or_else(|e| panic!("addr: {e}"));
+        }
+    }
+    panic!("no free port in {CHILD_PORTS:?}")
 }
 
 impl ProcessStack {

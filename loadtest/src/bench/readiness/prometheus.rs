@@ -50,10 +50,7 @@ impl Prometheus {
             targets.join(", ")
         );
         std::fs::write(dir.join("prometheus.yml"), config).map_err(|e| err("config", &e))?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| err("port", &e))?
-            .port();
+        let port = test_support::processes::free_addr().port();
         let log = std::fs::File::create(dir.join("prometheus.log")).map_err(|e| err("log", &e))?;
         let child = tokio::process::Command::new(bin)
             .arg(format!(
