@@ -6,17 +6,7 @@ use migration::{Migrator, MigratorTrait};
 use sea_orm_migration::sea_orm::{
     ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement,
 };
-
-/// Postgres server URL (no database), from `CHAT_MEMORY_TEST_PG` or the local default.
-fn server_url() -> String {
-    let url = std::env::var("CHAT_MEMORY_TEST_PG")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
-    let start = url.find("://").map_or(0, |i| i + 3);
-    match url[start..].find('/') {
-        Some(slash) => url[..start + slash].to_owned(),
-        None => url,
-    }
-}
+use test_db::TestDatabase;
 
 async fn count(db: &DatabaseConnection, sql: &str) -> i64 {
     db.query_one_raw(Statement::from_string(DbBackend::Postgres, sql))
@@ -29,21 +19,8 @@ async fn count(db: &DatabaseConnection, sql: &str) -> i64 {
 
 #[tokio::test]
 async fn partitioning_keeps_every_audit_row_and_a_rollback_keeps_them_too() {
-    let name = format!(
-        "cm_migrate_{}_{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos())
-    );
-    let admin = Database::connect(format!("{}/postgres", server_url()))
-        .await
-        .expect("Postgres must be reachable (scripts/services.sh)");
-    admin
-        .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
-        .await
-        .expect("create database");
-    let db = Database::connect(format!("{}/{name}", server_url()))
+    let database = TestDatabase::create_empty().await;
+    let db = Database::connect(database.url.as_str())
         .await
         .expect("connect");
 
@@ -100,10 +77,7 @@ async fn partitioning_keeps_every_audit_row_and_a_rollback_keeps_them_too() {
     assert_eq!(count(&db, "SELECT count(*) AS n FROM audit_log").await, 500);
 
     db.close().await.expect("close");
-    admin
-        .execute_unprepared(&format!("DROP DATABASE \"{name}\" WITH (FORCE)"))
-        .await
-        .expect("drop database");
+    database.drop_now().await;
 }
 
 /// Runs `chat-memory-migrate <args>` against `url`; its stdout.
@@ -127,14 +101,8 @@ fn migrate(url: &str, args: &[&str]) -> String {
 /// them pending, and `up` applies them again.
 #[tokio::test]
 async fn the_migrate_command_rolls_a_release_back_and_forward_with_rows_kept() {
-    let name = format!(
-        "cm_rollback_{}_{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos())
-    );
-    let url = format!("{}/{name}", server_url());
+    let database = TestDatabase::create_empty().await;
+    let url = database.url.clone();
     let up = migrate(&url, &["up"]);
     assert!(
         up.contains("m20261206_000004_jobs_hot_updates: applied"),
@@ -167,11 +135,5 @@ async fn the_migrate_command_rolls_a_release_back_and_forward_with_rows_kept() {
     assert_eq!(again.matches(": applied").count(), 2, "{again}");
     assert_eq!(count(&db, "SELECT count(*) AS n FROM jobs").await, 100);
     db.close().await.expect("close");
-    let admin = Database::connect(format!("{}/postgres", server_url()))
-        .await
-        .expect("admin");
-    admin
-        .execute_unprepared(&format!("DROP DATABASE \"{name}\" WITH (FORCE)"))
-        .await
-        .expect("drop database");
+    database.drop_now().await;
 }

@@ -1,8 +1,8 @@
 //! One Postgres database per test: created (and migrated) on the server of
 //! `CHAT_MEMORY_TEST_PG` (default `postgres://postgres@127.0.0.1:5432`),
 //! dropped when the test ends, and swept two hours later if a crashed run left
-//! it behind. memory-store's API tests use it directly; test-support's stacks
-//! through their own start-up.
+//! it behind. memory-store's API tests and the migration tests use it directly;
+//! test-support's stacks through their own start-up.
 //!
 //! # Layout
 //! - [`TestDatabase`]: the database; [`pg_server_url`], [`unique_suffix`].

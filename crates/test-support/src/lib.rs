@@ -8,12 +8,13 @@
 //!
 //! # Layout
 //! - [`auth`]: the stack's credentials and token minting for any tenant/user/scopes.
-//! - [`database`]: per-test databases (create, migrate, drop, sweep leftovers).
+//! - [`database`]: per-test databases (`test_db`), after sweeping stale test streams.
 //! - [`stack`]: the services, their addresses, and killing / adding workers.
 //! - [`gate`]: an agent backend wrapper that holds calls, to kill a worker mid-job.
 //! - [`switch`]: an agent backend wrapper that can be switched down, to stage an outage.
 //! - [`processes`]: the stack as real OS processes (traces across processes, SIGKILL).
 //! - [`otlp`]: an OTLP receiver collecting the spans services export.
+//! - [`prometheus`]: a real Prometheus scraping a process stack, with alert rules.
 //! - [`pki`]: a throwaway CA and certificates for TLS tests.
 //! - [`requests`]: request builders the tests share, and `send` / `memory`.
 //! - [`wait`]: waiting for a condition with a deadline.
@@ -24,6 +25,7 @@ pub mod gate;
 pub mod otlp;
 pub mod pki;
 pub mod processes;
+pub mod prometheus;
 pub mod requests;
 pub mod stack;
 pub mod switch;

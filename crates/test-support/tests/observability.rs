@@ -9,6 +9,7 @@ use std::time::Duration;
 use chat_memory_proto::v1::{QueryAuditRequest, UpdateMemoryRequest};
 use test_support::otlp::{OtlpReceiver, ReceivedSpan};
 use test_support::processes::{ProcessOptions, ProcessStack};
+use test_support::prometheus::Prometheus;
 use test_support::requests::{assistant, get, update, user};
 
 /// An update of `chat_id`: the user's `text` and a guess of the assistant's.
@@ -227,56 +228,12 @@ async fn one_update_produces_one_trace_across_every_service() {
     stack.shutdown().await;
 }
 
-async fn prom_query(client: &reqwest::Client, base: &str, query: &str) -> Option<usize> {
-    let body: serde_json::Value = client
-        .get(format!("{base}/api/v1/query"))
-        .query(&[("query", query)])
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
-    let n = body["data"]["result"].as_array()?.len();
-    (n > 0).then_some(n)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_real_prometheus_scrapes_every_metric_the_alerts_use() {
-    let prometheus = which("prometheus");
     let stack = ProcessStack::start(ProcessOptions::default()).await;
-    let dir = stack.log_dir.join("prometheus");
-    std::fs::create_dir_all(&dir).expect("dir");
-    let targets: Vec<String> = stack
-        .ports
-        .values()
-        .map(|p| format!("'{}'", p.metrics))
-        .collect();
-    let config = format!(
-        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: chat-memory\n    static_configs:\n      - targets: [{}]\n",
-        targets.join(", ")
-    );
-    std::fs::write(dir.join("prometheus.yml"), config).expect("config");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let _prom = tokio::process::Command::new(prometheus)
-        .arg(format!(
-            "--config.file={}",
-            dir.join("prometheus.yml").display()
-        ))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(dir.join("prometheus.log")).expect("log"))
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start prometheus");
+    let prometheus = Prometheus::start(&stack, None)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
 
     // Some traffic: updates, reads, a bad request.
     let mut client = test_support::processes::gateway_client(&stack).await;
@@ -297,8 +254,6 @@ async fn a_real_prometheus_scrapes_every_metric_the_alerts_use() {
         })
         .await;
 
-    let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
     let queries = [
         "chat_memory_queue_depth",
         r#"chat_memory_updates_total{outcome="succeeded"}"#,
@@ -318,19 +273,15 @@ async fn a_real_prometheus_scrapes_every_metric_the_alerts_use() {
             .wait_until(
                 &format!("Prometheus to have {q}"),
                 Duration::from_secs(30),
-                || prom_query(&http, &base, q),
+                || prometheus.series(q),
             )
             .await;
         println!("scraped {q}: {n} series");
     }
-    let names: serde_json::Value = http
-        .get(format!("{base}/api/v1/label/__name__/values"))
-        .send()
+    let names = prometheus
+        .get("/api/v1/label/__name__/values", &[])
         .await
-        .expect("names")
-        .json()
-        .await
-        .expect("json");
+        .unwrap_or_else(|e| panic!("{e}"));
     let ours: Vec<&str> = names["data"]
         .as_array()
         .into_iter()
@@ -340,15 +291,6 @@ async fn a_real_prometheus_scrapes_every_metric_the_alerts_use() {
         .collect();
     println!("metrics scraped by Prometheus: {}", ours.join(", "));
     stack.shutdown().await;
-}
-
-fn which(name: &str) -> std::path::PathBuf {
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|d| d.join(name))
-        .find(|p| p.exists())
-        .unwrap_or_else(|| panic!("{name} is not installed (scripts/services.sh installs it)"))
 }
 
 /// The `CHAT_MEMORY__...` variables a deployment file gives each service:

@@ -23,7 +23,7 @@
 //!
 //! # Layout
 //! - [`isolation`]: the isolation checks.
-//! - [`prometheus`]: the run's own Prometheus and its alert queries.
+//! - [`prometheus`]: the alert checks, on test-support's Prometheus.
 //! - [`report`]: the Markdown report.
 //!
 //! `--short` is the CI form (500 chats at 50 updates/s, small enough for debug
@@ -44,7 +44,7 @@ use test_support::auth;
 use test_support::processes::ProcessStack;
 use test_support::requests::get;
 
-use self::prometheus::{Prometheus, which};
+use test_support::prometheus::{Prometheus, which};
 
 use super::load::{self, Plan};
 use super::reads;
@@ -165,12 +165,13 @@ pub async fn readiness(args: &ReadinessArgs) -> Result<(), ReadinessError> {
     let scale = if args.short { SHORT } else { FULL };
     let started_at = chrono::Utc::now();
     let deadline = Instant::now() + Duration::from_secs(args.deadline_secs);
-    let prometheus_bin = which("prometheus").ok_or_else(|| {
-        ReadinessError::Prometheus(
+    // Fail before starting anything when Prometheus is missing.
+    if which("prometheus").is_none() {
+        return Err(ReadinessError::Prometheus(
             "prometheus is not installed (scripts/services.sh --with-prometheus installs it)"
                 .to_owned(),
-        )
-    })?;
+        ));
+    }
     let model = StandIn::start(
         "127.0.0.1:0",
         StandInConfig {
@@ -194,7 +195,10 @@ pub async fn readiness(args: &ReadinessArgs) -> Result<(), ReadinessError> {
         history: false,
     };
     let mut stack = ProcessStack::start(stack_options(&run_args, Some(&model))).await;
-    let prometheus = Prometheus::start(&prometheus_bin, &stack).await?;
+    let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../monitoring/alerts.yml");
+    let prometheus = Prometheus::start(&stack, Some(&rules))
+        .await
+        .map_err(ReadinessError::Prometheus)?;
     let clients = (0..run_args.connections)
         .map(|_| crate::faults::load::client(stack.gateway_addr()))
         .collect::<Result<Vec<_>, _>>()
@@ -391,7 +395,7 @@ pub async fn readiness(args: &ReadinessArgs) -> Result<(), ReadinessError> {
     });
 
     eprintln!("  readiness: alerts after the healthy run");
-    let firing = prometheus.quiet_check().await?;
+    let firing = prometheus::quiet_check(&prometheus).await?;
     rows.push(Row {
         criterion:
             "every alert quiet during the healthy run (real Prometheus, monitoring/alerts.yml)"
@@ -400,7 +404,10 @@ pub async fn readiness(args: &ReadinessArgs) -> Result<(), ReadinessError> {
         measured: if firing.is_empty() {
             format!(
                 "none of {} alerts pending or firing; {} targets up",
-                prometheus.rules().await?,
+                prometheus
+                    .alert_rules()
+                    .await
+                    .map_err(ReadinessError::Prometheus)?,
                 prometheus.targets
             )
         } else {
@@ -412,9 +419,9 @@ pub async fn readiness(args: &ReadinessArgs) -> Result<(), ReadinessError> {
 
     eprintln!("  readiness: memory-store killed under reads; waiting for {FAULT_ALERT}");
     stack.kill("memory-store").await;
-    let fired = prometheus
-        .fire_under_errors(&clients[0], &tag, FAULT_ALERT, FIRE_WITHIN)
-        .await?;
+    let fired =
+        prometheus::fire_under_errors(&prometheus, &clients[0], &tag, FAULT_ALERT, FIRE_WITHIN)
+            .await?;
     stack.spawn("memory-store").await;
     let recovered = recovered(&clients[0], &tag, Duration::from_secs(30)).await;
     rows.push(Row {
