@@ -118,3 +118,25 @@ pub fn span(operation: &'static str) -> tracing::Span {
         db.operation.batch.size = tracing::field::Empty,
     )
 }
+
+/// Runs `pass` at once, then every `interval`, until `cancel` fires: the
+/// background passes (expiry, retention). A pass that overruns delays the
+/// next one instead of bunching them up; a pass in progress is not cut short.
+pub async fn every<F, Fut>(
+    interval: Duration,
+    cancel: &tokio_util::sync::CancellationToken,
+    mut pass: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        pass().await;
+    }
+}

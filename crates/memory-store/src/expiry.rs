@@ -33,19 +33,15 @@ pub async fn run(db: DatabaseConnection, settings: ExpirySettings, cancel: Cance
         tracing::info!("chat expiry disabled");
         return;
     }
-    let mut ticker = tokio::time::interval(Duration::from_millis(settings.sweep_interval_ms));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            _ = ticker.tick() => {}
-        }
+    let interval = Duration::from_millis(settings.sweep_interval_ms);
+    crate::db::every(interval, &cancel, || async {
         match sweep_once(&db, &settings).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(chats = n, "expired inactive chats"),
             Err(e) => tracing::warn!(error = %cause_chain(&e), "expiry sweep failed"),
         }
-    }
+    })
+    .await;
 }
 
 /// One pass: expires up to [`BATCH`] inactive chats; returns how many.

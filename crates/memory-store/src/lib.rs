@@ -15,7 +15,7 @@
 //! - `entity`: sea-orm entities of `memories`, `jobs`, `chat_tombstones`,
 //!   `audit_log`, `chat_owners`.
 //! - `db`: pool set-up, the schema check, the per-chat lock and the
-//!   transaction that holds it.
+//!   transaction that holds it, and the timer of the background passes.
 //! - `rows`: row mappers (a memory's columns to content, the answers of the
 //!   plpgsql job functions to domain results).
 //! - Queries, transport-free, each write serialised per chat by an advisory

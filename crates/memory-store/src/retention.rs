@@ -57,13 +57,8 @@ pub struct Swept {
 
 /// Runs a pass at start, then every `sweep_interval_ms`, until `cancel` fires.
 pub async fn run(db: DatabaseConnection, settings: RetentionSettings, cancel: CancellationToken) {
-    let mut ticker = tokio::time::interval(Duration::from_millis(settings.sweep_interval_ms));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            _ = ticker.tick() => {}
-        }
+    let interval = Duration::from_millis(settings.sweep_interval_ms);
+    crate::db::every(interval, &cancel, || async {
         let today = Utc::now().date_naive();
         match sweep_once(&db, &settings, today).await {
             Ok(swept) if swept.partitions_dropped.is_empty() && swept.jobs_purged == 0 => {}
@@ -74,7 +69,8 @@ pub async fn run(db: DatabaseConnection, settings: RetentionSettings, cancel: Ca
             ),
             Err(e) => tracing::warn!(error = %cause_chain(&e), "retention pass failed"),
         }
-    }
+    })
+    .await;
 }
 
 /// One pass, as if today were `today` (UTC).

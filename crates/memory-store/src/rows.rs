@@ -10,7 +10,9 @@ use crate::{
     error::StoreError,
 };
 
-/// A memory's content columns, as every statement that reads one names them.
+/// A memory's content columns, as every statement that reads one names them
+/// (nested in the rows below; `prior_`-prefixed in BeginJobs' answer).
+#[derive(Debug, FromQueryResult)]
 struct ContentColumns {
     user_confirmed: String,
     llm_inferred: String,
@@ -41,13 +43,8 @@ impl From<ContentColumns> for MemoryContent {
 #[derive(Debug, FromQueryResult)]
 pub(crate) struct MemoryRead {
     chat_id: String,
-    user_confirmed: String,
-    llm_inferred: String,
-    general_summary: String,
-    tokens_user_confirmed: i32,
-    tokens_llm_inferred: i32,
-    tokens_general_summary: i32,
-    state: serde_json::Value,
+    #[sea_orm(nested)]
+    content: ContentColumns,
     version: i64,
     last_job_id: uuid::Uuid,
     updated_at: DateTime<Utc>,
@@ -64,16 +61,7 @@ impl From<MemoryRead> for MemoryView {
             last_applied_job_id: row.last_job_id,
             pending_jobs: u64::try_from(row.pending_jobs).unwrap_or(0),
             owner_user: row.owner_user.unwrap_or_default(),
-            content: ContentColumns {
-                user_confirmed: row.user_confirmed,
-                llm_inferred: row.llm_inferred,
-                general_summary: row.general_summary,
-                tokens_user_confirmed: row.tokens_user_confirmed,
-                tokens_llm_inferred: row.tokens_llm_inferred,
-                tokens_general_summary: row.tokens_general_summary,
-                state: row.state,
-            }
-            .into(),
+            content: row.content.into(),
         }
     }
 }
@@ -86,13 +74,9 @@ pub(crate) struct BeginRow {
     skips: Option<serde_json::Value>,
     has_memory: bool,
     prior_version: i64,
-    prior_user_confirmed: Option<String>,
-    prior_llm_inferred: Option<String>,
-    prior_general_summary: Option<String>,
-    prior_tokens_user_confirmed: Option<i32>,
-    prior_tokens_llm_inferred: Option<i32>,
-    prior_tokens_general_summary: Option<i32>,
-    prior_state: Option<serde_json::Value>,
+    /// Null columns (no memory) read as `None`.
+    #[sea_orm(nested(prefix = "prior_"))]
+    prior: Option<ContentColumns>,
 }
 
 impl BeginRow {
@@ -124,28 +108,9 @@ impl BeginRow {
                 prior_version: 0,
             });
         }
-        let content = match (
-            self.prior_user_confirmed,
-            self.prior_llm_inferred,
-            self.prior_general_summary,
-            self.prior_tokens_user_confirmed,
-            self.prior_tokens_llm_inferred,
-            self.prior_tokens_general_summary,
-            self.prior_state,
-        ) {
-            (Some(uc), Some(li), Some(gs), Some(tuc), Some(tli), Some(tgs), Some(state)) => {
-                ContentColumns {
-                    user_confirmed: uc,
-                    llm_inferred: li,
-                    general_summary: gs,
-                    tokens_user_confirmed: tuc,
-                    tokens_llm_inferred: tli,
-                    tokens_general_summary: tgs,
-                    state,
-                }
-            }
-            _ => return Err(corrupt("a memory without its columns".to_owned())),
-        };
+        let content = self
+            .prior
+            .ok_or_else(|| corrupt("a memory without its columns".to_owned()))?;
         Ok(Begun {
             skips,
             prior: Some(content.into()),
