@@ -164,17 +164,14 @@ pub async fn run(
         health_server = health_server.tls_config(tls)?;
     }
     let health_cancel = cancel.clone();
-    let health = tokio::spawn(
-        health_server
-            .add_service(health_service)
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(health_listener)
-                    .with_nodelay(Some(true)),
-                async move {
-                    health_cancel.cancelled().await;
-                },
-            ),
-    );
+    // The one service on this port needs no router (so the worker builds no axum).
+    let health = tokio::spawn(health_server.serve_with_incoming_shutdown(
+        health_service,
+        tonic::transport::server::TcpIncoming::from(health_listener).with_nodelay(Some(true)),
+        async move {
+            health_cancel.cancelled().await;
+        },
+    ));
 
     shutdown.await;
     tracing::info!("shutting down: no new jobs; finishing or handing back in-flight ones");
