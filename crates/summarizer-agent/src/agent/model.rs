@@ -28,7 +28,8 @@ pub struct ModelRequest {
     pub turns: Vec<Turn>,
     /// Schema name for the endpoint (`[a-zA-Z0-9_-]`).
     pub schema_name: &'static str,
-    pub schema: serde_json::Value,
+    /// Shared: one schema per agent, sent with every request.
+    pub schema: std::sync::Arc<serde_json::Value>,
 }
 
 /// The model's answer: raw text (expected to be JSON) and the token usage

@@ -126,10 +126,12 @@ impl<S: AgentSpec> LlmAgent<S> {
                 schema_name: self.spec.schema_name(),
                 schema: self.schema.schema().clone(),
             };
-            let prompt_estimate = turns.iter().map(|t| count_tokens(&t.content)).sum::<u32>();
             let reply = self.model.complete(request).await?;
-            let spent = reply.usage.unwrap_or(CallUsage {
-                prompt_tokens: prompt_estimate,
+            // The provider's own count when it reports one (the OpenAI API does);
+            // counting the whole prompt is the agent's largest CPU cost, so it is
+            // estimated only for a provider that reports nothing.
+            let spent = reply.usage.unwrap_or_else(|| CallUsage {
+                prompt_tokens: turns.iter().map(|t| count_tokens(&t.content)).sum::<u32>(),
                 completion_tokens: count_tokens(&reply.content),
                 attempts: 1,
             });

@@ -19,7 +19,8 @@ pub struct InvalidOutput(pub String);
 
 /// The compiled schema of `T`.
 pub struct OutputSchema<T> {
-    schema: serde_json::Value,
+    /// Shared with every request that sends it (no copy per call).
+    schema: std::sync::Arc<serde_json::Value>,
     validator: jsonschema::Validator,
     _type: PhantomData<fn() -> T>,
 }
@@ -49,14 +50,14 @@ impl<T: JsonSchema + Serialize + DeserializeOwned> OutputSchema<T> {
         let validator = jsonschema::validator_for(&schema)
             .map_err(|e| format!("schema of {}: {e}", std::any::type_name::<T>()))?;
         Ok(Self {
-            schema,
+            schema: std::sync::Arc::new(schema),
             validator,
             _type: PhantomData,
         })
     }
 
     /// The schema as JSON, to send to a model.
-    pub fn schema(&self) -> &serde_json::Value {
+    pub fn schema(&self) -> &std::sync::Arc<serde_json::Value> {
         &self.schema
     }
 

@@ -110,9 +110,11 @@ impl SummarizerAgent {
                     "backend output exceeded its token budgets; trimmed"
                 );
             }
-            let usage = output.usage.get_or_insert(CallUsage {
+            // Counted only when the backend reported no usage (the prompt is long).
+            let completion_tokens = output.token_counts.total;
+            let usage = output.usage.get_or_insert_with(|| CallUsage {
                 prompt_tokens: prompt_tokens(&input),
-                completion_tokens: output.token_counts.total,
+                completion_tokens,
                 attempts: 1,
             });
             usage.attempts = usage.attempts.max(attempt);

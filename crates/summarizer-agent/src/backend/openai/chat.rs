@@ -12,8 +12,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 use super::OpenAiSettings;
 use crate::{
@@ -21,6 +20,37 @@ use crate::{
     backend::BackendError,
     tool::CallUsage,
 };
+
+/// The request body, serialized straight from borrowed parts: the prompt and
+/// the schema are not copied into a JSON tree first.
+#[derive(Serialize)]
+struct ChatRequest<'a> {
+    model: &'a str,
+    messages: Vec<ChatTurn<'a>>,
+    temperature: u8,
+    max_tokens: u32,
+    response_format: ResponseFormat<'a>,
+}
+
+#[derive(Serialize)]
+struct ChatTurn<'a> {
+    role: &'static str,
+    content: &'a str,
+}
+
+#[derive(Serialize)]
+struct ResponseFormat<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    json_schema: JsonSchemaFormat<'a>,
+}
+
+#[derive(Serialize)]
+struct JsonSchemaFormat<'a> {
+    name: &'static str,
+    schema: &'a serde_json::Value,
+    strict: bool,
+}
 
 /// Most characters of an error body quoted in an error message.
 const MAX_QUOTED_BODY: usize = 300;
@@ -62,32 +92,31 @@ impl OpenAiChat {
     }
 
     async fn call(&self, request: ModelRequest) -> Result<ModelReply, BackendError> {
-        let messages: Vec<_> = request
-            .turns
-            .iter()
-            .map(|t| {
-                let role = match t.role {
-                    TurnRole::System => "system",
-                    TurnRole::User => "user",
-                    TurnRole::Assistant => "assistant",
-                };
-                json!({"role": role, "content": t.content})
-            })
-            .collect();
-        let body = json!({
-            "model": self.settings.model,
-            "messages": messages,
-            "temperature": 0,
-            "max_tokens": self.settings.max_output_tokens,
-            "response_format": {
-                "type": "json_schema",
-                "json_schema": {
-                    "name": request.schema_name,
-                    "schema": request.schema,
-                    "strict": true,
+        let body = ChatRequest {
+            model: &self.settings.model,
+            messages: request
+                .turns
+                .iter()
+                .map(|t| ChatTurn {
+                    role: match t.role {
+                        TurnRole::System => "system",
+                        TurnRole::User => "user",
+                        TurnRole::Assistant => "assistant",
+                    },
+                    content: &t.content,
+                })
+                .collect(),
+            temperature: 0,
+            max_tokens: self.settings.max_output_tokens,
+            response_format: ResponseFormat {
+                kind: "json_schema",
+                json_schema: JsonSchemaFormat {
+                    name: request.schema_name,
+                    schema: &request.schema,
+                    strict: true,
                 },
             },
-        });
+        };
         let deadline = Instant::now() + self.timeout;
         let (status, text) = loop {
             let mut call = self.http.post(&self.url).json(&body);
