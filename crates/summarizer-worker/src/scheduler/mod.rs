@@ -550,10 +550,11 @@ impl Scheduler {
                 tracing::error!(job_id, reason = %reason, "poison job dropped")
             }
         }
-        // A double ack waits for the server to confirm; if it is lost, the job is
-        // redelivered and memory-store skips it as already applied, and the chat's
-        // next job looks its predecessor up instead of trusting memory.
-        match held.message.double_ack().await {
+        // A plain ack: the job is committed, so a lost ack costs a redelivery that
+        // memory-store skips as already applied (a confirmed ack would cost a
+        // server reply per job). Only an ack that could not be sent is not
+        // remembered: the chat's next job then looks its predecessor up.
+        match held.message.ack().await {
             Ok(()) => {
                 if let Some(chat) = self.chats().get_mut(subject) {
                     chat.removed.push_back(held.seq());
@@ -563,7 +564,7 @@ impl Scheduler {
                 }
             }
             Err(e) => {
-                tracing::warn!(job_id, error = %e, "ack not confirmed; a redelivery will be skipped")
+                tracing::warn!(job_id, error = %e, "ack not sent; a redelivery will be skipped")
             }
         }
     }
