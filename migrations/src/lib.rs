@@ -14,6 +14,9 @@
 //!   `retention` action, an index of ended jobs.
 //! - `m20261206_000004_jobs_hot_updates`: `jobs` indexed only on columns a job never changes, so its
 //!   state changes are heap-only (HOT) updates.
+//! - `m20261206_000005_fewer_job_statements`: BeginJobs and CommitJobs with fewer statements, same
+//!   decisions.
+//! - `m20261206_000006_record_accepted_batch`: RecordAccepted for several jobs in one round trip.
 //!
 //! Migrations never import entity types: an entity describes the schema of
 //! *today*, a migration the change of *one day*, and must keep compiling (and
@@ -32,6 +35,8 @@ mod m20261206_000001_record_accepted_function;
 mod m20261206_000002_job_functions;
 mod m20261206_000003_audit_partitions;
 mod m20261206_000004_jobs_hot_updates;
+mod m20261206_000005_fewer_job_statements;
+mod m20261206_000006_record_accepted_batch;
 
 /// Every migration of memory-store, oldest first.
 pub struct Migrator;
@@ -50,6 +55,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000002_job_functions::Migration),
             Box::new(m20261206_000003_audit_partitions::Migration),
             Box::new(m20261206_000004_jobs_hot_updates::Migration),
+            Box::new(m20261206_000005_fewer_job_statements::Migration),
+            Box::new(m20261206_000006_record_accepted_batch::Migration),
         ]
     }
 }

@@ -30,7 +30,8 @@ use sea_orm_migration::prelude::*;
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
-const CREATE: &str = r#"
+/// Also what `m20261206_000005_fewer_job_statements` restores on `down`.
+pub(crate) const CREATE: &str = r#"
 CREATE OR REPLACE FUNCTION chat_memory_claim(
     p_chat text, p_tenant text, p_user text, p_acts boolean)
 RETURNS text

@@ -1,6 +1,6 @@
 //! Upgrade and rollback against a real Postgres, with rows in the tables: the
 //! partitioning migration keeps every audit row (and its append-only
-//! guarantee), and rolling back the last two migrations keeps them too.
+//! guarantee), and rolling back the last four migrations keeps them too.
 
 use migration::{Migrator, MigratorTrait};
 use sea_orm_migration::sea_orm::{
@@ -25,9 +25,9 @@ async fn partitioning_keeps_every_audit_row_and_a_rollback_keeps_them_too() {
         .expect("connect");
 
     // The schema of the release before the partitioning migration
-    // (m20261206_000003; two migrations before the last).
+    // (m20261206_000003; four migrations before the last).
     let all = Migrator::migrations().len();
-    Migrator::up(&db, Some(u32::try_from(all - 2).expect("few migrations")))
+    Migrator::up(&db, Some(u32::try_from(all - 4).expect("few migrations")))
         .await
         .expect("migrate to the previous release");
     db.execute_unprepared(
@@ -58,9 +58,9 @@ async fn partitioning_keeps_every_audit_row_and_a_rollback_keeps_them_too() {
     let delete = db.execute_unprepared("DELETE FROM audit_log").await;
     assert!(delete.is_err(), "still append-only after the upgrade");
 
-    Migrator::down(&db, Some(2))
+    Migrator::down(&db, Some(4))
         .await
-        .expect("roll back two migrations");
+        .expect("roll back four migrations");
     assert_eq!(count(&db, "SELECT count(*) AS n FROM audit_log").await, 500);
     assert_eq!(
         count(
@@ -105,7 +105,7 @@ async fn the_migrate_command_rolls_a_release_back_and_forward_with_rows_kept() {
     let url = database.url.clone();
     let up = migrate(&url, &["up"]);
     assert!(
-        up.contains("m20261206_000004_jobs_hot_updates: applied"),
+        up.contains("m20261206_000006_record_accepted_batch: applied"),
         "{up}"
     );
     let db = Database::connect(url.as_str()).await.expect("connect");
@@ -118,7 +118,15 @@ async fn the_migrate_command_rolls_a_release_back_and_forward_with_rows_kept() {
     .await
     .expect("rows");
 
-    let down = migrate(&url, &["down", "--steps", "2"]);
+    let down = migrate(&url, &["down", "--steps", "4"]);
+    assert!(
+        down.contains("m20261206_000006_record_accepted_batch: rolled back"),
+        "{down}"
+    );
+    assert!(
+        down.contains("m20261206_000005_fewer_job_statements: rolled back"),
+        "{down}"
+    );
     assert!(
         down.contains("m20261206_000004_jobs_hot_updates: rolled back"),
         "{down}"
@@ -128,11 +136,11 @@ async fn the_migrate_command_rolls_a_release_back_and_forward_with_rows_kept() {
         "{down}"
     );
     let status = migrate(&url, &["status"]);
-    assert_eq!(status.matches("Pending").count(), 2, "{status}");
+    assert_eq!(status.matches("Pending").count(), 4, "{status}");
     assert_eq!(count(&db, "SELECT count(*) AS n FROM jobs").await, 100);
 
     let again = migrate(&url, &["up"]);
-    assert_eq!(again.matches(": applied").count(), 2, "{again}");
+    assert_eq!(again.matches(": applied").count(), 4, "{again}");
     assert_eq!(count(&db, "SELECT count(*) AS n FROM jobs").await, 100);
     db.close().await.expect("close");
     database.drop_now().await;
