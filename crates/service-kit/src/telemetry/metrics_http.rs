@@ -86,10 +86,15 @@ mod tests {
     #[tokio::test]
     async fn metrics_are_served_at_their_path_and_nothing_else_is() {
         let registry = prometheus::Registry::new();
-        let counter = prometheus::IntCounter::new("served_things_total", "things").expect("counter");
-        registry.register(Box::new(counter.clone())).expect("register");
+        let counter =
+            prometheus::IntCounter::new("served_things_total", "things").expect("counter");
+        registry
+            .register(Box::new(counter.clone()))
+            .expect("register");
         counter.inc_by(7);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(super::serve(listener, registry, async {
@@ -106,7 +111,10 @@ mod tests {
         assert!(posted.starts_with("HTTP/1.1 405"), "{posted}");
 
         stop.send(()).expect("server still running");
-        server.await.expect("joined").expect("served until shutdown");
+        server
+            .await
+            .expect("joined")
+            .expect("served until shutdown");
         assert!(
             tokio::net::TcpStream::connect(addr).await.is_err(),
             "the listener is closed after shutdown"
