@@ -16,6 +16,7 @@
 //! - [`owners`]: chats whose owner was confirmed recently (skips `ClaimChat`).
 //! - [`store`]: memory-store's calls on a caller's behalf, typed (requests from
 //!   domain values, errors classified once).
+//! - [`registrar`]: registrations of accepted jobs, gathered into `RecordAcceptedBatch` calls.
 //! - [`audit`]: one audit row per call, written through memory-store, or through
 //!   the JetStream audit outbox while memory-store is down ([`audit::relay`]);
 //!   which calls are refused rather than answered unaudited.
@@ -47,6 +48,7 @@ pub mod metrics;
 pub mod owners;
 pub mod ratelimit;
 pub mod reads;
+pub mod registrar;
 pub mod service;
 pub mod settings;
 pub mod store;
@@ -199,7 +201,7 @@ pub async fn run(
         js.client(),
         settings.nats.subject_prefix.clone(),
     )));
-    let store = store::Store::new(store);
+    let store = store::Store::new(store, &settings.registration);
     let api = MemoryApi {
         accept: accept::Acceptor {
             publisher: publisher.clone(),

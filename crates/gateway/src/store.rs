@@ -15,28 +15,22 @@ use chat_memory_proto::v1::{AuditEntry, QueryAuditRequest};
 
 use crate::StoreClient;
 use crate::error::GatewayError;
+pub use crate::registrar::Registration;
+use crate::registrar::{BatchCall, Registrar, RegistrationSettings};
 
 /// memory-store's client for the calls below; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     client: StoreClient,
-}
-
-/// What memory-store made of a published job's registration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Registration {
-    /// Registered now, or known already. `earlier_acceptance`: the job id was
-    /// accepted before as another stream message (a request repeated beyond
-    /// JetStream's duplicate window).
-    Recorded { earlier_acceptance: bool },
-    /// The job id is known with other messages: its idempotency key was
-    /// reused for a different request.
-    KeyReused,
+    /// Registrations of accepted jobs, gathered into batches.
+    registrar: Registrar,
 }
 
 impl Store {
-    pub fn new(client: StoreClient) -> Self {
-        Self { client }
+    /// Starts the registrations' gathering on the current runtime.
+    pub fn new(client: StoreClient, registration: &RegistrationSettings) -> Self {
+        let registrar = Registrar::start(batch_call(client.clone()), registration);
+        Self { client, registrar }
     }
 
     /// Claims `chat` for `access` (the first writer owns a chat), or confirms
@@ -83,15 +77,7 @@ impl Store {
             accepted_at: job.accepted_at,
             request_hash,
         };
-        match self.client.clone().record_accepted(request).await {
-            Ok(r) => Ok(Registration::Recorded {
-                earlier_acceptance: r.into_inner().earlier_acceptance,
-            }),
-            Err(status) if status.code() == tonic::Code::FailedPrecondition => {
-                Ok(Registration::KeyReused)
-            }
-            Err(status) => Err(status),
-        }
+        self.registrar.register(request).await
     }
 
     /// A job's status, if `access` may see it.
@@ -156,4 +142,45 @@ impl Store {
             .map(|r| r.into_inner().entries)
             .map_err(|s| GatewayError::from_store(s, "audit"))
     }
+}
+
+/// `RecordAcceptedBatch` on `client`. A memory-store older than the call
+/// (UNIMPLEMENTED, during a rolling upgrade) gets the jobs one
+/// `RecordAccepted` at a time instead.
+fn batch_call(client: StoreClient) -> BatchCall {
+    use futures::FutureExt as _;
+    std::sync::Arc::new(move |jobs: Vec<store_pb::RecordAcceptedRequest>| {
+        let mut client = client.clone();
+        async move {
+            let batch = store_pb::RecordAcceptedBatchRequest { jobs };
+            match client.record_accepted_batch(batch.clone()).await {
+                Ok(answer) => Ok(answer.into_inner().results),
+                Err(status) if status.code() == tonic::Code::Unimplemented => {
+                    let mut results = Vec::with_capacity(batch.jobs.len());
+                    for job in batch.jobs {
+                        results.push(match client.record_accepted(job).await {
+                            Ok(r) => {
+                                let r = r.into_inner();
+                                store_pb::RecordAcceptedResult {
+                                    inserted: r.inserted,
+                                    earlier_acceptance: r.earlier_acceptance,
+                                    key_reused: false,
+                                }
+                            }
+                            Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+                                store_pb::RecordAcceptedResult {
+                                    key_reused: true,
+                                    ..Default::default()
+                                }
+                            }
+                            Err(s) => return Err(s),
+                        });
+                    }
+                    Ok(results)
+                }
+                Err(status) => Err(status),
+            }
+        }
+        .boxed()
+    })
 }

@@ -68,7 +68,74 @@ pub async fn record_accepted(
         })?;
     let outcome: String = row.try_get("", "outcome")?;
     let earlier: bool = row.try_get("", "earlier")?;
-    match outcome.as_str() {
+    recorded(&outcome, earlier)
+}
+
+/// [`record_accepted`] for several jobs (acceptances a gateway gathered) in one
+/// round trip and one transaction (`chat_memory_record_accepted_batch`, which
+/// locks their chats in one order first): each job's answer in order, a key
+/// reused with other messages as that job's [`StoreError::Conflict`].
+///
+/// # Errors
+/// Database errors, for the whole batch.
+pub async fn record_accepted_batch(
+    db: &DatabaseConnection,
+    jobs: Vec<AcceptedJob>,
+) -> Result<Vec<Result<Recorded, StoreError>>, StoreError> {
+    let n = jobs.len();
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let batch: Vec<serde_json::Value> = jobs
+        .into_iter()
+        .map(|job| {
+            serde_json::json!({
+                "job": job.job_id.uuid(),
+                "chat": job.chat_id.as_str(),
+                "seq": job.stream_seq.get(),
+                "count": job.message_count,
+                "key": job.idempotency_key,
+                "accepted_at": job.accepted_at.to_rfc3339(),
+                "hash": job.request_hash,
+            })
+        })
+        .collect();
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT idx, outcome, earlier FROM chat_memory_record_accepted_batch($1)",
+            [serde_json::Value::Array(batch).into()],
+        ))
+        .await?;
+    let mut answers: Vec<Option<Result<Recorded, StoreError>>> = (0..n).map(|_| None).collect();
+    for row in rows {
+        let idx: i32 = row.try_get("", "idx")?;
+        let outcome: String = row.try_get("", "outcome")?;
+        let earlier: bool = row.try_get("", "earlier")?;
+        let slot = usize::try_from(idx)
+            .ok()
+            .and_then(|i| i.checked_sub(1))
+            .and_then(|i| answers.get_mut(i))
+            .ok_or_else(|| StoreError::CorruptRow {
+                table: "jobs",
+                reason: format!("chat_memory_record_accepted_batch answered position {idx} of {n}"),
+            })?;
+        *slot = Some(recorded(&outcome, earlier));
+    }
+    answers
+        .into_iter()
+        .map(|answer| {
+            answer.ok_or_else(|| StoreError::CorruptRow {
+                table: "jobs",
+                reason: "chat_memory_record_accepted_batch left a job unanswered".to_owned(),
+            })
+        })
+        .collect()
+}
+
+/// A job's outcome as `chat_memory_record_accepted` words it.
+fn recorded(outcome: &str, earlier: bool) -> Result<Recorded, StoreError> {
+    match outcome {
         "inserted" => Ok(Recorded {
             inserted: true,
             earlier_acceptance: false,

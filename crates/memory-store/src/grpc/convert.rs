@@ -57,6 +57,23 @@ pub fn accepted_job(r: pb::RecordAcceptedRequest) -> Result<AcceptedJob, StoreEr
     })
 }
 
+/// Every job of a batch, checked; a bad one names its place (`jobs[i].field`).
+pub fn accepted_jobs(r: pb::RecordAcceptedBatchRequest) -> Result<Vec<AcceptedJob>, StoreError> {
+    r.jobs
+        .into_iter()
+        .enumerate()
+        .map(|(i, job)| {
+            accepted_job(job).map_err(|e| match e {
+                StoreError::InvalidArgument { field, reason } => StoreError::InvalidArgument {
+                    field: format!("jobs[{i}].{field}").into(),
+                    reason,
+                },
+                other => other,
+            })
+        })
+        .collect()
+}
+
 pub fn delivery(r: pb::BeginJobRequest) -> Result<Delivery, StoreError> {
     let chat_id = ChatId::parse(r.chat_id)?;
     Ok(Delivery {

@@ -13,6 +13,7 @@ use crate::{
     access::{self, Access},
     audit,
     domain::{ChatId, JobId},
+    error::StoreError,
     jobs, memories,
 };
 
@@ -46,6 +47,32 @@ impl MemoryStore for StoreService {
             inserted: recorded.inserted,
             earlier_acceptance: recorded.earlier_acceptance,
         }))
+    }
+
+    async fn record_accepted_batch(
+        &self,
+        request: Request<pb::RecordAcceptedBatchRequest>,
+    ) -> Result<Response<pb::RecordAcceptedBatchResponse>, Status> {
+        let jobs = convert::accepted_jobs(request.into_inner())?;
+        let answers = jobs::record_accepted_batch(&self.db, jobs)
+            .instrument(crate::db::span("record_accepted_batch"))
+            .await?;
+        let results = answers
+            .into_iter()
+            .map(|answer| match answer {
+                Ok(recorded) => Ok(pb::RecordAcceptedResult {
+                    inserted: recorded.inserted,
+                    earlier_acceptance: recorded.earlier_acceptance,
+                    key_reused: false,
+                }),
+                Err(StoreError::Conflict { .. }) => Ok(pb::RecordAcceptedResult {
+                    key_reused: true,
+                    ..Default::default()
+                }),
+                Err(other) => Err(other),
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(Response::new(pb::RecordAcceptedBatchResponse { results }))
     }
 
     async fn begin_job(

@@ -282,3 +282,108 @@ async fn a_batch_of_audit_rows_is_stored_at_once_and_a_malformed_one_is_named() 
     assert_eq!(bad.code(), Code::InvalidArgument);
     assert!(bad.message().contains("entries[1].action"), "{bad:?}");
 }
+
+#[tokio::test]
+async fn a_batch_of_acceptances_answers_each_job_in_order_in_one_call() {
+    use chat_memory_proto::store::{RecordAcceptedBatchRequest, RecordAcceptedResult};
+    let mut store = TestStore::start().await;
+    let (known, keyed, fresh_a, fresh_b, late) = (job_id(), job_id(), job_id(), job_id(), job_id());
+    store
+        .client
+        .record_accepted(accepted(&known, "t/batch-a", 1))
+        .await
+        .expect("record");
+    let keyed_request = |hash: &str| RecordAcceptedRequest {
+        idempotency_key: "turn-1".into(),
+        request_hash: hash.into(),
+        ..accepted(&keyed, "t/batch-b", 1)
+    };
+    store
+        .client
+        .record_accepted(keyed_request("digest-a"))
+        .await
+        .expect("record");
+    store
+        .client
+        .delete_chat(DeleteChatRequest {
+            access: None,
+            chat_id: "t/batch-c".into(),
+            through_stream_seq: 5,
+        })
+        .await
+        .expect("delete");
+
+    let results = store
+        .client
+        .record_accepted_batch(RecordAcceptedBatchRequest {
+            jobs: vec![
+                accepted(&fresh_a, "t/batch-a", 2),
+                accepted(&known, "t/batch-a", 7),
+                keyed_request("digest-b"),
+                accepted(&late, "t/batch-c", 4),
+                accepted(&fresh_b, "t/batch-b", 2),
+            ],
+        })
+        .await
+        .expect("batch")
+        .into_inner()
+        .results;
+
+    let result = |inserted, earlier_acceptance, key_reused| RecordAcceptedResult {
+        inserted,
+        earlier_acceptance,
+        key_reused,
+    };
+    assert_eq!(
+        results,
+        vec![
+            result(true, false, false),
+            result(false, true, false),
+            result(false, false, true),
+            result(false, false, false),
+            result(true, false, false),
+        ],
+        "new, repeated beyond the duplicate window, key reused, chat deleted after it, new"
+    );
+    assert_eq!(store.job_state(&fresh_a).await.0, JobState::Queued);
+    assert_eq!(store.job_state(&fresh_b).await.0, JobState::Queued);
+    let gone = store
+        .client
+        .get_job(GetJobRequest {
+            access: None,
+            job_id: late.clone(),
+        })
+        .await;
+    assert_eq!(gone.err().map(|s| s.code()), Some(Code::NotFound), "not recorded");
+}
+
+#[tokio::test]
+async fn a_batch_with_a_malformed_job_is_refused_whole_naming_its_place() {
+    use chat_memory_proto::store::RecordAcceptedBatchRequest;
+    let mut store = TestStore::start().await;
+    let good = job_id();
+    let refused = store
+        .client
+        .record_accepted_batch(RecordAcceptedBatchRequest {
+            jobs: vec![
+                accepted(&good, "t/batch-d", 1),
+                accepted("not-a-uuid", "t/batch-d", 2),
+            ],
+        })
+        .await
+        .expect_err("a malformed job id");
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(refused.message().contains("jobs[1].job_id"), "{refused:?}");
+    let nothing = store
+        .client
+        .get_job(GetJobRequest {
+            access: None,
+            job_id: good,
+        })
+        .await;
+    assert_eq!(
+        nothing.err().map(|s| s.code()),
+        Some(Code::NotFound),
+        "the good job of the refused batch was not recorded either"
+    );
+}
