@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 PROFILE=${PROFILE:-release}
 STATE=.local
 LOGS=$STATE/logs
-DATABASE_URL=${CHAT_MEMORY__DATABASE__URL:-postgres://postgres@127.0.0.1:5432/chat_memory}
+DATABASE_URL=${CHAT_MEMORY__DATABASE__URL:-postgres://postgres@127.0.0.1:5432/chat_memory?sslmode=disable}
 mkdir -p "$LOGS"
 
 scripts/services.sh

@@ -1,11 +1,12 @@
 //! One Postgres database per test: created (and migrated) on the server of
-//! `CHAT_MEMORY_TEST_PG` (default `postgres://postgres@127.0.0.1:5432`),
+//! `CHAT_MEMORY_TEST_PG` (default `postgres://postgres@127.0.0.1:5432`, over
+//! loopback without TLS: `?sslmode=disable`; a URL given keeps its own query),
 //! dropped when the test ends, and swept two hours later if a crashed run left
 //! it behind. memory-store's API tests and the migration tests use it directly;
 //! test-support's stacks through their own start-up.
 //!
 //! # Layout
-//! - [`TestDatabase`]: the database; [`pg_server_url`], [`unique_suffix`].
+//! - [`TestDatabase`]: the database; [`pg_server_url`], [`database_url`], [`unique_suffix`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -17,17 +18,36 @@ const PREFIX: &str = "cmt_";
 /// Age after which a test database counts as left behind.
 const STALE_SECS: u64 = 7200;
 
-/// The Postgres server the tests use, without a database path: from
+/// The Postgres server the tests use, without a database path or query: from
 /// `CHAT_MEMORY_TEST_PG`, or the local default.
 pub fn pg_server_url() -> String {
-    let url = std::env::var("CHAT_MEMORY_TEST_PG")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    let url = server_setting();
+    let url = url.split('?').next().unwrap_or_default();
     // Keep `scheme://authority`, drop any database path.
     let authority = url.find("://").map_or(0, |i| i + 3);
     match url[authority..].find('/') {
         Some(slash) => url[..authority + slash].to_owned(),
-        None => url,
+        None => url.to_owned(),
     }
+}
+
+/// The URL of database `name` on the tests' server, with the server setting's
+/// query. The local default connects without TLS: sqlx negotiates TLS whenever
+/// the server offers it (Debian's Postgres does, `ssl = on`), and on loopback it
+/// only costs CPU (docs/benchmarks.md measured it).
+pub fn database_url(name: &str) -> String {
+    let setting = server_setting();
+    let query = match setting.split_once('?') {
+        Some((_, query)) => format!("?{query}"),
+        None if std::env::var("CHAT_MEMORY_TEST_PG").is_err() => "?sslmode=disable".to_owned(),
+        None => String::new(),
+    };
+    format!("{}/{name}{query}", pg_server_url())
+}
+
+fn server_setting() -> String {
+    std::env::var("CHAT_MEMORY_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
 /// A name unique to this test: `<unix seconds>_<random>`; the time lets a later
@@ -82,7 +102,7 @@ impl TestDatabase {
             .await
             .unwrap_or_else(|e| panic!("cannot create test database {name}: {e}"));
         let _ = admin.close().await;
-        let url = format!("{}/{name}", pg_server_url());
+        let url = database_url(&name);
         Self {
             name,
             url,
@@ -126,7 +146,7 @@ impl Drop for TestDatabase {
 }
 
 async fn drop_database(name: &str) -> Result<(), String> {
-    let admin = Database::connect(format!("{}/postgres", pg_server_url()))
+    let admin = Database::connect(database_url("postgres"))
         .await
         .map_err(|e| e.to_string())?;
     let result = admin
@@ -139,7 +159,7 @@ async fn drop_database(name: &str) -> Result<(), String> {
 }
 
 async fn admin() -> DatabaseConnection {
-    let url = format!("{}/postgres", pg_server_url());
+    let url = database_url("postgres");
     Database::connect(&url).await.unwrap_or_else(|e| {
         panic!("Postgres at {url} is unreachable (start it with scripts/services.sh): {e}")
     })
