@@ -16,7 +16,8 @@
 //!   state changes are heap-only (HOT) updates.
 //! - `m20261206_000005_fewer_job_statements`: BeginJobs and CommitJobs with fewer statements, same
 //!   decisions.
-//! - `m20261206_000006_record_accepted_batch`: RecordAccepted for several jobs in one round trip.
+//! - `m20261206_000006_batched_acceptance`: RecordAccepted and ClaimChat for several jobs or chats
+//!   in one round trip.
 //!
 //! Migrations never import entity types: an entity describes the schema of
 //! *today*, a migration the change of *one day*, and must keep compiling (and
@@ -36,7 +37,7 @@ mod m20261206_000002_job_functions;
 mod m20261206_000003_audit_partitions;
 mod m20261206_000004_jobs_hot_updates;
 mod m20261206_000005_fewer_job_statements;
-mod m20261206_000006_record_accepted_batch;
+mod m20261206_000006_batched_acceptance;
 
 /// Every migration of memory-store, oldest first.
 pub struct Migrator;
@@ -56,7 +57,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000003_audit_partitions::Migration),
             Box::new(m20261206_000004_jobs_hot_updates::Migration),
             Box::new(m20261206_000005_fewer_job_statements::Migration),
-            Box::new(m20261206_000006_record_accepted_batch::Migration),
+            Box::new(m20261206_000006_batched_acceptance::Migration),
         ]
     }
 }

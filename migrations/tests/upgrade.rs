@@ -105,7 +105,7 @@ async fn the_migrate_command_rolls_a_release_back_and_forward_with_rows_kept() {
     let url = database.url.clone();
     let up = migrate(&url, &["up"]);
     assert!(
-        up.contains("m20261206_000006_record_accepted_batch: applied"),
+        up.contains("m20261206_000006_batched_acceptance: applied"),
         "{up}"
     );
     let db = Database::connect(url.as_str()).await.expect("connect");
@@ -120,7 +120,7 @@ async fn the_migrate_command_rolls_a_release_back_and_forward_with_rows_kept() {
 
     let down = migrate(&url, &["down", "--steps", "4"]);
     assert!(
-        down.contains("m20261206_000006_record_accepted_batch: rolled back"),
+        down.contains("m20261206_000006_batched_acceptance: rolled back"),
         "{down}"
     );
     assert!(

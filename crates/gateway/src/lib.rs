@@ -16,7 +16,7 @@
 //! - [`owners`]: chats whose owner was confirmed recently (skips `ClaimChat`).
 //! - [`store`]: memory-store's calls on a caller's behalf, typed (requests from
 //!   domain values, errors classified once).
-//! - [`registrar`]: registrations of accepted jobs, gathered into `RecordAcceptedBatch` calls.
+//! - [`gather`]: the acceptance path's store calls (claims, registrations), gathered into batches.
 //! - [`audit`]: one audit row per call, written through memory-store, or through
 //!   the JetStream audit outbox while memory-store is down ([`audit::relay`]);
 //!   which calls are refused rather than answered unaudited.
@@ -44,11 +44,11 @@ pub mod backpressure;
 pub mod cache;
 pub mod changes;
 pub mod error;
+pub mod gather;
 pub mod metrics;
 pub mod owners;
 pub mod ratelimit;
 pub mod reads;
-pub mod registrar;
 pub mod service;
 pub mod settings;
 pub mod store;
@@ -201,7 +201,7 @@ pub async fn run(
         js.client(),
         settings.nats.subject_prefix.clone(),
     )));
-    let store = store::Store::new(store, &settings.registration);
+    let store = store::Store::new(store, &settings.store_batches);
     let api = MemoryApi {
         accept: accept::Acceptor {
             publisher: publisher.clone(),

@@ -35,8 +35,8 @@ pub struct Settings {
     pub backpressure: BackpressureSettings,
     /// Recently confirmed chat owners (skips a memory-store round trip per update).
     pub ownership_cache: OwnershipCacheSettings,
-    /// Registrations of accepted jobs, gathered into batches.
-    pub registration: crate::registrar::RegistrationSettings,
+    /// Ownership claims and registrations of accepted jobs, gathered into batches.
+    pub store_batches: crate::gather::BatchSettings,
     /// WatchMemory streams.
     pub watch: crate::watch::WatchSettings,
     /// Where audit rows are made durable before a call answers.
@@ -59,7 +59,7 @@ impl Default for Settings {
             rate_limit: RateLimitSettings::default(),
             backpressure: BackpressureSettings::default(),
             ownership_cache: OwnershipCacheSettings::default(),
-            registration: crate::registrar::RegistrationSettings::default(),
+            store_batches: crate::gather::BatchSettings::default(),
             watch: crate::watch::WatchSettings::default(),
             audit: crate::audit::AuditSettings::default(),
             read_cache: crate::cache::ReadCacheSettings::default(),
@@ -81,7 +81,7 @@ impl Validate for Settings {
         self.rate_limit.validate()?;
         self.backpressure.validate()?;
         self.ownership_cache.validate()?;
-        self.registration.validate()?;
+        self.store_batches.validate()?;
         self.watch.validate()?;
         self.read_cache.validate()?;
         self.tls.validate("tls")

@@ -15,22 +15,38 @@ use chat_memory_proto::v1::{AuditEntry, QueryAuditRequest};
 
 use crate::StoreClient;
 use crate::error::GatewayError;
-pub use crate::registrar::Registration;
-use crate::registrar::{BatchCall, Registrar, RegistrationSettings};
+use crate::gather::{BatchCall, BatchSettings, Gatherer};
 
 /// memory-store's client for the calls below; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     client: StoreClient,
-    /// Registrations of accepted jobs, gathered into batches.
-    registrar: Registrar,
+    /// Ownership claims, gathered into `ClaimChats` calls.
+    claims: Gatherer<store_pb::ClaimChatRequest, store_pb::ClaimChatResult>,
+    /// Registrations of accepted jobs, gathered into `RecordAcceptedBatch` calls.
+    registrations: Gatherer<store_pb::RecordAcceptedRequest, store_pb::RecordAcceptedResult>,
+}
+
+/// What memory-store made of a published job's registration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registration {
+    /// Registered now, or known already. `earlier_acceptance`: the job id was
+    /// accepted before as another stream message (a request repeated beyond
+    /// JetStream's duplicate window).
+    Recorded { earlier_acceptance: bool },
+    /// The job id is known with other messages: its idempotency key was
+    /// reused for a different request.
+    KeyReused,
 }
 
 impl Store {
-    /// Starts the registrations' gathering on the current runtime.
-    pub fn new(client: StoreClient, registration: &RegistrationSettings) -> Self {
-        let registrar = Registrar::start(batch_call(client.clone()), registration);
-        Self { client, registrar }
+    /// Starts the gathering of claims and registrations on the current runtime.
+    pub fn new(client: StoreClient, batches: &BatchSettings) -> Self {
+        Self {
+            claims: Gatherer::start(claims_call(client.clone()), batches),
+            registrations: Gatherer::start(registrations_call(client.clone()), batches),
+            client,
+        }
     }
 
     /// Claims `chat` for `access` (the first writer owns a chat), or confirms
@@ -44,15 +60,18 @@ impl Store {
         chat: &TenantChatId,
         access: &Access,
     ) -> Result<(), GatewayError> {
-        self.client
-            .clone()
-            .claim_chat(store_pb::ClaimChatRequest {
+        let verdict = self
+            .claims
+            .call(store_pb::ClaimChatRequest {
                 chat_id: chat.to_string(),
                 access: Some(access.clone()),
             })
             .await
-            .map(drop)
-            .map_err(|s| GatewayError::from_store(s, "chat"))
+            .map_err(|s| GatewayError::from_store(s, "chat"))?;
+        if verdict.denied {
+            return Err(GatewayError::NotFound("chat"));
+        }
+        Ok(())
     }
 
     /// Registers a job JetStream acknowledged at `stream_seq`, so its status
@@ -77,7 +96,14 @@ impl Store {
             accepted_at: job.accepted_at,
             request_hash,
         };
-        self.registrar.register(request).await
+        let result = self.registrations.call(request).await?;
+        Ok(if result.key_reused {
+            Registration::KeyReused
+        } else {
+            Registration::Recorded {
+                earlier_acceptance: result.earlier_acceptance,
+            }
+        })
     }
 
     /// A job's status, if `access` may see it.
@@ -147,7 +173,9 @@ impl Store {
 /// `RecordAcceptedBatch` on `client`. A memory-store older than the call
 /// (UNIMPLEMENTED, during a rolling upgrade) gets the jobs one
 /// `RecordAccepted` at a time instead.
-fn batch_call(client: StoreClient) -> BatchCall {
+fn registrations_call(
+    client: StoreClient,
+) -> BatchCall<store_pb::RecordAcceptedRequest, store_pb::RecordAcceptedResult> {
     use futures::FutureExt as _;
     std::sync::Arc::new(move |jobs: Vec<store_pb::RecordAcceptedRequest>| {
         let mut client = client.clone();
@@ -171,6 +199,44 @@ fn batch_call(client: StoreClient) -> BatchCall {
                                 store_pb::RecordAcceptedResult {
                                     key_reused: true,
                                     ..Default::default()
+                                }
+                            }
+                            Err(s) => return Err(s),
+                        });
+                    }
+                    Ok(results)
+                }
+                Err(status) => Err(status),
+            }
+        }
+        .boxed()
+    })
+}
+
+/// `ClaimChats` on `client`. A memory-store older than the call
+/// (UNIMPLEMENTED, during a rolling upgrade) gets one `ClaimChat` per claim.
+fn claims_call(
+    client: StoreClient,
+) -> BatchCall<store_pb::ClaimChatRequest, store_pb::ClaimChatResult> {
+    use futures::FutureExt as _;
+    std::sync::Arc::new(move |claims: Vec<store_pb::ClaimChatRequest>| {
+        let mut client = client.clone();
+        async move {
+            let batch = store_pb::ClaimChatsRequest { claims };
+            match client.claim_chats(batch.clone()).await {
+                Ok(answer) => Ok(answer.into_inner().results),
+                Err(status) if status.code() == tonic::Code::Unimplemented => {
+                    let mut results = Vec::with_capacity(batch.claims.len());
+                    for claim in batch.claims {
+                        results.push(match client.claim_chat(claim).await {
+                            Ok(r) => store_pb::ClaimChatResult {
+                                claimed: r.into_inner().claimed,
+                                denied: false,
+                            },
+                            Err(s) if s.code() == tonic::Code::NotFound => {
+                                store_pb::ClaimChatResult {
+                                    claimed: false,
+                                    denied: true,
                                 }
                             }
                             Err(s) => return Err(s),

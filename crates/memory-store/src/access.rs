@@ -76,3 +76,87 @@ pub async fn claim(
         }),
     }
 }
+
+/// What [`claim_many`] decided for one claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// The caller became the owner now.
+    Claimed,
+    /// The caller may write the chat (its owner, or acting for the tenant).
+    Owner,
+    /// Another user owns the chat, or it is outside the caller's namespace.
+    Denied,
+}
+
+/// [`claim`] for several chats (a gateway's acceptances that arrived together)
+/// in one round trip and one durable transaction (`chat_memory_claim_chats`,
+/// which locks the chats in one order first): each claim's verdict, in order.
+///
+/// # Errors
+/// Database errors, for the whole batch.
+pub async fn claim_many(
+    db: &DatabaseConnection,
+    claims: Vec<(ChatId, Access)>,
+) -> Result<Vec<Claim>, StoreError> {
+    let mut verdicts = vec![Claim::Denied; claims.len()];
+    // Only chats in the caller's namespace go to Postgres; `asked[k]` is the
+    // position of the k-th of them.
+    let mut asked = Vec::with_capacity(claims.len());
+    let mut batch = Vec::with_capacity(claims.len());
+    for (i, (chat, access)) in claims.iter().enumerate() {
+        if access.in_namespace(chat.as_str()) {
+            asked.push(i);
+            batch.push(serde_json::json!({
+                "chat": chat.as_str(),
+                "tenant": access.tenant,
+                "user": access.user,
+                "acts_for_tenant": access.acts_for_tenant,
+            }));
+        }
+    }
+    if batch.is_empty() {
+        return Ok(verdicts);
+    }
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT idx, claim FROM chat_memory_claim_chats($1)",
+            [serde_json::Value::Array(batch).into()],
+        ))
+        .await?;
+    if rows.len() != asked.len() {
+        return Err(StoreError::CorruptRow {
+            table: "chat_owners",
+            reason: format!(
+                "chat_memory_claim_chats answered {} of {} claims",
+                rows.len(),
+                asked.len()
+            ),
+        });
+    }
+    for row in rows {
+        let idx: i32 = row.try_get("", "idx")?;
+        let claim: String = row.try_get("", "claim")?;
+        let slot = usize::try_from(idx)
+            .ok()
+            .and_then(|k| k.checked_sub(1))
+            .and_then(|k| asked.get(k))
+            .and_then(|&i| verdicts.get_mut(i))
+            .ok_or_else(|| StoreError::CorruptRow {
+                table: "chat_owners",
+                reason: format!("chat_memory_claim_chats answered position {idx}"),
+            })?;
+        *slot = match claim.as_str() {
+            "claimed" => Claim::Claimed,
+            "owner" => Claim::Owner,
+            "denied" => Claim::Denied,
+            other => {
+                return Err(StoreError::CorruptRow {
+                    table: "chat_owners",
+                    reason: format!("chat_memory_claim_chats returned {other:?}"),
+                });
+            }
+        };
+    }
+    Ok(verdicts)
+}

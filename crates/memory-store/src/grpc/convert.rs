@@ -74,6 +74,28 @@ pub fn accepted_jobs(r: pb::RecordAcceptedBatchRequest) -> Result<Vec<AcceptedJo
         .collect()
 }
 
+/// Every claim of a batch, checked; a bad one names its place (`claims[i].field`).
+pub fn claims(r: pb::ClaimChatsRequest) -> Result<Vec<(ChatId, Access)>, StoreError> {
+    r.claims
+        .into_iter()
+        .enumerate()
+        .map(|(i, claim)| {
+            let at = |e: StoreError| match e {
+                StoreError::InvalidArgument { field, reason } => StoreError::InvalidArgument {
+                    field: format!("claims[{i}].{field}").into(),
+                    reason,
+                },
+                other => other,
+            };
+            let chat = ChatId::parse(claim.chat_id).map_err(at)?;
+            let access = Access::parse(claim.access)
+                .map_err(at)?
+                .ok_or_else(|| at(StoreError::invalid("access", "is required")))?;
+            Ok((chat, access))
+        })
+        .collect()
+}
+
 pub fn delivery(r: pb::BeginJobRequest) -> Result<Delivery, StoreError> {
     let chat_id = ChatId::parse(r.chat_id)?;
     Ok(Delivery {

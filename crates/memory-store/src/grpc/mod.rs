@@ -193,6 +193,24 @@ impl MemoryStore for StoreService {
         Ok(Response::new(pb::ClaimChatResponse { claimed }))
     }
 
+    async fn claim_chats(
+        &self,
+        request: Request<pb::ClaimChatsRequest>,
+    ) -> Result<Response<pb::ClaimChatsResponse>, Status> {
+        let claims = convert::claims(request.into_inner())?;
+        let verdicts = access::claim_many(&self.db, claims)
+            .instrument(crate::db::span("claim_many"))
+            .await?;
+        let results = verdicts
+            .into_iter()
+            .map(|verdict| pb::ClaimChatResult {
+                claimed: verdict == access::Claim::Claimed,
+                denied: verdict == access::Claim::Denied,
+            })
+            .collect();
+        Ok(Response::new(pb::ClaimChatsResponse { results }))
+    }
+
     async fn record_audit(
         &self,
         request: Request<pb::RecordAuditRequest>,

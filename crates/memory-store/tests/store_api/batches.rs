@@ -1,6 +1,6 @@
 //! Coalesced batches and ownership at the store: BeginJobs decides per job in
 //! one call, CommitJobs applies several jobs at one version and one call id,
-//! ClaimChat records the first owner, and a job of another chat is refused
+//! ClaimChat (and ClaimChats, several at once) records the first owner, and a job of another chat is refused
 //! naming `job_id`, with nothing written.
 
 use chat_memory_proto::store::{
@@ -83,6 +83,75 @@ async fn claim_chat_records_the_first_owner_and_hides_the_chat_from_other_users(
     assert_eq!(
         foreign.expect_err("another namespace").code(),
         Code::NotFound
+    );
+}
+
+#[tokio::test]
+async fn claim_chats_answers_each_claim_in_order_in_one_call() {
+    use chat_memory_proto::store::{ClaimChatResult, ClaimChatsRequest};
+    let mut store = TestStore::start().await;
+    let claim = |chat: &str, access: Access| ClaimChatRequest {
+        chat_id: chat.into(),
+        access: Some(access),
+    };
+    store
+        .client
+        .claim_chat(claim("t/bobs", owner("bob")))
+        .await
+        .expect("bob owns t/bobs");
+    let tenant_wide = Access {
+        acts_for_tenant: true,
+        ..owner("service")
+    };
+    let results = store
+        .client
+        .claim_chats(ClaimChatsRequest {
+            claims: vec![
+                claim("t/new", owner("alice")),
+                claim("t/bobs", owner("alice")),
+                claim("u/elsewhere", owner("alice")),
+                claim("t/new", owner("alice")),
+                claim("t/bobs", tenant_wide),
+            ],
+        })
+        .await
+        .expect("claims")
+        .into_inner()
+        .results;
+    let result = |claimed, denied| ClaimChatResult { claimed, denied };
+    assert_eq!(
+        results,
+        vec![
+            result(true, false),
+            result(false, true),
+            result(false, true),
+            result(false, false),
+            result(false, false),
+        ],
+        "first owner, another's chat, another namespace, the owner again, a tenant-wide caller"
+    );
+    let bob = store.client.claim_chat(claim("t/new", owner("bob"))).await;
+    assert_eq!(
+        bob.expect_err("alice's claim was committed").code(),
+        Code::NotFound
+    );
+    let refused = store
+        .client
+        .claim_chats(ClaimChatsRequest {
+            claims: vec![
+                claim("t/fine", owner("alice")),
+                ClaimChatRequest {
+                    chat_id: "t/no-access".into(),
+                    access: None,
+                },
+            ],
+        })
+        .await
+        .expect_err("a claim without access");
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(
+        refused.message().contains("claims[1].access"),
+        "{refused:?}"
     );
 }
 

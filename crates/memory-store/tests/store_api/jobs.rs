@@ -354,7 +354,11 @@ async fn a_batch_of_acceptances_answers_each_job_in_order_in_one_call() {
             job_id: late.clone(),
         })
         .await;
-    assert_eq!(gone.err().map(|s| s.code()), Some(Code::NotFound), "not recorded");
+    assert_eq!(
+        gone.err().map(|s| s.code()),
+        Some(Code::NotFound),
+        "not recorded"
+    );
 }
 
 #[tokio::test]

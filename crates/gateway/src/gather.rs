@@ -1,0 +1,282 @@
+//! memory-store calls of the acceptance path, gathered: `ClaimChat` and
+//! `RecordAccepted`.
+//!
+//! A request that arrives while calls of its kind are in flight waits for the
+//! next free call and goes with every other one waiting then, in one batch
+//! call (`ClaimChats`, `RecordAcceptedBatch`: one memory-store request, one
+//! Postgres transaction). A lone request goes at once, as a batch of one:
+//! gathering adds no wait of its own, it uses the wait there already is. Under
+//! a burst this turns hundreds of calls into a few.
+//!
+//! Each request still gets its own answer, and a failed call is the failure of
+//! every request in it (as a failed single call was: an unregistered job is
+//! registered by the worker, an unchecked claim is checked again before the
+//! job applies).
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use service_kit::settings::SettingsError;
+
+/// The `[store_batches]` settings, for each kind of gathered call.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BatchSettings {
+    /// Most requests in one call.
+    pub max_batch: usize,
+    /// Calls of one kind in flight at once per gateway; requests that arrive
+    /// while all are busy go together in the next.
+    pub max_in_flight: usize,
+}
+
+impl Default for BatchSettings {
+    fn default() -> Self {
+        Self {
+            max_batch: 128,
+            max_in_flight: 4,
+        }
+    }
+}
+
+impl BatchSettings {
+    /// # Errors
+    /// [`SettingsError::Invalid`] naming the bad field.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        if self.max_batch == 0 {
+            return Err(SettingsError::invalid(
+                "store_batches.max_batch",
+                "must be at least 1",
+            ));
+        }
+        if self.max_in_flight == 0 {
+            return Err(SettingsError::invalid(
+                "store_batches.max_in_flight",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One call answering several requests: one answer per request, in order.
+pub type BatchCall<Req, Res> =
+    Arc<dyn Fn(Vec<Req>) -> BoxFuture<'static, Result<Vec<Res>, tonic::Status>> + Send + Sync>;
+
+struct Pending<Req, Res> {
+    request: Req,
+    answer: oneshot::Sender<Result<Res, tonic::Status>>,
+}
+
+/// Gathers requests into calls of a [`BatchCall`]; cheap to clone.
+pub struct Gatherer<Req, Res> {
+    tx: mpsc::Sender<Pending<Req, Res>>,
+}
+
+impl<Req, Res> Clone for Gatherer<Req, Res> {
+    fn clone(&self) -> Self {
+        Self {
+            tx: self.tx.clone(),
+        }
+    }
+}
+
+impl<Req: Send + 'static, Res: Send + 'static> Gatherer<Req, Res> {
+    /// Starts gathering on the current runtime; stops when every clone is dropped.
+    pub fn start(call: BatchCall<Req, Res>, settings: &BatchSettings) -> Self {
+        let max_batch = settings.max_batch.max(1);
+        let in_flight = Arc::new(Semaphore::new(settings.max_in_flight.max(1)));
+        let (tx, rx) = mpsc::channel(max_batch.saturating_mul(4));
+        tokio::spawn(gather(rx, call, max_batch, in_flight));
+        Self { tx }
+    }
+
+    /// Sends one request; waits for the call it goes in.
+    ///
+    /// # Errors
+    /// The call's status (every request of a failed call gets it).
+    pub async fn call(&self, request: Req) -> Result<Res, tonic::Status> {
+        let (answer, answered) = oneshot::channel();
+        self.tx
+            .send(Pending { request, answer })
+            .await
+            .map_err(|_| tonic::Status::unavailable("batched store calls have stopped"))?;
+        answered
+            .await
+            .map_err(|_| tonic::Status::internal("a batched store call ended without an answer"))?
+    }
+}
+
+async fn gather<Req: Send + 'static, Res: Send + 'static>(
+    mut rx: mpsc::Receiver<Pending<Req, Res>>,
+    call: BatchCall<Req, Res>,
+    max_batch: usize,
+    in_flight: Arc<Semaphore>,
+) {
+    while let Some(first) = rx.recv().await {
+        // Wait for a free call first: what arrives meanwhile goes with `first`.
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let call = call.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let (requests, answers): (Vec<_>, Vec<_>) =
+                batch.into_iter().map(|p| (p.request, p.answer)).unzip();
+            let n = requests.len();
+            match call(requests).await {
+                Ok(results) if results.len() == n => {
+                    for (answer, result) in answers.into_iter().zip(results) {
+                        let _ = answer.send(Ok(result));
+                    }
+                }
+                Ok(results) => {
+                    let status = tonic::Status::internal(format!(
+                        "memory-store answered {} of {n} batched requests",
+                        results.len()
+                    ));
+                    for answer in answers {
+                        let _ = answer.send(Err(status.clone()));
+                    }
+                }
+                Err(status) => {
+                    for answer in answers {
+                        let _ = answer.send(Err(status.clone()));
+                    }
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use futures::FutureExt;
+
+    use super::*;
+
+    /// A call that records the batches it got and answers, once released,
+    /// each request with its own name in capitals.
+    fn recording_call(
+        seen: Arc<Mutex<Vec<Vec<String>>>>,
+        release: Arc<Semaphore>,
+    ) -> BatchCall<String, String> {
+        Arc::new(move |requests: Vec<String>| {
+            let seen = seen.clone();
+            let release = release.clone();
+            async move {
+                seen.lock().expect("lock").push(requests.clone());
+                release.acquire().await.expect("open").forget();
+                Ok(requests.iter().map(|r| r.to_uppercase()).collect())
+            }
+            .boxed()
+        })
+    }
+
+    #[tokio::test]
+    async fn requests_that_wait_for_a_busy_call_go_together_and_each_gets_its_answer() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let release = Arc::new(Semaphore::new(0));
+        let settings = BatchSettings {
+            max_batch: 3,
+            max_in_flight: 1,
+        };
+        let gatherer = Gatherer::start(recording_call(seen.clone(), release.clone()), &settings);
+
+        let first = tokio::spawn({
+            let g = gatherer.clone();
+            async move { g.call("a".to_owned()).await }
+        });
+        // `a` is in its call (held) before the others arrive.
+        while seen.lock().expect("lock").is_empty() {
+            tokio::task::yield_now().await;
+        }
+        let later: Vec<_> = ["b", "c", "d", "e"]
+            .into_iter()
+            .map(|name| {
+                let g = gatherer.clone();
+                tokio::spawn(async move { g.call(name.to_owned()).await })
+            })
+            .collect();
+        // All four sent: three wait in the channel (the gathering task may
+        // already hold the first of them while it waits for the busy call).
+        while gatherer.tx.max_capacity() - gatherer.tx.capacity() < 3 {
+            tokio::task::yield_now().await;
+        }
+        release.add_permits(10);
+
+        assert_eq!(first.await.expect("joined").expect("answered"), "A");
+        let mut answers = Vec::new();
+        for handle in later {
+            answers.push(handle.await.expect("joined").expect("answered"));
+        }
+        assert_eq!(answers, ["B", "C", "D", "E"], "each its own answer");
+        let batches = seen.lock().expect("lock").clone();
+        assert_eq!(
+            batches,
+            vec![
+                vec!["a".to_owned()],
+                vec!["b".to_owned(), "c".to_owned(), "d".to_owned()],
+                vec!["e".to_owned()],
+            ],
+            "the three that waited went together (at most max_batch), the rest next"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_call_fails_every_request_in_it() {
+        let call: BatchCall<String, String> = Arc::new(|_requests: Vec<String>| {
+            async { Err(tonic::Status::unavailable("memory-store down")) }.boxed()
+        });
+        let gatherer = Gatherer::start(call, &BatchSettings::default());
+        let status = gatherer
+            .call("a".to_owned())
+            .await
+            .expect_err("the call failed");
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        let short: BatchCall<String, String> =
+            Arc::new(|_requests: Vec<String>| async { Ok(Vec::new()) }.boxed());
+        let gatherer = Gatherer::start(short, &BatchSettings::default());
+        let status = gatherer
+            .call("a".to_owned())
+            .await
+            .expect_err("no answer for the request");
+        assert_eq!(status.code(), tonic::Code::Internal);
+        assert!(status.message().contains("0 of 1"), "{}", status.message());
+    }
+
+    #[test]
+    fn zero_batch_or_zero_calls_in_flight_is_refused_naming_the_setting() {
+        let bad = BatchSettings {
+            max_batch: 0,
+            ..Default::default()
+        };
+        assert!(
+            bad.validate()
+                .expect_err("refused")
+                .to_string()
+                .contains("store_batches.max_batch")
+        );
+        let bad = BatchSettings {
+            max_in_flight: 0,
+            ..Default::default()
+        };
+        assert!(
+            bad.validate()
+                .expect_err("refused")
+                .to_string()
+                .contains("store_batches.max_in_flight")
+        );
+    }
+}
