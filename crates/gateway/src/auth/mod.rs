@@ -227,11 +227,15 @@ pub struct Verifier {
     /// The JWKS text the keys came from (empty with HS256).
     jwks_text: RwLock<String>,
     settings: AuthSettings,
-    /// Tokens verified before -> (their principal, `exp`): an agent service
-    /// presents the same token on every call, and a signature check (RS256 in
-    /// particular) costs far more than a lookup. A hit still checks expiry;
-    /// new keys empty the cache, so a token of a removed key stops working.
-    verified: quick_cache::sync::Cache<String, (Principal, u64)>,
+    /// Tokens verified before -> (their principal, `exp`, the key generation
+    /// that verified them): an agent service presents the same token on every
+    /// call, and a signature check (RS256 in particular) costs far more than a
+    /// lookup. A hit still checks expiry, and counts only when it was verified
+    /// with the current keys, so a token of a removed key stops working at once,
+    /// even one whose check was under way while the keys changed.
+    verified: quick_cache::sync::Cache<String, (Principal, u64, u64)>,
+    /// Bumped each time the keys are replaced ([`Verifier::reload`]).
+    generation: std::sync::atomic::AtomicU64,
 }
 
 /// The claims we read; everything else is ignored.
@@ -258,6 +262,7 @@ impl Verifier {
             jwks_text: RwLock::new(text),
             settings: settings.clone(),
             verified: quick_cache::sync::Cache::new(VERIFIED_TOKENS),
+            generation: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -288,6 +293,10 @@ impl Verifier {
         if let Ok(mut current) = self.jwks_text.write() {
             *current = text;
         }
+        // After the swap: a check that read the old keys carries the old
+        // generation, so what it caches is never trusted (see `verify`).
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.verified.clear();
         Ok(true)
     }
@@ -307,8 +316,11 @@ impl Verifier {
     /// An [`AuthError`] saying why the token is not acceptable.
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
         let now = jsonwebtoken::get_current_timestamp();
-        if let Some((principal, exp)) = self.verified.get(token) {
-            if now <= exp.saturating_add(self.settings.leeway_secs) {
+        // Read before the keys: a reload in between makes this check's cache
+        // entry stale rather than trusted.
+        let generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
+        if let Some((principal, exp, verified_with)) = self.verified.get(token) {
+            if verified_with == generation && now <= exp.saturating_add(self.settings.leeway_secs) {
                 return Ok(principal);
             }
             self.verified.remove(token);
@@ -327,7 +339,7 @@ impl Verifier {
         let exp = data.claims.exp;
         let principal = self.principal(data.claims)?;
         self.verified
-            .insert(token.to_owned(), (principal.clone(), exp));
+            .insert(token.to_owned(), (principal.clone(), exp, generation));
         Ok(principal)
     }
 

@@ -21,6 +21,7 @@ fn verifier() -> Verifier {
             ..AuthSettings::default()
         },
         verified: quick_cache::sync::Cache::new(16),
+        generation: std::sync::atomic::AtomicU64::new(0),
     }
 }
 
@@ -80,6 +81,40 @@ fn a_changed_jwks_file_replaces_the_keys_without_a_restart_and_a_bad_one_keeps_t
     assert!(v.reload().expect("reload"));
     assert_eq!(v.verify(&rsa_token), Err(AuthError::BadSignature));
     assert!(v.verify(&ec_token).is_ok());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_check_under_way_while_the_keys_change_does_not_keep_a_withdrawn_key_cached() {
+    let dir = std::env::temp_dir().join(format!("cm-jwks-race-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("jwks.json");
+    std::fs::write(&path, jwks_of(&["rsa-1"])).expect("write");
+    let v = Verifier::new(&AuthSettings {
+        jwks_path: path.display().to_string(),
+        ..AuthSettings::default()
+    })
+    .expect("verifier");
+    let rsa_token = token(
+        Algorithm::RS256,
+        Some("rsa-1"),
+        &rsa(),
+        &claims(600, "chat-memory"),
+    );
+    // A check reads the generation and the old keys ...
+    let generation = v.generation.load(std::sync::atomic::Ordering::SeqCst);
+    let principal = v.verify(&rsa_token).expect("the old key verifies");
+    // ... the old key is withdrawn meanwhile ...
+    std::fs::write(&path, jwks_of(&["ec-1"])).expect("write");
+    assert!(v.reload().expect("reload"));
+    // ... and the check caches its verdict after the reload emptied the cache.
+    v.verified
+        .insert(rsa_token.clone(), (principal, u64::MAX, generation));
+    assert_eq!(
+        v.verify(&rsa_token),
+        Err(AuthError::BadSignature),
+        "a verdict of the old keys is not trusted"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -255,9 +290,9 @@ fn a_verified_token_is_answered_from_the_cache_until_its_expiry_then_verified_ag
     let mut marked = real.clone();
     marked.user = "from-the-cache".into();
     let far = jsonwebtoken::get_current_timestamp() + 3600;
-    v.verified.insert(t.clone(), (marked.clone(), far));
+    v.verified.insert(t.clone(), (marked.clone(), far, 0));
     assert_eq!(v.verify(&t), Ok(marked.clone()), "a hit skips verification");
     // Expired as far as the cache knows: the token is verified again.
-    v.verified.insert(t.clone(), (marked, 1));
+    v.verified.insert(t.clone(), (marked, 1, 0));
     assert_eq!(v.verify(&t), Ok(real));
 }
