@@ -6,6 +6,8 @@
 //! Reads ([`crate::reads`]) and audit rows ([`crate::audit`]) use the
 //! generated client themselves: they keep their own caches and fallbacks.
 
+use futures::FutureExt as _;
+use futures::future::BoxFuture;
 use uuid::Uuid;
 
 use chat_memory_proto::jobs::v1::UpdateJob;
@@ -170,81 +172,106 @@ impl Store {
     }
 }
 
-/// `RecordAcceptedBatch` on `client`. A memory-store older than the call
-/// (UNIMPLEMENTED, during a rolling upgrade) gets the jobs one
-/// `RecordAccepted` at a time instead.
+/// `RecordAcceptedBatch` on `client` (one job's RecordAccepted at a time for
+/// an older memory-store).
 fn registrations_call(
     client: StoreClient,
 ) -> BatchCall<store_pb::RecordAcceptedRequest, store_pb::RecordAcceptedResult> {
-    use futures::FutureExt as _;
-    std::sync::Arc::new(move |jobs: Vec<store_pb::RecordAcceptedRequest>| {
-        let mut client = client.clone();
-        async move {
-            let batch = store_pb::RecordAcceptedBatchRequest { jobs };
-            match client.record_accepted_batch(batch.clone()).await {
-                Ok(answer) => Ok(answer.into_inner().results),
-                Err(status) if status.code() == tonic::Code::Unimplemented => {
-                    let mut results = Vec::with_capacity(batch.jobs.len());
-                    for job in batch.jobs {
-                        results.push(match client.record_accepted(job).await {
-                            Ok(r) => {
-                                let r = r.into_inner();
-                                store_pb::RecordAcceptedResult {
-                                    inserted: r.inserted,
-                                    earlier_acceptance: r.earlier_acceptance,
-                                    key_reused: false,
-                                }
-                            }
-                            Err(s) if s.code() == tonic::Code::FailedPrecondition => {
-                                store_pb::RecordAcceptedResult {
-                                    key_reused: true,
-                                    ..Default::default()
-                                }
-                            }
-                            Err(s) => return Err(s),
-                        });
-                    }
-                    Ok(results)
-                }
-                Err(status) => Err(status),
+    with_single_fallback(
+        client,
+        |mut client, jobs| {
+            async move {
+                let batch = store_pb::RecordAcceptedBatchRequest { jobs };
+                let answer = client.record_accepted_batch(batch).await?;
+                Ok(answer.into_inner().results)
             }
-        }
-        .boxed()
-    })
+            .boxed()
+        },
+        |mut client, job| {
+            async move {
+                match client.record_accepted(job).await {
+                    Ok(r) => {
+                        let r = r.into_inner();
+                        Ok(store_pb::RecordAcceptedResult {
+                            inserted: r.inserted,
+                            earlier_acceptance: r.earlier_acceptance,
+                            key_reused: false,
+                        })
+                    }
+                    Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+                        Ok(store_pb::RecordAcceptedResult {
+                            key_reused: true,
+                            ..Default::default()
+                        })
+                    }
+                    Err(s) => Err(s),
+                }
+            }
+            .boxed()
+        },
+    )
 }
 
-/// `ClaimChats` on `client`. A memory-store older than the call
-/// (UNIMPLEMENTED, during a rolling upgrade) gets one `ClaimChat` per claim.
+/// `ClaimChats` on `client` (one ClaimChat at a time for an older memory-store).
 fn claims_call(
     client: StoreClient,
 ) -> BatchCall<store_pb::ClaimChatRequest, store_pb::ClaimChatResult> {
-    use futures::FutureExt as _;
-    std::sync::Arc::new(move |claims: Vec<store_pb::ClaimChatRequest>| {
-        let mut client = client.clone();
+    with_single_fallback(
+        client,
+        |mut client, claims| {
+            async move {
+                let batch = store_pb::ClaimChatsRequest { claims };
+                let answer = client.claim_chats(batch).await?;
+                Ok(answer.into_inner().results)
+            }
+            .boxed()
+        },
+        |mut client, claim| {
+            async move {
+                match client.claim_chat(claim).await {
+                    Ok(r) => Ok(store_pb::ClaimChatResult {
+                        claimed: r.into_inner().claimed,
+                        denied: false,
+                    }),
+                    Err(s) if s.code() == tonic::Code::NotFound => Ok(store_pb::ClaimChatResult {
+                        claimed: false,
+                        denied: true,
+                    }),
+                    Err(s) => Err(s),
+                }
+            }
+            .boxed()
+        },
+    )
+}
+
+/// A memory-store call's answer, boxed.
+type StoreFuture<T> = BoxFuture<'static, Result<T, tonic::Status>>;
+
+/// A gathered call: `batch` on the client; a memory-store older than the
+/// batch call (UNIMPLEMENTED, during a rolling upgrade) gets `single` for each
+/// request, in order.
+fn with_single_fallback<Req, Res>(
+    client: StoreClient,
+    batch: fn(StoreClient, Vec<Req>) -> StoreFuture<Vec<Res>>,
+    single: fn(StoreClient, Req) -> StoreFuture<Res>,
+) -> BatchCall<Req, Res>
+where
+    Req: Clone + Send + 'static,
+    Res: Send + 'static,
+{
+    std::sync::Arc::new(move |requests: Vec<Req>| {
+        let client = client.clone();
         async move {
-            let batch = store_pb::ClaimChatsRequest { claims };
-            match client.claim_chats(batch.clone()).await {
-                Ok(answer) => Ok(answer.into_inner().results),
+            match batch(client.clone(), requests.clone()).await {
                 Err(status) if status.code() == tonic::Code::Unimplemented => {
-                    let mut results = Vec::with_capacity(batch.claims.len());
-                    for claim in batch.claims {
-                        results.push(match client.claim_chat(claim).await {
-                            Ok(r) => store_pb::ClaimChatResult {
-                                claimed: r.into_inner().claimed,
-                                denied: false,
-                            },
-                            Err(s) if s.code() == tonic::Code::NotFound => {
-                                store_pb::ClaimChatResult {
-                                    claimed: false,
-                                    denied: true,
-                                }
-                            }
-                            Err(s) => return Err(s),
-                        });
+                    let mut results = Vec::with_capacity(requests.len());
+                    for request in requests {
+                        results.push(single(client.clone(), request).await?);
                     }
                     Ok(results)
                 }
-                Err(status) => Err(status),
+                answered => answered,
             }
         }
         .boxed()

@@ -34,8 +34,9 @@ fn jwks_of(kids: &[&str]) -> String {
     set.to_string()
 }
 
-#[test]
-fn a_changed_jwks_file_replaces_the_keys_without_a_restart_and_a_bad_one_keeps_them() {
+/// A verifier reading a JWKS file that holds only `rsa-1`; the file's folder
+/// and path, and a token of that key.
+fn file_verifier() -> (Verifier, std::path::PathBuf, std::path::PathBuf, String) {
     let dir = std::env::temp_dir().join(format!("cm-jwks-{}", uuid::Uuid::now_v7()));
     std::fs::create_dir_all(&dir).expect("dir");
     let path = dir.join("jwks.json");
@@ -51,6 +52,12 @@ fn a_changed_jwks_file_replaces_the_keys_without_a_restart_and_a_bad_one_keeps_t
         &rsa(),
         &claims(600, "chat-memory"),
     );
+    (v, dir, path, rsa_token)
+}
+
+#[test]
+fn a_changed_jwks_file_replaces_the_keys_without_a_restart_and_a_bad_one_keeps_them() {
+    let (v, dir, path, rsa_token) = file_verifier();
     let ec_token = token(
         Algorithm::ES256,
         Some("ec-1"),
@@ -86,21 +93,7 @@ fn a_changed_jwks_file_replaces_the_keys_without_a_restart_and_a_bad_one_keeps_t
 
 #[test]
 fn a_check_under_way_while_the_keys_change_does_not_keep_a_withdrawn_key_cached() {
-    let dir = std::env::temp_dir().join(format!("cm-jwks-race-{}", uuid::Uuid::now_v7()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let path = dir.join("jwks.json");
-    std::fs::write(&path, jwks_of(&["rsa-1"])).expect("write");
-    let v = Verifier::new(&AuthSettings {
-        jwks_path: path.display().to_string(),
-        ..AuthSettings::default()
-    })
-    .expect("verifier");
-    let rsa_token = token(
-        Algorithm::RS256,
-        Some("rsa-1"),
-        &rsa(),
-        &claims(600, "chat-memory"),
-    );
+    let (v, dir, path, rsa_token) = file_verifier();
     // A check reads the generation and the old keys ...
     let generation = v.generation.load(std::sync::atomic::Ordering::SeqCst);
     let principal = v.verify(&rsa_token).expect("the old key verifies");
