@@ -85,6 +85,32 @@ impl Records {
         })
     }
 
+    /// Why jobs of this run ended failed: each recorded error (its first 120
+    /// characters) and how many jobs it ended, most first.
+    ///
+    /// # Errors
+    /// [`RecordsError::Query`].
+    pub async fn failure_reasons(&self) -> Result<Vec<(String, u64)>, RecordsError> {
+        let rows = self
+            .db
+            .query_all_raw(Statement::from_sql_and_values(
+                self.db.get_database_backend(),
+                "SELECT left(coalesce(error, ''), 120) AS error, count(*) AS n FROM jobs \
+                 WHERE accepted_at >= $1 AND state = 'failed' GROUP BY 1 ORDER BY 2 DESC LIMIT 5",
+                [self.since.into()],
+            ))
+            .await
+            .map_err(RecordsError::Query)?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let error = r.try_get::<String>("", "error").unwrap_or_default();
+                let n = r.try_get::<i64>("", "n").ok();
+                (error, n.and_then(|n| u64::try_from(n).ok()).unwrap_or(0))
+            })
+            .collect())
+    }
+
     /// Waits, one query a second, until `expected` jobs have ended or
     /// `deadline`; prints progress every 10 s.
     ///

@@ -219,6 +219,7 @@ pub async fn readiness(args: &ReadinessArgs) -> Result<(), ReadinessError> {
     };
     let burst = load::send(&clients, &format!("{tag}b"), burst_plan, deadline).await;
     let burst_counts = records.wait_ended(burst.accepted, deadline).await?;
+    let mut failures = records.failure_reasons().await?;
     records.close().await;
     let burst_p99 = quantile(&burst.accept_latency, 0.99);
     rows.push(Row {
@@ -261,6 +262,7 @@ pub async fn readiness(args: &ReadinessArgs) -> Result<(), ReadinessError> {
         .await
         .map_err(|e| ReadinessError::Client(format!("the readers stopped: {e}")))?;
     let counts = records.wait_ended(sustained.accepted, deadline).await?;
+    failures.extend(records.failure_reasons().await?);
     let busy = cpu_busy(cpu_before, cpu_ticks());
     let timings = records.timings().await?;
     records.close().await;
@@ -296,8 +298,12 @@ pub async fn readiness(args: &ReadinessArgs) -> Result<(), ReadinessError> {
         ),
         threshold: format!("≥ {:.1} %", SUCCESS_MIN * 100.0),
         measured: format!(
-            "{:.2} % ({succeeded} of {accepted} accepted; {failed} failed; the model answered {} of {} calls with HTTP 500)",
+            "{:.2} % ({succeeded} of {accepted} accepted; {failed} failed{}; the model answered {} of {} calls with HTTP 500)",
             success * 100.0,
+            failures
+                .iter()
+                .map(|(error, n)| format!(": {n} × \"{error}\""))
+                .collect::<String>(),
             stats.server_errors,
             stats.requests
         ),
