@@ -66,14 +66,10 @@ pub async fn claim(
             reason: "chat_memory_claim_chat returned no row".to_owned(),
         })?;
     let claim: String = row.try_get("", "claim")?;
-    match claim.as_str() {
-        "claimed" => Ok(true),
-        "owner" => Ok(false),
-        "denied" => Err(StoreError::NotFound("chat")),
-        other => Err(StoreError::CorruptRow {
-            table: "chat_owners",
-            reason: format!("chat_memory_claim_chat returned {other:?}"),
-        }),
+    match verdict(&claim)? {
+        Claim::Claimed => Ok(true),
+        Claim::Owner => Ok(false),
+        Claim::Denied => Err(StoreError::NotFound("chat")),
     }
 }
 
@@ -120,43 +116,30 @@ pub async fn claim_many(
     let rows = db
         .query_all_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
-            "SELECT idx, claim FROM chat_memory_claim_chats($1)",
+            "SELECT idx, claim FROM chat_memory_claim_chats($1) ORDER BY idx",
             [serde_json::Value::Array(batch).into()],
         ))
         .await?;
-    if rows.len() != asked.len() {
-        return Err(StoreError::CorruptRow {
-            table: "chat_owners",
-            reason: format!(
-                "chat_memory_claim_chats answered {} of {} claims",
-                rows.len(),
-                asked.len()
-            ),
-        });
-    }
-    for row in rows {
-        let idx: i32 = row.try_get("", "idx")?;
+    let rows =
+        crate::rows::one_per_item(rows, asked.len(), "chat_owners", "chat_memory_claim_chats")?;
+    for (row, i) in rows.iter().zip(asked) {
         let claim: String = row.try_get("", "claim")?;
-        let slot = usize::try_from(idx)
-            .ok()
-            .and_then(|k| k.checked_sub(1))
-            .and_then(|k| asked.get(k))
-            .and_then(|&i| verdicts.get_mut(i))
-            .ok_or_else(|| StoreError::CorruptRow {
-                table: "chat_owners",
-                reason: format!("chat_memory_claim_chats answered position {idx}"),
-            })?;
-        *slot = match claim.as_str() {
-            "claimed" => Claim::Claimed,
-            "owner" => Claim::Owner,
-            "denied" => Claim::Denied,
-            other => {
-                return Err(StoreError::CorruptRow {
-                    table: "chat_owners",
-                    reason: format!("chat_memory_claim_chats returned {other:?}"),
-                });
-            }
-        };
+        if let Some(slot) = verdicts.get_mut(i) {
+            *slot = verdict(&claim)?;
+        }
     }
     Ok(verdicts)
+}
+
+/// A verdict as `chat_memory_claim` words it.
+fn verdict(claim: &str) -> Result<Claim, StoreError> {
+    match claim {
+        "claimed" => Ok(Claim::Claimed),
+        "owner" => Ok(Claim::Owner),
+        "denied" => Ok(Claim::Denied),
+        other => Err(StoreError::CorruptRow {
+            table: "chat_owners",
+            reason: format!("chat_memory_claim returned {other:?}"),
+        }),
+    }
 }

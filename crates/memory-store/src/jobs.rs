@@ -18,7 +18,7 @@ use crate::{
     domain::{AcceptedJob, Begin, Begun, ChatId, Delivery, Failure, JobId, JobState, JobView},
     entity::jobs,
     error::StoreError,
-    rows::BeginRow,
+    rows::{BeginRow, one_per_item},
 };
 
 /// The error recorded on a job whose requester does not own the chat.
@@ -103,32 +103,16 @@ pub async fn record_accepted_batch(
     let rows = db
         .query_all_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
-            "SELECT idx, outcome, earlier FROM chat_memory_record_accepted_batch($1)",
+            "SELECT idx, outcome, earlier FROM chat_memory_record_accepted_batch($1) ORDER BY idx",
             [serde_json::Value::Array(batch).into()],
         ))
         .await?;
-    let mut answers: Vec<Option<Result<Recorded, StoreError>>> = (0..n).map(|_| None).collect();
-    for row in rows {
-        let idx: i32 = row.try_get("", "idx")?;
-        let outcome: String = row.try_get("", "outcome")?;
-        let earlier: bool = row.try_get("", "earlier")?;
-        let slot = usize::try_from(idx)
-            .ok()
-            .and_then(|i| i.checked_sub(1))
-            .and_then(|i| answers.get_mut(i))
-            .ok_or_else(|| StoreError::CorruptRow {
-                table: "jobs",
-                reason: format!("chat_memory_record_accepted_batch answered position {idx} of {n}"),
-            })?;
-        *slot = Some(recorded(&outcome, earlier));
-    }
-    answers
-        .into_iter()
-        .map(|answer| {
-            answer.ok_or_else(|| StoreError::CorruptRow {
-                table: "jobs",
-                reason: "chat_memory_record_accepted_batch left a job unanswered".to_owned(),
-            })
+    one_per_item(rows, n, "jobs", "chat_memory_record_accepted_batch")?
+        .iter()
+        .map(|row| {
+            let outcome: String = row.try_get("", "outcome")?;
+            let earlier: bool = row.try_get("", "earlier")?;
+            Ok(recorded(&outcome, earlier))
         })
         .collect()
 }

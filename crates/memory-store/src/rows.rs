@@ -180,3 +180,34 @@ fn problem(answer: Option<&str>) -> Result<(), StoreError> {
         _ => Ok(()),
     }
 }
+
+/// The rows of a batch function (`SELECT idx, ... ORDER BY idx`), checked to be
+/// exactly one per item, in the items' order (`idx` = 1, 2, ...).
+///
+/// # Errors
+/// [`StoreError::CorruptRow`] naming `function` when a row is missing, extra
+/// or out of place.
+pub fn one_per_item(
+    rows: Vec<sea_orm::QueryResult>,
+    items: usize,
+    table: &'static str,
+    function: &str,
+) -> Result<Vec<sea_orm::QueryResult>, StoreError> {
+    let corrupt = |reason: String| StoreError::CorruptRow { table, reason };
+    if rows.len() != items {
+        return Err(corrupt(format!(
+            "{function} answered {} of {items} items",
+            rows.len()
+        )));
+    }
+    for (k, row) in rows.iter().enumerate() {
+        let idx: i32 = row.try_get("", "idx")?;
+        if usize::try_from(idx).ok() != Some(k + 1) {
+            return Err(corrupt(format!(
+                "{function} answered position {idx} as {}",
+                k + 1
+            )));
+        }
+    }
+    Ok(rows)
+}
