@@ -22,6 +22,7 @@ mod bench;
 mod faults;
 mod procs;
 mod report;
+mod scrape;
 
 use std::time::{Duration, Instant};
 

@@ -175,6 +175,7 @@ pub async fn read_path(args: &ReadArgs) -> Result<(), ReadBenchError> {
     let one = read_phase(&clients, &tag, args.memories, 1, args.calls / 4, 0.0).await;
     one.print("GetMemory, 1 caller (hits)");
     let processes = usage::tracked(&stack.pids());
+    let counters_before = ReadCounters::read(&stack).await;
     let before = usage::sample(&processes);
     let many = read_phase(
         &clients,
@@ -186,6 +187,7 @@ pub async fn read_path(args: &ReadArgs) -> Result<(), ReadBenchError> {
     )
     .await;
     let after = usage::sample(&processes);
+    let counters_after = ReadCounters::read(&stack).await;
     many.print(&format!(
         "GetMemory, {} callers, {:.0}% NOT_FOUND",
         args.concurrency,
@@ -199,6 +201,7 @@ pub async fn read_path(args: &ReadArgs) -> Result<(), ReadBenchError> {
         many.per_sec() / echo_many.per_sec().max(1e-9)
     );
     let reads = (many.hits.len() + many.not_found.len()).max(1) as f64;
+    ReadCounters::print_since(&counters_after, &counters_before, reads);
     let table = usage::usage(&processes, &before, &after);
     let total: f64 = table
         .iter()
@@ -232,6 +235,71 @@ pub async fn read_path(args: &ReadArgs) -> Result<(), ReadBenchError> {
     stack.shutdown().await;
     drop(echo);
     Ok(())
+}
+
+/// The gateway's read cache and audit outbox counters, read before and after
+/// a phase (none of this counts against the reads: two scrapes per phase).
+#[derive(Debug, Clone, Copy, Default)]
+struct ReadCounters {
+    hits: f64,
+    misses: f64,
+    rows: f64,
+    /// Messages published to the audit outbox stream (its last sequence).
+    messages: f64,
+}
+
+impl ReadCounters {
+    async fn read(stack: &ProcessStack) -> Option<Self> {
+        let http = crate::scrape::http().ok()?;
+        let text = crate::scrape::metrics_text(&http, stack.ports["gateway"].metrics)
+            .await
+            .ok()?;
+        let count = |result: &str| {
+            crate::scrape::sample_sum(
+                &text,
+                "chat_memory_read_cache_total",
+                Some(("result", result)),
+            )
+            .unwrap_or(0.0)
+        };
+        let settings = stack.queue_settings();
+        let js = job_queue::connect(&settings, "chat-memory-bench-read-path")
+            .await
+            .ok()?;
+        let mut outbox = js
+            .get_stream(job_queue::audit_outbox::outbox_stream_name(&settings))
+            .await
+            .ok()?;
+        let messages = outbox.info().await.ok()?.state.last_sequence as f64;
+        Some(Self {
+            hits: count("hit"),
+            misses: count("miss"),
+            rows: crate::scrape::sample_sum(
+                &text,
+                "chat_memory_audit_rows_total",
+                Some(("result", "outboxed")),
+            )
+            .unwrap_or(0.0),
+            messages,
+        })
+    }
+
+    /// Prints the cache's hit share and the rows per outbox message of the phase.
+    fn print_since(after: &Option<Self>, before: &Option<Self>, reads: f64) {
+        let (Some(after), Some(before)) = (after, before) else {
+            println!("  (the gateway's counters could not be read)");
+            return;
+        };
+        let hits = after.hits - before.hits;
+        let misses = after.misses - before.misses;
+        let rows = after.rows - before.rows;
+        let messages = after.messages - before.messages;
+        println!(
+            "  read cache: {:.1}% hits ({hits:.0} hits, {misses:.0} misses); audit outbox: {rows:.0} rows for {reads:.0} reads in {messages:.0} messages ({:.2} rows per message)",
+            100.0 * hits / (hits + misses).max(1.0),
+            rows / messages.max(1.0)
+        );
+    }
 }
 
 /// Stores `n` memories of the bench user, as the pipeline writes them.

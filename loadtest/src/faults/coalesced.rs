@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 use chat_memory_loadtest::stand_in::StandIn;
 use test_support::processes::ProcessStack;
 
+use crate::scrape::{http, metrics_text, sample_sum};
+
 /// Every model call's latency (σ = 0): long against the poll interval.
 pub const MODEL_LATENCY: Duration = Duration::from_millis(1000);
 
@@ -42,48 +44,12 @@ pub struct CallFigures {
     pub in_flight: u64,
 }
 
-/// The sum of a metric's samples named exactly `name` (any labels), keeping
-/// only those whose `le` label is `le` when one is given.
-fn sample_sum(text: &str, name: &str, le: Option<&str>) -> Option<f64> {
-    let mut found = None;
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some(rest) = line.strip_prefix(name) else {
-            continue;
-        };
-        let (labels, value) = match rest.chars().next() {
-            Some('{') => match rest.split_once('}') {
-                Some((labels, value)) => (labels, value),
-                None => continue,
-            },
-            Some(' ') => ("", rest),
-            _ => continue,
-        };
-        if let Some(le) = le {
-            let wanted = format!("le=\"{le}\"");
-            if !labels
-                .split(',')
-                .any(|l| l.trim_start_matches('{') == wanted)
-            {
-                continue;
-            }
-        }
-        let Some(v) = value
-            .split_whitespace()
-            .next()
-            .and_then(|v| v.parse::<f64>().ok())
-        else {
-            continue;
-        };
-        found = Some(found.unwrap_or(0.0) + v);
-    }
-    found
-}
-
 /// Parses the worker's Prometheus text; zeros for metrics not there (before
 /// the first call the histogram has no series).
 pub fn call_figures(text: &str) -> CallFigures {
     let count = sample_sum(text, "chat_memory_jobs_per_call_count", None).unwrap_or(0.0);
-    let single = sample_sum(text, "chat_memory_jobs_per_call_bucket", Some("1")).unwrap_or(0.0);
+    let single =
+        sample_sum(text, "chat_memory_jobs_per_call_bucket", Some(("le", "1"))).unwrap_or(0.0);
     let in_flight = sample_sum(text, "chat_memory_agent_calls_in_flight", None).unwrap_or(0.0);
     // Counts are whole numbers; the text format writes them as floats.
     let whole = |v: f64| v.max(0.0).round() as u64;
@@ -94,25 +60,11 @@ pub fn call_figures(text: &str) -> CallFigures {
     }
 }
 
-/// Reads the `/metrics` of the process whose metrics listen on `addr`.
+/// What the worker whose metrics listen on `addr` says about its calls.
 async fn scrape(http: &reqwest::Client, addr: SocketAddr) -> Result<CallFigures, String> {
-    let text = http
-        .get(format!("http://{addr}/metrics"))
-        .send()
+    metrics_text(http, addr)
         .await
-        .and_then(reqwest::Response::error_for_status)
-        .map_err(|e| format!("GET http://{addr}/metrics: {e}"))?
-        .text()
-        .await
-        .map_err(|e| format!("GET http://{addr}/metrics: {e}"))?;
-    Ok(call_figures(&text))
-}
-
-fn http() -> Result<reqwest::Client, String> {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(1))
-        .build()
-        .map_err(|e| format!("HTTP client: {e}"))
+        .map(|text| call_figures(&text))
 }
 
 /// Waits until the first worker has just started a coalesced call, SIGKILLs
