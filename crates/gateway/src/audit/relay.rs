@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind, Message};
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use prost::Message as _;
 use tonic::Code;
 
@@ -33,8 +33,13 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Rows one pull request may deliver (they stream in as they are published).
 const PULL: usize = 1_024;
-/// Most rows stored by one `RecordAudits` call.
-const MAX_ROWS: usize = 256;
+/// Rows stored by one `RecordAudits` call: a group closes once it holds this
+/// many (a message holds at most 256, so a call carries fewer than 1,280).
+const MAX_ROWS: usize = 1_024;
+/// How long a group waits for more rows after its first: rows are durable in
+/// the outbox already and no caller waits for the relay, so a busy gateway
+/// stores hundreds of rows per call instead of a few.
+const LINGER: Duration = Duration::from_millis(20);
 
 /// Relays until the task is dropped (the gateway aborts it on shutdown; a row
 /// held then comes back to a relay after [`ACK_WAIT`]).
@@ -66,28 +71,36 @@ pub async fn run(js: jetstream::Context, queue: QueueSettings, store: StoreClien
                     break;
                 }
             };
-            // Rows stream in as they are published: take the first, then every
-            // row already here, and store them in one call.
-            while let Some(next) = batch.next().await {
-                let mut group = Vec::new();
+            // Rows stream in as they are published: take the first, then what
+            // arrives within LINGER (up to MAX_ROWS), and store them in one call.
+            let mut ended = false;
+            while !ended {
+                let Some(next) = batch.next().await else {
+                    break;
+                };
+                let mut group = Group::default();
                 let mut pull_error = None;
                 match next {
-                    Ok(message) => group.push(message),
+                    Ok(message) => group.push(message).await,
                     Err(e) => pull_error = Some(e),
                 }
-                while group.len() < MAX_ROWS && pull_error.is_none() {
-                    match batch.next().now_or_never() {
-                        Some(Some(Ok(message))) => group.push(message),
-                        Some(Some(Err(e))) => pull_error = Some(e),
-                        Some(None) | None => break,
+                let until = tokio::time::Instant::now() + LINGER;
+                while group.rows < MAX_ROWS && pull_error.is_none() {
+                    match tokio::time::timeout_at(until, batch.next()).await {
+                        Ok(Some(Ok(message))) => group.push(message).await,
+                        Ok(Some(Err(e))) => pull_error = Some(e),
+                        Ok(None) => {
+                            ended = true;
+                            break;
+                        }
+                        Err(_lingered) => break,
                     }
                 }
-                if !group.is_empty() {
+                if !group.messages.is_empty() {
                     if relay_group(&store, group, backoff).await {
                         backoff = MIN_BACKOFF;
                     } else {
-                        // memory-store is unavailable: hand back what this pull
-                        // already delivered, then pause before pulling again.
+                        // Hand back what this pull still delivers, then pause.
                         while let Ok(Some(Ok(rest))) =
                             tokio::time::timeout(Duration::from_millis(20), batch.next()).await
                         {
@@ -108,8 +121,6 @@ pub async fn run(js: jetstream::Context, queue: QueueSettings, store: StoreClien
     }
 }
 
-/// The rows of one outbox message: several (`AuditRows`, from a gateway that
-/// groups rows) or one (`AuditEntry`).
 fn decode_rows(message: &Message) -> Result<Vec<AuditEntry>, prost::DecodeError> {
     if job_queue::audit_outbox::holds_rows(message.headers.as_ref()) {
         AuditRows::decode(message.payload.clone()).map(|r| r.rows)
@@ -118,22 +129,36 @@ fn decode_rows(message: &Message) -> Result<Vec<AuditEntry>, prost::DecodeError>
     }
 }
 
-/// Hands the rows of `group` to memory-store in one `RecordAudits` call and
-/// acknowledges the messages. False when memory-store is unavailable: the
-/// messages are then handed back to the stream, to come again after `delay`.
-async fn relay_group(store: &StoreClient, group: Vec<Message>, delay: Duration) -> bool {
-    let mut decoded: Vec<(Vec<AuditEntry>, Message)> = Vec::with_capacity(group.len());
-    for message in group {
+/// Outbox messages pulled for one `RecordAudits` call, decoded.
+#[derive(Default)]
+struct Group {
+    messages: Vec<(Vec<AuditEntry>, Message)>,
+    rows: usize,
+}
+
+impl Group {
+    /// Decodes `message` into the group; an undecodable one is removed from
+    /// the outbox instead (only gateways publish there: it never will decode).
+    async fn push(&mut self, message: Message) {
         match decode_rows(&message) {
-            Ok(rows) => decoded.push((rows, message)),
+            Ok(rows) => {
+                self.rows += rows.len();
+                self.messages.push((rows, message));
+            }
             Err(e) => {
-                // Only gateways publish there; a message that does not decode never will.
                 tracing::error!(error = %e, "audit relay: undecodable message removed from the outbox");
                 audit_row("lost");
                 ack(&message, AckKind::Term).await;
             }
         }
     }
+}
+
+/// Hands the rows of `group` to memory-store in one `RecordAudits` call and
+/// acknowledges the messages. False when memory-store is unavailable: the
+/// messages are then handed back to the stream, to come again after `delay`.
+async fn relay_group(store: &StoreClient, group: Group, delay: Duration) -> bool {
+    let decoded = group.messages;
     let rows: Vec<AuditEntry> = decoded
         .iter()
         .flat_map(|(r, _)| r.iter().cloned())
