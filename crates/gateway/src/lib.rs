@@ -16,7 +16,6 @@
 //! - [`owners`]: chats whose owner was confirmed recently (skips `ClaimChat`).
 //! - [`store`]: memory-store's calls on a caller's behalf, typed (requests from
 //!   domain values, errors classified once).
-//! - [`gather`]: the acceptance path's store calls (claims, registrations), gathered into batches.
 //! - [`audit`]: one audit row per call, written through memory-store, or through
 //!   the JetStream audit outbox while memory-store is down ([`audit::relay`]);
 //!   which calls are refused rather than answered unaudited.
@@ -44,7 +43,6 @@ pub mod backpressure;
 pub mod cache;
 pub mod changes;
 pub mod error;
-pub mod gather;
 pub mod metrics;
 pub mod owners;
 pub mod ratelimit;

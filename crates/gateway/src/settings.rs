@@ -36,7 +36,7 @@ pub struct Settings {
     /// Recently confirmed chat owners (skips a memory-store round trip per update).
     pub ownership_cache: OwnershipCacheSettings,
     /// Ownership claims and registrations of accepted jobs, gathered into batches.
-    pub store_batches: crate::gather::BatchSettings,
+    pub store_batches: service_kit::gather::BatchSettings,
     /// WatchMemory streams.
     pub watch: crate::watch::WatchSettings,
     /// Where audit rows are made durable before a call answers.
@@ -59,7 +59,7 @@ impl Default for Settings {
             rate_limit: RateLimitSettings::default(),
             backpressure: BackpressureSettings::default(),
             ownership_cache: OwnershipCacheSettings::default(),
-            store_batches: crate::gather::BatchSettings::default(),
+            store_batches: service_kit::gather::BatchSettings::default(),
             watch: crate::watch::WatchSettings::default(),
             audit: crate::audit::AuditSettings::default(),
             read_cache: crate::cache::ReadCacheSettings::default(),

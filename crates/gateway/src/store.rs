@@ -7,7 +7,6 @@
 //! generated client themselves: they keep their own caches and fallbacks.
 
 use futures::FutureExt as _;
-use futures::future::BoxFuture;
 use uuid::Uuid;
 
 use chat_memory_proto::jobs::v1::UpdateJob;
@@ -17,7 +16,7 @@ use chat_memory_proto::v1::{AuditEntry, QueryAuditRequest};
 
 use crate::StoreClient;
 use crate::error::GatewayError;
-use crate::gather::{BatchCall, BatchSettings, Gatherer};
+use service_kit::gather::{BatchCall, BatchSettings, Gatherer, with_single_fallback};
 
 /// memory-store's client for the calls below; cheap to clone.
 #[derive(Clone)]
@@ -243,37 +242,4 @@ fn claims_call(
             .boxed()
         },
     )
-}
-
-/// A memory-store call's answer, boxed.
-type StoreFuture<T> = BoxFuture<'static, Result<T, tonic::Status>>;
-
-/// A gathered call: `batch` on the client; a memory-store older than the
-/// batch call (UNIMPLEMENTED, during a rolling upgrade) gets `single` for each
-/// request, in order.
-fn with_single_fallback<Req, Res>(
-    client: StoreClient,
-    batch: fn(StoreClient, Vec<Req>) -> StoreFuture<Vec<Res>>,
-    single: fn(StoreClient, Req) -> StoreFuture<Res>,
-) -> BatchCall<Req, Res>
-where
-    Req: Clone + Send + 'static,
-    Res: Send + 'static,
-{
-    std::sync::Arc::new(move |requests: Vec<Req>| {
-        let client = client.clone();
-        async move {
-            match batch(client.clone(), requests.clone()).await {
-                Err(status) if status.code() == tonic::Code::Unimplemented => {
-                    let mut results = Vec::with_capacity(requests.len());
-                    for request in requests {
-                        results.push(single(client.clone(), request).await?);
-                    }
-                    Ok(results)
-                }
-                answered => answered,
-            }
-        }
-        .boxed()
-    })
 }

@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`entry`]: the start-up sequence every service `main` runs (settings,
 //!   telemetry, listener, run until a signal).
+//! - [`gather`]: calls to another service gathered into batch calls.
 //! - [`grpc_client`]: settings and a lazy channel for calling another service.
 //! - [`settings`]: typed, layered settings (defaults, then a file, then
 //!   `CHAT_MEMORY__SECTION__KEY` environment variables) and the common CLI flags.
@@ -21,6 +22,7 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 pub mod entry;
+pub mod gather;
 pub mod grpc_client;
 pub mod secret;
 pub mod service_auth;

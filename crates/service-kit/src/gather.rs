@@ -1,17 +1,13 @@
-//! memory-store calls of the acceptance path, gathered: `ClaimChat` and
-//! `RecordAccepted`.
-//!
-//! A request that arrives while calls of its kind are in flight waits for the
-//! next free call and goes with every other one waiting then, in one batch
-//! call (`ClaimChats`, `RecordAcceptedBatch`: one memory-store request, one
-//! Postgres transaction). A lone request goes at once, as a batch of one:
-//! gathering adds no wait of its own, it uses the wait there already is. Under
-//! a burst this turns hundreds of calls into a few.
+//! Calls to another service, gathered: a request that arrives while calls of
+//! its kind are in flight waits for the next free call and goes with every
+//! other one waiting then, in one batch call (one request to the other
+//! service; for memory-store, one Postgres transaction). A lone request goes
+//! at once, as a batch of one: gathering adds no wait of its own, it uses the
+//! wait there already is. Under a burst this turns hundreds of calls into a few.
 //!
 //! Each request still gets its own answer, and a failed call is the failure of
-//! every request in it (as a failed single call was: an unregistered job is
-//! registered by the worker, an unchecked claim is checked again before the
-//! job applies).
+//! every request in it. Used by the gateway (`ClaimChats`,
+//! `RecordAcceptedBatch`) and the worker (`BeginJobsBatch`).
 
 use std::sync::Arc;
 
@@ -19,15 +15,16 @@ use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use service_kit::settings::SettingsError;
+use crate::settings::SettingsError;
 
-/// The `[store_batches]` settings, for each kind of gathered call.
+/// The settings of each kind of gathered call (`[store_batches]` in the
+/// gateway and the worker).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct BatchSettings {
     /// Most requests in one call.
     pub max_batch: usize,
-    /// Calls of one kind in flight at once per gateway; requests that arrive
+    /// Calls of one kind in flight at once per process; requests that arrive
     /// while all are busy go together in the next.
     pub max_in_flight: usize,
 }
@@ -43,7 +40,8 @@ impl Default for BatchSettings {
 
 impl BatchSettings {
     /// # Errors
-    /// [`SettingsError::Invalid`] naming the bad field.
+    /// [`SettingsError::Invalid`] naming the bad field (`store_batches.*`:
+    /// the section's name in every service that gathers).
     pub fn validate(&self) -> Result<(), SettingsError> {
         if self.max_batch == 0 {
             return Err(SettingsError::invalid(
@@ -102,10 +100,10 @@ impl<Req: Send + 'static, Res: Send + 'static> Gatherer<Req, Res> {
         self.tx
             .send(Pending { request, answer })
             .await
-            .map_err(|_| tonic::Status::unavailable("batched store calls have stopped"))?;
+            .map_err(|_| tonic::Status::unavailable("gathered calls have stopped"))?;
         answered
             .await
-            .map_err(|_| tonic::Status::internal("a batched store call ended without an answer"))?
+            .map_err(|_| tonic::Status::internal("a gathered call ended without an answer"))?
     }
 }
 
@@ -141,7 +139,7 @@ async fn gather<Req: Send + 'static, Res: Send + 'static>(
                 }
                 Ok(results) => {
                     let status = tonic::Status::internal(format!(
-                        "memory-store answered {} of {n} batched requests",
+                        "the batch call answered {} of {n} requests",
                         results.len()
                     ));
                     for answer in answers {
@@ -156,6 +154,39 @@ async fn gather<Req: Send + 'static, Res: Send + 'static>(
             }
         });
     }
+}
+
+/// A call's answer, boxed.
+pub type CallFuture<T> = BoxFuture<'static, Result<T, tonic::Status>>;
+
+/// A gathered call: `batch` on the client; a server older than the batch
+/// call (UNIMPLEMENTED, during a rolling upgrade) gets `single` for each
+/// request, in order.
+pub fn with_single_fallback<C, Req, Res>(
+    client: C,
+    batch: fn(C, Vec<Req>) -> CallFuture<Vec<Res>>,
+    single: fn(C, Req) -> CallFuture<Res>,
+) -> BatchCall<Req, Res>
+where
+    C: Clone + Send + Sync + 'static,
+    Req: Clone + Send + 'static,
+    Res: Send + 'static,
+{
+    Arc::new(move |requests: Vec<Req>| {
+        let client = client.clone();
+        Box::pin(async move {
+            match batch(client.clone(), requests.clone()).await {
+                Err(status) if status.code() == tonic::Code::Unimplemented => {
+                    let mut results = Vec::with_capacity(requests.len());
+                    for request in requests {
+                        results.push(single(client.clone(), request).await?);
+                    }
+                    Ok(results)
+                }
+                answered => answered,
+            }
+        })
+    })
 }
 
 #[cfg(test)]
