@@ -18,6 +18,7 @@
 //!   decisions.
 //! - `m20261206_000006_batched_acceptance`: RecordAccepted and ClaimChat for several jobs or chats
 //!   in one round trip.
+//! - `m20261206_000007_batched_begin`: BeginJobs for several chats in one round trip.
 //!
 //! Migrations never import entity types: an entity describes the schema of
 //! *today*, a migration the change of *one day*, and must keep compiling (and
@@ -38,6 +39,7 @@ mod m20261206_000003_audit_partitions;
 mod m20261206_000004_jobs_hot_updates;
 mod m20261206_000005_fewer_job_statements;
 mod m20261206_000006_batched_acceptance;
+mod m20261206_000007_batched_begin;
 
 /// Every migration of memory-store, oldest first.
 pub struct Migrator;
@@ -58,6 +60,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000004_jobs_hot_updates::Migration),
             Box::new(m20261206_000005_fewer_job_statements::Migration),
             Box::new(m20261206_000006_batched_acceptance::Migration),
+            Box::new(m20261206_000007_batched_begin::Migration),
         ]
     }
 }

@@ -24,10 +24,12 @@ async fn partitioning_keeps_every_audit_row_and_a_rollback_keeps_them_too() {
         .await
         .expect("connect");
 
-    // The schema of the release before the partitioning migration
-    // (m20261206_000003; four migrations before the last).
-    let all = Migrator::migrations().len();
-    Migrator::up(&db, Some(u32::try_from(all - 4).expect("few migrations")))
+    // The schema of the release before the partitioning migration.
+    let before = Migrator::migrations()
+        .iter()
+        .position(|m| m.name() == "m20261206_000003_audit_partitions")
+        .expect("the partitioning migration");
+    Migrator::up(&db, Some(u32::try_from(before).expect("few migrations")))
         .await
         .expect("migrate to the previous release");
     db.execute_unprepared(
@@ -58,9 +60,10 @@ async fn partitioning_keeps_every_audit_row_and_a_rollback_keeps_them_too() {
     let delete = db.execute_unprepared("DELETE FROM audit_log").await;
     assert!(delete.is_err(), "still append-only after the upgrade");
 
-    Migrator::down(&db, Some(4))
+    let since = Migrator::migrations().len() - before;
+    Migrator::down(&db, Some(u32::try_from(since).expect("few migrations")))
         .await
-        .expect("roll back four migrations");
+        .expect("roll back to the release before partitioning");
     assert_eq!(count(&db, "SELECT count(*) AS n FROM audit_log").await, 500);
     assert_eq!(
         count(
@@ -105,7 +108,7 @@ async fn the_migrate_command_rolls_a_release_back_and_forward_with_rows_kept() {
     let url = database.url.clone();
     let up = migrate(&url, &["up"]);
     assert!(
-        up.contains("m20261206_000006_batched_acceptance: applied"),
+        up.contains("m20261206_000007_batched_begin: applied"),
         "{up}"
     );
     let db = Database::connect(url.as_str()).await.expect("connect");
@@ -118,7 +121,11 @@ async fn the_migrate_command_rolls_a_release_back_and_forward_with_rows_kept() {
     .await
     .expect("rows");
 
-    let down = migrate(&url, &["down", "--steps", "4"]);
+    let down = migrate(&url, &["down", "--steps", "5"]);
+    assert!(
+        down.contains("m20261206_000007_batched_begin: rolled back"),
+        "{down}"
+    );
     assert!(
         down.contains("m20261206_000006_batched_acceptance: rolled back"),
         "{down}"
@@ -136,11 +143,11 @@ async fn the_migrate_command_rolls_a_release_back_and_forward_with_rows_kept() {
         "{down}"
     );
     let status = migrate(&url, &["status"]);
-    assert_eq!(status.matches("Pending").count(), 4, "{status}");
+    assert_eq!(status.matches("Pending").count(), 5, "{status}");
     assert_eq!(count(&db, "SELECT count(*) AS n FROM jobs").await, 100);
 
     let again = migrate(&url, &["up"]);
-    assert_eq!(again.matches(": applied").count(), 4, "{again}");
+    assert_eq!(again.matches(": applied").count(), 5, "{again}");
     assert_eq!(count(&db, "SELECT count(*) AS n FROM jobs").await, 100);
     db.close().await.expect("close");
     database.drop_now().await;

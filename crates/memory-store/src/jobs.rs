@@ -172,40 +172,13 @@ pub async fn begin_jobs(
     chat_id: &ChatId,
     deliveries: Vec<Delivery>,
 ) -> Result<Begun, StoreError> {
-    if let Some(other) = deliveries.iter().find(|d| &d.chat_id != chat_id) {
-        return Err(StoreError::invalid(
-            "jobs.chat_id",
-            format!("job {} is not of chat_id", other.job_id.uuid()),
-        ));
-    }
-    let jobs: Vec<serde_json::Value> = deliveries
-        .iter()
-        .map(|d| {
-            let access = d.access.as_ref().map(|a| {
-                serde_json::json!({
-                    "tenant": a.tenant,
-                    "user": a.user,
-                    "acts_for_tenant": a.acts_for_tenant,
-                    "in_namespace": a.in_namespace(chat_id.as_str()),
-                })
-            });
-            serde_json::json!({
-                "job": d.job_id.uuid(),
-                "seq": d.stream_seq.get(),
-                "count": d.message_count,
-                "accepted_at": d.accepted_at,
-                "attempt": d.attempt,
-                "replay": d.replay,
-                "access": access,
-            })
-        })
-        .collect();
+    let jobs = begin_jobs_json(chat_id, &deliveries)?;
     let row = BeginRow::find_by_statement(Statement::from_sql_and_values(
         DbBackend::Postgres,
         "SELECT * FROM chat_memory_begin_jobs($1, $2, $3, $4)",
         [
             chat_id.as_str().into(),
-            serde_json::Value::Array(jobs).into(),
+            jobs.into(),
             NOT_OWNER_ERROR.into(),
             SUPERSEDED_ERROR.into(),
         ],
@@ -217,6 +190,94 @@ pub async fn begin_jobs(
         reason: "chat_memory_begin_jobs returned no row".to_owned(),
     })?;
     row.into_begun(deliveries.len())
+}
+
+/// [`begin_jobs`] for several chats (a worker's batches that started
+/// together) in one round trip and one transaction
+/// (`chat_memory_begin_jobs_batch`, migration m20261206_000007): every chat is
+/// locked first, in lock-key order, then decided exactly as [`begin_jobs`]
+/// decides it. One answer per chat, in order: a chat of a job used by another
+/// chat gets [`StoreError::InvalidArgument`] and nothing of it is written.
+///
+/// # Errors
+/// [`StoreError::InvalidArgument`] (for the whole call) when a job is not of
+/// its chat; the database's errors.
+pub async fn begin_jobs_batch(
+    db: &DatabaseConnection,
+    chats: Vec<(ChatId, Vec<Delivery>)>,
+) -> Result<Vec<Result<Begun, StoreError>>, StoreError> {
+    let n = chats.len();
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let batch = chats
+        .iter()
+        .map(|(chat_id, deliveries)| {
+            Ok(serde_json::json!({
+                "chat": chat_id.as_str(),
+                "jobs": begin_jobs_json(chat_id, deliveries)?,
+            }))
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT * FROM chat_memory_begin_jobs_batch($1, $2, $3) ORDER BY idx",
+            [
+                serde_json::Value::Array(batch).into(),
+                NOT_OWNER_ERROR.into(),
+                SUPERSEDED_ERROR.into(),
+            ],
+        ))
+        .await?;
+    one_per_item(rows, n, "jobs", "chat_memory_begin_jobs_batch")?
+        .iter()
+        .zip(&chats)
+        .map(|(row, (_, deliveries))| {
+            let row = BeginRow::from_query_result(row, "")?;
+            Ok(row.into_begun(deliveries.len()))
+        })
+        .collect()
+}
+
+/// The jobs of one chat as `chat_memory_begin_jobs` takes them.
+///
+/// # Errors
+/// [`StoreError::InvalidArgument`] when a job is not of `chat_id`.
+fn begin_jobs_json(
+    chat_id: &ChatId,
+    deliveries: &[Delivery],
+) -> Result<serde_json::Value, StoreError> {
+    if let Some(other) = deliveries.iter().find(|d| &d.chat_id != chat_id) {
+        return Err(StoreError::invalid(
+            "jobs.chat_id",
+            format!("job {} is not of chat_id", other.job_id.uuid()),
+        ));
+    }
+    Ok(serde_json::Value::Array(
+        deliveries
+            .iter()
+            .map(|d| {
+                let access = d.access.as_ref().map(|a| {
+                    serde_json::json!({
+                        "tenant": a.tenant,
+                        "user": a.user,
+                        "acts_for_tenant": a.acts_for_tenant,
+                        "in_namespace": a.in_namespace(chat_id.as_str()),
+                    })
+                });
+                serde_json::json!({
+                    "job": d.job_id.uuid(),
+                    "seq": d.stream_seq.get(),
+                    "count": d.message_count,
+                    "accepted_at": d.accepted_at,
+                    "attempt": d.attempt,
+                    "replay": d.replay,
+                    "access": access,
+                })
+            })
+            .collect(),
+    ))
 }
 
 /// Records a failed attempt. A succeeded job is never touched; a failed one

@@ -121,6 +121,7 @@ pub async fn run(
     .with_max_concurrent_calls(settings.agent.max_concurrent_calls as usize);
     let processor = Processor::new(
         store,
+        &settings.store_batches,
         agent,
         settings.retry.clone(),
         circuit::CircuitBreaker::new(settings.circuit.clone()),

@@ -28,10 +28,12 @@ use uuid::Uuid;
 
 use chat_memory_proto::jobs::v1::{MemoryChanged, UpdateJob};
 use chat_memory_proto::store::{
-    BeginJobRequest, BeginJobsRequest, CommitJobsRequest, CommitOutcome, CommittedJob,
-    FailJobRequest, SkipReason, memory_store_client::MemoryStoreClient,
+    BeginJobRequest, BeginJobsBatchRequest, BeginJobsRequest, BeginJobsResponse, BeginJobsResult,
+    CommitJobsRequest, CommitOutcome, CommittedJob, FailJobRequest, SkipReason, begin_jobs_result,
+    memory_store_client::MemoryStoreClient,
 };
 use chat_memory_proto::v1::Memory;
+use service_kit::gather::{BatchCall, BatchSettings, Gatherer, with_single_fallback};
 use summarizer_contract::client::{AgentClient, AgentClientError};
 use summarizer_contract::tool::{PriorMemory, SummarizeInput, TokenLimits};
 
@@ -98,6 +100,9 @@ enum StepError {
 #[derive(Clone)]
 pub struct Processor {
     store: StoreClient,
+    /// BeginJobs calls of batches that start together, gathered into
+    /// `BeginJobsBatch` calls (one memory-store request, one transaction).
+    begins: Gatherer<BeginJobsRequest, BeginJobsResult>,
     agent: AgentClient,
     retry: RetrySettings,
     /// Shared by all chats: the agent is one dependency.
@@ -125,8 +130,10 @@ impl ChangePublisher {
 }
 
 impl Processor {
+    /// Starts the gathering of BeginJobs calls on the current runtime.
     pub fn new(
         store: StoreClient,
+        batches: &BatchSettings,
         agent: AgentClient,
         retry: RetrySettings,
         circuit: CircuitBreaker,
@@ -134,6 +141,7 @@ impl Processor {
         limits: TokenLimits,
     ) -> Self {
         Self {
+            begins: Gatherer::start(begins_call(store.clone()), batches),
             store,
             agent,
             retry,
@@ -295,15 +303,12 @@ impl Processor {
         };
         let chat_id = first.job.chat_id.clone();
         let begin = self
-            .store
-            .clone()
-            .begin_jobs(BeginJobsRequest {
+            .begin(BeginJobsRequest {
                 chat_id: chat_id.clone(),
                 jobs: batch.iter().map(|d| begin_request(d, attempt)).collect(),
             })
             .await
-            .map_err(classify_store)?
-            .into_inner();
+            .map_err(classify_store)?;
         if begin.skips.len() != batch.len() {
             return Err(StepError::Store(Status::internal(format!(
                 "BeginJobs answered {} decisions for {} jobs",
@@ -425,6 +430,19 @@ impl Processor {
                 }
             })
             .collect())
+    }
+
+    /// BeginJobs for one chat, gathered with the other chats' that start now.
+    async fn begin(&self, request: BeginJobsRequest) -> Result<BeginJobsResponse, Status> {
+        match self.begins.call(request).await?.result {
+            Some(begin_jobs_result::Result::Begun(begun)) => Ok(begun),
+            Some(begin_jobs_result::Result::Invalid(reason)) => {
+                Err(Status::invalid_argument(reason))
+            }
+            None => Err(Status::internal(
+                "BeginJobsBatch answered a chat with nothing",
+            )),
+        }
     }
 
     /// Ends every job of the batch FAILED, in order.
@@ -582,6 +600,35 @@ fn classify_store(s: Status) -> StepError {
         | Code::DataLoss
         | Code::Unauthenticated => StepError::Store(s),
     }
+}
+
+/// `BeginJobsBatch` on `client` (one BeginJobs at a time for an older memory-store).
+fn begins_call(client: StoreClient) -> BatchCall<BeginJobsRequest, BeginJobsResult> {
+    with_single_fallback(
+        client,
+        |mut client, chats| {
+            Box::pin(async move {
+                let answer = client
+                    .begin_jobs_batch(BeginJobsBatchRequest { chats })
+                    .await?;
+                Ok(answer.into_inner().results)
+            })
+        },
+        |mut client, chat| {
+            Box::pin(async move {
+                let result = match client.begin_jobs(chat).await {
+                    Ok(begun) => begin_jobs_result::Result::Begun(begun.into_inner()),
+                    Err(s) if s.code() == Code::InvalidArgument => {
+                        begin_jobs_result::Result::Invalid(s.message().to_owned())
+                    }
+                    Err(s) => return Err(s),
+                };
+                Ok(BeginJobsResult {
+                    result: Some(result),
+                })
+            })
+        },
+    )
 }
 
 /// memory-store's client, presenting the service token on every call.

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 
 use job_queue::QueueSettings;
 use serde::{Deserialize, Serialize};
+use service_kit::gather::BatchSettings;
 use service_kit::grpc_client::ClientSettings;
 use service_kit::settings::{SettingsError, Validate};
 use service_kit::telemetry::TelemetrySettings;
@@ -26,6 +27,9 @@ pub struct Settings {
     pub circuit: CircuitSettings,
     /// How to reach memory-store.
     pub store: ClientSettings,
+    /// BeginJobs calls of batches that start together, gathered into one
+    /// `BeginJobsBatch` call (`max_batch` chats, `max_in_flight` calls at once).
+    pub store_batches: BatchSettings,
     pub agent: AgentSettings,
     pub memory: MemoryBudget,
     pub telemetry: TelemetrySettings,
@@ -151,6 +155,7 @@ impl Default for Settings {
             retry: RetrySettings::default(),
             circuit: CircuitSettings::default(),
             store: ClientSettings::new("http://127.0.0.1:50052"),
+            store_batches: BatchSettings::default(),
             agent: AgentSettings::default(),
             memory: MemoryBudget::default(),
             telemetry: TelemetrySettings::default().with_metrics_addr("127.0.0.1:9104"),
@@ -237,6 +242,7 @@ impl Validate for Settings {
         self.tls.validate("tls")?;
         self.nats.validate()?;
         self.store.validate("store")?;
+        self.store_batches.validate()?;
         let c = &self.consumer;
         if c.durable_prefix.is_empty()
             || !c

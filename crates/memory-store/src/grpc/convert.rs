@@ -158,6 +158,26 @@ pub fn deliveries(r: pb::BeginJobsRequest) -> Result<(ChatId, Vec<Delivery>), St
     Ok((chat_id, jobs))
 }
 
+/// Every chat of a `BeginJobsBatch` call, checked as [`deliveries`] checks
+/// one; a bad one names its place (`chats[i].field`).
+pub fn begin_batches(
+    r: pb::BeginJobsBatchRequest,
+) -> Result<Vec<(ChatId, Vec<Delivery>)>, StoreError> {
+    r.chats
+        .into_iter()
+        .enumerate()
+        .map(|(i, chat)| {
+            deliveries(chat).map_err(|e| match e {
+                StoreError::InvalidArgument { field, reason } => StoreError::InvalidArgument {
+                    field: format!("chats[{i}].{field}").into(),
+                    reason,
+                },
+                other => other,
+            })
+        })
+        .collect()
+}
+
 pub fn commit_batch(r: pb::CommitJobsRequest) -> Result<CommitBatch, StoreError> {
     let chat_id = ChatId::parse(r.chat_id)?;
     let content = commit_content(r.content, r.expected_version)?;

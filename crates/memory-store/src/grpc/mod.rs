@@ -108,6 +108,33 @@ impl MemoryStore for StoreService {
         Ok(Response::new(convert::begun_to_pb(begun)))
     }
 
+    async fn begin_jobs_batch(
+        &self,
+        request: Request<pb::BeginJobsBatchRequest>,
+    ) -> Result<Response<pb::BeginJobsBatchResponse>, Status> {
+        let chats = convert::begin_batches(request.into_inner())?;
+        let answers = jobs::begin_jobs_batch(&self.db, chats)
+            .instrument(crate::db::span("begin_jobs_batch"))
+            .await?;
+        let results = answers
+            .into_iter()
+            .map(|answer| {
+                let result = match answer {
+                    Ok(begun) => pb::begin_jobs_result::Result::Begun(convert::begun_to_pb(begun)),
+                    // This chat alone is refused, as BeginJobs would refuse it.
+                    Err(e @ StoreError::InvalidArgument { .. }) => {
+                        pb::begin_jobs_result::Result::Invalid(Status::from(e).message().to_owned())
+                    }
+                    Err(other) => return Err(other),
+                };
+                Ok(pb::BeginJobsResult {
+                    result: Some(result),
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(Response::new(pb::BeginJobsBatchResponse { results }))
+    }
+
     async fn commit_jobs(
         &self,
         request: Request<pb::CommitJobsRequest>,

@@ -1,7 +1,8 @@
 //! Coalesced batches and ownership at the store: BeginJobs decides per job in
-//! one call, CommitJobs applies several jobs at one version and one call id,
-//! ClaimChat (and ClaimChats, several at once) records the first owner, and a job of another chat is refused
-//! naming `job_id`, with nothing written.
+//! one call (BeginJobsBatch, several chats at once, each as BeginJobs would),
+//! CommitJobs applies several jobs at one version and one call id, ClaimChat
+//! (and ClaimChats, several at once) records the first owner, and a job of
+//! another chat is refused naming `job_id`, with nothing written.
 
 use chat_memory_proto::store::{
     Access, BeginJobsRequest, ClaimChatRequest, CommitJobsRequest, CommittedJob,
@@ -332,4 +333,157 @@ async fn a_job_id_of_another_chat_is_refused_naming_job_id_and_writes_nothing() 
     assert!(commit.message().contains("job_id"), "{}", commit.message());
     assert_no_memory(&mut store, "t/two").await;
     assert_eq!(store.job_state(&job).await.0, JobState::Queued);
+}
+
+#[tokio::test]
+async fn begin_jobs_batch_decides_each_chat_as_begin_jobs_does_in_one_call() {
+    use chat_memory_proto::store::{BeginJobsBatchRequest, begin_jobs_result::Result as Begun};
+    let mut store = TestStore::start().await;
+    let (first, second, fresh, stolen) = (job_id(), job_id(), job_id(), job_id());
+    store.apply(&first, "t/known", 1, "before").await;
+    store
+        .client
+        .record_accepted(accepted(&stolen, "t/known", 5))
+        .await
+        .expect("record");
+    let one = |chat: &str, job: &str, seq: u64| BeginJobsRequest {
+        chat_id: chat.into(),
+        jobs: vec![begin(job, chat, seq)],
+    };
+
+    let results = store
+        .client
+        .begin_jobs_batch(BeginJobsBatchRequest {
+            chats: vec![
+                one("t/known", &second, 2),
+                one("t/new", &fresh, 1),
+                // A job id `t/known` already uses: this chat alone is refused.
+                one("t/thief", &stolen, 1),
+            ],
+        })
+        .await
+        .expect("batch")
+        .into_inner()
+        .results;
+
+    assert_eq!(results.len(), 3, "{results:?}");
+    let Some(Begun::Begun(known)) = &results[0].result else {
+        panic!("t/known begun: {results:?}");
+    };
+    assert_eq!(skips(known), [SkipReason::Unspecified]);
+    assert_eq!(known.prior_version, 1);
+    assert_eq!(
+        known.prior.as_ref().map(|p| p.general_summary.as_str()),
+        Some("before")
+    );
+    let Some(Begun::Begun(new)) = &results[1].result else {
+        panic!("t/new begun: {results:?}");
+    };
+    assert_eq!(
+        (skips(new), new.prior_version, new.prior.is_none()),
+        (vec![SkipReason::Unspecified], 0, true)
+    );
+    let Some(Begun::Invalid(reason)) = &results[2].result else {
+        panic!("t/thief refused: {results:?}");
+    };
+    assert!(reason.contains("job_id"), "{reason}");
+    assert_eq!(store.job_state(&second).await.0, JobState::Running);
+    assert_eq!(store.job_state(&fresh).await.0, JobState::Running);
+    let stolen_job = store
+        .client
+        .get_job(GetJobRequest {
+            access: None,
+            job_id: stolen,
+        })
+        .await
+        .expect("job")
+        .into_inner();
+    assert_eq!(
+        (stolen_job.chat_id.as_str(), stolen_job.state),
+        ("t/known", JobState::Queued as i32),
+        "the refused chat wrote nothing"
+    );
+
+    let refused = store
+        .client
+        .begin_jobs_batch(BeginJobsBatchRequest {
+            chats: vec![
+                one("t/fine", &job_id(), 1),
+                BeginJobsRequest {
+                    chat_id: "t/empty".into(),
+                    jobs: Vec::new(),
+                },
+            ],
+        })
+        .await
+        .expect_err("a chat without jobs");
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(refused.message().contains("chats[1].jobs"), "{refused:?}");
+    assert_no_memory(&mut store, "t/fine").await;
+}
+
+/// `chat_memory_begin_jobs` relaxes its commit when it wrote only `running`
+/// states; in a batch that must never relax another chat's durable write,
+/// whatever the order.
+#[tokio::test]
+async fn a_batched_begin_keeps_the_commit_durable_when_any_chat_needs_it() {
+    use sea_orm::{ConnectionTrait, Database, Statement, TransactionTrait};
+    let mut store = TestStore::start().await;
+    store
+        .client
+        .claim_chat(ClaimChatRequest {
+            chat_id: "t/bobs".into(),
+            access: Some(owner("bob")),
+        })
+        .await
+        .expect("bob owns t/bobs");
+    let db = Database::connect(store.db_url()).await.expect("connect");
+    // Only a `running` state: relaxed. Alice's job on bob's chat: a durable
+    // FAILED record.
+    let running = |chat: &str| {
+        format!(
+            r#"{{"chat": "{chat}", "jobs": [{{"job": "{}", "seq": 1, "count": 1,
+                "accepted_at": "2026-12-06T00:00:00Z", "attempt": 1, "replay": false,
+                "access": null}}]}}"#,
+            uuid::Uuid::new_v4()
+        )
+    };
+    let not_owner = format!(
+        r#"{{"chat": "t/bobs", "jobs": [{{"job": "{}", "seq": 1, "count": 1,
+            "accepted_at": "2026-12-06T00:00:00Z", "attempt": 1, "replay": false,
+            "access": {{"tenant": "t", "user": "alice", "acts_for_tenant": false,
+                        "in_namespace": true}}}}]}}"#,
+        uuid::Uuid::new_v4()
+    );
+    let cases = [
+        (vec![running("t/a"), running("t/b")], "off"),
+        (vec![running("t/a"), not_owner.clone()], "on"),
+        (vec![not_owner.clone(), running("t/b")], "on"),
+    ];
+    for (chats, expected) in cases {
+        let txn = db.begin().await.expect("begin");
+        let rows = txn
+            .query_all_raw(Statement::from_string(
+                sea_orm::DbBackend::Postgres,
+                format!(
+                    "SELECT idx, problem FROM chat_memory_begin_jobs_batch('[{}]'::jsonb, 'not owner', 'superseded')",
+                    chats.join(",")
+                ),
+            ))
+            .await
+            .expect("batch");
+        assert_eq!(rows.len(), 2);
+        let setting = txn
+            .query_one_raw(Statement::from_string(
+                sea_orm::DbBackend::Postgres,
+                "SELECT current_setting('synchronous_commit') AS s",
+            ))
+            .await
+            .expect("setting")
+            .expect("a row");
+        let value: String = setting.try_get("", "s").expect("text");
+        assert_eq!(value, expected, "{chats:?}");
+        txn.rollback().await.expect("rollback");
+    }
+    db.close().await.expect("close");
 }
