@@ -159,10 +159,12 @@ pub async fn read_path(args: &ReadArgs) -> Result<(), ReadBenchError> {
         .collect::<Result<_, _>>()
         .map_err(ReadBenchError::Gateway)?;
 
-    // Warm both paths (connections, caches, the gateway's token cache).
+    // Warm both paths (connections, the gateway's token cache) on chats the
+    // one-caller phases do not read (the last `warm` of the cycle).
     let warm = args.calls.min(2_000);
     echo_phase(&echo_clients, 1, warm).await;
-    read_phase(&clients, &tag, args.memories, 1, warm, 0.0).await;
+    let warm_first = args.memories.saturating_sub(warm);
+    read_phase(&clients, &tag, args.memories, (warm_first, 1), warm, 0.0).await;
 
     let echo_one = echo_phase(&echo_clients, 1, args.calls / 4).await;
     echo_one.print("bare tonic unary (health Check), 1 caller");
@@ -172,8 +174,12 @@ pub async fn read_path(args: &ReadArgs) -> Result<(), ReadBenchError> {
         args.concurrency
     ));
 
-    let one = read_phase(&clients, &tag, args.memories, 1, args.calls / 4, 0.0).await;
-    one.print("GetMemory, 1 caller (hits)");
+    // One caller, each chat read for the first time (memory-store answers),
+    // then the same chats again (the gateway's cache answers).
+    let cold = read_phase(&clients, &tag, args.memories, (0, 1), args.calls / 4, 0.0).await;
+    cold.print("GetMemory, 1 caller, first reads (memory-store)");
+    let cached = read_phase(&clients, &tag, args.memories, (0, 1), args.calls / 4, 0.0).await;
+    cached.print("GetMemory, 1 caller, the same chats again (cached)");
     let processes = usage::tracked(&stack.pids());
     let counters_before = ReadCounters::read(&stack).await;
     let before = usage::sample(&processes);
@@ -181,7 +187,7 @@ pub async fn read_path(args: &ReadArgs) -> Result<(), ReadBenchError> {
         &clients,
         &tag,
         args.memories,
-        args.concurrency,
+        (0, args.concurrency),
         args.calls,
         args.not_found_share,
     )
@@ -389,11 +395,15 @@ async fn echo_phase(clients: &[HealthClient<Channel>], callers: usize, calls: us
     }
 }
 
+/// `calls` reads by `callers` callers side by side; read `n` (from `first`)
+/// asks for chat `(n * 7919) % memories` (a permutation: `memories`
+/// consecutive reads see each chat once), or, for every
+/// `1 / not_found_share`-th read, a chat without memory.
 pub(super) async fn read_phase(
     clients: &[Client],
     tag: &str,
     memories: usize,
-    callers: usize,
+    (first, callers): (usize, usize),
     calls: usize,
     not_found_share: f64,
 ) -> Phase {
@@ -411,7 +421,7 @@ pub(super) async fn read_phase(
         async move {
             let (mut hits, mut missing, mut errors) = (histogram(), histogram(), 0);
             for i in 0..per_caller {
-                let n = c * per_caller + i;
+                let n = first + c * per_caller + i;
                 let absent = n % every == every - 1;
                 let chat_id = if absent {
                     format!("read-{tag}-absent-{n}")

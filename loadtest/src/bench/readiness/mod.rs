@@ -352,7 +352,7 @@ pub async fn readiness(args: &ReadinessArgs) -> Result<(), ReadinessError> {
         &clients,
         &tag,
         scale.memories,
-        READERS,
+        (0, READERS),
         scale.reads,
         NOT_FOUND_SHARE,
     )
