@@ -57,20 +57,23 @@ pub fn accepted_job(r: pb::RecordAcceptedRequest) -> Result<AcceptedJob, StoreEr
     })
 }
 
+/// Names a batch item's bad field by its place: `<list>[i].<field>`.
+fn at(list: &'static str, i: usize) -> impl Fn(StoreError) -> StoreError {
+    move |e| match e {
+        StoreError::InvalidArgument { field, reason } => StoreError::InvalidArgument {
+            field: format!("{list}[{i}].{field}").into(),
+            reason,
+        },
+        other => other,
+    }
+}
+
 /// Every job of a batch, checked; a bad one names its place (`jobs[i].field`).
 pub fn accepted_jobs(r: pb::RecordAcceptedBatchRequest) -> Result<Vec<AcceptedJob>, StoreError> {
     r.jobs
         .into_iter()
         .enumerate()
-        .map(|(i, job)| {
-            accepted_job(job).map_err(|e| match e {
-                StoreError::InvalidArgument { field, reason } => StoreError::InvalidArgument {
-                    field: format!("jobs[{i}].{field}").into(),
-                    reason,
-                },
-                other => other,
-            })
-        })
+        .map(|(i, job)| accepted_job(job).map_err(at("jobs", i)))
         .collect()
 }
 
@@ -80,16 +83,10 @@ pub fn claims(r: pb::ClaimChatsRequest) -> Result<Vec<(ChatId, Access)>, StoreEr
         .into_iter()
         .enumerate()
         .map(|(i, claim)| {
-            let at = |e: StoreError| match e {
-                StoreError::InvalidArgument { field, reason } => StoreError::InvalidArgument {
-                    field: format!("claims[{i}].{field}").into(),
-                    reason,
-                },
-                other => other,
-            };
-            let chat = ChatId::parse(claim.chat_id).map_err(at)?;
+            let at = at("claims", i);
+            let chat = ChatId::parse(claim.chat_id).map_err(&at)?;
             let access = Access::parse(claim.access)
-                .map_err(at)?
+                .map_err(&at)?
                 .ok_or_else(|| at(StoreError::invalid("access", "is required")))?;
             Ok((chat, access))
         })
@@ -166,15 +163,7 @@ pub fn begin_batches(
     r.chats
         .into_iter()
         .enumerate()
-        .map(|(i, chat)| {
-            deliveries(chat).map_err(|e| match e {
-                StoreError::InvalidArgument { field, reason } => StoreError::InvalidArgument {
-                    field: format!("chats[{i}].{field}").into(),
-                    reason,
-                },
-                other => other,
-            })
-        })
+        .map(|(i, chat)| deliveries(chat).map_err(at("chats", i)))
         .collect()
 }
 
