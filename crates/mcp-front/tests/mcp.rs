@@ -585,7 +585,9 @@ async fn calls_through_mcp_are_audited_and_rate_limited_as_the_caller() {
         "{limited}"
     );
 
-    // Another user of the same tenant has a budget of their own.
+    // Another user of the same tenant has a budget of their own. The rows
+    // reach audit_log once the outbox is relayed.
+    stack.audit_relayed().await;
     let admin = auth::mint(auth::TENANT, "auditor", &["memory:admin"]);
     let rows = stack
         .gateway_as(&admin)

@@ -348,6 +348,19 @@ impl ProcessStack {
         }
     }
 
+    /// Waits until every audit row made durable in the JetStream outbox so
+    /// far is stored in memory-store ([`crate::stack::audit_relayed`]).
+    ///
+    /// # Panics
+    /// When NATS is unreachable, or the outbox is not drained within 30 s.
+    pub async fn audit_relayed(&self) {
+        let queue = self.queue_settings();
+        let js = job_queue::connect(&queue, "test-support-audit")
+            .await
+            .unwrap_or_else(|e| panic!("NATS for the audit outbox: {e}"));
+        crate::stack::audit_relayed(&js, &queue).await;
+    }
+
     /// The gateway's gRPC address.
     pub fn gateway_addr(&self) -> SocketAddr {
         self.ports["gateway"].grpc

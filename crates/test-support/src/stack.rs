@@ -397,25 +397,7 @@ impl TestStack {
     /// # Panics
     /// When the outbox is not drained within 30 s.
     pub async fn audit_relayed(&self) {
-        let js = self.jetstream().await;
-        let stream = job_queue::audit_outbox::outbox_stream_name(&self.queue);
-        wait::until(
-            "the audit outbox to be relayed",
-            Duration::from_secs(30),
-            || {
-                let js = js.clone();
-                let stream = stream.clone();
-                async move {
-                    let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
-                        .get_consumer_from_stream(job_queue::audit_outbox::RELAY_CONSUMER, &stream)
-                        .await
-                        .ok()?;
-                    let info = consumer.info().await.ok()?;
-                    (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
-                }
-            },
-        )
-        .await;
+        audit_relayed(&self.jetstream().await, &self.queue).await;
     }
 
     /// A client of memory-store's internal API, presenting the service token.
@@ -629,4 +611,31 @@ fn internal_client(addr: SocketAddr, pki: Option<&crate::pki::TestPki>) -> Clien
 /// A client of the public API at `addr` with `bearer`.
 pub async fn gateway_client(addr: SocketAddr, bearer: Bearer) -> GatewayClient {
     MemoryServiceClient::with_interceptor(channel(addr).await, bearer)
+}
+
+/// Waits until the audit outbox of `queue` holds no row: every row published
+/// so far is stored in `audit_log` (the relay acknowledges a row only once
+/// stored, tens of milliseconds after its call answered).
+///
+/// # Panics
+/// When the outbox is not empty within 30 s.
+pub async fn audit_relayed(js: &async_nats::jetstream::Context, queue: &job_queue::QueueSettings) {
+    let stream = job_queue::audit_outbox::outbox_stream_name(queue);
+    wait::until(
+        "the audit outbox to be relayed",
+        Duration::from_secs(30),
+        || {
+            let js = js.clone();
+            let stream = stream.clone();
+            async move {
+                let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
+                    .get_consumer_from_stream(job_queue::audit_outbox::RELAY_CONSUMER, &stream)
+                    .await
+                    .ok()?;
+                let info = consumer.info().await.ok()?;
+                (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
+            }
+        },
+    )
+    .await;
 }

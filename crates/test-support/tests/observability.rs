@@ -199,6 +199,7 @@ async fn one_update_produces_one_trace_across_every_service() {
     }
     // The audit rows of the update (gateway) and of its application (memory-store)
     // carry the trace id: from an audit row to the trace and its logs.
+    stack.audit_relayed().await;
     let mut admin = test_support::stack::gateway_client(
         stack.gateway_addr(),
         test_support::auth::Bearer::new(&test_support::auth::mint(
