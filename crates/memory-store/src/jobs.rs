@@ -172,7 +172,7 @@ pub async fn begin_jobs(
     chat_id: &ChatId,
     deliveries: Vec<Delivery>,
 ) -> Result<Begun, StoreError> {
-    let jobs = begin_jobs_json(chat_id, &deliveries)?;
+    let jobs = begin_jobs_json(chat_id, &deliveries);
     let row = BeginRow::find_by_statement(Statement::from_sql_and_values(
         DbBackend::Postgres,
         "SELECT * FROM chat_memory_begin_jobs($1, $2, $3, $4)",
@@ -200,8 +200,7 @@ pub async fn begin_jobs(
 /// chat gets [`StoreError::InvalidArgument`] and nothing of it is written.
 ///
 /// # Errors
-/// [`StoreError::InvalidArgument`] (for the whole call) when a job is not of
-/// its chat; the database's errors.
+/// The database's errors, for the whole batch.
 pub async fn begin_jobs_batch(
     db: &DatabaseConnection,
     chats: Vec<(ChatId, Vec<Delivery>)>,
@@ -213,12 +212,12 @@ pub async fn begin_jobs_batch(
     let batch = chats
         .iter()
         .map(|(chat_id, deliveries)| {
-            Ok(serde_json::json!({
+            serde_json::json!({
                 "chat": chat_id.as_str(),
-                "jobs": begin_jobs_json(chat_id, deliveries)?,
-            }))
+                "jobs": begin_jobs_json(chat_id, deliveries),
+            })
         })
-        .collect::<Result<Vec<_>, StoreError>>()?;
+        .collect::<Vec<_>>();
     let rows = db
         .query_all_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
@@ -240,21 +239,10 @@ pub async fn begin_jobs_batch(
         .collect()
 }
 
-/// The jobs of one chat as `chat_memory_begin_jobs` takes them.
-///
-/// # Errors
-/// [`StoreError::InvalidArgument`] when a job is not of `chat_id`.
-fn begin_jobs_json(
-    chat_id: &ChatId,
-    deliveries: &[Delivery],
-) -> Result<serde_json::Value, StoreError> {
-    if let Some(other) = deliveries.iter().find(|d| &d.chat_id != chat_id) {
-        return Err(StoreError::invalid(
-            "jobs.chat_id",
-            format!("job {} is not of chat_id", other.job_id.uuid()),
-        ));
-    }
-    Ok(serde_json::Value::Array(
+/// The jobs of one chat as `chat_memory_begin_jobs` takes them (each of
+/// `chat_id`: the API's conversion checks that).
+fn begin_jobs_json(chat_id: &ChatId, deliveries: &[Delivery]) -> serde_json::Value {
+    serde_json::Value::Array(
         deliveries
             .iter()
             .map(|d| {
@@ -277,7 +265,7 @@ fn begin_jobs_json(
                 })
             })
             .collect(),
-    ))
+    )
 }
 
 /// Records a failed attempt. A succeeded job is never touched; a failed one

@@ -8,6 +8,7 @@
 //!   (progress acks while held, ack after commit, hand back when blocked or on shutdown).
 //! - [`processor`]: one batch: `BeginJobs` -> agent -> `CommitJobs`, with bounded
 //!   retries and a per-worker limit on agent calls in flight.
+//! - [`store`]: memory-store's client type and the gathered `BeginJobs` calls.
 //! - `convert`: job checks, the agent's input and memory-store content built from jobs.
 //! - [`circuit`]: the circuit breaker around the agent: while it is open, jobs
 //!   wait (without spending attempts) instead of calling an agent that is down.
@@ -35,6 +36,7 @@ pub mod metrics;
 pub mod processor;
 pub mod scheduler;
 pub mod settings;
+pub mod store;
 
 use std::future::Future;
 use std::time::Duration;

@@ -22,18 +22,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
-use tonic::{Code, Status, transport::Channel};
+use tonic::{Code, Status};
 use tracing::Instrument;
 use uuid::Uuid;
 
 use chat_memory_proto::jobs::v1::{MemoryChanged, UpdateJob};
 use chat_memory_proto::store::{
-    BeginJobRequest, BeginJobsBatchRequest, BeginJobsRequest, BeginJobsResponse, BeginJobsResult,
-    CommitJobsRequest, CommitOutcome, CommittedJob, FailJobRequest, SkipReason, begin_jobs_result,
-    memory_store_client::MemoryStoreClient,
+    BeginJobRequest, BeginJobsRequest, CommitJobsRequest, CommitOutcome, CommittedJob,
+    FailJobRequest, SkipReason,
 };
 use chat_memory_proto::v1::Memory;
-use service_kit::gather::{BatchCall, BatchSettings, Gatherer, with_single_fallback};
+use service_kit::gather::BatchSettings;
 use summarizer_contract::client::{AgentClient, AgentClientError};
 use summarizer_contract::tool::{PriorMemory, SummarizeInput, TokenLimits};
 
@@ -41,6 +40,8 @@ use crate::backoff;
 use crate::circuit::{CircuitBreaker, CircuitState, Permit};
 use crate::convert::{batch_messages, check_job, job_access, memory_content};
 use crate::settings::RetrySettings;
+use crate::store::Begins;
+pub use crate::store::StoreClient;
 
 /// A job as delivered by JetStream.
 #[derive(Debug, Clone)]
@@ -100,9 +101,8 @@ enum StepError {
 #[derive(Clone)]
 pub struct Processor {
     store: StoreClient,
-    /// BeginJobs calls of batches that start together, gathered into
-    /// `BeginJobsBatch` calls (one memory-store request, one transaction).
-    begins: Gatherer<BeginJobsRequest, BeginJobsResult>,
+    /// BeginJobs calls of batches that start together, gathered.
+    begins: Begins,
     agent: AgentClient,
     retry: RetrySettings,
     /// Shared by all chats: the agent is one dependency.
@@ -141,7 +141,7 @@ impl Processor {
         limits: TokenLimits,
     ) -> Self {
         Self {
-            begins: Gatherer::start(begins_call(store.clone()), batches),
+            begins: Begins::start(store.clone(), batches),
             store,
             agent,
             retry,
@@ -303,6 +303,7 @@ impl Processor {
         };
         let chat_id = first.job.chat_id.clone();
         let begin = self
+            .begins
             .begin(BeginJobsRequest {
                 chat_id: chat_id.clone(),
                 jobs: batch.iter().map(|d| begin_request(d, attempt)).collect(),
@@ -430,19 +431,6 @@ impl Processor {
                 }
             })
             .collect())
-    }
-
-    /// BeginJobs for one chat, gathered with the other chats' that start now.
-    async fn begin(&self, request: BeginJobsRequest) -> Result<BeginJobsResponse, Status> {
-        match self.begins.call(request).await?.result {
-            Some(begin_jobs_result::Result::Begun(begun)) => Ok(begun),
-            Some(begin_jobs_result::Result::Invalid(reason)) => {
-                Err(Status::invalid_argument(reason))
-            }
-            None => Err(Status::internal(
-                "BeginJobsBatch answered a chat with nothing",
-            )),
-        }
     }
 
     /// Ends every job of the batch FAILED, in order.
@@ -601,43 +589,6 @@ fn classify_store(s: Status) -> StepError {
         | Code::Unauthenticated => StepError::Store(s),
     }
 }
-
-/// `BeginJobsBatch` on `client` (one BeginJobs at a time for an older memory-store).
-fn begins_call(client: StoreClient) -> BatchCall<BeginJobsRequest, BeginJobsResult> {
-    with_single_fallback(
-        client,
-        |mut client, chats| {
-            Box::pin(async move {
-                let answer = client
-                    .begin_jobs_batch(BeginJobsBatchRequest { chats })
-                    .await?;
-                Ok(answer.into_inner().results)
-            })
-        },
-        |mut client, chat| {
-            Box::pin(async move {
-                let result = match client.begin_jobs(chat).await {
-                    Ok(begun) => begin_jobs_result::Result::Begun(begun.into_inner()),
-                    Err(s) if s.code() == Code::InvalidArgument => {
-                        begin_jobs_result::Result::Invalid(s.message().to_owned())
-                    }
-                    Err(s) => return Err(s),
-                };
-                Ok(BeginJobsResult {
-                    result: Some(result),
-                })
-            })
-        },
-    )
-}
-
-/// memory-store's client, presenting the service token on every call.
-pub type StoreClient = MemoryStoreClient<
-    tonic::service::interceptor::InterceptedService<
-        Channel,
-        service_kit::service_auth::AttachToken,
-    >,
->;
 
 #[cfg(test)]
 mod tests {

@@ -100,7 +100,8 @@ pub async fn run(js: jetstream::Context, queue: QueueSettings, store: StoreClien
                     if relay_group(&store, group, backoff).await {
                         backoff = MIN_BACKOFF;
                     } else {
-                        // Hand back what this pull still delivers, then pause.
+                        // memory-store is unavailable: hand back what this pull
+                        // already delivered, then pause before pulling again.
                         while let Ok(Some(Ok(rest))) =
                             tokio::time::timeout(Duration::from_millis(20), batch.next()).await
                         {
@@ -121,6 +122,8 @@ pub async fn run(js: jetstream::Context, queue: QueueSettings, store: StoreClien
     }
 }
 
+/// The rows of one outbox message: several (`AuditRows`, from a gateway that
+/// groups rows) or one (`AuditEntry`).
 fn decode_rows(message: &Message) -> Result<Vec<AuditEntry>, prost::DecodeError> {
     if job_queue::audit_outbox::holds_rows(message.headers.as_ref()) {
         AuditRows::decode(message.payload.clone()).map(|r| r.rows)

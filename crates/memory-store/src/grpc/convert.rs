@@ -135,7 +135,7 @@ pub fn commit(r: pb::CommitJobRequest) -> Result<Commit, StoreError> {
     })
 }
 
-/// The jobs of a `BeginJobs` call: one chat, increasing sequence.
+/// The jobs of a `BeginJobs` call: one chat (every job's own), increasing sequence.
 pub fn deliveries(r: pb::BeginJobsRequest) -> Result<(ChatId, Vec<Delivery>), StoreError> {
     let chat_id = ChatId::parse(r.chat_id)?;
     if r.jobs.is_empty() {
@@ -146,6 +146,12 @@ pub fn deliveries(r: pb::BeginJobsRequest) -> Result<(ChatId, Vec<Delivery>), St
         .into_iter()
         .map(delivery)
         .collect::<Result<Vec<_>, _>>()?;
+    if let Some(other) = jobs.iter().find(|d| d.chat_id != chat_id) {
+        return Err(StoreError::invalid(
+            "jobs.chat_id",
+            format!("job {} is not of chat_id", other.job_id.uuid()),
+        ));
+    }
     if jobs.windows(2).any(|w| w[0].stream_seq >= w[1].stream_seq) {
         return Err(StoreError::invalid(
             "jobs.stream_seq",
