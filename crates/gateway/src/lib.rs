@@ -6,8 +6,9 @@
 //!
 //! # Layout
 //! - [`settings`]: typed settings of the gateway.
-//! - [`auth`]: bearer JWTs -> [`auth::Principal`]; [`auth::layer`] is the gate
-//!   in front of every RPC (token, scope, rate limit, audit of refusals).
+//! - [`auth`]: bearer JWTs -> [`auth::Principal`] (verification, JWKS reloads).
+//! - [`gate`]: the layer in front of every RPC (token, scope, rate limit, audit
+//!   of refusals), built on `auth`, `ratelimit` and `audit`.
 //! - [`ratelimit`]: GCRA budgets per user (per tenant for tokens acting for it),
 //!   shared by replicas through NATS KV and leased to each replica in blocks.
 //! - [`accept`]: accepting an update (backpressure, ownership claim, job id,
@@ -43,6 +44,7 @@ pub mod backpressure;
 pub mod cache;
 pub mod changes;
 pub mod error;
+pub mod gate;
 pub mod metrics;
 pub mod owners;
 pub mod ratelimit;
@@ -68,8 +70,8 @@ use tonic::transport::{Channel, Server};
 
 use crate::audit::AuditSink;
 use crate::auth::Verifier;
-use crate::auth::layer::{Gate, GateLayer};
 pub use crate::error::GatewayError;
+use crate::gate::{Gate, GateLayer};
 use crate::ratelimit::{LimiterError, Limiters};
 use crate::service::MemoryApi;
 pub use crate::settings::Settings;
@@ -118,7 +120,7 @@ pub async fn run(
         settings.store.lazy_channel()?,
         settings.store.token_interceptor()?,
     );
-    let verifier = Verifier::new(&settings.auth)?;
+    let verifier = Arc::new(Verifier::new(&settings.auth)?);
     let limiters = Limiters::open(&js, settings.rate_limit.clone()).await?;
     let audit = AuditSink::new(
         store.clone(),
@@ -132,7 +134,7 @@ pub async fn run(
         store.clone(),
     ));
     let gate = Arc::new(Gate {
-        verifier,
+        verifier: verifier.clone(),
         limiters,
         failed_auth: ratelimit::FailedAuthLimiter::new(
             settings.rate_limit.failed_auth_per_minute_per_ip,
@@ -140,7 +142,7 @@ pub async fn run(
         audit: audit.clone(),
     });
     let jwks_watch = tokio::spawn(auth::watch_jwks(
-        gate.clone(),
+        verifier,
         std::time::Duration::from_secs(settings.auth.jwks_reload_secs),
     ));
 

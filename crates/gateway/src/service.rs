@@ -26,9 +26,9 @@ use job_queue::JobPublisher;
 
 use crate::accept::{Acceptor, Refused, Update};
 use crate::audit::{Action, AuditSink, Facts, Row};
-use crate::auth::layer::CallContext;
 use crate::changes::ChangeAnnouncer;
 use crate::error::GatewayError;
+use crate::gate::CallContext;
 use crate::owners::OwnerCache;
 use crate::reads::Reads;
 use crate::store::Store;

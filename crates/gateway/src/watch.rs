@@ -34,9 +34,9 @@ use chat_memory_proto::store::{self as store_pb, Access};
 use chat_memory_proto::v1::{WatchMemoryRequest, WatchMemoryResponse};
 
 use crate::audit::{Action, AuditSink, Facts, Row};
-use crate::auth::layer::CallContext;
 use crate::changes::{ChatEvents, Event, MemoryChanged};
 use crate::error::GatewayError;
+use crate::gate::CallContext;
 use crate::reads::Reads;
 use crate::validation::{ChatId, FieldViolation, Limits};
 

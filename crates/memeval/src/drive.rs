@@ -9,8 +9,8 @@ use std::{
 
 use anyhow::Context;
 use summarizer_agent::{
-    agent::{CallPolicy, SummarizerAgent},
     backend::offline::OfflineBackend,
+    summarizer::SummarizerAgent,
     tool::{InputMessage, PriorMemory, Role, SummarizeInput, SummarizeOutput, TokenLimits},
 };
 
@@ -38,11 +38,7 @@ pub struct Driven {
 /// # Errors
 /// When the agent cannot be built.
 pub fn offline_agent() -> anyhow::Result<SummarizerAgent> {
-    let policy = CallPolicy {
-        call_timeout: Duration::from_secs(120),
-        max_attempts: 1,
-    };
-    SummarizerAgent::new(Arc::new(OfflineBackend::new()), policy)
+    SummarizerAgent::new(Arc::new(OfflineBackend::new()), Duration::from_secs(120))
         .map_err(|e| anyhow::anyhow!("building the agent: {e}"))
 }
 

@@ -1,6 +1,7 @@
 //! What every chat-memory service binary shares to start up.
 //!
 //! # Layout
+//! - [`backoff`]: the exponential backoff with jitter every retry loop waits with.
 //! - [`entry`]: the start-up sequence every service `main` runs (settings,
 //!   telemetry, listener, run until a signal).
 //! - [`gather`]: calls to another service gathered into batch calls.
@@ -21,6 +22,7 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+pub mod backoff;
 pub mod entry;
 pub mod gather;
 pub mod grpc_client;

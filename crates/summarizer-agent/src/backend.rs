@@ -1,7 +1,7 @@
 //! What computes a summary: the [`SummarizerBackend`] trait, the default
 //! deterministic [`offline::OfflineBackend`], and [`openai::OpenAiBackend`]
 //! for any OpenAI-compatible Chat Completions endpoint. The agent layer
-//! (`crate::agent::SummarizerAgent`) wraps whichever is configured, so every
+//! (`crate::summarizer::SummarizerAgent`) wraps whichever is configured, so every
 //! output is validated and budgeted the same way.
 
 pub mod offline;
@@ -33,28 +33,7 @@ pub trait SummarizerBackend: Send + Sync + 'static {
     fn summarize(&self, input: SummarizeInput) -> SummarizeFuture<'_>;
 }
 
-/// Why a backend could not summarize. The variants decide what the caller
-/// does next: fix the request, retry later, or report a bug.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BackendError {
-    /// The request is malformed; retrying it unchanged fails again.
-    #[error("invalid input: {0}")]
-    InvalidInput(String),
-    /// A dependency of the backend is down or overloaded; a retry may succeed.
-    #[error("backend unavailable: {0}")]
-    Unavailable(String),
-    /// The model provider refused the call for its rate or concurrency limit
-    /// (HTTP 429) past what this call could wait; a retry later may succeed.
-    #[error("model rate limited: {0}")]
-    RateLimited(String),
-    /// The model kept answering with output that fails validation, after the
-    /// bounded retries; retrying the same input later is unlikely to help.
-    #[error("invalid output after retries: {0}")]
-    InvalidOutput(String),
-    /// The backend failed in a way it should not have.
-    #[error("internal backend error: {0}")]
-    Internal(String),
-}
+pub use crate::error::BackendError;
 
 /// The tool output for rendered `layers` and the `state` behind them.
 pub(crate) fn output_from(

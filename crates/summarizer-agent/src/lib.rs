@@ -7,8 +7,10 @@
 //! - [`tool`], [`client`]: the tool's wire contract and its MCP client, from the
 //!   `summarizer-contract` crate (re-exported).
 //! - [`agent`]: the base agent pattern (prompt files, JSON Schema validation,
-//!   retries with feedback, deadlines, token accounting) and
-//!   [`agent::SummarizerAgent`], which wraps every backend with it.
+//!   retries with feedback, deadlines, token accounting) that model-backed
+//!   backends are built on.
+//! - [`summarizer`]: [`summarizer::SummarizerAgent`], which wraps every
+//!   backend with one deadline, the output check and the token budgets.
 //! - [`backend`]: the [`backend::SummarizerBackend`] trait, the default
 //!   [`backend::offline::OfflineBackend`] (deterministic sentence-level
 //!   heuristics) and [`backend::openai::OpenAiBackend`] (any
@@ -21,7 +23,8 @@
 //! - [`settings`]: the binary's typed settings.
 //! - `faults`: test-only fault injection (`[faults]`, off by default; only with
 //!   the `fault-injection` feature, which release builds leave out).
-//! - `error`: [`AgentError`], why the server stopped.
+//! - `error`: [`backend::BackendError`] (why a call failed) and [`AgentError`]
+//!   (why the server stopped).
 //!
 //! `main.rs` only loads settings, starts telemetry, binds and calls
 //! [`server::run`].
@@ -34,6 +37,7 @@ pub mod faults;
 mod memory;
 pub mod server;
 pub mod settings;
+pub mod summarizer;
 
 // The contract lives in its own crate (the worker depends on it alone);
 // re-exported so the agent's modules and tests keep their paths.

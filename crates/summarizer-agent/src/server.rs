@@ -19,10 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 
 use crate::{
-    AgentError,
-    agent::{CallPolicy, SummarizerAgent},
-    backend::SummarizerBackend,
-    settings::Settings,
+    AgentError, backend::SummarizerBackend, settings::Settings, summarizer::SummarizerAgent,
 };
 
 /// Name under which the health service reports the agent (besides `""`).
@@ -60,11 +57,13 @@ pub async fn run_with_backend(
 ) -> Result<(), AgentError> {
     let addr = listener.local_addr().map_err(AgentError::ListenerAddress)?;
     let backend_name = backend.name();
-    let policy = CallPolicy {
-        call_timeout: std::time::Duration::from_millis(settings.call_timeout_ms),
-        max_attempts: settings.max_attempts,
-    };
-    let agent = Arc::new(SummarizerAgent::new(backend, policy).map_err(AgentError::Backend)?);
+    let agent = Arc::new(
+        SummarizerAgent::new(
+            backend,
+            std::time::Duration::from_millis(settings.call_timeout_ms),
+        )
+        .map_err(AgentError::Backend)?,
+    );
     // Cancelled on shutdown so rmcp ends its in-process request handling too.
     let mcp_cancel = CancellationToken::new();
     let mcp = StreamableHttpService::new(

@@ -7,8 +7,8 @@ use std::{sync::Arc, time::Duration};
 
 use serde::Deserialize;
 use summarizer_agent::{
-    agent::{CallPolicy, SummarizerAgent},
     backend::offline::OfflineBackend,
+    summarizer::SummarizerAgent,
     tool::{InputMessage, PriorMemory, SummarizeInput, SummarizeOutput, TokenLimits},
 };
 
@@ -71,11 +71,7 @@ async fn every_user_fact_lands_in_user_confirmed_and_no_assistant_guess_does() -
     let chats: Vec<Chat> = serde_json::from_str(FIXTURES)?;
     assert_eq!(chats.len(), 20);
     summarizer_agent::warm_tokenizer();
-    let policy = CallPolicy {
-        call_timeout: Duration::from_secs(60),
-        max_attempts: 1,
-    };
-    let agent = SummarizerAgent::new(Arc::new(OfflineBackend::new()), policy)
+    let agent = SummarizerAgent::new(Arc::new(OfflineBackend::new()), Duration::from_secs(60))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
 
     let mut failures = Vec::new();

@@ -369,13 +369,15 @@ impl SummarizerBackend for FailingBackend {
 }
 
 #[tokio::test]
-async fn a_providers_rate_limit_reaches_the_client_as_rate_limited_and_an_outage_as_unavailable()
+async fn a_providers_rate_limit_reaches_the_client_with_its_retry_after_and_an_outage_as_unavailable()
 -> anyhow::Result<()> {
     use summarizer_agent::backend::BackendError;
     for (make, rate_limited) in [
         (
-            (|| BackendError::RateLimited("model endpoint answered 429".into()))
-                as fn() -> BackendError,
+            (|| BackendError::RateLimited {
+                reason: "model endpoint answered 429".into(),
+                retry_after: Some(Duration::from_millis(1_500)),
+            }) as fn() -> BackendError,
             true,
         ),
         (
@@ -389,7 +391,11 @@ async fn a_providers_rate_limit_reaches_the_client_as_rate_limited_and_an_outage
         let result = client.summarize(&insurance_batch("limited")).await;
         if rate_limited {
             assert!(
-                matches!(result, Err(AgentClientError::RateLimited(_))),
+                matches!(
+                    result,
+                    Err(AgentClientError::RateLimited { retry_after: Some(after), .. })
+                        if after == Duration::from_millis(1_500)
+                ),
                 "{result:?}"
             );
         } else {

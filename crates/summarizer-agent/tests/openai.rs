@@ -13,11 +13,11 @@ use axum::{Json, Router, extract::State, http::StatusCode, response::IntoRespons
 use serde_json::{Value, json};
 use service_kit::secret::Secret;
 use summarizer_agent::{
-    agent::{CallPolicy, SummarizerAgent},
     backend::{
         BackendError,
         openai::{OpenAiBackend, OpenAiSettings},
     },
+    summarizer::SummarizerAgent,
     tool::{InputMessage, Role, SummarizeInput, SummarizeOutput, TokenLimits},
 };
 use tokio::net::TcpListener;
@@ -104,11 +104,7 @@ impl Fixture {
         };
         let backend = OpenAiBackend::new(&settings, DEADLINE, 3)
             .map_err(|e| anyhow::anyhow!("backend: {e}"))?;
-        let policy = CallPolicy {
-            call_timeout: DEADLINE,
-            max_attempts: 1,
-        };
-        let agent = SummarizerAgent::new(Arc::new(backend), policy)
+        let agent = SummarizerAgent::new(Arc::new(backend), DEADLINE)
             .map_err(|e| anyhow::anyhow!("agent: {e}"))?;
         Ok(Self { script, agent })
     }
@@ -265,7 +261,7 @@ async fn rate_limits_server_errors_and_hangs_are_transient() -> anyhow::Result<(
         // counting an outage); the others are outages.
         if rate_limited {
             assert!(
-                matches!(result, Err(BackendError::RateLimited(_))),
+                matches!(result, Err(BackendError::RateLimited { .. })),
                 "{name}: {result:?}"
             );
         } else {

@@ -22,7 +22,8 @@ use rmcp::{
 use tokio::sync::Mutex;
 
 use crate::tool::{
-    BACKEND_UNAVAILABLE_CODE, RATE_LIMITED_REASON, SummarizeInput, SummarizeOutput, TOOL_NAME,
+    BACKEND_UNAVAILABLE_CODE, RATE_LIMITED_REASON, RETRY_AFTER_MS_FIELD, SummarizeInput,
+    SummarizeOutput, TOOL_NAME,
 };
 
 /// Concurrent tool calls one connection carries unless the caller says
@@ -40,9 +41,13 @@ pub enum AgentClientError {
     #[error("summarizer agent unavailable: {0}")]
     Unavailable(String),
     /// The model provider refused the call for its rate limit (HTTP 429);
-    /// transient, and not a sign that the agent is down.
-    #[error("model rate limited: {0}")]
-    RateLimited(String),
+    /// transient, and not a sign that the agent is down. `retry_after` is the
+    /// provider's `Retry-After`, when it sent one: the caller waits it out.
+    #[error("model rate limited: {message}")]
+    RateLimited {
+        message: String,
+        retry_after: Option<Duration>,
+    },
     /// The agent refused the call (invalid input, tool error); retrying the
     /// same input fails again.
     #[error("summarizer agent rejected the call: {message}")]
@@ -64,7 +69,7 @@ impl AgentClientError {
     /// True when a later retry of the same call may succeed.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Unavailable(_) | Self::RateLimited(_) => true,
+            Self::Unavailable(_) | Self::RateLimited { .. } => true,
             Self::Rejected { .. } | Self::InvalidOutput(_) | Self::InvalidConfig(_) => false,
         }
     }
@@ -326,15 +331,20 @@ fn parse_output(result: CallToolResult) -> Result<SummarizeOutput, AgentClientEr
 fn service_error(error: ServiceError) -> Attempt {
     match error {
         ServiceError::McpError(e) if e.code.0 == BACKEND_UNAVAILABLE_CODE => {
-            let rate_limited = e
-                .data
-                .as_ref()
+            let data = e.data.as_ref();
+            let rate_limited = data
                 .and_then(|d| d.get("reason"))
                 .and_then(serde_json::Value::as_str)
                 == Some(RATE_LIMITED_REASON);
             let message = e.message.into_owned();
             Attempt::Final(if rate_limited {
-                AgentClientError::RateLimited(message)
+                AgentClientError::RateLimited {
+                    message,
+                    retry_after: data
+                        .and_then(|d| d.get(RETRY_AFTER_MS_FIELD))
+                        .and_then(serde_json::Value::as_u64)
+                        .map(Duration::from_millis),
+                }
             } else {
                 AgentClientError::Unavailable(message)
             })

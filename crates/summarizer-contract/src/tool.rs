@@ -22,6 +22,12 @@ pub const BACKEND_UNAVAILABLE_CODE: i32 = -32050;
 /// outage.
 pub const RATE_LIMITED_REASON: &str = "rate_limited";
 
+/// The field of a rate-limited error's `data` holding the provider's
+/// `Retry-After` in milliseconds, when it sent one
+/// (`{"reason": "rate_limited", "retry_after_ms": 1000}`). The agent does not
+/// wait it out: the caller does.
+pub const RETRY_AFTER_MS_FIELD: &str = "retry_after_ms";
+
 /// One batch of new chat messages to fold into a chat's layered memory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SummarizeInput {

@@ -13,7 +13,6 @@
 //! - [`circuit`]: the circuit breaker around the agent: while it is open, jobs
 //!   wait (without spending attempts) instead of calling an agent that is down.
 //! - [`dead_letters`]: failed jobs go to the dead-letter stream before their ack.
-//! - [`backoff`]: exponential backoff with jitter.
 //! - [`metrics`]: the worker's metrics.
 //!
 //! # Guarantees, and where they come from
@@ -28,7 +27,6 @@
 //!   after that commit, so a crash anywhere means a redelivery that is either
 //!   applied once or skipped.
 
-pub mod backoff;
 pub mod circuit;
 mod convert;
 pub mod dead_letters;

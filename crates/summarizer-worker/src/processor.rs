@@ -15,6 +15,8 @@
 //! - agent circuit open ([`crate::circuit`]): the job waits for a permit without
 //!   spending an attempt (the scheduler keeps the messages alive with progress
 //!   acks meanwhile);
+//! - model provider rate limited (429): waits at least its `Retry-After`, with
+//!   backoff, without spending an attempt (the agent does not wait itself);
 //! - the number of agent calls in flight is bounded per worker
 //!   (`agent.max_concurrent_calls`); a batch waits for a slot, holding nothing else.
 
@@ -36,7 +38,6 @@ use service_kit::gather::BatchSettings;
 use summarizer_contract::client::{AgentClient, AgentClientError};
 use summarizer_contract::tool::{PriorMemory, SummarizeInput, TokenLimits};
 
-use crate::backoff;
 use crate::circuit::{CircuitBreaker, CircuitState, Permit};
 use crate::convert::{batch_messages, check_job, job_access, memory_content};
 use crate::settings::RetrySettings;
@@ -241,8 +242,17 @@ impl Processor {
                 StepError::RateLimited(e) => {
                     rate_limits = rate_limits.saturating_add(1);
                     crate::metrics::get().update("rate_limited");
-                    tracing::info!(job_id = %d.job.job_id, attempt, error = %e, "model rate limited; backing off without spending an attempt");
-                    tokio::time::sleep(self.backoff(rate_limits)).await;
+                    // The provider's Retry-After, if it sent one, is the least
+                    // wait; the backoff grows past it while the limit lasts.
+                    let wait = match &e {
+                        AgentClientError::RateLimited {
+                            retry_after: Some(after),
+                            ..
+                        } => (*after).max(self.backoff(rate_limits)),
+                        _ => self.backoff(rate_limits),
+                    };
+                    tracing::info!(job_id = %d.job.job_id, attempt, wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX), error = %e, "model rate limited; waiting without spending an attempt");
+                    tokio::time::sleep(wait).await;
                 }
                 StepError::Agent(e) if e.is_transient() => {
                     agent_failures += 1;
@@ -490,11 +500,7 @@ impl Processor {
     }
 
     fn backoff(&self, retry: u32) -> Duration {
-        backoff::delay(
-            retry,
-            Duration::from_millis(self.retry.initial_backoff_ms),
-            Duration::from_millis(self.retry.max_backoff_ms),
-        )
+        self.retry.backoff().delay(retry)
     }
 }
 
@@ -559,7 +565,7 @@ fn fail_request(d: &Delivery, attempt: u32, error: &str, terminal: bool) -> Fail
 /// the contract's `rate_limited` reason (`AgentClientError::RateLimited`).
 fn is_rate_limited(e: &AgentClientError) -> bool {
     match e {
-        AgentClientError::RateLimited(_) => true,
+        AgentClientError::RateLimited { .. } => true,
         AgentClientError::Unavailable(_)
         | AgentClientError::Rejected { .. }
         | AgentClientError::InvalidOutput(_)
@@ -596,9 +602,10 @@ mod tests {
 
     #[test]
     fn only_the_contracts_rate_limited_error_is_a_rate_limit() {
-        assert!(is_rate_limited(&AgentClientError::RateLimited(
-            "model endpoint answered 429".to_owned()
-        )));
+        assert!(is_rate_limited(&AgentClientError::RateLimited {
+            message: "model endpoint answered 429".to_owned(),
+            retry_after: None,
+        }));
         // The text no longer decides: an outage that mentions 429 is an outage.
         assert!(!is_rate_limited(&AgentClientError::Unavailable(
             "model endpoint answered 429 Too Many Requests".to_owned()

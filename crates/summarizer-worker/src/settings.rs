@@ -86,6 +86,16 @@ pub struct RetrySettings {
     pub store_retry_ms: u64,
 }
 
+impl RetrySettings {
+    /// The backoff between a job's retries (agent, memory-store, rate limits).
+    pub fn backoff(&self) -> service_kit::backoff::Backoff {
+        service_kit::backoff::Backoff::new(
+            std::time::Duration::from_millis(self.initial_backoff_ms),
+            std::time::Duration::from_millis(self.max_backoff_ms),
+        )
+    }
+}
+
 /// The circuit breaker around the agent (see [`crate::circuit`]).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]

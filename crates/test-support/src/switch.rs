@@ -1,9 +1,12 @@
 //! A backend wrapper that can be switched "down": while down, every call fails
 //! as an unreachable model would (`Unavailable`, which the worker retries), so a
 //! test can stage an agent outage and its recovery without killing anything.
+//! It can also answer the next calls as a provider's rate limit would
+//! (`RateLimited` with a `Retry-After`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use summarizer_agent::backend::{BackendError, SummarizeFuture, SummarizerBackend};
 use summarizer_agent::tool::SummarizeInput;
@@ -12,6 +15,8 @@ use summarizer_agent::tool::SummarizeInput;
 pub struct Switch {
     inner: Arc<dyn SummarizerBackend>,
     down: AtomicBool,
+    /// Calls still to answer as rate limited, and the Retry-After they carry.
+    rate_limited: std::sync::Mutex<(usize, Duration)>,
     /// Calls seen, failed or not.
     pub calls: AtomicUsize,
 }
@@ -22,12 +27,34 @@ impl Switch {
         Arc::new(Self {
             inner,
             down: AtomicBool::new(down),
+            rate_limited: std::sync::Mutex::new((0, Duration::ZERO)),
             calls: AtomicUsize::new(0),
         })
     }
 
     pub fn set_down(&self, down: bool) {
         self.down.store(down, Ordering::SeqCst);
+    }
+
+    /// The next `calls` calls are refused as a provider's 429 asking to come
+    /// back after `retry_after`.
+    pub fn rate_limit_next(&self, calls: usize, retry_after: Duration) {
+        *self
+            .rate_limited
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = (calls, retry_after);
+    }
+
+    /// The Retry-After of this call when it is to be refused as rate limited.
+    fn take_rate_limit(&self) -> Option<Duration> {
+        let mut left = self
+            .rate_limited
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (left.0 > 0).then(|| {
+            left.0 -= 1;
+            left.1
+        })
     }
 
     pub fn calls(&self) -> usize {
@@ -51,6 +78,12 @@ impl SummarizerBackend for SwitchedBackend {
                 return Err(BackendError::Unavailable(
                     "switched down by the test".into(),
                 ));
+            }
+            if let Some(retry_after) = switch.take_rate_limit() {
+                return Err(BackendError::RateLimited {
+                    reason: "rate limited by the test".into(),
+                    retry_after: Some(retry_after),
+                });
             }
             switch.inner.summarize(input).await
         })

@@ -105,6 +105,57 @@ async fn with_the_circuit_disabled_an_agent_outage_fails_the_job_after_its_attem
     stack.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_providers_rate_limit_holds_the_job_for_its_retry_after_without_spending_attempts() {
+    // Arrange: the model refuses the first 3 calls with 429 and Retry-After
+    // 300 ms; the worker's own backoff is 10-20 ms, a job may spend only 2
+    // attempts, and the breaker would open after 2 failed calls.
+    let retry_after = Duration::from_millis(300);
+    let switch = Switch::new(Arc::new(OfflineBackend::new()), false);
+    switch.rate_limit_next(3, retry_after);
+    let mut stack = TestStack::start_with(StackOptions {
+        workers: 0,
+        backend: Some(Arc::new(SwitchedBackend(switch.clone()))),
+        ..StackOptions::default()
+    })
+    .await;
+    stack.worker_settings.retry.max_attempts = 2;
+    stack.worker_settings.retry.initial_backoff_ms = 10;
+    stack.worker_settings.retry.max_backoff_ms = 20;
+    stack.worker_settings.circuit.min_calls = 2;
+    stack.add_worker().await;
+    let mut client = stack.gateway().await;
+    let started = std::time::Instant::now();
+
+    // Act
+    let job_id = client
+        .update_memory(user_update(
+            "chat-429",
+            "My insurer is Aetna, member id W123.",
+        ))
+        .await
+        .unwrap_or_else(|s| panic!("update rejected: {s:?}"))
+        .into_inner()
+        .job_id;
+    let status = stack.wait_job_done(&job_id, JOB_TIMEOUT).await;
+
+    // Assert: applied once the limit lifted, on the fourth call; three waits
+    // of at least the Retry-After (the backoff alone would have taken < 0.1 s).
+    assert_eq!(status.state, JobState::Succeeded as i32, "{status:?}");
+    assert_eq!(status.resulting_version, Some(1));
+    assert_eq!(
+        switch.calls(),
+        4,
+        "three refusals, then the call that applied it"
+    );
+    assert!(
+        started.elapsed() >= retry_after * 3,
+        "the worker waited out each Retry-After: {:?}",
+        started.elapsed()
+    );
+    stack.shutdown().await;
+}
+
 /// A stack whose agent is switched down, with the breaker off and 2 attempts,
 /// so a job is dead-lettered quickly.
 async fn failing_stack() -> (TestStack, Arc<Switch>) {

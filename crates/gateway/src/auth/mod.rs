@@ -10,7 +10,6 @@
 //! scopes in `scope` (space-separated) and/or `scopes` (array).
 
 mod keys;
-pub mod layer;
 #[cfg(test)]
 mod tests;
 
@@ -81,7 +80,7 @@ impl Principal {
 /// Reads the JWKS file every `every` (`auth.jwks_reload_secs`), for key
 /// rotation without a restart; a bad file is logged and counted, and the
 /// current keys stay in force. Runs until the task is dropped.
-pub async fn watch_jwks(gate: Arc<layer::Gate>, every: std::time::Duration) {
+pub async fn watch_jwks(verifier: Arc<Verifier>, every: std::time::Duration) {
     if every.is_zero() {
         return;
     }
@@ -90,7 +89,7 @@ pub async fn watch_jwks(gate: Arc<layer::Gate>, every: std::time::Duration) {
     tick.tick().await;
     loop {
         tick.tick().await;
-        match gate.verifier.reload() {
+        match verifier.reload() {
             Ok(true) => {
                 crate::metrics::jwks_reload("changed");
                 tracing::info!("auth.jwks_path changed: verification keys replaced");

@@ -18,17 +18,15 @@
 //! - [`model`]: the [`model::ChatModel`] trait a language-model backend implements.
 //! - [`runner`]: [`runner::AgentSpec`] and [`runner::LlmAgent`]: retries with
 //!   the validation error fed back, a timeout per call, token accounting.
-//! - [`summarizer`]: [`SummarizerAgent`], the first user: it wraps any
-//!   `SummarizerBackend` (offline or model-backed), validates its output
-//!   against the tool's schema and enforces the token budgets.
+//!
+//! Its first user is the OpenAI-compatible backend (`crate::backend::openai`);
+//! `crate::summarizer::SummarizerAgent` wraps every backend with the
+//! deadline, the output check and the token budgets.
 
 pub mod model;
 pub mod prompt;
 pub mod runner;
 pub mod schema;
-mod summarizer;
-
-pub use summarizer::{CallPolicy, SUMMARIZER, SummarizerAgent};
 
 /// Name and version of an agent, logged with every call so a memory can be
 /// traced to the prompts and rules that produced it.
@@ -37,3 +35,9 @@ pub struct AgentInfo {
     pub name: &'static str,
     pub version: &'static str,
 }
+
+/// Identity of the summarizer agent (prompts and rules included).
+pub const SUMMARIZER: AgentInfo = AgentInfo {
+    name: "summarizer",
+    version: "2.0.0",
+};

@@ -4,7 +4,7 @@
 
 use std::{future::Future, pin::Pin};
 
-use crate::{backend::BackendError, tool::CallUsage};
+use crate::{error::BackendError, tool::CallUsage};
 
 /// Author of one turn of a chat-completion request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

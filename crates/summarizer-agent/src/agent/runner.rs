@@ -13,7 +13,7 @@ use super::{
     prompt::Prompts,
     schema::{InvalidOutput, OutputSchema},
 };
-use crate::{backend::BackendError, memory::tokens::count_tokens, tool::CallUsage};
+use crate::{error::BackendError, memory::tokens::count_tokens, tool::CallUsage};
 
 /// What an agent is: identity, prompts, and how its typed input becomes the
 /// user turn. The output type's JSON Schema is the model's answer format.

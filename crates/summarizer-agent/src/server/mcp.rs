@@ -12,9 +12,12 @@ use rmcp::{
 use tracing::Instrument;
 
 use crate::{
-    agent::SummarizerAgent,
     backend::BackendError,
-    tool::{BACKEND_UNAVAILABLE_CODE, RATE_LIMITED_REASON, SummarizeInput, SummarizeOutput},
+    summarizer::SummarizerAgent,
+    tool::{
+        BACKEND_UNAVAILABLE_CODE, RATE_LIMITED_REASON, RETRY_AFTER_MS_FIELD, SummarizeInput,
+        SummarizeOutput,
+    },
 };
 
 /// The tool's description, shared with the model-facing instructions so the
@@ -111,11 +114,17 @@ fn to_error_data(error: BackendError) -> ErrorData {
         }
         // Transient to every client; those that know the reason back off
         // without counting an outage.
-        BackendError::RateLimited(reason) => ErrorData::new(
-            ErrorCode(BACKEND_UNAVAILABLE_CODE),
+        BackendError::RateLimited {
             reason,
-            Some(serde_json::json!({ "reason": RATE_LIMITED_REASON })),
-        ),
+            retry_after,
+        } => {
+            let mut data = serde_json::json!({ "reason": RATE_LIMITED_REASON });
+            if let Some(wait) = retry_after {
+                data[RETRY_AFTER_MS_FIELD] =
+                    u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).into();
+            }
+            ErrorData::new(ErrorCode(BACKEND_UNAVAILABLE_CODE), reason, Some(data))
+        }
         BackendError::InvalidOutput(reason) => ErrorData::internal_error(
             format!("summarizer produced invalid output: {reason}"),
             None,

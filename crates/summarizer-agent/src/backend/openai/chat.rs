@@ -2,15 +2,15 @@
 //! `response_format: {type: "json_schema"}`. Only the subset every
 //! OpenAI-compatible server implements is used.
 //!
-//! A `429 Too Many Requests` carrying `Retry-After` (seconds or an HTTP
-//! date, or `retry-after-ms`) is the provider's concurrency or rate limit
-//! saying when to come back: the call waits that long and asks again, as
-//! long as the wait ends before the call's deadline. A 429 without a delay,
-//! or with one past the deadline, is [`BackendError::Unavailable`] naming the
-//! delay, so the worker backs off and retries the job later: a rate limit
-//! never fails a job by itself.
+//! A `429 Too Many Requests` is the provider's concurrency or rate limit: it
+//! returns at once as [`BackendError::RateLimited`], carrying the delay its
+//! `Retry-After` (seconds or an HTTP date, or `retry-after-ms`) asks for. The
+//! agent does not wait: the worker owns that retry (it waits at least the
+//! delay, spends no attempt and holds the job), so a rate limit never fails a
+//! job and no model slot sleeps inside the agent (docs/reliability.md, "Who
+//! retries what").
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
@@ -55,17 +55,12 @@ struct JsonSchemaFormat<'a> {
 /// Most characters of an error body quoted in an error message.
 const MAX_QUOTED_BODY: usize = 300;
 
-/// Shortest wait after a 429: a `Retry-After: 0` must not become a busy loop.
-const MIN_RATE_LIMIT_WAIT: Duration = Duration::from_millis(50);
-
 /// A Chat Completions client. The API key stays inside `settings`' `Secret`
 /// and only reaches the `Authorization` header.
 pub struct OpenAiChat {
     http: reqwest::Client,
     url: String,
     settings: OpenAiSettings,
-    /// Bound of one [`ChatModel::complete`], waits after 429 included.
-    timeout: Duration,
 }
 
 impl OpenAiChat {
@@ -87,7 +82,6 @@ impl OpenAiChat {
                 settings.base_url.trim_end_matches('/')
             ),
             settings: settings.clone(),
-            timeout,
         })
     }
 
@@ -117,40 +111,21 @@ impl OpenAiChat {
                 },
             },
         };
-        let deadline = Instant::now() + self.timeout;
-        let (status, text) = loop {
-            let mut call = self.http.post(&self.url).json(&body);
-            if let Some(key) = self.settings.api_key.as_ref().filter(|k| !k.is_empty()) {
-                call = call.bearer_auth(key.expose());
-            }
-            let response = call.send().await.map_err(|e| transport_error(&e))?;
-            let status = response.status();
-            let wait = (status.as_u16() == 429)
-                .then(|| retry_after(response.headers(), SystemTime::now()))
-                .flatten();
-            let text = response.text().await.map_err(|e| transport_error(&e))?;
-            match wait {
-                Some(wait) if Instant::now() + wait < deadline => {
-                    tracing::info!(
-                        wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
-                        "model endpoint rate limited the call; waiting as its Retry-After asks"
-                    );
-                    tokio::time::sleep(wait.max(MIN_RATE_LIMIT_WAIT)).await;
-                }
-                Some(wait) => {
-                    return Err(BackendError::RateLimited(format!(
-                        "model endpoint rate limited the call (429): retry after {wait:?}, \
-                         past this call's deadline"
-                    )));
-                }
-                None => break (status, text),
-            }
-        };
+        let mut call = self.http.post(&self.url).json(&body);
+        if let Some(key) = self.settings.api_key.as_ref().filter(|k| !k.is_empty()) {
+            call = call.bearer_auth(key.expose());
+        }
+        let response = call.send().await.map_err(|e| transport_error(&e))?;
+        let status = response.status();
+        let retry_after = (status.as_u16() == 429)
+            .then(|| retry_after(response.headers(), SystemTime::now()))
+            .flatten();
+        let text = response.text().await.map_err(|e| transport_error(&e))?;
         if status.as_u16() == 429 {
-            return Err(BackendError::RateLimited(format!(
-                "model endpoint answered {status}: {}",
-                quote(&text)
-            )));
+            return Err(BackendError::RateLimited {
+                reason: format!("model endpoint answered {status}: {}", quote(&text)),
+                retry_after,
+            });
         }
         if status.as_u16() == 408 || status.is_server_error() {
             return Err(BackendError::Unavailable(format!(

@@ -41,11 +41,7 @@ fn input(limits: TokenLimits) -> SummarizeInput {
 }
 
 fn agent(backend: impl SummarizerBackend, timeout: Duration) -> SummarizerAgent {
-    let policy = CallPolicy {
-        call_timeout: timeout,
-        max_attempts: 2,
-    };
-    match SummarizerAgent::new(Arc::new(backend), policy) {
+    match SummarizerAgent::new(Arc::new(backend), timeout) {
         Ok(agent) => agent,
         Err(e) => panic!("agent: {e}"),
     }

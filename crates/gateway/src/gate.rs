@@ -20,8 +20,8 @@ use tonic::Status;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use uuid::Uuid;
 
-use super::{AuthError, Principal, Scope, Verifier};
 use crate::audit::{Action, AuditSink, Facts, Row};
+use crate::auth::{AuthError, Principal, Scope, Verifier};
 use crate::error::GatewayError;
 use crate::ratelimit::{FailedAuthLimiter, Limiters};
 
@@ -55,7 +55,8 @@ pub struct CallContext {
 
 /// Everything the gate needs; shared by all connections.
 pub struct Gate {
-    pub verifier: Verifier,
+    /// Shared with the JWKS reload task ([`crate::auth::watch_jwks`]).
+    pub verifier: Arc<Verifier>,
     pub limiters: Limiters,
     /// Failed authentications per client IP address.
     pub failed_auth: FailedAuthLimiter,

@@ -1,66 +1,49 @@
 //! [`SummarizerAgent`]: the `summarize` tool's agent. Whatever backend
 //! computes the memory, this layer gives every call the same guarantees: a
-//! deadline, validation of the output against the tool's JSON Schema (with a
-//! bounded retry), token budgets enforced on what will be stored, and token
-//! accounting in the output and the logs.
+//! deadline, validation of the output against the tool's JSON Schema, token
+//! budgets enforced on what will be stored, and token accounting in the output
+//! and the logs.
+//!
+//! It retries nothing: a model's invalid answer is retried with feedback where
+//! the model is called (`crate::agent::runner`), and a failed call is retried
+//! by the worker, which owns the job (docs/reliability.md, "Who retries what").
+//! An output that still fails the schema here is a bug of the backend, and the
+//! same input would give it again.
 
 use std::{
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use super::{AgentInfo, schema::OutputSchema};
 use crate::{
+    agent::{SUMMARIZER, schema::OutputSchema},
     backend::{BackendError, SummarizerBackend},
     memory::{budget::clip_line, tokens::count_tokens},
     tool::{CallUsage, SummarizeInput, SummarizeOutput, TokenCounts, TokenLimits},
 };
 
-/// Identity of the summarizer agent (prompts and rules included).
-pub const SUMMARIZER: AgentInfo = AgentInfo {
-    name: "summarizer",
-    version: "2.0.0",
-};
-
-/// Deadline and retries of one `summarize` call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CallPolicy {
-    /// Deadline of the whole call, retries included. Keep it below the
-    /// worker's agent-call timeout so the agent answers `Unavailable` itself.
-    pub call_timeout: Duration,
-    /// Backend calls per `summarize` when the output fails validation.
-    pub max_attempts: u32,
-}
-
-impl Default for CallPolicy {
-    fn default() -> Self {
-        Self {
-            call_timeout: Duration::from_secs(25),
-            max_attempts: 2,
-        }
-    }
-}
-
 /// A backend wrapped with the agent's guarantees. Cheap to share.
 pub struct SummarizerAgent {
     backend: Arc<dyn SummarizerBackend>,
     schema: OutputSchema<SummarizeOutput>,
-    policy: CallPolicy,
+    /// Deadline of one call. Keep it below the worker's agent-call timeout so
+    /// the agent answers `Unavailable` itself.
+    call_timeout: Duration,
 }
 
 impl SummarizerAgent {
-    /// Wraps `backend`.
+    /// Wraps `backend`; each call ends within `call_timeout`.
     ///
     /// # Errors
     /// [`BackendError::Internal`] when the output schema does not compile.
     pub fn new(
         backend: Arc<dyn SummarizerBackend>,
-        policy: CallPolicy,
+        call_timeout: Duration,
     ) -> Result<Self, BackendError> {
         Ok(Self {
             backend,
             schema: OutputSchema::new().map_err(BackendError::Internal)?,
-            policy,
+            call_timeout,
         })
     }
 
@@ -74,8 +57,8 @@ impl SummarizerAgent {
     /// # Errors
     /// [`BackendError::InvalidInput`] for an empty `chat_id`;
     /// [`BackendError::Unavailable`] when the deadline passes or the backend
-    /// is down; [`BackendError::InvalidOutput`] when every attempt returned
-    /// output that fails the schema; the backend's own errors otherwise.
+    /// is down; [`BackendError::InvalidOutput`] when the backend's output
+    /// fails the schema; the backend's own errors otherwise.
     pub async fn summarize(&self, input: SummarizeInput) -> Result<SummarizeOutput, BackendError> {
         if input.chat_id.trim().is_empty() {
             return Err(BackendError::InvalidInput(
@@ -83,58 +66,48 @@ impl SummarizerAgent {
             ));
         }
         let started = Instant::now();
-        let deadline = self.policy.call_timeout;
+        let deadline = self.call_timeout;
         let limits = input.limits;
-        let mut last_error = String::new();
-        let attempts = self.policy.max_attempts.max(1);
-        for attempt in 1..=attempts {
-            let remaining = deadline.saturating_sub(started.elapsed());
-            let call = self.backend.summarize(input.clone());
-            let mut output = match tokio::time::timeout(remaining, call).await {
-                Ok(result) => result?,
-                Err(_) => {
-                    return Err(BackendError::Unavailable(format!(
-                        "{} backend gave no answer within {deadline:?}",
-                        self.backend.name()
-                    )));
-                }
-            };
-            if let Err(invalid) = self.schema.check(&output) {
-                tracing::warn!(backend = self.backend.name(), attempt, reason = %invalid, "backend output invalid");
-                last_error = invalid.0;
-                continue;
+        let call = self.backend.summarize(input.clone());
+        let mut output = match tokio::time::timeout(deadline, call).await {
+            Ok(result) => result?,
+            Err(_) => {
+                return Err(BackendError::Unavailable(format!(
+                    "{} backend gave no answer within {deadline:?}",
+                    self.backend.name()
+                )));
             }
-            if enforce_budgets(&mut output, limits) {
-                tracing::warn!(
-                    backend = self.backend.name(),
-                    "backend output exceeded its token budgets; trimmed"
-                );
-            }
-            // Counted only when the backend reported no usage (the prompt is long).
-            let completion_tokens = output.token_counts.total;
-            let usage = output.usage.get_or_insert_with(|| CallUsage {
-                prompt_tokens: prompt_tokens(&input),
-                completion_tokens,
-                attempts: 1,
-            });
-            usage.attempts = usage.attempts.max(attempt);
-            tracing::info!(
-                agent = SUMMARIZER.name,
-                version = SUMMARIZER.version,
-                backend = self.backend.name(),
-                chat_id = %input.chat_id,
-                prompt_tokens = usage.prompt_tokens,
-                completion_tokens = usage.completion_tokens,
-                attempts = usage.attempts,
-                memory_tokens = output.token_counts.total,
-                elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-                "summarize call"
-            );
-            return Ok(output);
+        };
+        if let Err(invalid) = self.schema.check(&output) {
+            tracing::error!(backend = self.backend.name(), reason = %invalid, "backend output invalid");
+            return Err(BackendError::InvalidOutput(invalid.0));
         }
-        Err(BackendError::InvalidOutput(format!(
-            "{attempts} attempts: {last_error}"
-        )))
+        if enforce_budgets(&mut output, limits) {
+            tracing::warn!(
+                backend = self.backend.name(),
+                "backend output exceeded its token budgets; trimmed"
+            );
+        }
+        // Counted only when the backend reported no usage (the prompt is long).
+        let completion_tokens = output.token_counts.total;
+        let usage = output.usage.get_or_insert_with(|| CallUsage {
+            prompt_tokens: prompt_tokens(&input),
+            completion_tokens,
+            attempts: 1,
+        });
+        tracing::info!(
+            agent = SUMMARIZER.name,
+            version = SUMMARIZER.version,
+            backend = self.backend.name(),
+            chat_id = %input.chat_id,
+            prompt_tokens = usage.prompt_tokens,
+            completion_tokens = usage.completion_tokens,
+            attempts = usage.attempts,
+            memory_tokens = output.token_counts.total,
+            elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "summarize call"
+        );
+        Ok(output)
     }
 }
 
