@@ -11,6 +11,8 @@
 //! - [`audit_outbox`]: audit rows memory-store could not take yet, relayed by the gateways.
 //! - [`changes`]: memory change events (core NATS) for read-your-writes and watch streams.
 //! - [`consumer`]: the workers' shared durable pull consumer.
+//! - [`pull`]: the pull loop both durable consumers run (retried pull
+//!   requests with backoff, the depth watcher).
 //! - [`headers`]: the chain link and the trace context a job message carries.
 //!
 //! # Order per chat without partitions
@@ -30,6 +32,7 @@ pub mod dlq;
 pub mod headers;
 pub mod layout;
 pub mod publish;
+pub mod pull;
 pub mod settings;
 pub mod stream;
 

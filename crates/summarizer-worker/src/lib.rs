@@ -148,10 +148,11 @@ pub async fn run(
         cancel.clone(),
     );
     let mut loops = tokio::task::JoinSet::new();
-    loops.spawn(scheduler::watch_depth(
+    loops.spawn(job_queue::pull::watch_depth(
         consumer.clone(),
         Duration::from_secs(5),
         cancel.clone(),
+        |depth| metrics::get().set_depth(depth),
     ));
     loops.spawn(async move { scheduler.run(consumer).await });
     tracing::info!(

@@ -20,6 +20,9 @@ use chat_memory_proto::jobs::v1::AuditRows;
 use chat_memory_proto::store::{RecordAuditRequest, RecordAuditsRequest};
 use chat_memory_proto::v1::AuditEntry;
 use job_queue::QueueSettings;
+use job_queue::pull::Puller;
+use service_kit::backoff::Backoff;
+use tokio_util::sync::CancellationToken;
 
 use crate::StoreClient;
 use crate::metrics::{audit_row, audit_rows};
@@ -28,7 +31,8 @@ use crate::metrics::{audit_row, audit_rows};
 const ACK_WAIT: Duration = Duration::from_secs(10);
 /// How long one pull waits for rows: the outbox is empty almost always.
 const PULL_EXPIRES: Duration = Duration::from_secs(5);
-/// Pauses while memory-store is unavailable, doubling from the first to the last.
+/// Pauses while memory-store is unavailable, doubling (with jitter) from the
+/// first to the last.
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Rows one pull request may deliver (they stream in as they are published).
@@ -44,79 +48,73 @@ const LINGER: Duration = Duration::from_millis(20);
 /// Relays until the task is dropped (the gateway aborts it on shutdown; a row
 /// held then comes back to a relay after [`ACK_WAIT`]).
 pub async fn run(js: jetstream::Context, queue: QueueSettings, store: StoreClient) {
-    loop {
-        let consumer = match job_queue::audit_outbox::relay_consumer(&js, &queue, ACK_WAIT).await {
-            Ok(c) => c,
+    let consumer = loop {
+        match job_queue::audit_outbox::relay_consumer(&js, &queue, ACK_WAIT).await {
+            Ok(c) => break c,
             Err(e) => {
                 tracing::warn!(error = %e, "audit relay: outbox consumer unavailable; retrying");
                 tokio::time::sleep(Duration::from_secs(2)).await;
-                continue;
             }
-        };
-        let mut backoff = MIN_BACKOFF;
-        let depth = tokio::spawn(report_depth(consumer.clone()));
-        let _stop_depth = AbortOnDrop(depth);
-        loop {
-            let batch = consumer
-                .batch()
-                .max_messages(PULL)
-                .expires(PULL_EXPIRES)
-                .messages()
-                .await;
-            let mut batch = match batch {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::warn!(error = %e, "audit relay: pull failed; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    break;
-                }
+        }
+    };
+    // The task is aborted rather than cancelled; the pull loop's token never fires.
+    let never = CancellationToken::new();
+    let depth = tokio::spawn(job_queue::pull::watch_depth(
+        consumer.clone(),
+        DEPTH_EVERY,
+        never.clone(),
+        crate::metrics::audit_outbox_depth,
+    ));
+    let _stop_depth = AbortOnDrop(depth);
+    let mut puller = Puller::new(consumer, PULL_EXPIRES, "audit relay");
+    let mut store_retries = Backoff::new(MIN_BACKOFF, MAX_BACKOFF).retries();
+    let mut wait = MIN_BACKOFF;
+    while let Some(mut batch) = puller.next_batch(PULL, &never).await {
+        // Rows stream in as they are published: take the first, then what
+        // arrives within LINGER (up to MAX_ROWS), and store them in one call.
+        let mut ended = false;
+        while !ended {
+            let Some(next) = batch.next().await else {
+                break;
             };
-            // Rows stream in as they are published: take the first, then what
-            // arrives within LINGER (up to MAX_ROWS), and store them in one call.
-            let mut ended = false;
-            while !ended {
-                let Some(next) = batch.next().await else {
-                    break;
-                };
-                let mut group = Group::default();
-                let mut pull_error = None;
-                match next {
-                    Ok(message) => group.push(message).await,
-                    Err(e) => pull_error = Some(e),
-                }
-                let until = tokio::time::Instant::now() + LINGER;
-                while group.rows < MAX_ROWS && pull_error.is_none() {
-                    match tokio::time::timeout_at(until, batch.next()).await {
-                        Ok(Some(Ok(message))) => group.push(message).await,
-                        Ok(Some(Err(e))) => pull_error = Some(e),
-                        Ok(None) => {
-                            ended = true;
-                            break;
-                        }
-                        Err(_lingered) => break,
-                    }
-                }
-                if !group.messages.is_empty() {
-                    if relay_group(&store, group, backoff).await {
-                        backoff = MIN_BACKOFF;
-                    } else {
-                        // memory-store is unavailable: hand back what this pull
-                        // already delivered, then pause before pulling again.
-                        while let Ok(Some(Ok(rest))) =
-                            tokio::time::timeout(Duration::from_millis(20), batch.next()).await
-                        {
-                            ack(&rest, AckKind::Nak(Some(backoff))).await;
-                        }
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
+            let mut group = Group::default();
+            let mut pull_error = None;
+            match next {
+                Ok(message) => group.push(message).await,
+                Err(e) => pull_error = Some(e),
+            }
+            let until = tokio::time::Instant::now() + LINGER;
+            while group.rows < MAX_ROWS && pull_error.is_none() {
+                match tokio::time::timeout_at(until, batch.next()).await {
+                    Ok(Some(Ok(message))) => group.push(message).await,
+                    Ok(Some(Err(e))) => pull_error = Some(e),
+                    Ok(None) => {
+                        ended = true;
                         break;
                     }
+                    Err(_lingered) => break,
                 }
-                if let Some(e) = pull_error {
-                    tracing::warn!(error = %e, "audit relay: pull error; pulling again");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            if !group.messages.is_empty() {
+                if relay_group(&store, group, wait).await {
+                    store_retries.reset();
+                    wait = MIN_BACKOFF;
+                } else {
+                    // memory-store is unavailable: hand back what this pull
+                    // already delivered, then pause before pulling again.
+                    while let Ok(Some(Ok(rest))) =
+                        tokio::time::timeout(Duration::from_millis(20), batch.next()).await
+                    {
+                        ack(&rest, AckKind::Nak(Some(wait))).await;
+                    }
+                    tokio::time::sleep(wait).await;
+                    wait = store_retries.next_delay();
                     break;
                 }
+            }
+            if let Some(e) = pull_error {
+                puller.after_batch_error(e, &never).await;
+                break;
             }
         }
     }
@@ -247,21 +245,6 @@ async fn ack(message: &Message, kind: AckKind) {
 
 /// How often the outbox's depth is read for `chat_memory_audit_outbox_depth`.
 const DEPTH_EVERY: Duration = Duration::from_secs(15);
-
-/// Reads the relay consumer's pending and held rows, forever.
-async fn report_depth(
-    mut consumer: jetstream::consumer::Consumer<jetstream::consumer::pull::Config>,
-) {
-    loop {
-        match consumer.info().await {
-            Ok(info) => crate::metrics::audit_outbox_depth(
-                info.num_pending + u64::try_from(info.num_ack_pending).unwrap_or(0),
-            ),
-            Err(e) => tracing::debug!(error = %e, "audit relay: outbox depth not read"),
-        }
-        tokio::time::sleep(DEPTH_EVERY).await;
-    }
-}
 
 /// Aborts a task when dropped.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);

@@ -163,25 +163,15 @@ impl Scheduler {
 
     async fn fetch(&self, consumer: Consumer<pull::Config>) {
         let inner = &self.inner;
+        let mut puller = job_queue::pull::Puller::new(consumer, PULL_EXPIRES, "jobs");
         while !inner.cancel.is_cancelled() {
             // Room for at least one more chat and one more job, then as much as is free.
             let Some((mut chat_slots, mut job_slots)) = self.room().await else {
                 return;
             };
             let n = chat_slots.num_permits().min(job_slots.num_permits());
-            let batch = consumer
-                .batch()
-                .max_messages(n)
-                .expires(PULL_EXPIRES)
-                .messages()
-                .await;
-            let mut batch = match batch {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::warn!(error = %e, "pull request failed; retrying");
-                    pause(&inner.cancel, Duration::from_secs(1)).await;
-                    continue;
-                }
+            let Some(mut batch) = puller.next_batch(n, &inner.cancel).await else {
+                return;
             };
             loop {
                 let next = tokio::select! {
@@ -202,8 +192,7 @@ impl Scheduler {
                         self.accept(message, chat_slot, job_slot).await;
                     }
                     Some(Err(e)) => {
-                        tracing::warn!(error = %e, "pull error; pulling again");
-                        pause(&inner.cancel, Duration::from_millis(500)).await;
+                        puller.after_batch_error(e, &inner.cancel).await;
                         break;
                     }
                     None => break,
@@ -567,32 +556,5 @@ impl Scheduler {
                 tracing::warn!(job_id, error = %e, "ack not sent; a redelivery will be skipped")
             }
         }
-    }
-}
-
-/// Reports the consumer's depth (jobs stored and not yet acknowledged) every
-/// `every`, for the `chat_memory_queue_depth` gauge.
-pub async fn watch_depth(
-    mut consumer: Consumer<pull::Config>,
-    every: Duration,
-    cancel: CancellationToken,
-) {
-    loop {
-        match consumer.info().await {
-            Ok(info) => metrics::get()
-                .set_depth(info.num_pending + u64::try_from(info.num_ack_pending).unwrap_or(0)),
-            Err(e) => tracing::debug!(error = %e, "cannot read consumer info"),
-        }
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            () = tokio::time::sleep(every) => {}
-        }
-    }
-}
-
-async fn pause(cancel: &CancellationToken, d: Duration) {
-    tokio::select! {
-        () = cancel.cancelled() => {}
-        () = tokio::time::sleep(d) => {}
     }
 }
