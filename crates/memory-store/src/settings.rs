@@ -195,15 +195,7 @@ impl Validate for Settings {
     }
 }
 
-impl service_kit::entry::ServiceSettings for Settings {
-    fn listen_addr(&self) -> &str {
-        &self.listen_addr
-    }
-
-    fn telemetry(&self) -> &service_kit::telemetry::TelemetrySettings {
-        &self.telemetry
-    }
-}
+service_kit::service_settings!(Settings);
 
 #[cfg(test)]
 mod tests {
@@ -211,12 +203,7 @@ mod tests {
 
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use service_kit::settings::env_vars as env;
 
     const TOKEN: (&str, &str) = ("CHAT_MEMORY__SERVICE_TOKEN", "t0ken");
 

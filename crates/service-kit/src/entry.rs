@@ -22,6 +22,23 @@ pub trait ServiceSettings: Default + Serialize + DeserializeOwned + Validate {
     fn telemetry(&self) -> &TelemetrySettings;
 }
 
+/// Implements [`ServiceSettings`] for a settings type whose main listener is
+/// its `listen_addr` field and whose telemetry is its `telemetry` field.
+#[macro_export]
+macro_rules! service_settings {
+    ($settings:ty) => {
+        impl $crate::entry::ServiceSettings for $settings {
+            fn listen_addr(&self) -> &str {
+                &self.listen_addr
+            }
+
+            fn telemetry(&self) -> &$crate::telemetry::TelemetrySettings {
+                &self.telemetry
+            }
+        }
+    };
+}
+
 /// The shutdown signal handed to a service's `run`.
 pub type Shutdown = Pin<Box<dyn Future<Output = ()> + Send>>;
 

@@ -7,7 +7,8 @@
 //!
 //! Each request still gets its own answer, and a failed call is the failure of
 //! every request in it. Used by the gateway (`ClaimChats`,
-//! `RecordAcceptedBatch`) and the worker (`BeginJobsBatch`).
+//! `RecordAcceptedBatch`, the audit outbox's messages of several rows), the
+//! worker (`BeginJobsBatch`) and memory-store (audit rows group-committed).
 
 use std::sync::Arc;
 
@@ -60,20 +61,50 @@ impl BatchSettings {
 }
 
 /// One call answering several requests: one answer per request, in order.
-pub type BatchCall<Req, Res> =
-    Arc<dyn Fn(Vec<Req>) -> BoxFuture<'static, Result<Vec<Res>, tonic::Status>> + Send + Sync>;
+pub type BatchCall<Req, Res, E = tonic::Status> =
+    Arc<dyn Fn(Vec<Req>) -> BoxFuture<'static, Result<Vec<Res>, E>> + Send + Sync>;
 
-struct Pending<Req, Res> {
+/// Why a gathered request got no answer from its call: the error type of a
+/// [`Gatherer`] says it in its own words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum GatherError {
+    /// Every clone of the gatherer's task is gone (shutdown).
+    #[error("gathered calls have stopped")]
+    Stopped,
+    /// The call ended without answering (it panicked or was aborted).
+    #[error("a gathered call ended without an answer")]
+    NoAnswer,
+    /// The call answered another number of requests than it was given.
+    #[error("the batch call answered {answered} of {asked} requests")]
+    WrongCount { answered: usize, asked: usize },
+}
+
+impl From<GatherError> for tonic::Status {
+    fn from(e: GatherError) -> Self {
+        match e {
+            GatherError::Stopped => Self::unavailable(e.to_string()),
+            GatherError::NoAnswer | GatherError::WrongCount { .. } => Self::internal(e.to_string()),
+        }
+    }
+}
+
+impl From<GatherError> for String {
+    fn from(e: GatherError) -> Self {
+        e.to_string()
+    }
+}
+
+struct Pending<Req, Res, E> {
     request: Req,
-    answer: oneshot::Sender<Result<Res, tonic::Status>>,
+    answer: oneshot::Sender<Result<Res, E>>,
 }
 
 /// Gathers requests into calls of a [`BatchCall`]; cheap to clone.
-pub struct Gatherer<Req, Res> {
-    tx: mpsc::Sender<Pending<Req, Res>>,
+pub struct Gatherer<Req, Res, E = tonic::Status> {
+    tx: mpsc::Sender<Pending<Req, Res, E>>,
 }
 
-impl<Req, Res> Clone for Gatherer<Req, Res> {
+impl<Req, Res, E> Clone for Gatherer<Req, Res, E> {
     fn clone(&self) -> Self {
         Self {
             tx: self.tx.clone(),
@@ -81,9 +112,14 @@ impl<Req, Res> Clone for Gatherer<Req, Res> {
     }
 }
 
-impl<Req: Send + 'static, Res: Send + 'static> Gatherer<Req, Res> {
+impl<Req, Res, E> Gatherer<Req, Res, E>
+where
+    Req: Send + 'static,
+    Res: Send + 'static,
+    E: From<GatherError> + Clone + Send + 'static,
+{
     /// Starts gathering on the current runtime; stops when every clone is dropped.
-    pub fn start(call: BatchCall<Req, Res>, settings: &BatchSettings) -> Self {
+    pub fn start(call: BatchCall<Req, Res, E>, settings: &BatchSettings) -> Self {
         let max_batch = settings.max_batch.max(1);
         let in_flight = Arc::new(Semaphore::new(settings.max_in_flight.max(1)));
         let (tx, rx) = mpsc::channel(max_batch.saturating_mul(4));
@@ -94,25 +130,27 @@ impl<Req: Send + 'static, Res: Send + 'static> Gatherer<Req, Res> {
     /// Sends one request; waits for the call it goes in.
     ///
     /// # Errors
-    /// The call's status (every request of a failed call gets it).
-    pub async fn call(&self, request: Req) -> Result<Res, tonic::Status> {
+    /// The call's error (every request of a failed call gets it).
+    pub async fn call(&self, request: Req) -> Result<Res, E> {
         let (answer, answered) = oneshot::channel();
         self.tx
             .send(Pending { request, answer })
             .await
-            .map_err(|_| tonic::Status::unavailable("gathered calls have stopped"))?;
-        answered
-            .await
-            .map_err(|_| tonic::Status::internal("a gathered call ended without an answer"))?
+            .map_err(|_| E::from(GatherError::Stopped))?;
+        answered.await.map_err(|_| E::from(GatherError::NoAnswer))?
     }
 }
 
-async fn gather<Req: Send + 'static, Res: Send + 'static>(
-    mut rx: mpsc::Receiver<Pending<Req, Res>>,
-    call: BatchCall<Req, Res>,
+async fn gather<Req, Res, E>(
+    mut rx: mpsc::Receiver<Pending<Req, Res, E>>,
+    call: BatchCall<Req, Res, E>,
     max_batch: usize,
     in_flight: Arc<Semaphore>,
-) {
+) where
+    Req: Send + 'static,
+    Res: Send + 'static,
+    E: From<GatherError> + Clone + Send + 'static,
+{
     while let Some(first) = rx.recv().await {
         // Wait for a free call first: what arrives meanwhile goes with `first`.
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
@@ -138,17 +176,17 @@ async fn gather<Req: Send + 'static, Res: Send + 'static>(
                     }
                 }
                 Ok(results) => {
-                    let status = tonic::Status::internal(format!(
-                        "the batch call answered {} of {n} requests",
-                        results.len()
-                    ));
+                    let error = E::from(GatherError::WrongCount {
+                        answered: results.len(),
+                        asked: n,
+                    });
                     for answer in answers {
-                        let _ = answer.send(Err(status.clone()));
+                        let _ = answer.send(Err(error.clone()));
                     }
                 }
-                Err(status) => {
+                Err(error) => {
                     for answer in answers {
-                        let _ = answer.send(Err(status.clone()));
+                        let _ = answer.send(Err(error.clone()));
                     }
                 }
             }

@@ -50,6 +50,15 @@ where
     load_from(file, std::env::vars())
 }
 
+/// Environment pairs from string slices, as [`load_from`] takes them (for
+/// tests and tools that build an environment by hand).
+pub fn env_vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
 /// [`load`] with an explicit environment, for tests.
 ///
 /// # Errors
@@ -166,12 +175,7 @@ mod tests {
         }
     }
 
-    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use super::env_vars as env;
 
     #[test]
     fn defaults_apply_when_nothing_is_set() {

@@ -155,26 +155,13 @@ impl Validate for Settings {
     }
 }
 
-impl service_kit::entry::ServiceSettings for Settings {
-    fn listen_addr(&self) -> &str {
-        &self.listen_addr
-    }
-
-    fn telemetry(&self) -> &service_kit::telemetry::TelemetrySettings {
-        &self.telemetry
-    }
-}
+service_kit::service_settings!(Settings);
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use service_kit::settings::env_vars as env;
 
     #[test]
     fn defaults_listen_on_loopback_with_the_offline_backend() {

@@ -361,12 +361,4 @@ impl Validate for Settings {
     }
 }
 
-impl service_kit::entry::ServiceSettings for Settings {
-    fn listen_addr(&self) -> &str {
-        &self.listen_addr
-    }
-
-    fn telemetry(&self) -> &service_kit::telemetry::TelemetrySettings {
-        &self.telemetry
-    }
-}
+service_kit::service_settings!(Settings);
