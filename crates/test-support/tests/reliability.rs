@@ -9,7 +9,7 @@ use std::time::Duration;
 use chat_memory_proto::v1::JobState;
 use job_queue::dlq::{self, DeadLetterEntry};
 use summarizer_agent::backend::offline::OfflineBackend;
-use test_support::requests::{get, update_status, user_update};
+use test_support::requests::{get, send, update_status, user_update};
 use test_support::stack::{succeeded, wait_job};
 use test_support::switch::{Switch, SwitchedBackend};
 use test_support::{StackOptions, TestStack, wait};
@@ -22,29 +22,20 @@ const JOB_TIMEOUT: Duration = Duration::from_secs(30);
 async fn an_agent_outage_opens_the_circuit_and_the_job_waits_instead_of_failing() {
     // Arrange: the agent is down; a job may spend only 2 attempts, and the
     // breaker opens after 2 failed calls and probes every 100 ms.
-    let switch = Switch::new(Arc::new(OfflineBackend::new()), true);
-    let mut stack = TestStack::start_with(StackOptions {
-        workers: 0,
-        backend: Some(Arc::new(SwitchedBackend(switch.clone()))),
-        ..StackOptions::default()
+    let (stack, switch) = switched_stack(true, |w| {
+        w.retry.max_attempts = 2;
+        w.circuit.min_calls = 2;
+        w.circuit.open_ms = 100;
     })
     .await;
-    stack.worker_settings.retry.max_attempts = 2;
-    stack.worker_settings.circuit.min_calls = 2;
-    stack.worker_settings.circuit.open_ms = 100;
-    stack.add_worker().await;
     let mut client = stack.gateway().await;
 
     // Act: a job arrives during the outage.
-    let job_id = client
-        .update_memory(user_update(
-            "chat-outage",
-            "My insurer is Aetna, member id W123.",
-        ))
-        .await
-        .unwrap_or_else(|s| panic!("update rejected: {s:?}"))
-        .into_inner()
-        .job_id;
+    let job_id = send(
+        &mut client,
+        user_update("chat-outage", "My insurer is Aetna, member id W123."),
+    )
+    .await;
 
     // Assert: the agent sees several probes (far more calls than the job's two
     // attempts) and the job is still waiting, not failed.
@@ -77,27 +68,18 @@ async fn an_agent_outage_opens_the_circuit_and_the_job_waits_instead_of_failing(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn with_the_circuit_disabled_an_agent_outage_fails_the_job_after_its_attempts() {
     // The control for the test above: same outage, breaker off.
-    let switch = Switch::new(Arc::new(OfflineBackend::new()), true);
-    let mut stack = TestStack::start_with(StackOptions {
-        workers: 0,
-        backend: Some(Arc::new(SwitchedBackend(switch.clone()))),
-        ..StackOptions::default()
+    let (stack, switch) = switched_stack(true, |w| {
+        w.retry.max_attempts = 2;
+        w.circuit.enabled = false;
     })
     .await;
-    stack.worker_settings.retry.max_attempts = 2;
-    stack.worker_settings.circuit.enabled = false;
-    stack.add_worker().await;
     let mut client = stack.gateway().await;
 
-    let job_id = client
-        .update_memory(user_update(
-            "chat-outage",
-            "My insurer is Aetna, member id W123.",
-        ))
-        .await
-        .unwrap_or_else(|s| panic!("update rejected: {s:?}"))
-        .into_inner()
-        .job_id;
+    let job_id = send(
+        &mut client,
+        user_update("chat-outage", "My insurer is Aetna, member id W123."),
+    )
+    .await;
 
     let status = stack.wait_job_done(&job_id, JOB_TIMEOUT).await;
     assert_eq!(status.state, JobState::Failed as i32, "{status:?}");
@@ -111,32 +93,23 @@ async fn a_providers_rate_limit_holds_the_job_for_its_retry_after_without_spendi
     // 300 ms; the worker's own backoff is 10-20 ms, a job may spend only 2
     // attempts, and the breaker would open after 2 failed calls.
     let retry_after = Duration::from_millis(300);
-    let switch = Switch::new(Arc::new(OfflineBackend::new()), false);
-    switch.rate_limit_next(3, retry_after);
-    let mut stack = TestStack::start_with(StackOptions {
-        workers: 0,
-        backend: Some(Arc::new(SwitchedBackend(switch.clone()))),
-        ..StackOptions::default()
+    let (stack, switch) = switched_stack(false, |w| {
+        w.retry.max_attempts = 2;
+        w.retry.initial_backoff_ms = 10;
+        w.retry.max_backoff_ms = 20;
+        w.circuit.min_calls = 2;
     })
     .await;
-    stack.worker_settings.retry.max_attempts = 2;
-    stack.worker_settings.retry.initial_backoff_ms = 10;
-    stack.worker_settings.retry.max_backoff_ms = 20;
-    stack.worker_settings.circuit.min_calls = 2;
-    stack.add_worker().await;
+    switch.rate_limit_next(3, retry_after);
     let mut client = stack.gateway().await;
     let started = std::time::Instant::now();
 
     // Act
-    let job_id = client
-        .update_memory(user_update(
-            "chat-429",
-            "My insurer is Aetna, member id W123.",
-        ))
-        .await
-        .unwrap_or_else(|s| panic!("update rejected: {s:?}"))
-        .into_inner()
-        .job_id;
+    let job_id = send(
+        &mut client,
+        user_update("chat-429", "My insurer is Aetna, member id W123."),
+    )
+    .await;
     let status = stack.wait_job_done(&job_id, JOB_TIMEOUT).await;
 
     // Assert: applied once the limit lifted, on the fourth call; three waits
@@ -159,15 +132,28 @@ async fn a_providers_rate_limit_holds_the_job_for_its_retry_after_without_spendi
 /// A stack whose agent is switched down, with the breaker off and 2 attempts,
 /// so a job is dead-lettered quickly.
 async fn failing_stack() -> (TestStack, Arc<Switch>) {
-    let switch = Switch::new(Arc::new(OfflineBackend::new()), true);
+    let (stack, switch) = switched_stack(true, |w| {
+        w.retry.max_attempts = 2;
+        w.circuit.enabled = false;
+    })
+    .await;
+    (stack, switch)
+}
+
+/// A stack whose agent answers through a [`Switch`] (down from the start if
+/// `down`), with one worker started on the settings `tune` leaves.
+async fn switched_stack(
+    down: bool,
+    tune: impl FnOnce(&mut summarizer_worker::Settings),
+) -> (TestStack, Arc<Switch>) {
+    let switch = Switch::new(Arc::new(OfflineBackend::new()), down);
     let mut stack = TestStack::start_with(StackOptions {
         workers: 0,
         backend: Some(Arc::new(SwitchedBackend(switch.clone()))),
         ..StackOptions::default()
     })
     .await;
-    stack.worker_settings.retry.max_attempts = 2;
-    stack.worker_settings.circuit.enabled = false;
+    tune(&mut stack.worker_settings);
     stack.add_worker().await;
     (stack, switch)
 }
@@ -189,15 +175,11 @@ async fn dead_letters(stack: &TestStack, n: usize) -> Vec<DeadLetterEntry> {
 async fn a_job_that_exhausts_its_attempts_is_dead_lettered_and_a_replay_applies_it_once() {
     let (stack, switch) = failing_stack().await;
     let mut client = stack.gateway().await;
-    let job_id = client
-        .update_memory(user_update(
-            "chat-dlq",
-            "My insurer is Aetna, member id W123.",
-        ))
-        .await
-        .unwrap_or_else(|s| panic!("update rejected: {s:?}"))
-        .into_inner()
-        .job_id;
+    let job_id = send(
+        &mut client,
+        user_update("chat-dlq", "My insurer is Aetna, member id W123."),
+    )
+    .await;
     let status = stack.wait_job_done(&job_id, JOB_TIMEOUT).await;
     assert_eq!(status.state, JobState::Failed as i32, "{status:?}");
 
@@ -262,23 +244,21 @@ async fn a_job_that_exhausts_its_attempts_is_dead_lettered_and_a_replay_applies_
 async fn a_replay_does_not_overwrite_a_newer_memory_and_is_recorded_superseded() {
     let (stack, switch) = failing_stack().await;
     let mut client = stack.gateway().await;
-    let old = client
-        .update_memory(user_update("chat-dlq-order", "My insurer is Aetna."))
-        .await
-        .unwrap_or_else(|s| panic!("update rejected: {s:?}"))
-        .into_inner()
-        .job_id;
+    let old = send(
+        &mut client,
+        user_update("chat-dlq-order", "My insurer is Aetna."),
+    )
+    .await;
     stack.wait_job_done(&old, JOB_TIMEOUT).await;
     let letters = dead_letters(&stack, 1).await;
 
     // A later job of the chat is applied after the agent recovers.
     switch.set_down(false);
-    let newer = client
-        .update_memory(user_update("chat-dlq-order", "I switched to Cigna."))
-        .await
-        .unwrap_or_else(|s| panic!("update rejected: {s:?}"))
-        .into_inner()
-        .job_id;
+    let newer = send(
+        &mut client,
+        user_update("chat-dlq-order", "I switched to Cigna."),
+    )
+    .await;
     let status = stack.wait_job_done(&newer, JOB_TIMEOUT).await;
     assert_eq!(status.state, JobState::Succeeded as i32, "{status:?}");
 
@@ -328,12 +308,7 @@ async fn a_backlogged_chat_refuses_updates_with_a_retry_hint_while_reads_keep_wo
     stack.worker_settings.retry.max_attempts = 1_000;
     stack.add_worker().await;
     let mut client = stack.gateway().await;
-    let first = client
-        .update_memory(user_update("chat-bp", "My insurer is Aetna."))
-        .await
-        .unwrap_or_else(|s| panic!("update rejected: {s:?}"))
-        .into_inner()
-        .job_id;
+    let first = send(&mut client, user_update("chat-bp", "My insurer is Aetna.")).await;
     stack.wait_job_done(&first, JOB_TIMEOUT).await;
     switch.set_down(true);
 
