@@ -97,21 +97,9 @@ fn is_unavailable(err: &DbErr) -> bool {
     }
 }
 
-/// The error and its sources on one line, for logs.
-pub fn cause_chain(err: &dyn std::error::Error) -> String {
-    let mut line = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        // Many wrappers (sea-orm's among them) already print their source.
-        let text = cause.to_string();
-        if !line.ends_with(&text) {
-            line.push_str(": ");
-            line.push_str(&text);
-        }
-        source = cause.source();
-    }
-    line
-}
+/// The error and its sources on one line, for logs (service-kit's, shared by
+/// every service).
+pub use service_kit::entry::cause_chain;
 
 impl From<StoreError> for Status {
     fn from(err: StoreError) -> Self {

@@ -9,6 +9,8 @@
 
 use std::{sync::Arc, time::Duration};
 
+use service_kit::entry::cause_chain as error_chain;
+
 use rmcp::{
     ServiceError, ServiceExt,
     model::{
@@ -384,21 +386,6 @@ fn init_error(error: ClientInitializeError) -> AgentClientError {
             message: error_chain(&e),
         },
     }
-}
-
-/// `error` and its causes on one line ("a: b: c"), for logs that need the root cause.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut line = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !line.contains(&cause_text) {
-            line.push_str(": ");
-            line.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    line
 }
 
 impl Attempt {
