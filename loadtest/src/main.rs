@@ -29,16 +29,10 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 use futures::future::join_all;
 use hdrhistogram::Histogram;
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::{Interceptor, interceptor::InterceptedService};
-use tonic::transport::Channel;
 
 use chat_memory_loadtest::stand_in::{self, StandInConfig};
 use chat_memory_proto::client;
-use chat_memory_proto::v1::{
-    ChatMessage, GetMemoryRequest, Role, UpdateMemoryRequest,
-    memory_service_client::MemoryServiceClient,
-};
+use chat_memory_proto::v1::{ChatMessage, GetMemoryRequest, Role, UpdateMemoryRequest};
 
 #[derive(Parser)]
 #[command(
@@ -46,21 +40,8 @@ use chat_memory_proto::v1::{
     about = "Benchmarks a running chat-memory gateway"
 )]
 struct Cli {
-    #[arg(
-        long,
-        global = true,
-        env = "CHAT_MEMORY_GATEWAY",
-        default_value = "http://127.0.0.1:50051"
-    )]
-    gateway: String,
-    /// PEM CA certificate to trust for an `https://` gateway (required for one);
-    /// `CHAT_MEMORY_TLS=1 scripts/run-local.sh` makes `.local/tls/ca.crt`.
-    #[arg(long, global = true, env = "CHAT_MEMORY_CA_CERT")]
-    ca_cert: Option<std::path::PathBuf>,
-    /// Bearer token (scopes memory:read and memory:write); `scripts/run-local.sh`
-    /// writes one to `.local/token`. Every call counts against its user's rate limit.
-    #[arg(long, global = true, env = "CHAT_MEMORY_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    #[command(flatten)]
+    gateway: client::GatewayArgs,
     /// Prefix of the chat ids used, so runs do not mix.
     #[arg(long, global = true, default_value = "bench")]
     prefix: String,
@@ -152,71 +133,32 @@ enum Command {
 }
 
 /// The gateway client with the bearer token on every call.
-type Client = MemoryServiceClient<InterceptedService<Channel, Bearer>>;
-
-/// Adds `authorization: Bearer <token>` to every call.
-#[derive(Clone)]
-struct Bearer(Option<MetadataValue<Ascii>>);
-
-impl Bearer {
-    fn new(token: Option<&str>) -> Result<Self, String> {
-        token
-            .map(|t| {
-                format!("Bearer {t}")
-                    .parse::<MetadataValue<Ascii>>()
-                    .map_err(|_| "--token: not a valid header value".to_owned())
-            })
-            .transpose()
-            .map(Self)
-    }
-}
-
-impl Interceptor for Bearer {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(h) = &self.0 {
-            request.metadata_mut().insert("authorization", h.clone());
-        }
-        Ok(request)
-    }
-}
+type Client = client::GatewayClient;
 
 #[tokio::main]
 async fn main() -> Result<(), String> {
     let cli = Cli::parse();
     match cli.command {
         Command::Faults(args) => faults::run(args).await,
-        Command::ReadPath(args) => bench::reads::read_path(&args)
-            .await
-            .map_err(|e| e.to_string()),
-        Command::Readiness(args) => bench::readiness::readiness(&args)
-            .await
-            .map_err(|e| e.to_string()),
+        Command::ReadPath(args) => said(bench::reads::read_path(&args).await),
+        Command::Readiness(args) => said(bench::readiness::readiness(&args).await),
         Command::EchoServer { listen } => bench::reads::echo_server(&listen).await,
         Command::Burst {
             updates,
             chats,
             run,
-        } => bench::burst(updates, chats, &run)
-            .await
-            .map_err(|e| e.to_string()),
+        } => said(bench::burst(updates, chats, &run).await),
         Command::Sustained {
             chats,
             rate,
             duration_secs,
             run,
-        } => bench::sustained(chats, rate, Duration::from_secs(duration_secs), &run)
-            .await
-            .map_err(|e| e.to_string()),
+        } => said(bench::sustained(chats, rate, Duration::from_secs(duration_secs), &run).await),
         Command::ScaleOut {
             updates,
             chats,
             run,
-        } => bench::scale_out(updates, chats, &run)
-            .await
-            .map_err(|e| e.to_string()),
+        } => said(bench::scale_out(updates, chats, &run).await),
         Command::StandInModel {
             listen,
             latency_mean_ms,
@@ -232,25 +174,24 @@ async fn main() -> Result<(), String> {
                 max_concurrency,
                 retry_after_secs,
             };
-            stand_in::serve_until_interrupted(&listen, config)
-                .await
-                .map_err(|e| e.to_string())
+            said(stand_in::serve_until_interrupted(&listen, config).await)
         }
         Command::Reads {
             calls,
             concurrency,
             chats,
         } => {
-            let channel = client::connect(&cli.gateway, cli.ca_cert.as_deref())
-                .await
-                .map_err(|e| client::error_chain(&e))?;
-            let bearer = Bearer::new(cli.token.as_deref())?;
-            let client = MemoryServiceClient::with_interceptor(channel, bearer);
+            let client = cli.gateway.client().await?;
             run_reads(client, &cli.prefix, calls, concurrency.max(1), chats.max(1)).await?;
             procs::print_peak_memory();
             Ok(())
         }
     }
+}
+
+/// A command's failure, as `main` prints it.
+fn said<E: std::fmt::Display>(result: Result<(), E>) -> Result<(), String> {
+    result.map_err(|e| e.to_string())
 }
 
 pub(crate) fn message(chat: usize, i: usize) -> Vec<ChatMessage> {

@@ -41,7 +41,7 @@ use clap::{Parser, Subcommand};
 use chat_memory_proto::client;
 use chat_memory_proto::v1::{
     ChatMessage, DeleteMemoryRequest, GetMemoryRequest, GetUpdateStatusRequest, ReadCondition,
-    Role, UpdateMemoryRequest, memory_service_client::MemoryServiceClient,
+    Role, UpdateMemoryRequest,
 };
 
 /// One read-your-writes wait of `update --wait` (the gateway's default maximum).
@@ -54,21 +54,8 @@ const READ_WAIT_MS: u32 = 10_000;
     version
 )]
 struct Cli {
-    /// Gateway address.
-    #[arg(
-        long,
-        global = true,
-        env = "CHAT_MEMORY_GATEWAY",
-        default_value = "http://127.0.0.1:50051"
-    )]
-    gateway: String,
-    /// PEM CA certificate to trust for an `https://` gateway (required for one:
-    /// no system roots are bundled); `scripts/run-local.sh` makes `.local/tls/ca.crt`.
-    #[arg(long, global = true, env = "CHAT_MEMORY_CA_CERT")]
-    ca_cert: Option<std::path::PathBuf>,
-    /// Bearer JWT presented to the gateway (scopes memory:read / write / admin).
-    #[arg(long, global = true, env = "CHAT_MEMORY_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    #[command(flatten)]
+    gateway: client::GatewayArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -261,24 +248,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             }
         };
     }
-    let channel = client::connect(&cli.gateway, cli.ca_cert.as_deref())
-        .await
-        .map_err(|e| client::error_chain(&e))?;
-    let header = match &cli.token {
-        Some(token) => Some(
-            format!("Bearer {token}")
-                .parse::<tonic::metadata::MetadataValue<_>>()
-                .map_err(|_| "--token: not a valid header value".to_owned())?,
-        ),
-        None => None,
-    };
-    let mut client =
-        MemoryServiceClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
-            if let Some(h) = &header {
-                req.metadata_mut().insert("authorization", h.clone());
-            }
-            Ok(req)
-        });
+    let mut client = cli.gateway.client().await?;
     match cli.command {
         Command::Update {
             chat,

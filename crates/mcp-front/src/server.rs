@@ -10,11 +10,11 @@
 use std::{future::Future, sync::Arc};
 
 use rmcp::transport::streamable_http_server::{
-    StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
+    StreamableHttpService, session::local::LocalSessionManager,
 };
+use service_kit::mcp_server;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic_health::ServingStatus;
 
 use crate::{FrontError, gateway::Gateway, settings::Settings, tools::MemoryTools};
 
@@ -46,47 +46,21 @@ pub async fn run(
     let mcp = StreamableHttpService::new(
         move || Ok(MemoryTools::new(gateway.clone())),
         Arc::new(LocalSessionManager::default()),
-        mcp_config(&settings, mcp_cancel.child_token()),
+        mcp_server::stateless_config(settings.allowed_hosts.clone(), mcp_cancel.child_token()),
     );
-
-    let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_service_status(HEALTH_SERVICE_NAME, ServingStatus::Serving)
-        .await;
-    reporter
-        .set_service_status("", ServingStatus::Serving)
-        .await;
-
     // Only the MCP route needs a token; health stays open for probes.
     let mcp_route = axum::Router::new()
         .nest_service(MCP_PATH, mcp)
         .layer(axum::middleware::from_fn(crate::auth::require_bearer));
-    let app = tonic::service::Routes::new(health)
-        .into_axum_router()
-        .merge(mcp_route);
-
     tracing::info!(%addr, gateway = %settings.gateway.url, "MCP front serving");
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("MCP front shutting down");
-            // Report NOT_SERVING first so health checks drain traffic away.
-            reporter
-                .set_service_status(HEALTH_SERVICE_NAME, ServingStatus::NotServing)
-                .await;
-            mcp_cancel.cancel();
-        })
-        .await;
-    result.map_err(FrontError::Serve)
-}
-
-/// Stateless streamable HTTP with plain JSON responses: no session lives in
-/// the front, so any replica answers any request and a restart is invisible.
-fn mcp_config(settings: &Settings, cancel: CancellationToken) -> StreamableHttpServerConfig {
-    StreamableHttpServerConfig::default()
-        .with_legacy_session_mode(false)
-        .with_json_response(true)
-        .with_sse_keep_alive(None)
-        .with_allowed_hosts(settings.allowed_hosts.clone())
-        .with_cancellation_token(cancel)
+    mcp_server::serve(
+        listener,
+        mcp_route,
+        HEALTH_SERVICE_NAME,
+        "MCP front",
+        mcp_cancel,
+        shutdown,
+    )
+    .await
+    .map_err(FrontError::Serve)
 }

@@ -13,7 +13,6 @@ use rmcp::{
     tool, tool_handler, tool_router,
 };
 use tracing::Instrument;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::{auth::CallerToken, error::ToolError, gateway::Gateway, metrics};
 use types::{
@@ -171,17 +170,7 @@ fn tool_span(tool: &'static str, chat_id: &str, meta: &RequestMetaObject) -> tra
         messages = tracing::field::Empty,
         code = tracing::field::Empty,
     );
-    let mut fields = std::collections::HashMap::new();
-    if let Some(tp) = meta.get_traceparent() {
-        fields.insert("traceparent".to_owned(), tp.to_owned());
-    }
-    if let Some(ts) = meta.get_tracestate() {
-        fields.insert("tracestate".to_owned(), ts.to_owned());
-    }
-    if !fields.is_empty() {
-        let parent = service_kit::telemetry::propagation::context_from_fields(&fields);
-        let _ = span.set_parent(parent);
-    }
+    service_kit::mcp_server::continue_trace(&span, meta);
     span
 }
 

@@ -104,6 +104,84 @@ pub async fn connect(uri: &str, ca_cert: Option<&Path>) -> Result<Channel, Conne
         })
 }
 
+/// The gateway flags both command-line tools take (feature `cli`).
+#[cfg(feature = "cli")]
+#[derive(Debug, Clone, clap::Args)]
+pub struct GatewayArgs {
+    /// Gateway address.
+    #[arg(
+        long,
+        global = true,
+        env = "CHAT_MEMORY_GATEWAY",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub gateway: String,
+    /// PEM CA certificate to trust for an `https://` gateway (required for one:
+    /// no system roots are bundled); `scripts/run-local.sh` makes `.local/tls/ca.crt`.
+    #[arg(long, global = true, env = "CHAT_MEMORY_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+    /// Bearer JWT presented to the gateway (scopes memory:read / write / admin;
+    /// `scripts/run-local.sh` writes one to `.local/token`). Every call counts
+    /// against its user's rate limit.
+    #[arg(long, global = true, env = "CHAT_MEMORY_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+#[cfg(feature = "cli")]
+impl GatewayArgs {
+    /// The gateway's client, with the bearer token on every call.
+    ///
+    /// # Errors
+    /// Why the gateway could not be dialled, or the token is not a valid header.
+    pub async fn client(&self) -> Result<GatewayClient, String> {
+        let channel = connect(&self.gateway, self.ca_cert.as_deref())
+            .await
+            .map_err(|e| error_chain(&e))?;
+        let bearer = Bearer::new(self.token.as_deref())?;
+        Ok(
+            crate::v1::memory_service_client::MemoryServiceClient::with_interceptor(
+                channel, bearer,
+            ),
+        )
+    }
+}
+
+/// The public API's client as the tools use it: the bearer token on every call.
+pub type GatewayClient = crate::v1::memory_service_client::MemoryServiceClient<
+    tonic::service::interceptor::InterceptedService<Channel, Bearer>,
+>;
+
+/// Adds `authorization: Bearer <token>` to every call (nothing without a token).
+#[derive(Debug, Clone, Default)]
+pub struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl Bearer {
+    /// # Errors
+    /// `--token: not a valid header value`.
+    pub fn new(token: Option<&str>) -> Result<Self, String> {
+        token
+            .map(|t| {
+                format!("Bearer {t}")
+                    .parse()
+                    .map_err(|_| "--token: not a valid header value".to_owned())
+            })
+            .transpose()
+            .map(Self)
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(h) = &self.0 {
+            request.metadata_mut().insert("authorization", h.clone());
+        }
+        Ok(request)
+    }
+}
+
 /// `error` and each of its causes, joined by `": "`; a cause that only repeats
 /// the text above it (tonic wraps errors that way) is printed once.
 pub fn error_chain(error: &(dyn Error + 'static)) -> String {

@@ -5,6 +5,8 @@
 //! - [`entry`]: the start-up sequence every service `main` runs (settings,
 //!   telemetry, listener, run until a signal).
 //! - [`gather`]: calls to another service gathered into batch calls.
+//! - `mcp_server` (feature `mcp-server`): an MCP endpoint and gRPC health on
+//!   one listener, as the agent and chat-memory-mcp serve them.
 //! - [`grpc_client`]: settings and a lazy channel for calling another service.
 //! - [`settings`]: typed, layered settings (defaults, then a file, then
 //!   `CHAT_MEMORY__SECTION__KEY` environment variables) and the common CLI flags.
@@ -26,6 +28,8 @@ pub mod backoff;
 pub mod entry;
 pub mod gather;
 pub mod grpc_client;
+#[cfg(feature = "mcp-server")]
+pub mod mcp_server;
 pub mod secret;
 pub mod service_auth;
 pub mod settings;

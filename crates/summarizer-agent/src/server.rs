@@ -12,11 +12,11 @@ mod mcp;
 use std::{future::Future, sync::Arc};
 
 use rmcp::transport::streamable_http_server::{
-    StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
+    StreamableHttpService, session::local::LocalSessionManager,
 };
+use service_kit::mcp_server;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic_health::ServingStatus;
 
 use crate::{
     AgentError, backend::SummarizerBackend, settings::Settings, summarizer::SummarizerAgent,
@@ -69,17 +69,8 @@ pub async fn run_with_backend(
     let mcp = StreamableHttpService::new(
         move || Ok(mcp::SummarizerTools::new(Arc::clone(&agent))),
         Arc::new(LocalSessionManager::default()),
-        mcp_config(&settings, mcp_cancel.child_token()),
+        mcp_server::stateless_config(settings.allowed_hosts.clone(), mcp_cancel.child_token()),
     );
-
-    let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_service_status(HEALTH_SERVICE_NAME, ServingStatus::Serving)
-        .await;
-    reporter
-        .set_service_status("", ServingStatus::Serving)
-        .await;
-
     // Only the MCP route needs the service token; health stays open for probes.
     let tokens = service_kit::service_auth::AcceptedTokens::new(
         settings.service_token.as_ref(),
@@ -88,34 +79,17 @@ pub async fn run_with_backend(
     let mcp_route = axum::Router::new().nest_service(MCP_PATH, mcp).layer(
         axum::middleware::from_fn_with_state(tokens, require_service_token),
     );
-    let app = tonic::service::Routes::new(health)
-        .into_axum_router()
-        .merge(mcp_route);
-
     tracing::info!(%addr, backend = backend_name, "summarizer agent serving");
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("summarizer agent shutting down");
-            // Report NOT_SERVING first so health checks drain traffic away.
-            reporter
-                .set_service_status(HEALTH_SERVICE_NAME, ServingStatus::NotServing)
-                .await;
-            mcp_cancel.cancel();
-        })
-        .await;
-    result.map_err(AgentError::Serve)
-}
-
-/// Stateless streamable HTTP with plain JSON responses: no session lives in
-/// the agent, so a restart (or another replica) is invisible to clients.
-fn mcp_config(settings: &Settings, cancel: CancellationToken) -> StreamableHttpServerConfig {
-    StreamableHttpServerConfig::default()
-        .with_legacy_session_mode(false)
-        .with_json_response(true)
-        .with_sse_keep_alive(None)
-        .with_allowed_hosts(settings.allowed_hosts.clone())
-        .with_cancellation_token(cancel)
+    mcp_server::serve(
+        listener,
+        mcp_route,
+        HEALTH_SERVICE_NAME,
+        "summarizer agent",
+        mcp_cancel,
+        shutdown,
+    )
+    .await
+    .map_err(AgentError::Serve)
 }
 
 /// Refuses MCP requests without the configured bearer token (401), compared in

@@ -340,18 +340,22 @@ fn parse_message(
         }
     }
     let field = || format!("messages[{i}].content");
+    let within_size = |content: &str| {
+        if content.len() > limits.max_message_bytes {
+            return Err(violation(
+                field(),
+                format!(
+                    "must be at most {} bytes, got {}",
+                    limits.max_message_bytes,
+                    content.len()
+                ),
+            ));
+        }
+        Ok(())
+    };
     // Checked before normalising too: NFC can grow text (up to 3x), and an
     // over-size message should not cost a normalisation pass.
-    if m.content.len() > limits.max_message_bytes {
-        return Err(violation(
-            field(),
-            format!(
-                "must be at most {} bytes, got {}",
-                limits.max_message_bytes,
-                m.content.len()
-            ),
-        ));
-    }
+    within_size(&m.content)?;
     if !unicode_normalization::is_nfc_quick(m.content.chars())
         .eq(&unicode_normalization::IsNormalized::Yes)
     {
@@ -360,16 +364,7 @@ fn parse_message(
     if m.content.trim().is_empty() {
         return Err(violation(field(), "must not be empty"));
     }
-    if m.content.len() > limits.max_message_bytes {
-        return Err(violation(
-            field(),
-            format!(
-                "must be at most {} bytes, got {}",
-                limits.max_message_bytes,
-                m.content.len()
-            ),
-        ));
-    }
+    within_size(&m.content)?;
     if let Some(c) = m.content.chars().find(|&c| is_forbidden_char(c)) {
         return Err(violation(
             field(),

@@ -68,17 +68,7 @@ impl SummarizerTools {
             total_tokens = tracing::field::Empty,
         );
         // Continue the caller's trace (W3C trace context in `_meta`, MCP SEP-414).
-        let mut fields = std::collections::HashMap::new();
-        if let Some(tp) = meta.get_traceparent() {
-            fields.insert("traceparent".to_owned(), tp.to_owned());
-        }
-        if let Some(ts) = meta.get_tracestate() {
-            fields.insert("tracestate".to_owned(), ts.to_owned());
-        }
-        if !fields.is_empty() {
-            let parent = service_kit::telemetry::propagation::context_from_fields(&fields);
-            let _ = tracing_opentelemetry::OpenTelemetrySpanExt::set_parent(&span, parent);
-        }
+        service_kit::mcp_server::continue_trace(&span, &meta);
         let result = self.agent.summarize(input).instrument(span.clone()).await;
         match result {
             Ok(output) => {
