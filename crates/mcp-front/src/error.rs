@@ -143,24 +143,10 @@ fn gateway_body(status: &Status) -> ToolErrorBody {
     if local {
         let cause = chat_memory_proto::client::error_chain(status);
         tracing::warn!(code = code_name(code), error = %cause, "gateway call failed");
-        let message = match code {
-            Code::DeadlineExceeded => "the gateway did not answer in time, retry later",
-            Code::Ok
-            | Code::Cancelled
-            | Code::Unknown
-            | Code::InvalidArgument
-            | Code::NotFound
-            | Code::AlreadyExists
-            | Code::PermissionDenied
-            | Code::ResourceExhausted
-            | Code::FailedPrecondition
-            | Code::Aborted
-            | Code::OutOfRange
-            | Code::Unimplemented
-            | Code::Internal
-            | Code::Unavailable
-            | Code::DataLoss
-            | Code::Unauthenticated => "the gateway is unreachable, retry later",
+        let message = if code == Code::DeadlineExceeded {
+            "the gateway did not answer in time, retry later"
+        } else {
+            "the gateway is unreachable, retry later"
         };
         return plain(code, message);
     }

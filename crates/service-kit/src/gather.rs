@@ -12,9 +12,10 @@
 
 use std::sync::Arc;
 
+use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::settings::SettingsError;
 
@@ -118,12 +119,16 @@ where
     Res: Send + 'static,
     E: From<GatherError> + Clone + Send + 'static,
 {
-    /// Starts gathering on the current runtime; stops when every clone is dropped.
+    /// Starts gathering on the current runtime: `max_in_flight` callers, each
+    /// taking whatever waits when it is free; they stop when every clone is
+    /// dropped.
     pub fn start(call: BatchCall<Req, Res, E>, settings: &BatchSettings) -> Self {
         let max_batch = settings.max_batch.max(1);
-        let in_flight = Arc::new(Semaphore::new(settings.max_in_flight.max(1)));
         let (tx, rx) = mpsc::channel(max_batch.saturating_mul(4));
-        tokio::spawn(gather(rx, call, max_batch, in_flight));
+        let rx = Arc::new(Mutex::new(rx));
+        for _ in 0..settings.max_in_flight.max(1) {
+            tokio::spawn(call_batches(rx.clone(), call.clone(), max_batch));
+        }
         Self { tx }
     }
 
@@ -141,56 +146,68 @@ where
     }
 }
 
-async fn gather<Req, Res, E>(
-    mut rx: mpsc::Receiver<Pending<Req, Res, E>>,
+/// One of the gatherer's callers: waits for a request, takes every other one
+/// waiting then (up to `max_batch`), makes the call and answers each. A
+/// long-lived task per call in flight, so a request costs no task spawn and
+/// no extra hand-over on its way to the call.
+async fn call_batches<Req, Res, E>(
+    rx: Arc<Mutex<mpsc::Receiver<Pending<Req, Res, E>>>>,
     call: BatchCall<Req, Res, E>,
     max_batch: usize,
-    in_flight: Arc<Semaphore>,
 ) where
     Req: Send + 'static,
     Res: Send + 'static,
     E: From<GatherError> + Clone + Send + 'static,
 {
-    while let Some(first) = rx.recv().await {
-        // Wait for a free call first: what arrives meanwhile goes with `first`.
-        let Ok(permit) = in_flight.clone().acquire_owned().await else {
-            return;
+    loop {
+        let batch = {
+            // Only a free caller waits on the queue: what arrives while every
+            // caller is busy waits for the next free one, and goes with it.
+            let mut rx = rx.lock().await;
+            let Some(first) = rx.recv().await else {
+                return;
+            };
+            let mut batch = vec![first];
+            while batch.len() < max_batch {
+                match rx.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
+            }
+            batch
         };
-        let mut batch = vec![first];
-        while batch.len() < max_batch {
-            match rx.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
+        let (requests, answers): (Vec<_>, Vec<_>) =
+            batch.into_iter().map(|p| (p.request, p.answer)).unzip();
+        let n = requests.len();
+        // A call that panics answers nobody (each gets `NoAnswer` when its
+        // answer is dropped), and this caller goes on serving.
+        let Ok(outcome) = std::panic::AssertUnwindSafe(call(requests))
+            .catch_unwind()
+            .await
+        else {
+            continue;
+        };
+        match outcome {
+            Ok(results) if results.len() == n => {
+                for (answer, result) in answers.into_iter().zip(results) {
+                    let _ = answer.send(Ok(result));
+                }
+            }
+            Ok(results) => {
+                let error = E::from(GatherError::WrongCount {
+                    answered: results.len(),
+                    asked: n,
+                });
+                for answer in answers {
+                    let _ = answer.send(Err(error.clone()));
+                }
+            }
+            Err(error) => {
+                for answer in answers {
+                    let _ = answer.send(Err(error.clone()));
+                }
             }
         }
-        let call = call.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let (requests, answers): (Vec<_>, Vec<_>) =
-                batch.into_iter().map(|p| (p.request, p.answer)).unzip();
-            let n = requests.len();
-            match call(requests).await {
-                Ok(results) if results.len() == n => {
-                    for (answer, result) in answers.into_iter().zip(results) {
-                        let _ = answer.send(Ok(result));
-                    }
-                }
-                Ok(results) => {
-                    let error = E::from(GatherError::WrongCount {
-                        answered: results.len(),
-                        asked: n,
-                    });
-                    for answer in answers {
-                        let _ = answer.send(Err(error.clone()));
-                    }
-                }
-                Err(error) => {
-                    for answer in answers {
-                        let _ = answer.send(Err(error.clone()));
-                    }
-                }
-            }
-        });
     }
 }
 
@@ -232,6 +249,7 @@ mod tests {
     use std::sync::Mutex;
 
     use futures::FutureExt;
+    use tokio::sync::Semaphore;
 
     use super::*;
 

@@ -24,6 +24,7 @@ from chat_memory._types import (
     WatchEvent,
 )
 from chat_memory.aio import AsyncMemoryClient, AsyncWatch
+from chat_memory import errors
 from chat_memory.client import MemoryClient, Watch
 from chat_memory.errors import (
     Aborted,
@@ -67,24 +68,6 @@ __all__ = [
     "UpdateResult",
     "DeleteResult",
     "WatchEvent",
-    "ChatMemoryError",
-    "FieldViolation",
-    "InvalidArgument",
-    "NotFound",
-    "Unauthenticated",
-    "PermissionDenied",
-    "ResourceExhausted",
-    "RateLimited",
-    "Unavailable",
-    "DeadlineExceeded",
-    "Cancelled",
-    "Unimplemented",
-    "OutOfRange",
-    "FailedPrecondition",
-    "Aborted",
-    "AlreadyExists",
-    "Internal",
-    "DataLoss",
-    "Unknown",
-    "WaitTimeout",
 ]
+# Every error class, as the errors module lists them.
+__all__ += errors.__all__
