@@ -168,6 +168,17 @@ impl Bearer {
             .transpose()
             .map(Self)
     }
+
+    /// A raw `authorization` value (tests of malformed headers).
+    ///
+    /// # Errors
+    /// When `value` is not a valid header value.
+    pub fn raw(value: &str) -> Result<Self, String> {
+        value
+            .parse()
+            .map(|v| Self(Some(v)))
+            .map_err(|_| "authorization: not a valid header value".to_owned())
+    }
 }
 
 impl tonic::service::Interceptor for Bearer {

@@ -7,7 +7,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{EncodingKey, Header, encode};
 use serde_json::{Value, json};
 use service_kit::secret::Secret;
-use tonic::metadata::MetadataValue;
 use tonic::service::Interceptor;
 
 /// The gateway's HS256 key in tests (at least 32 bytes).
@@ -117,19 +116,19 @@ pub fn sign_with_key(
     encode(&header, claims, &key).unwrap_or_else(|e| panic!("signing a test token: {e}"))
 }
 
-/// Adds `authorization: Bearer <token>` to every call (or nothing with `None`).
+/// Adds `authorization: Bearer <token>` to every call (or nothing): the
+/// command-line tools' interceptor, with constructors that panic on a bad value.
 #[derive(Clone, Default)]
-pub struct Bearer(Option<MetadataValue<tonic::metadata::Ascii>>);
+pub struct Bearer(chat_memory_proto::client::Bearer);
 
 impl Bearer {
     /// # Panics
     /// When `token` is not a valid header value.
     pub fn new(token: &str) -> Self {
-        Self(Some(
-            format!("Bearer {token}")
-                .parse()
+        Self(
+            chat_memory_proto::client::Bearer::new(Some(token))
                 .unwrap_or_else(|e| panic!("bearer header: {e}")),
-        ))
+        )
     }
 
     /// A raw `authorization` value, for malformed-header cases.
@@ -137,26 +136,20 @@ impl Bearer {
     /// # Panics
     /// When `raw` is not a valid header value.
     pub fn raw(raw: &str) -> Self {
-        Self(Some(
-            raw.parse()
+        Self(
+            chat_memory_proto::client::Bearer::raw(raw)
                 .unwrap_or_else(|e| panic!("authorization header: {e}")),
-        ))
+        )
     }
 
     /// No header at all.
     pub fn none() -> Self {
-        Self(None)
+        Self::default()
     }
 }
 
 impl Interceptor for Bearer {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(v) = &self.0 {
-            request.metadata_mut().insert("authorization", v.clone());
-        }
-        Ok(request)
+    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        self.0.call(request)
     }
 }
