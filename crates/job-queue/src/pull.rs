@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 pub type Batch = pull::Batch;
 
 /// Waits after a failed pull request: from 100 ms, doubling up to 5 s.
-const PULL_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Pull requests on one consumer, retried with backoff until they succeed.
 pub struct Puller {
@@ -31,7 +32,7 @@ impl Puller {
             consumer,
             expires,
             name,
-            retries: Backoff::new(PULL_BACKOFF.0, PULL_BACKOFF.1).retries(),
+            retries: Backoff::new(MIN_BACKOFF, MAX_BACKOFF).retries(),
         }
     }
 

@@ -5,6 +5,7 @@
 //! cause chain here and reach the caller only as a generic message.
 
 use sea_orm::{DbErr, RuntimeErr, sqlx};
+use service_kit::entry::cause_chain;
 use tonic::{Code, Status};
 
 /// Everything that can go wrong in memory-store.
@@ -96,10 +97,6 @@ fn is_unavailable(err: &DbErr) -> bool {
         _ => false,
     }
 }
-
-/// The error and its sources on one line, for logs (service-kit's, shared by
-/// every service).
-pub use service_kit::entry::cause_chain;
 
 impl From<StoreError> for Status {
     fn from(err: StoreError) -> Self {

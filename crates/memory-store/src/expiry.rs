@@ -14,12 +14,14 @@ use uuid::Uuid;
 
 use chat_memory_proto::namespace::TenantChatId;
 
+use service_kit::entry::cause_chain;
+
 use crate::{
     audit::{self, AuditRecord},
     db::begin_chat,
     domain::ChatId,
     entity::{chat_owners, jobs, memories},
-    error::{StoreError, cause_chain},
+    error::StoreError,
     memories::purge_in,
     settings::ExpirySettings,
 };

@@ -10,7 +10,7 @@ use chat_memory_proto::store::memory_store_server::SERVICE_NAME;
 use sea_orm::DatabaseConnection;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
-use crate::error::cause_chain;
+use service_kit::entry::cause_chain;
 
 /// Time between two database pings.
 const PING_INTERVAL: Duration = Duration::from_secs(2);

@@ -129,7 +129,7 @@ pub async fn run(
     let _ = retention.await;
     watcher.abort();
     if let Err(e) = db.close().await {
-        tracing::warn!(error = %error::cause_chain(&e), "closing the database pool failed");
+        tracing::warn!(error = %service_kit::entry::cause_chain(&e), "closing the database pool failed");
     }
     tracing::info!("memory-store stopped");
     served.map_err(StoreError::from)

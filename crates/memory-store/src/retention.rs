@@ -29,9 +29,11 @@ use sea_orm::{
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use service_kit::entry::cause_chain;
+
 use crate::{
     audit::{self, AuditRecord},
-    error::{StoreError, cause_chain},
+    error::StoreError,
     settings::RetentionSettings,
 };
 

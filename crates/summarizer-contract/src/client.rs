@@ -9,8 +9,6 @@
 
 use std::{sync::Arc, time::Duration};
 
-use service_kit::entry::cause_chain as error_chain;
-
 use rmcp::{
     ServiceError, ServiceExt,
     model::{
@@ -21,6 +19,7 @@ use rmcp::{
         StreamableHttpClientTransport, streamable_http_client::StreamableHttpClientTransportConfig,
     },
 };
+use service_kit::entry::cause_chain;
 use tokio::sync::Mutex;
 
 use crate::tool::{
@@ -73,6 +72,17 @@ impl AgentClientError {
         match self {
             Self::Unavailable(_) | Self::RateLimited { .. } => true,
             Self::Rejected { .. } | Self::InvalidOutput(_) | Self::InvalidConfig(_) => false,
+        }
+    }
+
+    /// The provider's `Retry-After` of a rate-limited call, when it sent one.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::RateLimited { retry_after, .. } => *retry_after,
+            Self::Unavailable(_)
+            | Self::Rejected { .. }
+            | Self::InvalidOutput(_)
+            | Self::InvalidConfig(_) => None,
         }
     }
 }
@@ -358,7 +368,7 @@ fn service_error(error: ServiceError) -> Attempt {
         e @ (ServiceError::TransportSend(_)
         | ServiceError::TransportClosed
         | ServiceError::Cancelled { .. }
-        | ServiceError::Timeout { .. }) => Attempt::Transport(error_chain(&e)),
+        | ServiceError::Timeout { .. }) => Attempt::Transport(cause_chain(&e)),
         e @ ServiceError::UnexpectedResponse => {
             Attempt::Final(AgentClientError::InvalidOutput(e.to_string()))
         }
@@ -379,11 +389,11 @@ fn init_error(error: ClientInitializeError) -> AgentClientError {
         },
         e @ (ClientInitializeError::TransportError { .. }
         | ClientInitializeError::ConnectionClosed(_)
-        | ClientInitializeError::Cancelled) => AgentClientError::Unavailable(error_chain(&e)),
+        | ClientInitializeError::Cancelled) => AgentClientError::Unavailable(cause_chain(&e)),
         // Protocol mismatches: retrying will not help.
         e => AgentClientError::Rejected {
             code: None,
-            message: error_chain(&e),
+            message: cause_chain(&e),
         },
     }
 }

@@ -1,11 +1,12 @@
 //! Conversions around one job: the checks a job must pass, the agent's input
-//! built from it, and the agent's output as memory-store content. Kept apart
+//! built from it, the agent's output as memory-store content, and the change
+//! event of a commit. Kept apart
 //! from [`crate::processor`] so the retry logic reads on its own.
 
-use chat_memory_proto::jobs::v1::UpdateJob;
+use chat_memory_proto::jobs::v1::{MemoryChanged, UpdateJob};
 use chat_memory_proto::namespace::TenantChatId;
-use chat_memory_proto::store::MemoryContent;
-use chat_memory_proto::v1::{Role as ProtoRole, TokenCounts};
+use chat_memory_proto::store::{CommitJobsResponse, MemoryContent};
+use chat_memory_proto::v1::{Memory, Role as ProtoRole, TokenCounts};
 use summarizer_contract::tool::{InputMessage, Role, SummarizeOutput};
 use uuid::Uuid;
 
@@ -106,6 +107,30 @@ pub(crate) fn job_access(job: &UpdateJob) -> Option<chat_memory_proto::store::Ac
         user: job.owner_user.clone(),
         acts_for_tenant: job.acts_for_tenant,
     })
+}
+
+/// The change event of a committed batch: the memory as memory-store now
+/// answers it, and the jobs it applied, in order.
+pub(crate) fn applied_event(
+    chat_id: &str,
+    applied_job_ids: Vec<String>,
+    content: MemoryContent,
+    commit: &CommitJobsResponse,
+) -> MemoryChanged {
+    MemoryChanged {
+        chat_id: chat_id.to_owned(),
+        memory: Some(Memory {
+            user_confirmed: content.user_confirmed,
+            llm_inferred: content.llm_inferred,
+            general_summary: content.general_summary,
+            token_counts: content.token_counts,
+            version: commit.version,
+            updated_at: commit.updated_at,
+        }),
+        last_applied_job_id: applied_job_ids.last().cloned().unwrap_or_default(),
+        applied_job_ids,
+        ..Default::default()
+    }
 }
 
 #[cfg(test)]

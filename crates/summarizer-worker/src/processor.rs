@@ -33,13 +33,12 @@ use chat_memory_proto::store::{
     BeginJobRequest, BeginJobsRequest, CommitJobsRequest, CommitOutcome, CommittedJob,
     FailJobRequest, SkipReason,
 };
-use chat_memory_proto::v1::Memory;
 use service_kit::gather::BatchSettings;
 use summarizer_contract::client::{AgentClient, AgentClientError};
 use summarizer_contract::tool::{PriorMemory, SummarizeInput, TokenLimits};
 
 use crate::circuit::{CircuitBreaker, CircuitState, Permit};
-use crate::convert::{batch_messages, check_job, job_access, memory_content};
+use crate::convert::{applied_event, batch_messages, check_job, job_access, memory_content};
 use crate::settings::RetrySettings;
 use crate::store::Begins;
 pub use crate::store::StoreClient;
@@ -244,13 +243,9 @@ impl Processor {
                     crate::metrics::get().update("rate_limited");
                     // The provider's Retry-After, if it sent one, is the least
                     // wait; the backoff grows past it while the limit lasts.
-                    let wait = match &e {
-                        AgentClientError::RateLimited {
-                            retry_after: Some(after),
-                            ..
-                        } => (*after).max(self.backoff(rate_limits)),
-                        _ => self.backoff(rate_limits),
-                    };
+                    let wait = self
+                        .backoff(rate_limits)
+                        .max(e.retry_after().unwrap_or_default());
                     tracing::info!(job_id = %d.job.job_id, attempt, wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX), error = %e, "model rate limited; waiting without spending an attempt");
                     tokio::time::sleep(wait).await;
                 }
@@ -413,7 +408,12 @@ impl Processor {
             Ok(CommitOutcome::Applied) => {
                 if let Some(changes) = &self.changes {
                     changes
-                        .publish(applied_event(&chat_id, &apply, content, &commit))
+                        .publish(applied_event(
+                            &chat_id,
+                            apply.iter().map(|d| d.job.job_id.clone()).collect(),
+                            content,
+                            &commit,
+                        ))
                         .await;
                 }
                 Outcome::Applied {
@@ -509,31 +509,6 @@ enum BatchResult {
     Done(Vec<Disposition>),
     /// The agent or memory-store refused the coalesced batch: run its jobs one by one.
     Split,
-}
-
-/// The change event of a committed batch: the memory as memory-store now
-/// answers it, and the jobs it applied.
-fn applied_event(
-    chat_id: &str,
-    apply: &[&Delivery],
-    content: chat_memory_proto::store::MemoryContent,
-    commit: &chat_memory_proto::store::CommitJobsResponse,
-) -> MemoryChanged {
-    let applied_job_ids: Vec<String> = apply.iter().map(|d| d.job.job_id.clone()).collect();
-    MemoryChanged {
-        chat_id: chat_id.to_owned(),
-        memory: Some(Memory {
-            user_confirmed: content.user_confirmed,
-            llm_inferred: content.llm_inferred,
-            general_summary: content.general_summary,
-            token_counts: content.token_counts,
-            version: commit.version,
-            updated_at: commit.updated_at,
-        }),
-        last_applied_job_id: applied_job_ids.last().cloned().unwrap_or_default(),
-        applied_job_ids,
-        ..Default::default()
-    }
 }
 
 fn begin_request(d: &Delivery, attempt: u32) -> BeginJobRequest {
