@@ -19,6 +19,8 @@
 //! - `m20261206_000006_batched_acceptance`: RecordAccepted and ClaimChat for several jobs or chats
 //!   in one round trip.
 //! - `m20261206_000007_batched_begin`: BeginJobs for several chats in one round trip.
+//! - `m20261206_000008_coarse_owner_activity`: an owner's activity time written at most once a
+//!   minute per chat (a claim of an active chat writes nothing).
 //!
 //! Migrations never import entity types: an entity describes the schema of
 //! *today*, a migration the change of *one day*, and must keep compiling (and
@@ -40,6 +42,7 @@ mod m20261206_000004_jobs_hot_updates;
 mod m20261206_000005_fewer_job_statements;
 mod m20261206_000006_batched_acceptance;
 mod m20261206_000007_batched_begin;
+mod m20261206_000008_coarse_owner_activity;
 
 /// Every migration of memory-store, oldest first.
 pub struct Migrator;
@@ -61,6 +64,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000005_fewer_job_statements::Migration),
             Box::new(m20261206_000006_batched_acceptance::Migration),
             Box::new(m20261206_000007_batched_begin::Migration),
+            Box::new(m20261206_000008_coarse_owner_activity::Migration),
         ]
     }
 }

@@ -108,7 +108,7 @@ async fn the_migrate_command_rolls_a_release_back_and_forward_with_rows_kept() {
     let url = database.url.clone();
     let up = migrate(&url, &["up"]);
     assert!(
-        up.contains("m20261206_000007_batched_begin: applied"),
+        up.contains("m20261206_000008_coarse_owner_activity: applied"),
         "{up}"
     );
     let db = Database::connect(url.as_str()).await.expect("connect");
@@ -121,7 +121,15 @@ async fn the_migrate_command_rolls_a_release_back_and_forward_with_rows_kept() {
     .await
     .expect("rows");
 
-    let down = migrate(&url, &["down", "--steps", "5"]);
+    let coarse_claims = "SELECT count(*) AS n FROM pg_proc \
+                         WHERE proname = 'chat_memory_claim' AND prosrc LIKE '%60 seconds%'";
+    assert_eq!(count(&db, coarse_claims).await, 1);
+    let down = migrate(&url, &["down", "--steps", "6"]);
+    assert!(
+        down.contains("m20261206_000008_coarse_owner_activity: rolled back"),
+        "{down}"
+    );
+    assert_eq!(count(&db, coarse_claims).await, 0, "the old claim is back");
     assert!(
         down.contains("m20261206_000007_batched_begin: rolled back"),
         "{down}"
@@ -143,11 +151,12 @@ async fn the_migrate_command_rolls_a_release_back_and_forward_with_rows_kept() {
         "{down}"
     );
     let status = migrate(&url, &["status"]);
-    assert_eq!(status.matches("Pending").count(), 5, "{status}");
+    assert_eq!(status.matches("Pending").count(), 6, "{status}");
     assert_eq!(count(&db, "SELECT count(*) AS n FROM jobs").await, 100);
 
     let again = migrate(&url, &["up"]);
-    assert_eq!(again.matches(": applied").count(), 5, "{again}");
+    assert_eq!(again.matches(": applied").count(), 6, "{again}");
+    assert_eq!(count(&db, coarse_claims).await, 1);
     assert_eq!(count(&db, "SELECT count(*) AS n FROM jobs").await, 100);
     db.close().await.expect("close");
     database.drop_now().await;

@@ -8,7 +8,10 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{
+    ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    sea_query::Expr,
+};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -85,7 +88,27 @@ async fn expire_chat(
         txn.commit().await?;
         return Ok(false);
     };
-    if owner.last_activity_at >= cutoff {
+    // The stored time may be up to a minute behind (a claim rewrites it only
+    // when older than that: migration `m20261206_000008_coarse_owner_activity`);
+    // the chat's newest accepted job says when it was last written to.
+    let newest_job: Option<chrono::DateTime<Utc>> = jobs::Entity::find()
+        .select_only()
+        .column_as(jobs::Column::AcceptedAt.max(), "newest")
+        .filter(jobs::Column::ChatId.eq(chat_id))
+        .into_tuple()
+        .one(&txn)
+        .await?
+        .flatten();
+    let active_at = newest_job.map_or(owner.last_activity_at, |at| at.max(owner.last_activity_at));
+    if active_at >= cutoff {
+        if active_at > owner.last_activity_at {
+            // Keeps the chat out of the next passes' candidates.
+            chat_owners::Entity::update_many()
+                .col_expr(chat_owners::Column::LastActivityAt, Expr::value(active_at))
+                .filter(chat_owners::COLUMN.chat_id.eq(chat_id))
+                .exec(&txn)
+                .await?;
+        }
         txn.commit().await?;
         return Ok(false);
     }
@@ -122,7 +145,7 @@ async fn expire_chat(
             trace_id: String::new(),
             detail: format!(
                 "inactive since {}; memory_deleted={} jobs_removed={}",
-                owner.last_activity_at.to_rfc3339(),
+                active_at.to_rfc3339(),
                 deleted.memory_deleted,
                 deleted.jobs_removed
             ),

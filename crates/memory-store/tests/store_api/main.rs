@@ -6,7 +6,8 @@
 //!   concurrent commits, the `apply` audit row.
 //! - [`jobs`]: job records: acceptance, failure, deletion of a chat.
 //! - [`errors`]: NOT_FOUND and INVALID_ARGUMENT naming the field.
-//! - [`retention`]: audit days dropped and ended job records purged, both audited.
+//! - [`retention`]: audit days dropped and ended job records purged, both audited; inactive
+//!   chats expired counting from their last accepted update.
 //! - [`startup`]: health, and failing fast on a missing or unmigrated database.
 //!
 //! The harness ([`TestStore`] over a `test_db::TestDatabase`, request builders)

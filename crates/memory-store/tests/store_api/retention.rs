@@ -223,3 +223,91 @@ async fn replicas_creating_the_same_day_at_once_all_succeed() {
         assert_eq!(name, Some(format!("audit_log_p{}", day.format("%Y%m%d"))));
     }
 }
+
+/// An owner's activity time is rewritten at most once a minute (a claim of a
+/// chat active within the minute writes nothing), and expiry still counts
+/// from the chat's last accepted update: a chat whose stored time is old but
+/// which accepted a job since is kept, and its stored time brought forward.
+#[tokio::test]
+async fn owner_activity_is_written_once_a_minute_and_expiry_counts_from_the_last_update() {
+    use chat_memory_proto::store::{Access, ClaimChatRequest};
+    use memory_store::{expiry, settings::ExpirySettings};
+
+    let mut store = TestStore::start().await;
+    let db = Database::connect(store.db_url()).await.expect("connect");
+    let claim = || ClaimChatRequest {
+        chat_id: "t/active".into(),
+        access: Some(Access {
+            tenant: "t".into(),
+            user: "alice".into(),
+            acts_for_tenant: false,
+        }),
+    };
+    let idle_secs = |db: DatabaseConnection| async move {
+        count(
+            &db,
+            "SELECT extract(epoch FROM now() - last_activity_at)::bigint AS n \
+             FROM chat_owners WHERE chat_id = 't/active'",
+        )
+        .await
+    };
+    let age_owner = |db: DatabaseConnection, secs: i64| async move {
+        db.execute_unprepared(&format!(
+            "UPDATE chat_owners SET last_activity_at = now() - interval '{secs} seconds' \
+             WHERE chat_id = 't/active'"
+        ))
+        .await
+        .expect("age the owner");
+    };
+    store.client.claim_chat(claim()).await.expect("first claim");
+
+    // Active 30 s ago: a claim leaves the time as it was.
+    age_owner(db.clone(), 30).await;
+    store.client.claim_chat(claim()).await.expect("claim");
+    let idle = idle_secs(db.clone()).await;
+    assert!(
+        (29..=31).contains(&idle),
+        "not rewritten within the minute: {idle} s"
+    );
+    // Active 90 s ago: the claim writes the time.
+    age_owner(db.clone(), 90).await;
+    store.client.claim_chat(claim()).await.expect("claim");
+    let idle = idle_secs(db.clone()).await;
+    assert!(idle <= 1, "rewritten after a minute: {idle} s");
+
+    // The stored time says two hours, but a job was accepted just now.
+    age_owner(db.clone(), 7200).await;
+    let job = job_id();
+    store
+        .client
+        .record_accepted(accepted(&job, "t/active", 1))
+        .await
+        .expect("record");
+    let settings = ExpirySettings {
+        inactive_after_secs: 3600,
+        sweep_interval_ms: 1000,
+    };
+    let swept = expiry::sweep_once(&db, &settings).await.expect("sweep");
+    assert_eq!(swept, 0, "a chat written to just now is kept");
+    let idle = idle_secs(db.clone()).await;
+    assert!(
+        idle <= 1,
+        "its stored time brought forward to the job: {idle} s"
+    );
+
+    // Nothing since two hours, the job included: expired, once.
+    age_owner(db.clone(), 7200).await;
+    db.execute_unprepared(&format!(
+        "UPDATE jobs SET accepted_at = now() - interval '2 hours' WHERE job_id = '{job}'"
+    ))
+    .await
+    .expect("age the job");
+    assert_eq!(expiry::sweep_once(&db, &settings).await.expect("sweep"), 1);
+    assert_eq!(expiry::sweep_once(&db, &settings).await.expect("sweep"), 0);
+    let owners = count(
+        &db,
+        "SELECT count(*) AS n FROM chat_owners WHERE chat_id = 't/active'",
+    )
+    .await;
+    assert_eq!(owners, 0, "the expired chat's owner is gone");
+}
