@@ -122,7 +122,12 @@ impl ChangeFeed {
             owners.forget(&event.chat_id);
         }
         if let Some(cache) = &self.inner.cache {
-            cache.note_sequence(&event.publisher, event.seq);
+            if cache.note_sequence(&event.publisher, event.seq)
+                && let Some(owners) = &self.inner.owners
+            {
+                // A missed event may have been a deletion.
+                owners.clear();
+            }
             cache.drop_chat(&event.chat_id);
         }
         let chats = self
@@ -275,5 +280,28 @@ mod tests {
         });
         assert!(!owners.confirmed("t/a", "alice"));
         assert!(owners.confirmed("t/b", "bob"), "a commit keeps the writer");
+    }
+
+    #[tokio::test]
+    async fn missed_events_forget_every_confirmed_writer() {
+        let owners = Arc::new(OwnerCache::new(
+            &crate::owners::OwnershipCacheSettings::default(),
+        ));
+        let cache = Arc::new(MemoryCache::new(&crate::cache::ReadCacheSettings::default()));
+        owners.remember("t/a", "alice");
+        let feed = ChangeFeed::new(8, Some(cache), Some(owners.clone()));
+        let numbered = |seq| MemoryChanged {
+            publisher: "gateway-2".into(),
+            seq,
+            ..version("t/b", 1)
+        };
+        feed.dispatch(numbered(1));
+        feed.dispatch(numbered(2));
+        assert!(owners.confirmed("t/a", "alice"), "no event missed yet");
+        feed.dispatch(numbered(4));
+        assert!(
+            !owners.confirmed("t/a", "alice"),
+            "event 3 may have deleted the chat"
+        );
     }
 }

@@ -3,12 +3,14 @@
 //!
 //! Safe to be stale: the cache only ever *skips* the gateway's early check.
 //! memory-store checks (or claims) the owner again before it applies a job
-//! (`BeginJobs`), and never applies another user's job. Staleness is bounded
-//! by `ttl_secs`; a delete through this gateway forgets the chat at once. What
-//! a stale entry can cause: within `ttl_secs` of the chat being deleted
-//! through *another* gateway and claimed by another user, the former owner's
-//! update is accepted and then ends FAILED instead of being refused with
-//! NOT_FOUND at once (docs/security.md).
+//! (`BeginJobs`), and never applies another user's job. A deletion forgets
+//! the chat: at once through this gateway, when its change event arrives
+//! through any other (`changes.rs`); missed change events forget every chat.
+//! `ttl_secs` bounds only what no event announces (an event lost with its
+//! publisher). What a stale entry can cause: in that window, after the chat
+//! was deleted and claimed by another user, the former owner's update is
+//! accepted and then ends FAILED instead of being refused with NOT_FOUND at
+//! once (docs/security.md).
 
 use std::time::{Duration, Instant};
 
@@ -29,7 +31,7 @@ impl Default for OwnershipCacheSettings {
     fn default() -> Self {
         Self {
             capacity: 100_000,
-            ttl_secs: 60,
+            ttl_secs: 600,
         }
     }
 }
@@ -78,10 +80,17 @@ impl OwnerCache {
         }
     }
 
-    /// Forgets `chat` (deleted through this gateway).
+    /// Forgets `chat` (deleted, through this gateway or another).
     pub fn forget(&self, chat: &str) {
         if let Some(c) = &self.cache {
             c.remove(chat);
+        }
+    }
+
+    /// Forgets every chat (change events were missed: a deletion may be among them).
+    pub fn clear(&self) {
+        if let Some(c) = &self.cache {
+            c.clear();
         }
     }
 }
