@@ -75,6 +75,9 @@ struct Inner {
     phase: Phase,
     /// Outcomes of calls in the window while closed: (when, failed).
     outcomes: VecDeque<(Instant, bool)>,
+    /// How many of `outcomes` failed (kept with them: the window holds one
+    /// outcome per call, thousands at a high rate).
+    failures: usize,
     /// Failed calls since the last success, while closed.
     consecutive: u32,
 }
@@ -114,6 +117,7 @@ impl CircuitBreaker {
             inner: Arc::new(Mutex::new(Inner {
                 phase: Phase::Closed,
                 outcomes: VecDeque::new(),
+                failures: 0,
                 consecutive: 0,
             })),
         };
@@ -166,6 +170,7 @@ impl CircuitBreaker {
         let changed = match inner.phase {
             Phase::HalfOpen { .. } if permit.probe => {
                 inner.outcomes.clear();
+                inner.failures = 0;
                 inner.consecutive = 0;
                 if failed {
                     inner.phase = Phase::Open {
@@ -182,21 +187,22 @@ impl CircuitBreaker {
             Phase::HalfOpen { .. } | Phase::Open { .. } => None,
             Phase::Closed => {
                 inner.outcomes.push_back((now, failed));
+                inner.failures += usize::from(failed);
                 inner.consecutive = if failed { inner.consecutive + 1 } else { 0 };
-                while inner
-                    .outcomes
-                    .front()
-                    .is_some_and(|(at, _)| now.saturating_duration_since(*at) > window)
+                while let Some(&(at, old_failed)) = inner.outcomes.front()
+                    && now.saturating_duration_since(at) > window
                 {
                     inner.outcomes.pop_front();
+                    inner.failures -= usize::from(old_failed);
                 }
                 let total = inner.outcomes.len();
-                let failures = inner.outcomes.iter().filter(|(_, f)| *f).count();
+                let failures = inner.failures;
                 let threshold = usize::from(self.settings.failure_rate_percent);
                 let by_rate = total >= self.settings.min_calls as usize
                     && failures * 100 >= threshold * total;
                 if failed && (by_rate || inner.consecutive >= self.settings.consecutive_failures) {
                     inner.outcomes.clear();
+                    inner.failures = 0;
                     inner.consecutive = 0;
                     inner.phase = Phase::Open {
                         until: now + open_for,
