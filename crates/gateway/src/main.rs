@@ -1,6 +1,5 @@
 //! `gateway`: chat-memory's public gRPC API (start-up: `service_kit::entry`).
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    service_kit::entry::main("gateway", "chat-memory public gRPC API", gateway::run).await
+fn main() -> std::process::ExitCode {
+    service_kit::entry::main("gateway", "chat-memory public gRPC API", gateway::run)
 }

@@ -45,6 +45,8 @@ pub struct Settings {
     pub read_cache: crate::cache::ReadCacheSettings,
     /// TLS of the public listener.
     pub tls: ServerTls,
+    /// The tokio runtime (worker threads).
+    pub runtime: service_kit::entry::RuntimeSettings,
     pub telemetry: TelemetrySettings,
 }
 
@@ -64,6 +66,7 @@ impl Default for Settings {
             audit: crate::audit::AuditSettings::default(),
             read_cache: crate::cache::ReadCacheSettings::default(),
             tls: ServerTls::default(),
+            runtime: service_kit::entry::RuntimeSettings::default(),
             telemetry: TelemetrySettings::default().with_metrics_addr("127.0.0.1:9101"),
         }
     }
@@ -71,6 +74,7 @@ impl Default for Settings {
 
 impl Validate for Settings {
     fn validate(&self) -> Result<(), SettingsError> {
+        self.runtime.validate()?;
         self.listen_addr
             .parse::<SocketAddr>()
             .map_err(|e| SettingsError::invalid("listen_addr", e.to_string()))?;

@@ -29,6 +29,8 @@ pub struct Settings {
     /// The gateway the tools call.
     pub gateway: GatewaySettings,
     /// Log filter and format, traces, metrics.
+    /// The tokio runtime (worker threads).
+    pub runtime: service_kit::entry::RuntimeSettings,
     pub telemetry: TelemetrySettings,
 }
 
@@ -38,6 +40,7 @@ impl Default for Settings {
             listen_addr: "127.0.0.1:50055".into(),
             allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             gateway: GatewaySettings::default(),
+            runtime: service_kit::entry::RuntimeSettings::default(),
             telemetry: TelemetrySettings {
                 // rmcp logs every stateless request's session start/end at info.
                 log_filter: "info,rmcp=warn".into(),
@@ -158,6 +161,7 @@ impl GatewaySettings {
 
 impl Validate for Settings {
     fn validate(&self) -> Result<(), SettingsError> {
+        self.runtime.validate()?;
         self.listen_addr.parse::<SocketAddr>().map_err(|e| {
             SettingsError::invalid(
                 "listen_addr",

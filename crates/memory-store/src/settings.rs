@@ -30,6 +30,8 @@ pub struct Settings {
     pub tls: ServerTls,
     pub expiry: ExpirySettings,
     pub retention: RetentionSettings,
+    /// The tokio runtime (worker threads).
+    pub runtime: service_kit::entry::RuntimeSettings,
     pub telemetry: TelemetrySettings,
 }
 
@@ -108,6 +110,7 @@ impl Default for Settings {
             tls: ServerTls::default(),
             expiry: ExpirySettings::default(),
             retention: RetentionSettings::default(),
+            runtime: service_kit::entry::RuntimeSettings::default(),
             telemetry: TelemetrySettings::default().with_metrics_addr("127.0.0.1:9102"),
         }
     }
@@ -127,6 +130,7 @@ impl Default for DatabaseSettings {
 
 impl Validate for Settings {
     fn validate(&self) -> Result<(), SettingsError> {
+        self.runtime.validate()?;
         if self.listen_addr.parse::<SocketAddr>().is_err() {
             return Err(SettingsError::invalid(
                 "listen_addr",

@@ -1,7 +1,8 @@
 //! The one start-up sequence of every service binary: parse `--config` /
-//! `--print-config`, load the typed settings, start telemetry, bind
-//! `listen_addr`, and run until SIGINT or SIGTERM. Every failure ends the
-//! process with exit code 1 and one line on stderr naming the service.
+//! `--print-config`, load the typed settings, build the tokio runtime
+//! (`[runtime]`), start telemetry, bind `listen_addr`, and run until SIGINT
+//! or SIGTERM. Every failure ends the process with exit code 1 and one line
+//! on stderr naming the service.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,7 +13,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::net::TcpListener;
 
-use crate::settings::{self, CommonArgs, Validate};
+use crate::settings::{self, CommonArgs, SettingsError, Validate};
 use crate::telemetry::TelemetrySettings;
 
 /// What the entry needs from a service's settings.
@@ -20,10 +21,50 @@ pub trait ServiceSettings: Default + Serialize + DeserializeOwned + Validate {
     /// The address the service's main listener binds.
     fn listen_addr(&self) -> &str;
     fn telemetry(&self) -> &TelemetrySettings;
+    fn runtime(&self) -> &RuntimeSettings;
+}
+
+/// `[runtime]`: the process's tokio runtime.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeSettings {
+    /// Threads running the service's tasks; 0 (the default) is one per CPU
+    /// the process may use. Where several services share a few cores (every
+    /// service on one 2-core machine), 1 costs less CPU per request: fewer
+    /// cross-thread wake-ups (docs/benchmarks.md, "Capacity planning").
+    pub worker_threads: usize,
+}
+
+impl RuntimeSettings {
+    /// # Errors
+    /// [`SettingsError::Invalid`] naming `runtime.worker_threads`.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        if self.worker_threads > 1024 {
+            return Err(SettingsError::invalid(
+                "runtime.worker_threads",
+                "must be at most 1024 (0: one per CPU)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// A multi-thread runtime with every driver enabled.
+    ///
+    /// # Errors
+    /// The operating system refused a thread or the I/O driver.
+    pub fn build(&self) -> std::io::Result<tokio::runtime::Runtime> {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.enable_all();
+        if self.worker_threads > 0 {
+            builder.worker_threads(self.worker_threads);
+        }
+        builder.build()
+    }
 }
 
 /// Implements [`ServiceSettings`] for a settings type whose main listener is
-/// its `listen_addr` field and whose telemetry is its `telemetry` field.
+/// its `listen_addr` field, whose telemetry is its `telemetry` field and whose
+/// runtime is its `runtime` field.
 #[macro_export]
 macro_rules! service_settings {
     ($settings:ty) => {
@@ -35,6 +76,10 @@ macro_rules! service_settings {
             fn telemetry(&self) -> &$crate::telemetry::TelemetrySettings {
                 &self.telemetry
             }
+
+            fn runtime(&self) -> &$crate::entry::RuntimeSettings {
+                &self.runtime
+            }
         }
     };
 }
@@ -43,7 +88,8 @@ macro_rules! service_settings {
 pub type Shutdown = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Runs a service: see the module documentation. `about` is its `--help` line.
-pub async fn main<S, R, Fut, E>(name: &'static str, about: &'static str, run: R) -> ExitCode
+/// Call it from a plain `fn main` (it builds the runtime).
+pub fn main<S, R, Fut, E>(name: &'static str, about: &'static str, run: R) -> ExitCode
 where
     S: ServiceSettings,
     R: FnOnce(S, TcpListener, Shutdown) -> Fut,
@@ -69,6 +115,24 @@ where
         println!("{}", settings::render(&settings));
         return ExitCode::SUCCESS;
     }
+    let runtime = match settings.runtime().build() {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("cannot start the runtime: {e}")),
+    };
+    runtime.block_on(serve(name, settings, run))
+}
+
+async fn serve<S, R, Fut, E>(name: &'static str, settings: S, run: R) -> ExitCode
+where
+    S: ServiceSettings,
+    R: FnOnce(S, TcpListener, Shutdown) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: std::error::Error,
+{
+    let fail = |line: String| {
+        eprintln!("{name}: {line}");
+        ExitCode::FAILURE
+    };
     let _telemetry = match crate::telemetry::start(name, settings.telemetry()).await {
         Ok(guard) => guard,
         Err(e) => return fail(e),
@@ -122,6 +186,31 @@ mod tests {
     #[derive(Debug, thiserror::Error)]
     #[error("wrapper")]
     struct Wrapper(#[source] Inner);
+
+    #[test]
+    fn the_runtime_has_the_threads_the_setting_asks_for() {
+        let one = RuntimeSettings { worker_threads: 1 }
+            .build()
+            .expect("runtime");
+        assert_eq!(one.metrics().num_workers(), 1);
+        let three = RuntimeSettings { worker_threads: 3 }
+            .build()
+            .expect("runtime");
+        assert_eq!(three.metrics().num_workers(), 3);
+        let per_cpu = RuntimeSettings::default().build().expect("runtime");
+        // tokio's own default: TOKIO_WORKER_THREADS when set, else one per CPU.
+        let cpus = std::env::var("TOKIO_WORKER_THREADS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+        assert_eq!(per_cpu.metrics().num_workers(), cpus);
+        let e = RuntimeSettings {
+            worker_threads: 5000,
+        }
+        .validate()
+        .expect_err("too many");
+        assert!(e.to_string().contains("runtime.worker_threads"), "{e}");
+    }
 
     #[test]
     fn a_cause_is_printed_once() {

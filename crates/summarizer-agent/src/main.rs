@@ -1,8 +1,7 @@
 //! `summarizer-agent`: serves the `summarize` MCP tool and gRPC health
 //! (start-up: `service_kit::entry`).
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     service_kit::entry::main(
         "summarizer-agent",
         "MCP server turning chat messages into layered memory",
@@ -12,5 +11,4 @@ async fn main() -> std::process::ExitCode {
             summarizer_agent::server::run(s, l, stop).await
         },
     )
-    .await
 }

@@ -52,6 +52,8 @@ pub struct Settings {
     #[cfg(feature = "fault-injection")]
     pub faults: crate::faults::FaultSettings,
     /// Log filter and format.
+    /// The tokio runtime (worker threads).
+    pub runtime: service_kit::entry::RuntimeSettings,
     pub telemetry: TelemetrySettings,
 }
 
@@ -68,6 +70,7 @@ impl Default for Settings {
             service_token_previous: None,
             #[cfg(feature = "fault-injection")]
             faults: crate::faults::FaultSettings::default(),
+            runtime: service_kit::entry::RuntimeSettings::default(),
             telemetry: TelemetrySettings {
                 // rmcp logs every stateless request's session start/end at info.
                 log_filter: "info,rmcp=warn".into(),
@@ -116,6 +119,7 @@ impl Settings {
 
 impl Validate for Settings {
     fn validate(&self) -> Result<(), SettingsError> {
+        self.runtime.validate()?;
         #[cfg(feature = "fault-injection")]
         self.faults.validate()?;
         let addr = self.listen_addr.parse::<SocketAddr>().map_err(|e| {

@@ -32,6 +32,8 @@ pub struct Settings {
     pub store_batches: BatchSettings,
     pub agent: AgentSettings,
     pub memory: MemoryBudget,
+    /// The tokio runtime (worker threads).
+    pub runtime: service_kit::entry::RuntimeSettings,
     pub telemetry: TelemetrySettings,
 }
 
@@ -168,6 +170,7 @@ impl Default for Settings {
             store_batches: BatchSettings::default(),
             agent: AgentSettings::default(),
             memory: MemoryBudget::default(),
+            runtime: service_kit::entry::RuntimeSettings::default(),
             telemetry: TelemetrySettings::default().with_metrics_addr("127.0.0.1:9104"),
         }
     }
@@ -246,6 +249,7 @@ impl Default for MemoryBudget {
 
 impl Validate for Settings {
     fn validate(&self) -> Result<(), SettingsError> {
+        self.runtime.validate()?;
         self.listen_addr
             .parse::<SocketAddr>()
             .map_err(|e| SettingsError::invalid("listen_addr", e.to_string()))?;
