@@ -57,6 +57,10 @@ pub struct RunArgs {
     /// worker). Passed only when given: workers without the setting refuse it.
     #[arg(long)]
     pub model_concurrency: Option<u32>,
+    /// Every service's `runtime.worker_threads` (tokio threads; 0 is one per
+    /// CPU). Passed only when given: services without the setting refuse it.
+    #[arg(long)]
+    pub worker_threads: Option<usize>,
     /// gRPC connections the load is spread over.
     #[arg(long, default_value_t = 8)]
     pub connections: usize,
@@ -181,6 +185,13 @@ pub(super) fn stack_options(args: &RunArgs, stand_in: Option<&StandIn>) -> Proce
     if let Some(n) = args.model_concurrency {
         worker.push(s("CHAT_MEMORY__AGENT__MAX_CONCURRENT_CALLS", n.to_string()));
     }
+    let mut gateway = vec![stream_bytes];
+    let mut store = Vec::new();
+    if let Some(n) = args.worker_threads {
+        for env in [&mut agent, &mut worker, &mut gateway, &mut store] {
+            env.push(s("CHAT_MEMORY__RUNTIME__WORKER_THREADS", n.to_string()));
+        }
+    }
     // The stack's gateway already gives the bench user a per-minute budget
     // no run meets (test_support::processes).
     ProcessOptions {
@@ -188,7 +199,8 @@ pub(super) fn stack_options(args: &RunArgs, stand_in: Option<&StandIn>) -> Proce
         env: vec![
             ("summarizer-agent", agent),
             ("summarizer-worker", worker),
-            ("gateway", vec![stream_bytes]),
+            ("gateway", gateway),
+            ("memory-store", store),
         ],
     }
 }

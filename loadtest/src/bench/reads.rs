@@ -73,6 +73,10 @@ pub struct ReadArgs {
     /// records, 100,000 memories of another tenant): figures on large tables.
     #[arg(long)]
     pub history: bool,
+    /// Every service's `runtime.worker_threads` (tokio threads; 0 is one per
+    /// CPU). Passed only when given.
+    #[arg(long)]
+    pub worker_threads: Option<usize>,
 }
 
 /// Why the run could not complete.
@@ -114,21 +118,35 @@ fn client(addr: std::net::SocketAddr) -> Result<Client, String> {
 /// [`ReadBenchError`] when a part of the stack fails.
 pub async fn read_path(args: &ReadArgs) -> Result<(), ReadBenchError> {
     let echo = EchoProcess::start().await?;
+    let threads = |mut env: Vec<(String, String)>| {
+        if let Some(n) = args.worker_threads {
+            env.push((
+                "CHAT_MEMORY__RUNTIME__WORKER_THREADS".to_owned(),
+                n.to_string(),
+            ));
+        }
+        env
+    };
     let stack = ProcessStack::start(ProcessOptions {
         otlp_endpoint: None,
-        env: vec![(
-            "gateway",
-            vec![
-                (
-                    "CHAT_MEMORY__WATCH__MAX_STREAMS".to_owned(),
-                    (args.watchers + 100).to_string(),
-                ),
-                (
-                    "CHAT_MEMORY__READ_CACHE__CAPACITY".to_owned(),
-                    args.cache_capacity.to_string(),
-                ),
-            ],
-        )],
+        env: vec![
+            (
+                "gateway",
+                threads(vec![
+                    (
+                        "CHAT_MEMORY__WATCH__MAX_STREAMS".to_owned(),
+                        (args.watchers + 100).to_string(),
+                    ),
+                    (
+                        "CHAT_MEMORY__READ_CACHE__CAPACITY".to_owned(),
+                        args.cache_capacity.to_string(),
+                    ),
+                ]),
+            ),
+            ("memory-store", threads(Vec::new())),
+            ("summarizer-worker", threads(Vec::new())),
+            ("summarizer-agent", threads(Vec::new())),
+        ],
     })
     .await;
     let tag = format!("{:x}", crate::run_tag());

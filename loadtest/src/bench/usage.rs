@@ -1,6 +1,7 @@
 //! CPU time and peak memory per process, from `/proc`: `utime + stime` of
 //! `/proc/<pid>/stat` before and after the run, and `VmHWM` of
-//! `/proc/<pid>/status` at the end. Postgres and NATS are found by name;
+//! `/proc/<pid>/status` at the end. Postgres and NATS are found by name
+//! (Postgres's backends apart from its background processes);
 //! Postgres backends that start during the run count from zero, those that
 //! end during it are missed (their time is small next to the run's).
 
@@ -66,7 +67,9 @@ pub fn tracked(stack: &[(&'static str, u32)]) -> Vec<Tracked> {
             };
             let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
             let label = match comm.trim() {
-                "postgres" => "postgres (all on this machine)",
+                "postgres" => postgres_label(
+                    &std::fs::read_to_string(entry.path().join("cmdline")).unwrap_or_default(),
+                ),
                 "nats-server" => "nats-server",
                 _ => continue,
             };
@@ -77,6 +80,30 @@ pub fn tracked(stack: &[(&'static str, u32)]) -> Vec<Tracked> {
         }
     }
     all
+}
+
+/// Postgres sets each process's title: a backend's names its user and
+/// database (`postgres: 15/main: postgres chat_memory 127.0.0.1(5432) idle`),
+/// the others their role (`... walwriter`, `... checkpointer`,
+/// `... autovacuum launcher`); the postmaster has none.
+fn postgres_label(cmdline: &str) -> &'static str {
+    const BACKGROUND: [&str; 9] = [
+        "checkpointer",
+        "background writer",
+        "walwriter",
+        "autovacuum",
+        "stats collector",
+        "logical replication",
+        "archiver",
+        "walsender",
+        "startup",
+    ];
+    let title = cmdline.replace('\0', " ");
+    if BACKGROUND.iter().any(|role| title.contains(role)) || !title.contains(": ") {
+        "postgres (background: wal, checkpoints, vacuum, postmaster)"
+    } else {
+        "postgres (backends: statements)"
+    }
 }
 
 /// utime + stime of `pid`, in ticks.
@@ -133,6 +160,22 @@ pub fn usage(processes: &[Tracked], before: &Sample, after: &Sample) -> Vec<Usag
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn postgres_processes_are_told_apart_by_their_title() {
+        let backend = "postgres: 15/main: postgres chat_memory 127.0.0.1(40312) idle";
+        assert!(postgres_label(backend).contains("backends"));
+        for background in [
+            "postgres: 15/main: walwriter ",
+            "postgres: 15/main: autovacuum worker chat_memory",
+            "/usr/lib/postgresql/15/bin/postgres\0-D\0/var/lib/postgresql/15/main",
+        ] {
+            assert!(
+                postgres_label(background).contains("background"),
+                "{background}"
+            );
+        }
+    }
 
     #[test]
     fn this_process_reports_cpu_time_and_peak_memory() {

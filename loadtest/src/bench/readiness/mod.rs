@@ -193,6 +193,7 @@ pub async fn readiness(args: &ReadinessArgs) -> Result<(), ReadinessError> {
         connections: 8,
         deadline_secs: args.deadline_secs,
         history: false,
+        worker_threads: None,
     };
     let mut stack = ProcessStack::start(stack_options(&run_args, Some(&model))).await;
     let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../monitoring/alerts.yml");
