@@ -56,7 +56,9 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 start() {
   local name=$1 port=$2
   shift 2
-  env "$@" "$BIN/$name" >"$LOGS/$name.log" 2>&1 &
+  # Every service shares this machine's cores: one tokio thread each costs less
+  # CPU per request than one per core in every process (docs/configuration.md, [runtime]).
+  env CHAT_MEMORY__RUNTIME__WORKER_THREADS="${CHAT_MEMORY__RUNTIME__WORKER_THREADS:-1}" "$@" "$BIN/$name" >"$LOGS/$name.log" 2>&1 &
   pids+=($!)
   for _ in $(seq 1 150); do
     if port_open "$port"; then return 0; fi

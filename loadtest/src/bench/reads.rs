@@ -7,6 +7,9 @@
 //!    Postgres as the pipeline writes them, so seeding 10,000 takes a second),
 //!    one caller and `--concurrency` callers, with a share of reads of chats
 //!    that do not exist (NOT_FOUND) reported apart; CPU per read per process.
+//!    With one caller, chats with memory and chats without are each read twice
+//!    (first from memory-store, then from the gateway's cache): a NOT_FOUND's
+//!    cost next to a hit's, like for like.
 //! 3. **Read-your-writes**: an update, then `GetMemory(after_job_id, wait)`;
 //!    the figure is answer time minus the job's commit time (from its record).
 //! 4. **Watch fan-out**: `--watchers` open streams on as many chats, then
@@ -247,6 +250,17 @@ pub async fn read_path(args: &ReadArgs) -> Result<(), ReadBenchError> {
         total * 1000.0 / reads
     );
 
+    // The one-caller passes again over chats that have no memory (NOT_FOUND):
+    // what a NOT_FOUND costs next to a hit, first from memory-store, then
+    // cached. After the concurrent phase: their entries would take room in the
+    // cache it reads from.
+    let absent = || read_phase(&clients, &tag, args.memories, (0, 1), args.calls / 4, 1.0);
+    absent()
+        .await
+        .print("GetMemory, 1 caller, chats without memory, first reads (memory-store)");
+    absent()
+        .await
+        .print("GetMemory, 1 caller, the same chats without memory again (cached)");
     ryw_phase(&clients, &stack.database.url, &tag, args).await?;
     // A server takes a bounded number of streams per connection (HTTP/2):
     // one connection per 100 streams.

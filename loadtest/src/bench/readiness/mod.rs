@@ -73,6 +73,10 @@ pub struct ReadinessArgs {
     /// Give up waiting for the updates this long after the start.
     #[arg(long, default_value_t = 900)]
     pub deadline_secs: u64,
+    /// Every service's `runtime.worker_threads`: 1, as `scripts/run-local.sh`
+    /// runs them on one machine (0: one thread per CPU in every process).
+    #[arg(long, default_value_t = 1)]
+    pub worker_threads: usize,
 }
 
 /// The scale of one form.
@@ -193,7 +197,7 @@ pub async fn readiness(args: &ReadinessArgs) -> Result<(), ReadinessError> {
         connections: 8,
         deadline_secs: args.deadline_secs,
         history: false,
-        worker_threads: None,
+        worker_threads: Some(args.worker_threads),
     };
     let mut stack = ProcessStack::start(stack_options(&run_args, Some(&model))).await;
     let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../monitoring/alerts.yml");

@@ -68,7 +68,7 @@ pub(super) fn render(
     );
     let _ = writeln!(
         out,
-        "- **Form**: {} ({} active chats, {} concurrent updates, {} stored memories, {} updates/s); stand-in model {} ms mean, lognormal σ 0.4, {:.0} % of calls answered HTTP 500; {} model calls in flight at most",
+        "- **Form**: {} ({} active chats, {} concurrent updates, {} stored memories, {} updates/s); stand-in model {} ms mean, lognormal σ 0.4, {:.0} % of calls answered HTTP 500; {} model calls in flight at most; {}",
         if args.short {
             "short, for CI"
         } else {
@@ -80,7 +80,12 @@ pub(super) fn render(
         scale.rate,
         args.model_latency_mean_ms,
         args.model_error_rate * 100.0,
-        args.model_concurrency.unwrap_or(scale.model_concurrency)
+        args.model_concurrency.unwrap_or(scale.model_concurrency),
+        match args.worker_threads {
+            0 => "one tokio thread per CPU in every service".to_owned(),
+            1 => "one tokio thread per service (`runtime.worker_threads = 1`, as `scripts/run-local.sh` runs them)".to_owned(),
+            n => format!("{n} tokio threads per service (`runtime.worker_threads`)"),
+        }
     );
     let _ = writeln!(
         out,
