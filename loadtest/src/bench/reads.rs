@@ -7,11 +7,13 @@
 //!    Postgres as the pipeline writes them, so seeding 10,000 takes a second),
 //!    one caller and `--concurrency` callers, with a share of reads of chats
 //!    that do not exist (NOT_FOUND) reported apart; CPU per read per process.
-//!    With one caller, chats with memory and chats without are each read twice
-//!    (first from memory-store, then from the gateway's cache): a NOT_FOUND's
-//!    cost next to a hit's, like for like.
+//!    With one caller, chats with memory and (a twentieth as many) chats
+//!    without are each read twice (first from memory-store, then from the
+//!    gateway's cache): a NOT_FOUND's cost next to a hit's, like for like.
 //! 3. **Read-your-writes**: an update, then `GetMemory(after_job_id, wait)`;
 //!    the figure is answer time minus the job's commit time (from its record).
+//!    The agent calls the stand-in model (`--model-latency-mean-ms`): the
+//!    offline backend would take a core and the reads would wait for CPU.
 //! 4. **Watch fan-out**: `--watchers` open streams on as many chats, then
 //!    updates to some of them; the figure is arrival time minus the new
 //!    version's commit time (`updated_at` in the event).
@@ -80,6 +82,12 @@ pub struct ReadArgs {
     /// CPU). Passed only when given.
     #[arg(long)]
     pub worker_threads: Option<usize>,
+    /// Mean latency of the stand-in model the agent calls (lognormal, σ 0.4)
+    /// for the read-your-writes and watch phases' updates. The offline
+    /// backend would spend a core summarizing and the reads would wait for
+    /// CPU, not for the commit.
+    #[arg(long, default_value_t = 200)]
+    pub model_latency_mean_ms: u64,
 }
 
 /// Why the run could not complete.
@@ -91,6 +99,8 @@ pub enum ReadBenchError {
     Echo(String),
     #[error("gateway: {0}")]
     Gateway(String),
+    #[error(transparent)]
+    StandIn(#[from] chat_memory_loadtest::stand_in::StandInError),
 }
 
 fn histogram() -> Histogram<u64> {
@@ -121,6 +131,17 @@ fn client(addr: std::net::SocketAddr) -> Result<Client, String> {
 /// [`ReadBenchError`] when a part of the stack fails.
 pub async fn read_path(args: &ReadArgs) -> Result<(), ReadBenchError> {
     let echo = EchoProcess::start().await?;
+    let model = chat_memory_loadtest::stand_in::StandIn::start(
+        "127.0.0.1:0",
+        chat_memory_loadtest::stand_in::StandInConfig {
+            latency_mean: Duration::from_millis(args.model_latency_mean_ms),
+            latency_sigma: 0.4,
+            error_rate: 0.0,
+            max_concurrency: 0,
+            retry_after_secs: 1,
+        },
+    )
+    .await?;
     let threads = |mut env: Vec<(String, String)>| {
         if let Some(n) = args.worker_threads {
             env.push((
@@ -148,7 +169,17 @@ pub async fn read_path(args: &ReadArgs) -> Result<(), ReadBenchError> {
             ),
             ("memory-store", threads(Vec::new())),
             ("summarizer-worker", threads(Vec::new())),
-            ("summarizer-agent", threads(Vec::new())),
+            (
+                "summarizer-agent",
+                threads(vec![
+                    ("CHAT_MEMORY__BACKEND".to_owned(), "openai".to_owned()),
+                    ("CHAT_MEMORY__OPENAI__BASE_URL".to_owned(), model.base_url()),
+                    (
+                        "CHAT_MEMORY__OPENAI__MODEL".to_owned(),
+                        "stand-in".to_owned(),
+                    ),
+                ]),
+            ),
         ],
     })
     .await;
@@ -201,6 +232,18 @@ pub async fn read_path(args: &ReadArgs) -> Result<(), ReadBenchError> {
     cold.print("GetMemory, 1 caller, first reads (memory-store)");
     let cached = read_phase(&clients, &tag, args.memories, (0, 1), args.calls / 4, 0.0).await;
     cached.print("GetMemory, 1 caller, the same chats again (cached)");
+    // The same two passes over a twentieth as many chats without memory
+    // (NOT_FOUND): what a NOT_FOUND costs next to a hit, first from
+    // memory-store, then cached. Few enough that their cache entries leave
+    // room for the concurrent phase's (the cache admits newcomers only where
+    // there is room: it resists scans).
+    let absent = || read_phase(&clients, &tag, args.memories, (0, 1), args.calls / 20, 1.0);
+    absent()
+        .await
+        .print("GetMemory, 1 caller, chats without memory, first reads (memory-store)");
+    absent()
+        .await
+        .print("GetMemory, 1 caller, the same chats without memory again (cached)");
     let processes = usage::tracked(&stack.pids());
     let counters_before = ReadCounters::read(&stack).await;
     let before = usage::sample(&processes);
@@ -250,17 +293,6 @@ pub async fn read_path(args: &ReadArgs) -> Result<(), ReadBenchError> {
         total * 1000.0 / reads
     );
 
-    // The one-caller passes again over chats that have no memory (NOT_FOUND):
-    // what a NOT_FOUND costs next to a hit, first from memory-store, then
-    // cached. After the concurrent phase: their entries would take room in the
-    // cache it reads from.
-    let absent = || read_phase(&clients, &tag, args.memories, (0, 1), args.calls / 4, 1.0);
-    absent()
-        .await
-        .print("GetMemory, 1 caller, chats without memory, first reads (memory-store)");
-    absent()
-        .await
-        .print("GetMemory, 1 caller, the same chats without memory again (cached)");
     ryw_phase(&clients, &stack.database.url, &tag, args).await?;
     // A server takes a bounded number of streams per connection (HTTP/2):
     // one connection per 100 streams.
