@@ -57,29 +57,19 @@ $$;
     )
 }
 
-/// The body of `m20261206_000002_job_functions`.
-const RESTORE: &str = r#"
-CREATE OR REPLACE FUNCTION chat_memory_claim(
-    p_chat text, p_tenant text, p_user text, p_acts boolean)
-RETURNS text
-LANGUAGE plpgsql VOLATILE AS $$
-DECLARE
-    known_owner text;
-BEGIN
-    SELECT o.owner_user INTO known_owner FROM chat_owners o WHERE o.chat_id = p_chat;
-    IF NOT FOUND THEN
-        INSERT INTO chat_owners (chat_id, tenant, owner_user, created_at, last_activity_at)
-        VALUES (p_chat, p_tenant, p_user, clock_timestamp(), clock_timestamp());
-        RETURN 'claimed';
-    END IF;
-    IF NOT p_acts AND known_owner <> p_user THEN
-        RETURN 'denied';
-    END IF;
-    UPDATE chat_owners o SET last_activity_at = clock_timestamp() WHERE o.chat_id = p_chat;
-    RETURN 'owner';
-END
-$$;
-"#;
+/// `chat_memory_claim` as `m20261206_000002_job_functions` created it, taken
+/// from that migration's SQL (its other functions were replaced since).
+fn restore() -> Result<&'static str, DbErr> {
+    let sql = super::m20261206_000002_job_functions::CREATE;
+    let start = sql
+        .find("CREATE OR REPLACE FUNCTION chat_memory_claim(")
+        .ok_or_else(|| DbErr::Custom("migration 000002 defines no chat_memory_claim".into()))?;
+    let end = sql[start..]
+        .find("$$;")
+        .map(|e| start + e + "$$;".len())
+        .ok_or_else(|| DbErr::Custom("migration 000002's chat_memory_claim has no end".into()))?;
+    Ok(&sql[start..end])
+}
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
@@ -92,7 +82,10 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.get_connection().execute_unprepared(RESTORE).await?;
+        manager
+            .get_connection()
+            .execute_unprepared(restore()?)
+            .await?;
         Ok(())
     }
 }
