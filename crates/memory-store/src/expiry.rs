@@ -90,15 +90,18 @@ async fn expire_chat(
     };
     // The stored time may be up to a minute behind (a claim rewrites it only
     // when older than that: migration `m20261206_000008_coarse_owner_activity`);
-    // the chat's newest accepted job says when it was last written to.
-    let newest_job: Option<chrono::DateTime<Utc>> = jobs::Entity::find()
-        .select_only()
-        .column_as(jobs::Column::AcceptedAt.max(), "newest")
-        .filter(jobs::Column::ChatId.eq(chat_id))
-        .into_tuple()
-        .one(&txn)
-        .await?
-        .flatten();
+    // the chat's newest accepted job says when it was last written to. Its
+    // last sequence bounds what an expiry discards.
+    let (newest_job, last_job_seq): (Option<chrono::DateTime<Utc>>, Option<i64>) =
+        jobs::Entity::find()
+            .select_only()
+            .column_as(jobs::Column::AcceptedAt.max(), "newest")
+            .column_as(jobs::Column::StreamSeq.max(), "max_seq")
+            .filter(jobs::Column::ChatId.eq(chat_id))
+            .into_tuple()
+            .one(&txn)
+            .await?
+            .unwrap_or_default();
     let active_at = newest_job.map_or(owner.last_activity_at, |at| at.max(owner.last_activity_at));
     if active_at >= cutoff {
         if active_at > owner.last_activity_at {
@@ -113,14 +116,6 @@ async fn expire_chat(
         return Ok(false);
     }
     // Jobs up to the chat's last known sequence are discarded if still queued.
-    let last_job_seq: Option<i64> = jobs::Entity::find()
-        .select_only()
-        .column_as(jobs::Column::StreamSeq.max(), "max_seq")
-        .filter(jobs::Column::ChatId.eq(chat_id))
-        .into_tuple()
-        .one(&txn)
-        .await?
-        .flatten();
     let applied_seq = memories::Entity::find_by_id(chat_id)
         .one(&txn)
         .await?

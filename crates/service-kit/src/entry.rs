@@ -103,13 +103,9 @@ where
         Ok(common) => common,
         Err(e) => e.exit(),
     };
-    let fail = |line: String| {
-        eprintln!("{name}: {line}");
-        ExitCode::FAILURE
-    };
     let settings: S = match settings::load(common.config.as_deref()) {
         Ok(s) => s,
-        Err(e) => return fail(e.to_string()),
+        Err(e) => return failed(name, &e.to_string()),
     };
     if common.print_config {
         println!("{}", settings::render(&settings));
@@ -117,7 +113,7 @@ where
     }
     let runtime = match settings.runtime().build() {
         Ok(rt) => rt,
-        Err(e) => return fail(format!("cannot start the runtime: {e}")),
+        Err(e) => return failed(name, &format!("cannot start the runtime: {e}")),
     };
     runtime.block_on(serve(name, settings, run))
 }
@@ -129,20 +125,16 @@ where
     Fut: Future<Output = Result<(), E>>,
     E: std::error::Error,
 {
-    let fail = |line: String| {
-        eprintln!("{name}: {line}");
-        ExitCode::FAILURE
-    };
     let _telemetry = match crate::telemetry::start(name, settings.telemetry()).await {
         Ok(guard) => guard,
-        Err(e) => return fail(e),
+        Err(e) => return failed(name, &e),
     };
     let listener = match TcpListener::bind(settings.listen_addr()).await {
         Ok(l) => l,
         Err(e) => {
             let line = format!("cannot bind listen_addr {}: {e}", settings.listen_addr());
             tracing::error!(error = %line, "cannot start");
-            return fail(line);
+            return failed(name, &line);
         }
     };
     match run(settings, listener, Box::pin(crate::shutdown::signal())).await {
@@ -150,9 +142,15 @@ where
         Err(e) => {
             let line = cause_chain(&e);
             tracing::error!(error = %line, "stopped with an error");
-            fail(line)
+            failed(name, &line)
         }
     }
+}
+
+/// The one line a start-up or run failure prints, and its exit code.
+fn failed(name: &str, line: &str) -> ExitCode {
+    eprintln!("{name}: {line}");
+    ExitCode::FAILURE
 }
 
 /// `error: cause: cause ...`, skipping a cause whose text the previous one

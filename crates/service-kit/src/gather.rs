@@ -187,19 +187,20 @@ async fn call_batches<Req, Res, E>(
         else {
             continue;
         };
-        match outcome {
-            Ok(results) if results.len() == n => {
-                for (answer, result) in answers.into_iter().zip(results) {
-                    let _ = answer.send(Ok(result));
-                }
-            }
-            Ok(results) => {
-                let error = E::from(GatherError::WrongCount {
+        let outcome = outcome.and_then(|results| {
+            if results.len() == n {
+                Ok(results)
+            } else {
+                Err(E::from(GatherError::WrongCount {
                     answered: results.len(),
                     asked: n,
-                });
-                for answer in answers {
-                    let _ = answer.send(Err(error.clone()));
+                }))
+            }
+        });
+        match outcome {
+            Ok(results) => {
+                for (answer, result) in answers.into_iter().zip(results) {
+                    let _ = answer.send(Ok(result));
                 }
             }
             Err(error) => {

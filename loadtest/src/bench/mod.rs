@@ -171,37 +171,54 @@ pub async fn scale_out(updates: usize, chats: usize, args: &RunArgs) -> Result<(
     Ok(())
 }
 
+/// The agent's settings to call `model` through its `openai` backend.
+pub(super) fn stand_in_env(model: &StandIn) -> Vec<(String, String)> {
+    vec![
+        ("CHAT_MEMORY__BACKEND".to_owned(), "openai".to_owned()),
+        ("CHAT_MEMORY__OPENAI__BASE_URL".to_owned(), model.base_url()),
+        (
+            "CHAT_MEMORY__OPENAI__MODEL".to_owned(),
+            "stand-in".to_owned(),
+        ),
+    ]
+}
+
+/// Gives every service of `env` `runtime.worker_threads = n`, when asked for.
+pub(super) fn set_worker_threads(
+    env: &mut [(&'static str, Vec<(String, String)>)],
+    n: Option<usize>,
+) {
+    if let Some(n) = n {
+        for (_, vars) in env {
+            vars.push((
+                "CHAT_MEMORY__RUNTIME__WORKER_THREADS".to_owned(),
+                n.to_string(),
+            ));
+        }
+    }
+}
+
 pub(super) fn stack_options(args: &RunArgs, stand_in: Option<&StandIn>) -> ProcessOptions {
     let s = |k: &str, v: String| (k.to_owned(), v);
-    let mut agent = Vec::new();
-    if let Some(model) = stand_in {
-        agent.push(s("CHAT_MEMORY__BACKEND", "openai".into()));
-        agent.push(s("CHAT_MEMORY__OPENAI__BASE_URL", model.base_url()));
-        agent.push(s("CHAT_MEMORY__OPENAI__MODEL", "stand-in".into()));
-    }
+    let agent = stand_in.map(stand_in_env).unwrap_or_default();
     // Enough JetStream storage for a long run's jobs and audit rows.
     let stream_bytes = s("CHAT_MEMORY__NATS__MAX_BYTES", (256i64 << 20).to_string());
     let mut worker = vec![stream_bytes.clone()];
     if let Some(n) = args.model_concurrency {
         worker.push(s("CHAT_MEMORY__AGENT__MAX_CONCURRENT_CALLS", n.to_string()));
     }
-    let mut gateway = vec![stream_bytes];
-    let mut store = Vec::new();
-    if let Some(n) = args.worker_threads {
-        for env in [&mut agent, &mut worker, &mut gateway, &mut store] {
-            env.push(s("CHAT_MEMORY__RUNTIME__WORKER_THREADS", n.to_string()));
-        }
-    }
     // The stack's gateway already gives the bench user a per-minute budget
     // no run meets (test_support::processes).
+    let mut env = vec![
+        ("summarizer-agent", agent),
+        ("summarizer-worker", worker),
+        ("gateway", vec![stream_bytes]),
+        ("memory-store", Vec::new()),
+    ];
+    set_worker_threads(&mut env, args.worker_threads);
     ProcessOptions {
         otlp_endpoint: None,
-        env: vec![
-            ("summarizer-agent", agent),
-            ("summarizer-worker", worker),
-            ("gateway", gateway),
-            ("memory-store", store),
-        ],
+        env,
     }
 }
 

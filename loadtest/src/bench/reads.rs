@@ -142,45 +142,28 @@ pub async fn read_path(args: &ReadArgs) -> Result<(), ReadBenchError> {
         },
     )
     .await?;
-    let threads = |mut env: Vec<(String, String)>| {
-        if let Some(n) = args.worker_threads {
-            env.push((
-                "CHAT_MEMORY__RUNTIME__WORKER_THREADS".to_owned(),
-                n.to_string(),
-            ));
-        }
-        env
-    };
+    let mut env = vec![
+        (
+            "gateway",
+            vec![
+                (
+                    "CHAT_MEMORY__WATCH__MAX_STREAMS".to_owned(),
+                    (args.watchers + 100).to_string(),
+                ),
+                (
+                    "CHAT_MEMORY__READ_CACHE__CAPACITY".to_owned(),
+                    args.cache_capacity.to_string(),
+                ),
+            ],
+        ),
+        ("memory-store", Vec::new()),
+        ("summarizer-worker", Vec::new()),
+        ("summarizer-agent", super::stand_in_env(&model)),
+    ];
+    super::set_worker_threads(&mut env, args.worker_threads);
     let stack = ProcessStack::start(ProcessOptions {
         otlp_endpoint: None,
-        env: vec![
-            (
-                "gateway",
-                threads(vec![
-                    (
-                        "CHAT_MEMORY__WATCH__MAX_STREAMS".to_owned(),
-                        (args.watchers + 100).to_string(),
-                    ),
-                    (
-                        "CHAT_MEMORY__READ_CACHE__CAPACITY".to_owned(),
-                        args.cache_capacity.to_string(),
-                    ),
-                ]),
-            ),
-            ("memory-store", threads(Vec::new())),
-            ("summarizer-worker", threads(Vec::new())),
-            (
-                "summarizer-agent",
-                threads(vec![
-                    ("CHAT_MEMORY__BACKEND".to_owned(), "openai".to_owned()),
-                    ("CHAT_MEMORY__OPENAI__BASE_URL".to_owned(), model.base_url()),
-                    (
-                        "CHAT_MEMORY__OPENAI__MODEL".to_owned(),
-                        "stand-in".to_owned(),
-                    ),
-                ]),
-            ),
-        ],
+        env,
     })
     .await;
     let tag = format!("{:x}", crate::run_tag());
