@@ -487,3 +487,127 @@ async fn a_batched_begin_keeps_the_commit_durable_when_any_chat_needs_it() {
     }
     db.close().await.expect("close");
 }
+
+/// A batch of one goes to the single functions (cheaper than the batch
+/// functions' set-up); its answers must be those of a batch of many: a
+/// per-item verdict, never an error for the whole call.
+#[tokio::test]
+async fn a_batch_of_one_answers_each_verdict_as_a_larger_batch_does() {
+    use chat_memory_proto::store::{
+        BeginJobsBatchRequest, BeginJobsResult, ClaimChatResult, ClaimChatsRequest,
+        RecordAcceptedBatchRequest, RecordAcceptedResult, begin_jobs_result::Result as Begun,
+    };
+    let mut store = TestStore::start().await;
+    let claim = |chat: &str, user: &str| ClaimChatsRequest {
+        claims: vec![ClaimChatRequest {
+            chat_id: chat.into(),
+            access: Some(owner(user)),
+        }],
+    };
+    let claimed = |req| {
+        let mut client = store.client.clone();
+        async move {
+            client
+                .claim_chats(req)
+                .await
+                .expect("claims")
+                .into_inner()
+                .results
+        }
+    };
+    let result = |claimed, denied| ClaimChatResult { claimed, denied };
+    assert_eq!(
+        claimed(claim("t/one", "alice")).await,
+        [result(true, false)]
+    );
+    assert_eq!(
+        claimed(claim("t/one", "alice")).await,
+        [result(false, false)]
+    );
+    assert_eq!(claimed(claim("t/one", "bob")).await, [result(false, true)]);
+    assert_eq!(
+        claimed(claim("u/one", "alice")).await,
+        [result(false, true)],
+        "another namespace"
+    );
+
+    let keyed = job_id();
+    let keyed_request = |hash: &str| RecordAcceptedRequest {
+        idempotency_key: "turn-1".into(),
+        request_hash: hash.into(),
+        ..accepted(&keyed, "t/one", 1)
+    };
+    let recorded = |req: RecordAcceptedRequest| {
+        let mut client = store.client.clone();
+        async move {
+            client
+                .record_accepted_batch(RecordAcceptedBatchRequest { jobs: vec![req] })
+                .await
+                .expect("batch")
+                .into_inner()
+                .results
+        }
+    };
+    let record = |inserted, earlier_acceptance, key_reused| RecordAcceptedResult {
+        inserted,
+        earlier_acceptance,
+        key_reused,
+    };
+    assert_eq!(
+        recorded(keyed_request("digest-a")).await,
+        [record(true, false, false)]
+    );
+    assert_eq!(
+        recorded(keyed_request("digest-b")).await,
+        [record(false, false, true)],
+        "a key reused with other messages is this job's answer, not the call's error"
+    );
+
+    let begun = store
+        .client
+        .begin_jobs_batch(BeginJobsBatchRequest {
+            chats: vec![BeginJobsRequest {
+                chat_id: "t/thief".into(),
+                jobs: vec![begin(&keyed, "t/thief", 1)],
+            }],
+        })
+        .await
+        .expect("a job of another chat is this chat's answer")
+        .into_inner()
+        .results;
+    let [
+        BeginJobsResult {
+            result: Some(Begun::Invalid(reason)),
+        },
+    ] = &begun[..]
+    else {
+        panic!("t/thief refused: {begun:?}");
+    };
+    assert!(reason.contains("job_id"), "{reason}");
+    let fresh = job_id();
+    let begun = store
+        .client
+        .begin_jobs_batch(BeginJobsBatchRequest {
+            chats: vec![BeginJobsRequest {
+                chat_id: "t/one".into(),
+                jobs: vec![begin(&keyed, "t/one", 1), begin(&fresh, "t/one", 2)],
+            }],
+        })
+        .await
+        .expect("batch")
+        .into_inner()
+        .results;
+    let [
+        BeginJobsResult {
+            result: Some(Begun::Begun(one)),
+        },
+    ] = &begun[..]
+    else {
+        panic!("t/one begun: {begun:?}");
+    };
+    assert_eq!(
+        skips(one),
+        [SkipReason::Unspecified, SkipReason::Unspecified]
+    );
+    assert_eq!(store.job_state(&fresh).await.0, JobState::Running);
+}
