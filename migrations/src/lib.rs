@@ -21,6 +21,8 @@
 //! - `m20261206_000007_batched_begin`: BeginJobs for several chats in one round trip.
 //! - `m20261206_000008_coarse_owner_activity`: an owner's activity time written at most once a
 //!   minute per chat (a claim of an active chat writes nothing).
+//! - `m20261206_000009_accept_audit_with_job`: BeginJobs stores an acceptance's audit row carried in
+//!   its job message when the job was never registered.
 //!
 //! Migrations never import entity types: an entity describes the schema of
 //! *today*, a migration the change of *one day*, and must keep compiling (and
@@ -43,6 +45,7 @@ mod m20261206_000005_fewer_job_statements;
 mod m20261206_000006_batched_acceptance;
 mod m20261206_000007_batched_begin;
 mod m20261206_000008_coarse_owner_activity;
+mod m20261206_000009_accept_audit_with_job;
 
 /// Every migration of memory-store, oldest first.
 pub struct Migrator;
@@ -65,6 +68,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000006_batched_acceptance::Migration),
             Box::new(m20261206_000007_batched_begin::Migration),
             Box::new(m20261206_000008_coarse_owner_activity::Migration),
+            Box::new(m20261206_000009_accept_audit_with_job::Migration),
         ]
     }
 }

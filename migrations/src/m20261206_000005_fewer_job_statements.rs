@@ -15,7 +15,7 @@ use sea_orm_migration::prelude::*;
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
-const CREATE: &str = r#"
+pub(crate) const CREATE: &str = r#"
 CREATE OR REPLACE FUNCTION chat_memory_begin_jobs(
     p_chat text, p_jobs jsonb, p_not_owner_error text, p_superseded_error text)
 RETURNS TABLE (problem text, skips jsonb, has_memory boolean, prior_version bigint,

@@ -108,7 +108,7 @@ async fn the_migrate_command_rolls_a_release_back_and_forward_with_rows_kept() {
     let url = database.url.clone();
     let up = migrate(&url, &["up"]);
     assert!(
-        up.contains("m20261206_000008_coarse_owner_activity: applied"),
+        up.contains("m20261206_000009_accept_audit_with_job: applied"),
         "{up}"
     );
     let db = Database::connect(url.as_str()).await.expect("connect");
@@ -124,7 +124,19 @@ async fn the_migrate_command_rolls_a_release_back_and_forward_with_rows_kept() {
     let coarse_claims = "SELECT count(*) AS n FROM pg_proc \
                          WHERE proname = 'chat_memory_claim' AND prosrc LIKE '%60 seconds%'";
     assert_eq!(count(&db, coarse_claims).await, 1);
-    let down = migrate(&url, &["down", "--steps", "6"]);
+    let carried_audit = "SELECT count(*) AS n FROM pg_proc \
+                         WHERE proname = 'chat_memory_begin_jobs' AND prosrc LIKE '%carried_new%'";
+    assert_eq!(count(&db, carried_audit).await, 1);
+    let down = migrate(&url, &["down", "--steps", "7"]);
+    assert!(
+        down.contains("m20261206_000009_accept_audit_with_job: rolled back"),
+        "{down}"
+    );
+    assert_eq!(
+        count(&db, carried_audit).await,
+        0,
+        "BeginJobs without the carried row is back"
+    );
     assert!(
         down.contains("m20261206_000008_coarse_owner_activity: rolled back"),
         "{down}"
@@ -151,12 +163,13 @@ async fn the_migrate_command_rolls_a_release_back_and_forward_with_rows_kept() {
         "{down}"
     );
     let status = migrate(&url, &["status"]);
-    assert_eq!(status.matches("Pending").count(), 6, "{status}");
+    assert_eq!(status.matches("Pending").count(), 7, "{status}");
     assert_eq!(count(&db, "SELECT count(*) AS n FROM jobs").await, 100);
 
     let again = migrate(&url, &["up"]);
-    assert_eq!(again.matches(": applied").count(), 6, "{again}");
+    assert_eq!(again.matches(": applied").count(), 7, "{again}");
     assert_eq!(count(&db, coarse_claims).await, 1);
+    assert_eq!(count(&db, carried_audit).await, 1);
     assert_eq!(count(&db, "SELECT count(*) AS n FROM jobs").await, 100);
     db.close().await.expect("close");
     database.drop_now().await;

@@ -14,7 +14,10 @@
 //!    (durable) once JetStream acknowledges it;
 //! 5. **registration** (`RecordAccepted`, best effort): the job's status and
 //!    its chat's pending count are visible at once; the worker registers the
-//!    job if this fails. A key reused with other messages is refused here;
+//!    job if this fails. A key reused with other messages is refused here.
+//!    The call's audit row rides in the job message (made durable by the
+//!    same acknowledgement) and is stored with the registration, or by the
+//!    worker's begin if the registration never reached Postgres;
 //! 6. **deduplication**: a repeat JetStream recognised within its window, or
 //!    memory-store recognised after it, is answered `deduplicated`;
 //! 7. the acceptance is **announced** (a change event), which drops cached
@@ -29,7 +32,7 @@ use chat_memory_proto::jobs::v1::UpdateJob;
 use chat_memory_proto::namespace::TenantChatId;
 use chat_memory_proto::store::Access;
 use chat_memory_proto::time::to_timestamp;
-use chat_memory_proto::v1::ChatMessage;
+use chat_memory_proto::v1::{AuditEntry, ChatMessage};
 use job_queue::{JobPublisher, QueueError};
 
 use crate::backpressure::Backpressure;
@@ -61,6 +64,10 @@ pub struct Update {
     pub chat: TenantChatId,
     pub messages: Vec<ChatMessage>,
     pub idempotency_key: Option<String>,
+    /// The call's audit row should the update be accepted (its job id is
+    /// filled in here): it goes out in the job message. None when the row must
+    /// reach Postgres before the answer (`audit.durable_point = store`).
+    pub audit: Option<AuditEntry>,
 }
 
 /// An accepted update.
@@ -69,6 +76,9 @@ pub struct Accepted {
     pub job_id: Uuid,
     /// A repeat of an update accepted before: no second job.
     pub deduplicated: bool,
+    /// The call's audit row went out in the stored job message (not for a
+    /// repeat: its message is the first acceptance's).
+    pub audited_with_job: bool,
 }
 
 /// An update that was not accepted.
@@ -113,6 +123,7 @@ impl Acceptor {
             chat,
             messages,
             idempotency_key,
+            audit,
         } = update;
         self.backpressure
             .admit()
@@ -134,6 +145,11 @@ impl Acceptor {
             .map(|_| request_digest(messages.iter()))
             .unwrap_or_default();
         let message_count = u32::try_from(messages.len()).unwrap_or(u32::MAX);
+        let accept_audit = audit.map(|audit| AuditEntry {
+            job_id: job_id.to_string(),
+            ..audit
+        });
+        let carries_audit = accept_audit.is_some();
         let job = UpdateJob {
             job_id: job_id.to_string(),
             chat_id: chat.into_string(),
@@ -142,6 +158,7 @@ impl Acceptor {
             idempotency_key: idempotency_key.unwrap_or_default(),
             owner_user: writer.user.clone(),
             acts_for_tenant: writer.acts_for_tenant,
+            accept_audit,
         };
         let published = self.publisher.publish(&job).await.map_err(|e| {
             refused(match e {
@@ -156,9 +173,18 @@ impl Acceptor {
         // The job is durable now. Registering it makes its status and the chat's
         // pending count visible at once; if memory-store is down, the worker
         // registers it when it runs, so the update is still accepted.
+        // A repeat JetStream recognised stored no message of its own: its row
+        // goes the audit sink's way, not with the registration.
+        let carried = job.accept_audit.as_ref().filter(|_| !published.duplicate);
         let repeated = match self
             .store
-            .record_accepted(&job, published.sequence, message_count, request_hash)
+            .record_accepted(
+                &job,
+                published.sequence,
+                message_count,
+                request_hash,
+                carried,
+            )
             .await
         {
             Ok(Registration::Recorded { earlier_acceptance }) => earlier_acceptance,
@@ -183,9 +209,14 @@ impl Acceptor {
                 ..Default::default()
             })
             .await;
+        let deduplicated = published.duplicate || repeated;
         Ok(Accepted {
             job_id,
-            deduplicated: published.duplicate || repeated,
+            deduplicated,
+            // memory-store stores the carried row of a message registered now
+            // (or, if the registration failed, at the job's begin); a repeat
+            // beyond the duplicate window was registered by an earlier message.
+            audited_with_job: carries_audit && !deduplicated,
         })
     }
 

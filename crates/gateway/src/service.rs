@@ -78,14 +78,21 @@ impl MemoryApi {
     ) -> Result<UpdateMemoryResponse, GatewayError> {
         let cmd = UpdateCommand::parse(req, &self.limits)?;
         facts.chat_id = cmd.chat_id.as_str().to_owned();
+        // The row an acceptance writes, sent along with its job.
+        let audit = self
+            .audit
+            .carries_with_job()
+            .then(|| row(ctx, Action::Update, tonic::Code::Ok, facts.clone()).entry());
         let update = Update {
             chat: cmd.chat_id.namespaced(&ctx.principal.tenant)?,
             messages: cmd.messages.into_iter().map(|m| m.0).collect(),
             idempotency_key: cmd.idempotency_key,
+            audit,
         };
         match self.accept.accept(&access(ctx), update).await {
             Ok(accepted) => {
                 facts.job_id = accepted.job_id.to_string();
+                facts.audited_with_job = accepted.audited_with_job;
                 Ok(UpdateMemoryResponse {
                     job_id: accepted.job_id.to_string(),
                     deduplicated: accepted.deduplicated,
@@ -228,17 +235,7 @@ impl MemoryApi {
                 (Err(status), code)
             }
         };
-        let recorded = self
-            .audit
-            .record(Row {
-                request_id: ctx.request_id,
-                tenant: ctx.principal.tenant.clone(),
-                user: ctx.principal.user.clone(),
-                action,
-                outcome,
-                facts,
-            })
-            .await;
+        let recorded = self.audit.record(row(ctx, action, outcome, facts)).await;
         match recorded {
             // A memory is never handed out unaudited (see `Action::answers_only_audited`).
             Err(e) if action.answers_only_audited() && outcome == tonic::Code::Ok => {
@@ -246,6 +243,18 @@ impl MemoryApi {
             }
             _ => answer,
         }
+    }
+}
+
+/// The audit row of a call.
+fn row(ctx: &CallContext, action: Action, outcome: tonic::Code, facts: Facts) -> Row {
+    Row {
+        request_id: ctx.request_id,
+        tenant: ctx.principal.tenant.clone(),
+        user: ctx.principal.user.clone(),
+        action,
+        outcome,
+        facts,
     }
 }
 

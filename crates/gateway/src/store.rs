@@ -76,7 +76,8 @@ impl Store {
     }
 
     /// Registers a job JetStream acknowledged at `stream_seq`, so its status
-    /// and its chat's pending count are visible at once.
+    /// and its chat's pending count are visible at once; memory-store stores
+    /// `audit` (the acceptance's row, carried in the job message) with it.
     ///
     /// # Errors
     /// The store's status as it came: a registration that failed does not fail
@@ -87,6 +88,7 @@ impl Store {
         stream_seq: u64,
         message_count: u32,
         request_hash: String,
+        audit: Option<&chat_memory_proto::v1::AuditEntry>,
     ) -> Result<Registration, tonic::Status> {
         let request = store_pb::RecordAcceptedRequest {
             job_id: job.job_id.clone(),
@@ -96,6 +98,7 @@ impl Store {
             idempotency_key: job.idempotency_key.clone(),
             accepted_at: job.accepted_at,
             request_hash,
+            audit: audit.cloned(),
         };
         let result = self.registrations.call(request).await?;
         Ok(if result.key_reused {

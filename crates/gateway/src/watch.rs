@@ -233,8 +233,8 @@ impl Watches {
                 outcome: end.code(),
                 facts: Facts {
                     chat_id: public_chat,
-                    job_id: String::new(),
                     detail: format!("versions_sent={sent} ended={}", end.reason()),
+                    ..Facts::default()
                 },
             };
             // A lost row is logged and counted by the sink.

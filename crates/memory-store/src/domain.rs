@@ -148,6 +148,9 @@ pub struct AcceptedJob {
     pub accepted_at: DateTime<Utc>,
     /// Digest of the request's messages (keyed updates only).
     pub request_hash: Option<String>,
+    /// The accepting call's audit row (carried in the job message), stored
+    /// with the registration unless the key was reused.
+    pub audit: Option<crate::audit::AuditRecord>,
 }
 
 /// A delivery of a job the worker is about to process.
@@ -164,6 +167,9 @@ pub struct Delivery {
     pub access: Option<Access>,
     /// An operator's replay of a dead-lettered job: a FAILED job may run again.
     pub replay: bool,
+    /// The accepting call's audit row from the job message: stored when the
+    /// job was never registered; a skip with one commits durably.
+    pub accept_audit: Option<crate::audit::AuditRecord>,
 }
 
 /// Why a job must not be applied.

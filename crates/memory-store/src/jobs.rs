@@ -46,11 +46,13 @@ pub async fn record_accepted(
     job: AcceptedJob,
 ) -> Result<Recorded, StoreError> {
     // One round trip: the function (migration m20261206_000001) runs the
-    // steps of the former transaction in order under the chat's lock.
+    // steps of the former transaction in order under the chat's lock; the
+    // acceptance's audit row joins its transaction (see [`WITH_AUDIT`]).
+    let audits = serde_json::Value::Array(job.audit.as_ref().map(audit_json).into_iter().collect());
     let row = db
         .query_one_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
-            "SELECT outcome, earlier FROM chat_memory_record_accepted($1, $2, $3, $4, $5, $6, $7)",
+            RECORD_ACCEPTED.as_str(),
             [
                 job.job_id.uuid().into(),
                 job.chat_id.as_str().into(),
@@ -59,6 +61,7 @@ pub async fn record_accepted(
                 job.idempotency_key.into(),
                 job.accepted_at.into(),
                 job.request_hash.into(),
+                audits.into(),
             ],
         ))
         .await?
@@ -98,6 +101,15 @@ pub async fn record_accepted_batch(
             };
         }
     }
+    let audits: Vec<serde_json::Value> = jobs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, job)| {
+            let mut row = audit_json(job.audit.as_ref()?);
+            row["idx"] = serde_json::json!(i + 1);
+            Some(row)
+        })
+        .collect();
     let batch: Vec<serde_json::Value> = jobs
         .into_iter()
         .map(|job| {
@@ -115,8 +127,11 @@ pub async fn record_accepted_batch(
     let rows = db
         .query_all_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
-            "SELECT idx, outcome, earlier FROM chat_memory_record_accepted_batch($1) ORDER BY idx",
-            [serde_json::Value::Array(batch).into()],
+            RECORD_ACCEPTED_BATCH.as_str(),
+            [
+                serde_json::Value::Array(batch).into(),
+                serde_json::Value::Array(audits).into(),
+            ],
         ))
         .await?;
     one_per_item(rows, n, "jobs", "chat_memory_record_accepted_batch")?
@@ -127,6 +142,64 @@ pub async fn record_accepted_batch(
             Ok(recorded(&outcome, earlier))
         })
         .collect()
+}
+
+/// The second part of a registration's statement: after `r` (the function's
+/// answers, one per job with its 1-based `idx`), the acceptances' audit rows
+/// (the last parameter: a JSON array of rows, each with the `idx` of its job)
+/// are inserted in the same transaction, except for a job whose key was reused
+/// with other messages: that call is refused, and the gateway audits the
+/// refusal. An id already stored (a retried registration) is skipped.
+///
+/// The commit stays relaxed (as the registration's): the row's durable copy is
+/// the job message it came in, which is acknowledged only after a durable
+/// commit that follows this one in the WAL (the job's commit, or a begin that
+/// skips it: `chat_memory_begin_jobs`, migration m20261206_000009).
+const WITH_AUDIT: &str = "a AS (INSERT INTO audit_log (audit_id, at, tenant, user_id, action, \
+     chat_id, job_id, outcome, request_id, trace_id, detail) \
+     SELECT x.audit_id, x.at, x.tenant, x.user_id, x.action, x.chat_id, x.job_id, x.outcome, \
+            x.request_id, x.trace_id, x.detail \
+       FROM jsonb_to_recordset($LAST) AS x(idx integer, audit_id uuid, at timestamptz, \
+            tenant text, user_id text, action text, chat_id text, job_id text, outcome text, \
+            request_id text, trace_id text, detail text) \
+       JOIN r ON r.idx = x.idx \
+      WHERE r.outcome = 'inserted' OR (r.outcome = 'known' AND NOT r.earlier) \
+     ON CONFLICT (audit_id, at) DO NOTHING)";
+
+/// RecordAccepted's statement: the audit rows are `$8`.
+static RECORD_ACCEPTED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH r AS (SELECT 1 AS idx, * FROM chat_memory_record_accepted($1, $2, $3, $4, $5, $6, $7)), \
+         {} SELECT outcome, earlier FROM r",
+        WITH_AUDIT.replace("$LAST", "$8")
+    )
+});
+
+/// RecordAcceptedBatch's statement: the audit rows are `$2`.
+static RECORD_ACCEPTED_BATCH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH r AS (SELECT * FROM chat_memory_record_accepted_batch($1)), \
+         {} SELECT idx, outcome, earlier FROM r ORDER BY idx",
+        WITH_AUDIT.replace("$LAST", "$2")
+    )
+});
+
+/// An audit row as the job functions and [`WITH_AUDIT`] read it.
+fn audit_json(row: &crate::audit::AuditRecord) -> serde_json::Value {
+    serde_json::json!({
+        "idx": 1,
+        "audit_id": row.audit_id,
+        "at": row.at.to_rfc3339(),
+        "tenant": row.tenant,
+        "user_id": row.user,
+        "action": row.action,
+        "chat_id": row.chat_id,
+        "job_id": row.job_id,
+        "outcome": row.outcome,
+        "request_id": row.request_id,
+        "trace_id": row.trace_id,
+        "detail": row.detail,
+    })
 }
 
 /// A job's outcome as `chat_memory_record_accepted` words it.
@@ -285,6 +358,7 @@ fn begin_jobs_json(chat_id: &ChatId, deliveries: &[Delivery]) -> serde_json::Val
                     "attempt": d.attempt,
                     "replay": d.replay,
                     "access": access,
+                    "audit": d.accept_audit.as_ref().map(audit_json),
                 })
             })
             .collect(),

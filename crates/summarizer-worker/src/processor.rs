@@ -522,6 +522,8 @@ fn begin_request(d: &Delivery, attempt: u32) -> BeginJobRequest {
         accepted_at: job.accepted_at,
         access: job_access(job),
         replay: d.replay,
+        // Stored by memory-store if the gateway's registration never was.
+        accept_audit: job.accept_audit.clone(),
     }
 }
 

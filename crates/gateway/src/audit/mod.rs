@@ -9,7 +9,11 @@
 //!   moves rows to memory-store in batches (one statement per batch), normally
 //!   within milliseconds. A row the outbox acknowledged survives the gateway
 //!   dying: any gateway replica relays it. A read costs one NATS round trip
-//!   instead of a Postgres commit and its WAL flush;
+//!   instead of a Postgres commit and its WAL flush. An accepted update's row
+//!   needs no message of its own: it goes out in the job message, whose
+//!   acknowledgement is the acceptance ([`Facts::audited_with_job`]), and
+//!   memory-store stores it with the job's registration, or when the job
+//!   begins if the registration never reached Postgres (docs/security.md);
 //! - `store`: memory-store commits it (group-committed with concurrent rows).
 //!
 //! Each point is the other's fallback. Only when both refuse is a row lost: it
@@ -91,6 +95,10 @@ pub struct Facts {
     pub chat_id: String,
     pub job_id: String,
     pub detail: String,
+    /// The call's row is already durable: it went out in the accepted job's
+    /// message (`UpdateJob.accept_audit`), which memory-store stores with the
+    /// job's registration or when the job begins.
+    pub audited_with_job: bool,
 }
 
 /// One row about to be written.
@@ -108,6 +116,23 @@ pub struct Row {
 const WATCH_END_NAMESPACE: Uuid = Uuid::from_u128(0x2f6b_0c1e_93d4_4a7b_8e55_c0a9_1d3e_7b42);
 
 impl Row {
+    /// The row as stored, timed now and carrying the current trace id.
+    pub fn entry(self) -> AuditEntry {
+        AuditEntry {
+            audit_id: self.audit_id().to_string(),
+            at: Some(to_timestamp(Utc::now())),
+            tenant: self.tenant,
+            user: self.user,
+            action: self.action.as_str().to_owned(),
+            chat_id: self.facts.chat_id,
+            job_id: self.facts.job_id,
+            outcome: code_name(self.outcome).to_owned(),
+            request_id: self.request_id.to_string(),
+            trace_id: service_kit::telemetry::propagation::current_trace_id(),
+            detail: self.facts.detail,
+        }
+    }
+
     /// The row's audit id: the request id, except for the second row of a
     /// watch stream, whose id is derived from it (so a retry is still one row).
     pub fn audit_id(&self) -> Uuid {
@@ -134,6 +159,8 @@ pub enum Recorded {
     Stored,
     /// The outbox holds it until a relay hands it to memory-store.
     Outboxed,
+    /// It went out in the accepted job's message ([`Facts::audited_with_job`]).
+    WithJob,
 }
 
 /// Where a row is made durable before the call answers (`[audit] durable_point`).
@@ -180,24 +207,25 @@ impl AuditSink {
         }
     }
 
+    /// Whether an accepted update's row goes out in its job message (the
+    /// default, `outbox`: the job's acknowledgement makes it durable as the
+    /// outbox's would); with `store` it must reach Postgres before the answer.
+    pub fn carries_with_job(&self) -> bool {
+        self.first == DurablePoint::Outbox
+    }
+
     /// Makes `row` durable at the configured point, else at the other one.
+    /// A row that went out with its accepted job ([`Facts::audited_with_job`])
+    /// is only counted.
     ///
     /// # Errors
     /// [`AuditError`] when both refused; the row is then logged and counted as lost.
     pub async fn record(&self, row: Row) -> Result<Recorded, AuditError> {
-        let entry = AuditEntry {
-            audit_id: row.audit_id().to_string(),
-            at: Some(to_timestamp(Utc::now())),
-            tenant: row.tenant,
-            user: row.user,
-            action: row.action.as_str().to_owned(),
-            chat_id: row.facts.chat_id,
-            job_id: row.facts.job_id,
-            outcome: code_name(row.outcome).to_owned(),
-            request_id: row.request_id.to_string(),
-            trace_id: service_kit::telemetry::propagation::current_trace_id(),
-            detail: row.facts.detail,
-        };
+        if row.facts.audited_with_job {
+            audit_row("with_job");
+            return Ok(Recorded::WithJob);
+        }
+        let entry = row.entry();
         let (store_error, outbox_error) = match self.first {
             DurablePoint::Outbox => {
                 let outbox_error = match self.to_outbox(&entry).await {

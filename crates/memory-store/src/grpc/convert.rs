@@ -54,7 +54,33 @@ pub fn accepted_job(r: pb::RecordAcceptedRequest) -> Result<AcceptedJob, StoreEr
         accepted_at: time_or_now(r.accepted_at.as_ref(), "accepted_at")?,
         idempotency_key: Some(r.idempotency_key).filter(|k| !k.is_empty()),
         request_hash: Some(r.request_hash).filter(|h| !h.is_empty()),
+        audit: carried_audit(r.audit, "audit")?,
     })
+}
+
+/// An acceptance's audit row carried with its job (`field` names it in an
+/// error): a valid `update` row, or none.
+fn carried_audit(
+    entry: Option<chat_memory_proto::v1::AuditEntry>,
+    field: &str,
+) -> Result<Option<AuditRecord>, StoreError> {
+    let Some(entry) = entry else { return Ok(None) };
+    let record = audit_record(pb::RecordAuditRequest { entry: Some(entry) })
+        .and_then(|record| {
+            if record.action == "update" {
+                record.validate().map(|()| record)
+            } else {
+                Err(StoreError::invalid("entry.action", "must be update"))
+            }
+        })
+        .map_err(|e| match e {
+            StoreError::InvalidArgument { field: f, reason } => StoreError::invalid(
+                format!("{field}.{}", f.trim_start_matches("entry.")),
+                reason,
+            ),
+            other => other,
+        })?;
+    Ok(Some(record))
 }
 
 /// Names a batch item's bad field by its place: `<list>[i].<field>`.
@@ -104,6 +130,7 @@ pub fn delivery(r: pb::BeginJobRequest) -> Result<Delivery, StoreError> {
         accepted_at: time_or_now(r.accepted_at.as_ref(), "accepted_at")?,
         access: Access::parse(r.access)?,
         replay: r.replay,
+        accept_audit: carried_audit(r.accept_audit, "accept_audit")?,
     })
 }
 

@@ -391,3 +391,192 @@ async fn a_batch_with_a_malformed_job_is_refused_whole_naming_its_place() {
         "the good job of the refused batch was not recorded either"
     );
 }
+
+/// An acceptance's audit row rides in its job message: memory-store stores it
+/// with the job's registration, or at the job's begin when the registration
+/// never reached Postgres; a retried registration or begin adds no second
+/// row, and a call that was not accepted with this message (a key reused, a
+/// repeat from another message) leaves it out: the gateway audits those.
+#[tokio::test]
+async fn an_acceptances_audit_row_is_stored_once_with_its_registration_or_at_its_begin() {
+    use chat_memory_proto::store::{BeginJobsRequest, QueryAuditRequest};
+    use chat_memory_proto::v1::AuditEntry;
+    let mut store = TestStore::start().await;
+    let row = |job: &str, chat: &str| AuditEntry {
+        audit_id: job_id(),
+        at: Some(prost_types::Timestamp {
+            seconds: 1_796_000_000,
+            nanos: 0,
+        }),
+        tenant: "t".into(),
+        user: "u".into(),
+        action: "update".into(),
+        chat_id: chat.into(),
+        job_id: job.into(),
+        outcome: "OK".into(),
+        request_id: job_id(),
+        ..Default::default()
+    };
+    let reader = store.client.clone();
+    let rows_of = |audit: &AuditEntry| {
+        let (mut client, id) = (reader.clone(), audit.audit_id.clone());
+        async move {
+            client
+                .query_audit(QueryAuditRequest {
+                    tenant: "t".into(),
+                    filter: Some(chat_memory_proto::v1::QueryAuditRequest {
+                        limit: 1000,
+                        ..Default::default()
+                    }),
+                })
+                .await
+                .expect("audit")
+                .into_inner()
+                .entries
+                .iter()
+                .filter(|e| e.audit_id == id)
+                .count()
+        }
+    };
+
+    // Registered: stored with the registration; a retried registration and
+    // the job's begin (which carries the same row) add nothing.
+    let registered = job_id();
+    let registered_row = row(&registered, "t/c");
+    let with_row = |req: RecordAcceptedRequest, audit: &AuditEntry| RecordAcceptedRequest {
+        audit: Some(audit.clone()),
+        ..req
+    };
+    for _ in 0..2 {
+        store
+            .client
+            .record_accepted(with_row(accepted(&registered, "t/c", 1), &registered_row))
+            .await
+            .expect("record");
+    }
+    assert_eq!(
+        rows_of(&registered_row).await,
+        1,
+        "stored with the registration"
+    );
+    let carried = |job: &str, chat: &str, seq: u64, audit: &AuditEntry| BeginJobRequest {
+        accept_audit: Some(audit.clone()),
+        ..begin(job, chat, seq)
+    };
+    store
+        .client
+        .begin_jobs(BeginJobsRequest {
+            chat_id: "t/c".into(),
+            jobs: vec![carried(&registered, "t/c", 1, &registered_row)],
+        })
+        .await
+        .expect("begin");
+    assert_eq!(
+        rows_of(&registered_row).await,
+        1,
+        "no second row at the begin"
+    );
+
+    // Never registered: stored when the job begins, once across redeliveries.
+    let unregistered = job_id();
+    let unregistered_row = row(&unregistered, "t/c");
+    assert_eq!(rows_of(&unregistered_row).await, 0);
+    for _ in 0..2 {
+        store
+            .client
+            .begin_jobs(BeginJobsRequest {
+                chat_id: "t/c".into(),
+                jobs: vec![carried(&unregistered, "t/c", 2, &unregistered_row)],
+            })
+            .await
+            .expect("begin");
+    }
+    assert_eq!(rows_of(&unregistered_row).await, 1, "stored at the begin");
+
+    // Never registered, and the chat was deleted after the acceptance: the job
+    // is skipped, its row is still stored.
+    store
+        .client
+        .delete_chat(DeleteChatRequest {
+            access: None,
+            chat_id: "t/gone".into(),
+            through_stream_seq: 9,
+        })
+        .await
+        .expect("delete");
+    let discarded = job_id();
+    let discarded_row = row(&discarded, "t/gone");
+    let begun = store
+        .client
+        .begin_job(carried(&discarded, "t/gone", 3, &discarded_row))
+        .await
+        .expect("begin")
+        .into_inner();
+    assert_eq!(begun.skip(), SkipReason::ChatDeleted, "{begun:?}");
+    assert_eq!(
+        rows_of(&discarded_row).await,
+        1,
+        "a skipped job's row is stored"
+    );
+
+    // A key reused with other messages: that call is refused (the gateway
+    // audits the refusal), so the OK row it carried is not stored.
+    let keyed = job_id();
+    let keyed_request = |hash: &str, audit: &AuditEntry| RecordAcceptedRequest {
+        idempotency_key: "turn-1".into(),
+        request_hash: hash.into(),
+        audit: Some(audit.clone()),
+        ..accepted(&keyed, "t/k", 1)
+    };
+    let first_row = row(&keyed, "t/k");
+    store
+        .client
+        .record_accepted(keyed_request("digest-a", &first_row))
+        .await
+        .expect("record");
+    let reused_row = row(&keyed, "t/k");
+    let reused = store
+        .client
+        .record_accepted(keyed_request("digest-b", &reused_row))
+        .await;
+    assert_eq!(
+        reused.map(|_| ()).expect_err("reused").code(),
+        Code::FailedPrecondition
+    );
+    // A repeat beyond the duplicate window (another message, same request):
+    // answered as a repeat; the gateway audits it, not this registration.
+    let repeat_row = row(&keyed, "t/k");
+    let repeat = store
+        .client
+        .record_accepted(RecordAcceptedRequest {
+            stream_seq: 5,
+            ..keyed_request("digest-a", &repeat_row)
+        })
+        .await
+        .expect("repeat")
+        .into_inner();
+    assert!(repeat.earlier_acceptance, "{repeat:?}");
+    assert_eq!(
+        (
+            rows_of(&first_row).await,
+            rows_of(&reused_row).await,
+            rows_of(&repeat_row).await
+        ),
+        (1, 0, 0)
+    );
+
+    // A carried row must be an `update` row, named by its field.
+    let bad = store
+        .client
+        .record_accepted(with_row(
+            accepted(&job_id(), "t/c", 7),
+            &AuditEntry {
+                action: "read".into(),
+                ..row("", "t/c")
+            },
+        ))
+        .await
+        .expect_err("not an update row");
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    assert!(bad.message().contains("audit.action"), "{bad:?}");
+}

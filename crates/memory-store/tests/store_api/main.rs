@@ -134,6 +134,7 @@ fn accepted(job: &str, chat: &str, seq: u64) -> RecordAcceptedRequest {
         idempotency_key: String::new(),
         accepted_at: None,
         request_hash: String::new(),
+        audit: None,
     }
 }
 
@@ -147,6 +148,7 @@ fn begin(job: &str, chat: &str, seq: u64) -> BeginJobRequest {
         message_count: 3,
         accepted_at: None,
         replay: false,
+        accept_audit: None,
     }
 }
 

@@ -8,7 +8,7 @@ use tonic::Code;
 use chat_memory_proto::v1::QueryAuditRequest;
 use test_support::auth::{self, Bearer};
 use test_support::processes::{ProcessOptions, ProcessStack};
-use test_support::requests::{delete, get, user_update};
+use test_support::requests::{delete, get, keyed, user_update};
 use test_support::stack::{gateway_client, succeeded};
 use test_support::{GatewayClient, StackOptions, TestStack, wait};
 
@@ -41,6 +41,18 @@ async fn every_call_leaves_exactly_one_audit_row_without_content() {
         .into_inner()
         .job_id;
     stack.wait_job_done(&job, JOB_TIMEOUT).await; // status calls, audited too
+    // A keyed update and its repeat (deduplicated by JetStream: no message of
+    // its own to carry its row): one row each.
+    let keyed_update = || {
+        keyed(
+            user_update("audited-keyed", "My deductible is $500."),
+            "turn-1",
+        )
+    };
+    let first = client.update_memory(keyed_update()).await.expect("keyed");
+    let repeat = client.update_memory(keyed_update()).await.expect("repeat");
+    assert!(repeat.get_ref().deduplicated, "{repeat:?}");
+    assert_eq!(first.get_ref().job_id, repeat.get_ref().job_id);
     client.get_memory(get("audited")).await.expect("read");
     client
         .delete_memory(delete("audited"))
@@ -70,7 +82,7 @@ async fn every_call_leaves_exactly_one_audit_row_without_content() {
             .filter(|r| r.action == action && r.outcome == outcome)
             .count()
     };
-    assert_eq!(count("update", "OK"), 1, "{rows:#?}");
+    assert_eq!(count("update", "OK"), 3, "{rows:#?}");
     assert_eq!(count("read", "OK"), 1, "{rows:#?}");
     assert_eq!(count("delete", "OK"), 1, "{rows:#?}");
     assert!(count("status", "OK") >= 1);
@@ -87,7 +99,7 @@ async fn every_call_leaves_exactly_one_audit_row_without_content() {
     }
     let update_row = rows
         .iter()
-        .find(|r| r.action == "update")
+        .find(|r| r.action == "update" && r.chat_id == "audited")
         .expect("update row");
     assert_eq!(
         (
