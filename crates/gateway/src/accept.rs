@@ -16,8 +16,9 @@
 //!    its chat's pending count are visible at once; the worker registers the
 //!    job if this fails. A key reused with other messages is refused here.
 //!    The call's audit row rides in the job message (made durable by the
-//!    same acknowledgement) and is stored with the registration, or by the
-//!    worker's begin if the registration never reached Postgres;
+//!    same acknowledgement) and is stored with the registration; if that
+//!    fails, the caller writes the same row through the audit sink (and the
+//!    worker's begin may store the message's copy: the same row, no second);
 //! 6. **deduplication**: a repeat JetStream recognised within its window, or
 //!    memory-store recognised after it, is answered `deduplicated`;
 //! 7. the acceptance is **announced** (a change event), which drops cached
@@ -76,8 +77,10 @@ pub struct Accepted {
     pub job_id: Uuid,
     /// A repeat of an update accepted before: no second job.
     pub deduplicated: bool,
-    /// The call's audit row went out in the stored job message (not for a
-    /// repeat: its message is the first acceptance's).
+    /// The call's audit row went out in the stored job message and memory-store
+    /// stored it with the registration (not for a repeat, whose message is the
+    /// first acceptance's, nor after a failed registration: the caller then
+    /// writes the same row through the audit sink).
     pub audited_with_job: bool,
 }
 
@@ -176,7 +179,7 @@ impl Acceptor {
         // A repeat JetStream recognised stored no message of its own: its row
         // goes the audit sink's way, not with the registration.
         let carried = job.accept_audit.as_ref().filter(|_| !published.duplicate);
-        let repeated = match self
+        let (repeated, registered) = match self
             .store
             .record_accepted(
                 &job,
@@ -187,7 +190,7 @@ impl Acceptor {
             )
             .await
         {
-            Ok(Registration::Recorded { earlier_acceptance }) => earlier_acceptance,
+            Ok(Registration::Recorded { earlier_acceptance }) => (earlier_acceptance, true),
             Ok(Registration::KeyReused) => {
                 return Err(refused(GatewayError::Invalid(FieldViolation {
                     field: "idempotency_key".to_owned(),
@@ -198,7 +201,7 @@ impl Acceptor {
             }
             Err(status) => {
                 tracing::warn!(job_id = %job.job_id, code = ?status.code(), "could not register accepted job; the worker will");
-                false
+                (false, false)
             }
         };
         // The chat's pending count changed: cached reads of it are dropped.
@@ -213,10 +216,13 @@ impl Acceptor {
         Ok(Accepted {
             job_id,
             deduplicated,
-            // memory-store stores the carried row of a message registered now
-            // (or, if the registration failed, at the job's begin); a repeat
-            // beyond the duplicate window was registered by an earlier message.
-            audited_with_job: carries_audit && !deduplicated,
+            // memory-store stored the carried row with this message's
+            // registration. Otherwise the caller writes the same row (same id
+            // and time) through the audit sink: a repeat beyond the duplicate
+            // window finds its job row there already, so BeginJobs would not
+            // store it; after a failed registration BeginJobs may store it
+            // too, and the second insert of the same row adds nothing.
+            audited_with_job: carries_audit && registered && !deduplicated,
         })
     }
 

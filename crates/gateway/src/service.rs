@@ -83,6 +83,7 @@ impl MemoryApi {
             .audit
             .carries_with_job()
             .then(|| row(ctx, Action::Update, tonic::Code::Ok, facts.clone()).entry());
+        facts.prepared.clone_from(&audit);
         let update = Update {
             chat: cmd.chat_id.namespaced(&ctx.principal.tenant)?,
             messages: cmd.messages.into_iter().map(|m| m.0).collect(),

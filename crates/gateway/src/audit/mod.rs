@@ -11,9 +11,10 @@
 //!   dying: any gateway replica relays it. A read costs one NATS round trip
 //!   instead of a Postgres commit and its WAL flush. An accepted update's row
 //!   needs no message of its own: it goes out in the job message, whose
-//!   acknowledgement is the acceptance ([`Facts::audited_with_job`]), and
-//!   memory-store stores it with the job's registration, or when the job
-//!   begins if the registration never reached Postgres (docs/security.md);
+//!   acknowledgement is the acceptance, and memory-store stores it with the
+//!   job's registration ([`Facts::audited_with_job`]); after a failed
+//!   registration the same row ([`Facts::prepared`]) goes the usual way too
+//!   (docs/security.md);
 //! - `store`: memory-store commits it (group-committed with concurrent rows).
 //!
 //! Each point is the other's fallback. Only when both refuse is a row lost: it
@@ -27,7 +28,7 @@
 pub mod batch;
 pub mod relay;
 
-use chrono::Utc;
+use chrono::{SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use tonic::Code;
 use uuid::Uuid;
@@ -95,10 +96,14 @@ pub struct Facts {
     pub chat_id: String,
     pub job_id: String,
     pub detail: String,
-    /// The call's row is already durable: it went out in the accepted job's
-    /// message (`UpdateJob.accept_audit`), which memory-store stores with the
-    /// job's registration or when the job begins.
+    /// The call's row is already stored: it went out in the accepted job's
+    /// message (`UpdateJob.accept_audit`) and memory-store stored it with the
+    /// job's registration.
     pub audited_with_job: bool,
+    /// The row prepared before the call's outcome was known (an update's, sent
+    /// with its job): written as it is if the call succeeds, so a second copy
+    /// stored from the job message is the same row (same id and time).
+    pub prepared: Option<AuditEntry>,
 }
 
 /// One row about to be written.
@@ -116,11 +121,13 @@ pub struct Row {
 const WATCH_END_NAMESPACE: Uuid = Uuid::from_u128(0x2f6b_0c1e_93d4_4a7b_8e55_c0a9_1d3e_7b42);
 
 impl Row {
-    /// The row as stored, timed now and carrying the current trace id.
+    /// The row as stored, timed now and carrying the current trace id. The
+    /// time has Postgres's precision (microseconds), so a copy of the row that
+    /// reaches it by another way (the job message, the outbox) is equal.
     pub fn entry(self) -> AuditEntry {
         AuditEntry {
             audit_id: self.audit_id().to_string(),
-            at: Some(to_timestamp(Utc::now())),
+            at: Some(to_timestamp(Utc::now().trunc_subsecs(6))),
             tenant: self.tenant,
             user: self.user,
             action: self.action.as_str().to_owned(),
@@ -159,7 +166,8 @@ pub enum Recorded {
     Stored,
     /// The outbox holds it until a relay hands it to memory-store.
     Outboxed,
-    /// It went out in the accepted job's message ([`Facts::audited_with_job`]).
+    /// memory-store stored it with the accepted job's registration
+    /// ([`Facts::audited_with_job`]).
     WithJob,
 }
 
@@ -225,7 +233,13 @@ impl AuditSink {
             audit_row("with_job");
             return Ok(Recorded::WithJob);
         }
-        let entry = row.entry();
+        let entry = match row.facts.prepared.clone() {
+            Some(prepared) if row.outcome == Code::Ok => AuditEntry {
+                job_id: row.facts.job_id,
+                ..prepared
+            },
+            _ => row.entry(),
+        };
         let (store_error, outbox_error) = match self.first {
             DurablePoint::Outbox => {
                 let outbox_error = match self.to_outbox(&entry).await {

@@ -130,6 +130,9 @@ async fn every_call_leaves_exactly_one_audit_row_without_content() {
 /// The double failure: memory-store is down (rows cannot be written) and then the
 /// gateway that answered the calls dies. The rows went to the JetStream audit
 /// outbox before the answers, so the restarted gateway relays each of them once.
+/// The update's row also travels in its job message (its registration failed)
+/// and reaches Postgres a second time when the worker begins the job: the same
+/// row, to the microsecond, so it is still one row.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn audit_rows_of_calls_made_while_memory_store_is_down_survive_a_gateway_crash() {
     let mut stack = ProcessStack::start(ProcessOptions::default()).await;
