@@ -101,8 +101,8 @@ pub struct Facts {
     /// job's registration.
     pub audited_with_job: bool,
     /// The row prepared before the call's outcome was known (an update's, sent
-    /// with its job): written as it is if the call succeeds, so a second copy
-    /// stored from the job message is the same row (same id and time).
+    /// with its job): the row written keeps its id and time (see
+    /// [`Row::entry`]), so a copy stored from the job message is the same row.
     pub prepared: Option<AuditEntry>,
 }
 
@@ -124,8 +124,15 @@ impl Row {
     /// The row as stored, timed now and carrying the current trace id. The
     /// time has Postgres's precision (microseconds), so a copy of the row that
     /// reaches it by another way (the job message, the outbox) is equal.
-    pub fn entry(self) -> AuditEntry {
-        AuditEntry {
+    ///
+    /// A row prepared earlier ([`Facts::prepared`], an update's, sent with its
+    /// job) keeps that row's id and time, with this row's outcome: a call has
+    /// one key in `audit_log` whichever copy is stored first. (A publish whose
+    /// acknowledgement was lost answers `UNAVAILABLE`, yet its message, and the
+    /// OK row in it, may have been stored: the first copy stored wins.)
+    pub fn entry(mut self) -> AuditEntry {
+        let prepared = self.facts.prepared.take();
+        let fresh = AuditEntry {
             audit_id: self.audit_id().to_string(),
             at: Some(to_timestamp(Utc::now().trunc_subsecs(6))),
             tenant: self.tenant,
@@ -137,6 +144,14 @@ impl Row {
             request_id: self.request_id.to_string(),
             trace_id: service_kit::telemetry::propagation::current_trace_id(),
             detail: self.facts.detail,
+        };
+        match prepared {
+            Some(prepared) => AuditEntry {
+                audit_id: prepared.audit_id,
+                at: prepared.at,
+                ..fresh
+            },
+            None => fresh,
         }
     }
 
@@ -233,13 +248,7 @@ impl AuditSink {
             audit_row("with_job");
             return Ok(Recorded::WithJob);
         }
-        let entry = match row.facts.prepared.clone() {
-            Some(prepared) if row.outcome == Code::Ok => AuditEntry {
-                job_id: row.facts.job_id,
-                ..prepared
-            },
-            _ => row.entry(),
-        };
+        let entry = row.entry();
         let (store_error, outbox_error) = match self.first {
             DurablePoint::Outbox => {
                 let outbox_error = match self.to_outbox(&entry).await {
@@ -301,6 +310,34 @@ impl AuditSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_prepared_row_keeps_its_id_and_time_and_takes_the_calls_outcome() {
+        let row = |outcome, prepared| Row {
+            request_id: Uuid::now_v7(),
+            tenant: "t".into(),
+            user: "u".into(),
+            action: Action::Update,
+            outcome,
+            facts: Facts {
+                chat_id: "c".into(),
+                job_id: "j".into(),
+                prepared,
+                ..Facts::default()
+            },
+        };
+        let prepared = row(Code::Ok, None).entry();
+        let refused = row(Code::Unavailable, Some(prepared.clone())).entry();
+        assert_eq!(
+            (&refused.audit_id, refused.at, refused.outcome.as_str()),
+            (&prepared.audit_id, prepared.at, "UNAVAILABLE"),
+            "one key per call, whichever copy is stored first"
+        );
+        let at = prepared.at.expect("a time");
+        assert_eq!(at.nanos % 1_000, 0, "microseconds, as Postgres keeps them");
+        let fresh = row(Code::Ok, None).entry();
+        assert_ne!(fresh.audit_id, prepared.audit_id);
+    }
 
     #[test]
     fn only_reads_and_watch_openings_are_refused_when_their_row_is_lost() {

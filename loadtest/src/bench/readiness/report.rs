@@ -126,7 +126,7 @@ pub(super) fn render(
 - **Alerts**: a real Prometheus scrapes every service each second and evaluates `monitoring/alerts.yml` each second. The injected fault kills memory-store while reads of chats the gateway has not cached keep arriving; `ChatMemoryApiErrorRate` (server errors above 5 % for 1 minute) must fire. Other alerts' faults are unit-tested with `promtool test rules monitoring/alerts.test.yml`.\n\
 - **Faults** beyond this run (worker, memory-store, gateway, NATS and Postgres kills, with 0 lost, twice or out of order): [docs/reliability.md](reliability.md). What is and is not tested: [docs/testing.md](testing.md).\n\n\
 ## Remaining issues\n\n\
-Every known debt, its impact and plan: [DEBT.md](../DEBT.md). The criteria failed above, and the open issues' targets missed (update-path CPU and accept latency at full load, read throughput against a bare unary call), are recorded there with the figures that show them."
+Every known debt, its impact and plan: [DEBT.md](../DEBT.md). The criteria failed above, and the open issues' targets missed (update-path CPU per update, read throughput against a bare unary call), are recorded there with the figures that show them."
     );
     out
 }
