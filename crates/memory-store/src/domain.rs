@@ -149,7 +149,8 @@ pub struct AcceptedJob {
     /// Digest of the request's messages (keyed updates only).
     pub request_hash: Option<String>,
     /// The accepting call's audit row (carried in the job message), stored
-    /// with the registration unless the key was reused.
+    /// with a registration that records this job now (not for a repeat or a
+    /// reused key: the gateway audits those itself).
     pub audit: Option<crate::audit::AuditRecord>,
 }
 
@@ -168,7 +169,7 @@ pub struct Delivery {
     /// An operator's replay of a dead-lettered job: a FAILED job may run again.
     pub replay: bool,
     /// The accepting call's audit row from the job message: stored when the
-    /// job was never registered; a skip with one commits durably.
+    /// job was never registered (durably if the job is then skipped as deleted).
     pub accept_audit: Option<crate::audit::AuditRecord>,
 }
 

@@ -47,13 +47,14 @@ pub async fn record_accepted(
 ) -> Result<Recorded, StoreError> {
     // One round trip: the function (migration m20261206_000001) runs the
     // steps of the former transaction in order under the chat's lock; the
-    // acceptance's audit row joins its transaction (see [`WITH_AUDIT`]).
-    let audits = serde_json::Value::Array(job.audit.as_ref().map(audit_json).into_iter().collect());
+    // acceptance's audit row joins its transaction (see `with_audit!`).
+    let audits = indexed_audits(std::slice::from_ref(&job));
     let row = db
         .query_one_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
-            RECORD_ACCEPTED.as_str(),
+            RECORD_ACCEPTED,
             [
+                audits.into(),
                 job.job_id.uuid().into(),
                 job.chat_id.as_str().into(),
                 job.stream_seq.get().into(),
@@ -61,7 +62,6 @@ pub async fn record_accepted(
                 job.idempotency_key.into(),
                 job.accepted_at.into(),
                 job.request_hash.into(),
-                audits.into(),
             ],
         ))
         .await?
@@ -83,13 +83,12 @@ pub async fn record_accepted(
 /// Database errors, for the whole batch.
 pub async fn record_accepted_batch(
     db: &DatabaseConnection,
-    jobs: Vec<AcceptedJob>,
+    mut jobs: Vec<AcceptedJob>,
 ) -> Result<Vec<Result<Recorded, StoreError>>, StoreError> {
     let n = jobs.len();
     if n == 0 {
         return Ok(Vec::new());
     }
-    let mut jobs = jobs;
     if n == 1 {
         // A lone job takes the single function: the batch function's set-up
         // (its JSON, lock ordering and result set) cost as much as the job.
@@ -101,15 +100,7 @@ pub async fn record_accepted_batch(
             };
         }
     }
-    let audits: Vec<serde_json::Value> = jobs
-        .iter()
-        .enumerate()
-        .filter_map(|(i, job)| {
-            let mut row = audit_json(job.audit.as_ref()?);
-            row["idx"] = serde_json::json!(i + 1);
-            Some(row)
-        })
-        .collect();
+    let audits = indexed_audits(&jobs);
     let batch: Vec<serde_json::Value> = jobs
         .into_iter()
         .map(|job| {
@@ -127,11 +118,8 @@ pub async fn record_accepted_batch(
     let rows = db
         .query_all_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
-            RECORD_ACCEPTED_BATCH.as_str(),
-            [
-                serde_json::Value::Array(batch).into(),
-                serde_json::Value::Array(audits).into(),
-            ],
+            RECORD_ACCEPTED_BATCH,
+            [audits.into(), serde_json::Value::Array(batch).into()],
         ))
         .await?;
     one_per_item(rows, n, "jobs", "chat_memory_record_accepted_batch")?
@@ -146,48 +134,61 @@ pub async fn record_accepted_batch(
 
 /// The second part of a registration's statement: after `r` (the function's
 /// answers, one per job with its 1-based `idx`), the acceptances' audit rows
-/// (the last parameter: a JSON array of rows, each with the `idx` of its job)
-/// are inserted in the same transaction, except for a job whose key was reused
-/// with other messages: that call is refused, and the gateway audits the
-/// refusal. An id already stored (a retried registration) is skipped.
+/// (`$1`: a JSON array of rows, each with the `idx` of its job,
+/// [`indexed_audits`]) are inserted in the same transaction for the jobs this
+/// call registered: inserted now, or this very message registered first by the
+/// worker. A repeat from another message and a reused key are left to the
+/// gateway, which audits them itself. A row already stored is skipped.
 ///
 /// The commit stays relaxed (as the registration's): the row's durable copy is
 /// the job message it came in, which is acknowledged only after a durable
-/// commit that follows this one in the WAL (the job's commit, or a begin that
-/// skips it: `chat_memory_begin_jobs`, migration m20261206_000009).
-const WITH_AUDIT: &str = "a AS (INSERT INTO audit_log (audit_id, at, tenant, user_id, action, \
-     chat_id, job_id, outcome, request_id, trace_id, detail) \
-     SELECT x.audit_id, x.at, x.tenant, x.user_id, x.action, x.chat_id, x.job_id, x.outcome, \
-            x.request_id, x.trace_id, x.detail \
-       FROM jsonb_to_recordset($LAST) AS x(idx integer, audit_id uuid, at timestamptz, \
-            tenant text, user_id text, action text, chat_id text, job_id text, outcome text, \
-            request_id text, trace_id text, detail text) \
-       JOIN r ON r.idx = x.idx \
-      WHERE r.outcome = 'inserted' OR (r.outcome = 'known' AND NOT r.earlier) \
-     ON CONFLICT (audit_id, at) DO NOTHING)";
+/// commit that follows this one in the WAL (the job's commit, or a failure
+/// written durably).
+macro_rules! with_audit {
+    () => {
+        "a AS (INSERT INTO audit_log (audit_id, at, tenant, user_id, action, chat_id, job_id, \
+         outcome, request_id, trace_id, detail) \
+         SELECT x.audit_id, x.at, x.tenant, x.user_id, x.action, x.chat_id, x.job_id, x.outcome, \
+                x.request_id, x.trace_id, x.detail \
+           FROM jsonb_to_recordset($1) AS x(idx integer, audit_id uuid, at timestamptz, \
+                tenant text, user_id text, action text, chat_id text, job_id text, outcome text, \
+                request_id text, trace_id text, detail text) \
+           JOIN r ON r.idx = x.idx \
+          WHERE r.outcome = 'inserted' OR (r.outcome = 'known' AND NOT r.earlier) \
+         ON CONFLICT (audit_id, at) DO NOTHING)"
+    };
+}
 
-/// RecordAccepted's statement: the audit rows are `$8`.
-static RECORD_ACCEPTED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    format!(
-        "WITH r AS (SELECT 1 AS idx, * FROM chat_memory_record_accepted($1, $2, $3, $4, $5, $6, $7)), \
-         {} SELECT outcome, earlier FROM r",
-        WITH_AUDIT.replace("$LAST", "$8")
-    )
-});
+/// RecordAccepted's statement (the audit rows are `$1`).
+const RECORD_ACCEPTED: &str = concat!(
+    "WITH r AS (SELECT 1 AS idx, * FROM chat_memory_record_accepted($2, $3, $4, $5, $6, $7, $8)), ",
+    with_audit!(),
+    " SELECT outcome, earlier FROM r"
+);
 
-/// RecordAcceptedBatch's statement: the audit rows are `$2`.
-static RECORD_ACCEPTED_BATCH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    format!(
-        "WITH r AS (SELECT * FROM chat_memory_record_accepted_batch($1)), \
-         {} SELECT idx, outcome, earlier FROM r ORDER BY idx",
-        WITH_AUDIT.replace("$LAST", "$2")
-    )
-});
+/// RecordAcceptedBatch's statement (the audit rows are `$1`).
+const RECORD_ACCEPTED_BATCH: &str = concat!(
+    "WITH r AS (SELECT * FROM chat_memory_record_accepted_batch($2)), ",
+    with_audit!(),
+    " SELECT idx, outcome, earlier FROM r ORDER BY idx"
+);
 
-/// An audit row as the job functions and [`WITH_AUDIT`] read it.
+/// The carried audit rows of `jobs` as `with_audit!` reads them: each with
+/// the 1-based place of its job.
+fn indexed_audits(jobs: &[AcceptedJob]) -> serde_json::Value {
+    jobs.iter()
+        .enumerate()
+        .filter_map(|(i, job)| {
+            let mut row = audit_json(job.audit.as_ref()?);
+            row["idx"] = serde_json::json!(i + 1);
+            Some(row)
+        })
+        .collect()
+}
+
+/// An audit row as `chat_memory_begin_jobs` and `with_audit!` read it.
 fn audit_json(row: &crate::audit::AuditRecord) -> serde_json::Value {
     serde_json::json!({
-        "idx": 1,
         "audit_id": row.audit_id,
         "at": row.at.to_rfc3339(),
         "tenant": row.tenant,
@@ -288,13 +289,12 @@ pub async fn begin_jobs(
 /// The database's errors, for the whole batch.
 pub async fn begin_jobs_batch(
     db: &DatabaseConnection,
-    chats: Vec<(ChatId, Vec<Delivery>)>,
+    mut chats: Vec<(ChatId, Vec<Delivery>)>,
 ) -> Result<Vec<Result<Begun, StoreError>>, StoreError> {
     let n = chats.len();
     if n == 0 {
         return Ok(Vec::new());
     }
-    let mut chats = chats;
     if n == 1 {
         // A lone chat takes the single function (see `record_accepted_batch`).
         if let Some((chat_id, deliveries)) = chats.pop() {

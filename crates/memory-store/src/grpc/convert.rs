@@ -65,22 +65,33 @@ fn carried_audit(
     field: &str,
 ) -> Result<Option<AuditRecord>, StoreError> {
     let Some(entry) = entry else { return Ok(None) };
-    let record = audit_record(pb::RecordAuditRequest { entry: Some(entry) })
+    valid_entry(entry)
         .and_then(|record| {
             if record.action == "update" {
-                record.validate().map(|()| record)
+                Ok(record)
             } else {
                 Err(StoreError::invalid("entry.action", "must be update"))
             }
         })
-        .map_err(|e| match e {
-            StoreError::InvalidArgument { field: f, reason } => StoreError::invalid(
-                format!("{field}.{}", f.trim_start_matches("entry.")),
-                reason,
-            ),
-            other => other,
-        })?;
-    Ok(Some(record))
+        .map(Some)
+        .map_err(entry_named(field.to_owned()))
+}
+
+/// An audit entry as a checked record (its errors name `entry.<field>`).
+fn valid_entry(entry: chat_memory_proto::v1::AuditEntry) -> Result<AuditRecord, StoreError> {
+    audit_record(pb::RecordAuditRequest { entry: Some(entry) })
+        .and_then(|record| record.validate().map(|()| record))
+}
+
+/// Names an entry's bad field where the entry sits: `<place>.<field>`.
+fn entry_named(place: String) -> impl Fn(StoreError) -> StoreError {
+    move |e| match e {
+        StoreError::InvalidArgument { field, reason } => StoreError::invalid(
+            format!("{place}.{}", field.trim_start_matches("entry.")),
+            reason,
+        ),
+        other => other,
+    }
 }
 
 /// Names a batch item's bad field by its place: `<list>[i].<field>`.
@@ -432,17 +443,7 @@ pub fn audit_records(r: pb::RecordAuditsRequest) -> Result<Vec<AuditRecord>, Sto
     r.entries
         .into_iter()
         .enumerate()
-        .map(|(i, entry)| {
-            let record = audit_record(pb::RecordAuditRequest { entry: Some(entry) })
-                .and_then(|record| record.validate().map(|()| record));
-            record.map_err(|e| match e {
-                StoreError::InvalidArgument { field, reason } => StoreError::invalid(
-                    format!("entries[{i}].{}", field.trim_start_matches("entry.")),
-                    reason,
-                ),
-                other => other,
-            })
-        })
+        .map(|(i, entry)| valid_entry(entry).map_err(entry_named(format!("entries[{i}]"))))
         .collect()
 }
 
