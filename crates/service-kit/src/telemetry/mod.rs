@@ -26,6 +26,8 @@ use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use serde::{Deserialize, Serialize};
+use tracing_subscriber::filter::FilterExt as _;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
 
 /// Telemetry settings, the `[telemetry]` section of every service.
@@ -151,26 +153,14 @@ pub fn init(service_name: &'static str, settings: &TelemetrySettings) -> Telemet
     opentelemetry::global::set_tracer_provider(tracer_provider.clone());
     opentelemetry::global::set_meter_provider(meter_provider.clone());
 
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&settings.log_filter))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let otel_filter = tracing_subscriber::filter::filter_fn(|meta| {
-        !NOISY_TARGETS.iter().any(|t| meta.target().starts_with(t))
-    });
-    let otel_layer = tracing_opentelemetry::layer()
-        .with_tracer(tracer_provider.tracer(service_name))
-        .with_filter(otel_filter);
-    let fmt_layer = match settings.log_format {
-        LogFormat::Json => tracing_subscriber::fmt::layer()
-            .event_format(json_log::JsonWithTrace::new(service_name))
-            .boxed(),
-        LogFormat::Pretty => tracing_subscriber::fmt::layer().boxed(),
-    };
-    let installed = tracing_subscriber::registry()
-        .with(filter)
-        .with(otel_layer)
-        .with(fmt_layer)
-        .try_init();
+    let directives = log_directives(settings);
+    let installed = subscriber(
+        service_name,
+        &directives,
+        settings.log_format,
+        &tracer_provider,
+    )
+    .try_init();
     if installed.is_ok() {
         tracing::info!(otlp = otlp_endpoint.is_some(), "telemetry initialised");
     }
@@ -206,6 +196,49 @@ pub async fn start(
     Ok(guard)
 }
 
+/// Logs (`fmt`) and traces (OpenTelemetry), each layer with its own filter.
+///
+/// Every filter decides once per callsite (`Interest::always` or `never`), so
+/// a disabled event of h2 or hyper costs one load on the hot path. A global
+/// filter layer under per-layer filters (the earlier shape) or a closure
+/// filter (`filter_fn`) makes such a callsite `sometimes`, asked again at
+/// every event: about 5 % of the gateway's CPU in a read profile, 7 % of the
+/// services' CPU per update (docs/benchmarks.md, eighth session).
+fn subscriber(
+    service_name: &'static str,
+    directives: &str,
+    format: LogFormat,
+    tracer_provider: &SdkTracerProvider,
+) -> impl tracing::Subscriber + Send + Sync + 'static {
+    let otel_filter = NOISY_TARGETS.iter().fold(
+        Targets::new().with_default(LevelFilter::TRACE),
+        |targets, noisy| targets.with_target(*noisy, LevelFilter::OFF),
+    );
+    let otel_layer = tracing_opentelemetry::layer()
+        .with_tracer(tracer_provider.tracer(service_name))
+        .with_filter(EnvFilter::new(directives).and(otel_filter));
+    let fmt_layer = match format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .event_format(json_log::JsonWithTrace::new(service_name))
+            .boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer().boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(otel_layer)
+        .with(fmt_layer.with_filter(EnvFilter::new(directives)))
+}
+
+/// The log filter's directives: `RUST_LOG` when set and valid, else
+/// `telemetry.log_filter` when valid, else `info`.
+fn log_directives(settings: &TelemetrySettings) -> String {
+    let valid = |d: &str| EnvFilter::try_new(d).is_ok();
+    match std::env::var(EnvFilter::DEFAULT_ENV) {
+        Ok(env) if valid(&env) => env,
+        _ if valid(&settings.log_filter) => settings.log_filter.clone(),
+        _ => "info".to_owned(),
+    }
+}
+
 type Exporters = (
     opentelemetry_otlp::SpanExporter,
     opentelemetry_otlp::MetricExporter,
@@ -224,4 +257,62 @@ fn otlp_exporters(endpoint: &str) -> Result<Exporters, opentelemetry_otlp::Expor
         .with_timeout(Duration::from_secs(5))
         .build()?;
     Ok((spans, metrics))
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing::callsite::{Callsite, Identifier};
+    use tracing::field::FieldSet;
+    use tracing::metadata::Kind;
+    use tracing::subscriber::Interest;
+    use tracing::{Level, Metadata};
+
+    use super::*;
+
+    /// A callsite of the given target and level (what `tracing::event!` makes).
+    macro_rules! callsite {
+        ($name:ident, $target:expr, $level:expr) => {
+            struct $name;
+            impl Callsite for $name {
+                fn set_interest(&self, _: Interest) {}
+                fn metadata(&self) -> &Metadata<'_> {
+                    static META: Metadata<'static> = Metadata::new(
+                        stringify!($name),
+                        $target,
+                        $level,
+                        None,
+                        None,
+                        None,
+                        FieldSet::new(&[], Identifier(&$name)),
+                        Kind::EVENT,
+                    );
+                    &META
+                }
+            }
+        };
+    }
+    callsite!(H2Debug, "h2::codec", Level::DEBUG);
+    callsite!(OwnDebug, "gateway::reads", Level::DEBUG);
+    callsite!(OwnInfo, "gateway::reads", Level::INFO);
+
+    #[test]
+    fn every_callsite_is_decided_once_never_asked_again_at_each_event() {
+        let provider = SdkTracerProvider::builder().build();
+        let dispatch =
+            tracing::Dispatch::new(subscriber("test", "info", LogFormat::Json, &provider));
+        let interest = |callsite: &'static dyn Callsite| {
+            let interest = dispatch.register_callsite(callsite.metadata());
+            if interest.is_always() {
+                "always"
+            } else if interest.is_never() {
+                "never"
+            } else {
+                "sometimes"
+            }
+        };
+        // `sometimes` would mean every h2 frame's disabled event runs the filters.
+        assert_eq!(interest(&H2Debug), "never", "a transport's debug event");
+        assert_eq!(interest(&OwnDebug), "never", "below the log level");
+        assert_eq!(interest(&OwnInfo), "always", "the service's own event");
+    }
 }
