@@ -81,6 +81,43 @@ pub fn bin_dir() -> PathBuf {
 /// child's bind ("Address already in use"); these are never handed out that way.
 const CHILD_PORTS: std::ops::Range<u16> = 20_000..32_000;
 
+/// Starts of one service on fresh ports after losing a port race ([`ProcessStack::spawn`]).
+const PORT_RACE_RETRIES: usize = 3;
+
+/// Longest one health probe of a starting service may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Waits until the child at `addr` is SERVING; its exit status if it exits first.
+///
+/// # Panics
+/// After 30 s.
+async fn serving_or_exit(
+    child: &mut Child,
+    addr: SocketAddr,
+    name: &str,
+) -> Result<(), std::process::ExitStatus> {
+    crate::wait::until(
+        &format!("{name} at {addr} to be SERVING"),
+        Duration::from_secs(30),
+        || {
+            let exited = child.try_wait().ok().flatten();
+            async move {
+                match exited {
+                    Some(status) => Some(Err(status)),
+                    // Bounded: a port held by a process that never answers
+                    // would otherwise keep this probe waiting.
+                    None => tokio::time::timeout(PROBE_TIMEOUT, crate::stack::is_serving(addr))
+                        .await
+                        .ok()
+                        .flatten()
+                        .map(Ok),
+                }
+            }
+        },
+    )
+    .await
+}
+
 /// A free local address for a child process to bind (see [`CHILD_PORTS`]).
 ///
 /// # Panics
@@ -249,11 +286,49 @@ impl ProcessStack {
     }
 
     /// Starts (or restarts) one service and waits until it is SERVING.
+    ///
+    /// A port probed free can be taken by another test's process before the
+    /// child binds it: a child that exits with "Address already in use" is
+    /// started again on fresh ports (every other service's settings follow).
+    ///
+    /// # Panics
+    /// When the service exits for another reason, or is not SERVING in 30 s.
     pub async fn spawn(&mut self, name: &'static str) {
-        let ports = self.ports[name];
-        let child = self.start_process(name, ports, &format!("{name}.log"));
-        self.children.insert(name, child);
-        crate::stack::wait_serving(ports.grpc, name).await;
+        let log = format!("{name}.log");
+        for attempt in 1..=PORT_RACE_RETRIES {
+            let ports = self.ports[name];
+            let mut child = self.start_process(name, ports, &log);
+            match serving_or_exit(&mut child, ports.grpc, name).await {
+                Ok(()) => {
+                    self.children.insert(name, child);
+                    return;
+                }
+                Err(status) => {
+                    let said = std::fs::read_to_string(self.log_dir.join(&log)).unwrap_or_default();
+                    assert!(
+                        said.contains("Address already in use") && attempt < PORT_RACE_RETRIES,
+                        "{name} exited with {status} before SERVING (log: {})",
+                        self.log_dir.display()
+                    );
+                    self.move_ports(name);
+                }
+            }
+        }
+    }
+
+    /// Gives `name` fresh ports; every setting that named the old ones follows.
+    fn move_ports(&mut self, name: &'static str) {
+        let old = self.ports[name];
+        let new = Ports {
+            grpc: free_addr(),
+            metrics: free_addr(),
+        };
+        for value in self.env.values_mut().flatten().map(|(_, v)| v) {
+            *value = value
+                .replace(&old.grpc.to_string(), &new.grpc.to_string())
+                .replace(&old.metrics.to_string(), &new.metrics.to_string());
+        }
+        self.ports.insert(name, new);
     }
 
     /// Starts one more process of `name` (another worker) with the same

@@ -546,6 +546,11 @@ pub async fn wait_serving(addr: SocketAddr, what: &str) {
     .await;
 }
 
+/// `Some(())` when the service at `addr` answers its health check SERVING.
+pub async fn is_serving(addr: SocketAddr) -> Option<()> {
+    serving(try_channel(addr).await?).await
+}
+
 /// [`wait_serving`] over TLS, presenting the PKI's client certificate.
 ///
 /// # Panics

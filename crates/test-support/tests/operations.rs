@@ -348,3 +348,29 @@ async fn the_service_token_rotates_in_three_rolling_steps_without_a_refused_call
     }
     stack.shutdown().await;
 }
+
+/// A port probed free can be taken by another process before the service
+/// binds it (tests run side by side): the harness starts the service again on
+/// fresh ports, and the settings of every service follow, instead of waiting
+/// 30 s for a process that already exited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_service_whose_port_was_taken_meanwhile_starts_again_on_fresh_ports() {
+    let mut stack = ProcessStack::start(ProcessOptions::default()).await;
+    stack.terminate("gateway").await;
+    let taken = stack.ports["gateway"];
+    let _grpc = std::net::TcpListener::bind(taken.grpc).expect("hold the gRPC port");
+    let _metrics = std::net::TcpListener::bind(taken.metrics).expect("hold the metrics port");
+
+    stack.spawn("gateway").await;
+
+    let moved = stack.ports["gateway"];
+    assert_ne!(moved.grpc, taken.grpc, "the gateway listens elsewhere now");
+    assert_ne!(moved.metrics, taken.metrics);
+    let mut client = client_with(
+        &stack,
+        &auth::mint(auth::TENANT, auth::USER, &["memory:read"]),
+    )
+    .await;
+    assert_eq!(read_code(&mut client).await, tonic::Code::NotFound);
+    stack.shutdown().await;
+}
