@@ -163,6 +163,7 @@ def test_the_rate_limit_is_raised_with_the_servers_delay_and_retried_after_it(
             break
     assert limited is not None, "the per-user budget was never exhausted"
     assert isinstance(limited, RateLimited)
+    assert limited.reason == "RATE_LIMITED"  # google.rpc.ErrorInfo, domain chatmemory
     interval = 60.0 / rate_limit_per_minute
     assert limited.retry_after is not None
     assert 0 < limited.retry_after <= interval + 0.05  # RetryInfo's exact delay

@@ -104,7 +104,7 @@ impl Gate {
         match limited {
             Some(retry_after) => {
                 tracing::warn!(peer = ?peer, reason = %error, "failed authentications over the per-address limit");
-                Denial::new(None, GatewayError::RateLimited { retry_after })
+                Denial::new(None, GatewayError::AuthFailuresLimited { retry_after })
             }
             None => Denial::new(None, GatewayError::Unauthenticated(error)),
         }

@@ -400,11 +400,15 @@ impl StreamTask {
     fn end(&mut self, end: End) -> End {
         let last = self.queued;
         let status = match end {
-            End::TooSlow => Status::resource_exhausted(format!(
-                "watch stream closed: the client fell {} events behind; \
-                 reconnect with from_version={last}",
-                self.tx.max_capacity() - 1
-            )),
+            End::TooSlow => crate::error::exhausted(
+                crate::error::Reason::WatchClientTooSlow,
+                &format!(
+                    "watch stream closed: the client fell {} events behind; \
+                     reconnect with from_version={last}",
+                    self.tx.max_capacity() - 1
+                ),
+                None,
+            ),
             End::StoreFailed => Status::unavailable(format!(
                 "watch stream closed: memory-store unavailable; reconnect with from_version={last}"
             )),
@@ -546,6 +550,8 @@ mod tests {
             .expect("final status")
             .expect_err("an error");
         assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        let reason = tonic_types::StatusExt::get_details_error_info(&status).map(|i| i.reason);
+        assert_eq!(reason.as_deref(), Some("WATCH_CLIENT_TOO_SLOW"));
         assert!(
             status.message().contains("from_version=2"),
             "{}",

@@ -68,6 +68,9 @@ pub struct ToolErrorBody {
     /// For `RESOURCE_EXHAUSTED` (rate limit, backpressure): seconds to wait
     /// before retrying.
     pub retry_after_secs: Option<u64>,
+    /// For `RESOURCE_EXHAUSTED`: why, machine-readable (the gateway's
+    /// `google.rpc.ErrorInfo` reason, e.g. `RATE_LIMITED`, `CHAT_BACKLOGGED`).
+    pub reason: Option<String>,
 }
 
 /// One invalid field, as in `google.rpc.BadRequest`.
@@ -92,6 +95,7 @@ impl ToolError {
                     description: reason.clone(),
                 }],
                 retry_after_secs: None,
+                reason: None,
             },
             Self::NoCallerToken => {
                 tracing::error!("a tool ran without the caller's token");
@@ -130,6 +134,7 @@ fn plain(code: Code, message: &str) -> ToolErrorBody {
         message: message.to_owned(),
         field_violations: Vec::new(),
         retry_after_secs: None,
+        reason: None,
     }
 }
 
@@ -172,6 +177,10 @@ fn gateway_body(status: &Status) -> ToolErrorBody {
         message: status.message().to_owned(),
         field_violations,
         retry_after_secs: retry_after_secs(status),
+        reason: status
+            .get_details_error_info()
+            .filter(|info| info.domain == "chatmemory")
+            .map(|info| info.reason),
     }
 }
 
@@ -260,6 +269,33 @@ mod tests {
         assert_eq!(
             ToolError::Gateway(with_details).body().retry_after_secs,
             Some(2)
+        );
+    }
+
+    #[test]
+    fn a_refusal_carries_the_gateways_reason() {
+        let mut details = ErrorDetails::with_retry_info(Some(Duration::from_secs(1)));
+        details.set_error_info(
+            "CHAT_BACKLOGGED",
+            "chatmemory",
+            std::collections::HashMap::<String, String>::new(),
+        );
+        let status = Status::with_error_details(Code::ResourceExhausted, "backlogged", details);
+        let body = ToolError::Gateway(status).body();
+        assert_eq!(body.reason.as_deref(), Some("CHAT_BACKLOGGED"));
+        assert_eq!(body.retry_after_secs, Some(1));
+
+        let mut foreign = ErrorDetails::new();
+        foreign.set_error_info(
+            "QUOTA",
+            "example.com",
+            std::collections::HashMap::<String, String>::new(),
+        );
+        let status = Status::with_error_details(Code::ResourceExhausted, "quota", foreign);
+        assert_eq!(
+            ToolError::Gateway(status).body().reason,
+            None,
+            "another domain's reason"
         );
     }
 

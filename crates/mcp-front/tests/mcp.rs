@@ -584,6 +584,7 @@ async fn calls_through_mcp_are_audited_and_rate_limited_as_the_caller() {
         limited["retry_after_secs"].as_u64().is_some_and(|s| s >= 1),
         "{limited}"
     );
+    assert_eq!(limited["reason"], "RATE_LIMITED", "{limited}");
 
     // Another user of the same tenant has a budget of their own. The rows
     // reach audit_log once the outbox is relayed.

@@ -333,6 +333,8 @@ async fn a_backlogged_chat_refuses_updates_with_a_retry_hint_while_reads_keep_wo
         .unwrap_or_else(|| panic!("no RetryInfo: {refused:?}"));
     assert_eq!(retry, Duration::from_secs(5));
     assert!(refused.metadata().get("retry-after").is_some());
+    let reason = refused.get_details_error_info().map(|i| i.reason);
+    assert_eq!(reason.as_deref(), Some("UPDATES_BACKLOGGED"));
     let memory = client
         .get_memory(get("chat-bp"))
         .await

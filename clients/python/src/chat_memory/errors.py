@@ -6,10 +6,12 @@ The gateway (``crates/gateway/src/error.rs``) sends, besides the code and messag
   (``chat_id``, ``messages[3].content``, ``idempotency_key``, ...), in
   ``grpc-status-details-bin``. (A too-large job is INVALID_ARGUMENT without it:
   the message then starts with the field name.)
-- ``RESOURCE_EXHAUSTED`` for the rate limit and for backpressure: a
-  ``google.rpc.RetryInfo`` detail with the exact delay, and ``retry-after``
-  metadata in whole seconds. A full queue, and too many failed authentications,
-  come without either.
+- ``RESOURCE_EXHAUSTED``: a ``google.rpc.ErrorInfo`` detail whose ``reason``
+  says why (``RATE_LIMITED``, ``AUTH_FAILURES_LIMITED``, ``UPDATES_BACKLOGGED``,
+  ``CHAT_BACKLOGGED``, ``QUEUE_FULL``, ``TOO_MANY_WATCH_STREAMS``,
+  ``WATCH_CLIENT_TOO_SLOW``; domain ``chatmemory``), and, when the gateway knows
+  a delay, a ``google.rpc.RetryInfo`` detail with it and ``retry-after``
+  metadata in whole seconds.
 
 Every error keeps the gRPC code, the message and the original ``grpc.RpcError``.
 """
@@ -17,7 +19,7 @@ Every error keeps the gRPC code, the message and the original ``grpc.RpcError``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Type
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Type
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -47,6 +49,7 @@ class ChatMemoryError(Exception):
         code: Optional[grpc.StatusCode] = None,
         retry_after: Optional[float] = None,
         field_violations: Sequence[FieldViolation] = (),
+        reason: Optional[str] = None,
         cause: Optional[BaseException] = None,
     ) -> None:
         super().__init__(message)
@@ -58,6 +61,9 @@ class ChatMemoryError(Exception):
         self.retry_after = retry_after
         #: The fields the server refused (INVALID_ARGUMENT), in its order.
         self.field_violations: List[FieldViolation] = list(field_violations)
+        #: Why, machine-readable (``google.rpc.ErrorInfo.reason`` of the
+        #: ``chatmemory`` domain), e.g. ``"RATE_LIMITED"``; None when not sent.
+        self.reason = reason
         #: The grpc.RpcError this was made from.
         self.cause = cause
 
@@ -97,6 +103,7 @@ class PermissionDenied(ChatMemoryError):
 class ResourceExhausted(ChatMemoryError):
     """Rate limit, or backpressure (too many updates waiting), or a full queue.
 
+    ``reason`` says which (``RATE_LIMITED``, ``CHAT_BACKLOGGED``, ...);
     ``retry_after`` carries the server's delay when it gave one. Retried by the
     client (bounded) before it is raised.
     """
@@ -104,9 +111,12 @@ class ResourceExhausted(ChatMemoryError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
-#: The rate limit answers RESOURCE_EXHAUSTED, as backpressure does; the gateway
-#: sends nothing machine-readable to tell them apart, so they are one class.
+#: The rate limit answers RESOURCE_EXHAUSTED, as backpressure does: one class,
+#: told apart by ``reason`` (``"RATE_LIMITED"`` for the rate limit).
 RateLimited = ResourceExhausted
+
+#: ``ErrorInfo.domain`` of the gateway's reasons.
+ERROR_DOMAIN = "chatmemory"
 
 
 class Unavailable(ChatMemoryError):
@@ -207,12 +217,20 @@ def _metadata_value(metadata: Optional[Metadata], key: str) -> Optional[Any]:
     return None
 
 
-def parse_details(
-    trailing: Optional[Metadata], initial: Optional[Metadata] = None
-) -> Tuple[Optional[float], List[FieldViolation]]:
-    """The retry delay and field violations carried by a status's metadata."""
+@dataclass(frozen=True)
+class Details:
+    """What a status's ``grpc-status-details-bin`` (and ``retry-after``) carried."""
+
+    retry_after: Optional[float]
+    field_violations: List[FieldViolation]
+    reason: Optional[str]
+
+
+def parse_details(trailing: Optional[Metadata], initial: Optional[Metadata] = None) -> Details:
+    """The retry delay, field violations and reason carried by a status's metadata."""
     retry_after: Optional[float] = None
     violations: List[FieldViolation] = []
+    reason: Optional[str] = None
     raw = _metadata_value(trailing, _DETAILS_KEY) or _metadata_value(initial, _DETAILS_KEY)
     if raw:
         status = status_pb2.Status()
@@ -231,6 +249,11 @@ def parse_details(
                 violations.extend(
                     FieldViolation(v.field, v.description) for v in bad.field_violations
                 )
+            elif any_detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                any_detail.Unpack(info)
+                if info.domain == ERROR_DOMAIN and info.reason:
+                    reason = info.reason
     if retry_after is None:
         header = _metadata_value(trailing, "retry-after") or _metadata_value(initial, "retry-after")
         if header is not None:
@@ -238,7 +261,7 @@ def parse_details(
                 retry_after = max(0.0, float(header))
             except ValueError:
                 retry_after = None
-    return retry_after, violations
+    return Details(retry_after, violations, reason)
 
 
 def from_rpc_error(error: grpc.RpcError) -> ChatMemoryError:
@@ -250,7 +273,7 @@ def from_rpc_error(error: grpc.RpcError) -> ChatMemoryError:
         initial = error.initial_metadata() if hasattr(error, "initial_metadata") else None
     except Exception:  # a sync error without a response has none to give
         initial = None
-    retry_after, violations = parse_details(trailing, initial)
+    details = parse_details(trailing, initial)
     cls = _BY_CODE.get(code, ChatMemoryError)
     if code == grpc.StatusCode.CANCELLED and message == "Timeout expired":
         # A tonic server answers a call whose grpc-timeout elapsed with
@@ -260,8 +283,9 @@ def from_rpc_error(error: grpc.RpcError) -> ChatMemoryError:
     return cls(
         message or code.name,
         code=code,
-        retry_after=retry_after,
-        field_violations=violations,
+        retry_after=details.retry_after,
+        field_violations=details.field_violations,
+        reason=details.reason,
         cause=error,
     )
 

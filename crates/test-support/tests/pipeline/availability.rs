@@ -58,6 +58,8 @@ async fn a_full_queue_answers_resource_exhausted() {
         .await
         .expect_err("queue full");
     assert_eq!(s.code(), Code::ResourceExhausted, "{s:?}");
+    let reason = tonic_types::StatusExt::get_details_error_info(&s).map(|i| i.reason);
+    assert_eq!(reason.as_deref(), Some("QUEUE_FULL"), "{s:?}");
     stack.shutdown().await;
 }
 

@@ -42,6 +42,9 @@ async fn two_gateways_together_hold_one_per_user_rate_limit() {
             match result {
                 Err(s) if s.code() == Code::ResourceExhausted => {
                     limited += 1;
+                    let reason =
+                        tonic_types::StatusExt::get_details_error_info(&s).map(|i| i.reason);
+                    assert_eq!(reason.as_deref(), Some("RATE_LIMITED"), "{s:?}");
                     retry_after = s
                         .metadata()
                         .get("retry-after")
@@ -182,6 +185,8 @@ async fn failed_authentications_are_limited_per_address_without_slowing_valid_ca
             .expect_err("no valid token");
         if status.code() == Code::ResourceExhausted {
             retry_after = status.metadata().get("retry-after").cloned();
+            let reason = tonic_types::StatusExt::get_details_error_info(&status).map(|i| i.reason);
+            assert_eq!(reason.as_deref(), Some("AUTH_FAILURES_LIMITED"));
         }
         codes.push(status.code());
     }
