@@ -127,6 +127,13 @@ impl CircuitBreaker {
 
     /// The current state (an elapsed open period still reads as open until
     /// someone asks for a permit).
+    /// `circuit.max_failed_calls_per_job` (0: no bound), or no bound when the
+    /// breaker is off (every failure then spends an attempt).
+    pub fn max_failed_calls_per_job(&self) -> Option<u32> {
+        let max = self.settings.max_failed_calls_per_job;
+        (self.settings.enabled && max > 0).then_some(max)
+    }
+
     pub fn state(&self) -> CircuitState {
         self.lock().phase.state()
     }
@@ -264,7 +271,23 @@ mod tests {
             failure_rate_percent: 50,
             consecutive_failures: 3,
             open_ms: 1_000,
+            max_failed_calls_per_job: 0,
         })
+    }
+
+    #[test]
+    fn the_per_job_bound_applies_only_when_set_and_the_breaker_is_on() {
+        let with = |enabled, max| {
+            CircuitBreaker::new(CircuitSettings {
+                enabled,
+                max_failed_calls_per_job: max,
+                ..CircuitSettings::default()
+            })
+            .max_failed_calls_per_job()
+        };
+        assert_eq!(with(true, 60), Some(60));
+        assert_eq!(with(true, 0), None, "0: no bound");
+        assert_eq!(with(false, 60), None, "breaker off: attempts bound the job");
     }
 
     fn call(b: &CircuitBreaker, now: Instant, failed: bool) {

@@ -3,7 +3,7 @@
 //!
 //! | metric | type | labels |
 //! |---|---|---|
-//! | `chat_memory_updates_total` | counter | `outcome`: succeeded, failed, retried, rate_limited, skipped, poison |
+//! | `chat_memory_updates_total` | counter | `outcome`: succeeded, failed, retried, rate_limited, outage_bound, skipped, poison |
 //! | `chat_memory_job_duration_seconds` | histogram | `outcome` |
 //! | `chat_memory_agent_call_duration_seconds` | histogram | `outcome`: ok, error |
 //! | `chat_memory_queue_wait_seconds` | histogram | (acceptance → processing start) |

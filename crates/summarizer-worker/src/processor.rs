@@ -213,6 +213,7 @@ impl Processor {
         let started = Instant::now();
         let store_budget = Duration::from_millis(self.retry.store_retry_ms);
         let (mut agent_failures, mut store_retries, mut rate_limits) = (0u32, 0u32, 0u32);
+        let mut outages = 0u32;
         loop {
             let attempt = d.delivered.saturating_add(agent_failures);
             let permit = self.agent_permit(d).await;
@@ -235,7 +236,21 @@ impl Processor {
                     tokio::time::sleep(self.backoff(store_retries)).await;
                 }
                 StepError::AgentOutage(e) => {
-                    tracing::warn!(job_id = %d.job.job_id, attempt, error = %e, "agent call failed and the circuit is open; the job waits without spending an attempt");
+                    outages = outages.saturating_add(1);
+                    if self
+                        .circuit
+                        .max_failed_calls_per_job()
+                        .is_some_and(|max| outages >= max)
+                    {
+                        // Its own calls keep failing while the circuit is
+                        // open: likely this job, not the agent (D-19).
+                        crate::metrics::get().update("outage_bound");
+                        let reason = format!(
+                            "agent unavailable: {outages} calls of this job failed while the circuit was open: {e}"
+                        );
+                        return BatchResult::Done(self.fail_all(batch, attempt, &reason).await);
+                    }
+                    tracing::warn!(job_id = %d.job.job_id, attempt, outages, error = %e, "agent call failed and the circuit is open; the job waits without spending an attempt");
                     self.record_attempts(batch, attempt, &e.to_string()).await;
                 }
                 StepError::RateLimited(e) => {

@@ -117,6 +117,13 @@ pub struct CircuitSettings {
     pub consecutive_failures: u32,
     /// How long the circuit stays open before one probe call is let through.
     pub open_ms: u64,
+    /// Calls of one job (one batch) that may fail while the circuit is not
+    /// closed before the job fails as one whose attempts ran out (dead-lettered,
+    /// replayable). Such failures spend no attempt, so without a bound a job
+    /// that fails every call, alone on an idle agent, would keep the circuit
+    /// open and wait forever; during a wide outage the probes are spread over
+    /// every waiting job, so each reaches the bound far later. 0: no bound.
+    pub max_failed_calls_per_job: u32,
 }
 
 /// How to reach the summarizer agent.
@@ -220,6 +227,8 @@ impl Default for CircuitSettings {
             failure_rate_percent: 50,
             consecutive_failures: 5,
             open_ms: 5_000,
+            // With open_ms 5 s: a job failing alone fails after about 5 min.
+            max_failed_calls_per_job: 60,
         }
     }
 }

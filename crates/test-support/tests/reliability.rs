@@ -65,6 +65,39 @@ async fn an_agent_outage_opens_the_circuit_and_the_job_waits_instead_of_failing(
     stack.shutdown().await;
 }
 
+/// D-19: a job whose every call fails, alone on an idle agent, keeps the
+/// circuit open by itself; the bound on its own failed calls while the circuit
+/// is open fails it (dead-lettered, replayable) instead of holding its chat forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_whose_own_calls_keep_failing_while_the_circuit_is_open_fails_at_the_bound() {
+    let (stack, switch) = switched_stack(true, |w| {
+        w.retry.max_attempts = 10;
+        w.circuit.min_calls = 2;
+        w.circuit.open_ms = 100;
+        w.circuit.max_failed_calls_per_job = 3;
+    })
+    .await;
+    let mut client = stack.gateway().await;
+
+    let job_id = send(
+        &mut client,
+        user_update("chat-poison", "My insurer is Aetna, member id W123."),
+    )
+    .await;
+
+    let status = stack.wait_job_done(&job_id, JOB_TIMEOUT).await;
+    assert_eq!(status.state, JobState::Failed as i32, "{status:?}");
+    assert!(
+        status.error.contains("while the circuit was open"),
+        "{status:?}"
+    );
+    // One call with the circuit closed (an attempt spent), the one that opened
+    // it, then two failed probes: the third failure under an open circuit.
+    assert_eq!(switch.calls(), 4);
+    assert_eq!(dead_letters(&stack, 1).await.len(), 1, "replayable");
+    stack.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn with_the_circuit_disabled_an_agent_outage_fails_the_job_after_its_attempts() {
     // The control for the test above: same outage, breaker off.
