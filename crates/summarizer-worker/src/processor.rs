@@ -243,7 +243,12 @@ impl Processor {
                         .is_some_and(|max| outages >= max)
                     {
                         // Its own calls keep failing while the circuit is
-                        // open: likely this job, not the agent (D-19).
+                        // open: likely this job, not the agent (D-19). A
+                        // coalesced batch is tried job by job first, so one
+                        // such job does not fail the others with it.
+                        if batch.len() > 1 {
+                            return BatchResult::Split;
+                        }
                         crate::metrics::get().update("outage_bound");
                         let reason = format!(
                             "agent unavailable: {outages} calls of this job failed while the circuit was open: {e}"
