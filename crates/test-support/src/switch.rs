@@ -17,8 +17,12 @@ pub struct Switch {
     down: AtomicBool,
     /// Calls still to answer as rate limited, and the Retry-After they carry.
     rate_limited: std::sync::Mutex<(usize, Duration)>,
+    /// Calls with a message containing this text fail as if the agent were down.
+    poison: std::sync::Mutex<Option<String>>,
     /// Calls seen, failed or not.
     pub calls: AtomicUsize,
+    /// Calls that carried more than one new message (coalesced jobs).
+    pub coalesced_calls: AtomicUsize,
 }
 
 impl Switch {
@@ -28,8 +32,28 @@ impl Switch {
             inner,
             down: AtomicBool::new(down),
             rate_limited: std::sync::Mutex::new((0, Duration::ZERO)),
+            poison: std::sync::Mutex::new(None),
             calls: AtomicUsize::new(0),
+            coalesced_calls: AtomicUsize::new(0),
         })
+    }
+
+    /// Every call with a message containing `marker` fails as if the agent
+    /// were down (a job that times out every call); other calls answer.
+    pub fn poison(&self, marker: &str) {
+        *self
+            .poison
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(marker.to_owned());
+    }
+
+    fn poisoned(&self, input: &SummarizeInput) -> bool {
+        let marker = self
+            .poison
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        marker.is_some_and(|m| input.messages.iter().any(|msg| msg.content.contains(&m)))
     }
 
     pub fn set_down(&self, down: bool) {
@@ -74,7 +98,10 @@ impl SummarizerBackend for SwitchedBackend {
         Box::pin(async move {
             let switch = &self.0;
             switch.calls.fetch_add(1, Ordering::SeqCst);
-            if switch.down.load(Ordering::SeqCst) {
+            if input.messages.len() > 1 {
+                switch.coalesced_calls.fetch_add(1, Ordering::SeqCst);
+            }
+            if switch.down.load(Ordering::SeqCst) || switch.poisoned(&input) {
                 return Err(BackendError::Unavailable(
                     "switched down by the test".into(),
                 ));

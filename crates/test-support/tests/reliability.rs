@@ -98,6 +98,57 @@ async fn a_job_whose_own_calls_keep_failing_while_the_circuit_is_open_fails_at_t
     stack.shutdown().await;
 }
 
+/// The same bound reached by a coalesced batch: its jobs are tried one by one,
+/// so only the job whose calls keep failing fails, and the other applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn at_the_bound_a_coalesced_batch_is_split_and_only_the_failing_job_fails() {
+    let switch = Switch::new(Arc::new(OfflineBackend::new()), false);
+    switch.poison("POISON");
+    let mut stack = TestStack::start_with(StackOptions {
+        workers: 0,
+        backend: Some(Arc::new(SwitchedBackend(switch.clone()))),
+        ..StackOptions::default()
+    })
+    .await;
+    let mut client = stack.gateway().await;
+    // Both jobs wait before any worker runs, so the first takes them together.
+    let healthy = send(
+        &mut client,
+        user_update("chat-split", "My insurer is Aetna, member id W123."),
+    )
+    .await;
+    let poisoned = send(
+        &mut client,
+        user_update("chat-split", "POISON: this job's calls always fail."),
+    )
+    .await;
+    let w = &mut stack.worker_settings;
+    w.retry.max_attempts = 10;
+    w.circuit.min_calls = 2;
+    w.circuit.open_ms = 100;
+    w.circuit.max_failed_calls_per_job = 3;
+    stack.add_worker().await;
+
+    let healthy = stack.wait_job_done(&healthy, JOB_TIMEOUT).await;
+    let poisoned = stack.wait_job_done(&poisoned, JOB_TIMEOUT).await;
+    assert!(
+        switch
+            .coalesced_calls
+            .load(std::sync::atomic::Ordering::SeqCst)
+            > 0,
+        "the two jobs went to the agent together first"
+    );
+    assert_eq!(healthy.state, JobState::Succeeded as i32, "{healthy:?}");
+    assert_eq!(healthy.resulting_version, Some(1));
+    assert_eq!(poisoned.state, JobState::Failed as i32, "{poisoned:?}");
+    assert!(
+        poisoned.error.contains("while the circuit was open"),
+        "{poisoned:?}"
+    );
+    assert_eq!(dead_letters(&stack, 1).await.len(), 1);
+    stack.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn with_the_circuit_disabled_an_agent_outage_fails_the_job_after_its_attempts() {
     // The control for the test above: same outage, breaker off.
