@@ -4,6 +4,7 @@
 //! Unexpected ones (a dependency down, an internal fault) are logged with their
 //! cause here and reach the caller as a short, content-free message.
 
+use chat_memory_proto::v1::ERROR_DOMAIN;
 use job_queue::QueueError;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -100,9 +101,6 @@ impl GatewayError {
         }
     }
 }
-
-/// The `domain` of every `google.rpc.ErrorInfo` the gateway sends.
-pub const ERROR_DOMAIN: &str = "chatmemory";
 
 /// Why a call was refused with RESOURCE_EXHAUSTED, machine-readable: the
 /// `reason` of the `google.rpc.ErrorInfo` detail beside `RetryInfo`

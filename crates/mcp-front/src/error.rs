@@ -179,7 +179,7 @@ fn gateway_body(status: &Status) -> ToolErrorBody {
         retry_after_secs: retry_after_secs(status),
         reason: status
             .get_details_error_info()
-            .filter(|info| info.domain == "chatmemory")
+            .filter(|info| info.domain == chat_memory_proto::v1::ERROR_DOMAIN)
             .map(|info| info.reason),
     }
 }

@@ -20,6 +20,10 @@ pub mod time;
 /// Public API: `chatmemory.v1`.
 pub mod v1 {
     tonic::include_proto!("chatmemory.v1");
+
+    /// The `domain` of every `google.rpc.ErrorInfo` the gateway sends (its
+    /// `reason` names why a call was refused; README, "The API").
+    pub const ERROR_DOMAIN: &str = "chatmemory";
 }
 
 /// Internal memory-store API: `chatmemory.store.v1` (re-exported from `store::v1`,

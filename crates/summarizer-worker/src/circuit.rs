@@ -125,8 +125,6 @@ impl CircuitBreaker {
         breaker
     }
 
-    /// The current state (an elapsed open period still reads as open until
-    /// someone asks for a permit).
     /// `circuit.max_failed_calls_per_job` (0: no bound), or no bound when the
     /// breaker is off (every failure then spends an attempt).
     pub fn max_failed_calls_per_job(&self) -> Option<u32> {
@@ -134,6 +132,8 @@ impl CircuitBreaker {
         (self.settings.enabled && max > 0).then_some(max)
     }
 
+    /// The current state (an elapsed open period still reads as open until
+    /// someone asks for a permit).
     pub fn state(&self) -> CircuitState {
         self.lock().phase.state()
     }

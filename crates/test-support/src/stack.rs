@@ -541,7 +541,7 @@ pub async fn wait_serving(addr: SocketAddr, what: &str) {
     wait::until(
         &format!("{what} at {addr} to be SERVING"),
         Duration::from_secs(30),
-        || async move { serving(try_channel(addr).await?).await },
+        || is_serving(addr),
     )
     .await;
 }

@@ -48,12 +48,11 @@ impl Switch {
     }
 
     fn poisoned(&self, input: &SummarizeInput) -> bool {
-        let marker = self
-            .poison
+        self.poison
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        marker.is_some_and(|m| input.messages.iter().any(|msg| msg.content.contains(&m)))
+            .as_deref()
+            .is_some_and(|m| input.messages.iter().any(|msg| msg.content.contains(m)))
     }
 
     pub fn set_down(&self, down: bool) {
