@@ -38,6 +38,7 @@ impl AuditWriter {
             &BatchSettings {
                 max_batch: MAX_ROWS,
                 max_in_flight: WRITERS,
+                linger_ms: 0,
             },
         ))
     }

@@ -1,9 +1,12 @@
 //! Calls to another service, gathered: a request that arrives while calls of
 //! its kind are in flight waits for the next free call and goes with every
 //! other one waiting then, in one batch call (one request to the other
-//! service; for memory-store, one Postgres transaction). A lone request goes
-//! at once, as a batch of one: gathering adds no wait of its own, it uses the
-//! wait there already is. Under a burst this turns hundreds of calls into a few.
+//! service; for memory-store, one Postgres transaction). By default a lone
+//! request goes at once, as a batch of one: gathering adds no wait of its own,
+//! it uses the wait there already is. Under a burst this turns hundreds of
+//! calls into a few. At a steady rate requests come one by one, so where a
+//! few milliseconds cost nothing (the worker's begins, before a model call of
+//! seconds) `linger_ms` lets a free call wait that long for others.
 //!
 //! Each request still gets its own answer, and a failed call is the failure of
 //! every request in it. Used by the gateway (`ClaimChats`,
@@ -11,6 +14,7 @@
 //! worker (`BeginJobsBatch`) and memory-store (audit rows group-committed).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -29,6 +33,10 @@ pub struct BatchSettings {
     /// Calls of one kind in flight at once per process; requests that arrive
     /// while all are busy go together in the next.
     pub max_in_flight: usize,
+    /// How long a free call waits, after a request arrives, for others to go
+    /// with it (0: it goes at once). At a steady rate the requests come one
+    /// by one and each would be a call of its own; a short wait gathers them.
+    pub linger_ms: u64,
 }
 
 impl Default for BatchSettings {
@@ -36,6 +44,7 @@ impl Default for BatchSettings {
         Self {
             max_batch: 128,
             max_in_flight: 4,
+            linger_ms: 0,
         }
     }
 }
@@ -126,8 +135,9 @@ where
         let max_batch = settings.max_batch.max(1);
         let (tx, rx) = mpsc::channel(max_batch.saturating_mul(4));
         let rx = Arc::new(Mutex::new(rx));
+        let linger = Duration::from_millis(settings.linger_ms);
         for _ in 0..settings.max_in_flight.max(1) {
-            tokio::spawn(call_batches(rx.clone(), call.clone(), max_batch));
+            tokio::spawn(call_batches(rx.clone(), call.clone(), max_batch, linger));
         }
         Self { tx }
     }
@@ -154,6 +164,7 @@ async fn call_batches<Req, Res, E>(
     rx: Arc<Mutex<mpsc::Receiver<Pending<Req, Res, E>>>>,
     call: BatchCall<Req, Res, E>,
     max_batch: usize,
+    linger: Duration,
 ) where
     Req: Send + 'static,
     Res: Send + 'static,
@@ -168,10 +179,15 @@ async fn call_batches<Req, Res, E>(
                 return;
             };
             let mut batch = vec![first];
+            let until = tokio::time::Instant::now() + linger;
             while batch.len() < max_batch {
                 match rx.try_recv() {
                     Ok(next) => batch.push(next),
-                    Err(_) => break,
+                    Err(_) if linger.is_zero() => break,
+                    Err(_) => match tokio::time::timeout_at(until, rx.recv()).await {
+                        Ok(Some(next)) => batch.push(next),
+                        Ok(None) | Err(_) => break,
+                    },
                 }
             }
             batch
@@ -279,6 +295,7 @@ mod tests {
         let settings = BatchSettings {
             max_batch: 3,
             max_in_flight: 1,
+            linger_ms: 0,
         };
         let gatherer = Gatherer::start(recording_call(seen.clone(), release.clone()), &settings);
 
@@ -319,6 +336,48 @@ mod tests {
                 vec!["e".to_owned()],
             ],
             "the three that waited went together (at most max_batch), the rest next"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_a_linger_requests_arriving_one_by_one_go_together_and_a_lone_one_goes_after_it() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let release = Arc::new(Semaphore::new(100));
+        let settings = BatchSettings {
+            max_batch: 3,
+            max_in_flight: 1,
+            linger_ms: 20,
+        };
+        let gatherer = Gatherer::start(recording_call(seen.clone(), release), &settings);
+        let call = |name: &'static str| {
+            let g = gatherer.clone();
+            tokio::spawn(async move { g.call(name.to_owned()).await })
+        };
+        let started = tokio::time::Instant::now();
+        // Four requests 5 ms apart: the first three fill a batch within the
+        // linger; the fourth waits out its own linger alone.
+        let mut handles = Vec::new();
+        for name in ["a", "b", "c", "d"] {
+            handles.push(call(name));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let mut answers = Vec::new();
+        for handle in handles {
+            answers.push(handle.await.expect("joined").expect("answered"));
+        }
+        assert_eq!(answers, ["A", "B", "C", "D"], "each its own answer");
+        assert_eq!(
+            seen.lock().expect("lock").clone(),
+            vec![
+                vec!["a".to_owned(), "b".to_owned(), "c".to_owned()],
+                vec!["d".to_owned()],
+            ],
+            "one by one within the linger they went together, up to max_batch"
+        );
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(15 + 20) && waited < Duration::from_millis(15 + 40),
+            "the lone request went when its linger ended ({waited:?})"
         );
     }
 

@@ -61,6 +61,13 @@ pub struct RunArgs {
     /// CPU). Passed only when given: services without the setting refuse it.
     #[arg(long)]
     pub worker_threads: Option<usize>,
+    /// The workers' `store_batches.linger_ms` (how long a gathered store
+    /// call waits for others). Passed only when given.
+    #[arg(long)]
+    pub worker_store_linger_ms: Option<u64>,
+    /// The gateway's `store_batches.linger_ms`. Passed only when given.
+    #[arg(long)]
+    pub gateway_store_linger_ms: Option<u64>,
     /// gRPC connections the load is spread over.
     #[arg(long, default_value_t = 8)]
     pub connections: usize,
@@ -209,10 +216,19 @@ pub(super) fn stack_options(args: &RunArgs, stand_in: Option<&StandIn>) -> Proce
     }
     // The stack's gateway already gives the bench user a per-minute budget
     // no run meets (test_support::processes).
+    let mut gateway = vec![stream_bytes];
+    for (vars, linger) in [
+        (&mut worker, args.worker_store_linger_ms),
+        (&mut gateway, args.gateway_store_linger_ms),
+    ] {
+        if let Some(ms) = linger {
+            vars.push(s("CHAT_MEMORY__STORE_BATCHES__LINGER_MS", ms.to_string()));
+        }
+    }
     let mut env = vec![
         ("summarizer-agent", agent),
         ("summarizer-worker", worker),
-        ("gateway", vec![stream_bytes]),
+        ("gateway", gateway),
         ("memory-store", Vec::new()),
     ];
     set_worker_threads(&mut env, args.worker_threads);

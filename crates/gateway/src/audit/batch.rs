@@ -37,6 +37,7 @@ impl OutboxBatcher {
             &BatchSettings {
                 max_batch: MAX_ROWS,
                 max_in_flight: PUBLISHERS,
+                linger_ms: 0,
             },
         ))
     }

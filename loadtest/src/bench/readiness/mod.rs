@@ -198,6 +198,8 @@ pub async fn readiness(args: &ReadinessArgs) -> Result<(), ReadinessError> {
         deadline_secs: args.deadline_secs,
         history: false,
         worker_threads: Some(args.worker_threads),
+        worker_store_linger_ms: None,
+        gateway_store_linger_ms: None,
     };
     let mut stack = ProcessStack::start(stack_options(&run_args, Some(&model))).await;
     let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../monitoring/alerts.yml");
