@@ -23,6 +23,7 @@
 //!   minute per chat (a claim of an active chat writes nothing).
 //! - `m20261206_000009_accept_audit_with_job`: BeginJobs stores an acceptance's audit row carried in
 //!   its job message when the job was never registered.
+//! - `m20261207_000001_batched_commit`: CommitJobs for several chats in one round trip.
 //!
 //! Migrations never import entity types: an entity describes the schema of
 //! *today*, a migration the change of *one day*, and must keep compiling (and
@@ -46,6 +47,7 @@ mod m20261206_000006_batched_acceptance;
 mod m20261206_000007_batched_begin;
 mod m20261206_000008_coarse_owner_activity;
 mod m20261206_000009_accept_audit_with_job;
+mod m20261207_000001_batched_commit;
 
 /// Every migration of memory-store, oldest first.
 pub struct Migrator;
@@ -69,6 +71,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000007_batched_begin::Migration),
             Box::new(m20261206_000008_coarse_owner_activity::Migration),
             Box::new(m20261206_000009_accept_audit_with_job::Migration),
+            Box::new(m20261207_000001_batched_commit::Migration),
         ]
     }
 }

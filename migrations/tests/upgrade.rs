@@ -108,7 +108,7 @@ async fn the_migrate_command_rolls_a_release_back_and_forward_with_rows_kept() {
     let url = database.url.clone();
     let up = migrate(&url, &["up"]);
     assert!(
-        up.contains("m20261206_000009_accept_audit_with_job: applied"),
+        up.contains("m20261207_000001_batched_commit: applied"),
         "{up}"
     );
     let db = Database::connect(url.as_str()).await.expect("connect");
@@ -127,7 +127,15 @@ async fn the_migrate_command_rolls_a_release_back_and_forward_with_rows_kept() {
     let carried_audit = "SELECT count(*) AS n FROM pg_proc \
                          WHERE proname = 'chat_memory_begin_jobs' AND prosrc LIKE '%carried_new%'";
     assert_eq!(count(&db, carried_audit).await, 1);
-    let down = migrate(&url, &["down", "--steps", "7"]);
+    let batch_commit = "SELECT count(*) AS n FROM pg_proc \
+                        WHERE proname = 'chat_memory_commit_jobs_batch'";
+    assert_eq!(count(&db, batch_commit).await, 1);
+    let down = migrate(&url, &["down", "--steps", "8"]);
+    assert!(
+        down.contains("m20261207_000001_batched_commit: rolled back"),
+        "{down}"
+    );
+    assert_eq!(count(&db, batch_commit).await, 0, "no batched commit");
     assert!(
         down.contains("m20261206_000009_accept_audit_with_job: rolled back"),
         "{down}"
@@ -163,11 +171,12 @@ async fn the_migrate_command_rolls_a_release_back_and_forward_with_rows_kept() {
         "{down}"
     );
     let status = migrate(&url, &["status"]);
-    assert_eq!(status.matches("Pending").count(), 7, "{status}");
+    assert_eq!(status.matches("Pending").count(), 8, "{status}");
     assert_eq!(count(&db, "SELECT count(*) AS n FROM jobs").await, 100);
 
     let again = migrate(&url, &["up"]);
-    assert_eq!(again.matches(": applied").count(), 7, "{again}");
+    assert_eq!(again.matches(": applied").count(), 8, "{again}");
+    assert_eq!(count(&db, batch_commit).await, 1);
     assert_eq!(count(&db, coarse_claims).await, 1);
     assert_eq!(count(&db, carried_audit).await, 1);
     assert_eq!(count(&db, "SELECT count(*) AS n FROM jobs").await, 100);

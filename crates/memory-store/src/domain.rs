@@ -222,6 +222,9 @@ pub struct CommitBatch {
     pub expected_version: i64,
     pub content: MemoryContent,
     pub call_id: Uuid,
+    /// The commit's trace when its caller gave one (a batch's commits each
+    /// have their own); else the call's.
+    pub trace_id: Option<String>,
 }
 
 /// A finished job's new memory, to be written if the chat has not moved on.

@@ -2,8 +2,8 @@
 
 use chrono::Utc;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, DatabaseConnection, DatabaseTransaction, DbBackend,
-    EntityTrait, FromQueryResult, QueryFilter, Statement,
+    ActiveModelTrait, ActiveValue::Set, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
+    DbBackend, EntityTrait, FromQueryResult, QueryFilter, Statement,
 };
 
 use chat_memory_proto::namespace::TenantChatId;
@@ -35,6 +35,7 @@ pub async fn commit_job(db: &DatabaseConnection, c: Commit) -> Result<Committed,
             content: c.content,
             // A call that applied this job alone.
             call_id: c.job_id.uuid(),
+            trace_id: None,
         },
     )
     .await
@@ -61,26 +62,17 @@ pub async fn commit_jobs(db: &DatabaseConnection, c: CommitBatch) -> Result<Comm
     let (tenant, public_chat) = namespaced
         .as_ref()
         .map_or(("", c.chat_id.as_str()), |id| (id.tenant(), id.chat()));
-    let jobs: Vec<serde_json::Value> = c
-        .jobs
-        .iter()
-        .map(|j| {
-            serde_json::json!({
-                "job": j.job_id.uuid(),
-                "seq": j.stream_seq.get(),
-                "attempt": j.attempt,
-                "audit_id": uuid::Uuid::new_v5(&APPLY_AUDIT_NAMESPACE, j.job_id.uuid().as_bytes()),
-            })
-        })
-        .collect();
+    let jobs = committed_jobs_json(&c);
     let content = c.content;
-    let trace_id = service_kit::telemetry::propagation::current_trace_id();
+    let trace_id = c
+        .trace_id
+        .unwrap_or_else(service_kit::telemetry::propagation::current_trace_id);
     CommitRow::find_by_statement(Statement::from_sql_and_values(
         DbBackend::Postgres,
         "SELECT * FROM chat_memory_commit_jobs($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
         [
             c.chat_id.as_str().into(),
-            serde_json::Value::Array(jobs).into(),
+            jobs.into(),
             c.expected_version.into(),
             content.user_confirmed.into(),
             content.llm_inferred.into(),
@@ -103,6 +95,98 @@ pub async fn commit_jobs(db: &DatabaseConnection, c: CommitBatch) -> Result<Comm
         reason: "chat_memory_commit_jobs returned no row".to_owned(),
     })?
     .into_committed()
+}
+
+/// [`commit_jobs`] for several chats in one round trip and one transaction
+/// (`chat_memory_commit_jobs_batch`, the chats locked in one order): one
+/// answer per commit, in order. A commit refused alone
+/// ([`StoreError::InvalidArgument`], a job of another chat) wrote nothing; the
+/// others are written. A lone commit takes the single function.
+///
+/// # Errors
+/// The batch's own failure (nothing of it written).
+pub async fn commit_jobs_batch(
+    db: &DatabaseConnection,
+    mut commits: Vec<CommitBatch>,
+) -> Result<Vec<Result<Committed, StoreError>>, StoreError> {
+    let n = commits.len();
+    if n <= 1 {
+        let Some(commit) = commits.pop() else {
+            return Ok(Vec::new());
+        };
+        return match commit_jobs(db, commit).await {
+            Ok(committed) => Ok(vec![Ok(committed)]),
+            Err(e @ StoreError::InvalidArgument { .. }) => Ok(vec![Err(e)]),
+            Err(e) => Err(e),
+        };
+    }
+    if let Some(i) = commits.iter().position(|c| c.jobs.is_empty()) {
+        return Err(StoreError::invalid(
+            "jobs",
+            format!("commits[{i}]: at least one job is required"),
+        ));
+    }
+    let current_trace = service_kit::telemetry::propagation::current_trace_id();
+    let batch: Vec<serde_json::Value> = commits
+        .into_iter()
+        .map(|c| {
+            let jobs = committed_jobs_json(&c);
+            let namespaced = TenantChatId::parse(c.chat_id.as_str()).ok();
+            let (tenant, public_chat) = namespaced
+                .as_ref()
+                .map_or(("", c.chat_id.as_str()), |id| (id.tenant(), id.chat()));
+            serde_json::json!({
+                "chat": c.chat_id.as_str(),
+                "jobs": jobs,
+                "expected": c.expected_version,
+                "user_confirmed": c.content.user_confirmed,
+                "llm_inferred": c.content.llm_inferred,
+                "general_summary": c.content.general_summary,
+                "tokens_user_confirmed": c.content.tokens.user_confirmed,
+                "tokens_llm_inferred": c.content.tokens.llm_inferred,
+                "tokens_general_summary": c.content.tokens.general_summary,
+                "state": c.content.state,
+                "call": c.call_id,
+                "tenant": tenant,
+                "public_chat": public_chat,
+                "trace_id": c.trace_id.as_deref().unwrap_or(&current_trace),
+            })
+        })
+        .collect();
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT * FROM chat_memory_commit_jobs_batch($1, $2) ORDER BY idx",
+            [
+                serde_json::Value::Array(batch).into(),
+                SUPERSEDED_ERROR.into(),
+            ],
+        ))
+        .await?;
+    crate::rows::one_per_item(rows, n, "memories", "chat_memory_commit_jobs_batch")?
+        .iter()
+        .map(|row| CommitRow::from_query_result(row, "").map_err(StoreError::from))
+        .map(|row| match row?.into_committed() {
+            Err(e @ StoreError::InvalidArgument { .. }) => Ok(Err(e)),
+            other => other.map(Ok),
+        })
+        .collect()
+}
+
+/// A commit's jobs as `chat_memory_commit_jobs` takes them, each with the id
+/// of its `apply` audit row.
+fn committed_jobs_json(c: &CommitBatch) -> serde_json::Value {
+    c.jobs
+        .iter()
+        .map(|j| {
+            serde_json::json!({
+                "job": j.job_id.uuid(),
+                "seq": j.stream_seq.get(),
+                "attempt": j.attempt,
+                "audit_id": uuid::Uuid::new_v5(&APPLY_AUDIT_NAMESPACE, j.job_id.uuid().as_bytes()),
+            })
+        })
+        .collect()
 }
 
 /// Namespace of `apply` audit ids: UUIDv5(job id), so a row exists once per job.

@@ -20,6 +20,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, mpsc, oneshot};
+use tracing::Instrument as _;
 
 use crate::settings::SettingsError;
 
@@ -107,6 +108,8 @@ impl From<GatherError> for String {
 struct Pending<Req, Res, E> {
     request: Req,
     answer: oneshot::Sender<Result<Res, E>>,
+    /// The caller's span, so the call it goes in shows in its trace.
+    span: tracing::Span,
 }
 
 /// Gathers requests into calls of a [`BatchCall`]; cheap to clone.
@@ -149,7 +152,11 @@ where
     pub async fn call(&self, request: Req) -> Result<Res, E> {
         let (answer, answered) = oneshot::channel();
         self.tx
-            .send(Pending { request, answer })
+            .send(Pending {
+                request,
+                answer,
+                span: tracing::Span::current(),
+            })
             .await
             .map_err(|_| E::from(GatherError::Stopped))?;
         answered.await.map_err(|_| E::from(GatherError::NoAnswer))?
@@ -192,12 +199,13 @@ async fn call_batches<Req, Res, E>(
             }
             batch
         };
+        let span = call_span(&batch);
         let (requests, answers): (Vec<_>, Vec<_>) =
             batch.into_iter().map(|p| (p.request, p.answer)).unzip();
         let n = requests.len();
         // A call that panics answers nobody (each gets `NoAnswer` when its
         // answer is dropped), and this caller goes on serving.
-        let Ok(outcome) = std::panic::AssertUnwindSafe(call(requests))
+        let Ok(outcome) = std::panic::AssertUnwindSafe(call(requests).instrument(span))
             .catch_unwind()
             .await
         else {
@@ -226,6 +234,25 @@ async fn call_batches<Req, Res, E>(
             }
         }
     }
+}
+
+/// The span of a call: a child of its first request's span (so a lone
+/// request's trace shows the call, and the hop to the other service), linked
+/// to the spans of the others.
+fn call_span<Req, Res, E>(batch: &[Pending<Req, Res, E>]) -> tracing::Span {
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let Some((first, rest)) = batch.split_first() else {
+        return tracing::Span::none();
+    };
+    let span = tracing::info_span!(parent: &first.span, "gathered call", requests = batch.len());
+    for other in rest {
+        let linked = other.span.context().span().span_context().clone();
+        if linked.is_valid() {
+            span.add_link(linked);
+        }
+    }
+    span
 }
 
 /// A call's answer, boxed.

@@ -40,8 +40,8 @@ use summarizer_contract::tool::{PriorMemory, SummarizeInput, TokenLimits};
 use crate::circuit::{CircuitBreaker, CircuitState, Permit};
 use crate::convert::{applied_event, batch_messages, check_job, job_access, memory_content};
 use crate::settings::RetrySettings;
-use crate::store::Begins;
 pub use crate::store::StoreClient;
+use crate::store::{Begins, Commits};
 
 /// A job as delivered by JetStream.
 #[derive(Debug, Clone)]
@@ -103,6 +103,8 @@ pub struct Processor {
     store: StoreClient,
     /// BeginJobs calls of batches that start together, gathered.
     begins: Begins,
+    /// CommitJobs calls of batches whose model calls end together, gathered.
+    commits: Commits,
     agent: AgentClient,
     retry: RetrySettings,
     /// Shared by all chats: the agent is one dependency.
@@ -130,7 +132,7 @@ impl ChangePublisher {
 }
 
 impl Processor {
-    /// Starts the gathering of BeginJobs calls on the current runtime.
+    /// Starts the gathering of BeginJobs and CommitJobs calls on the current runtime.
     pub fn new(
         store: StoreClient,
         batches: &BatchSettings,
@@ -142,6 +144,7 @@ impl Processor {
     ) -> Self {
         Self {
             begins: Begins::start(store.clone(), batches),
+            commits: Commits::start(store.clone(), batches),
             store,
             agent,
             retry,
@@ -405,9 +408,8 @@ impl Processor {
         })?;
         let content = memory_content(output);
         let commit = self
-            .store
-            .clone()
-            .commit_jobs(CommitJobsRequest {
+            .commits
+            .commit(CommitJobsRequest {
                 chat_id: chat_id.clone(),
                 jobs: apply
                     .iter()
@@ -420,10 +422,10 @@ impl Processor {
                 expected_version: begin.prior_version,
                 content: Some(content.clone()),
                 call_id: Uuid::now_v7().to_string(),
+                trace_id: service_kit::telemetry::propagation::current_trace_id(),
             })
             .await
-            .map_err(classify_store)?
-            .into_inner();
+            .map_err(classify_store)?;
         let applied = match CommitOutcome::try_from(commit.outcome) {
             Ok(CommitOutcome::Applied) => {
                 if let Some(changes) = &self.changes {

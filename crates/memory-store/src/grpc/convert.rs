@@ -236,13 +236,32 @@ pub fn commit_batch(r: pb::CommitJobsRequest) -> Result<CommitBatch, StoreError>
     }
     let call_id = uuid::Uuid::parse_str(&r.call_id)
         .map_err(|_| StoreError::invalid("call_id", "must be a UUID"))?;
+    let trace_id = match r.trace_id {
+        t if t.is_empty() => None,
+        t if t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()) => Some(t),
+        _ => {
+            return Err(StoreError::invalid(
+                "trace_id",
+                "must be empty or 32 hexadecimal digits",
+            ));
+        }
+    };
     Ok(CommitBatch {
         chat_id,
         jobs,
         expected_version: r.expected_version,
         content,
         call_id,
+        trace_id,
     })
+}
+
+pub fn commit_batches(r: pb::CommitJobsBatchRequest) -> Result<Vec<CommitBatch>, StoreError> {
+    r.commits
+        .into_iter()
+        .enumerate()
+        .map(|(i, commit)| commit_batch(commit).map_err(at("commits", i)))
+        .collect()
 }
 
 pub fn failure(r: pb::FailJobRequest) -> Result<Failure, StoreError> {

@@ -152,6 +152,43 @@ impl MemoryStore for StoreService {
         }))
     }
 
+    async fn commit_jobs_batch(
+        &self,
+        request: Request<pb::CommitJobsBatchRequest>,
+    ) -> Result<Response<pb::CommitJobsBatchResponse>, Status> {
+        let commits = convert::commit_batches(request.into_inner())?;
+        let answers = memories::commit_jobs_batch(&self.db, commits)
+            .instrument(crate::db::span("commit_jobs_batch"))
+            .await?;
+        let results = answers
+            .into_iter()
+            .map(|answer| {
+                let result = match answer {
+                    Ok(committed) => {
+                        let updated_at = committed.updated_at.map(to_timestamp);
+                        let c = convert::committed_to_pb(committed);
+                        pb::commit_jobs_result::Result::Committed(pb::CommitJobsResponse {
+                            outcome: c.outcome,
+                            version: c.version,
+                            updated_at,
+                        })
+                    }
+                    // This commit alone is refused, as CommitJobs would refuse it.
+                    Err(e @ StoreError::InvalidArgument { .. }) => {
+                        pb::commit_jobs_result::Result::Invalid(
+                            Status::from(e).message().to_owned(),
+                        )
+                    }
+                    Err(other) => return Err(other),
+                };
+                Ok(pb::CommitJobsResult {
+                    result: Some(result),
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(Response::new(pb::CommitJobsBatchResponse { results }))
+    }
+
     async fn fail_job(
         &self,
         request: Request<pb::FailJobRequest>,

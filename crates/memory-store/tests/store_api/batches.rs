@@ -210,6 +210,7 @@ async fn begin_jobs_decides_per_job_and_commit_jobs_applies_them_at_one_version(
             expected_version: 1,
             content: Some(content("both")),
             call_id: call.clone(),
+            trace_id: String::new(),
         })
         .await
         .expect("commit jobs")
@@ -249,6 +250,7 @@ async fn begin_jobs_decides_per_job_and_commit_jobs_applies_them_at_one_version(
             expected_version: 2,
             content: Some(content("again")),
             call_id: uuid::Uuid::now_v7().to_string(),
+            trace_id: String::new(),
         })
         .await
         .expect("commit again")
@@ -326,6 +328,7 @@ async fn a_job_id_of_another_chat_is_refused_naming_job_id_and_writes_nothing() 
             expected_version: 0,
             content: Some(content("stolen")),
             call_id: uuid::Uuid::now_v7().to_string(),
+            trace_id: String::new(),
         })
         .await
         .expect_err("a job of another chat");

@@ -263,3 +263,137 @@ async fn an_applied_job_leaves_one_apply_audit_row_written_with_the_memory() {
         ("chat-audit", job.as_str(), "version 1")
     );
 }
+
+#[tokio::test]
+async fn commit_jobs_batch_answers_each_commit_as_commit_jobs_does_in_one_call() {
+    use chat_memory_proto::store::{
+        CommitJobsBatchRequest, CommitJobsRequest, CommittedJob,
+        commit_jobs_result::Result as Answer,
+    };
+    let mut store = TestStore::start().await;
+    let (a, b) = (job_id(), job_id());
+    for (job, chat, seq) in [(&a, "tenant-x/a", 1), (&b, "tenant-x/b", 2)] {
+        store
+            .client
+            .record_accepted(accepted(job, chat, seq))
+            .await
+            .expect("record");
+        store
+            .client
+            .begin_job(begin(job, chat, seq))
+            .await
+            .expect("begin");
+    }
+    let one = |job: &str, seq| CommittedJob {
+        job_id: job.into(),
+        stream_seq: seq,
+        attempt: 1,
+    };
+    let request = |chat: &str, jobs, expected_version, trace: &str| CommitJobsRequest {
+        chat_id: chat.into(),
+        jobs,
+        expected_version,
+        content: Some(content(chat)),
+        call_id: uuid::Uuid::now_v7().to_string(),
+        trace_id: trace.into(),
+    };
+    let trace = "0123456789abcdef0123456789abcdef";
+    let results = store
+        .client
+        .commit_jobs_batch(CommitJobsBatchRequest {
+            commits: vec![
+                // Applied, its audit row carrying its own trace.
+                request("tenant-x/a", vec![one(&a, 1)], 0, trace),
+                // The memory is not at version 3: nothing written.
+                request("tenant-x/b", vec![one(&b, 2)], 3, ""),
+                // a's job in another chat: refused alone.
+                request("tenant-x/c", vec![one(&a, 1)], 0, ""),
+            ],
+        })
+        .await
+        .expect("one call")
+        .into_inner()
+        .results;
+    let answers: Vec<_> = results
+        .into_iter()
+        .map(|r| match r.result {
+            Some(Answer::Committed(c)) => Ok((
+                CommitOutcome::try_from(c.outcome).unwrap_or(CommitOutcome::Unspecified),
+                c.version,
+            )),
+            Some(Answer::Invalid(reason)) => Err(reason),
+            None => Err("nothing".to_owned()),
+        })
+        .collect();
+    assert_eq!(answers.len(), 3, "{answers:?}");
+    assert_eq!(answers[0], Ok((CommitOutcome::Applied, 1)));
+    assert_eq!(answers[1], Ok((CommitOutcome::VersionConflict, 0)));
+    assert!(
+        answers[2].as_ref().is_err_and(|r| r.contains("job_id")),
+        "{answers:?}"
+    );
+    assert_eq!(store.version("tenant-x/a").await, 1);
+    assert_eq!(store.job_state(&a).await.0, JobState::Succeeded);
+    assert_eq!(
+        store.job_state(&b).await.0,
+        JobState::Running,
+        "b untouched"
+    );
+    for chat in ["tenant-x/b", "tenant-x/c"] {
+        let read = store
+            .client
+            .get_memory(GetMemoryRequest {
+                access: None,
+                chat_id: chat.into(),
+            })
+            .await;
+        assert_eq!(
+            read.expect_err("no memory").code(),
+            Code::NotFound,
+            "{chat}"
+        );
+    }
+    let rows = store
+        .client
+        .query_audit(chat_memory_proto::store::QueryAuditRequest {
+            tenant: "tenant-x".into(),
+            filter: Some(chat_memory_proto::v1::QueryAuditRequest {
+                action: "apply".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("query")
+        .into_inner()
+        .entries;
+    assert_eq!(
+        rows.iter()
+            .map(|r| (r.chat_id.as_str(), r.job_id.as_str(), r.trace_id.as_str()))
+            .collect::<Vec<_>>(),
+        [("a", a.as_str(), trace)],
+        "one apply row, with the commit's own trace"
+    );
+
+    // A malformed commit refuses the whole call, naming it.
+    let refused = store
+        .client
+        .commit_jobs_batch(CommitJobsBatchRequest {
+            commits: vec![
+                request("tenant-x/a", vec![one(&a, 1)], 1, ""),
+                request("tenant-x/b", vec![one(&b, 2)], 0, "not-a-trace"),
+            ],
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(
+        refused.message().contains("commits[1]") && refused.message().contains("trace_id"),
+        "{}",
+        refused.message()
+    );
+    assert_eq!(
+        store.job_state(&b).await.0,
+        JobState::Running,
+        "b untouched"
+    );
+}
