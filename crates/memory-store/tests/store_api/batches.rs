@@ -40,17 +40,6 @@ fn skips(r: &chat_memory_proto::store::BeginJobsResponse) -> Vec<SkipReason> {
         .collect()
 }
 
-async fn assert_no_memory(store: &mut TestStore, chat: &str) {
-    let read = store
-        .client
-        .get_memory(GetMemoryRequest {
-            access: None,
-            chat_id: chat.into(),
-        })
-        .await;
-    assert_eq!(read.expect_err("no memory").code(), Code::NotFound);
-}
-
 #[tokio::test]
 async fn claim_chat_records_the_first_owner_and_hides_the_chat_from_other_users() {
     let mut store = TestStore::start().await;

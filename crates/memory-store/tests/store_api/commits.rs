@@ -240,19 +240,7 @@ async fn an_applied_job_leaves_one_apply_audit_row_written_with_the_memory() {
         .into_inner();
     assert_eq!(outcome(&again), CommitOutcome::AlreadyApplied);
 
-    let rows = store
-        .client
-        .query_audit(chat_memory_proto::store::QueryAuditRequest {
-            tenant: "tenant-x".into(),
-            filter: Some(chat_memory_proto::v1::QueryAuditRequest {
-                action: "apply".into(),
-                ..Default::default()
-            }),
-        })
-        .await
-        .expect("query")
-        .into_inner()
-        .entries;
+    let rows = store.apply_rows("tenant-x").await;
     assert_eq!(rows.len(), 1, "{rows:#?}");
     assert_eq!(
         (
@@ -340,32 +328,9 @@ async fn commit_jobs_batch_answers_each_commit_as_commit_jobs_does_in_one_call()
         "b untouched"
     );
     for chat in ["tenant-x/b", "tenant-x/c"] {
-        let read = store
-            .client
-            .get_memory(GetMemoryRequest {
-                access: None,
-                chat_id: chat.into(),
-            })
-            .await;
-        assert_eq!(
-            read.expect_err("no memory").code(),
-            Code::NotFound,
-            "{chat}"
-        );
+        assert_no_memory(&mut store, chat).await;
     }
-    let rows = store
-        .client
-        .query_audit(chat_memory_proto::store::QueryAuditRequest {
-            tenant: "tenant-x".into(),
-            filter: Some(chat_memory_proto::v1::QueryAuditRequest {
-                action: "apply".into(),
-                ..Default::default()
-            }),
-        })
-        .await
-        .expect("query")
-        .into_inner()
-        .entries;
+    let rows = store.apply_rows("tenant-x").await;
     assert_eq!(
         rows.iter()
             .map(|r| (r.chat_id.as_str(), r.job_id.as_str(), r.trace_id.as_str()))
@@ -396,4 +361,22 @@ async fn commit_jobs_batch_answers_each_commit_as_commit_jobs_does_in_one_call()
         JobState::Running,
         "b untouched"
     );
+}
+
+impl TestStore {
+    /// The tenant's `apply` audit rows.
+    async fn apply_rows(&mut self, tenant: &str) -> Vec<chat_memory_proto::v1::AuditEntry> {
+        self.client
+            .query_audit(chat_memory_proto::store::QueryAuditRequest {
+                tenant: tenant.into(),
+                filter: Some(chat_memory_proto::v1::QueryAuditRequest {
+                    action: "apply".into(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .expect("query")
+            .into_inner()
+            .entries
+    }
 }

@@ -250,3 +250,19 @@ impl TestStore {
 }
 
 // ---------------------------------------------------------------- tests
+
+/// The chat has no memory (NOT_FOUND for a read without access checks).
+async fn assert_no_memory(store: &mut TestStore, chat: &str) {
+    let read = store
+        .client
+        .get_memory(GetMemoryRequest {
+            access: None,
+            chat_id: chat.into(),
+        })
+        .await;
+    assert_eq!(
+        read.expect_err("no memory").code(),
+        Code::NotFound,
+        "{chat}"
+    );
+}
