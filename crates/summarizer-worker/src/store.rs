@@ -4,7 +4,9 @@
 //! into `CommitJobsBatch` calls (one memory-store request, one transaction
 //! each; `service_kit::gather`).
 
-use tonic::{Code, Status, transport::Channel};
+use std::sync::Arc;
+
+use tonic::{Code, Response, Status, transport::Channel};
 
 use chat_memory_proto::store::{
     BeginJobsBatchRequest, BeginJobsRequest, BeginJobsResponse, BeginJobsResult,
@@ -78,9 +80,10 @@ fn begins_call(client: StoreClient) -> BatchCall<BeginJobsRequest, BeginJobsResu
     )
 }
 
-/// CommitJobs, gathered over chats; cheap to clone.
+/// CommitJobs, gathered over chats; cheap to clone. Each commit has its own
+/// answer, its own failure included.
 #[derive(Clone)]
-pub struct Commits(Gatherer<CommitJobsRequest, CommitJobsResult>);
+pub struct Commits(Gatherer<CommitJobsRequest, Result<CommitJobsResponse, Status>>);
 
 impl Commits {
     /// Starts the gathering on the current runtime.
@@ -93,56 +96,74 @@ impl Commits {
     /// carries several.
     ///
     /// # Errors
-    /// CommitJobs's status for this chat (INVALID_ARGUMENT when it refuses the
-    /// commit alone), or the batch call's status.
+    /// CommitJobs's status for this commit (INVALID_ARGUMENT when it refuses
+    /// it), or the batch call's status when memory-store was not reached.
     pub async fn commit(&self, request: CommitJobsRequest) -> Result<CommitJobsResponse, Status> {
-        match self.0.call(request).await?.result {
-            Some(commit_jobs_result::Result::Committed(committed)) => Ok(committed),
-            Some(commit_jobs_result::Result::Invalid(reason)) => {
-                Err(Status::invalid_argument(reason))
-            }
-            None => Err(Status::internal(
-                "CommitJobsBatch answered a commit with nothing",
-            )),
-        }
+        self.0.call(request).await?
     }
 }
 
-/// `CommitJobsBatch` on `client`; a lone commit (and every commit, one at a
-/// time, for an older memory-store) goes as `CommitJobs`.
-fn commits_call(client: StoreClient) -> BatchCall<CommitJobsRequest, CommitJobsResult> {
-    with_single_fallback(
-        client,
-        |mut client, mut commits| {
-            Box::pin(async move {
-                if commits.len() == 1
-                    && let Some(commit) = commits.pop()
-                {
-                    return Ok(vec![commit_one(&mut client, commit).await?]);
+/// `CommitJobsBatch` on `client`. A lone commit goes as `CommitJobs`; so does
+/// each commit of a batch memory-store could not take as one (an older
+/// memory-store without the call, or a transaction that failed): one commit
+/// that fails every time then fails alone, never its neighbours. Only a
+/// memory-store out of reach fails the whole batch.
+fn commits_call(
+    client: StoreClient,
+) -> BatchCall<CommitJobsRequest, Result<CommitJobsResponse, Status>> {
+    Arc::new(move |mut commits: Vec<CommitJobsRequest>| {
+        let mut client = client.clone();
+        Box::pin(async move {
+            if commits.len() == 1
+                && let Some(commit) = commits.pop()
+            {
+                return Ok(vec![
+                    client.commit_jobs(commit).await.map(Response::into_inner),
+                ]);
+            }
+            let batch = CommitJobsBatchRequest {
+                commits: commits.clone(),
+            };
+            match client.commit_jobs_batch(batch).await {
+                Ok(answer) => {
+                    let results = answer.into_inner().results;
+                    if results.len() != commits.len() {
+                        return Err(Status::internal(format!(
+                            "CommitJobsBatch answered {} of {} commits",
+                            results.len(),
+                            commits.len()
+                        )));
+                    }
+                    Ok(results.into_iter().map(committed).collect())
                 }
-                let answer = client
-                    .commit_jobs_batch(CommitJobsBatchRequest { commits })
-                    .await?;
-                Ok(answer.into_inner().results)
-            })
-        },
-        |mut client, commit| Box::pin(async move { commit_one(&mut client, commit).await }),
-    )
+                Err(s) if unreachable(s.code()) => Err(s),
+                Err(_) => {
+                    let mut results = Vec::with_capacity(commits.len());
+                    for commit in commits {
+                        results.push(client.commit_jobs(commit).await.map(Response::into_inner));
+                    }
+                    Ok(results)
+                }
+            }
+        })
+    })
 }
 
-/// One `CommitJobs`, answered as a batch answers each commit.
-async fn commit_one(
-    client: &mut StoreClient,
-    commit: CommitJobsRequest,
-) -> Result<CommitJobsResult, Status> {
-    let result = match client.commit_jobs(commit).await {
-        Ok(committed) => commit_jobs_result::Result::Committed(committed.into_inner()),
-        Err(s) if s.code() == Code::InvalidArgument => {
-            commit_jobs_result::Result::Invalid(s.message().to_owned())
-        }
-        Err(s) => return Err(s),
-    };
-    Ok(CommitJobsResult {
-        result: Some(result),
-    })
+/// A batch's answer for one commit, as `CommitJobs` would have answered it.
+fn committed(result: CommitJobsResult) -> Result<CommitJobsResponse, Status> {
+    match result.result {
+        Some(commit_jobs_result::Result::Committed(committed)) => Ok(committed),
+        Some(commit_jobs_result::Result::Invalid(reason)) => Err(Status::invalid_argument(reason)),
+        None => Err(Status::internal(
+            "CommitJobsBatch answered a commit with nothing",
+        )),
+    }
+}
+
+/// memory-store was not reached, or did not answer in time: single calls would fare no better.
+fn unreachable(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::ResourceExhausted
+    )
 }

@@ -256,7 +256,9 @@ pub fn commit_batch(r: pb::CommitJobsRequest) -> Result<CommitBatch, StoreError>
     })
 }
 
-pub fn commit_batches(r: pb::CommitJobsBatchRequest) -> Result<Vec<CommitBatch>, StoreError> {
+/// The commits of a `CommitJobsBatch` call, each parsed alone: a malformed
+/// one is that commit's refusal (naming `commits[i].field`), not the call's.
+pub fn commit_batches(r: pb::CommitJobsBatchRequest) -> Vec<Result<CommitBatch, StoreError>> {
     r.commits
         .into_iter()
         .enumerate()

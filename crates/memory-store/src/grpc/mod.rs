@@ -156,10 +156,32 @@ impl MemoryStore for StoreService {
         &self,
         request: Request<pb::CommitJobsBatchRequest>,
     ) -> Result<Response<pb::CommitJobsBatchResponse>, Status> {
-        let commits = convert::commit_batches(request.into_inner())?;
-        let answers = memories::commit_jobs_batch(&self.db, commits)
+        // A malformed commit is its own refusal; the others go to the store.
+        let mut refusals = Vec::new();
+        let mut valid = Vec::new();
+        for commit in convert::commit_batches(request.into_inner()) {
+            match commit {
+                Ok(commit) => {
+                    valid.push(commit);
+                    refusals.push(None);
+                }
+                Err(refused) => refusals.push(Some(refused)),
+            }
+        }
+        let mut committed = memories::commit_jobs_batch(&self.db, valid)
             .instrument(crate::db::span("commit_jobs_batch"))
-            .await?;
+            .await?
+            .into_iter();
+        let mut answers = Vec::with_capacity(refusals.len());
+        for refusal in refusals {
+            answers.push(match refusal {
+                None => committed.next().ok_or_else(|| StoreError::CorruptRow {
+                    table: "memories",
+                    reason: "a batch of commits answered too few".to_owned(),
+                })?,
+                Some(refused) => Err(refused),
+            });
+        }
         let results = answers
             .into_iter()
             .map(|answer| {

@@ -339,28 +339,53 @@ async fn commit_jobs_batch_answers_each_commit_as_commit_jobs_does_in_one_call()
         "one apply row, with the commit's own trace"
     );
 
-    // A malformed commit refuses the whole call, naming it.
-    let refused = store
+    // A malformed commit is refused alone, naming it; the others are written.
+    let (d, e) = (job_id(), job_id());
+    for (job, chat, seq) in [(&d, "tenant-x/d", 3), (&e, "tenant-x/e", 4)] {
+        store
+            .client
+            .record_accepted(accepted(job, chat, seq))
+            .await
+            .expect("record");
+        store
+            .client
+            .begin_job(begin(job, chat, seq))
+            .await
+            .expect("begin");
+    }
+    let results = store
         .client
         .commit_jobs_batch(CommitJobsBatchRequest {
             commits: vec![
-                request("tenant-x/a", vec![one(&a, 1)], 1, ""),
-                request("tenant-x/b", vec![one(&b, 2)], 0, "not-a-trace"),
+                request("tenant-x/d", vec![one(&d, 3)], 0, "not-a-trace"),
+                request("tenant-x/e", vec![one(&e, 4)], 0, ""),
             ],
         })
         .await
-        .expect_err("refused");
-    assert_eq!(refused.code(), Code::InvalidArgument);
+        .expect("one call")
+        .into_inner()
+        .results;
+    match results.first().and_then(|r| r.result.as_ref()) {
+        Some(Answer::Invalid(reason)) => assert!(
+            reason.contains("commits[0]") && reason.contains("trace_id"),
+            "{reason}"
+        ),
+        other => panic!("the malformed commit answered {other:?}"),
+    }
     assert!(
-        refused.message().contains("commits[1]") && refused.message().contains("trace_id"),
-        "{}",
-        refused.message()
+        matches!(
+            results.get(1).and_then(|r| r.result.as_ref()),
+            Some(Answer::Committed(c)) if c.outcome == CommitOutcome::Applied as i32
+        ),
+        "{results:?}"
     );
     assert_eq!(
-        store.job_state(&b).await.0,
+        store.job_state(&d).await.0,
         JobState::Running,
-        "b untouched"
+        "d untouched"
     );
+    assert_no_memory(&mut store, "tenant-x/d").await;
+    assert_eq!(store.version("tenant-x/e").await, 1);
 }
 
 impl TestStore {
