@@ -56,12 +56,7 @@ pub async fn commit_jobs(db: &DatabaseConnection, c: CommitBatch) -> Result<Comm
     if c.jobs.is_empty() {
         return Err(StoreError::invalid("jobs", "at least one job is required"));
     }
-    // Chat ids are `<tenant>/<chat>` (namespaced by the gateway); audit rows
-    // carry the tenant and the public chat id.
-    let namespaced = TenantChatId::parse(c.chat_id.as_str()).ok();
-    let (tenant, public_chat) = namespaced
-        .as_ref()
-        .map_or(("", c.chat_id.as_str()), |id| (id.tenant(), id.chat()));
+    let (tenant, public_chat) = audit_names(&c.chat_id);
     let jobs = committed_jobs_json(&c);
     let content = c.content;
     let trace_id = c
@@ -131,10 +126,7 @@ pub async fn commit_jobs_batch(
         .into_iter()
         .map(|c| {
             let jobs = committed_jobs_json(&c);
-            let namespaced = TenantChatId::parse(c.chat_id.as_str()).ok();
-            let (tenant, public_chat) = namespaced
-                .as_ref()
-                .map_or(("", c.chat_id.as_str()), |id| (id.tenant(), id.chat()));
+            let (tenant, public_chat) = audit_names(&c.chat_id);
             serde_json::json!({
                 "chat": c.chat_id.as_str(),
                 "jobs": jobs,
@@ -171,6 +163,15 @@ pub async fn commit_jobs_batch(
             other => other.map(Ok),
         })
         .collect()
+}
+
+/// The tenant and the public chat id an `apply` audit row carries (chat ids
+/// are `<tenant>/<chat>`, namespaced by the gateway).
+fn audit_names(chat_id: &ChatId) -> (String, String) {
+    TenantChatId::parse(chat_id.as_str()).ok().map_or_else(
+        || (String::new(), chat_id.as_str().to_owned()),
+        |id| (id.tenant().to_owned(), id.chat().to_owned()),
+    )
 }
 
 /// A commit's jobs as `chat_memory_commit_jobs` takes them, each with the id

@@ -422,7 +422,7 @@ impl Processor {
                 expected_version: begin.prior_version,
                 content: Some(content.clone()),
                 call_id: Uuid::now_v7().to_string(),
-                trace_id: service_kit::telemetry::propagation::current_trace_id(),
+                ..CommitJobsRequest::default()
             })
             .await
             .map_err(classify_store)?;

@@ -174,9 +174,9 @@ impl Default for Settings {
             retry: RetrySettings::default(),
             circuit: CircuitSettings::default(),
             store: ClientSettings::new("http://127.0.0.1:50052"),
-            // Begins wait up to 20 ms for each other: a job is readable after
-            // a model call of seconds, and at a steady rate begins come one by
-            // one (docs/benchmarks.md, ninth session).
+            // Begins and commits wait up to 20 ms for each other: a job is
+            // readable after a model call of seconds, and at a steady rate
+            // they come one by one (docs/benchmarks.md, ninth session).
             store_batches: BatchSettings {
                 linger_ms: 20,
                 ..BatchSettings::default()

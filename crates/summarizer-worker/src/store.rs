@@ -92,13 +92,17 @@ impl Commits {
     }
 
     /// CommitJobs for one chat, gathered with the other chats' that commit
-    /// now. `request.trace_id` should be the commit's trace: the batch call
-    /// carries several.
+    /// now. The request carries the caller's trace id: a batch call carries
+    /// the commits of several traces.
     ///
     /// # Errors
     /// CommitJobs's status for this commit (INVALID_ARGUMENT when it refuses
     /// it), or the batch call's status when memory-store was not reached.
-    pub async fn commit(&self, request: CommitJobsRequest) -> Result<CommitJobsResponse, Status> {
+    pub async fn commit(
+        &self,
+        mut request: CommitJobsRequest,
+    ) -> Result<CommitJobsResponse, Status> {
+        request.trace_id = service_kit::telemetry::propagation::current_trace_id();
         self.0.call(request).await?
     }
 }

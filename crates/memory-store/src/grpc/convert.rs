@@ -388,6 +388,17 @@ pub fn committed_to_pb(c: Committed) -> pb::CommitJobResponse {
     }
 }
 
+/// CommitJobs's answer (also each applied commit's in a batch).
+pub fn commit_jobs_response(c: Committed) -> pb::CommitJobsResponse {
+    let updated_at = c.updated_at.map(to_timestamp);
+    let c = committed_to_pb(c);
+    pb::CommitJobsResponse {
+        outcome: c.outcome,
+        version: c.version,
+        updated_at,
+    }
+}
+
 pub fn memory_to_pb(m: MemoryView) -> pb::GetMemoryResponse {
     let tokens = token_counts(m.content.tokens);
     pb::GetMemoryResponse {

@@ -4,7 +4,6 @@
 mod convert;
 
 use chat_memory_proto::store::{self as pb, memory_store_server::MemoryStore};
-use chat_memory_proto::time::to_timestamp;
 use sea_orm::DatabaseConnection;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
@@ -143,13 +142,7 @@ impl MemoryStore for StoreService {
         let committed = memories::commit_jobs(&self.db, batch)
             .instrument(crate::db::span("commit_jobs"))
             .await?;
-        let updated_at = committed.updated_at.map(to_timestamp);
-        let c = convert::committed_to_pb(committed);
-        Ok(Response::new(pb::CommitJobsResponse {
-            outcome: c.outcome,
-            version: c.version,
-            updated_at,
-        }))
+        Ok(Response::new(convert::commit_jobs_response(committed)))
     }
 
     async fn commit_jobs_batch(
@@ -186,15 +179,9 @@ impl MemoryStore for StoreService {
             .into_iter()
             .map(|answer| {
                 let result = match answer {
-                    Ok(committed) => {
-                        let updated_at = committed.updated_at.map(to_timestamp);
-                        let c = convert::committed_to_pb(committed);
-                        pb::commit_jobs_result::Result::Committed(pb::CommitJobsResponse {
-                            outcome: c.outcome,
-                            version: c.version,
-                            updated_at,
-                        })
-                    }
+                    Ok(committed) => pb::commit_jobs_result::Result::Committed(
+                        convert::commit_jobs_response(committed),
+                    ),
                     // This commit alone is refused, as CommitJobs would refuse it.
                     Err(e @ StoreError::InvalidArgument { .. }) => {
                         pb::commit_jobs_result::Result::Invalid(

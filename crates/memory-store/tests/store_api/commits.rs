@@ -261,16 +261,7 @@ async fn commit_jobs_batch_answers_each_commit_as_commit_jobs_does_in_one_call()
     let mut store = TestStore::start().await;
     let (a, b) = (job_id(), job_id());
     for (job, chat, seq) in [(&a, "tenant-x/a", 1), (&b, "tenant-x/b", 2)] {
-        store
-            .client
-            .record_accepted(accepted(job, chat, seq))
-            .await
-            .expect("record");
-        store
-            .client
-            .begin_job(begin(job, chat, seq))
-            .await
-            .expect("begin");
+        store.record_and_begin(job, chat, seq).await;
     }
     let one = |job: &str, seq| CommittedJob {
         job_id: job.into(),
@@ -342,16 +333,7 @@ async fn commit_jobs_batch_answers_each_commit_as_commit_jobs_does_in_one_call()
     // A malformed commit is refused alone, naming it; the others are written.
     let (d, e) = (job_id(), job_id());
     for (job, chat, seq) in [(&d, "tenant-x/d", 3), (&e, "tenant-x/e", 4)] {
-        store
-            .client
-            .record_accepted(accepted(job, chat, seq))
-            .await
-            .expect("record");
-        store
-            .client
-            .begin_job(begin(job, chat, seq))
-            .await
-            .expect("begin");
+        store.record_and_begin(job, chat, seq).await;
     }
     let results = store
         .client
@@ -389,6 +371,18 @@ async fn commit_jobs_batch_answers_each_commit_as_commit_jobs_does_in_one_call()
 }
 
 impl TestStore {
+    /// Registers `job` and begins it: a commit of it is expected next.
+    async fn record_and_begin(&mut self, job: &str, chat: &str, seq: u64) {
+        self.client
+            .record_accepted(accepted(job, chat, seq))
+            .await
+            .expect("record");
+        self.client
+            .begin_job(begin(job, chat, seq))
+            .await
+            .expect("begin");
+    }
+
     /// The tenant's `apply` audit rows.
     async fn apply_rows(&mut self, tenant: &str) -> Vec<chat_memory_proto::v1::AuditEntry> {
         self.client
