@@ -24,6 +24,7 @@ from chat_memory import (
     Unavailable,
 )
 
+from chat_memory.errors import from_rpc_error
 from conftest import OTHER_TENANT, TENANT, sign_token
 
 PLAN = ("user", "My plan is Blue Shield PPO.")
@@ -198,6 +199,32 @@ def test_a_call_past_its_deadline_raises_deadline_exceeded(client: MemoryClient,
     # A status answer takes a memory-store round trip and an audit row: over 1 ms.
     with pytest.raises(DeadlineExceeded):
         client.status(job.job_id, timeout=0.001)
+
+
+class _ServerTimeout(grpc.RpcError):
+    """A failed call as grpcio raises it: the server's status, no metadata."""
+
+    def __init__(self, details: str) -> None:
+        self._details = details
+
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.CANCELLED
+
+    def details(self) -> str:
+        return self._details
+
+    def trailing_metadata(self) -> tuple:
+        return ()
+
+
+@pytest.mark.parametrize("details", ["Timeout expired", "Timeout%20expired"])
+def test_the_servers_own_timeout_is_deadline_exceeded_however_its_message_arrives(details: str) -> None:
+    # tonic answers an elapsed grpc-timeout with CANCELLED "Timeout expired";
+    # grpcio may hand the message over still percent-encoded.
+    error = from_rpc_error(_ServerTimeout(details))
+    assert isinstance(error, DeadlineExceeded)
+    assert error.message == "Timeout expired"
+    assert not isinstance(from_rpc_error(_ServerTimeout("client went away")), DeadlineExceeded)
 
 
 def test_tls_with_the_ca_file_round_trips(tls_gateway: str, ca_cert: str, token: str, chat_id: str) -> None:

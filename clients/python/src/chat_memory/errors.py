@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Type
+from urllib.parse import unquote
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -275,11 +276,13 @@ def from_rpc_error(error: grpc.RpcError) -> ChatMemoryError:
         initial = None
     details = parse_details(trailing, initial)
     cls = _BY_CODE.get(code, ChatMemoryError)
-    if code == grpc.StatusCode.CANCELLED and message == "Timeout expired":
+    if code == grpc.StatusCode.CANCELLED and unquote(message or "") == "Timeout expired":
         # A tonic server answers a call whose grpc-timeout elapsed with
         # CANCELLED "Timeout expired" (the gRPC spec says DEADLINE_EXCEEDED);
-        # it can reach the client before the client's own deadline fires.
+        # it can reach the client before the client's own deadline fires, and
+        # its message may arrive still percent-encoded ("Timeout%20expired").
         cls = DeadlineExceeded
+        message = "Timeout expired"
     return cls(
         message or code.name,
         code=code,
