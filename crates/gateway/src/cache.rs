@@ -126,8 +126,12 @@ impl MemoryCache {
 
     /// The answer for `access` reading `chat`, if cached and fresh.
     pub fn get(&self, chat: &TenantChatId, access: &Access) -> Option<Hit> {
-        let entry = self.entries.as_ref()?.get(chat.as_str())?;
+        let entries = self.entries.as_ref()?;
+        let entry = entries.get(chat.as_str())?;
         if entry.read_at.elapsed() > self.ttl {
+            // Expired: free its place for a fresh entry (an entry stored
+            // meanwhile is newer and stays).
+            entries.remove_if(chat.as_str(), |e| e.read_at == entry.read_at);
             return None;
         }
         Some(match entry.known {
@@ -362,6 +366,7 @@ mod tests {
         cache.store_memory("t/c", cache.ticket(), &memory("t/c", "u", 1));
         std::thread::sleep(Duration::from_millis(5));
         assert_eq!(cache.get(&id("t/c"), &access("t", "u", false)), None);
+        assert!(cache.is_empty(), "an expired entry gives up its place");
         let off = MemoryCache::new(&ReadCacheSettings {
             capacity: 0,
             ttl_ms: 0,

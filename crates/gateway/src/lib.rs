@@ -183,7 +183,7 @@ pub async fn run(
             .await
             .map_err(|e| StartError::Changes(e.to_string()))?,
     );
-    let reads = reads::Reads::new(store.clone(), feed, cache);
+    let reads = reads::Reads::new(store.clone(), &settings.store_batches, feed, cache);
     let watches = watch::Watches::new(
         reads.clone(),
         audit.clone(),

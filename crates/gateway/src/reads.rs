@@ -11,6 +11,7 @@
 
 use std::time::Duration;
 
+use futures::FutureExt as _;
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -25,6 +26,8 @@ use crate::cache::{Hit, MemoryCache};
 use crate::changes::{ChangeFeed, Event};
 use crate::error::GatewayError;
 use crate::validation::{FieldViolation, ReadCondition};
+use service_kit::gather::{BatchCall, BatchSettings, Gatherer, with_single_fallback};
+use store_pb::get_memory_result::Result as ReadResult;
 
 /// A waiting read re-reads this often even without an event.
 pub const RECHECK: Duration = Duration::from_secs(1);
@@ -33,6 +36,8 @@ pub const RECHECK: Duration = Duration::from_secs(1);
 #[derive(Clone)]
 pub struct Reads {
     store: StoreClient,
+    /// Reads that miss the cache, gathered into `GetMemories` calls.
+    memories: Gatherer<store_pb::GetMemoryRequest, store_pb::GetMemoryResult>,
     feed: ChangeFeed,
     cache: Arc<MemoryCache>,
 }
@@ -49,8 +54,19 @@ enum JobView {
 }
 
 impl Reads {
-    pub fn new(store: StoreClient, feed: ChangeFeed, cache: Arc<MemoryCache>) -> Self {
-        Self { store, feed, cache }
+    /// Starts the gathering of memory-store reads on the current runtime.
+    pub fn new(
+        store: StoreClient,
+        batches: &BatchSettings,
+        feed: ChangeFeed,
+        cache: Arc<MemoryCache>,
+    ) -> Self {
+        Self {
+            memories: Gatherer::start(memories_call(store.clone()), batches),
+            store,
+            feed,
+            cache,
+        }
     }
 
     /// The cache plain reads use (dropped entries on deletion, etc.).
@@ -98,27 +114,31 @@ impl Reads {
     ) -> Result<store_pb::GetMemoryResponse, GatewayError> {
         let ticket = self.cache.ticket();
         let read = self
-            .store
-            .clone()
-            .get_memory(store_pb::GetMemoryRequest {
+            .memories
+            .call(store_pb::GetMemoryRequest {
                 chat_id: chat.as_str().to_owned(),
                 access: Some(access.clone()),
             })
-            .await;
-        match read {
-            Ok(answer) => {
-                let answer = answer.into_inner();
+            .await
+            .map_err(|status| GatewayError::from_store(status, "memory"))?;
+        match read.result {
+            Some(ReadResult::Memory(answer)) => {
                 self.cache.store_memory(chat.as_str(), ticket, &answer);
                 Ok(answer)
             }
-            Err(status) => {
-                if status.code() == tonic::Code::NotFound
-                    && status.metadata().get(store_pb::ABSENT_METADATA).is_some()
-                {
-                    self.cache.store_absent(chat.as_str(), ticket);
-                }
-                Err(GatewayError::from_store(status, "memory"))
+            Some(ReadResult::Absent(_)) => {
+                self.cache.store_absent(chat.as_str(), ticket);
+                Err(GatewayError::NotFound("memory"))
             }
+            Some(ReadResult::NotFound(_)) => Err(GatewayError::NotFound("memory")),
+            Some(ReadResult::Invalid(reason)) => Err(GatewayError::from_store(
+                tonic::Status::invalid_argument(reason),
+                "memory",
+            )),
+            None => Err(GatewayError::from_store(
+                tonic::Status::internal("memory-store answered a read with no result"),
+                "memory",
+            )),
         }
     }
 
@@ -252,4 +272,45 @@ impl Reads {
             }
         })
     }
+}
+
+/// `GetMemories` on `client` (one GetMemory at a time for an older
+/// memory-store, its NOT_FOUND and INVALID_ARGUMENT turned into the result
+/// `GetMemories` would give).
+fn memories_call(
+    client: StoreClient,
+) -> BatchCall<store_pb::GetMemoryRequest, store_pb::GetMemoryResult> {
+    with_single_fallback(
+        client,
+        |mut client, reads| {
+            async move {
+                let batch = store_pb::GetMemoriesRequest { reads };
+                let answer = client.get_memories(batch).await?;
+                Ok(answer.into_inner().results)
+            }
+            .boxed()
+        },
+        |mut client, read| {
+            async move {
+                let result = match client.get_memory(read).await {
+                    Ok(r) => ReadResult::Memory(r.into_inner()),
+                    Err(s) if s.code() == tonic::Code::NotFound => {
+                        if s.metadata().get(store_pb::ABSENT_METADATA).is_some() {
+                            ReadResult::Absent(true)
+                        } else {
+                            ReadResult::NotFound(true)
+                        }
+                    }
+                    Err(s) if s.code() == tonic::Code::InvalidArgument => {
+                        ReadResult::Invalid(s.message().to_owned())
+                    }
+                    Err(s) => return Err(s),
+                };
+                Ok(store_pb::GetMemoryResult {
+                    result: Some(result),
+                })
+            }
+            .boxed()
+        },
+    )
 }

@@ -453,6 +453,7 @@ mod tests {
         ));
         Reads::new(
             MemoryStoreClient::with_interceptor(channel, token),
+            &service_kit::gather::BatchSettings::default(),
             feed,
             cache,
         )

@@ -1,5 +1,7 @@
 //! Chat memories: the conditional commit of a job's result, reads, and deletes.
 
+use std::collections::HashMap;
+
 use chrono::Utc;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
@@ -194,6 +196,15 @@ fn committed_jobs_json(c: &CommitBatch) -> serde_json::Value {
 const APPLY_AUDIT_NAMESPACE: uuid::Uuid =
     uuid::Uuid::from_u128(0x8d2c_41a7_5b3e_4f19_a0c6_7e21_9b44_d308);
 
+/// A memory, its owner and its pending job count (a `WHERE` on `m.chat_id` follows).
+const MEMORY_READ: &str = "SELECT m.chat_id, m.user_confirmed, m.llm_inferred, m.general_summary, \
+        m.tokens_user_confirmed, m.tokens_llm_inferred, m.tokens_general_summary, \
+        m.state, m.version, m.last_job_id, m.updated_at, o.owner_user, \
+        (SELECT count(*) FROM jobs j \
+          WHERE j.chat_id = m.chat_id AND j.stream_seq > m.last_applied_seq \
+            AND j.state IN ('queued', 'running')) AS pending_jobs \
+   FROM memories m LEFT JOIN chat_owners o ON o.chat_id = m.chat_id";
+
 /// The chat's memory and its pending job count, read with its owner in one
 /// statement (a read is the hot path: one round trip, no transaction).
 ///
@@ -213,14 +224,7 @@ pub async fn get_memory(
     }
     let row = MemoryRead::find_by_statement(Statement::from_sql_and_values(
         DbBackend::Postgres,
-        "SELECT m.chat_id, m.user_confirmed, m.llm_inferred, m.general_summary, \
-                m.tokens_user_confirmed, m.tokens_llm_inferred, m.tokens_general_summary, \
-                m.state, m.version, m.last_job_id, m.updated_at, o.owner_user, \
-                (SELECT count(*) FROM jobs j \
-                  WHERE j.chat_id = m.chat_id AND j.stream_seq > m.last_applied_seq \
-                    AND j.state IN ('queued', 'running')) AS pending_jobs \
-           FROM memories m LEFT JOIN chat_owners o ON o.chat_id = m.chat_id \
-          WHERE m.chat_id = $1",
+        format!("{MEMORY_READ} WHERE m.chat_id = $1"),
         [chat_id.as_str().into()],
     ))
     .one(db)
@@ -233,6 +237,78 @@ pub async fn get_memory(
         return Err(StoreError::NotFound("memory"));
     }
     Ok(row.into())
+}
+
+/// [`get_memory`] for several reads in one statement: one answer per read, in
+/// order, each exactly what [`get_memory`] answers it.
+///
+/// # Errors
+/// The database's error, which fails every read (an answer per read is
+/// [`StoreError::NotFound`] or [`StoreError::Absent`] as for [`get_memory`]).
+pub async fn get_memories(
+    db: &DatabaseConnection,
+    reads: &[(ChatId, Option<Access>)],
+) -> Result<Vec<Result<MemoryView, StoreError>>, StoreError> {
+    if let [(chat, access)] = reads {
+        // A lone read: get_memory's own statement.
+        return match get_memory(db, chat, access.as_ref()).await {
+            Err(e @ (StoreError::NotFound(_) | StoreError::Absent(_))) => Ok(vec![Err(e)]),
+            Err(other) => Err(other),
+            Ok(memory) => Ok(vec![Ok(memory)]),
+        };
+    }
+    // Chats outside the caller's namespace are never looked up.
+    let wanted: Vec<String> = reads
+        .iter()
+        .filter(|(chat, access)| {
+            access
+                .as_ref()
+                .is_none_or(|a| a.in_namespace(chat.as_str()))
+        })
+        .map(|(chat, _)| chat.as_str().to_owned())
+        .collect();
+    let mut found: HashMap<String, MemoryRead> = HashMap::with_capacity(wanted.len());
+    if let Some(last) = wanted.last().cloned() {
+        // `IN` with a power-of-two count of parameters, padded with the last
+        // chat: a handful of statements, each planned once (an `= ANY($1)`
+        // array is estimated at 10 rows in its generic plan, so Postgres
+        // would plan every batch anew).
+        let arity = wanted.len().next_power_of_two();
+        let mut values: Vec<sea_orm::Value> = wanted.into_iter().map(Into::into).collect();
+        values.resize(arity, last.into());
+        let placeholders = (1..=arity)
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let rows = MemoryRead::find_by_statement(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            format!("{MEMORY_READ} WHERE m.chat_id IN ({placeholders})"),
+            values,
+        ))
+        .all(db)
+        .await?;
+        found.extend(rows.into_iter().map(|row| (row.chat_id.clone(), row)));
+    }
+    Ok(reads
+        .iter()
+        .map(|(chat, access)| {
+            if access
+                .as_ref()
+                .is_some_and(|a| !a.in_namespace(chat.as_str()))
+            {
+                return Err(StoreError::NotFound("memory"));
+            }
+            let row = found
+                .get(chat.as_str())
+                .ok_or(StoreError::Absent("memory"))?;
+            if let Some(access) = access
+                && !access.may_use_owner(row.owner_user.as_deref())
+            {
+                return Err(StoreError::NotFound("memory"));
+            }
+            Ok(row.clone().into())
+        })
+        .collect())
 }
 
 /// Removes the chat's memory, job rows and owner, and records a tombstone so

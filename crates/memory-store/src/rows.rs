@@ -12,7 +12,7 @@ use crate::{
 
 /// A memory's content columns, as every statement that reads one names them
 /// (nested in the rows below; `prior_`-prefixed in BeginJobs' answer).
-#[derive(Debug, FromQueryResult)]
+#[derive(Debug, Clone, FromQueryResult)]
 struct ContentColumns {
     user_confirmed: String,
     llm_inferred: String,
@@ -40,9 +40,9 @@ impl From<ContentColumns> for MemoryContent {
 }
 
 /// The chat's memory, its owner and its pending job count: one row.
-#[derive(Debug, FromQueryResult)]
+#[derive(Debug, Clone, FromQueryResult)]
 pub(crate) struct MemoryRead {
-    chat_id: String,
+    pub(crate) chat_id: String,
     #[sea_orm(nested)]
     content: ContentColumns,
     version: i64,

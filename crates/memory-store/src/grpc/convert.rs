@@ -399,6 +399,44 @@ pub fn commit_jobs_response(c: Committed) -> pb::CommitJobsResponse {
     }
 }
 
+/// Every read of a batch, checked; a bad one names its place (`reads[i].field`).
+pub fn memory_reads(
+    r: pb::GetMemoriesRequest,
+) -> Vec<Result<(ChatId, Option<Access>), StoreError>> {
+    r.reads
+        .into_iter()
+        .enumerate()
+        .map(|(i, read)| memory_read(read).map_err(at("reads", i)))
+        .collect()
+}
+
+fn memory_read(r: pb::GetMemoryRequest) -> Result<(ChatId, Option<Access>), StoreError> {
+    Ok((ChatId::parse(r.chat_id)?, Access::parse(r.access)?))
+}
+
+/// One read's answer in a batch, as GetMemory would answer it.
+///
+/// # Errors
+/// The error that would fail GetMemory with anything but NOT_FOUND or
+/// INVALID_ARGUMENT (which fails the whole batch: the database is out of reach).
+pub fn memory_result(
+    answer: Result<MemoryView, StoreError>,
+) -> Result<pb::GetMemoryResult, StoreError> {
+    use pb::get_memory_result::Result as R;
+    let result = match answer {
+        Ok(memory) => R::Memory(memory_to_pb(memory)),
+        Err(StoreError::NotFound(_)) => R::NotFound(true),
+        Err(StoreError::Absent(_)) => R::Absent(true),
+        Err(e @ StoreError::InvalidArgument { .. }) => {
+            R::Invalid(tonic::Status::from(e).message().to_owned())
+        }
+        Err(other) => return Err(other),
+    };
+    Ok(pb::GetMemoryResult {
+        result: Some(result),
+    })
+}
+
 pub fn memory_to_pb(m: MemoryView) -> pb::GetMemoryResponse {
     let tokens = token_counts(m.content.tokens);
     pb::GetMemoryResponse {

@@ -222,6 +222,35 @@ impl MemoryStore for StoreService {
         Ok(Response::new(convert::memory_to_pb(memory)))
     }
 
+    async fn get_memories(
+        &self,
+        request: Request<pb::GetMemoriesRequest>,
+    ) -> Result<Response<pb::GetMemoriesResponse>, Status> {
+        // A malformed read is its own refusal; the others are read together.
+        let parsed = convert::memory_reads(request.into_inner());
+        let valid: Vec<_> = parsed
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .cloned()
+            .collect();
+        let mut read = memories::get_memories(&self.db, &valid)
+            .instrument(crate::db::span("get_memories"))
+            .await?
+            .into_iter();
+        let mut results = Vec::with_capacity(parsed.len());
+        for item in parsed {
+            let answer = match item {
+                Ok(_) => read.next().ok_or_else(|| StoreError::CorruptRow {
+                    table: "memories",
+                    reason: "a batch of reads answered too few".to_owned(),
+                })?,
+                Err(refused) => Err(refused),
+            };
+            results.push(convert::memory_result(answer)?);
+        }
+        Ok(Response::new(pb::GetMemoriesResponse { results }))
+    }
+
     async fn get_job(
         &self,
         request: Request<pb::GetJobRequest>,

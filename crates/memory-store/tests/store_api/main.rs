@@ -17,6 +17,7 @@ mod batches;
 mod commits;
 mod errors;
 mod jobs;
+mod reads;
 mod retention;
 mod startup;
 
