@@ -442,9 +442,10 @@ async fn echo_phase(clients: &[HealthClient<Channel>], callers: usize, calls: us
     }
 }
 
-/// `calls` reads by `callers` callers side by side; read `n` (from `first`)
-/// asks for chat `(n * 7919) % memories` (a permutation: `memories`
-/// consecutive reads see each chat once), or, for every
+/// `calls` reads by `callers` callers side by side (caller `c` makes reads
+/// `c`, `c + callers`, ...); read `n` (from `first`) asks for chat
+/// `(n * 7919) % memories` (a permutation: `memories` consecutive reads see
+/// each chat once), or, for every
 /// `1 / not_found_share`-th read, a chat without memory.
 pub(super) async fn read_phase(
     clients: &[Client],
@@ -468,7 +469,12 @@ pub(super) async fn read_phase(
         async move {
             let (mut hits, mut missing, mut errors) = (histogram(), histogram(), 0);
             for i in 0..per_caller {
-                let n = first + c * per_caller + i;
+                // Interleaved: the phase's reads go in order of n whoever
+                // makes them, so a chat's second read comes a pass after its
+                // first (with contiguous blocks per caller, callers c and
+                // c + memories / per_caller asked for the same chats at the
+                // same moment, and the cache's hit rate was a race).
+                let n = first + i * callers.max(1) + c;
                 let absent = n % every == every - 1;
                 let chat_id = if absent {
                     format!("read-{tag}-absent-{n}")
