@@ -62,7 +62,7 @@ impl Reads {
         cache: Arc<MemoryCache>,
     ) -> Self {
         Self {
-            memories: Gatherer::start(memories_call(store.clone()), batches),
+            memories: Gatherer::start("reads", memories_call(store.clone()), batches),
             store,
             feed,
             cache,

@@ -44,8 +44,12 @@ impl Store {
     /// Starts the gathering of claims and registrations on the current runtime.
     pub fn new(client: StoreClient, batches: &BatchSettings) -> Self {
         Self {
-            claims: Gatherer::start(claims_call(client.clone()), batches),
-            registrations: Gatherer::start(registrations_call(client.clone()), batches),
+            claims: Gatherer::start("claims", claims_call(client.clone()), batches),
+            registrations: Gatherer::start(
+                "registrations",
+                registrations_call(client.clone()),
+                batches,
+            ),
             client,
         }
     }

@@ -34,6 +34,7 @@ impl AuditWriter {
             Box::pin(write_rows(db.clone(), records)) as _
         });
         Self(Gatherer::start(
+            "audit_rows",
             write,
             &BatchSettings {
                 max_batch: MAX_ROWS,

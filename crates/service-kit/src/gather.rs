@@ -134,13 +134,25 @@ where
     /// Starts gathering on the current runtime: `max_in_flight` callers, each
     /// taking whatever waits when it is free; they stop when every clone is
     /// dropped.
-    pub fn start(call: BatchCall<Req, Res, E>, settings: &BatchSettings) -> Self {
+    /// `name` labels the calls' sizes in `chat_memory_gathered_batch_size{call}`.
+    pub fn start(
+        name: &'static str,
+        call: BatchCall<Req, Res, E>,
+        settings: &BatchSettings,
+    ) -> Self {
         let max_batch = settings.max_batch.max(1);
         let (tx, rx) = mpsc::channel(max_batch.saturating_mul(4));
         let rx = Arc::new(Mutex::new(rx));
         let linger = Duration::from_millis(settings.linger_ms);
+        let sizes = BatchSizes::new(name);
         for _ in 0..settings.max_in_flight.max(1) {
-            tokio::spawn(call_batches(rx.clone(), call.clone(), max_batch, linger));
+            tokio::spawn(call_batches(
+                rx.clone(),
+                call.clone(),
+                max_batch,
+                linger,
+                sizes.clone(),
+            ));
         }
         Self { tx }
     }
@@ -163,6 +175,41 @@ where
     }
 }
 
+/// Records each call's size: `chat_memory_gathered_batch_size{call}` (how
+/// many requests one call carried; all ones mean nothing was gathered).
+#[derive(Clone)]
+struct BatchSizes {
+    histogram: opentelemetry::metrics::Histogram<u64>,
+    call: [opentelemetry::KeyValue; 1],
+}
+
+impl BatchSizes {
+    fn new(name: &'static str) -> Self {
+        static HISTOGRAM: std::sync::OnceLock<opentelemetry::metrics::Histogram<u64>> =
+            std::sync::OnceLock::new();
+        let histogram = HISTOGRAM
+            .get_or_init(|| {
+                opentelemetry::global::meter("service-kit")
+                    .u64_histogram("chat_memory_gathered_batch_size")
+                    .with_description(
+                        "Requests carried by one gathered call (store calls, audit outbox messages)",
+                    )
+                    .with_boundaries(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0])
+                    .build()
+            })
+            .clone();
+        Self {
+            histogram,
+            call: [opentelemetry::KeyValue::new("call", name)],
+        }
+    }
+
+    fn record(&self, n: usize) {
+        self.histogram
+            .record(u64::try_from(n).unwrap_or(u64::MAX), &self.call);
+    }
+}
+
 /// One of the gatherer's callers: waits for a request, takes every other one
 /// waiting then (up to `max_batch`), makes the call and answers each. A
 /// long-lived task per call in flight, so a request costs no task spawn and
@@ -172,6 +219,7 @@ async fn call_batches<Req, Res, E>(
     call: BatchCall<Req, Res, E>,
     max_batch: usize,
     linger: Duration,
+    sizes: BatchSizes,
 ) where
     Req: Send + 'static,
     Res: Send + 'static,
@@ -203,6 +251,7 @@ async fn call_batches<Req, Res, E>(
         let (requests, answers): (Vec<_>, Vec<_>) =
             batch.into_iter().map(|p| (p.request, p.answer)).unzip();
         let n = requests.len();
+        sizes.record(n);
         // A call that panics answers nobody (each gets `NoAnswer` when its
         // answer is dropped), and this caller goes on serving.
         let Ok(outcome) = std::panic::AssertUnwindSafe(call(requests).instrument(span))
@@ -324,7 +373,11 @@ mod tests {
             max_in_flight: 1,
             linger_ms: 0,
         };
-        let gatherer = Gatherer::start(recording_call(seen.clone(), release.clone()), &settings);
+        let gatherer = Gatherer::start(
+            "test",
+            recording_call(seen.clone(), release.clone()),
+            &settings,
+        );
 
         let first = tokio::spawn({
             let g = gatherer.clone();
@@ -375,7 +428,7 @@ mod tests {
             max_in_flight: 1,
             linger_ms: 20,
         };
-        let gatherer = Gatherer::start(recording_call(seen.clone(), release), &settings);
+        let gatherer = Gatherer::start("test", recording_call(seen.clone(), release), &settings);
         let call = |name: &'static str| {
             let g = gatherer.clone();
             tokio::spawn(async move { g.call(name.to_owned()).await })
@@ -413,7 +466,7 @@ mod tests {
         let call: BatchCall<String, String> = Arc::new(|_requests: Vec<String>| {
             async { Err(tonic::Status::unavailable("memory-store down")) }.boxed()
         });
-        let gatherer = Gatherer::start(call, &BatchSettings::default());
+        let gatherer = Gatherer::start("test", call, &BatchSettings::default());
         let status = gatherer
             .call("a".to_owned())
             .await
@@ -421,7 +474,7 @@ mod tests {
         assert_eq!(status.code(), tonic::Code::Unavailable);
         let short: BatchCall<String, String> =
             Arc::new(|_requests: Vec<String>| async { Ok(Vec::new()) }.boxed());
-        let gatherer = Gatherer::start(short, &BatchSettings::default());
+        let gatherer = Gatherer::start("test", short, &BatchSettings::default());
         let status = gatherer
             .call("a".to_owned())
             .await

@@ -30,7 +30,7 @@ pub struct Begins(Gatherer<BeginJobsRequest, BeginJobsResult>);
 impl Begins {
     /// Starts the gathering on the current runtime.
     pub fn start(client: StoreClient, settings: &BatchSettings) -> Self {
-        Self(Gatherer::start(begins_call(client), settings))
+        Self(Gatherer::start("begins", begins_call(client), settings))
     }
 
     /// BeginJobs for one chat, gathered with the other chats' that start now.
@@ -88,7 +88,7 @@ pub struct Commits(Gatherer<CommitJobsRequest, Result<CommitJobsResponse, Status
 impl Commits {
     /// Starts the gathering on the current runtime.
     pub fn start(client: StoreClient, settings: &BatchSettings) -> Self {
-        Self(Gatherer::start(commits_call(client), settings))
+        Self(Gatherer::start("commits", commits_call(client), settings))
     }
 
     /// CommitJobs for one chat, gathered with the other chats' that commit

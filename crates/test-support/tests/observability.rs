@@ -268,6 +268,13 @@ async fn a_real_prometheus_scrapes_every_metric_the_alerts_use() {
         r#"chat_memory_audit_rows_total{result="outboxed"}"#,
         r#"chat_memory_audit_rows_total{result="relayed"}"#,
         "chat_memory_audit_outbox_depth",
+        // Every gathered call's size, by kind (gateway, worker, memory-store).
+        r#"chat_memory_gathered_batch_size_count{call="claims"}"#,
+        r#"chat_memory_gathered_batch_size_count{call="registrations"}"#,
+        r#"chat_memory_gathered_batch_size_count{call="reads"}"#,
+        r#"chat_memory_gathered_batch_size_count{call="audit_outbox"}"#,
+        r#"chat_memory_gathered_batch_size_count{call="begins"}"#,
+        r#"chat_memory_gathered_batch_size_count{call="commits"}"#,
     ];
     for q in queries {
         let n = stack

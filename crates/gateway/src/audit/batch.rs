@@ -33,6 +33,7 @@ impl OutboxBatcher {
             publish_rows(js.clone(), queue.clone(), rows).boxed()
         });
         Self(Gatherer::start(
+            "audit_outbox",
             publish,
             &BatchSettings {
                 max_batch: MAX_ROWS,
