@@ -43,6 +43,12 @@ pub struct ReadCacheSettings {
     /// Longest an entry is used after it was read from memory-store: the bound
     /// on staleness when a change event could not be published at all.
     pub ttl_ms: u64,
+    /// memory-store read calls in flight at once for reads the cache does not
+    /// answer (with the cache off, every read); reads that miss while all are
+    /// busy go together in the next `GetMemories` call (up to
+    /// `store_batches.max_batch`). One gathers the most (the least CPU per
+    /// read); more let a slow call hold up fewer reads.
+    pub store_calls_in_flight: usize,
 }
 
 impl Default for ReadCacheSettings {
@@ -50,6 +56,7 @@ impl Default for ReadCacheSettings {
         Self {
             capacity: 10_000,
             ttl_ms: 10_000,
+            store_calls_in_flight: 1,
         }
     }
 }
@@ -58,6 +65,12 @@ impl ReadCacheSettings {
     /// # Errors
     /// [`SettingsError::Invalid`] naming the bad field.
     pub fn validate(&self) -> Result<(), SettingsError> {
+        if self.store_calls_in_flight == 0 {
+            return Err(SettingsError::invalid(
+                "read_cache.store_calls_in_flight",
+                "must be at least 1",
+            ));
+        }
         if self.capacity > 0 && self.ttl_ms == 0 {
             return Err(SettingsError::invalid(
                 "read_cache.ttl_ms",
@@ -259,6 +272,7 @@ mod tests {
         ReadCacheSettings {
             capacity: 100,
             ttl_ms: 60_000,
+            ..ReadCacheSettings::default()
         }
     }
 
@@ -312,6 +326,22 @@ mod tests {
     }
 
     #[test]
+    fn no_memory_store_call_in_flight_is_refused_naming_the_field() {
+        let none = ReadCacheSettings {
+            store_calls_in_flight: 0,
+            ..ReadCacheSettings::default()
+        };
+        let refused = none.validate().err().map(|e| e.to_string());
+        assert!(
+            refused
+                .as_deref()
+                .is_some_and(|e| e.contains("read_cache.store_calls_in_flight")),
+            "{refused:?}"
+        );
+        assert!(ReadCacheSettings::default().validate().is_ok());
+    }
+
+    #[test]
     fn a_change_drops_the_entry_and_a_read_begun_before_it_stores_nothing() {
         let cache = MemoryCache::new(&settings());
         let before = cache.ticket();
@@ -362,6 +392,7 @@ mod tests {
         let cache = MemoryCache::new(&ReadCacheSettings {
             capacity: 100,
             ttl_ms: 1,
+            ..ReadCacheSettings::default()
         });
         cache.store_memory("t/c", cache.ticket(), &memory("t/c", "u", 1));
         std::thread::sleep(Duration::from_millis(5));
@@ -370,6 +401,7 @@ mod tests {
         let off = MemoryCache::new(&ReadCacheSettings {
             capacity: 0,
             ttl_ms: 0,
+            ..ReadCacheSettings::default()
         });
         off.store_memory("t/c", off.ticket(), &memory("t/c", "u", 1));
         assert_eq!(off.get(&id("t/c"), &access("t", "u", false)), None);

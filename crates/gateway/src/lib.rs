@@ -183,7 +183,16 @@ pub async fn run(
             .await
             .map_err(|e| StartError::Changes(e.to_string()))?,
     );
-    let reads = reads::Reads::new(store.clone(), &settings.store_batches, feed, cache);
+    let reads = reads::Reads::new(
+        store.clone(),
+        &service_kit::gather::BatchSettings {
+            max_in_flight: settings.read_cache.store_calls_in_flight,
+            linger_ms: 0,
+            ..settings.store_batches.clone()
+        },
+        feed,
+        cache,
+    );
     let watches = watch::Watches::new(
         reads.clone(),
         audit.clone(),

@@ -449,6 +449,7 @@ mod tests {
             &crate::cache::ReadCacheSettings {
                 capacity: 0,
                 ttl_ms: 0,
+                ..Default::default()
             },
         ));
         Reads::new(

@@ -299,6 +299,8 @@ struct ReadCounters {
     rows: f64,
     /// Messages published to the audit outbox stream (its last sequence).
     messages: f64,
+    /// memory-store read calls the gateway made for the misses.
+    store_calls: f64,
 }
 
 impl ReadCounters {
@@ -334,6 +336,12 @@ impl ReadCounters {
             )
             .unwrap_or(0.0),
             messages,
+            store_calls: crate::scrape::sample_sum(
+                &text,
+                "chat_memory_gathered_batch_size_count",
+                Some(("call", "reads")),
+            )
+            .unwrap_or(0.0),
         })
     }
 
@@ -347,9 +355,11 @@ impl ReadCounters {
         let misses = after.misses - before.misses;
         let rows = after.rows - before.rows;
         let messages = after.messages - before.messages;
+        let store_calls = after.store_calls - before.store_calls;
         println!(
-            "  read cache: {:.1}% hits ({hits:.0} hits, {misses:.0} misses); audit outbox: {rows:.0} rows for {reads:.0} reads in {messages:.0} messages ({:.2} rows per message)",
+            "  read cache: {:.1}% hits ({hits:.0} hits, {misses:.0} misses in {store_calls:.0} memory-store calls, {:.2} per call); audit outbox: {rows:.0} rows for {reads:.0} reads in {messages:.0} messages ({:.2} rows per message)",
             100.0 * hits / (hits + misses).max(1.0),
+            misses / store_calls.max(1.0),
             rows / messages.max(1.0)
         );
     }
