@@ -399,6 +399,28 @@ pub fn commit_jobs_response(c: Committed) -> pb::CommitJobsResponse {
     }
 }
 
+/// One commit's answer in a batch, as CommitJobs would answer it.
+///
+/// # Errors
+/// The error that would fail CommitJobs with anything but INVALID_ARGUMENT
+/// (which fails the whole batch).
+pub fn commit_result(
+    answer: Result<Committed, StoreError>,
+) -> Result<pb::CommitJobsResult, StoreError> {
+    use pb::commit_jobs_result::Result as R;
+    let result = match answer {
+        Ok(committed) => R::Committed(commit_jobs_response(committed)),
+        // This commit alone is refused, as CommitJobs would refuse it.
+        Err(e @ StoreError::InvalidArgument { .. }) => {
+            R::Invalid(tonic::Status::from(e).message().to_owned())
+        }
+        Err(other) => return Err(other),
+    };
+    Ok(pb::CommitJobsResult {
+        result: Some(result),
+    })
+}
+
 /// Every read of a batch, checked; a bad one names its place (`reads[i].field`).
 pub fn memory_reads(
     r: pb::GetMemoriesRequest,

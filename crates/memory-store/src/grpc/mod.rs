@@ -150,50 +150,20 @@ impl MemoryStore for StoreService {
         request: Request<pb::CommitJobsBatchRequest>,
     ) -> Result<Response<pb::CommitJobsBatchResponse>, Status> {
         // A malformed commit is its own refusal; the others go to the store.
-        let mut refusals = Vec::new();
-        let mut valid = Vec::new();
-        for commit in convert::commit_batches(request.into_inner()) {
-            match commit {
-                Ok(commit) => {
-                    valid.push(commit);
-                    refusals.push(None);
-                }
-                Err(refused) => refusals.push(Some(refused)),
-            }
-        }
-        let mut committed = memories::commit_jobs_batch(&self.db, valid)
-            .instrument(crate::db::span("commit_jobs_batch"))
-            .await?
-            .into_iter();
-        let mut answers = Vec::with_capacity(refusals.len());
-        for refusal in refusals {
-            answers.push(match refusal {
-                None => committed.next().ok_or_else(|| StoreError::CorruptRow {
-                    table: "memories",
-                    reason: "a batch of commits answered too few".to_owned(),
-                })?,
-                Some(refused) => Err(refused),
-            });
-        }
+        let db = &self.db;
+        let answers = each_valid(
+            convert::commit_batches(request.into_inner()),
+            "commits",
+            |valid| async move {
+                memories::commit_jobs_batch(db, valid)
+                    .instrument(crate::db::span("commit_jobs_batch"))
+                    .await
+            },
+        )
+        .await?;
         let results = answers
             .into_iter()
-            .map(|answer| {
-                let result = match answer {
-                    Ok(committed) => pb::commit_jobs_result::Result::Committed(
-                        convert::commit_jobs_response(committed),
-                    ),
-                    // This commit alone is refused, as CommitJobs would refuse it.
-                    Err(e @ StoreError::InvalidArgument { .. }) => {
-                        pb::commit_jobs_result::Result::Invalid(
-                            Status::from(e).message().to_owned(),
-                        )
-                    }
-                    Err(other) => return Err(other),
-                };
-                Ok(pb::CommitJobsResult {
-                    result: Some(result),
-                })
-            })
+            .map(convert::commit_result)
             .collect::<Result<Vec<_>, StoreError>>()?;
         Ok(Response::new(pb::CommitJobsBatchResponse { results }))
     }
@@ -227,27 +197,21 @@ impl MemoryStore for StoreService {
         request: Request<pb::GetMemoriesRequest>,
     ) -> Result<Response<pb::GetMemoriesResponse>, Status> {
         // A malformed read is its own refusal; the others are read together.
-        let parsed = convert::memory_reads(request.into_inner());
-        let valid: Vec<_> = parsed
-            .iter()
-            .filter_map(|r| r.as_ref().ok())
-            .cloned()
-            .collect();
-        let mut read = memories::get_memories(&self.db, &valid)
-            .instrument(crate::db::span("get_memories"))
-            .await?
-            .into_iter();
-        let mut results = Vec::with_capacity(parsed.len());
-        for item in parsed {
-            let answer = match item {
-                Ok(_) => read.next().ok_or_else(|| StoreError::CorruptRow {
-                    table: "memories",
-                    reason: "a batch of reads answered too few".to_owned(),
-                })?,
-                Err(refused) => Err(refused),
-            };
-            results.push(convert::memory_result(answer)?);
-        }
+        let db = &self.db;
+        let answers = each_valid(
+            convert::memory_reads(request.into_inner()),
+            "reads",
+            |valid| async move {
+                memories::get_memories(db, &valid)
+                    .instrument(crate::db::span("get_memories"))
+                    .await
+            },
+        )
+        .await?;
+        let results = answers
+            .into_iter()
+            .map(convert::memory_result)
+            .collect::<Result<Vec<_>, StoreError>>()?;
         Ok(Response::new(pb::GetMemoriesResponse { results }))
     }
 
@@ -347,4 +311,42 @@ impl MemoryStore for StoreService {
             entries: rows.into_iter().map(convert::audit_entry_to_pb).collect(),
         }))
     }
+}
+
+/// Hands the well-formed items of a batch to `store` and answers every item in
+/// request order: a malformed one keeps its own refusal.
+///
+/// # Errors
+/// `store`'s error, which fails the whole call, or [`StoreError::CorruptRow`]
+/// when it answered fewer items than it was given.
+async fn each_valid<T, R, Fut>(
+    parsed: Vec<Result<T, StoreError>>,
+    what: &'static str,
+    store: impl FnOnce(Vec<T>) -> Fut,
+) -> Result<Vec<Result<R, StoreError>>, StoreError>
+where
+    Fut: std::future::Future<Output = Result<Vec<Result<R, StoreError>>, StoreError>>,
+{
+    let mut refusals = Vec::with_capacity(parsed.len());
+    let mut valid = Vec::with_capacity(parsed.len());
+    for item in parsed {
+        match item {
+            Ok(item) => {
+                valid.push(item);
+                refusals.push(None);
+            }
+            Err(refused) => refusals.push(Some(refused)),
+        }
+    }
+    let mut answered = store(valid).await?.into_iter();
+    refusals
+        .into_iter()
+        .map(|refusal| match refusal {
+            None => answered.next().ok_or_else(|| StoreError::CorruptRow {
+                table: "memories",
+                reason: format!("a batch of {what} answered too few"),
+            }),
+            Some(refused) => Ok(Err(refused)),
+        })
+        .collect()
 }

@@ -602,15 +602,19 @@ async fn count(url: &str, sql: &str) -> Result<u64, ReadinessError> {
         .unwrap_or(0))
 }
 
+/// A `LIKE` pattern matching the namespaced chat ids of run `run`.
+fn run_chats(run: &str) -> String {
+    let first = load::chat_id(run, 0);
+    format!("{}/{}%", auth::TENANT, first.trim_end_matches('0'))
+}
+
 /// Chats of run `run` whose memory has a version (an update applied).
 async fn applied_chats(url: &str, run: &str) -> Result<u64, ReadinessError> {
-    let prefix = load::chat_id(run, 0);
-    let prefix = prefix.trim_end_matches('0');
     count(
         url,
         &format!(
-            "SELECT count(*) AS n FROM memories WHERE chat_id LIKE '{}/{prefix}%' AND version >= 1",
-            auth::TENANT
+            "SELECT count(*) AS n FROM memories WHERE chat_id LIKE '{}' AND version >= 1",
+            run_chats(run)
         ),
     )
     .await
@@ -621,16 +625,14 @@ async fn applied_chats(url: &str, run: &str) -> Result<u64, ReadinessError> {
 /// 500s: with 10 % of calls failing, one job in 100,000 meets five in a row).
 /// Any other failure, and any chat neither applied nor failed, fails the row.
 async fn chats_failed_by_the_model(url: &str, run: &str) -> Result<u64, ReadinessError> {
-    let prefix = load::chat_id(run, 0);
-    let prefix = prefix.trim_end_matches('0');
     count(
         url,
         &format!(
             "SELECT count(DISTINCT j.chat_id) AS n FROM jobs j \
-              WHERE j.chat_id LIKE '{tenant}/{prefix}%' AND j.state = 'failed' \
+              WHERE j.chat_id LIKE '{}' AND j.state = 'failed' \
                 AND j.error LIKE 'agent unavailable after % attempts: %500 Internal Server Error%' \
                 AND NOT EXISTS (SELECT 1 FROM memories m WHERE m.chat_id = j.chat_id AND m.version >= 1)",
-            tenant = auth::TENANT
+            run_chats(run)
         ),
     )
     .await
