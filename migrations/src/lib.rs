@@ -24,6 +24,8 @@
 //! - `m20261206_000009_accept_audit_with_job`: BeginJobs stores an acceptance's audit row carried in
 //!   its job message when the job was never registered.
 //! - `m20261207_000001_batched_commit`: CommitJobs for several chats in one round trip.
+//! - `m20261207_000002_commit_answers_for_the_cache`: a commit also answers the chat's owner,
+//!   pending job count and highest registered stream sequence (a gateway caches the result).
 //!
 //! Migrations never import entity types: an entity describes the schema of
 //! *today*, a migration the change of *one day*, and must keep compiling (and
@@ -48,6 +50,7 @@ mod m20261206_000007_batched_begin;
 mod m20261206_000008_coarse_owner_activity;
 mod m20261206_000009_accept_audit_with_job;
 mod m20261207_000001_batched_commit;
+mod m20261207_000002_commit_answers_for_the_cache;
 
 /// Every migration of memory-store, oldest first.
 pub struct Migrator;
@@ -72,6 +75,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000008_coarse_owner_activity::Migration),
             Box::new(m20261206_000009_accept_audit_with_job::Migration),
             Box::new(m20261207_000001_batched_commit::Migration),
+            Box::new(m20261207_000002_commit_answers_for_the_cache::Migration),
         ]
     }
 }

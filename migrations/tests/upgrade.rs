@@ -108,7 +108,7 @@ async fn the_migrate_command_rolls_a_release_back_and_forward_with_rows_kept() {
     let url = database.url.clone();
     let up = migrate(&url, &["up"]);
     assert!(
-        up.contains("m20261207_000001_batched_commit: applied"),
+        up.contains("m20261207_000002_commit_answers_for_the_cache: applied"),
         "{up}"
     );
     let db = Database::connect(url.as_str()).await.expect("connect");
@@ -130,7 +130,15 @@ async fn the_migrate_command_rolls_a_release_back_and_forward_with_rows_kept() {
     let batch_commit = "SELECT count(*) AS n FROM pg_proc \
                         WHERE proname = 'chat_memory_commit_jobs_batch'";
     assert_eq!(count(&db, batch_commit).await, 1);
-    let down = migrate(&url, &["down", "--steps", "8"]);
+    let viewed_commits = "SELECT count(*) AS n FROM pg_proc \
+                          WHERE proname LIKE 'chat_memory_commit_jobs%_viewed'";
+    assert_eq!(count(&db, viewed_commits).await, 2);
+    let down = migrate(&url, &["down", "--steps", "9"]);
+    assert!(
+        down.contains("m20261207_000002_commit_answers_for_the_cache: rolled back"),
+        "{down}"
+    );
+    assert_eq!(count(&db, viewed_commits).await, 0, "no viewed commits");
     assert!(
         down.contains("m20261207_000001_batched_commit: rolled back"),
         "{down}"
@@ -171,12 +179,13 @@ async fn the_migrate_command_rolls_a_release_back_and_forward_with_rows_kept() {
         "{down}"
     );
     let status = migrate(&url, &["status"]);
-    assert_eq!(status.matches("Pending").count(), 8, "{status}");
+    assert_eq!(status.matches("Pending").count(), 9, "{status}");
     assert_eq!(count(&db, "SELECT count(*) AS n FROM jobs").await, 100);
 
     let again = migrate(&url, &["up"]);
-    assert_eq!(again.matches(": applied").count(), 8, "{again}");
+    assert_eq!(again.matches(": applied").count(), 9, "{again}");
     assert_eq!(count(&db, batch_commit).await, 1);
+    assert_eq!(count(&db, viewed_commits).await, 2);
     assert_eq!(count(&db, coarse_claims).await, 1);
     assert_eq!(count(&db, carried_audit).await, 1);
     assert_eq!(count(&db, "SELECT count(*) AS n FROM jobs").await, 100);

@@ -204,11 +204,14 @@ impl Acceptor {
                 (false, false)
             }
         };
-        // The chat's pending count changed: cached reads of it are dropped.
+        // The chat's pending count changed: cached reads of it are dropped,
+        // and a commit answered before this registration (its
+        // `registered_through_seq` below this sequence) is not cached.
         self.changes
             .announce(job_queue::changes::MemoryChanged {
                 chat_id: job.chat_id,
                 accepted_job_ids: vec![job.job_id],
+                accepted_through_seq: published.sequence,
                 ..Default::default()
             })
             .await;

@@ -13,13 +13,26 @@
 //! - every change event of a chat (a commit, a failed job, an acceptance, a
 //!   deletion; `job_queue::changes`) drops its entry, on every gateway; the
 //!   gateway that deletes a chat drops it before it answers;
+//! - a commit's event carries all that memory-store would answer right after
+//!   it (the memory, the owner and the pending count, read in the commit's
+//!   transaction), and installs it as the chat's entry, unless
+//!   ([`MemoryCache::apply_event`]): an acceptance was announced with a stream
+//!   sequence above the commit's `registered_through_seq` (a job its pending
+//!   count does not hold), a commit of the same or a later version was
+//!   announced before it (events of different publishers arrive in any
+//!   order), or the chat's deletion was announced (its versions start over);
+//!   so an agent's read after its update was applied is answered here;
 //! - a read that started before a drop never stores what it read (each entry
 //!   is stored only if no drop of its chat happened since the read began);
 //! - events are numbered per publisher: a number skipped (an event lost on
 //!   the way, or while this gateway was disconnected) drops everything;
 //! - what no event can announce (a publisher that died between its commit and
-//!   its event, a chat expiring) is bounded by `read_cache.ttl_ms`: no entry
-//!   is used longer than that after it was read.
+//!   its event, a gateway that died between registering an acceptance and
+//!   announcing it) is bounded by `read_cache.ttl_ms`: no entry is used
+//!   longer than that after it was read or installed;
+//! - the expiry sweep announces nothing either: no entry is used past the
+//!   `expires_at` memory-store answered with it (when the sweep may purge
+//!   the chat).
 //!
 //! Bounded by `read_cache.capacity` entries (0 turns the cache off).
 
@@ -31,8 +44,10 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use service_kit::settings::SettingsError;
 
+use chat_memory_proto::jobs::v1::MemoryChanged;
 use chat_memory_proto::namespace::TenantChatId;
 use chat_memory_proto::store::{self as store_pb, Access};
+use chat_memory_proto::v1::Freshness;
 
 /// The `[read_cache]` settings.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -40,8 +55,9 @@ use chat_memory_proto::store::{self as store_pb, Access};
 pub struct ReadCacheSettings {
     /// Chats cached (memories and known-absent chats); 0 turns the cache off.
     pub capacity: usize,
-    /// Longest an entry is used after it was read from memory-store: the bound
-    /// on staleness when a change event could not be published at all.
+    /// Longest an entry is used after it was read from memory-store or
+    /// installed from a commit's event: the bound on staleness when a change
+    /// event could not be published at all.
     pub ttl_ms: u64,
     /// memory-store read calls in flight at once for reads the cache does not
     /// answer (with the cache off, every read); reads that miss while all are
@@ -49,6 +65,10 @@ pub struct ReadCacheSettings {
     /// `store_batches.max_batch`). One gathers the most (the least CPU per
     /// read); more let a slow call hold up fewer reads.
     pub store_calls_in_flight: usize,
+    /// A commit's change event installs the new memory as the chat's entry
+    /// (false: it only drops the old one, and the next read goes to
+    /// memory-store).
+    pub install_commits: bool,
 }
 
 impl Default for ReadCacheSettings {
@@ -57,6 +77,7 @@ impl Default for ReadCacheSettings {
             capacity: 10_000,
             ttl_ms: 10_000,
             store_calls_in_flight: 1,
+            install_commits: true,
         }
     }
 }
@@ -93,6 +114,31 @@ enum Known {
 struct Entry {
     known: Known,
     read_at: Instant,
+    /// When memory-store's expiry sweep may purge the chat (which announces
+    /// nothing): the entry is not used from then on.
+    expires: Option<Instant>,
+}
+
+impl Entry {
+    fn new(known: Known, expires_at: Option<&chat_memory_proto::Timestamp>) -> Self {
+        let now = Instant::now();
+        // Wall-clock time to this process's monotonic clock; a time already
+        // past (or unreadable) makes the entry expired at once.
+        let expires = expires_at.map(|at| {
+            chat_memory_proto::time::from_timestamp(at)
+                .and_then(|at| (at - chrono::Utc::now()).to_std().ok())
+                .map_or(now, |left| now + left)
+        });
+        Self {
+            known,
+            read_at: now,
+            expires,
+        }
+    }
+
+    fn expired(&self, ttl: Duration) -> bool {
+        self.read_at.elapsed() > ttl || self.expires.is_some_and(|at| Instant::now() >= at)
+    }
 }
 
 /// What the cache answers for a read.
@@ -103,11 +149,29 @@ pub enum Hit {
     NotFound,
 }
 
+/// What this gateway last learnt of a chat from its drops and change events,
+/// kept after the entry is gone (so a late event installs nothing stale).
+#[derive(Debug, Clone, Copy, Default)]
+struct Mark {
+    /// The drop count when the chat was last dropped.
+    dropped_at: u64,
+    /// The highest stream sequence an acceptance of the chat was announced with.
+    accepted_through: u64,
+    /// The highest version a commit of the chat was announced with.
+    version: i64,
+    /// The chat's deletion was announced or made here.
+    deleted: bool,
+}
+
 /// The cache; share it behind an `Arc`.
 pub struct MemoryCache {
     entries: Option<quick_cache::sync::Cache<String, Entry>>,
-    /// Chat -> the drop count when it was last dropped (bounded by the same capacity).
-    dropped: Option<quick_cache::sync::Cache<String, u64>>,
+    /// Chat -> what was learnt of it (bounded by four times the capacity).
+    dropped: Option<quick_cache::sync::Cache<String, Mark>>,
+    /// Held while a mark is read and written again (events and deletions;
+    /// reads only look).
+    marking: Mutex<()>,
+    install_commits: bool,
     /// Drops so far (every drop, and every full clear, counts one).
     drops: AtomicU64,
     /// Drop count of the last full clear: reads that began before it store nothing.
@@ -130,6 +194,8 @@ impl MemoryCache {
             // More drop marks than entries: a mark evicted early only lets a
             // read store what it read, which the TTL still bounds.
             dropped: on.then(|| quick_cache::sync::Cache::new(settings.capacity.saturating_mul(4))),
+            marking: Mutex::new(()),
+            install_commits: settings.install_commits,
             drops: AtomicU64::new(0),
             cleared_at: AtomicU64::new(0),
             publishers: Mutex::new(HashMap::new()),
@@ -141,7 +207,7 @@ impl MemoryCache {
     pub fn get(&self, chat: &TenantChatId, access: &Access) -> Option<Hit> {
         let entries = self.entries.as_ref()?;
         let entry = entries.get(chat.as_str())?;
-        if entry.read_at.elapsed() > self.ttl {
+        if entry.expired(self.ttl) {
             // Expired: free its place for a fresh entry (an entry stored
             // meanwhile is newer and stays).
             entries.remove_if(chat.as_str(), |e| e.read_at == entry.read_at);
@@ -174,45 +240,108 @@ impl MemoryCache {
         ticket: ReadTicket,
         read: &store_pb::GetMemoryResponse,
     ) {
-        self.store(chat_id, ticket, Known::Memory(Arc::new(read.clone())));
+        let entry = Entry::new(
+            Known::Memory(Arc::new(read.clone())),
+            read.expires_at.as_ref(),
+        );
+        self.store(chat_id, ticket, entry);
     }
 
     /// Stores that `chat_id` has no memory at all, unless it changed since `ticket`.
     pub fn store_absent(&self, chat_id: &str, ticket: ReadTicket) {
-        self.store(chat_id, ticket, Known::Absent);
+        self.store(chat_id, ticket, Entry::new(Known::Absent, None));
     }
 
-    fn store(&self, chat_id: &str, ticket: ReadTicket, known: Known) {
+    fn store(&self, chat_id: &str, ticket: ReadTicket, entry: Entry) {
         let (Some(entries), Some(dropped)) = (&self.entries, &self.dropped) else {
             return;
         };
         let changed_since = |at: u64| at > ticket.0;
-        if changed_since(self.cleared_at.load(Ordering::SeqCst))
-            || dropped.get(chat_id).is_some_and(changed_since)
-        {
+        let dropped_since = || {
+            dropped
+                .get(chat_id)
+                .is_some_and(|mark| changed_since(mark.dropped_at))
+        };
+        if changed_since(self.cleared_at.load(Ordering::SeqCst)) || dropped_since() {
             return;
         }
-        entries.insert(
-            chat_id.to_owned(),
-            Entry {
-                known,
-                read_at: Instant::now(),
-            },
-        );
+        entries.insert(chat_id.to_owned(), entry);
         // A drop that raced with this insert: undo it (the drop wins).
-        if dropped.get(chat_id).is_some_and(changed_since) {
+        if dropped_since() {
             entries.remove(chat_id);
         }
     }
 
-    /// Drops what is known of `chat_id` (a change event, or a local deletion).
+    /// Drops what is known of `chat_id` (no event: a test's stand-in for one
+    /// that installs nothing).
     pub fn drop_chat(&self, chat_id: &str) {
+        self.drop_and_mark(chat_id, |_| None);
+    }
+
+    /// Drops what is known of `chat_id`, deleted here: nothing is installed
+    /// for it from events any more (while its mark lasts), since its
+    /// versions start over.
+    pub fn drop_deleted(&self, chat_id: &str) {
+        self.drop_and_mark(chat_id, |mark| {
+            mark.deleted = true;
+            None
+        });
+    }
+
+    /// Drops what is known of the event's chat and notes what the event says
+    /// of it; then installs a commit's memory as the chat's entry when the
+    /// event holds all of `GetMemory`'s answer and nothing announced earlier
+    /// is newer (see the module's "Freshness").
+    pub fn apply_event(&self, event: &MemoryChanged) {
+        let install = self.install_commits;
+        self.drop_and_mark(&event.chat_id, |mark| {
+            let version = event.memory.as_ref().map(|m| m.version);
+            let installable = install
+                && !event.deleted
+                && !mark.deleted
+                && mark.accepted_through <= event.registered_through_seq
+                && version.is_some_and(|v| v > mark.version);
+            mark.accepted_through = mark.accepted_through.max(event.accepted_through_seq);
+            mark.version = mark.version.max(version.unwrap_or(0));
+            mark.deleted |= event.deleted;
+            let pending_jobs = event.pending_jobs?;
+            installable.then(|| store_pb::GetMemoryResponse {
+                chat_id: event.chat_id.clone(),
+                memory: event.memory.clone(),
+                freshness: Some(Freshness {
+                    last_applied_job_id: event.last_applied_job_id.clone(),
+                    pending_jobs,
+                }),
+                owner_user: event.owner_user.clone(),
+                expires_at: event.expires_at,
+            })
+        });
+    }
+
+    /// Drops `chat_id`'s entry, updates its mark with `note` and stores what
+    /// `note` answers as the new entry, all while holding `marking`.
+    fn drop_and_mark(
+        &self,
+        chat_id: &str,
+        note: impl FnOnce(&mut Mark) -> Option<store_pb::GetMemoryResponse>,
+    ) {
         let (Some(entries), Some(dropped)) = (&self.entries, &self.dropped) else {
             return;
         };
-        let at = self.drops.fetch_add(1, Ordering::SeqCst) + 1;
-        dropped.insert(chat_id.to_owned(), at);
+        let _marking = self.marking.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut mark = dropped.get(chat_id).unwrap_or_default();
+        mark.dropped_at = self.drops.fetch_add(1, Ordering::SeqCst) + 1;
+        let installed = note(&mut mark);
+        dropped.insert(chat_id.to_owned(), mark);
         entries.remove(chat_id);
+        if let Some(memory) = installed {
+            crate::metrics::read_cache("installed");
+            let expires_at = memory.expires_at;
+            entries.insert(
+                chat_id.to_owned(),
+                Entry::new(Known::Memory(Arc::new(memory)), expires_at.as_ref()),
+            );
+        }
     }
 
     /// Drops everything (a lost event: which chat it was about is unknown).
@@ -285,6 +414,7 @@ mod tests {
             }),
             freshness: None,
             owner_user: owner.into(),
+            expires_at: None,
         }
     }
 
@@ -359,6 +489,135 @@ mod tests {
         assert_eq!(cache.get(&id("t/c"), &access("t", "alice", false)), None);
     }
 
+    /// A commit's event for `chat` at `version`, answered with `pending`
+    /// jobs and registered through stream sequence `through`.
+    fn commit(chat: &str, version: i64, pending: u32, through: u64) -> MemoryChanged {
+        MemoryChanged {
+            chat_id: chat.into(),
+            memory: Some(Memory {
+                version,
+                general_summary: format!("v{version}"),
+                ..Default::default()
+            }),
+            last_applied_job_id: format!("job-{version}"),
+            applied_job_ids: vec![format!("job-{version}")],
+            owner_user: "alice".into(),
+            pending_jobs: Some(pending),
+            registered_through_seq: through,
+            ..Default::default()
+        }
+    }
+
+    fn accepted(chat: &str, seq: u64) -> MemoryChanged {
+        MemoryChanged {
+            chat_id: chat.into(),
+            accepted_job_ids: vec![format!("job-at-{seq}")],
+            accepted_through_seq: seq,
+            ..Default::default()
+        }
+    }
+
+    fn version_cached(cache: &MemoryCache, chat: &str) -> Option<(i64, u32)> {
+        match cache.get(&id(chat), &access("t", "alice", false))? {
+            Hit::Memory(m) => Some((
+                m.memory.as_ref().map_or(0, |m| m.version),
+                m.freshness.as_ref().map_or(u32::MAX, |f| f.pending_jobs),
+            )),
+            Hit::NotFound => None,
+        }
+    }
+
+    #[test]
+    fn a_commits_event_installs_its_memory_for_its_owner_only() {
+        let cache = MemoryCache::new(&settings());
+        cache.apply_event(&commit("t/c", 1, 0, 10));
+        let Some(Hit::Memory(m)) = cache.get(&id("t/c"), &access("t", "alice", false)) else {
+            panic!("the commit's memory was not installed");
+        };
+        assert_eq!(m.chat_id, "t/c");
+        assert_eq!(m.owner_user, "alice");
+        assert_eq!(
+            m.memory.as_ref().map(|m| m.general_summary.as_str()),
+            Some("v1")
+        );
+        let freshness = m.freshness.clone().expect("freshness");
+        assert_eq!(
+            (
+                freshness.last_applied_job_id.as_str(),
+                freshness.pending_jobs
+            ),
+            ("job-1", 0)
+        );
+        assert_eq!(
+            cache.get(&id("t/c"), &access("t", "bob", false)),
+            Some(Hit::NotFound)
+        );
+        // A read begun before the install stores nothing over it.
+        let before = cache.ticket();
+        cache.apply_event(&commit("t/c", 2, 0, 11));
+        cache.store_memory("t/c", before, &memory("t/c", "alice", 1));
+        assert_eq!(version_cached(&cache, "t/c"), Some((2, 0)));
+    }
+
+    #[test]
+    fn an_acceptance_the_commit_did_not_count_keeps_it_out_in_either_order() {
+        let cache = MemoryCache::new(&settings());
+        // Announced first: the commit (registered through 10) did not count 11.
+        cache.apply_event(&accepted("t/a", 11));
+        cache.apply_event(&commit("t/a", 1, 0, 10));
+        assert_eq!(version_cached(&cache, "t/a"), None);
+        // Announced after the commit: it drops the installed entry.
+        cache.apply_event(&commit("t/b", 1, 0, 10));
+        assert_eq!(version_cached(&cache, "t/b"), Some((1, 0)));
+        cache.apply_event(&accepted("t/b", 11));
+        assert_eq!(version_cached(&cache, "t/b"), None);
+        // An acceptance the commit counted (at or below its sequence) does not
+        // keep a later commit out.
+        cache.apply_event(&accepted("t/c", 10));
+        cache.apply_event(&commit("t/c", 1, 1, 10));
+        assert_eq!(version_cached(&cache, "t/c"), Some((1, 1)));
+    }
+
+    #[test]
+    fn a_late_event_deletions_and_events_without_a_pending_count_install_nothing() {
+        let cache = MemoryCache::new(&settings());
+        cache.apply_event(&commit("t/a", 2, 0, 20));
+        cache.apply_event(&commit("t/a", 1, 0, 10));
+        assert_eq!(
+            version_cached(&cache, "t/a"),
+            None,
+            "version 2 was announced before"
+        );
+        cache.apply_event(&commit("t/a", 3, 0, 30));
+        assert_eq!(version_cached(&cache, "t/a"), Some((3, 0)));
+        // A deletion, announced or made here: versions start over, so no
+        // event installs the chat any more.
+        cache.apply_event(&MemoryChanged {
+            chat_id: "t/a".into(),
+            deleted: true,
+            ..Default::default()
+        });
+        cache.apply_event(&commit("t/a", 4, 0, 40));
+        assert_eq!(version_cached(&cache, "t/a"), None);
+        cache.apply_event(&commit("t/b", 1, 0, 10));
+        cache.drop_deleted("t/b");
+        cache.apply_event(&commit("t/b", 2, 0, 20));
+        assert_eq!(version_cached(&cache, "t/b"), None);
+        // An older worker's event (no pending count) only drops.
+        cache.apply_event(&MemoryChanged {
+            pending_jobs: None,
+            ..commit("t/c", 1, 0, 10)
+        });
+        assert_eq!(version_cached(&cache, "t/c"), None);
+        // Installing turned off.
+        let off = MemoryCache::new(&ReadCacheSettings {
+            install_commits: false,
+            ..settings()
+        });
+        off.apply_event(&commit("t/d", 1, 0, 10));
+        assert_eq!(version_cached(&off, "t/d"), None);
+    }
+
     #[test]
     fn an_absent_chat_is_not_found_for_everyone_until_it_changes() {
         let cache = MemoryCache::new(&settings());
@@ -385,6 +644,34 @@ mod tests {
         assert_eq!(cache.get(&id("t/b"), &access("t", "u", false)), None);
         // Another publisher's first number is not a gap.
         assert!(!cache.note_sequence("w2", 57));
+    }
+
+    #[test]
+    fn no_entry_is_used_once_the_expiry_sweep_may_have_purged_its_chat() {
+        let cache = MemoryCache::new(&settings());
+        let at = |secs: i64| {
+            Some(chat_memory_proto::time::to_timestamp(
+                chrono::Utc::now() + chrono::Duration::seconds(secs),
+            ))
+        };
+        let read = |chat: &str, expires_at| store_pb::GetMemoryResponse {
+            expires_at,
+            ..memory(chat, "alice", 1)
+        };
+        cache.store_memory("t/later", cache.ticket(), &read("t/later", at(60)));
+        cache.store_memory("t/past", cache.ticket(), &read("t/past", at(-1)));
+        assert_eq!(version_cached(&cache, "t/later").map(|v| v.0), Some(1));
+        assert_eq!(version_cached(&cache, "t/past"), None);
+        cache.apply_event(&MemoryChanged {
+            expires_at: at(-1),
+            ..commit("t/event", 1, 0, 10)
+        });
+        assert_eq!(version_cached(&cache, "t/event"), None);
+        cache.apply_event(&MemoryChanged {
+            expires_at: at(60),
+            ..commit("t/event", 2, 0, 20)
+        });
+        assert_eq!(version_cached(&cache, "t/event"), Some((2, 0)));
     }
 
     #[test]

@@ -41,7 +41,8 @@ pub struct ChangeFeed {
 }
 
 struct Registry {
-    /// Dropped entries for every event's chat (and cleared on a gap).
+    /// Dropped entries for every event's chat, a commit's memory installed
+    /// (and cleared on a gap).
     cache: Option<Arc<MemoryCache>>,
     /// Forgets a deleted chat's confirmed writer (the chat may get a new owner).
     owners: Option<Arc<OwnerCache>>,
@@ -128,7 +129,7 @@ impl ChangeFeed {
                 // A missed event may have been a deletion.
                 owners.clear();
             }
-            cache.drop_chat(&event.chat_id);
+            cache.apply_event(&event);
         }
         let chats = self
             .inner

@@ -9,7 +9,7 @@
 //! | `chat_memory_audit_rows_total` | counter | `result`: `outboxed` (made durable in the JetStream outbox), `with_job` (an accepted update's row, stored with its job's registration), `stored` (in memory-store), `relayed` (outbox -> memory-store), `lost` |
 //! | `chat_memory_audit_outbox_depth` | gauge | rows in the outbox not yet in memory-store (read every 15 s) |
 //! | `chat_memory_watch_streams` | gauge | open WatchMemory streams on this gateway |
-//! | `chat_memory_read_cache_total` | counter | `result`: `hit`, `miss`, `cleared` (a skipped change event emptied the cache) |
+//! | `chat_memory_read_cache_total` | counter | `result`: `hit`, `miss`, `installed` (a commit's event cached its memory), `cleared` (a skipped change event emptied the cache) |
 //! | `chat_memory_jwks_reloads_total` | counter | `result`: `changed` (new keys in force), `failed` (file unusable; the current keys kept) |
 
 use std::future::Future;

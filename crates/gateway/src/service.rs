@@ -191,7 +191,7 @@ impl MemoryApi {
         // This gateway's cache forgets the chat before the answer goes out;
         // other gateways and watch streams learn it from the event (and find
         // it at their next read if the event is lost).
-        self.reads.cache().drop_chat(namespaced.as_str());
+        self.reads.cache().drop_deleted(namespaced.as_str());
         self.changes
             .announce(job_queue::changes::MemoryChanged {
                 chat_id: namespaced.into_string(),

@@ -249,12 +249,29 @@ pub enum CommitOutcome {
 }
 
 /// The outcome of a commit and the chat's memory version after it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Committed {
     pub outcome: CommitOutcome,
     pub version: i64,
     /// The memory's new `updated_at`, when this commit wrote it.
     pub updated_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// What `GetMemory` answers besides the memory right after this commit,
+    /// when it wrote one (read in its transaction, under the chat's lock).
+    pub view: Option<CommitView>,
+}
+
+/// The rest of a chat's `GetMemory` answer right after a commit, and the
+/// stream sequence that orders it against acceptances announced elsewhere.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitView {
+    /// Empty: no owner recorded.
+    pub owner_user: String,
+    /// As [`MemoryView::owner_active_at`].
+    pub owner_active_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub pending_jobs: i64,
+    /// The highest stream sequence of the chat's registered jobs: an
+    /// acceptance above it is not counted in `pending_jobs`.
+    pub registered_through: i64,
 }
 
 /// A failed attempt of a job.
@@ -281,6 +298,9 @@ pub struct MemoryView {
     pub pending_jobs: u64,
     /// The chat's owner; empty when none is recorded.
     pub owner_user: String,
+    /// The owner's last recorded activity, from which the expiry sweep
+    /// counts (none: no owner, never expired).
+    pub owner_active_at: Option<DateTime<Utc>>,
 }
 
 /// A job's status.

@@ -116,7 +116,10 @@ pub async fn run(
             settings.service_token_previous.as_ref(),
         )))
         .add_service(health_service)
-        .add_service(MemoryStoreServer::new(grpc::StoreService::new(db.clone())))
+        .add_service(MemoryStoreServer::new(grpc::StoreService::new(
+            db.clone(),
+            &settings.expiry,
+        )))
         .serve_with_incoming_shutdown(
             // TCP_NODELAY: Nagle plus delayed ACKs would add up to 40 ms per call.
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),

@@ -44,7 +44,9 @@ pub async fn commit_job(db: &DatabaseConnection, c: Commit) -> Result<Committed,
 }
 
 /// [`commit_job`] for several jobs of one chat folded into one summarizer call:
-/// one round trip (`chat_memory_commit_jobs`, migration m20261206_000002)
+/// one round trip (`chat_memory_commit_jobs`, migration m20261206_000002,
+/// through `chat_memory_commit_jobs_viewed`, m20261207_000002, which also
+/// answers the owner and pending count the gateway's cache needs)
 /// under the chat's lock writes the memory once, marks every job succeeded
 /// with the same version and `applied_in_call`, and appends their `apply`
 /// audit rows, all in one transaction. All or nothing: if the jobs do not all
@@ -66,7 +68,7 @@ pub async fn commit_jobs(db: &DatabaseConnection, c: CommitBatch) -> Result<Comm
         .unwrap_or_else(service_kit::telemetry::propagation::current_trace_id);
     CommitRow::find_by_statement(Statement::from_sql_and_values(
         DbBackend::Postgres,
-        "SELECT * FROM chat_memory_commit_jobs($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+        "SELECT * FROM chat_memory_commit_jobs_viewed($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
         [
             c.chat_id.as_str().into(),
             jobs.into(),
@@ -89,7 +91,7 @@ pub async fn commit_jobs(db: &DatabaseConnection, c: CommitBatch) -> Result<Comm
     .await?
     .ok_or_else(|| StoreError::CorruptRow {
         table: "memories",
-        reason: "chat_memory_commit_jobs returned no row".to_owned(),
+        reason: "chat_memory_commit_jobs_viewed returned no row".to_owned(),
     })?
     .into_committed()
 }
@@ -150,14 +152,14 @@ pub async fn commit_jobs_batch(
     let rows = db
         .query_all_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
-            "SELECT * FROM chat_memory_commit_jobs_batch($1, $2) ORDER BY idx",
+            "SELECT * FROM chat_memory_commit_jobs_batch_viewed($1, $2) ORDER BY idx",
             [
                 serde_json::Value::Array(batch).into(),
                 SUPERSEDED_ERROR.into(),
             ],
         ))
         .await?;
-    crate::rows::one_per_item(rows, n, "memories", "chat_memory_commit_jobs_batch")?
+    crate::rows::one_per_item(rows, n, "memories", "chat_memory_commit_jobs_batch_viewed")?
         .iter()
         .map(|row| CommitRow::from_query_result(row, "").map_err(StoreError::from))
         .map(|row| match row?.into_committed() {
@@ -200,6 +202,7 @@ const APPLY_AUDIT_NAMESPACE: uuid::Uuid =
 const MEMORY_READ: &str = "SELECT m.chat_id, m.user_confirmed, m.llm_inferred, m.general_summary, \
         m.tokens_user_confirmed, m.tokens_llm_inferred, m.tokens_general_summary, \
         m.state, m.version, m.last_job_id, m.updated_at, o.owner_user, \
+        o.last_activity_at AS owner_active_at, \
         (SELECT count(*) FROM jobs j \
           WHERE j.chat_id = m.chat_id AND j.stream_seq > m.last_applied_seq \
             AND j.state IN ('queued', 'running')) AS pending_jobs \

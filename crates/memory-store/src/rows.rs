@@ -6,7 +6,9 @@ use chrono::{DateTime, Utc};
 use sea_orm::FromQueryResult;
 
 use crate::{
-    domain::{Begun, CommitOutcome, Committed, MemoryContent, MemoryView, Skip, TokenCounts},
+    domain::{
+        Begun, CommitOutcome, CommitView, Committed, MemoryContent, MemoryView, Skip, TokenCounts,
+    },
     error::StoreError,
 };
 
@@ -49,6 +51,7 @@ pub(crate) struct MemoryRead {
     last_job_id: uuid::Uuid,
     updated_at: DateTime<Utc>,
     pub(crate) owner_user: Option<String>,
+    owner_active_at: Option<DateTime<Utc>>,
     pending_jobs: i64,
 }
 
@@ -61,6 +64,7 @@ impl From<MemoryRead> for MemoryView {
             last_applied_job_id: row.last_job_id,
             pending_jobs: u64::try_from(row.pending_jobs).unwrap_or(0),
             owner_user: row.owner_user.unwrap_or_default(),
+            owner_active_at: row.owner_active_at,
             content: row.content.into(),
         }
     }
@@ -135,12 +139,16 @@ fn skip(decision: &serde_json::Value) -> Option<Option<Skip>> {
     }
 }
 
-/// What `chat_memory_commit_jobs` answers.
+/// What `chat_memory_commit_jobs_viewed` answers.
 #[derive(Debug, FromQueryResult)]
 pub(crate) struct CommitRow {
     outcome: String,
     new_version: i64,
     written_at: Option<DateTime<Utc>>,
+    owner_user: Option<String>,
+    owner_active_at: Option<DateTime<Utc>>,
+    pending_jobs: Option<i64>,
+    registered_through: Option<i64>,
 }
 
 impl CommitRow {
@@ -162,10 +170,22 @@ impl CommitRow {
                 });
             }
         };
+        let view = match (outcome, self.pending_jobs, self.registered_through) {
+            (CommitOutcome::Applied, Some(pending_jobs), Some(registered_through)) => {
+                Some(CommitView {
+                    owner_user: self.owner_user.unwrap_or_default(),
+                    owner_active_at: self.owner_active_at,
+                    pending_jobs,
+                    registered_through,
+                })
+            }
+            _ => None,
+        };
         Ok(Committed {
             outcome,
             version: self.new_version,
             updated_at: self.written_at,
+            view,
         })
     }
 }

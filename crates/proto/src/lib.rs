@@ -17,6 +17,9 @@ pub mod jobs;
 pub mod namespace;
 pub mod time;
 
+/// The protobuf timestamp every message above uses.
+pub use prost_types::Timestamp;
+
 /// Public API: `chatmemory.v1`.
 pub mod v1 {
     tonic::include_proto!("chatmemory.v1");

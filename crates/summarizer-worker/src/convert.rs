@@ -129,6 +129,10 @@ pub(crate) fn applied_event(
         }),
         last_applied_job_id: applied_job_ids.last().cloned().unwrap_or_default(),
         applied_job_ids,
+        owner_user: commit.owner_user.clone(),
+        pending_jobs: commit.pending_jobs,
+        registered_through_seq: commit.registered_through_seq,
+        expires_at: commit.expires_at,
         ..Default::default()
     }
 }

@@ -361,11 +361,96 @@ async fn a_watch_never_shows_another_users_chat() {
 
 /// A client of the gateway replica at `addr`, as the stack's default user.
 async fn replica_client(stack: &TestStack, addr: std::net::SocketAddr) -> GatewayClient {
-    let token = auth::mint(auth::TENANT, auth::USER, &["memory:read", "memory:write"]);
+    replica_client_as(stack, addr, auth::TENANT, auth::USER).await
+}
+
+/// A client of the gateway replica at `addr`, as `user` of `tenant`.
+async fn replica_client_as(
+    stack: &TestStack,
+    addr: std::net::SocketAddr,
+    tenant: &str,
+    user: &str,
+) -> GatewayClient {
+    let token = auth::mint(tenant, user, &["memory:read", "memory:write"]);
     chat_memory_proto::v1::memory_service_client::MemoryServiceClient::with_interceptor(
         stack.gateway_channel(addr).await,
         test_support::auth::Bearer::new(&token),
     )
+}
+
+/// A commit's change event installs the new memory in every gateway's cache:
+/// a gateway that never read the chat answers it with memory-store stopped,
+/// exactly as memory-store answered it, and only to who memory-store would
+/// answer it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_commit_installs_its_memory_in_every_gateway_answered_as_memory_store_answers_it() {
+    let mut stack = TestStack::start().await;
+    let mut a = stack.gateway().await;
+    let b_addr = stack.add_gateway().await;
+    let b = replica_client(&stack, b_addr).await;
+
+    let job = send(
+        &mut a,
+        user_update("installed", "My plan is Blue Shield PPO 500."),
+    )
+    .await;
+    let applied = a
+        .get_memory(after_job("installed", &job, WAIT_MS))
+        .await
+        .expect("applied")
+        .into_inner();
+    let truth = stack
+        .store()
+        .await
+        .get_memory(chat_memory_proto::store::GetMemoryRequest {
+            chat_id: format!("{}/installed", auth::TENANT),
+            access: None,
+        })
+        .await
+        .expect("memory-store's answer")
+        .into_inner();
+    assert_eq!(applied.memory, truth.memory);
+    stack.stop_store().await;
+
+    // B never read the chat: only the commit's event can have put it there.
+    let cached = wait::until(
+        "B to answer from the installed entry",
+        Duration::from_secs(5),
+        || {
+            let mut b = b.clone();
+            async move {
+                Some(
+                    b.get_memory(min_version("installed", 0, 0))
+                        .await
+                        .ok()?
+                        .into_inner(),
+                )
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        cached.memory, truth.memory,
+        "the memory as memory-store answers it"
+    );
+    let freshness = cached.freshness.expect("freshness");
+    let truth_freshness = truth.freshness.expect("memory-store's freshness");
+    assert_eq!(freshness.pending_jobs, truth_freshness.pending_jobs);
+    assert_eq!(freshness.pending_jobs, 0);
+    assert_eq!(freshness.last_applied_job_id, job);
+    assert_eq!(cached.chat_id, "installed");
+
+    // The owner came with the event: another user of the tenant gets
+    // NOT_FOUND from the same entry. (Another tenant's "installed" is another
+    // key, `tenant-b/installed`: not cached, so memory-store, stopped, would
+    // answer it.)
+    let mut other = replica_client_as(&stack, b_addr, auth::TENANT, "someone-else").await;
+    let hidden = other
+        .get_memory(min_version("installed", 0, 0))
+        .await
+        .expect_err("not theirs");
+    assert_eq!(hidden.code(), Code::NotFound);
+    stack.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -389,14 +389,23 @@ pub fn committed_to_pb(c: Committed) -> pb::CommitJobResponse {
 }
 
 /// CommitJobs's answer (also each applied commit's in a batch).
-pub fn commit_jobs_response(c: Committed) -> pb::CommitJobsResponse {
+pub fn commit_jobs_response(c: Committed, expiry: Expiry) -> pb::CommitJobsResponse {
     let updated_at = c.updated_at.map(to_timestamp);
+    let view = c.view.clone();
     let c = committed_to_pb(c);
-    pb::CommitJobsResponse {
+    let mut answer = pb::CommitJobsResponse {
         outcome: c.outcome,
         version: c.version,
         updated_at,
+        ..Default::default()
+    };
+    if let Some(view) = view {
+        answer.owner_user = view.owner_user;
+        answer.pending_jobs = Some(u32::try_from(view.pending_jobs).unwrap_or(u32::MAX));
+        answer.registered_through_seq = u64::try_from(view.registered_through).unwrap_or(0);
+        answer.expires_at = expiry.at(view.owner_active_at);
     }
+    answer
 }
 
 /// One commit's answer in a batch, as CommitJobs would answer it.
@@ -406,10 +415,11 @@ pub fn commit_jobs_response(c: Committed) -> pb::CommitJobsResponse {
 /// (which fails the whole batch).
 pub fn commit_result(
     answer: Result<Committed, StoreError>,
+    expiry: Expiry,
 ) -> Result<pb::CommitJobsResult, StoreError> {
     use pb::commit_jobs_result::Result as R;
     let result = match answer {
-        Ok(committed) => R::Committed(commit_jobs_response(committed)),
+        Ok(committed) => R::Committed(commit_jobs_response(committed, expiry)),
         // This commit alone is refused, as CommitJobs would refuse it.
         Err(e @ StoreError::InvalidArgument { .. }) => {
             R::Invalid(tonic::Status::from(e).message().to_owned())
@@ -443,10 +453,11 @@ fn memory_read(r: pb::GetMemoryRequest) -> Result<(ChatId, Option<Access>), Stor
 /// INVALID_ARGUMENT (which fails the whole batch: the database is out of reach).
 pub fn memory_result(
     answer: Result<MemoryView, StoreError>,
+    expiry: Expiry,
 ) -> Result<pb::GetMemoryResult, StoreError> {
     use pb::get_memory_result::Result as R;
     let result = match answer {
-        Ok(memory) => R::Memory(memory_to_pb(memory)),
+        Ok(memory) => R::Memory(memory_to_pb(memory, expiry)),
         Err(StoreError::NotFound(_)) => R::NotFound(true),
         Err(StoreError::Absent(_)) => R::Absent(true),
         Err(e @ StoreError::InvalidArgument { .. }) => {
@@ -459,7 +470,21 @@ pub fn memory_result(
     })
 }
 
-pub fn memory_to_pb(m: MemoryView) -> pb::GetMemoryResponse {
+/// How long an inactive chat lives (`expiry.inactive_after_secs`; `None`:
+/// expiry off): what makes an answer's `expires_at`.
+#[derive(Debug, Clone, Copy)]
+pub struct Expiry(pub Option<chrono::Duration>);
+
+impl Expiry {
+    /// When a chat whose owner was last active at `active_at` may be purged.
+    fn at(self, active_at: Option<DateTime<Utc>>) -> Option<prost_types::Timestamp> {
+        let (active_at, after) = (active_at?, self.0?);
+        active_at.checked_add_signed(after).map(to_timestamp)
+    }
+}
+
+pub fn memory_to_pb(m: MemoryView, expiry: Expiry) -> pb::GetMemoryResponse {
+    let expires_at = expiry.at(m.owner_active_at);
     let tokens = token_counts(m.content.tokens);
     pb::GetMemoryResponse {
         chat_id: m.chat_id,
@@ -476,6 +501,7 @@ pub fn memory_to_pb(m: MemoryView) -> pb::GetMemoryResponse {
             pending_jobs: u32::try_from(m.pending_jobs).unwrap_or(u32::MAX),
         }),
         owner_user: m.owner_user,
+        expires_at,
     }
 }
 

@@ -22,13 +22,24 @@ pub struct StoreService {
     db: DatabaseConnection,
     /// Audit rows, group-committed (see [`crate::audit_batch`]).
     audit: crate::audit_batch::AuditWriter,
+    /// What a memory's answer says of its expiry (`expires_at`).
+    expiry: convert::Expiry,
 }
 
 impl StoreService {
     /// Starts the audit writers on the current runtime.
-    pub fn new(db: DatabaseConnection) -> Self {
+    pub fn new(db: DatabaseConnection, expiry: &crate::settings::ExpirySettings) -> Self {
         let audit = crate::audit_batch::AuditWriter::start(db.clone());
-        Self { db, audit }
+        let after = (expiry.inactive_after_secs > 0).then(|| {
+            chrono::Duration::seconds(
+                i64::try_from(expiry.inactive_after_secs).unwrap_or(i64::MAX / 1000),
+            )
+        });
+        Self {
+            db,
+            audit,
+            expiry: convert::Expiry(after),
+        }
     }
 }
 
@@ -142,7 +153,10 @@ impl MemoryStore for StoreService {
         let committed = memories::commit_jobs(&self.db, batch)
             .instrument(crate::db::span("commit_jobs"))
             .await?;
-        Ok(Response::new(convert::commit_jobs_response(committed)))
+        Ok(Response::new(convert::commit_jobs_response(
+            committed,
+            self.expiry,
+        )))
     }
 
     async fn commit_jobs_batch(
@@ -163,7 +177,7 @@ impl MemoryStore for StoreService {
         .await?;
         let results = answers
             .into_iter()
-            .map(convert::commit_result)
+            .map(|answer| convert::commit_result(answer, self.expiry))
             .collect::<Result<Vec<_>, StoreError>>()?;
         Ok(Response::new(pb::CommitJobsBatchResponse { results }))
     }
@@ -189,7 +203,7 @@ impl MemoryStore for StoreService {
         let memory = memories::get_memory(&self.db, &chat_id, access.as_ref())
             .instrument(crate::db::span("get_memory"))
             .await?;
-        Ok(Response::new(convert::memory_to_pb(memory)))
+        Ok(Response::new(convert::memory_to_pb(memory, self.expiry)))
     }
 
     async fn get_memories(
@@ -210,7 +224,7 @@ impl MemoryStore for StoreService {
         .await?;
         let results = answers
             .into_iter()
-            .map(convert::memory_result)
+            .map(|answer| convert::memory_result(answer, self.expiry))
             .collect::<Result<Vec<_>, StoreError>>()?;
         Ok(Response::new(pb::GetMemoriesResponse { results }))
     }

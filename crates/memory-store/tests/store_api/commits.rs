@@ -399,3 +399,130 @@ impl TestStore {
             .entries
     }
 }
+
+/// A commit answers the rest of `GetMemory`'s answer right after it (owner,
+/// pending count) and the highest registered stream sequence, alone and in a
+/// batch: what a gateway caches from the commit's change event.
+#[tokio::test]
+async fn a_commit_answers_what_get_memory_answers_right_after_it() {
+    use chat_memory_proto::store::{
+        Access, ClaimChatRequest, CommitJobsBatchRequest, CommitJobsRequest, CommittedJob,
+        commit_jobs_result::Result as Answer,
+    };
+    let mut store = TestStore::start().await;
+    store
+        .client
+        .claim_chat(ClaimChatRequest {
+            chat_id: "tenant-x/owned".into(),
+            access: Some(Access {
+                tenant: "tenant-x".into(),
+                user: "alice".into(),
+                acts_for_tenant: false,
+            }),
+        })
+        .await
+        .expect("claim");
+    let (first, second, third) = (job_id(), job_id(), job_id());
+    store.record_and_begin(&first, "tenant-x/owned", 3).await;
+    for (job, seq) in [(&second, 7), (&third, 9)] {
+        store
+            .client
+            .record_accepted(accepted(job, "tenant-x/owned", seq))
+            .await
+            .expect("record");
+    }
+    let request = |chat: &str, job: &str, seq, expected_version| CommitJobsRequest {
+        chat_id: chat.into(),
+        jobs: vec![CommittedJob {
+            job_id: job.into(),
+            stream_seq: seq,
+            attempt: 1,
+        }],
+        expected_version,
+        content: Some(content(chat)),
+        call_id: uuid::Uuid::now_v7().to_string(),
+        trace_id: String::new(),
+    };
+    let read = |chat: &str| GetMemoryRequest {
+        access: None,
+        chat_id: chat.into(),
+    };
+    let alone = store
+        .client
+        .commit_jobs(request("tenant-x/owned", &first, 3, 0))
+        .await
+        .expect("commit")
+        .into_inner();
+    let after = store
+        .client
+        .get_memory(read("tenant-x/owned"))
+        .await
+        .expect("read")
+        .into_inner();
+    assert_eq!(alone.owner_user, "alice");
+    assert_eq!(alone.owner_user, after.owner_user);
+    assert_eq!(alone.pending_jobs, Some(2));
+    assert_eq!(alone.pending_jobs, after.freshness.map(|f| f.pending_jobs));
+    assert_eq!(alone.registered_through_seq, 9);
+    // An owned chat may expire (30 days after its owner's last activity).
+    assert!(alone.expires_at.is_some());
+    assert_eq!(alone.expires_at, after.expires_at);
+    assert_eq!(alone.updated_at, after.memory.and_then(|m| m.updated_at));
+
+    // In a batch: the second job of the owned chat beside an unowned chat's.
+    let other = job_id();
+    store
+        .client
+        .begin_job(begin(&second, "tenant-x/owned", 7))
+        .await
+        .expect("begin");
+    store.record_and_begin(&other, "tenant-x/unowned", 11).await;
+    let results = store
+        .client
+        .commit_jobs_batch(CommitJobsBatchRequest {
+            commits: vec![
+                request("tenant-x/owned", &second, 7, 1),
+                request("tenant-x/unowned", &other, 11, 0),
+                // Refused (stale version): it answers no view.
+                request("tenant-x/owned", &third, 9, 0),
+            ],
+        })
+        .await
+        .expect("batch")
+        .into_inner()
+        .results;
+    let views: Vec<_> = results
+        .into_iter()
+        .map(|r| match r.result {
+            Some(Answer::Committed(c)) => (c.owner_user, c.pending_jobs, c.registered_through_seq),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        views,
+        vec![
+            ("alice".to_owned(), Some(1), 9),
+            (String::new(), Some(0), 11),
+            (String::new(), None, 0),
+        ]
+    );
+    for (chat, pending) in [("tenant-x/owned", 1), ("tenant-x/unowned", 0)] {
+        let after = store
+            .client
+            .get_memory(read(chat))
+            .await
+            .expect("read")
+            .into_inner();
+        assert_eq!(
+            after.freshness.map(|f| f.pending_jobs),
+            Some(pending),
+            "{chat}"
+        );
+        // Without an owner the sweep never finds the chat.
+        assert_eq!(
+            after.expires_at.is_some(),
+            chat == "tenant-x/owned",
+            "{chat}"
+        );
+    }
+}
