@@ -276,7 +276,7 @@ pub async fn read_path(args: &ReadArgs) -> Result<(), ReadBenchError> {
         total * 1000.0 / reads
     );
 
-    ryw_phase(&clients, &stack.database.url, &tag, args).await?;
+    ryw_phase(&clients, &stack, &tag, args).await?;
     // A server takes a bounded number of streams per connection (HTTP/2):
     // one connection per 100 streams.
     let watch_clients: Vec<Client> = (0..args.watchers.div_ceil(100).max(1))
@@ -537,21 +537,29 @@ fn update(chat_id: String, i: usize) -> UpdateMemoryRequest {
     }
 }
 
-/// Update, then read after its job; answer time minus commit time.
+/// An agent's pause between reading its update's result and its next turn's
+/// read (far beyond a change event's trip to every gateway).
+const THINK: Duration = Duration::from_millis(50);
+
+/// Update, then read after its job (answer time minus commit time), then, as
+/// an agent's next turn would, a plain read of the same chat.
 async fn ryw_phase(
     clients: &[Client],
-    url: &str,
+    stack: &ProcessStack,
     tag: &str,
     args: &ReadArgs,
 ) -> Result<(), ReadBenchError> {
+    let url = stack.database.url.as_str();
     let loops = args.ryw_loops.max(1);
     let per_loop = args.ryw.div_ceil(loops);
+    let counters_before = ReadCounters::read(stack).await;
     let results = join_all((0..loops).map(|l| {
         let mut client = clients[l % clients.len()].clone();
         let tag = tag.to_owned();
         async move {
             let mut answered = Vec::new();
             let mut total = histogram();
+            let mut next_turn = histogram();
             let mut errors = 0;
             for i in 0..per_loop {
                 let n = l * per_loop + i;
@@ -566,7 +574,7 @@ async fn ryw_phase(
                 };
                 let read = client
                     .get_memory(GetMemoryRequest {
-                        chat_id,
+                        chat_id: chat_id.clone(),
                         after_job_id: job.clone(),
                         wait_ms: 10_000,
                         ..Default::default()
@@ -577,19 +585,37 @@ async fn ryw_phase(
                         answered.push((job, SystemTime::now()));
                         report::record(&mut total, sent.elapsed());
                     }
-                    _ => errors += 1,
+                    _ => {
+                        errors += 1;
+                        continue;
+                    }
+                }
+                tokio::time::sleep(THINK).await;
+                let turn = Instant::now();
+                match client
+                    .get_memory(GetMemoryRequest {
+                        chat_id,
+                        ..Default::default()
+                    })
+                    .await
+                {
+                    Ok(_) => report::record(&mut next_turn, turn.elapsed()),
+                    Err(_) => errors += 1,
                 }
             }
-            (answered, total, errors)
+            (answered, total, next_turn, errors)
         }
     }))
     .await;
+    let counters_after = ReadCounters::read(stack).await;
     let db = Database::connect(url).await.map_err(ReadBenchError::Seed)?;
     let mut after_commit = histogram();
     let mut total = histogram();
+    let mut next_turns = histogram();
     let mut errors = 0;
-    for (answered, t, e) in results {
+    for (answered, t, turns, e) in results {
         let _ = total.add(&t);
+        let _ = next_turns.add(&turns);
         errors += e;
         for (job, at) in answered {
             let row = db
@@ -624,6 +650,16 @@ async fn ryw_phase(
         &total,
     );
     report::print("  commit -> read answered", &after_commit);
+    report::print(
+        &format!(
+            "  the next turn's plain read, {} ms after",
+            THINK.as_millis()
+        ),
+        &next_turns,
+    );
+    // Only those plain reads count here: a read that waits for its job
+    // always asks memory-store and counts neither a hit nor a miss.
+    ReadCounters::print_since(&counters_after, &counters_before, next_turns.len() as f64);
     Ok(())
 }
 
