@@ -42,13 +42,16 @@ BEGIN
     new_version := r.new_version;
     written_at := r.written_at;
     IF r.outcome = 'applied' THEN
-        SELECT o.owner_user, o.last_activity_at INTO owner_user, owner_active_at
-          FROM chat_owners o WHERE o.chat_id = p_chat;
-        SELECT count(*) INTO pending_jobs
-          FROM memories m JOIN jobs j ON j.chat_id = m.chat_id
-         WHERE m.chat_id = p_chat AND j.stream_seq > m.last_applied_seq
-           AND j.state IN ('queued', 'running');
-        SELECT max(j.stream_seq) INTO registered_through FROM jobs j WHERE j.chat_id = p_chat;
+        -- One statement (each one a plpgsql function runs has its own
+        -- executor start-up): the owner, the jobs after the memory's applied
+        -- sequence still pending, the chat's highest registered sequence.
+        SELECT o.owner_user, o.last_activity_at,
+               (SELECT count(*) FROM memories m JOIN jobs j ON j.chat_id = m.chat_id
+                 WHERE m.chat_id = p_chat AND j.stream_seq > m.last_applied_seq
+                   AND j.state IN ('queued', 'running')),
+               (SELECT max(j.stream_seq) FROM jobs j WHERE j.chat_id = p_chat)
+          INTO owner_user, owner_active_at, pending_jobs, registered_through
+          FROM (SELECT 1) AS one LEFT JOIN chat_owners o ON o.chat_id = p_chat;
     END IF;
     RETURN NEXT;
 END

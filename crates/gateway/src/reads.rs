@@ -4,10 +4,14 @@
 //!
 //! A waiting read listens to its chat's change events ([`crate::changes`])
 //! *before* it reads, so no commit between its read and its wait is missed.
-//! Events only say when to read again: every answer of a waiting read is a
-//! memory-store read with the caller's access (tenant namespace and owner
-//! checked there), never the cache. A lost event makes an answer later, never
-//! wrong: the wait also re-reads every [`RECHECK`], and at its deadline.
+//! Its first read is memory-store's (the cache may be behind). Woken by a
+//! commit that meets its condition, it answers from the entry that commit's
+//! event installed in the cache ([`crate::cache::MemoryCache::apply_event`]:
+//! exactly memory-store's answer right after the commit, the caller's access
+//! checked as memory-store checks it) when the entry is there and new
+//! enough, and reads memory-store otherwise. A lost event makes an answer
+//! later, never wrong: the wait also re-reads every [`RECHECK`], and at its
+//! deadline.
 
 use std::time::Duration;
 
@@ -158,6 +162,8 @@ impl Reads {
         let mut target = condition.min_version.unwrap_or(0);
         let mut job_pending = condition.after_job;
         let mut job_seen = false;
+        // Woken by an event that met the condition: its installed entry may answer.
+        let mut met_by_event = false;
         loop {
             if let Some(job) = job_pending {
                 match self.job(access, chat, job).await? {
@@ -180,7 +186,16 @@ impl Reads {
                     JobView::Pending { seen } => job_seen |= seen,
                 }
             }
-            let current = self.read_fresh(access, chat).await;
+            let installed = if met_by_event && job_pending.is_none() {
+                self.cached_at_least(access, chat, target)
+            } else {
+                None
+            };
+            let current = match installed {
+                Some(answer) => Ok(answer),
+                None => self.read_fresh(access, chat).await,
+            };
+            met_by_event = false;
             let version = match &current {
                 Ok(r) => r.memory.as_ref().map_or(0, |m| m.version),
                 Err(GatewayError::NotFound(_)) => 0,
@@ -219,9 +234,11 @@ impl Reads {
                                 }
                                 job_pending = None;
                                 job_seen = true;
+                                met_by_event = true;
                                 break;
                             }
                         } else if event.memory.as_ref().is_some_and(|m| m.version >= target) {
+                            met_by_event = true;
                             break;
                         }
                     }
@@ -232,6 +249,21 @@ impl Reads {
                     }
                 }
             }
+        }
+    }
+
+    /// The cached answer for `access`, when it holds version `target` or later.
+    fn cached_at_least(
+        &self,
+        access: &Access,
+        chat: &TenantChatId,
+        target: i64,
+    ) -> Option<store_pb::GetMemoryResponse> {
+        match self.cache.get(chat, access)? {
+            Hit::Memory(m) if m.memory.as_ref().is_some_and(|m| m.version >= target) => {
+                Some(Arc::unwrap_or_clone(m))
+            }
+            Hit::Memory(_) | Hit::NotFound => None,
         }
     }
 

@@ -331,9 +331,9 @@ impl ProcessStack {
         self.ports.insert(name, new);
     }
 
-    /// Starts one more process of `name` (another worker) with the same
-    /// settings on ports of its own, and waits until it is SERVING.
-    pub async fn spawn_replica(&mut self, name: &'static str) {
+    /// Starts one more process of `name` (another worker or gateway) with the
+    /// same settings on ports of its own, and waits until it is SERVING.
+    pub async fn spawn_replica(&mut self, name: &'static str) -> Ports {
         let n = self.replicas.len() + 1;
         let ports = Ports {
             grpc: free_addr(),
@@ -342,6 +342,7 @@ impl ProcessStack {
         let child = self.start_process(name, ports, &format!("{name}-{n}.log"));
         self.replicas.push((name, child));
         crate::stack::wait_serving(ports.grpc, name).await;
+        ports
     }
 
     /// Runs the binary `name` with the stack's settings on `ports`, logging to `log`.

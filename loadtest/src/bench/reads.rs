@@ -74,6 +74,10 @@ pub struct ReadArgs {
     /// The gateway's `read_cache.capacity` (0: every read goes to memory-store).
     #[arg(long, default_value_t = 10_000)]
     pub cache_capacity: usize,
+    /// The gateways' `read_cache.install_commits` (false: a commit's event
+    /// only drops the chat's entry; the reference for the next-turn figure).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub install_commits: bool,
     /// Seed a running deployment's history first (1 M audit rows, 1 M job
     /// records, 100,000 memories of another tenant): figures on large tables.
     #[arg(long)]
@@ -154,6 +158,10 @@ pub async fn read_path(args: &ReadArgs) -> Result<(), ReadBenchError> {
                     "CHAT_MEMORY__READ_CACHE__CAPACITY".to_owned(),
                     args.cache_capacity.to_string(),
                 ),
+                (
+                    "CHAT_MEMORY__READ_CACHE__INSTALL_COMMITS".to_owned(),
+                    args.install_commits.to_string(),
+                ),
             ],
         ),
         ("memory-store", Vec::new()),
@@ -161,7 +169,7 @@ pub async fn read_path(args: &ReadArgs) -> Result<(), ReadBenchError> {
         ("summarizer-agent", super::stand_in_env(&model)),
     ];
     super::set_worker_threads(&mut env, args.worker_threads);
-    let stack = ProcessStack::start(ProcessOptions {
+    let mut stack = ProcessStack::start(ProcessOptions {
         otlp_endpoint: None,
         env,
     })
@@ -276,7 +284,7 @@ pub async fn read_path(args: &ReadArgs) -> Result<(), ReadBenchError> {
         total * 1000.0 / reads
     );
 
-    ryw_phase(&clients, &stack, &tag, args).await?;
+    ryw_phase(&clients, &mut stack, &tag, args).await?;
     // A server takes a bounded number of streams per connection (HTTP/2):
     // one connection per 100 streams.
     let watch_clients: Vec<Client> = (0..args.watchers.div_ceil(100).max(1))
@@ -305,10 +313,13 @@ struct ReadCounters {
 
 impl ReadCounters {
     async fn read(stack: &ProcessStack) -> Option<Self> {
+        Self::read_at(stack, stack.ports["gateway"].metrics).await
+    }
+
+    /// The counters of the gateway whose metrics are served at `metrics`.
+    async fn read_at(stack: &ProcessStack, metrics: std::net::SocketAddr) -> Option<Self> {
         let http = crate::scrape::http().ok()?;
-        let text = crate::scrape::metrics_text(&http, stack.ports["gateway"].metrics)
-            .await
-            .ok()?;
+        let text = crate::scrape::metrics_text(&http, metrics).await.ok()?;
         let count = |result: &str| {
             crate::scrape::sample_sum(
                 &text,
@@ -542,19 +553,25 @@ fn update(chat_id: String, i: usize) -> UpdateMemoryRequest {
 const THINK: Duration = Duration::from_millis(50);
 
 /// Update, then read after its job (answer time minus commit time), then, as
-/// an agent's next turn would, a plain read of the same chat.
+/// an agent's next turn would, a plain read of the same chat through a second
+/// gateway (as behind a load balancer): that gateway never read the chat, so
+/// only the commit's change event can have put it in its cache.
 async fn ryw_phase(
     clients: &[Client],
-    stack: &ProcessStack,
+    stack: &mut ProcessStack,
     tag: &str,
     args: &ReadArgs,
 ) -> Result<(), ReadBenchError> {
+    let second = stack.spawn_replica("gateway").await;
+    let stack = &*stack;
     let url = stack.database.url.as_str();
     let loops = args.ryw_loops.max(1);
     let per_loop = args.ryw.div_ceil(loops);
-    let counters_before = ReadCounters::read(stack).await;
+    let turn_client = client(second.grpc).map_err(ReadBenchError::Gateway)?;
+    let counters_before = ReadCounters::read_at(stack, second.metrics).await;
     let results = join_all((0..loops).map(|l| {
         let mut client = clients[l % clients.len()].clone();
+        let mut turn_client = turn_client.clone();
         let tag = tag.to_owned();
         async move {
             let mut answered = Vec::new();
@@ -592,7 +609,7 @@ async fn ryw_phase(
                 }
                 tokio::time::sleep(THINK).await;
                 let turn = Instant::now();
-                match client
+                match turn_client
                     .get_memory(GetMemoryRequest {
                         chat_id,
                         ..Default::default()
@@ -607,7 +624,7 @@ async fn ryw_phase(
         }
     }))
     .await;
-    let counters_after = ReadCounters::read(stack).await;
+    let counters_after = ReadCounters::read_at(stack, second.metrics).await;
     let db = Database::connect(url).await.map_err(ReadBenchError::Seed)?;
     let mut after_commit = histogram();
     let mut total = histogram();
@@ -652,7 +669,7 @@ async fn ryw_phase(
     report::print("  commit -> read answered", &after_commit);
     report::print(
         &format!(
-            "  the next turn's plain read, {} ms after",
+            "  the next turn's plain read, {} ms after, through a second gateway",
             THINK.as_millis()
         ),
         &next_turns,
