@@ -4,7 +4,8 @@
 //! registry hands each event to the read-your-writes waits and watch streams
 //! of its chat, and drops it when nobody here waits on that chat. Events are
 //! hints, never answers on their own for a caller not yet checked: readers
-//! confirm through memory-store (which checks tenant and owner) before they
+//! confirm through memory-store (which checks tenant and owner), or through the
+//! entry a commit's event installed in the cache (checked the same way), before they
 //! answer, and re-check on a timer so a lost event only makes an answer later.
 //!
 //! The events the gateway itself causes (acceptances, deletions) go out
