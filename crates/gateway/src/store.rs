@@ -73,6 +73,13 @@ impl Store {
             })
             .await
             .map_err(|s| GatewayError::from_store(s, "chat"))?;
+        if !verdict.invalid.is_empty() {
+            // This claim alone was refused (the others gathered with it stand).
+            return Err(GatewayError::from_store(
+                tonic::Status::invalid_argument(verdict.invalid),
+                "chat",
+            ));
+        }
         if verdict.denied {
             return Err(GatewayError::NotFound("chat"));
         }
@@ -105,6 +112,10 @@ impl Store {
             audit: audit.cloned(),
         };
         let result = self.registrations.call(request).await?;
+        if !result.invalid.is_empty() {
+            // This registration alone was refused (the others gathered with it stand).
+            return Err(tonic::Status::invalid_argument(result.invalid));
+        }
         Ok(if result.key_reused {
             Registration::KeyReused
         } else {
@@ -201,12 +212,18 @@ fn registrations_call(
                         Ok(store_pb::RecordAcceptedResult {
                             inserted: r.inserted,
                             earlier_acceptance: r.earlier_acceptance,
-                            key_reused: false,
+                            ..Default::default()
                         })
                     }
                     Err(s) if s.code() == tonic::Code::FailedPrecondition => {
                         Ok(store_pb::RecordAcceptedResult {
                             key_reused: true,
+                            ..Default::default()
+                        })
+                    }
+                    Err(s) if s.code() == tonic::Code::InvalidArgument => {
+                        Ok(store_pb::RecordAcceptedResult {
+                            invalid: s.message().to_owned(),
                             ..Default::default()
                         })
                     }
@@ -237,12 +254,18 @@ fn claims_call(
                 match client.claim_chat(claim).await {
                     Ok(r) => Ok(store_pb::ClaimChatResult {
                         claimed: r.into_inner().claimed,
-                        denied: false,
+                        ..Default::default()
                     }),
                     Err(s) if s.code() == tonic::Code::NotFound => Ok(store_pb::ClaimChatResult {
-                        claimed: false,
                         denied: true,
+                        ..Default::default()
                     }),
+                    Err(s) if s.code() == tonic::Code::InvalidArgument => {
+                        Ok(store_pb::ClaimChatResult {
+                            invalid: s.message().to_owned(),
+                            ..Default::default()
+                        })
+                    }
                     Err(s) => Err(s),
                 }
             }

@@ -106,7 +106,7 @@ fn at(list: &'static str, i: usize) -> impl Fn(StoreError) -> StoreError {
 }
 
 /// Every job of a batch, checked; a bad one names its place (`jobs[i].field`).
-pub fn accepted_jobs(r: pb::RecordAcceptedBatchRequest) -> Result<Vec<AcceptedJob>, StoreError> {
+pub fn accepted_jobs(r: pb::RecordAcceptedBatchRequest) -> Vec<Result<AcceptedJob, StoreError>> {
     r.jobs
         .into_iter()
         .enumerate()
@@ -115,7 +115,7 @@ pub fn accepted_jobs(r: pb::RecordAcceptedBatchRequest) -> Result<Vec<AcceptedJo
 }
 
 /// Every claim of a batch, checked; a bad one names its place (`claims[i].field`).
-pub fn claims(r: pb::ClaimChatsRequest) -> Result<Vec<(ChatId, Access)>, StoreError> {
+pub fn claims(r: pb::ClaimChatsRequest) -> Vec<Result<(ChatId, Access), StoreError>> {
     r.claims
         .into_iter()
         .enumerate()
@@ -203,7 +203,7 @@ pub fn deliveries(r: pb::BeginJobsRequest) -> Result<(ChatId, Vec<Delivery>), St
 /// one; a bad one names its place (`chats[i].field`).
 pub fn begin_batches(
     r: pb::BeginJobsBatchRequest,
-) -> Result<Vec<(ChatId, Vec<Delivery>)>, StoreError> {
+) -> Vec<Result<(ChatId, Vec<Delivery>), StoreError>> {
     r.chats
         .into_iter()
         .enumerate()

@@ -63,20 +63,32 @@ impl MemoryStore for StoreService {
         &self,
         request: Request<pb::RecordAcceptedBatchRequest>,
     ) -> Result<Response<pb::RecordAcceptedBatchResponse>, Status> {
-        let jobs = convert::accepted_jobs(request.into_inner())?;
-        let answers = jobs::record_accepted_batch(&self.db, jobs)
-            .instrument(crate::db::span("record_accepted_batch"))
-            .await?;
+        // A malformed job is its own refusal; the others are recorded together.
+        let db = &self.db;
+        let answers = each_valid(
+            convert::accepted_jobs(request.into_inner()),
+            "jobs",
+            |valid| async move {
+                jobs::record_accepted_batch(db, valid)
+                    .instrument(crate::db::span("record_accepted_batch"))
+                    .await
+            },
+        )
+        .await?;
         let results = answers
             .into_iter()
             .map(|answer| match answer {
                 Ok(recorded) => Ok(pb::RecordAcceptedResult {
                     inserted: recorded.inserted,
                     earlier_acceptance: recorded.earlier_acceptance,
-                    key_reused: false,
+                    ..Default::default()
                 }),
                 Err(StoreError::Conflict { .. }) => Ok(pb::RecordAcceptedResult {
                     key_reused: true,
+                    ..Default::default()
+                }),
+                Err(e @ StoreError::InvalidArgument { .. }) => Ok(pb::RecordAcceptedResult {
+                    invalid: Status::from(e).message().to_owned(),
                     ..Default::default()
                 }),
                 Err(other) => Err(other),
@@ -122,10 +134,18 @@ impl MemoryStore for StoreService {
         &self,
         request: Request<pb::BeginJobsBatchRequest>,
     ) -> Result<Response<pb::BeginJobsBatchResponse>, Status> {
-        let chats = convert::begin_batches(request.into_inner())?;
-        let answers = jobs::begin_jobs_batch(&self.db, chats)
-            .instrument(crate::db::span("begin_jobs_batch"))
-            .await?;
+        // A malformed chat is its own refusal; the others are begun together.
+        let db = &self.db;
+        let answers = each_valid(
+            convert::begin_batches(request.into_inner()),
+            "chats",
+            |valid| async move {
+                jobs::begin_jobs_batch(db, valid)
+                    .instrument(crate::db::span("begin_jobs_batch"))
+                    .await
+            },
+        )
+        .await?;
         let results = answers
             .into_iter()
             .map(|answer| {
@@ -277,17 +297,34 @@ impl MemoryStore for StoreService {
         &self,
         request: Request<pb::ClaimChatsRequest>,
     ) -> Result<Response<pb::ClaimChatsResponse>, Status> {
-        let claims = convert::claims(request.into_inner())?;
-        let verdicts = access::claim_many(&self.db, claims)
-            .instrument(crate::db::span("claim_many"))
-            .await?;
+        // A malformed claim is its own refusal; the others are claimed together.
+        let db = &self.db;
+        let verdicts = each_valid(
+            convert::claims(request.into_inner()),
+            "claims",
+            |valid| async move {
+                let verdicts = access::claim_many(db, valid)
+                    .instrument(crate::db::span("claim_many"))
+                    .await?;
+                Ok(verdicts.into_iter().map(Ok).collect())
+            },
+        )
+        .await?;
         let results = verdicts
             .into_iter()
-            .map(|verdict| pb::ClaimChatResult {
-                claimed: verdict == access::Claim::Claimed,
-                denied: verdict == access::Claim::Denied,
+            .map(|verdict| match verdict {
+                Ok(verdict) => Ok(pb::ClaimChatResult {
+                    claimed: verdict == access::Claim::Claimed,
+                    denied: verdict == access::Claim::Denied,
+                    ..Default::default()
+                }),
+                Err(e @ StoreError::InvalidArgument { .. }) => Ok(pb::ClaimChatResult {
+                    invalid: Status::from(e).message().to_owned(),
+                    ..Default::default()
+                }),
+                Err(other) => Err(other),
             })
-            .collect();
+            .collect::<Result<Vec<_>, StoreError>>()?;
         Ok(Response::new(pb::ClaimChatsResponse { results }))
     }
 
@@ -352,7 +389,12 @@ where
             Err(refused) => refusals.push(Some(refused)),
         }
     }
-    let mut answered = store(valid).await?.into_iter();
+    let mut answered = if valid.is_empty() {
+        Vec::new()
+    } else {
+        store(valid).await?
+    }
+    .into_iter();
     refusals
         .into_iter()
         .map(|refusal| match refusal {

@@ -108,7 +108,11 @@ async fn claim_chats_answers_each_claim_in_order_in_one_call() {
         .expect("claims")
         .into_inner()
         .results;
-    let result = |claimed, denied| ClaimChatResult { claimed, denied };
+    let result = |claimed, denied| ClaimChatResult {
+        claimed,
+        denied,
+        ..Default::default()
+    };
     assert_eq!(
         results,
         vec![
@@ -125,7 +129,8 @@ async fn claim_chats_answers_each_claim_in_order_in_one_call() {
         bob.expect_err("alice's claim was committed").code(),
         Code::NotFound
     );
-    let refused = store
+    // A malformed claim is refused alone, naming its place; the other is claimed.
+    let results = store
         .client
         .claim_chats(ClaimChatsRequest {
             claims: vec![
@@ -137,11 +142,19 @@ async fn claim_chats_answers_each_claim_in_order_in_one_call() {
             ],
         })
         .await
-        .expect_err("a claim without access");
-    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+        .expect("one call")
+        .into_inner()
+        .results;
+    assert_eq!(results.len(), 2, "{results:?}");
+    assert_eq!(results[0], result(true, false), "the good claim stands");
     assert!(
-        refused.message().contains("claims[1].access"),
-        "{refused:?}"
+        results[1].invalid.contains("claims[1].access") && !results[1].claimed,
+        "{results:?}"
+    );
+    let bob = store.client.claim_chat(claim("t/fine", owner("bob"))).await;
+    assert_eq!(
+        bob.expect_err("alice's claim was committed").code(),
+        Code::NotFound
     );
 }
 
@@ -396,11 +409,18 @@ async fn begin_jobs_batch_decides_each_chat_as_begin_jobs_does_in_one_call() {
         "the refused chat wrote nothing"
     );
 
-    let refused = store
+    // A malformed chat is refused alone, naming its place; the other is begun.
+    let fine = job_id();
+    store
+        .client
+        .record_accepted(accepted(&fine, "t/fine", 1))
+        .await
+        .expect("record");
+    let results = store
         .client
         .begin_jobs_batch(BeginJobsBatchRequest {
             chats: vec![
-                one("t/fine", &job_id(), 1),
+                one("t/fine", &fine, 1),
                 BeginJobsRequest {
                     chat_id: "t/empty".into(),
                     jobs: Vec::new(),
@@ -408,10 +428,20 @@ async fn begin_jobs_batch_decides_each_chat_as_begin_jobs_does_in_one_call() {
             ],
         })
         .await
-        .expect_err("a chat without jobs");
-    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
-    assert!(refused.message().contains("chats[1].jobs"), "{refused:?}");
-    assert_no_memory(&mut store, "t/fine").await;
+        .expect("one call")
+        .into_inner()
+        .results;
+    use chat_memory_proto::store::begin_jobs_result::Result as Answer;
+    assert!(
+        matches!(&results[0].result, Some(Answer::Begun(_))),
+        "{results:?}"
+    );
+    assert!(
+        matches!(&results[1].result, Some(Answer::Invalid(reason)) if reason.contains("chats[1].jobs")),
+        "{results:?}"
+    );
+    assert_eq!(results.len(), 2);
+    assert_eq!(store.job_state(&fine).await.0, JobState::Running);
 }
 
 /// `chat_memory_begin_jobs` relaxes its commit when it wrote only `running`
@@ -507,7 +537,11 @@ async fn a_batch_of_one_answers_each_verdict_as_a_larger_batch_does() {
                 .results
         }
     };
-    let result = |claimed, denied| ClaimChatResult { claimed, denied };
+    let result = |claimed, denied| ClaimChatResult {
+        claimed,
+        denied,
+        ..Default::default()
+    };
     assert_eq!(
         claimed(claim("t/one", "alice")).await,
         [result(true, false)]
@@ -544,6 +578,7 @@ async fn a_batch_of_one_answers_each_verdict_as_a_larger_batch_does() {
         inserted,
         earlier_acceptance,
         key_reused,
+        ..Default::default()
     };
     assert_eq!(
         recorded(keyed_request("digest-a")).await,

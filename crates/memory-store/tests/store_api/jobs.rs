@@ -333,6 +333,7 @@ async fn a_batch_of_acceptances_answers_each_job_in_order_in_one_call() {
         inserted,
         earlier_acceptance,
         key_reused,
+        ..Default::default()
     };
     assert_eq!(
         results,
@@ -362,11 +363,11 @@ async fn a_batch_of_acceptances_answers_each_job_in_order_in_one_call() {
 }
 
 #[tokio::test]
-async fn a_batch_with_a_malformed_job_is_refused_whole_naming_its_place() {
+async fn a_malformed_job_of_a_batch_is_refused_alone_naming_its_place() {
     use chat_memory_proto::store::RecordAcceptedBatchRequest;
     let mut store = TestStore::start().await;
     let good = job_id();
-    let refused = store
+    let results = store
         .client
         .record_accepted_batch(RecordAcceptedBatchRequest {
             jobs: vec![
@@ -375,21 +376,19 @@ async fn a_batch_with_a_malformed_job_is_refused_whole_naming_its_place() {
             ],
         })
         .await
-        .expect_err("a malformed job id");
-    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
-    assert!(refused.message().contains("jobs[1].job_id"), "{refused:?}");
-    let nothing = store
-        .client
-        .get_job(GetJobRequest {
-            access: None,
-            job_id: good,
-        })
-        .await;
-    assert_eq!(
-        nothing.err().map(|s| s.code()),
-        Some(Code::NotFound),
-        "the good job of the refused batch was not recorded either"
+        .expect("one call")
+        .into_inner()
+        .results;
+    assert_eq!(results.len(), 2, "{results:?}");
+    assert!(
+        results[0].inserted && results[0].invalid.is_empty(),
+        "{results:?}"
     );
+    assert!(
+        results[1].invalid.contains("jobs[1].job_id") && !results[1].inserted,
+        "{results:?}"
+    );
+    assert_eq!(store.job_state(&good).await.0, JobState::Queued);
 }
 
 /// An acceptance's audit row rides in its job message: memory-store stores it
