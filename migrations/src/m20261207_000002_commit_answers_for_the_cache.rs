@@ -1,8 +1,9 @@
 //! A commit answers what a gateway needs to cache its result: the chat's
 //! owner (and its last recorded activity, from which the expiry sweep may
-//! purge the chat), its pending job count and the highest stream sequence of
-//! its registered jobs, all read in the commit's transaction under the chat's lock
-//! (so they are exactly what `GetMemory` would answer right after the commit).
+//! purge the chat), its pending job count, and which jobs those are: the
+//! applied stream sequence and the sequences of the pending jobs, all read in
+//! the commit's transaction under the chat's lock (so they are exactly what
+//! `GetMemory` would answer right after the commit).
 //!
 //! `chat_memory_commit_jobs_viewed` wraps `chat_memory_commit_jobs` (same
 //! arguments, same first three columns) and `chat_memory_commit_jobs_batch_viewed`
@@ -10,9 +11,11 @@
 //! wrapped functions stay: a memory-store of the previous release still calls
 //! them during a rolling upgrade.
 //!
-//! `registered_through` orders the answer against acceptances announced by
-//! other processes: an acceptance whose stream sequence is above it was not
-//! counted in `pending_jobs` (docs/architecture.md, "The gateway's read cache").
+//! The sequences order the answer against acceptances and failures announced
+//! by other processes: an acceptance announced with a sequence neither applied
+//! nor among `pending_seqs` was not counted (registrations need not come in
+//! stream order), a failure among them was counted as pending
+//! (docs/architecture.md, "The gateway's read cache").
 
 use sea_orm_migration::prelude::*;
 
@@ -28,7 +31,7 @@ CREATE OR REPLACE FUNCTION chat_memory_commit_jobs_viewed(
     p_superseded_error text, p_tenant text, p_public_chat text, p_trace_id text)
 RETURNS TABLE (outcome text, new_version bigint, written_at timestamptz,
                owner_user text, owner_active_at timestamptz, pending_jobs bigint,
-               registered_through bigint)
+               applied_through bigint, pending_seqs jsonb)
 LANGUAGE plpgsql VOLATILE AS $$
 #variable_conflict use_column
 DECLARE
@@ -43,15 +46,18 @@ BEGIN
     written_at := r.written_at;
     IF r.outcome = 'applied' THEN
         -- One statement (each one a plpgsql function runs has its own
-        -- executor start-up): the owner, the jobs after the memory's applied
-        -- sequence still pending, the chat's highest registered sequence.
-        SELECT o.owner_user, o.last_activity_at,
-               (SELECT count(*) FROM memories m JOIN jobs j ON j.chat_id = m.chat_id
-                 WHERE m.chat_id = p_chat AND j.stream_seq > m.last_applied_seq
-                   AND j.state IN ('queued', 'running')),
-               (SELECT max(j.stream_seq) FROM jobs j WHERE j.chat_id = p_chat)
-          INTO owner_user, owner_active_at, pending_jobs, registered_through
-          FROM (SELECT 1) AS one LEFT JOIN chat_owners o ON o.chat_id = p_chat;
+        -- executor start-up): the owner, the memory's applied sequence and the
+        -- jobs after it still pending, as GetMemory counts them.
+        SELECT o.owner_user, o.last_activity_at, m.last_applied_seq,
+               to_jsonb(ARRAY(SELECT j.stream_seq FROM jobs j
+                               WHERE j.chat_id = m.chat_id
+                                 AND j.stream_seq > m.last_applied_seq
+                                 AND j.state IN ('queued', 'running')
+                               ORDER BY j.stream_seq))
+          INTO owner_user, owner_active_at, applied_through, pending_seqs
+          FROM memories m LEFT JOIN chat_owners o ON o.chat_id = m.chat_id
+         WHERE m.chat_id = p_chat;
+        pending_jobs := jsonb_array_length(pending_seqs);
     END IF;
     RETURN NEXT;
 END
@@ -60,7 +66,7 @@ $$;
 CREATE OR REPLACE FUNCTION chat_memory_commit_jobs_batch_viewed(p_commits jsonb, p_superseded_error text)
 RETURNS TABLE (idx integer, outcome text, new_version bigint, written_at timestamptz,
                owner_user text, owner_active_at timestamptz, pending_jobs bigint,
-               registered_through bigint)
+               applied_through bigint, pending_seqs jsonb)
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     k bigint;

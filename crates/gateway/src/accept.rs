@@ -205,8 +205,8 @@ impl Acceptor {
             }
         };
         // The chat's pending count changed: cached reads of it are dropped,
-        // and a commit answered before this registration (its
-        // `registered_through_seq` below this sequence) is not cached.
+        // and a commit answered before this registration (neither applying
+        // nor counting this sequence) is not cached.
         self.changes
             .announce(job_queue::changes::MemoryChanged {
                 chat_id: job.chat_id,

@@ -16,12 +16,17 @@
 //! - a commit's event carries all that memory-store would answer right after
 //!   it (the memory, the owner and the pending count, read in the commit's
 //!   transaction), and installs it as the chat's entry, unless
-//!   ([`MemoryCache::apply_event`]): an acceptance was announced with a stream
-//!   sequence above the commit's `registered_through_seq` (a job its pending
-//!   count does not hold), a commit of the same or a later version was
-//!   announced before it (events of different publishers arrive in any
-//!   order), or the chat's deletion was announced (its versions start over);
-//!   so an agent's read after its update was applied is answered here;
+//!   ([`MemoryCache::apply_event`]): an acceptance was announced whose stream
+//!   sequence the commit neither applied nor counts as pending (a job its
+//!   pending count does not hold: registrations need not come in stream
+//!   order), a failure was announced of a job it counts as pending, an
+//!   acceptance or failure was announced without its sequence (an older
+//!   release) within the TTL, a commit of the same or a later version was
+//!   announced before it or is held here already (events of different
+//!   publishers arrive in any order), the chat's deletion was announced (its
+//!   versions start over), or the commit is older than the TTL (an event held
+//!   up on its way); so an agent's read after its update was applied is
+//!   answered here;
 //! - a read that started before a drop never stores what it read (each entry
 //!   is stored only if no drop of its chat happened since the read began);
 //! - events are numbered per publisher: a number skipped (an event lost on
@@ -127,8 +132,10 @@ impl Entry {
         let expires = expires_at.map(|at| {
             chat_memory_proto::time::from_timestamp(at)
                 .and_then(|at| (at - chrono::Utc::now()).to_std().ok())
-                .map_or(now, |left| now + left)
+                .map_or(Some(now), |left| now.checked_add(left))
         });
+        // Too far ahead to represent: no bound but the TTL.
+        let expires = expires.flatten();
         Self {
             known,
             read_at: now,
@@ -155,12 +162,64 @@ pub enum Hit {
 struct Mark {
     /// The drop count when the chat was last dropped.
     dropped_at: u64,
-    /// The highest stream sequence an acceptance of the chat was announced with.
-    accepted_through: u64,
+    /// Stream sequences of the chat's jobs announced accepted.
+    accepted: Seqs,
+    /// Stream sequences of the chat's jobs announced failed for good.
+    failed: Seqs,
     /// The highest version a commit of the chat was announced with.
     version: i64,
     /// The chat's deletion was announced or made here.
     deleted: bool,
+    /// An acceptance or failure was announced without its sequence (a process
+    /// of an older release): no commit is installed before this.
+    unordered_until: Option<Instant>,
+}
+
+/// The most recent stream sequences of one kind (a few; the rest are
+/// summarised by the highest one let go).
+#[derive(Debug, Clone, Copy, Default)]
+struct Seqs {
+    /// 0: an empty slot.
+    recent: [u64; 8],
+    /// The highest sequence no longer in `recent`.
+    let_go_through: u64,
+}
+
+impl Seqs {
+    fn note(&mut self, seq: u64) {
+        if seq == 0 || self.recent.contains(&seq) {
+            return;
+        }
+        if let Some(slot) = self.recent.iter_mut().find(|s| **s == 0) {
+            *slot = seq;
+            return;
+        }
+        if let Some(lowest) = self.recent.iter_mut().min() {
+            self.let_go_through = self.let_go_through.max(*lowest);
+            *lowest = seq;
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        self.recent.iter().copied().filter(|s| *s != 0)
+    }
+}
+
+impl Mark {
+    /// Whether a commit's answer (`applied` through this sequence, `pending`
+    /// the sequences it counts) holds every acceptance and failure announced
+    /// so far: each announced acceptance is applied, pending or failed, and
+    /// no announced failure is still counted as pending.
+    fn agrees_with(&self, applied: u64, pending: &[u64], now: Instant) -> bool {
+        let counted = |seq: u64| {
+            seq <= applied || pending.contains(&seq) || self.failed.recent.contains(&seq)
+        };
+        self.unordered_until.is_none_or(|until| now >= until)
+            && self.accepted.let_go_through <= applied
+            && self.accepted.iter().all(counted)
+            && !self.failed.iter().any(|seq| pending.contains(&seq))
+            && !pending.iter().any(|seq| *seq <= self.failed.let_go_through)
+    }
 }
 
 /// The cache; share it behind an `Arc`.
@@ -275,14 +334,14 @@ impl MemoryCache {
     /// Drops what is known of `chat_id` (no event: a test's stand-in for one
     /// that installs nothing).
     pub fn drop_chat(&self, chat_id: &str) {
-        self.drop_and_mark(chat_id, |_| None);
+        self.drop_and_mark(chat_id, |_, _| None);
     }
 
     /// Drops what is known of `chat_id`, deleted here: nothing is installed
     /// for it from events any more (while its mark lasts), since its
     /// versions start over.
     pub fn drop_deleted(&self, chat_id: &str) {
-        self.drop_and_mark(chat_id, |mark| {
+        self.drop_and_mark(chat_id, |mark, _| {
             mark.deleted = true;
             None
         });
@@ -294,18 +353,43 @@ impl MemoryCache {
     /// is newer (see the module's "Freshness").
     pub fn apply_event(&self, event: &MemoryChanged) {
         let install = self.install_commits;
-        self.drop_and_mark(&event.chat_id, |mark| {
+        let ttl = self.ttl;
+        self.drop_and_mark(&event.chat_id, |mark, held_version| {
+            let now = Instant::now();
             let version = event.memory.as_ref().map(|m| m.version);
+            // How long ago the commit was (its memory's updated_at): an event
+            // held up on its way installs nothing past the TTL, and its
+            // entry's TTL counts from the commit.
+            let age = event
+                .memory
+                .as_ref()
+                .and_then(|m| m.updated_at.as_ref())
+                .and_then(chat_memory_proto::time::from_timestamp)
+                .map(|at| (chrono::Utc::now() - at).to_std().unwrap_or_default());
             let installable = install
                 && !event.deleted
                 && !mark.deleted
-                && mark.accepted_through <= event.registered_through_seq
-                && version.is_some_and(|v| v > mark.version);
-            mark.accepted_through = mark.accepted_through.max(event.accepted_through_seq);
+                && version.is_some_and(|v| v > mark.version && held_version.is_none_or(|h| v > h))
+                && age.is_some_and(|age| age < ttl)
+                && mark.agrees_with(event.applied_through_seq, &event.pending_seqs, now);
+            if !event.accepted_job_ids.is_empty() {
+                if event.accepted_through_seq == 0 {
+                    mark.unordered_until = Some(now + ttl);
+                }
+                mark.accepted.note(event.accepted_through_seq);
+            }
+            if !event.failed_job_ids.is_empty() {
+                if event.failed_job_seqs.is_empty() {
+                    mark.unordered_until = Some(now + ttl);
+                }
+                for seq in &event.failed_job_seqs {
+                    mark.failed.note(*seq);
+                }
+            }
             mark.version = mark.version.max(version.unwrap_or(0));
             mark.deleted |= event.deleted;
             let pending_jobs = event.pending_jobs?;
-            installable.then(|| store_pb::GetMemoryResponse {
+            let installed = installable.then(|| store_pb::GetMemoryResponse {
                 chat_id: event.chat_id.clone(),
                 memory: event.memory.clone(),
                 freshness: Some(Freshness {
@@ -314,16 +398,19 @@ impl MemoryCache {
                 }),
                 owner_user: event.owner_user.clone(),
                 expires_at: event.expires_at,
-            })
+            });
+            installed.map(|answer| (answer, age.unwrap_or_default()))
         });
     }
 
-    /// Drops `chat_id`'s entry, updates its mark with `note` and stores what
-    /// `note` answers as the new entry, all while holding `marking`.
+    /// Drops `chat_id`'s entry, updates its mark with `note` (told the
+    /// version of the memory the entry held, if any) and stores what `note`
+    /// answers as the new entry (read that long ago), all while holding
+    /// `marking`.
     fn drop_and_mark(
         &self,
         chat_id: &str,
-        note: impl FnOnce(&mut Mark) -> Option<store_pb::GetMemoryResponse>,
+        note: impl FnOnce(&mut Mark, Option<i64>) -> Option<(store_pb::GetMemoryResponse, Duration)>,
     ) {
         let (Some(entries), Some(dropped)) = (&self.entries, &self.dropped) else {
             return;
@@ -331,16 +418,19 @@ impl MemoryCache {
         let _marking = self.marking.lock().unwrap_or_else(PoisonError::into_inner);
         let mut mark = dropped.get(chat_id).unwrap_or_default();
         mark.dropped_at = self.drops.fetch_add(1, Ordering::SeqCst) + 1;
-        let installed = note(&mut mark);
+        let held_version = entries.get(chat_id).and_then(|e| match &e.known {
+            Known::Memory(m) => m.memory.as_ref().map(|m| m.version),
+            Known::Absent => None,
+        });
+        let installed = note(&mut mark, held_version);
         dropped.insert(chat_id.to_owned(), mark);
         entries.remove(chat_id);
-        if let Some(memory) = installed {
+        if let Some((memory, age)) = installed {
             crate::metrics::read_cache("installed");
             let expires_at = memory.expires_at;
-            entries.insert(
-                chat_id.to_owned(),
-                Entry::new(Known::Memory(Arc::new(memory)), expires_at.as_ref()),
-            );
+            let mut entry = Entry::new(Known::Memory(Arc::new(memory)), expires_at.as_ref());
+            entry.read_at = entry.read_at.checked_sub(age).unwrap_or(entry.read_at);
+            entries.insert(chat_id.to_owned(), entry);
         }
     }
 
@@ -489,21 +579,24 @@ mod tests {
         assert_eq!(cache.get(&id("t/c"), &access("t", "alice", false)), None);
     }
 
-    /// A commit's event for `chat` at `version`, answered with `pending`
-    /// jobs and registered through stream sequence `through`.
-    fn commit(chat: &str, version: i64, pending: u32, through: u64) -> MemoryChanged {
+    /// A commit's event for `chat` at `version`, committed now, the memory
+    /// applied through stream sequence `applied` with the jobs at `pending`
+    /// still pending.
+    fn commit(chat: &str, version: i64, applied: u64, pending: &[u64]) -> MemoryChanged {
         MemoryChanged {
             chat_id: chat.into(),
             memory: Some(Memory {
                 version,
                 general_summary: format!("v{version}"),
+                updated_at: Some(chat_memory_proto::time::to_timestamp(chrono::Utc::now())),
                 ..Default::default()
             }),
             last_applied_job_id: format!("job-{version}"),
             applied_job_ids: vec![format!("job-{version}")],
             owner_user: "alice".into(),
-            pending_jobs: Some(pending),
-            registered_through_seq: through,
+            pending_jobs: Some(u32::try_from(pending.len()).unwrap_or(u32::MAX)),
+            applied_through_seq: applied,
+            pending_seqs: pending.to_vec(),
             ..Default::default()
         }
     }
@@ -513,6 +606,15 @@ mod tests {
             chat_id: chat.into(),
             accepted_job_ids: vec![format!("job-at-{seq}")],
             accepted_through_seq: seq,
+            ..Default::default()
+        }
+    }
+
+    fn failed(chat: &str, seq: u64) -> MemoryChanged {
+        MemoryChanged {
+            chat_id: chat.into(),
+            failed_job_ids: vec![format!("job-at-{seq}")],
+            failed_job_seqs: vec![seq],
             ..Default::default()
         }
     }
@@ -530,7 +632,7 @@ mod tests {
     #[test]
     fn a_commits_event_installs_its_memory_for_its_owner_only() {
         let cache = MemoryCache::new(&settings());
-        cache.apply_event(&commit("t/c", 1, 0, 10));
+        cache.apply_event(&commit("t/c", 1, 10, &[]));
         let Some(Hit::Memory(m)) = cache.get(&id("t/c"), &access("t", "alice", false)) else {
             panic!("the commit's memory was not installed");
         };
@@ -554,7 +656,7 @@ mod tests {
         );
         // A read begun before the install stores nothing over it.
         let before = cache.ticket();
-        cache.apply_event(&commit("t/c", 2, 0, 11));
+        cache.apply_event(&commit("t/c", 2, 11, &[]));
         cache.store_memory("t/c", before, &memory("t/c", "alice", 1));
         assert_eq!(version_cached(&cache, "t/c"), Some((2, 0)));
     }
@@ -562,34 +664,89 @@ mod tests {
     #[test]
     fn an_acceptance_the_commit_did_not_count_keeps_it_out_in_either_order() {
         let cache = MemoryCache::new(&settings());
-        // Announced first: the commit (registered through 10) did not count 11.
+        // Announced first: the commit (applied through 10, nothing pending)
+        // did not count 11.
         cache.apply_event(&accepted("t/a", 11));
-        cache.apply_event(&commit("t/a", 1, 0, 10));
+        cache.apply_event(&commit("t/a", 1, 10, &[]));
         assert_eq!(version_cached(&cache, "t/a"), None);
         // Announced after the commit: it drops the installed entry.
-        cache.apply_event(&commit("t/b", 1, 0, 10));
+        cache.apply_event(&commit("t/b", 1, 10, &[]));
         assert_eq!(version_cached(&cache, "t/b"), Some((1, 0)));
         cache.apply_event(&accepted("t/b", 11));
         assert_eq!(version_cached(&cache, "t/b"), None);
-        // An acceptance the commit counted (at or below its sequence) does not
-        // keep a later commit out.
+        // Acceptances the commit counted (applied, or pending) do not keep it out.
         cache.apply_event(&accepted("t/c", 10));
-        cache.apply_event(&commit("t/c", 1, 1, 10));
+        cache.apply_event(&accepted("t/c", 12));
+        cache.apply_event(&commit("t/c", 1, 10, &[12]));
         assert_eq!(version_cached(&cache, "t/c"), Some((1, 1)));
+        // Registrations out of stream order: 12 was registered before the
+        // commit, 11 after; the commit counts 12 only, so 11 keeps it out
+        // although a higher sequence was counted.
+        cache.apply_event(&accepted("t/d", 11));
+        cache.apply_event(&commit("t/d", 1, 10, &[12]));
+        assert_eq!(version_cached(&cache, "t/d"), None);
+        // An acceptance announced by an older release (no sequence) keeps
+        // every commit out for the TTL.
+        cache.apply_event(&MemoryChanged {
+            accepted_through_seq: 0,
+            ..accepted("t/e", 11)
+        });
+        cache.apply_event(&commit("t/e", 1, 20, &[]));
+        assert_eq!(version_cached(&cache, "t/e"), None);
+    }
+
+    #[test]
+    fn a_failure_the_commit_still_counts_as_pending_keeps_it_out() {
+        let cache = MemoryCache::new(&settings());
+        // The job at 12 failed after the commit counted it pending; the
+        // failure's event came first.
+        cache.apply_event(&accepted("t/a", 12));
+        cache.apply_event(&failed("t/a", 12));
+        cache.apply_event(&commit("t/a", 1, 10, &[12]));
+        assert_eq!(version_cached(&cache, "t/a"), None);
+        // A commit after the failure no longer counts it.
+        cache.apply_event(&commit("t/a", 2, 10, &[]));
+        assert_eq!(version_cached(&cache, "t/a"), Some((2, 0)));
+        // An older release's failure (no sequence) keeps commits out for the TTL.
+        cache.apply_event(&MemoryChanged {
+            failed_job_seqs: Vec::new(),
+            ..failed("t/b", 12)
+        });
+        cache.apply_event(&commit("t/b", 1, 20, &[]));
+        assert_eq!(version_cached(&cache, "t/b"), None);
     }
 
     #[test]
     fn a_late_event_deletions_and_events_without_a_pending_count_install_nothing() {
         let cache = MemoryCache::new(&settings());
-        cache.apply_event(&commit("t/a", 2, 0, 20));
-        cache.apply_event(&commit("t/a", 1, 0, 10));
+        cache.apply_event(&commit("t/a", 2, 20, &[]));
+        cache.apply_event(&commit("t/a", 1, 10, &[]));
         assert_eq!(
             version_cached(&cache, "t/a"),
             None,
             "version 2 was announced before"
         );
-        cache.apply_event(&commit("t/a", 3, 0, 30));
+        cache.apply_event(&commit("t/a", 3, 30, &[]));
         assert_eq!(version_cached(&cache, "t/a"), Some((3, 0)));
+        // A read stored version 5 before version 4's event arrived: the
+        // event does not put the older version back.
+        cache.drop_chat("t/r");
+        cache.store_memory("t/r", cache.ticket(), &memory("t/r", "alice", 5));
+        cache.apply_event(&commit("t/r", 4, 40, &[]));
+        assert_eq!(version_cached(&cache, "t/r"), None);
+        // A commit older than the TTL (an event held up on its way).
+        let short = MemoryCache::new(&ReadCacheSettings {
+            ttl_ms: 1_000,
+            ..settings()
+        });
+        let mut old = commit("t/o", 1, 10, &[]);
+        if let Some(m) = old.memory.as_mut() {
+            m.updated_at = Some(chat_memory_proto::time::to_timestamp(
+                chrono::Utc::now() - chrono::Duration::seconds(5),
+            ));
+        }
+        short.apply_event(&old);
+        assert_eq!(version_cached(&short, "t/o"), None);
         // A deletion, announced or made here: versions start over, so no
         // event installs the chat any more.
         cache.apply_event(&MemoryChanged {
@@ -597,16 +754,16 @@ mod tests {
             deleted: true,
             ..Default::default()
         });
-        cache.apply_event(&commit("t/a", 4, 0, 40));
+        cache.apply_event(&commit("t/a", 4, 40, &[]));
         assert_eq!(version_cached(&cache, "t/a"), None);
-        cache.apply_event(&commit("t/b", 1, 0, 10));
+        cache.apply_event(&commit("t/b", 1, 10, &[]));
         cache.drop_deleted("t/b");
-        cache.apply_event(&commit("t/b", 2, 0, 20));
+        cache.apply_event(&commit("t/b", 2, 20, &[]));
         assert_eq!(version_cached(&cache, "t/b"), None);
         // An older worker's event (no pending count) only drops.
         cache.apply_event(&MemoryChanged {
             pending_jobs: None,
-            ..commit("t/c", 1, 0, 10)
+            ..commit("t/c", 1, 10, &[])
         });
         assert_eq!(version_cached(&cache, "t/c"), None);
         // Installing turned off.
@@ -614,8 +771,32 @@ mod tests {
             install_commits: false,
             ..settings()
         });
-        off.apply_event(&commit("t/d", 1, 0, 10));
+        off.apply_event(&commit("t/d", 1, 10, &[]));
         assert_eq!(version_cached(&off, "t/d"), None);
+    }
+
+    #[test]
+    fn a_chat_keeps_its_newest_sequences_and_summarises_the_rest() {
+        let mut seqs = Seqs::default();
+        for seq in 1..=10 {
+            seqs.note(seq);
+        }
+        seqs.note(10);
+        let mut kept: Vec<u64> = seqs.iter().collect();
+        kept.sort_unstable();
+        assert_eq!(kept, (3..=10).collect::<Vec<_>>());
+        assert_eq!(seqs.let_go_through, 2);
+        let mark = Mark {
+            accepted: seqs,
+            ..Mark::default()
+        };
+        let now = Instant::now();
+        assert!(mark.agrees_with(10, &[], now));
+        assert!(mark.agrees_with(2, &[3, 4, 5, 6, 7, 8, 9, 10], now));
+        assert!(
+            !mark.agrees_with(1, &[2, 3, 4, 5, 6, 7, 8, 9, 10], now),
+            "2 was let go: applied or pending cannot be told"
+        );
     }
 
     #[test]
@@ -664,12 +845,12 @@ mod tests {
         assert_eq!(version_cached(&cache, "t/past"), None);
         cache.apply_event(&MemoryChanged {
             expires_at: at(-1),
-            ..commit("t/event", 1, 0, 10)
+            ..commit("t/event", 1, 10, &[])
         });
         assert_eq!(version_cached(&cache, "t/event"), None);
         cache.apply_event(&MemoryChanged {
             expires_at: at(60),
-            ..commit("t/event", 2, 0, 20)
+            ..commit("t/event", 2, 20, &[])
         });
         assert_eq!(version_cached(&cache, "t/event"), Some((2, 0)));
     }

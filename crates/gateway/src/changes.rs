@@ -103,9 +103,18 @@ impl ChangeFeed {
             .subscribe(job_queue::changes::wildcard(subject_prefix))
             .await?;
         let feed = self.clone();
+        let prefix = subject_prefix.to_owned();
         Ok(async move {
             while let Some(message) = subscription.next().await {
                 match job_queue::changes::decode(&message.payload) {
+                    // An event answers reads now: one whose chat is not its
+                    // subject's is not ours (or is broken) and changes nothing.
+                    Ok(event)
+                        if message.subject.as_str()
+                            != job_queue::changes::subject(&prefix, &event.chat_id) =>
+                    {
+                        tracing::warn!(subject = %message.subject, "change event for another chat's subject ignored");
+                    }
                     Ok(event) => feed.dispatch(event),
                     Err(e) => {
                         tracing::warn!(subject = %message.subject, error = %e, "undecodable change event ignored")

@@ -261,7 +261,8 @@ pub struct Committed {
 }
 
 /// The rest of a chat's `GetMemory` answer right after a commit, and the
-/// stream sequence that orders it against acceptances announced elsewhere.
+/// stream sequences that order it against acceptances and failures
+/// announced elsewhere.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommitView {
     /// Empty: no owner recorded.
@@ -269,9 +270,12 @@ pub struct CommitView {
     /// As [`MemoryView::owner_active_at`].
     pub owner_active_at: Option<chrono::DateTime<chrono::Utc>>,
     pub pending_jobs: i64,
-    /// The highest stream sequence of the chat's registered jobs: an
-    /// acceptance above it is not counted in `pending_jobs`.
-    pub registered_through: i64,
+    /// The memory's applied stream sequence: jobs at or below it are applied.
+    pub applied_through: i64,
+    /// The stream sequences of the jobs counted in `pending_jobs`: an
+    /// acceptance announced with another sequence above `applied_through`
+    /// was not counted.
+    pub pending_seqs: Vec<u64>,
 }
 
 /// A failed attempt of a job.

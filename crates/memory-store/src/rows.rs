@@ -148,7 +148,9 @@ pub(crate) struct CommitRow {
     owner_user: Option<String>,
     owner_active_at: Option<DateTime<Utc>>,
     pending_jobs: Option<i64>,
-    registered_through: Option<i64>,
+    applied_through: Option<i64>,
+    /// A JSON array of the pending jobs' stream sequences.
+    pending_seqs: Option<serde_json::Value>,
 }
 
 impl CommitRow {
@@ -170,13 +172,24 @@ impl CommitRow {
                 });
             }
         };
-        let view = match (outcome, self.pending_jobs, self.registered_through) {
-            (CommitOutcome::Applied, Some(pending_jobs), Some(registered_through)) => {
+        let view = match (outcome, self.pending_jobs, self.applied_through) {
+            (CommitOutcome::Applied, Some(pending_jobs), Some(applied_through)) => {
+                let pending_seqs = self
+                    .pending_seqs
+                    .as_ref()
+                    .and_then(serde_json::Value::as_array)
+                    .map(|seqs| seqs.iter().filter_map(serde_json::Value::as_u64).collect())
+                    .ok_or_else(|| StoreError::CorruptRow {
+                        table: "memories",
+                        reason: "chat_memory_commit_jobs_viewed returned no pending sequences"
+                            .to_owned(),
+                    })?;
                 Some(CommitView {
                     owner_user: self.owner_user.unwrap_or_default(),
                     owner_active_at: self.owner_active_at,
                     pending_jobs,
-                    registered_through,
+                    applied_through,
+                    pending_seqs,
                 })
             }
             _ => None,

@@ -123,7 +123,14 @@ pub(crate) fn applied_event(
             user_confirmed: content.user_confirmed,
             llm_inferred: content.llm_inferred,
             general_summary: content.general_summary,
-            token_counts: content.token_counts,
+            // memory-store answers the total as the sum of the three layers.
+            token_counts: content.token_counts.map(|t| TokenCounts {
+                total: t
+                    .user_confirmed
+                    .saturating_add(t.llm_inferred)
+                    .saturating_add(t.general_summary),
+                ..t
+            }),
             version: commit.version,
             updated_at: commit.updated_at,
         }),
@@ -131,7 +138,8 @@ pub(crate) fn applied_event(
         applied_job_ids,
         owner_user: commit.owner_user.clone(),
         pending_jobs: commit.pending_jobs,
-        registered_through_seq: commit.registered_through_seq,
+        applied_through_seq: commit.applied_through_seq,
+        pending_seqs: commit.pending_seqs.clone(),
         expires_at: commit.expires_at,
         ..Default::default()
     }

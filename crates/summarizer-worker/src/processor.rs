@@ -493,6 +493,7 @@ impl Processor {
                         .publish(MemoryChanged {
                             chat_id: d.job.chat_id.clone(),
                             failed_job_ids: vec![d.job.job_id.clone()],
+                            failed_job_seqs: vec![d.stream_seq],
                             ..Default::default()
                         })
                         .await;

@@ -30,11 +30,14 @@ impl StoreService {
     /// Starts the audit writers on the current runtime.
     pub fn new(db: DatabaseConnection, expiry: &crate::settings::ExpirySettings) -> Self {
         let audit = crate::audit_batch::AuditWriter::start(db.clone());
-        let after = (expiry.inactive_after_secs > 0).then(|| {
-            chrono::Duration::seconds(
-                i64::try_from(expiry.inactive_after_secs).unwrap_or(i64::MAX / 1000),
-            )
-        });
+        // Beyond what a time can hold (hundreds of billions of years): never.
+        let after = (expiry.inactive_after_secs > 0)
+            .then(|| {
+                i64::try_from(expiry.inactive_after_secs)
+                    .ok()
+                    .and_then(chrono::Duration::try_seconds)
+            })
+            .flatten();
         Self {
             db,
             audit,
@@ -395,14 +398,19 @@ where
         store(valid).await?
     }
     .into_iter();
-    refusals
+    let corrupt = |how: &str| StoreError::CorruptRow {
+        table: what,
+        reason: format!("a batch of {what} answered too {how}"),
+    };
+    let results = refusals
         .into_iter()
         .map(|refusal| match refusal {
-            None => answered.next().ok_or_else(|| StoreError::CorruptRow {
-                table: "memories",
-                reason: format!("a batch of {what} answered too few"),
-            }),
+            None => answered.next().ok_or_else(|| corrupt("few")),
             Some(refused) => Ok(Err(refused)),
         })
-        .collect()
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    match answered.next() {
+        Some(_) => Err(corrupt("many")),
+        None => Ok(results),
+    }
 }

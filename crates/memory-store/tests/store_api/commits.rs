@@ -401,7 +401,7 @@ impl TestStore {
 }
 
 /// A commit answers the rest of `GetMemory`'s answer right after it (owner,
-/// pending count) and the highest registered stream sequence, alone and in a
+/// pending count) and the sequences that order it (applied through, pending), alone and in a
 /// batch: what a gateway caches from the commit's change event.
 #[tokio::test]
 async fn a_commit_answers_what_get_memory_answers_right_after_it() {
@@ -463,7 +463,8 @@ async fn a_commit_answers_what_get_memory_answers_right_after_it() {
     assert_eq!(alone.owner_user, after.owner_user);
     assert_eq!(alone.pending_jobs, Some(2));
     assert_eq!(alone.pending_jobs, after.freshness.map(|f| f.pending_jobs));
-    assert_eq!(alone.registered_through_seq, 9);
+    assert_eq!(alone.applied_through_seq, 3);
+    assert_eq!(alone.pending_seqs, vec![7, 9], "the jobs it counts");
     // An owned chat may expire (30 days after its owner's last activity).
     assert!(alone.expires_at.is_some());
     assert_eq!(alone.expires_at, after.expires_at);
@@ -494,16 +495,21 @@ async fn a_commit_answers_what_get_memory_answers_right_after_it() {
     let views: Vec<_> = results
         .into_iter()
         .map(|r| match r.result {
-            Some(Answer::Committed(c)) => (c.owner_user, c.pending_jobs, c.registered_through_seq),
+            Some(Answer::Committed(c)) => (
+                c.owner_user,
+                c.pending_jobs,
+                c.applied_through_seq,
+                c.pending_seqs,
+            ),
             other => panic!("{other:?}"),
         })
         .collect();
     assert_eq!(
         views,
         vec![
-            ("alice".to_owned(), Some(1), 9),
-            (String::new(), Some(0), 11),
-            (String::new(), None, 0),
+            ("alice".to_owned(), Some(1), 7, vec![9]),
+            (String::new(), Some(0), 11, Vec::new()),
+            (String::new(), None, 0, Vec::new()),
         ]
     );
     for (chat, pending) in [("tenant-x/owned", 1), ("tenant-x/unowned", 0)] {
