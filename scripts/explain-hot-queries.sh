@@ -72,13 +72,14 @@ SELECT j.chat_id, j.state FROM jobs j WHERE j.job_id = '$JOB'"
 explain "BeginJobs / CommitJobs: the chat's tombstone" "
 SELECT t.deleted_through_seq FROM chat_tombstones t WHERE t.chat_id = '$CHAT'"
 explain "ClaimChat: the chat's owner" "SELECT o.owner_user FROM chat_owners o WHERE o.chat_id = '$CHAT'"
-explain "CommitJobs: what GetMemory answers right after it (owner, pending jobs, highest sequence)" "
-SELECT o.owner_user, o.last_activity_at,
-       (SELECT count(*) FROM memories m JOIN jobs j ON j.chat_id = m.chat_id
-         WHERE m.chat_id = '$CHAT' AND j.stream_seq > m.last_applied_seq
-           AND j.state IN ('queued', 'running')),
-       (SELECT max(j.stream_seq) FROM jobs j WHERE j.chat_id = '$CHAT')
-  FROM (SELECT 1) AS one LEFT JOIN chat_owners o ON o.chat_id = '$CHAT'"
+explain "CommitJobs: what GetMemory answers right after it (owner, applied sequence, pending jobs)" "
+SELECT o.owner_user, o.last_activity_at, m.last_applied_seq,
+       to_jsonb(ARRAY(SELECT j.stream_seq FROM jobs j
+                       WHERE j.chat_id = m.chat_id AND j.stream_seq > m.last_applied_seq
+                         AND j.state IN ('queued', 'running')
+                       ORDER BY j.stream_seq))
+  FROM memories m LEFT JOIN chat_owners o ON o.chat_id = m.chat_id
+ WHERE m.chat_id = '$CHAT'"
 explain "QueryAudit: a tenant's newest rows" "
 SELECT * FROM audit_log WHERE tenant = 't7' ORDER BY at DESC LIMIT 100"
 explain "QueryAudit: a tenant's rows of one chat before a time" "

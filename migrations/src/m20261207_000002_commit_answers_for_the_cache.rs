@@ -1,9 +1,9 @@
 //! A commit answers what a gateway needs to cache its result: the chat's
 //! owner (and its last recorded activity, from which the expiry sweep may
-//! purge the chat), its pending job count, and which jobs those are: the
-//! applied stream sequence and the sequences of the pending jobs, all read in
-//! the commit's transaction under the chat's lock (so they are exactly what
-//! `GetMemory` would answer right after the commit).
+//! purge the chat) and its pending jobs: the applied stream sequence and the
+//! sequences of the jobs after it still pending (their count is GetMemory's
+//! `pending_jobs`), all read in the commit's transaction under the chat's lock
+//! (so they are exactly what `GetMemory` would answer right after the commit).
 //!
 //! `chat_memory_commit_jobs_viewed` wraps `chat_memory_commit_jobs` (same
 //! arguments, same first three columns) and `chat_memory_commit_jobs_batch_viewed`
@@ -30,7 +30,7 @@ CREATE OR REPLACE FUNCTION chat_memory_commit_jobs_viewed(
     p_tokens_general_summary integer, p_state jsonb, p_call uuid,
     p_superseded_error text, p_tenant text, p_public_chat text, p_trace_id text)
 RETURNS TABLE (outcome text, new_version bigint, written_at timestamptz,
-               owner_user text, owner_active_at timestamptz, pending_jobs bigint,
+               owner_user text, owner_active_at timestamptz,
                applied_through bigint, pending_seqs jsonb)
 LANGUAGE plpgsql VOLATILE AS $$
 #variable_conflict use_column
@@ -57,7 +57,6 @@ BEGIN
           INTO owner_user, owner_active_at, applied_through, pending_seqs
           FROM memories m LEFT JOIN chat_owners o ON o.chat_id = m.chat_id
          WHERE m.chat_id = p_chat;
-        pending_jobs := jsonb_array_length(pending_seqs);
     END IF;
     RETURN NEXT;
 END
@@ -65,7 +64,7 @@ $$;
 
 CREATE OR REPLACE FUNCTION chat_memory_commit_jobs_batch_viewed(p_commits jsonb, p_superseded_error text)
 RETURNS TABLE (idx integer, outcome text, new_version bigint, written_at timestamptz,
-               owner_user text, owner_active_at timestamptz, pending_jobs bigint,
+               owner_user text, owner_active_at timestamptz,
                applied_through bigint, pending_seqs jsonb)
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE

@@ -269,12 +269,11 @@ pub struct CommitView {
     pub owner_user: String,
     /// As [`MemoryView::owner_active_at`].
     pub owner_active_at: Option<chrono::DateTime<chrono::Utc>>,
-    pub pending_jobs: i64,
     /// The memory's applied stream sequence: jobs at or below it are applied.
     pub applied_through: i64,
-    /// The stream sequences of the jobs counted in `pending_jobs`: an
-    /// acceptance announced with another sequence above `applied_through`
-    /// was not counted.
+    /// The stream sequences of the jobs still pending (GetMemory's
+    /// `pending_jobs` is their count): an acceptance announced with another
+    /// sequence above `applied_through` was not counted.
     pub pending_seqs: Vec<u64>,
 }
 

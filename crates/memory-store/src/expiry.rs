@@ -57,10 +57,13 @@ pub async fn sweep_once(
     db: &DatabaseConnection,
     settings: &ExpirySettings,
 ) -> Result<usize, StoreError> {
-    let ttl = chrono::Duration::seconds(
-        i64::try_from(settings.inactive_after_secs).unwrap_or(i64::MAX / 1000),
-    );
-    let cutoff = Utc::now() - ttl;
+    let Some(cutoff) = settings
+        .inactive_after()
+        .and_then(|ttl| Utc::now().checked_sub_signed(ttl))
+    else {
+        // Expiry off, or a chat lives longer than time goes back.
+        return Ok(0);
+    };
     let stale = chat_owners::Entity::find()
         .filter(chat_owners::COLUMN.last_activity_at.lt(cutoff))
         .order_by_asc(chat_owners::Column::LastActivityAt)

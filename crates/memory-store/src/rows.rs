@@ -147,7 +147,6 @@ pub(crate) struct CommitRow {
     written_at: Option<DateTime<Utc>>,
     owner_user: Option<String>,
     owner_active_at: Option<DateTime<Utc>>,
-    pending_jobs: Option<i64>,
     applied_through: Option<i64>,
     /// A JSON array of the pending jobs' stream sequences.
     pending_seqs: Option<serde_json::Value>,
@@ -172,8 +171,8 @@ impl CommitRow {
                 });
             }
         };
-        let view = match (outcome, self.pending_jobs, self.applied_through) {
-            (CommitOutcome::Applied, Some(pending_jobs), Some(applied_through)) => {
+        let view = match (outcome, self.applied_through) {
+            (CommitOutcome::Applied, Some(applied_through)) => {
                 let pending_seqs = self
                     .pending_seqs
                     .as_ref()
@@ -187,7 +186,6 @@ impl CommitRow {
                 Some(CommitView {
                     owner_user: self.owner_user.unwrap_or_default(),
                     owner_active_at: self.owner_active_at,
-                    pending_jobs,
                     applied_through,
                     pending_seqs,
                 })

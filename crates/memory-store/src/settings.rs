@@ -82,6 +82,20 @@ impl Default for ExpirySettings {
     }
 }
 
+impl ExpirySettings {
+    /// How long a chat lives unwritten; `None` when expiry is off (0) or the
+    /// setting is beyond what a time can hold (hundreds of billions of
+    /// years: never).
+    pub fn inactive_after(&self) -> Option<chrono::Duration> {
+        if self.inactive_after_secs == 0 {
+            return None;
+        }
+        i64::try_from(self.inactive_after_secs)
+            .ok()
+            .and_then(chrono::Duration::try_seconds)
+    }
+}
+
 /// The Postgres pool.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]

@@ -401,7 +401,7 @@ pub fn commit_jobs_response(c: Committed, expiry: Expiry) -> pb::CommitJobsRespo
     };
     if let Some(view) = view {
         answer.owner_user = view.owner_user;
-        answer.pending_jobs = Some(u32::try_from(view.pending_jobs).unwrap_or(u32::MAX));
+        answer.pending_jobs = Some(u32::try_from(view.pending_seqs.len()).unwrap_or(u32::MAX));
         answer.applied_through_seq = u64::try_from(view.applied_through).unwrap_or(0);
         answer.pending_seqs = view.pending_seqs;
         answer.expires_at = expiry.at(view.owner_active_at);

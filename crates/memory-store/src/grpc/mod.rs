@@ -30,18 +30,10 @@ impl StoreService {
     /// Starts the audit writers on the current runtime.
     pub fn new(db: DatabaseConnection, expiry: &crate::settings::ExpirySettings) -> Self {
         let audit = crate::audit_batch::AuditWriter::start(db.clone());
-        // Beyond what a time can hold (hundreds of billions of years): never.
-        let after = (expiry.inactive_after_secs > 0)
-            .then(|| {
-                i64::try_from(expiry.inactive_after_secs)
-                    .ok()
-                    .and_then(chrono::Duration::try_seconds)
-            })
-            .flatten();
         Self {
             db,
             audit,
-            expiry: convert::Expiry(after),
+            expiry: convert::Expiry(expiry.inactive_after()),
         }
     }
 }
