@@ -33,6 +33,49 @@ impl ChangeAnnouncer {
             tracing::warn!(error = %e, "change event not published; caches and watch streams catch up at their next check");
         }
     }
+
+    /// Announces a change about to be made and waits until NATS has the
+    /// event ([`MemoryChanged::deleting`]).
+    ///
+    /// # Errors
+    /// The reason it could not be announced: the change must not be made.
+    pub async fn announce_before(&self, event: MemoryChanged) -> Result<(), String> {
+        self.0.publish_flushed(event).await
+    }
+}
+
+/// Follows this gateway's NATS connection: while it is down no change event
+/// can arrive, and those published meanwhile are lost, so the read cache and
+/// the owner cache drop everything when it goes down, when it is back, and
+/// when the client dropped messages of a slow subscription.
+pub async fn follow_connection(
+    mut events: tokio::sync::mpsc::UnboundedReceiver<async_nats::Event>,
+    cache: Arc<MemoryCache>,
+    owners: Arc<OwnerCache>,
+) {
+    while let Some(event) = events.recv().await {
+        let connected = match event {
+            async_nats::Event::Disconnected => false,
+            async_nats::Event::Connected => true,
+            async_nats::Event::SlowConsumer(_) => {
+                tracing::warn!(
+                    "NATS dropped messages of a slow subscription; the read cache is cleared"
+                );
+                crate::metrics::read_cache("cleared");
+                cache.clear();
+                owners.clear();
+                continue;
+            }
+            _ => continue,
+        };
+        tracing::info!(
+            connected,
+            "NATS connection changed; the read cache is cleared"
+        );
+        crate::metrics::read_cache("cleared");
+        cache.set_connected(connected);
+        owners.clear();
+    }
 }
 
 /// Every chat's change events on this gateway; cheap to clone.
@@ -127,7 +170,7 @@ impl ChangeFeed {
 
     /// Hands `event` to its chat's listeners, if any.
     pub fn dispatch(&self, event: MemoryChanged) {
-        if event.deleted
+        if (event.deleted || event.deleting)
             && let Some(owners) = &self.inner.owners
         {
             owners.forget(&event.chat_id);

@@ -108,7 +108,9 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
-    let js = job_queue::connect(&settings.nats, "chat-memory-gateway").await?;
+    let (connection_events, connection) = tokio::sync::mpsc::unbounded_channel();
+    let js = job_queue::connect_reporting(&settings.nats, "chat-memory-gateway", connection_events)
+        .await?;
     job_queue::ensure_stream(&js, &settings.nats).await?;
     job_queue::audit_outbox::ensure_outbox_stream(&js, &settings.nats).await?;
     let mut publisher = JobPublisher::new(js.clone(), settings.nats.clone());
@@ -178,6 +180,11 @@ pub async fn run(
         Some(cache.clone()),
         Some(owners.clone()),
     );
+    let connection_watch = tokio::spawn(changes::follow_connection(
+        connection,
+        cache.clone(),
+        owners.clone(),
+    ));
     let change_feed = tokio::spawn(
         feed.subscribe_all(&js.client(), &settings.nats.subject_prefix)
             .await
@@ -252,6 +259,7 @@ pub async fn run(
     jwks_watch.abort();
     audit_relay.abort();
     change_feed.abort();
+    connection_watch.abort();
     served?;
     tracing::info!("gateway stopped");
     Ok(())

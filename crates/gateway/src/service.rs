@@ -180,6 +180,22 @@ impl MemoryApi {
             .last_sequence()
             .await
             .map_err(GatewayError::from_queue)?;
+        // Every gateway learns the deletion is coming before it is made, and
+        // keeps nothing of the chat longer than its short TTL from then: if
+        // this gateway dies between the commit and the `deleted` event
+        // below, no other one answers the deleted memory for the settled TTL.
+        self.changes
+            .announce_before(job_queue::changes::MemoryChanged {
+                chat_id: namespaced.as_str().to_owned(),
+                deleting: true,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| {
+                GatewayError::from_queue(job_queue::QueueError::Publish(format!(
+                    "announcing the deletion: {e}"
+                )))
+            })?;
         let resp = self
             .store
             .delete_chat(&namespaced, through, &access(ctx))

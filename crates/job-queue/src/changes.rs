@@ -60,6 +60,20 @@ impl Publisher {
     }
 }
 
+impl Publisher {
+    /// As [`Publisher::publish`], then waits until the server has it (a
+    /// flush): for an event that must be out before the change it announces
+    /// is made ([`MemoryChanged::deleting`]).
+    ///
+    /// # Errors
+    /// The client's error: the event could not be handed over, or the flush
+    /// failed (NATS unreachable).
+    pub async fn publish_flushed(&self, event: MemoryChanged) -> Result<(), String> {
+        self.publish(event).await.map_err(|e| e.to_string())?;
+        self.client.flush().await.map_err(|e| e.to_string())
+    }
+}
+
 /// Publishes `event` (fire and forget: core NATS buffers it and flushes it
 /// within milliseconds).
 ///

@@ -38,4 +38,4 @@ pub mod stream;
 
 pub use publish::{JobPublisher, Published};
 pub use settings::QueueSettings;
-pub use stream::{QueueError, connect, connect_client, ensure_stream};
+pub use stream::{QueueError, connect, connect_client, connect_reporting, ensure_stream};

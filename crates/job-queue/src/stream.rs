@@ -53,9 +53,28 @@ pub async fn connect(
     client_name: &str,
 ) -> Result<jetstream::Context, QueueError> {
     let client = connect_client(settings, client_name).await?;
+    Ok(context(client, settings))
+}
+
+fn context(client: async_nats::Client, settings: &QueueSettings) -> jetstream::Context {
     let mut js = jetstream::new(client);
     js.set_timeout(Duration::from_millis(settings.publish_timeout_ms));
-    Ok(js)
+    js
+}
+
+/// [`connect`], also handing every event of the connection (disconnected,
+/// connected again, a slow consumer) to `events`: for what must know when core
+/// NATS messages may have been missed (the gateway's read cache).
+///
+/// # Errors
+/// As [`connect`].
+pub async fn connect_reporting(
+    settings: &QueueSettings,
+    client_name: &str,
+    events: tokio::sync::mpsc::UnboundedSender<async_nats::Event>,
+) -> Result<jetstream::Context, QueueError> {
+    let client = connect_with(settings, client_name, Some(events)).await?;
+    Ok(context(client, settings))
 }
 
 /// The NATS connection [`connect`] builds JetStream on, for what needs the
@@ -67,12 +86,27 @@ pub async fn connect_client(
     settings: &QueueSettings,
     client_name: &str,
 ) -> Result<async_nats::Client, QueueError> {
+    connect_with(settings, client_name, None).await
+}
+
+async fn connect_with(
+    settings: &QueueSettings,
+    client_name: &str,
+    events: Option<tokio::sync::mpsc::UnboundedSender<async_nats::Event>>,
+) -> Result<async_nats::Client, QueueError> {
     let timeout = Duration::from_millis(settings.connect_timeout_ms);
-    let options = async_nats::ConnectOptions::new()
+    let mut options = async_nats::ConnectOptions::new()
         .name(client_name)
         .connection_timeout(timeout)
         .retry_on_initial_connect()
         .max_reconnects(None);
+    if let Some(events) = events {
+        options = options.event_callback(move |event| {
+            // Nobody listening any more: the process is shutting down.
+            let _ = events.send(event);
+            std::future::ready(())
+        });
+    }
     // retry_on_initial_connect makes connect() return at once and keep trying in the
     // background; we still want a clear failure at start, so wait for the first
     // connection with a deadline.

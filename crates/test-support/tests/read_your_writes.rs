@@ -558,3 +558,113 @@ async fn a_memory_cached_by_one_gateway_is_dropped_when_another_changes_or_delet
     assert_eq!(hidden.code(), Code::NotFound);
     stack.shutdown().await;
 }
+
+/// A settled chat's entry lives for the long TTL, so a deletion is announced
+/// before it is made: a gateway that dies between the deletion's commit and
+/// its `deleted` event (played here by the test: the `deleting` event, then
+/// memory-store's deletion, then nothing) leaves no other gateway answering
+/// the deleted memory. A deletion nobody announced at all (the control) is
+/// still answered from the cache, which shows the reads are cached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deletion_announced_before_its_commit_reaches_every_gateway_even_if_its_own_dies() {
+    let mut stack = TestStack::start().await;
+    let mut a = stack.gateway().await;
+    let b_addr = stack.add_gateway().await;
+    let mut b = replica_client(&stack, b_addr).await;
+    for chat in ["announced", "unannounced"] {
+        let job = send(&mut a, user_update(chat, "My plan is Blue Shield PPO 500.")).await;
+        a.get_memory(after_job(chat, &job, WAIT_MS))
+            .await
+            .expect("applied");
+        let read = b
+            .get_memory(min_version(chat, 0, 0))
+            .await
+            .expect("read through B")
+            .into_inner();
+        assert_eq!(read.freshness.map(|f| f.pending_jobs), Some(0));
+    }
+    let access = chat_memory_proto::store::Access {
+        tenant: auth::TENANT.into(),
+        user: auth::USER.into(),
+        acts_for_tenant: false,
+    };
+    let delete_in_store = |chat: &str| chat_memory_proto::store::DeleteChatRequest {
+        chat_id: format!("{}/{chat}", auth::TENANT),
+        through_stream_seq: 0,
+        access: Some(access.clone()),
+    };
+    let mut store = stack.store().await;
+
+    // The control: memory-store deletes, nobody announces anything.
+    store
+        .delete_chat(delete_in_store("unannounced"))
+        .await
+        .expect("deleted in memory-store");
+    let stale = b
+        .get_memory(min_version("unannounced", 0, 0))
+        .await
+        .expect("B's cached entry");
+    assert_eq!(
+        stale.into_inner().memory.map(|m| m.version),
+        Some(1),
+        "an unannounced change is bounded only by the TTL"
+    );
+
+    // A deleting gateway's steps, stopping before its `deleted` event.
+    let changes = job_queue::changes::Publisher::new(
+        stack.jetstream().await.client(),
+        stack.queue.subject_prefix.clone(),
+    );
+    changes
+        .publish_flushed(job_queue::changes::MemoryChanged {
+            chat_id: format!("{}/announced", auth::TENANT),
+            deleting: true,
+            ..Default::default()
+        })
+        .await
+        .expect("announced");
+    store
+        .delete_chat(delete_in_store("announced"))
+        .await
+        .expect("deleted in memory-store");
+    wait::until(
+        "B to answer NOT_FOUND for the chat whose deletion was announced",
+        Duration::from_secs(2),
+        || {
+            let mut b = b.clone();
+            async move {
+                match b.get_memory(min_version("announced", 0, 0)).await {
+                    Err(s) if s.code() == Code::NotFound => Some(()),
+                    _ => None,
+                }
+            }
+        },
+    )
+    .await;
+
+    // A gateway's DeleteMemory announces `deleting`, then `deleted`.
+    let nats = stack.jetstream().await.client();
+    let mut events = nats
+        .subscribe(job_queue::changes::subject(
+            &stack.queue.subject_prefix,
+            &format!("{}/unannounced", auth::TENANT),
+        ))
+        .await
+        .expect("subscribed");
+    nats.flush().await.expect("subscription registered");
+    a.delete_memory(delete("unannounced"))
+        .await
+        .expect("delete through A");
+    let mut next = async || {
+        let message = tokio::time::timeout(JOB_TIMEOUT, futures::StreamExt::next(&mut events))
+            .await
+            .expect("an event in time")
+            .expect("subscription open");
+        job_queue::changes::decode(&message.payload).expect("an event")
+    };
+    let first = next().await;
+    assert!(first.deleting && !first.deleted, "{first:?}");
+    let second = next().await;
+    assert!(second.deleted && !second.deleting, "{second:?}");
+    stack.shutdown().await;
+}

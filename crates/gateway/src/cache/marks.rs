@@ -24,6 +24,9 @@ pub(super) struct Mark {
     /// An acceptance or failure was announced without its sequence (a process
     /// of an older release): no commit is installed before this.
     unordered_until: Option<Instant>,
+    /// A deletion was announced as about to be committed: until then, what is
+    /// stored of the chat is kept only for the short TTL (never settled).
+    unsettled_until: Option<Instant>,
 }
 
 /// The most recent stream sequences of one kind (a few; the rest are
@@ -115,7 +118,16 @@ impl Mark {
         if let Some(memory) = &event.memory {
             self.version = self.version.max(memory.version);
         }
+        if event.deleting {
+            self.unsettled_until = Some(now + ttl);
+        }
         self.deleted |= event.deleted;
+    }
+
+    /// Whether what is stored of the chat now may be kept for the long TTL of
+    /// settled chats: no deletion announced as coming within the short TTL.
+    pub(super) fn settles(&self, now: Instant) -> bool {
+        self.unsettled_until.is_none_or(|until| now >= until)
     }
 }
 

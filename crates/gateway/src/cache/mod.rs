@@ -33,8 +33,15 @@
 //!   the way, or while this gateway was disconnected) drops everything;
 //! - what no event can announce (a publisher that died between its commit and
 //!   its event, a gateway that died between registering an acceptance and
-//!   announcing it) is bounded by `read_cache.ttl_ms`: no entry is used
-//!   longer than that after it was read or installed;
+//!   announcing it) is bounded by the TTLs. An entry whose chat has jobs
+//!   pending (or a deletion announced as coming) is used at most
+//!   `read_cache.ttl_ms` after it was read or installed: its change is
+//!   expected any moment, and the event that would announce it may be lost.
+//!   An entry of a settled chat (no job pending, no deletion coming) is used up
+//!   to `read_cache.settled_ttl_ms`: every change of such a chat is announced
+//!   before it is made (an acceptance before its job can be applied, a
+//!   deletion before it is committed, [`MemoryChanged::deleting`]), so only
+//!   two processes dying at the wrong moments leave it stale that long;
 //! - the expiry sweep announces nothing either: no entry is used past the
 //!   `expires_at` memory-store answered with it (when the sweep may purge
 //!   the chat).
@@ -42,7 +49,7 @@
 //! Bounded by `read_cache.capacity` entries (0 turns the cache off).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -64,9 +71,15 @@ pub struct ReadCacheSettings {
     /// Chats cached (memories and known-absent chats); 0 turns the cache off.
     pub capacity: usize,
     /// Longest an entry is used after it was read from memory-store or
-    /// installed from a commit's event: the bound on staleness when a change
-    /// event could not be published at all.
+    /// installed from a commit's event while its chat has jobs pending (or a
+    /// deletion announced as coming): the bound on staleness when the event
+    /// of a change under way could not be published at all.
     pub ttl_ms: u64,
+    /// Longest an entry of a settled chat (no job pending) is used: every
+    /// change of such a chat is announced before it is made, so this bounds
+    /// only a double failure. At least `ttl_ms`; an agent whose turns are
+    /// further apart reads its chat from memory-store again.
+    pub settled_ttl_ms: u64,
     /// memory-store read calls in flight at once for reads the cache does not
     /// answer (with the cache off, every read); reads that miss while all are
     /// busy go together in the next `GetMemories` call (up to
@@ -84,6 +97,7 @@ impl Default for ReadCacheSettings {
         Self {
             capacity: 10_000,
             ttl_ms: 10_000,
+            settled_ttl_ms: 60_000,
             store_calls_in_flight: 1,
             install_commits: true,
         }
@@ -106,6 +120,12 @@ impl ReadCacheSettings {
                 "must be positive when the cache is on (capacity > 0)",
             ));
         }
+        if self.capacity > 0 && self.settled_ttl_ms < self.ttl_ms {
+            return Err(SettingsError::invalid(
+                "read_cache.settled_ttl_ms",
+                format!("must be at least read_cache.ttl_ms ({})", self.ttl_ms),
+            ));
+        }
         Ok(())
     }
 }
@@ -122,18 +142,22 @@ enum Known {
 struct Entry {
     known: Known,
     read_at: Instant,
+    /// How long after `read_at` the entry is used (the short TTL, or the
+    /// settled one).
+    ttl: Duration,
     /// When memory-store's expiry sweep may purge the chat (which announces
     /// nothing): the entry is not used from then on.
     expires: Option<Instant>,
 }
 
 impl Entry {
-    /// An entry of what was read (or committed) `read_ago`, usable until
-    /// `expires_at` at the latest.
+    /// An entry of what was read (or committed) `read_ago`, usable for `ttl`
+    /// from then, and until `expires_at` at the latest.
     fn new(
         known: Known,
         expires_at: Option<&chat_memory_proto::Timestamp>,
         read_ago: Duration,
+        ttl: Duration,
     ) -> Self {
         let now = Instant::now();
         // Wall-clock time to this process's monotonic clock; a time already
@@ -148,12 +172,23 @@ impl Entry {
         Self {
             known,
             read_at: now.checked_sub(read_ago).unwrap_or(now),
+            ttl,
             expires,
         }
     }
 
-    fn expired(&self, ttl: Duration) -> bool {
-        self.read_at.elapsed() > ttl || self.expires.is_some_and(|at| Instant::now() >= at)
+    fn expired(&self) -> bool {
+        self.read_at.elapsed() > self.ttl || self.expires.is_some_and(|at| Instant::now() >= at)
+    }
+}
+
+impl Known {
+    /// No job of the chat is pending (as far as this answer knows).
+    fn settled(&self) -> bool {
+        match self {
+            Self::Absent => true,
+            Self::Memory(m) => m.freshness.as_ref().is_some_and(|f| f.pending_jobs == 0),
+        }
     }
 }
 
@@ -181,6 +216,10 @@ pub struct MemoryCache {
     /// Last number seen per event publisher.
     publishers: Mutex<HashMap<String, u64>>,
     ttl: Duration,
+    settled_ttl: Duration,
+    /// This gateway's NATS connection is down: no event can arrive, so
+    /// nothing is answered, stored or installed until it is back.
+    disconnected: AtomicBool,
 }
 
 /// Taken before a memory-store read; the read's answer is stored only if
@@ -202,14 +241,39 @@ impl MemoryCache {
             cleared_at: AtomicU64::new(0),
             publishers: Mutex::new(HashMap::new()),
             ttl: Duration::from_millis(settings.ttl_ms),
+            settled_ttl: Duration::from_millis(settings.settled_ttl_ms),
+            disconnected: AtomicBool::new(false),
+        }
+    }
+
+    /// This gateway's NATS connection went down (`false`) or came back
+    /// (`true`). Either way everything is dropped: events published meanwhile
+    /// never arrive, and no publisher number may reveal them soon. While it
+    /// is down, the cache answers nothing and keeps nothing.
+    pub fn set_connected(&self, connected: bool) {
+        self.disconnected.store(!connected, Ordering::SeqCst);
+        self.clear();
+    }
+
+    /// How long an entry of `known` may be used: the settled TTL when its
+    /// chat has no job pending and no deletion was announced as coming
+    /// (`mark`), else the short one.
+    fn lifetime(&self, known: &Known, mark: Option<&Mark>, now: Instant) -> Duration {
+        if known.settled() && mark.is_none_or(|m| m.settles(now)) {
+            self.settled_ttl
+        } else {
+            self.ttl
         }
     }
 
     /// The answer for `access` reading `chat`, if cached and fresh.
     pub fn get(&self, chat: &TenantChatId, access: &Access) -> Option<Hit> {
         let entries = self.entries.as_ref()?;
+        if self.disconnected.load(Ordering::SeqCst) {
+            return None;
+        }
         let entry = entries.get(chat.as_str())?;
-        if entry.expired(self.ttl) {
+        if entry.expired() {
             // Expired: free its place for a fresh entry (an entry stored
             // meanwhile is newer and stays).
             entries.remove_if(chat.as_str(), |e| e.read_at == entry.read_at);
@@ -242,24 +306,26 @@ impl MemoryCache {
         ticket: ReadTicket,
         read: &store_pb::GetMemoryResponse,
     ) {
-        let entry = Entry::new(
+        self.store(
+            chat_id,
+            ticket,
             Known::Memory(Arc::new(read.clone())),
             read.expires_at.as_ref(),
-            Duration::ZERO,
         );
-        self.store(chat_id, ticket, entry);
     }
 
     /// Stores that `chat_id` has no memory at all, unless it changed since `ticket`.
     pub fn store_absent(&self, chat_id: &str, ticket: ReadTicket) {
-        self.store(
-            chat_id,
-            ticket,
-            Entry::new(Known::Absent, None, Duration::ZERO),
-        );
+        self.store(chat_id, ticket, Known::Absent, None);
     }
 
-    fn store(&self, chat_id: &str, ticket: ReadTicket, entry: Entry) {
+    fn store(
+        &self,
+        chat_id: &str,
+        ticket: ReadTicket,
+        known: Known,
+        expires_at: Option<&chat_memory_proto::Timestamp>,
+    ) {
         let (Some(entries), Some(dropped)) = (&self.entries, &self.dropped) else {
             return;
         };
@@ -269,10 +335,17 @@ impl MemoryCache {
                 .get(chat_id)
                 .is_some_and(|mark| changed_since(mark.dropped_at))
         };
-        if changed_since(self.cleared_at.load(Ordering::SeqCst)) || dropped_since() {
+        if changed_since(self.cleared_at.load(Ordering::SeqCst))
+            || dropped_since()
+            || self.disconnected.load(Ordering::SeqCst)
+        {
             return;
         }
-        entries.insert(chat_id.to_owned(), entry);
+        let ttl = self.lifetime(&known, dropped.get(chat_id).as_ref(), Instant::now());
+        entries.insert(
+            chat_id.to_owned(),
+            Entry::new(known, expires_at, Duration::ZERO, ttl),
+        );
         // A drop that raced with this insert: undo it (the drop wins).
         if dropped_since() {
             entries.remove(chat_id);
@@ -355,7 +428,9 @@ impl MemoryCache {
         if let Some((memory, age)) = installed {
             crate::metrics::read_cache("installed");
             let expires_at = memory.expires_at;
-            let entry = Entry::new(Known::Memory(Arc::new(memory)), expires_at.as_ref(), age);
+            let known = Known::Memory(Arc::new(memory));
+            let ttl = self.lifetime(&known, Some(&mark), Instant::now());
+            let entry = Entry::new(known, expires_at.as_ref(), age, ttl);
             entries.insert(chat_id.to_owned(), entry);
         }
     }
@@ -394,6 +469,13 @@ impl MemoryCache {
             self.clear();
         }
         gap
+    }
+
+    /// How long the entry of `chat_id` is used after it was read or
+    /// installed, if there is one.
+    #[cfg(test)]
+    fn lifetime_of(&self, chat_id: &str) -> Option<Duration> {
+        self.entries.as_ref()?.get(chat_id).map(|e| e.ttl)
     }
 
     /// Entries now (for tests and the RSS figure).

@@ -366,3 +366,128 @@ fn an_entry_older_than_the_ttl_is_not_used_and_capacity_zero_caches_nothing() {
     off.store_memory("t/c", off.ticket(), &memory("t/c", "u", 1));
     assert_eq!(off.get(&id("t/c"), &access("t", "u", false)), None);
 }
+
+/// A read's answer for `chat` at `version` with `pending` jobs pending.
+fn read_with_pending(chat: &str, version: i64, pending: u32) -> store_pb::GetMemoryResponse {
+    store_pb::GetMemoryResponse {
+        freshness: Some(Freshness {
+            last_applied_job_id: format!("job-{version}"),
+            pending_jobs: pending,
+        }),
+        ..memory(chat, "alice", version)
+    }
+}
+
+fn deleting(chat: &str) -> MemoryChanged {
+    MemoryChanged {
+        chat_id: chat.into(),
+        deleting: true,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_settled_chat_is_kept_for_the_settled_ttl_and_one_with_a_change_under_way_for_the_short_one() {
+    let short = Duration::from_secs(1);
+    let settled = Duration::from_secs(60);
+    let cache = MemoryCache::new(&ReadCacheSettings {
+        capacity: 100,
+        ttl_ms: 1_000,
+        settled_ttl_ms: 60_000,
+        ..ReadCacheSettings::default()
+    });
+    // Reads: no job pending, or no memory at all, is settled; a pending job,
+    // or an answer that does not say, is not.
+    cache.store_memory("t/idle", cache.ticket(), &read_with_pending("t/idle", 3, 0));
+    cache.store_memory("t/busy", cache.ticket(), &read_with_pending("t/busy", 3, 1));
+    cache.store_memory("t/old", cache.ticket(), &memory("t/old", "alice", 3));
+    cache.store_absent("t/none", cache.ticket());
+    assert_eq!(cache.lifetime_of("t/idle"), Some(settled));
+    assert_eq!(cache.lifetime_of("t/busy"), Some(short));
+    assert_eq!(cache.lifetime_of("t/old"), Some(short));
+    assert_eq!(cache.lifetime_of("t/none"), Some(settled));
+    // Commits' installs alike.
+    cache.apply_event(&commit("t/done", 1, 10, &[]));
+    cache.apply_event(&commit("t/more", 1, 10, &[11]));
+    assert_eq!(cache.lifetime_of("t/done"), Some(settled));
+    assert_eq!(cache.lifetime_of("t/more"), Some(short));
+    // A deletion announced as coming drops the chat, and for the short TTL
+    // from then nothing stored of it is settled, read or installed (the
+    // deleting gateway may die before announcing the deletion itself).
+    cache.apply_event(&deleting("t/idle"));
+    assert_eq!(version_cached(&cache, "t/idle"), None);
+    cache.store_memory("t/idle", cache.ticket(), &read_with_pending("t/idle", 3, 0));
+    assert_eq!(version_cached(&cache, "t/idle"), Some((3, 0)));
+    assert_eq!(cache.lifetime_of("t/idle"), Some(short));
+    cache.apply_event(&deleting("t/none"));
+    cache.store_absent("t/none", cache.ticket());
+    assert_eq!(cache.lifetime_of("t/none"), Some(short));
+    cache.apply_event(&deleting("t/done"));
+    cache.apply_event(&commit("t/done", 2, 20, &[]));
+    assert_eq!(version_cached(&cache, "t/done"), Some((2, 0)));
+    assert_eq!(cache.lifetime_of("t/done"), Some(short));
+    // A chat nobody announced anything of is settled as before.
+    cache.store_memory(
+        "t/other",
+        cache.ticket(),
+        &read_with_pending("t/other", 1, 0),
+    );
+    assert_eq!(cache.lifetime_of("t/other"), Some(settled));
+}
+
+#[test]
+fn a_settled_entry_outlives_the_short_ttl_and_one_with_a_pending_job_does_not() {
+    let cache = MemoryCache::new(&ReadCacheSettings {
+        capacity: 100,
+        ttl_ms: 1,
+        settled_ttl_ms: 60_000,
+        ..ReadCacheSettings::default()
+    });
+    cache.store_memory("t/idle", cache.ticket(), &read_with_pending("t/idle", 3, 0));
+    cache.store_memory("t/busy", cache.ticket(), &read_with_pending("t/busy", 3, 1));
+    std::thread::sleep(Duration::from_millis(5));
+    assert_eq!(version_cached(&cache, "t/idle"), Some((3, 0)));
+    assert_eq!(version_cached(&cache, "t/busy"), None);
+}
+
+#[test]
+fn a_settled_ttl_below_the_short_one_is_refused_naming_the_field() {
+    let wrong = ReadCacheSettings {
+        ttl_ms: 10_000,
+        settled_ttl_ms: 5_000,
+        ..ReadCacheSettings::default()
+    };
+    let e = wrong.validate().expect_err("refused").to_string();
+    assert!(e.contains("read_cache.settled_ttl_ms"), "{e}");
+    assert!(
+        ReadCacheSettings {
+            capacity: 0,
+            ..wrong
+        }
+        .validate()
+        .is_ok(),
+        "no TTL matters with the cache off"
+    );
+}
+
+#[test]
+fn while_nats_is_down_nothing_is_answered_or_kept_and_everything_is_dropped_both_ways() {
+    let cache = MemoryCache::new(&settings());
+    cache.store_memory("t/a", cache.ticket(), &read_with_pending("t/a", 1, 0));
+    let before = cache.ticket();
+    cache.set_connected(false);
+    assert!(cache.is_empty());
+    cache.store_memory("t/a", cache.ticket(), &read_with_pending("t/a", 1, 0));
+    assert_eq!(
+        version_cached(&cache, "t/a"),
+        None,
+        "kept while disconnected"
+    );
+    cache.set_connected(true);
+    // A read that began before the connection came back stores nothing: an
+    // event it should have seen may be lost.
+    cache.store_memory("t/a", before, &read_with_pending("t/a", 1, 0));
+    assert_eq!(version_cached(&cache, "t/a"), None);
+    cache.store_memory("t/a", cache.ticket(), &read_with_pending("t/a", 1, 0));
+    assert_eq!(version_cached(&cache, "t/a"), Some((1, 0)));
+}
