@@ -220,7 +220,8 @@ impl Processor {
         loop {
             let attempt = d.delivered.saturating_add(agent_failures);
             let permit = self.agent_permit(d).await;
-            let error = match self.try_once(batch, attempt, permit).await {
+            let mut called_at = None;
+            let error = match self.try_once(batch, attempt, permit, &mut called_at).await {
                 Ok(outcomes) => {
                     return BatchResult::Done(outcomes.into_iter().map(Disposition::Ack).collect());
                 }
@@ -282,7 +283,8 @@ impl Processor {
                         return BatchResult::Done(self.fail_all(batch, attempt, &reason).await);
                     }
                     self.record_attempts(batch, attempt, &e.to_string()).await;
-                    tokio::time::sleep(self.backoff(agent_failures)).await;
+                    let since_call = called_at.map(|at: Instant| at.elapsed());
+                    tokio::time::sleep(retry_wait(self.backoff(agent_failures), since_call)).await;
                 }
                 StepError::Agent(_) | StepError::Rejected(_) if batch.len() > 1 => {
                     return BatchResult::Split;
@@ -325,6 +327,7 @@ impl Processor {
         batch: &[Delivery],
         attempt: u32,
         permit: Permit,
+        called_at: &mut Option<Instant>,
     ) -> Result<Vec<Outcome>, StepError> {
         let Some(first) = batch.first() else {
             return Ok(Vec::new());
@@ -385,6 +388,7 @@ impl Processor {
             let m = crate::metrics::get();
             m.call_started(apply.len());
             let called = Instant::now();
+            *called_at = Some(called);
             let output = self.agent.summarize(&input).instrument(span).await;
             m.call_finished();
             m.agent_call(output.is_ok(), called.elapsed());
@@ -563,6 +567,16 @@ fn fail_request(d: &Delivery, attempt: u32, error: &str, terminal: bool) -> Fail
 
 /// Whether the agent reported the model provider's rate limit (HTTP 429), as
 /// the contract's `rate_limited` reason (`AgentClientError::RateLimited`).
+/// The wait before retrying a failed agent call: the `backoff`, counted from
+/// the failed call's start (`since_call` ago). A call that took as long as the
+/// backoff to fail (a model answering 500 after seconds) has spaced the
+/// attempts already, so its retry goes at once; one that failed fast (the
+/// agent unreachable) waits the whole backoff. A lasting outage opens the
+/// circuit ([`crate::circuit`]) instead.
+fn retry_wait(backoff: Duration, since_call: Option<Duration>) -> Duration {
+    backoff.saturating_sub(since_call.unwrap_or_default())
+}
+
 fn is_rate_limited(e: &AgentClientError) -> bool {
     match e {
         AgentClientError::RateLimited { .. } => true,
@@ -599,6 +613,22 @@ fn classify_store(s: Status) -> StepError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_retry_waits_the_backoff_counted_from_the_failed_calls_start() {
+        let backoff = Duration::from_millis(200);
+        assert_eq!(retry_wait(backoff, None), backoff, "no call was made");
+        assert_eq!(
+            retry_wait(backoff, Some(Duration::from_millis(5))),
+            Duration::from_millis(195),
+            "a call that failed fast"
+        );
+        assert_eq!(
+            retry_wait(backoff, Some(Duration::from_millis(1_500))),
+            Duration::ZERO,
+            "a call that took longer than the backoff to fail"
+        );
+    }
 
     #[test]
     fn only_the_contracts_rate_limited_error_is_a_rate_limit() {
