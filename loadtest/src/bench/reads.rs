@@ -78,6 +78,11 @@ pub struct ReadArgs {
     /// only drops the chat's entry; the reference for the next-turn figure).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub install_commits: bool,
+    /// The gateways' `read_cache.settled_ttl_ms` (how long an entry of a
+    /// chat with no job pending is used); passed only when given. Set it to
+    /// `ttl_ms` (10000) for the single-TTL reference.
+    #[arg(long)]
+    pub settled_ttl_ms: Option<u64>,
     /// Seed a running deployment's history first (1 M audit rows, 1 M job
     /// records, 100,000 memories of another tenant): figures on large tables.
     #[arg(long)]
@@ -168,6 +173,14 @@ pub async fn read_path(args: &ReadArgs) -> Result<(), ReadBenchError> {
         ("summarizer-worker", Vec::new()),
         ("summarizer-agent", super::stand_in_env(&model)),
     ];
+    if let Some(ttl) = args.settled_ttl_ms
+        && let Some((_, gateway)) = env.iter_mut().find(|(name, _)| *name == "gateway")
+    {
+        gateway.push((
+            "CHAT_MEMORY__READ_CACHE__SETTLED_TTL_MS".to_owned(),
+            ttl.to_string(),
+        ));
+    }
     super::set_worker_threads(&mut env, args.worker_threads);
     let mut stack = ProcessStack::start(ProcessOptions {
         otlp_endpoint: None,
