@@ -14,6 +14,9 @@
 //!    the figure is answer time minus the job's commit time (from its record).
 //!    The agent calls the stand-in model (`--model-latency-mean-ms`): the
 //!    offline backend would take a core and the reads would wait for CPU.
+//!    Then the agent's next turn: a plain read through a second gateway 50 ms
+//!    later, and another `--turn-interval-ms` (30 s, the seed's pace) after
+//!    that, each with that gateway's cache hit share.
 //! 4. **Watch fan-out**: `--watchers` open streams on as many chats, then
 //!    updates to some of them; the figure is arrival time minus the new
 //!    version's commit time (`updated_at` in the event).
@@ -91,6 +94,11 @@ pub struct ReadArgs {
     /// CPU). Passed only when given.
     #[arg(long)]
     pub worker_threads: Option<usize>,
+    /// When the read-your-writes phase's agents take their turn after that
+    /// (a plain read of the chat through the second gateway, this long after
+    /// the first): the seed's chats update every 30 s.
+    #[arg(long, default_value_t = 30_000)]
+    pub turn_interval_ms: u64,
     /// Mean latency of the stand-in model the agent calls (lognormal, σ 0.4)
     /// for the read-your-writes and watch phases' updates. The offline
     /// backend would spend a core summarizing and the reads would wait for
@@ -582,11 +590,13 @@ async fn ryw_phase(
     let per_loop = args.ryw.div_ceil(loops);
     let turn_client = client(second.grpc).map_err(ReadBenchError::Gateway)?;
     let counters_before = ReadCounters::read_at(stack, second.metrics).await;
+    let interval = Duration::from_millis(args.turn_interval_ms);
     let results = join_all((0..loops).map(|l| {
         let mut client = clients[l % clients.len()].clone();
         let mut turn_client = turn_client.clone();
         let tag = tag.to_owned();
         async move {
+            let mut later_turns = Vec::new();
             let mut answered = Vec::new();
             let mut total = histogram();
             let mut next_turn = histogram();
@@ -624,7 +634,7 @@ async fn ryw_phase(
                 let turn = Instant::now();
                 match turn_client
                     .get_memory(GetMemoryRequest {
-                        chat_id,
+                        chat_id: chat_id.clone(),
                         ..Default::default()
                     })
                     .await
@@ -632,18 +642,44 @@ async fn ryw_phase(
                     Ok(_) => report::record(&mut next_turn, turn.elapsed()),
                     Err(_) => errors += 1,
                 }
+                // The turn after, `interval` later (nothing changed the chat).
+                let mut later_client = turn_client.clone();
+                later_turns.push(tokio::spawn(async move {
+                    tokio::time::sleep_until((turn + interval).into()).await;
+                    let sent = Instant::now();
+                    later_client
+                        .get_memory(GetMemoryRequest {
+                            chat_id,
+                            ..Default::default()
+                        })
+                        .await
+                        .ok()
+                        .map(|_| sent.elapsed())
+                }));
             }
-            (answered, total, next_turn, errors)
+            (answered, total, next_turn, errors, later_turns)
         }
     }))
     .await;
     let counters_after = ReadCounters::read_at(stack, second.metrics).await;
+    let mut later = histogram();
+    let mut later_errors = 0;
+    let mut results = results;
+    for r in &mut results {
+        for handle in std::mem::take(&mut r.4) {
+            match handle.await {
+                Ok(Some(latency)) => report::record(&mut later, latency),
+                _ => later_errors += 1,
+            }
+        }
+    }
+    let counters_later = ReadCounters::read_at(stack, second.metrics).await;
     let db = Database::connect(url).await.map_err(ReadBenchError::Seed)?;
     let mut after_commit = histogram();
     let mut total = histogram();
     let mut next_turns = histogram();
     let mut errors = 0;
-    for (answered, t, turns, e) in results {
+    for (answered, t, turns, e, _) in results {
         let _ = total.add(&t);
         let _ = next_turns.add(&turns);
         errors += e;
@@ -690,6 +726,14 @@ async fn ryw_phase(
     // Only those plain reads count here: a read that waits for its job
     // always asks memory-store and counts neither a hit nor a miss.
     ReadCounters::print_since(&counters_after, &counters_before, next_turns.len() as f64);
+    report::print(
+        &format!(
+            "  the turn after that, {} s later, same gateway ({later_errors} errors)",
+            interval.as_secs_f64()
+        ),
+        &later,
+    );
+    ReadCounters::print_since(&counters_later, &counters_after, later.len() as f64);
     Ok(())
 }
 
