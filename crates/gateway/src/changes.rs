@@ -23,24 +23,37 @@ use crate::cache::MemoryCache;
 use crate::owners::OwnerCache;
 
 /// Publishes the change events the gateway itself causes (acceptances and
-/// deletions); best effort (see `job_queue::changes`).
+/// deletions); best effort (see `job_queue::changes`), except a deletion's
+/// announcement before it is made ([`ChangeAnnouncer::announce_before`]).
 #[derive(Clone)]
-pub struct ChangeAnnouncer(pub Arc<job_queue::changes::Publisher>);
+pub struct ChangeAnnouncer {
+    publisher: Arc<job_queue::changes::Publisher>,
+    /// How long an announcement before a change may take (`nats.publish_timeout_ms`).
+    timeout: std::time::Duration,
+}
 
 impl ChangeAnnouncer {
+    pub fn new(publisher: job_queue::changes::Publisher, timeout: std::time::Duration) -> Self {
+        Self {
+            publisher: Arc::new(publisher),
+            timeout,
+        }
+    }
+
     pub async fn announce(&self, event: MemoryChanged) {
-        if let Err(e) = self.0.publish(event).await {
+        if let Err(e) = self.publisher.publish(event).await {
             tracing::warn!(error = %e, "change event not published; caches and watch streams catch up at their next check");
         }
     }
 
-    /// Announces a change about to be made and waits until NATS has the
-    /// event ([`MemoryChanged::deleting`]).
+    /// Announces a change about to be made and waits until the event is on
+    /// the connection to NATS ([`MemoryChanged::deleting`]), for at most the
+    /// publish timeout.
     ///
     /// # Errors
     /// The reason it could not be announced: the change must not be made.
     pub async fn announce_before(&self, event: MemoryChanged) -> Result<(), String> {
-        self.0.publish_flushed(event).await
+        self.publisher.publish_flushed(event, self.timeout).await
     }
 }
 

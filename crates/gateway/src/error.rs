@@ -56,6 +56,10 @@ pub enum GatewayError {
     QueueUnavailable(#[source] QueueError),
     #[error("memory-store is unavailable")]
     StoreUnavailable(#[source] Status),
+    /// A deletion could not be announced to every gateway before it is made
+    /// (NATS unreachable, or no answer in time): it is not made.
+    #[error("the deletion cannot be announced: {0}")]
+    ChangesUnavailable(String),
     #[error("memory-store failed")]
     Store(#[source] Status),
     /// A read whose audit row neither memory-store nor the outbox took: the
@@ -248,6 +252,12 @@ impl From<GatewayError> for Status {
             GatewayError::QueueUnavailable(e) => {
                 tracing::error!(error = %e, "update queue unavailable");
                 Status::unavailable("the update queue is unavailable, retry later")
+            }
+            GatewayError::ChangesUnavailable(e) => {
+                tracing::error!(error = %e, "a deletion could not be announced; not made");
+                Status::unavailable(
+                    "the deletion cannot be announced to every gateway now; nothing was deleted, retry later",
+                )
             }
             GatewayError::StoreUnavailable(s) => {
                 tracing::error!(code = ?s.code(), error = %s.message(), "memory-store unavailable");

@@ -213,10 +213,10 @@ pub async fn run(
             watches.shut_down();
         }
     };
-    let changes = changes::ChangeAnnouncer(Arc::new(job_queue::changes::Publisher::new(
-        js.client(),
-        settings.nats.subject_prefix.clone(),
-    )));
+    let changes = changes::ChangeAnnouncer::new(
+        job_queue::changes::Publisher::new(js.client(), settings.nats.subject_prefix.clone()),
+        std::time::Duration::from_millis(settings.nats.publish_timeout_ms),
+    );
     let store = store::Store::new(store, &settings.store_batches);
     let api = MemoryApi {
         accept: accept::Acceptor {

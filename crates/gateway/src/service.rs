@@ -184,22 +184,28 @@ impl MemoryApi {
         // keeps nothing of the chat longer than its short TTL from then: if
         // this gateway dies between the commit and the `deleted` event
         // below, no other one answers the deleted memory for the settled TTL.
+        let deleting = job_queue::changes::MemoryChanged {
+            chat_id: namespaced.as_str().to_owned(),
+            deleting: true,
+            ..Default::default()
+        };
         self.changes
-            .announce_before(job_queue::changes::MemoryChanged {
-                chat_id: namespaced.as_str().to_owned(),
-                deleting: true,
-                ..Default::default()
-            })
+            .announce_before(deleting.clone())
             .await
-            .map_err(|e| {
-                GatewayError::from_queue(job_queue::QueueError::Publish(format!(
-                    "announcing the deletion: {e}"
-                )))
-            })?;
-        let resp = self
+            .map_err(GatewayError::ChangesUnavailable)?;
+        let resp = match self
             .store
             .delete_chat(&namespaced, through, &access(ctx))
-            .await?;
+            .await
+        {
+            Ok(resp) => resp,
+            Err(e) => {
+                // memory-store may have deleted it all the same (an answer
+                // lost or late): keep every gateway's window open from now.
+                self.changes.announce(deleting).await;
+                return Err(e);
+            }
+        };
         facts.detail = format!(
             "memory_deleted={} jobs_removed={}",
             resp.memory_deleted, resp.jobs_removed

@@ -61,16 +61,28 @@ impl Publisher {
 }
 
 impl Publisher {
-    /// As [`Publisher::publish`], then waits until the server has it (a
-    /// flush): for an event that must be out before the change it announces
-    /// is made ([`MemoryChanged::deleting`]).
+    /// As [`Publisher::publish`], then flushes the client's buffer onto the
+    /// server's connection, all within `within`: for an event that must be on
+    /// its way before the change it announces is made
+    /// ([`MemoryChanged::deleting`]). (A flush does not wait for the server
+    /// to process it; the bytes are in the socket, which delivers them even
+    /// if this process dies next.)
     ///
     /// # Errors
-    /// The client's error: the event could not be handed over, or the flush
-    /// failed (NATS unreachable).
-    pub async fn publish_flushed(&self, event: MemoryChanged) -> Result<(), String> {
-        self.publish(event).await.map_err(|e| e.to_string())?;
-        self.client.flush().await.map_err(|e| e.to_string())
+    /// The event could not be handed over, the flush failed, or they did not
+    /// finish within `within` (NATS unreachable or reconnecting).
+    pub async fn publish_flushed(
+        &self,
+        event: MemoryChanged,
+        within: std::time::Duration,
+    ) -> Result<(), String> {
+        let sent = async {
+            self.publish(event).await.map_err(|e| e.to_string())?;
+            self.client.flush().await.map_err(|e| e.to_string())
+        };
+        tokio::time::timeout(within, sent)
+            .await
+            .map_err(|_| format!("not sent within {within:?}"))?
     }
 }
 

@@ -229,6 +229,20 @@ pub async fn replay(
         dlq_seq,
     )
     .await?;
+    // Announced like any acceptance: gateways drop what they cached of the
+    // chat and keep nothing of it settled until the job's commit (best
+    // effort; the commit's event announces it again).
+    let accepted = crate::changes::MemoryChanged {
+        chat_id: e.chat_id.clone(),
+        accepted_job_ids: vec![e.job_id.clone()],
+        accepted_through_seq: job_seq,
+        ..Default::default()
+    };
+    if let Err(err) =
+        crate::changes::publish(&js.client(), &settings.subject_prefix, &accepted).await
+    {
+        tracing::warn!(error = %err, dlq_seq, "the replayed job's acceptance was not announced");
+    }
     stream
         .delete_message(dlq_seq)
         .await

@@ -565,18 +565,21 @@ fn fail_request(d: &Delivery, attempt: u32, error: &str, terminal: bool) -> Fail
     }
 }
 
-/// Whether the agent reported the model provider's rate limit (HTTP 429), as
-/// the contract's `rate_limited` reason (`AgentClientError::RateLimited`).
 /// The wait before retrying a failed agent call: the `backoff`, counted from
-/// the failed call's start (`since_call` ago). A call that took as long as the
-/// backoff to fail (a model answering 500 after seconds) has spaced the
-/// attempts already, so its retry goes at once; one that failed fast (the
-/// agent unreachable) waits the whole backoff. A lasting outage opens the
-/// circuit ([`crate::circuit`]) instead.
+/// the failed call's start (`since_call` ago), and at least a tenth of it. A
+/// call that took as long as the backoff to fail (a model answering 500 after
+/// seconds) has spaced the attempts already, so its retry goes after that
+/// tenth (the backoff's jitter, so calls that failed together do not all
+/// retry together); one that failed fast (the agent unreachable) waits the
+/// whole backoff. A lasting outage opens the circuit ([`crate::circuit`]).
 fn retry_wait(backoff: Duration, since_call: Option<Duration>) -> Duration {
-    backoff.saturating_sub(since_call.unwrap_or_default())
+    backoff
+        .saturating_sub(since_call.unwrap_or_default())
+        .max(backoff / 10)
 }
 
+/// Whether the agent reported the model provider's rate limit (HTTP 429), as
+/// the contract's `rate_limited` reason (`AgentClientError::RateLimited`).
 fn is_rate_limited(e: &AgentClientError) -> bool {
     match e {
         AgentClientError::RateLimited { .. } => true,
@@ -625,8 +628,8 @@ mod tests {
         );
         assert_eq!(
             retry_wait(backoff, Some(Duration::from_millis(1_500))),
-            Duration::ZERO,
-            "a call that took longer than the backoff to fail"
+            Duration::from_millis(20),
+            "a call that took longer than the backoff to fail waits a tenth of it"
         );
     }
 

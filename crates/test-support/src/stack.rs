@@ -41,6 +41,9 @@ pub struct StackOptions {
     /// The gateway's backpressure limits (the gateway's defaults unless a test
     /// wants to meet them).
     pub backpressure: gateway::backpressure::BackpressureSettings,
+    /// The gateways' read cache (the gateway's defaults unless a test wants
+    /// shorter TTLs).
+    pub read_cache: gateway::cache::ReadCacheSettings,
     /// TLS on every gRPC listener, mTLS into memory-store, with this PKI.
     pub pki: Option<Arc<crate::pki::TestPki>>,
     /// The gateway's token verification (HS256 with the test secret when `None`).
@@ -66,6 +69,7 @@ impl Default for StackOptions {
             failed_auth_per_minute: 1_000_000,
             expiry: memory_store::settings::ExpirySettings::default(),
             backpressure: gateway::backpressure::BackpressureSettings::default(),
+            read_cache: gateway::cache::ReadCacheSettings::default(),
             pki: None,
             auth: None,
             gateway_tls: None,
@@ -240,6 +244,7 @@ impl TestStack {
         gateway_settings.rate_limit.per_minute = opts.rate_limit_per_minute;
         gateway_settings.rate_limit.failed_auth_per_minute_per_ip = opts.failed_auth_per_minute;
         gateway_settings.backpressure = opts.backpressure.clone();
+        gateway_settings.read_cache = opts.read_cache.clone();
         gateway_settings.rate_limit.bucket = format!("CMT_RL_{suffix}");
         let run_gateway = gateway_settings.clone();
         let gateway = spawn(|rx| gateway::run(run_gateway, gateway_listener, signal(rx)));

@@ -560,17 +560,29 @@ async fn a_memory_cached_by_one_gateway_is_dropped_when_another_changes_or_delet
 }
 
 /// A settled chat's entry lives for the long TTL, so a deletion is announced
-/// before it is made: a gateway that dies between the deletion's commit and
-/// its `deleted` event (played here by the test: the `deleting` event, then
-/// memory-store's deletion, then nothing) leaves no other gateway answering
-/// the deleted memory. A deletion nobody announced at all (the control) is
-/// still answered from the cache, which shows the reads are cached.
+/// before it is made. The test plays a deleting gateway that dies between
+/// memory-store's deletion and its `deleted` event: it announces `deleting`;
+/// the other gateway (B) reads the chat again before the deletion, as a busy
+/// one would, and keeps that entry only for the short TTL, so it answers
+/// NOT_FOUND soon after the deletion, not at the settled TTL (600 s here). A
+/// deletion nobody announced (the control) is still answered from B's cache:
+/// B's reads are cached.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_deletion_announced_before_its_commit_reaches_every_gateway_even_if_its_own_dies() {
-    let mut stack = TestStack::start().await;
+    let short = Duration::from_secs(3);
+    let mut stack = TestStack::start_with(StackOptions {
+        read_cache: gateway::cache::ReadCacheSettings {
+            ttl_ms: 3_000,
+            settled_ttl_ms: 600_000,
+            ..gateway::cache::ReadCacheSettings::default()
+        },
+        ..StackOptions::default()
+    })
+    .await;
     let mut a = stack.gateway().await;
     let b_addr = stack.add_gateway().await;
     let mut b = replica_client(&stack, b_addr).await;
+    let accepted = Instant::now();
     for chat in ["announced", "unannounced"] {
         let job = send(&mut a, user_update(chat, "My plan is Blue Shield PPO 500.")).await;
         a.get_memory(after_job(chat, &job, WAIT_MS))
@@ -593,10 +605,11 @@ async fn a_deletion_announced_before_its_commit_reaches_every_gateway_even_if_it
         through_stream_seq: 0,
         access: Some(access.clone()),
     };
-    let mut store = stack.store().await;
 
     // The control: memory-store deletes, nobody announces anything.
-    store
+    stack
+        .store()
+        .await
         .delete_chat(delete_in_store("unannounced"))
         .await
         .expect("deleted in memory-store");
@@ -610,26 +623,63 @@ async fn a_deletion_announced_before_its_commit_reaches_every_gateway_even_if_it
         "an unannounced change is bounded only by the TTL"
     );
 
-    // A deleting gateway's steps, stopping before its `deleted` event.
+    // A deleting gateway's announcement. memory-store is stopped meanwhile,
+    // so B's read misses its cache (UNAVAILABLE) exactly once the event has
+    // dropped the entry.
+    stack.stop_store().await;
+    // Past the short TTL after the acceptances, so only the announced
+    // deletion keeps B's next entry of the chat unsettled.
+    tokio::time::sleep_until((accepted + short).into()).await;
     let changes = job_queue::changes::Publisher::new(
         stack.jetstream().await.client(),
         stack.queue.subject_prefix.clone(),
     );
     changes
-        .publish_flushed(job_queue::changes::MemoryChanged {
-            chat_id: format!("{}/announced", auth::TENANT),
-            deleting: true,
-            ..Default::default()
-        })
+        .publish_flushed(
+            job_queue::changes::MemoryChanged {
+                chat_id: format!("{}/announced", auth::TENANT),
+                deleting: true,
+                ..Default::default()
+            },
+            Duration::from_secs(5),
+        )
         .await
         .expect("announced");
-    store
+    let dropped = wait::until(
+        "B to drop the announced chat",
+        Duration::from_secs(5),
+        || {
+            let mut b = b.clone();
+            async move {
+                match b.get_memory(min_version("announced", 0, 0)).await {
+                    Err(s) if s.code() == Code::Unavailable => Some(Instant::now()),
+                    _ => None,
+                }
+            }
+        },
+    )
+    .await;
+    stack.restart_store().await;
+    // B reads the chat again before the deletion and caches it.
+    let reread = b
+        .get_memory(min_version("announced", 0, 0))
+        .await
+        .expect("read again through B");
+    assert_eq!(reread.into_inner().memory.map(|m| m.version), Some(1));
+    assert!(
+        dropped.elapsed() < short,
+        "memory-store took too long to restart for this test to tell"
+    );
+    // The deleting gateway's deletion; then it dies: no `deleted` event.
+    stack
+        .store()
+        .await
         .delete_chat(delete_in_store("announced"))
         .await
         .expect("deleted in memory-store");
     wait::until(
         "B to answer NOT_FOUND for the chat whose deletion was announced",
-        Duration::from_secs(2),
+        Duration::from_secs(15),
         || {
             let mut b = b.clone();
             async move {

@@ -24,9 +24,17 @@ pub(super) struct Mark {
     /// An acceptance or failure was announced without its sequence (a process
     /// of an older release): no commit is installed before this.
     unordered_until: Option<Instant>,
-    /// A deletion was announced as about to be committed: until then, what is
-    /// stored of the chat is kept only for the short TTL (never settled).
+    /// A deletion was announced as about to be committed: until then, what
+    /// is stored of the chat (read or installed) is kept only for the short
+    /// TTL (never settled).
     unsettled_until: Option<Instant>,
+    /// An acceptance was announced: until then, what a read stores of the
+    /// chat is kept only for the short TTL. A read's answer has a pending
+    /// count but not which jobs it counts, and the job may not be registered
+    /// yet (its gateway's registration failed; the worker registers it when
+    /// it begins). A commit's event lists them, and is installed only if it
+    /// accounts for every acceptance announced ([`Mark::agrees_with`]).
+    accepted_until: Option<Instant>,
 }
 
 /// The most recent stream sequences of one kind (a few; the rest are
@@ -121,13 +129,19 @@ impl Mark {
         if event.deleting {
             self.unsettled_until = Some(now + ttl);
         }
+        if !event.accepted_job_ids.is_empty() {
+            self.accepted_until = Some(now + ttl);
+        }
         self.deleted |= event.deleted;
     }
 
-    /// Whether what is stored of the chat now may be kept for the long TTL of
-    /// settled chats: no deletion announced as coming within the short TTL.
-    pub(super) fn settles(&self, now: Instant) -> bool {
-        self.unsettled_until.is_none_or(|until| now >= until)
+    /// Whether what is stored of the chat now (by a read, or else by a
+    /// commit's install) may be kept for the long TTL of settled chats: no
+    /// coming deletion announced within the short TTL, nor, for a read, an
+    /// acceptance.
+    pub(super) fn settles(&self, now: Instant, read: bool) -> bool {
+        let passed = |until: Option<Instant>| until.is_none_or(|until| now >= until);
+        passed(self.unsettled_until) && (!read || passed(self.accepted_until))
     }
 }
 

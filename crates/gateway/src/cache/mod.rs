@@ -33,15 +33,18 @@
 //!   the way, or while this gateway was disconnected) drops everything;
 //! - what no event can announce (a publisher that died between its commit and
 //!   its event, a gateway that died between registering an acceptance and
-//!   announcing it) is bounded by the TTLs. An entry whose chat has jobs
-//!   pending (or a deletion announced as coming) is used at most
-//!   `read_cache.ttl_ms` after it was read or installed: its change is
-//!   expected any moment, and the event that would announce it may be lost.
-//!   An entry of a settled chat (no job pending, no deletion coming) is used up
-//!   to `read_cache.settled_ttl_ms`: every change of such a chat is announced
-//!   before it is made (an acceptance before its job can be applied, a
-//!   deletion before it is committed, [`MemoryChanged::deleting`]), so only
-//!   two processes dying at the wrong moments leave it stale that long;
+//!   announcing it) is bounded by the TTLs. An entry whose chat has a change
+//!   under way (jobs pending, no memory yet, a coming deletion announced
+//!   within `read_cache.ttl_ms`, for a read's answer an acceptance announced
+//!   within that long, or this gateway's NATS connection back within that
+//!   long) is used at most `ttl_ms` after it
+//!   was read or installed: its change is expected any moment, and the event
+//!   that would announce it may be lost. An entry of a settled chat is used
+//!   up to `read_cache.settled_ttl_ms`: a change of such a chat is announced
+//!   twice, by the gateway that accepts its update (or that deletes it,
+//!   before it does: [`MemoryChanged::deleting`]) and by the commit's event,
+//!   so it stays stale that long only if both are lost (docs/architecture.md
+//!   lists those cases);
 //! - the expiry sweep announces nothing either: no entry is used past the
 //!   `expires_at` memory-store answered with it (when the sweep may purge
 //!   the chat).
@@ -75,10 +78,13 @@ pub struct ReadCacheSettings {
     /// deletion announced as coming): the bound on staleness when the event
     /// of a change under way could not be published at all.
     pub ttl_ms: u64,
-    /// Longest an entry of a settled chat (no job pending) is used: every
-    /// change of such a chat is announced before it is made, so this bounds
-    /// only a double failure. At least `ttl_ms`; an agent whose turns are
-    /// further apart reads its chat from memory-store again.
+    /// Longest an entry of a settled chat (a memory with no job pending, no
+    /// acceptance or deletion announced within `ttl_ms`) is used: every change
+    /// of such a chat is announced before it can be seen, so this bounds
+    /// what a lost announcement together with another failure leaves
+    /// (docs/architecture.md). A value below `ttl_ms` means `ttl_ms`; an
+    /// agent whose turns are further apart reads its chat from memory-store
+    /// again.
     pub settled_ttl_ms: u64,
     /// memory-store read calls in flight at once for reads the cache does not
     /// answer (with the cache off, every read); reads that miss while all are
@@ -118,12 +124,6 @@ impl ReadCacheSettings {
             return Err(SettingsError::invalid(
                 "read_cache.ttl_ms",
                 "must be positive when the cache is on (capacity > 0)",
-            ));
-        }
-        if self.capacity > 0 && self.settled_ttl_ms < self.ttl_ms {
-            return Err(SettingsError::invalid(
-                "read_cache.settled_ttl_ms",
-                format!("must be at least read_cache.ttl_ms ({})", self.ttl_ms),
             ));
         }
         Ok(())
@@ -183,10 +183,12 @@ impl Entry {
 }
 
 impl Known {
-    /// No job of the chat is pending (as far as this answer knows).
+    /// No job of the chat is pending, as this answer says. A chat with no
+    /// memory is never settled: memory-store's NOT_FOUND does not say
+    /// whether its first job is queued.
     fn settled(&self) -> bool {
         match self {
-            Self::Absent => true,
+            Self::Absent => false,
             Self::Memory(m) => m.freshness.as_ref().is_some_and(|f| f.pending_jobs == 0),
         }
     }
@@ -218,8 +220,13 @@ pub struct MemoryCache {
     ttl: Duration,
     settled_ttl: Duration,
     /// This gateway's NATS connection is down: no event can arrive, so
-    /// nothing is answered, stored or installed until it is back.
+    /// nothing is answered or stored until it is back.
     disconnected: AtomicBool,
+    /// Until then nothing stored is settled: the connection came back, and
+    /// the change subscription is renewed just after the client reports it
+    /// (an event published in between is lost, and no number may reveal it
+    /// soon).
+    reconnected_until: Mutex<Option<Instant>>,
 }
 
 /// Taken before a memory-store read; the read's answer is stored only if
@@ -241,8 +248,10 @@ impl MemoryCache {
             cleared_at: AtomicU64::new(0),
             publishers: Mutex::new(HashMap::new()),
             ttl: Duration::from_millis(settings.ttl_ms),
-            settled_ttl: Duration::from_millis(settings.settled_ttl_ms),
+            // A settled TTL below the short one means the short one.
+            settled_ttl: Duration::from_millis(settings.settled_ttl_ms.max(settings.ttl_ms)),
             disconnected: AtomicBool::new(false),
+            reconnected_until: Mutex::new(None),
         }
     }
 
@@ -251,15 +260,28 @@ impl MemoryCache {
     /// never arrive, and no publisher number may reveal them soon. While it
     /// is down, the cache answers nothing and keeps nothing.
     pub fn set_connected(&self, connected: bool) {
+        if connected {
+            *self
+                .reconnected_until
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now() + self.ttl);
+        }
         self.disconnected.store(!connected, Ordering::SeqCst);
         self.clear();
     }
 
-    /// How long an entry of `known` may be used: the settled TTL when its
-    /// chat has no job pending and no deletion was announced as coming
-    /// (`mark`), else the short one.
-    fn lifetime(&self, known: &Known, mark: Option<&Mark>, now: Instant) -> Duration {
-        if known.settled() && mark.is_none_or(|m| m.settles(now)) {
+    /// How long an entry of `known` (stored by a `read`, or installed from a
+    /// commit's event) may be used: the settled TTL when its chat has no job
+    /// pending, nothing under way was announced (`mark`: a coming deletion,
+    /// or for a read an acceptance) and the connection did not just come
+    /// back; else the short one.
+    fn lifetime(&self, known: &Known, mark: Option<&Mark>, read: bool, now: Instant) -> Duration {
+        let reconnected = self
+            .reconnected_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some_and(|until| now < until);
+        if known.settled() && mark.is_none_or(|m| m.settles(now, read)) && !reconnected {
             self.settled_ttl
         } else {
             self.ttl
@@ -341,13 +363,14 @@ impl MemoryCache {
         {
             return;
         }
-        let ttl = self.lifetime(&known, dropped.get(chat_id).as_ref(), Instant::now());
+        let ttl = self.lifetime(&known, dropped.get(chat_id).as_ref(), true, Instant::now());
         entries.insert(
             chat_id.to_owned(),
             Entry::new(known, expires_at, Duration::ZERO, ttl),
         );
-        // A drop that raced with this insert: undo it (the drop wins).
-        if dropped_since() {
+        // A drop or a full clear that raced with this insert: undo it (the
+        // drop wins).
+        if dropped_since() || changed_since(self.cleared_at.load(Ordering::SeqCst)) {
             entries.remove(chat_id);
         }
     }
@@ -429,7 +452,7 @@ impl MemoryCache {
             crate::metrics::read_cache("installed");
             let expires_at = memory.expires_at;
             let known = Known::Memory(Arc::new(memory));
-            let ttl = self.lifetime(&known, Some(&mark), Instant::now());
+            let ttl = self.lifetime(&known, Some(&mark), false, Instant::now());
             let entry = Entry::new(known, expires_at.as_ref(), age, ttl);
             entries.insert(chat_id.to_owned(), entry);
         }
