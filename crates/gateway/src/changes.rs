@@ -66,10 +66,20 @@ pub async fn follow_connection(
     cache: Arc<MemoryCache>,
     owners: Arc<OwnerCache>,
 ) {
+    // The client reports its first connection too (before this task reads
+    // it): nothing was cached before it, and nothing was missed.
+    let mut down = false;
     while let Some(event) = events.recv().await {
         let connected = match event {
-            async_nats::Event::Disconnected => false,
-            async_nats::Event::Connected => true,
+            async_nats::Event::Disconnected => {
+                down = true;
+                false
+            }
+            async_nats::Event::Connected if !down => continue,
+            async_nats::Event::Connected => {
+                down = false;
+                true
+            }
             async_nats::Event::SlowConsumer(_) => {
                 tracing::warn!(
                     "NATS dropped messages of a slow subscription; the read cache is cleared"
@@ -276,6 +286,62 @@ impl Drop for ChatEvents {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Runs `follow_connection` over `events`, then reads back `t/c` as a
+    /// settled chat: its lifetime in the cache, if it was kept.
+    async fn after_events(events: &[async_nats::Event]) -> Option<std::time::Duration> {
+        let cache = Arc::new(MemoryCache::new(&crate::cache::ReadCacheSettings {
+            capacity: 10,
+            ttl_ms: 1_000,
+            settled_ttl_ms: 60_000,
+            ..crate::cache::ReadCacheSettings::default()
+        }));
+        let owners = Arc::new(OwnerCache::new(
+            &crate::owners::OwnershipCacheSettings::default(),
+        ));
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        for e in events {
+            tx.send(e.clone()).expect("listening");
+        }
+        drop(tx);
+        follow_connection(rx, cache.clone(), owners).await;
+        let read = chat_memory_proto::store::GetMemoryResponse {
+            chat_id: "t/c".into(),
+            memory: Some(chat_memory_proto::v1::Memory {
+                version: 1,
+                ..Default::default()
+            }),
+            freshness: Some(chat_memory_proto::v1::Freshness {
+                last_applied_job_id: "j".into(),
+                pending_jobs: 0,
+            }),
+            owner_user: "u".into(),
+            expires_at: None,
+        };
+        cache.store_memory("t/c", cache.ticket(), &read);
+        cache.lifetime_of("t/c")
+    }
+
+    #[tokio::test]
+    async fn the_first_connection_changes_nothing_a_lost_one_stops_the_cache_a_new_one_unsettles_it()
+     {
+        use async_nats::Event::{Connected, Disconnected};
+        assert_eq!(
+            after_events(&[Connected]).await,
+            Some(std::time::Duration::from_secs(60)),
+            "the first connection is no reconnection"
+        );
+        assert_eq!(
+            after_events(&[Connected, Disconnected]).await,
+            None,
+            "nothing kept while disconnected"
+        );
+        assert_eq!(
+            after_events(&[Connected, Disconnected, Connected]).await,
+            Some(std::time::Duration::from_secs(1)),
+            "nothing settled right after a reconnection"
+        );
+    }
 
     fn version(chat: &str, v: i64) -> MemoryChanged {
         MemoryChanged {

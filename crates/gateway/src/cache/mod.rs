@@ -497,7 +497,7 @@ impl MemoryCache {
     /// How long the entry of `chat_id` is used after it was read or
     /// installed, if there is one.
     #[cfg(test)]
-    fn lifetime_of(&self, chat_id: &str) -> Option<Duration> {
+    pub(crate) fn lifetime_of(&self, chat_id: &str) -> Option<Duration> {
         self.entries.as_ref()?.get(chat_id).map(|e| e.ttl)
     }
 
