@@ -12,7 +12,8 @@
 //!   least `min_calls` outcomes are in the window and the share of failures
 //!   reaches `failure_rate_percent`, the circuit opens; so it does after
 //!   `consecutive_failures` failed calls in a row (a sudden outage under high
-//!   traffic, when the window is still full of earlier successes).
+//!   traffic, when the window is still full of earlier successes; 12 by
+//!   default, which a provider's random errors do not line up).
 //! - **open** (2): calls are refused at once for `open_ms`.
 //! - **half-open** (1): after `open_ms`, one probe call is let through; success
 //!   closes the circuit, failure opens it again for another `open_ms`.
@@ -310,6 +311,23 @@ mod tests {
         assert_eq!(b.state(), CircuitState::Closed, "3 calls < min_calls");
         call(&b, t, true);
         assert_eq!(b.state(), CircuitState::Open, "2 of 4 failed = 50%");
+    }
+
+    #[test]
+    fn with_the_defaults_ten_percent_random_errors_at_the_seeds_rate_never_open_it_in_a_year() {
+        // Runs of k failures in independent calls failing with probability p
+        // start at about (1 - p) p^k of the calls.
+        let k = CircuitSettings::default().consecutive_failures;
+        let per_call = 0.9 * 0.1f64.powi(i32::try_from(k).unwrap_or(i32::MAX));
+        let calls_per_year = 333.0 * 3600.0 * 24.0 * 365.0;
+        assert!(
+            per_call * calls_per_year < 0.01,
+            "{k} failures in a row would open the circuit {:.1} times a year",
+            per_call * calls_per_year
+        );
+        // And the rate rule still needs more than a handful of calls.
+        let rate = CircuitSettings::default();
+        assert!(rate.min_calls >= 10 && rate.failure_rate_percent >= 50);
     }
 
     #[test]

@@ -114,6 +114,10 @@ pub struct CircuitSettings {
     /// Failed calls in a row that open the circuit whatever the rate: under
     /// high traffic the window is full of successes from before an outage, and
     /// the rate alone would let jobs burn their attempts while it catches up.
+    /// High enough that a provider's random errors never line up that long:
+    /// at 10 % of calls failing, `k` in a row come once in about
+    /// 1 / (0.9 × 0.1^k) calls (5: every 111,000 calls, every 5.6 minutes at
+    /// 333 calls/s, each opening stalling every call for `open_ms`).
     pub consecutive_failures: u32,
     /// How long the circuit stays open before one probe call is let through.
     pub open_ms: u64,
@@ -231,7 +235,10 @@ impl Default for CircuitSettings {
             window_ms: 30_000,
             min_calls: 10,
             failure_rate_percent: 50,
-            consecutive_failures: 5,
+            // 10 % random errors line this up once in 1.1e12 calls; a real
+            // outage (every call failing, concurrently) reaches it in
+            // milliseconds at high traffic.
+            consecutive_failures: 12,
             open_ms: 5_000,
             // With open_ms 5 s: a job failing alone fails after about 5 min.
             max_failed_calls_per_job: 60,
