@@ -58,9 +58,7 @@ impl Publisher {
         event.seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         publish(&self.client, &self.subject_prefix, &event).await
     }
-}
 
-impl Publisher {
     /// As [`Publisher::publish`], then flushes the client's buffer onto the
     /// server's connection, all within `within`: for an event that must be on
     /// its way before the change it announces is made

@@ -662,15 +662,16 @@ async fn ryw_phase(
     }))
     .await;
     let counters_after = ReadCounters::read_at(stack, second.metrics).await;
+    let (results, later_turns): (Vec<_>, Vec<_>) = results
+        .into_iter()
+        .map(|(answered, t, turns, e, later)| ((answered, t, turns, e), later))
+        .unzip();
     let mut later = histogram();
     let mut later_errors = 0;
-    let mut results = results;
-    for r in &mut results {
-        for handle in std::mem::take(&mut r.4) {
-            match handle.await {
-                Ok(Some(latency)) => report::record(&mut later, latency),
-                _ => later_errors += 1,
-            }
+    for handle in later_turns.into_iter().flatten() {
+        match handle.await {
+            Ok(Some(latency)) => report::record(&mut later, latency),
+            _ => later_errors += 1,
         }
     }
     let counters_later = ReadCounters::read_at(stack, second.metrics).await;
@@ -679,7 +680,7 @@ async fn ryw_phase(
     let mut total = histogram();
     let mut next_turns = histogram();
     let mut errors = 0;
-    for (answered, t, turns, e, _) in results {
+    for (answered, t, turns, e) in results {
         let _ = total.add(&t);
         let _ = next_turns.add(&turns);
         errors += e;

@@ -357,13 +357,14 @@ impl MemoryCache {
                 .get(chat_id)
                 .is_some_and(|mark| changed_since(mark.dropped_at))
         };
+        let mark = dropped.get(chat_id);
         if changed_since(self.cleared_at.load(Ordering::SeqCst))
-            || dropped_since()
+            || mark.is_some_and(|m| changed_since(m.dropped_at))
             || self.disconnected.load(Ordering::SeqCst)
         {
             return;
         }
-        let ttl = self.lifetime(&known, dropped.get(chat_id).as_ref(), true, Instant::now());
+        let ttl = self.lifetime(&known, mark.as_ref(), true, Instant::now());
         entries.insert(
             chat_id.to_owned(),
             Entry::new(known, expires_at, Duration::ZERO, ttl),
