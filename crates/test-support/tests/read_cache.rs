@@ -18,6 +18,24 @@ const JOB_TIMEOUT: Duration = Duration::from_secs(30);
 /// Long enough never to be the reason a test passes.
 const WAIT_MS: u32 = 10_000;
 
+/// Waits until `client` answers NOT_FOUND for `chat` (a plain read), at most `within`.
+async fn until_not_found(client: &GatewayClient, chat: &str, within: Duration) {
+    wait::until(
+        &format!("NOT_FOUND for {chat} through the other gateway"),
+        within,
+        || {
+            let mut client = client.clone();
+            async move {
+                match client.get_memory(min_version(chat, 0, 0)).await {
+                    Err(s) if s.code() == Code::NotFound => Some(()),
+                    _ => None,
+                }
+            }
+        },
+    )
+    .await;
+}
+
 /// A client of the gateway replica at `addr`, as the stack's default user.
 async fn replica_client(stack: &TestStack, addr: std::net::SocketAddr) -> GatewayClient {
     replica_client_as(stack, addr, auth::TENANT, auth::USER).await
@@ -181,20 +199,7 @@ async fn a_memory_cached_by_one_gateway_is_dropped_when_another_changes_or_delet
     // Deleted through A: B answers NOT_FOUND, not its cached memory (within
     // the event's trip; the cache's TTL is 10 s, far beyond this wait).
     a.delete_memory(delete("cached")).await.expect("delete");
-    wait::until(
-        "B to answer NOT_FOUND after the deletion",
-        Duration::from_secs(2),
-        || {
-            let mut b = b.clone();
-            async move {
-                match b.get_memory(min_version("cached", 0, 0)).await {
-                    Err(s) if s.code() == Code::NotFound => Some(()),
-                    _ => None,
-                }
-            }
-        },
-    )
-    .await;
+    until_not_found(&b, "cached", Duration::from_secs(2)).await;
 
     // The chat is written again by another user (a new owner): the first
     // user, reading through B, gets NOT_FOUND, never the new owner's memory.
@@ -336,20 +341,7 @@ async fn a_deletion_announced_before_its_commit_reaches_every_gateway_even_if_it
         .delete_chat(delete_in_store("announced"))
         .await
         .expect("deleted in memory-store");
-    wait::until(
-        "B to answer NOT_FOUND for the chat whose deletion was announced",
-        Duration::from_secs(15),
-        || {
-            let mut b = b.clone();
-            async move {
-                match b.get_memory(min_version("announced", 0, 0)).await {
-                    Err(s) if s.code() == Code::NotFound => Some(()),
-                    _ => None,
-                }
-            }
-        },
-    )
-    .await;
+    until_not_found(&b, "announced", Duration::from_secs(15)).await;
 
     // A gateway's DeleteMemory announces `deleting`, then `deleted`.
     let nats = stack.jetstream().await.client();
