@@ -6,8 +6,8 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveValue::Set, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, TryInsertResult,
+    ActiveValue::Set, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, Statement, TryInsertResult,
 };
 use uuid::Uuid;
 
@@ -48,6 +48,24 @@ pub struct AuditRecord {
 }
 
 impl AuditRecord {
+    /// The row as `jsonb_to_recordset` reads it (audit batches, and the
+    /// rows that travel with jobs in `jobs.rs`).
+    pub(crate) fn as_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "audit_id": self.audit_id,
+            "at": self.at.to_rfc3339(),
+            "tenant": self.tenant,
+            "user_id": self.user,
+            "action": self.action,
+            "chat_id": self.chat_id,
+            "job_id": self.job_id,
+            "outcome": self.outcome,
+            "request_id": self.request_id,
+            "trace_id": self.trace_id,
+            "detail": self.detail,
+        })
+    }
+
     /// # Errors
     /// [`StoreError::InvalidArgument`] for an unknown action or an over-long field.
     pub fn validate(&self) -> Result<(), StoreError> {
@@ -98,29 +116,6 @@ pub async fn record<C: ConnectionTrait>(db: &C, record: AuditRecord) -> Result<b
     Ok(matches!(result, TryInsertResult::Inserted(n) if n > 0))
 }
 
-/// Appends several rows in one statement (idempotent on `audit_id`, like [`record`]).
-///
-/// # Errors
-/// [`StoreError::InvalidArgument`] for an invalid row; database errors.
-pub async fn record_all<C: ConnectionTrait>(
-    db: &C,
-    records: Vec<AuditRecord>,
-) -> Result<(), StoreError> {
-    if records.is_empty() {
-        return Ok(());
-    }
-    let mut rows = Vec::with_capacity(records.len());
-    for record in records {
-        record.validate()?;
-        rows.push(active_row(record));
-    }
-    audit_log::Entity::insert_many(rows)
-        .on_conflict_do_nothing_on([audit_log::Column::AuditId, audit_log::Column::At])
-        .exec_without_returning(db)
-        .await?;
-    Ok(())
-}
-
 /// Appends validated rows in one statement and one commit; returns how many
 /// were new.
 ///
@@ -136,6 +131,20 @@ pub async fn record_batch(
     Ok(insert_returning_new(db, records).await?.len())
 }
 
+/// Several rows in one statement whose text never changes (the rows are one
+/// JSON parameter), so each connection prepares it once: a statement of one
+/// `VALUES` tuple per row would be a new text, parsed and planned again, for
+/// every batch size.
+const INSERT_ROWS: &str = "INSERT INTO audit_log (audit_id, at, tenant, user_id, action, \
+     chat_id, job_id, outcome, request_id, trace_id, detail) \
+     SELECT x.audit_id, x.at, x.tenant, x.user_id, x.action, x.chat_id, x.job_id, x.outcome, \
+            x.request_id, x.trace_id, x.detail \
+       FROM jsonb_to_recordset($1) AS x(audit_id uuid, at timestamptz, tenant text, \
+            user_id text, action text, chat_id text, job_id text, outcome text, \
+            request_id text, trace_id text, detail text) \
+     ON CONFLICT (audit_id, at) DO NOTHING \
+     RETURNING audit_id";
+
 /// Inserts valid rows in one statement (skipping ids already stored) and
 /// returns the ids of the rows that were new.
 ///
@@ -145,15 +154,21 @@ pub(crate) async fn insert_returning_new<C: ConnectionTrait>(
     db: &C,
     records: Vec<AuditRecord>,
 ) -> Result<std::collections::HashSet<Uuid>, StoreError> {
-    let rows: Vec<audit_log::ActiveModel> = records.into_iter().map(active_row).collect();
-    let result = audit_log::Entity::insert_many(rows)
-        .on_conflict_do_nothing_on([audit_log::Column::AuditId, audit_log::Column::At])
-        .exec_with_returning_keys(db)
+    if records.is_empty() {
+        return Ok(Default::default());
+    }
+    let rows: Vec<serde_json::Value> = records.iter().map(AuditRecord::as_json).collect();
+    let inserted = db
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            INSERT_ROWS,
+            [serde_json::Value::Array(rows).into()],
+        ))
         .await?;
-    Ok(match result {
-        TryInsertResult::Inserted(keys) => keys.into_iter().map(|(id, _)| id).collect(),
-        TryInsertResult::Empty | TryInsertResult::Conflicted => Default::default(),
-    })
+    inserted
+        .iter()
+        .map(|row| Ok(row.try_get::<Uuid>("", "audit_id")?))
+        .collect()
 }
 
 fn active_row(record: AuditRecord) -> audit_log::ActiveModel {

@@ -179,28 +179,11 @@ fn indexed_audits(jobs: &[AcceptedJob]) -> serde_json::Value {
     jobs.iter()
         .enumerate()
         .filter_map(|(i, job)| {
-            let mut row = audit_json(job.audit.as_ref()?);
+            let mut row = job.audit.as_ref()?.as_json();
             row["idx"] = serde_json::json!(i + 1);
             Some(row)
         })
         .collect()
-}
-
-/// An audit row as `chat_memory_begin_jobs` and `with_audit!` read it.
-fn audit_json(row: &crate::audit::AuditRecord) -> serde_json::Value {
-    serde_json::json!({
-        "audit_id": row.audit_id,
-        "at": row.at.to_rfc3339(),
-        "tenant": row.tenant,
-        "user_id": row.user,
-        "action": row.action,
-        "chat_id": row.chat_id,
-        "job_id": row.job_id,
-        "outcome": row.outcome,
-        "request_id": row.request_id,
-        "trace_id": row.trace_id,
-        "detail": row.detail,
-    })
 }
 
 /// A job's outcome as `chat_memory_record_accepted` words it.
@@ -358,7 +341,7 @@ fn begin_jobs_json(chat_id: &ChatId, deliveries: &[Delivery]) -> serde_json::Val
                     "attempt": d.attempt,
                     "replay": d.replay,
                     "access": access,
-                    "audit": d.accept_audit.as_ref().map(audit_json),
+                    "audit": d.accept_audit.as_ref().map(crate::audit::AuditRecord::as_json),
                 })
             })
             .collect(),
