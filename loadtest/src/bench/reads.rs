@@ -105,6 +105,20 @@ pub struct ReadArgs {
     /// CPU, not for the commit.
     #[arg(long, default_value_t = 200)]
     pub model_latency_mean_ms: u64,
+    /// A setting for the gateways as `KEY=VALUE` (the part after
+    /// `CHAT_MEMORY__`, e.g. `AUDIT__OUTBOX_PUBLISHERS=1`), for an A/B in
+    /// one build; repeatable.
+    #[arg(long, value_parser = gateway_setting)]
+    pub gateway_env: Vec<(String, String)>,
+}
+
+fn gateway_setting(arg: &str) -> Result<(String, String), String> {
+    match arg.split_once('=') {
+        Some((key, value)) if !key.is_empty() => {
+            Ok((format!("CHAT_MEMORY__{key}"), value.to_owned()))
+        }
+        _ => Err(format!("`{arg}` is not KEY=VALUE")),
+    }
 }
 
 /// Why the run could not complete.
@@ -188,6 +202,9 @@ pub async fn read_path(args: &ReadArgs) -> Result<(), ReadBenchError> {
             "CHAT_MEMORY__READ_CACHE__SETTLED_TTL_MS".to_owned(),
             ttl.to_string(),
         ));
+    }
+    if let Some((_, gateway)) = env.iter_mut().find(|(name, _)| *name == "gateway") {
+        gateway.extend(args.gateway_env.iter().cloned());
     }
     super::set_worker_threads(&mut env, args.worker_threads);
     let mut stack = ProcessStack::start(ProcessOptions {
