@@ -451,25 +451,33 @@ mod tests {
             linger_ms: 0,
         };
         let gatherer = Gatherer::start("test", recording_call(seen.clone(), release), &settings);
-        let go = Arc::new(tokio::sync::Notify::new());
         let names = ["a", "b", "c", "d", "e", "f"];
-        let callers: Vec<_> = names
-            .into_iter()
-            .map(|name| {
-                let (g, go) = (gatherer.clone(), go.clone());
-                let notified = Box::pin(go.notified_owned());
-                tokio::spawn(async move {
-                    notified.await;
-                    g.call(name.to_owned()).await
+        // All on the runtime's one thread (the test's own body is not): the
+        // six are woken together by one task, and run after it.
+        tokio::spawn(async move {
+            let go = Arc::new(tokio::sync::Notify::new());
+            let callers: Vec<_> = names
+                .into_iter()
+                .map(|name| {
+                    let g = gatherer.clone();
+                    let notified = go.clone().notified_owned();
+                    tokio::spawn(async move {
+                        notified.await;
+                        g.call(name.to_owned()).await
+                    })
                 })
-            })
-            .collect();
-        // Every `notified` was made before this, so each caller gets it.
-        go.notify_waiters();
-        for caller in callers {
-            caller.await.expect("joined").expect("answered");
-        }
-        let batches = seen.lock().expect("lock").clone();
+                .collect();
+            // Every `notified` was made before this, so each caller gets it.
+            go.notify_waiters();
+            for caller in callers {
+                caller.await.expect("joined").expect("answered");
+            }
+        })
+        .await
+        .expect("joined");
+        // In whichever order the runtime ran them (the last woken first).
+        let mut batches = seen.lock().expect("lock").clone();
+        batches.iter_mut().for_each(|batch| batch.sort());
         assert_eq!(
             batches,
             vec![names.map(str::to_owned).to_vec()],
