@@ -53,7 +53,9 @@ impl AuditRecord {
     pub(crate) fn as_json(&self) -> serde_json::Value {
         serde_json::json!({
             "audit_id": self.audit_id,
-            "at": self.at.to_rfc3339(),
+            // Microseconds, truncated as a bound parameter is (Postgres keeps
+            // no more, and would round a longer fraction): one call, one key.
+            "at": self.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             "tenant": self.tenant,
             "user_id": self.user,
             "action": self.action,
@@ -214,4 +216,40 @@ pub async fn query(
         .limit(query.limit)
         .all(db)
         .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone as _;
+
+    #[test]
+    fn a_rows_time_goes_to_postgres_truncated_to_the_microsecond_as_a_bound_parameter_would() {
+        let at = Utc
+            .timestamp_opt(1_765_000_000, 123_456_789)
+            .single()
+            .expect("a time");
+        let record = AuditRecord {
+            audit_id: Uuid::nil(),
+            at,
+            tenant: "t".into(),
+            user: "u".into(),
+            action: "read".into(),
+            chat_id: "c".into(),
+            job_id: String::new(),
+            outcome: "OK".into(),
+            request_id: "r".into(),
+            trace_id: String::new(),
+            detail: String::new(),
+        };
+        assert_eq!(record.as_json()["at"], "2025-12-06T05:46:40.123456Z");
+        let whole = AuditRecord {
+            at: Utc
+                .timestamp_opt(1_765_000_000, 0)
+                .single()
+                .expect("a time"),
+            ..record
+        };
+        assert_eq!(whole.as_json()["at"], "2025-12-06T05:46:40.000000Z");
+    }
 }
