@@ -60,6 +60,32 @@ where
     }
 }
 
+/// The span fields of the JSON format: none. A line names its span and
+/// carries its trace and span ids ([`JsonWithTrace`]), never a span's fields;
+/// the `fmt` layer would otherwise format every field of every new span (and
+/// every field recorded later) into a string kept with the span, whether any
+/// line is ever logged in it or not: about 5 % of a gateway's CPU on reads
+/// (`docs/benchmarks.md`, thirteenth session).
+pub struct NoSpanFields;
+
+impl<'writer> FormatFields<'writer> for NoSpanFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        _writer: Writer<'writer>,
+        _fields: R,
+    ) -> fmt::Result {
+        Ok(())
+    }
+
+    fn add_fields(
+        &self,
+        _current: &'writer mut tracing_subscriber::fmt::FormattedFields<Self>,
+        _fields: &tracing::span::Record<'_>,
+    ) -> fmt::Result {
+        Ok(())
+    }
+}
+
 fn timestamp() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }

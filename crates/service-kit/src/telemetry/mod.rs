@@ -219,6 +219,7 @@ fn subscriber(
         .with_filter(EnvFilter::new(directives).and(otel_filter));
     let fmt_layer = match format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
+            .fmt_fields(json_log::NoSpanFields)
             .event_format(json_log::JsonWithTrace::new(service_name))
             .boxed(),
         LogFormat::Pretty => tracing_subscriber::fmt::layer().boxed(),
@@ -314,5 +315,32 @@ mod tests {
         assert_eq!(interest(&H2Debug), "never", "a transport's debug event");
         assert_eq!(interest(&OwnDebug), "never", "below the log level");
         assert_eq!(interest(&OwnInfo), "always", "the service's own event");
+    }
+
+    #[test]
+    fn the_json_log_keeps_no_formatted_copy_of_a_spans_fields() {
+        use tracing_subscriber::registry::{LookupSpan, Registry};
+        let provider = SdkTracerProvider::builder().build();
+        let dispatch =
+            tracing::Dispatch::new(subscriber("test", "info", LogFormat::Json, &provider));
+        let registry = dispatch.downcast_ref::<Registry>().expect("a registry");
+        tracing::dispatcher::with_default(&dispatch, || {
+            let span = tracing::info_span!(
+                "grpc request",
+                rpc.method = %"GetMemory",
+                later = tracing::field::Empty
+            );
+            span.record("later", 7);
+            let id = span.id().expect("an enabled span");
+            let data = registry.span(&id).expect("the span");
+            let extensions = data.extensions();
+            let kept = extensions
+                .get::<tracing_subscriber::fmt::FormattedFields<json_log::NoSpanFields>>()
+                .expect("the fmt layer's entry for the span");
+            assert_eq!(
+                kept.fields, "",
+                "no field formatted, at creation or when recorded"
+            );
+        });
     }
 }
