@@ -6,8 +6,8 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveValue::Set, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Statement, TryInsertResult,
+    ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Statement,
 };
 use uuid::Uuid;
 
@@ -110,12 +110,8 @@ pub struct AuditQuery {
 /// [`StoreError::InvalidArgument`] for a malformed record; database errors.
 pub async fn record<C: ConnectionTrait>(db: &C, record: AuditRecord) -> Result<bool, StoreError> {
     record.validate()?;
-    let row = active_row(record);
-    let result = audit_log::Entity::insert(row)
-        .on_conflict_do_nothing_on([audit_log::Column::AuditId, audit_log::Column::At])
-        .exec_without_returning(db)
-        .await?;
-    Ok(matches!(result, TryInsertResult::Inserted(n) if n > 0))
+    let id = record.audit_id;
+    Ok(insert_returning_new(db, &[record]).await?.contains(&id))
 }
 
 /// Appends validated rows in one statement and one commit; returns how many
@@ -125,11 +121,8 @@ pub async fn record<C: ConnectionTrait>(db: &C, record: AuditRecord) -> Result<b
 /// [`StoreError`] when the statement fails (nothing is written then).
 pub async fn record_batch(
     db: &DatabaseConnection,
-    records: Vec<AuditRecord>,
+    records: &[AuditRecord],
 ) -> Result<usize, StoreError> {
-    if records.is_empty() {
-        return Ok(0);
-    }
     Ok(insert_returning_new(db, records).await?.len())
 }
 
@@ -154,7 +147,7 @@ const INSERT_ROWS: &str = "INSERT INTO audit_log (audit_id, at, tenant, user_id,
 /// Database errors.
 pub(crate) async fn insert_returning_new<C: ConnectionTrait>(
     db: &C,
-    records: Vec<AuditRecord>,
+    records: &[AuditRecord],
 ) -> Result<std::collections::HashSet<Uuid>, StoreError> {
     if records.is_empty() {
         return Ok(Default::default());
@@ -171,22 +164,6 @@ pub(crate) async fn insert_returning_new<C: ConnectionTrait>(
         .iter()
         .map(|row| Ok(row.try_get::<Uuid>("", "audit_id")?))
         .collect()
-}
-
-fn active_row(record: AuditRecord) -> audit_log::ActiveModel {
-    audit_log::ActiveModel {
-        audit_id: Set(record.audit_id),
-        at: Set(record.at),
-        tenant: Set(record.tenant),
-        user_id: Set(record.user),
-        action: Set(record.action),
-        chat_id: Set(record.chat_id),
-        job_id: Set(record.job_id),
-        outcome: Set(record.outcome),
-        request_id: Set(record.request_id),
-        trace_id: Set(record.trace_id),
-        detail: Set(record.detail),
-    }
 }
 
 /// The tenant's rows matching `query`, newest first.

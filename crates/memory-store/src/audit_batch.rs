@@ -12,7 +12,6 @@ use std::sync::Arc;
 use sea_orm::DatabaseConnection;
 use service_kit::gather::{BatchSettings, Gatherer};
 use tracing::Instrument;
-use uuid::Uuid;
 
 use crate::audit::{self, AuditRecord};
 use crate::error::StoreError;
@@ -64,16 +63,18 @@ async fn write_rows(
     db: DatabaseConnection,
     records: Vec<AuditRecord>,
 ) -> Result<Vec<bool>, String> {
-    let ids: Vec<Uuid> = records.iter().map(|r| r.audit_id).collect();
     let span = crate::db::span("record_audit_batch");
     span.record("db.operation.batch.size", records.len());
-    match audit::insert_returning_new(&db, records)
+    match audit::insert_returning_new(&db, &records)
         .instrument(span)
         .await
     {
-        Ok(inserted) => Ok(ids.iter().map(|id| inserted.contains(id)).collect()),
+        Ok(inserted) => Ok(records
+            .iter()
+            .map(|r| inserted.contains(&r.audit_id))
+            .collect()),
         Err(e) => {
-            tracing::warn!(rows = ids.len(), error = %e, "audit batch not written");
+            tracing::warn!(rows = records.len(), error = %e, "audit batch not written");
             Err(e.to_string())
         }
     }

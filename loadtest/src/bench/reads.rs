@@ -106,7 +106,7 @@ pub struct ReadArgs {
     #[arg(long, default_value_t = 200)]
     pub model_latency_mean_ms: u64,
     /// A setting for the gateways as `KEY=VALUE` (the part after
-    /// `CHAT_MEMORY__`, e.g. `AUDIT__OUTBOX_PUBLISHERS=1`), for an A/B in
+    /// `CHAT_MEMORY__`, e.g. `AUDIT__DURABLE_POINT=store`), for an A/B in
     /// one build; repeatable.
     #[arg(long, value_parser = gateway_setting)]
     pub gateway_env: Vec<(String, String)>,

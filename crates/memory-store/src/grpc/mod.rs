@@ -337,7 +337,7 @@ impl MemoryStore for StoreService {
         request: Request<pb::RecordAuditsRequest>,
     ) -> Result<Response<pb::RecordAuditsResponse>, Status> {
         let records = convert::audit_records(request.into_inner())?;
-        let inserted = audit::record_batch(&self.db, records)
+        let inserted = audit::record_batch(&self.db, &records)
             .instrument(crate::db::span("record_audits"))
             .await?;
         Ok(Response::new(pb::RecordAuditsResponse {
