@@ -1,31 +1,15 @@
 //! Token counting with `cl100k_base`, the budget unit of every memory layer.
 //!
-//! The BPE tables are embedded in `tiktoken-rs`, but building the encoder is
-//! slow (seconds in debug builds), so it is built once per process and
-//! [`warm_tokenizer`] lets `main` pay that cost before serving.
+//! The tokenizer is `bpe-openai`'s: the same counts as OpenAI's `tiktoken`
+//! (its vocabulary and pre-tokenization pattern) at about 2.5 times the speed
+//! of `tiktoken-rs` (docs/benchmarks.md, fourteenth session). Its tables are
+//! built at compile time and loaded once per process; [`warm_tokenizer`] lets
+//! `main` pay for the load before serving.
 
 use std::sync::OnceLock;
 
-use tiktoken_rs::CoreBPE;
-
 /// Appended to text shortened to fit a budget, so readers can tell.
 const ELLIPSIS: &str = "…";
-
-static ENCODER: OnceLock<Option<CoreBPE>> = OnceLock::new();
-
-fn encoder() -> Option<&'static CoreBPE> {
-    ENCODER
-        .get_or_init(|| match tiktoken_rs::cl100k_base() {
-            Ok(bpe) => Some(bpe),
-            Err(e) => {
-                // Cannot happen with the embedded tables; if it does, counting
-                // falls back to bytes, an upper bound, so limits still hold.
-                tracing::error!(error = %e, "cl100k_base tokenizer unavailable, counting bytes");
-                None
-            }
-        })
-        .as_ref()
-}
 
 /// Builds the tokenizer now so the first request does not pay for it.
 pub fn warm_tokenizer() {
@@ -75,11 +59,7 @@ pub fn count_tokens(text: &str) -> u32 {
 }
 
 fn encode_count(text: &str) -> u32 {
-    let n = match encoder() {
-        Some(bpe) => bpe.encode_ordinary(text).len(),
-        None => text.len(),
-    };
-    u32::try_from(n).unwrap_or(u32::MAX)
+    u32::try_from(bpe_openai::cl100k_base().count(text)).unwrap_or(u32::MAX)
 }
 
 /// Longest prefix of `text` (whole words when possible, ending in `…`) whose
@@ -143,6 +123,29 @@ mod tests {
     fn counting_matches_cl100k() {
         assert_eq!(count_tokens(""), 0);
         assert_eq!(count_tokens("hello world"), 2);
+        // Counts from OpenAI's tiktoken (`tiktoken-rs` 0.12, `encode_ordinary`):
+        // prices, contractions, symbols, runs of whitespace, emoji, accents.
+        for (text, tiktoken) in [
+            ("My deductible is $1,500 and I've met $312.40 of it.", 18),
+            (
+                "Prior authorization for Ozempic® was denied — appeal by 2026-12-31?",
+                20,
+            ),
+            ("  multiple   spaces\n\n\nand newlines\t\ttabs  ", 12),
+            ("emoji 🚀🏥 and ünïcödé", 15),
+            ("'s 've 're LL 123456789", 10),
+            // Whitespace alone and at the edges (the pattern's look-ahead).
+            (" ", 1),
+            ("   ", 1),
+            (" \n ", 2),
+            ("x  ", 2),
+            ("\r\n\r\n", 1),
+            ("\u{3000}\u{a0} x", 3),
+            ("a\u{200b}b", 3),
+            ("<|endoftext|>", 7),
+        ] {
+            assert_eq!(count_tokens(text), tiktoken, "{text:?}");
+        }
     }
 
     #[test]
