@@ -146,7 +146,9 @@ impl<S: AgentSpec> LlmAgent<S> {
                 .and_then(|output| self.spec.check(input, &output).map(|()| output));
             match verdict {
                 Ok(output) => {
-                    tracing::info!(
+                    // Debug: the caller's one line per call ("summarize call")
+                    // already has the attempts and tokens.
+                    tracing::debug!(
                         agent = info.name,
                         version = info.version,
                         model = self.model.name(),

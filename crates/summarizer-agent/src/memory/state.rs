@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::text::{clauses, near_duplicate, supersedes};
+use super::text::{Wording, clauses, supersedes};
 use crate::tool::PriorMemory;
 
 /// Bumped when the state layout changes incompatibly; older state is then
@@ -185,10 +185,11 @@ impl MemoryState {
         if candidate.field == Field::UserConfirmed {
             self.drop_corrected_by(&candidate);
         }
+        let wording = Wording::of(&candidate.text);
         let Some(index) = self
             .items
             .iter()
-            .position(|i| near_duplicate(&i.text, &candidate.text))
+            .position(|i| Wording::of(&i.text).near_duplicate(&wording))
         else {
             self.items.push(candidate);
             return Some(self.items.len() - 1);

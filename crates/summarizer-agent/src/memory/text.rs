@@ -102,34 +102,53 @@ pub(crate) fn words(text: &str) -> Vec<String> {
     out
 }
 
-/// Canonical form used for exact duplicate checks.
-pub(crate) fn normalise(text: &str) -> String {
-    words(text).join(" ")
+/// What two texts' near-duplicate check compares, each split into words once
+/// (its canonical form, for exact duplicates, and its content words): a
+/// text compared with many (a candidate against every item of a memory) is
+/// split once instead of twice per comparison.
+pub(crate) struct Wording {
+    normalised: String,
+    content: BTreeSet<String>,
 }
 
-fn content_words(text: &str) -> BTreeSet<String> {
-    words(text)
-        .into_iter()
-        .filter(|w| !STOPWORDS.contains(&w.as_str()))
-        .collect()
+impl Wording {
+    pub(crate) fn of(text: &str) -> Self {
+        let words = words(text);
+        let normalised = words.join(" ");
+        let content = words
+            .into_iter()
+            .filter(|w| !STOPWORDS.contains(&w.as_str()))
+            .collect();
+        Self {
+            normalised,
+            content,
+        }
+    }
+
+    /// True when the two texts say the same thing: equal once normalised, or
+    /// sharing most of their content words.
+    pub(crate) fn near_duplicate(&self, other: &Self) -> bool {
+        if self.normalised == other.normalised {
+            return true;
+        }
+        let (wa, wb) = (&self.content, &other.content);
+        if wa.len() < 3 || wb.len() < 3 {
+            return false;
+        }
+        let shared = wa.intersection(wb).count();
+        let union = wa.len() + wb.len() - shared;
+        // Counts of words in one sentence: far below f64's exact-integer range.
+        #[allow(clippy::cast_precision_loss)]
+        let overlap = shared as f64 / union as f64;
+        overlap >= NEAR_DUPLICATE_OVERLAP
+    }
 }
 
-/// True when `a` and `b` say the same thing: equal once normalised, or sharing
-/// most of their content words.
+/// True when `a` and `b` say the same thing: equal once normalised, or
+/// sharing most of their content words.
+#[cfg(test)]
 pub(crate) fn near_duplicate(a: &str, b: &str) -> bool {
-    if normalise(a) == normalise(b) {
-        return true;
-    }
-    let (wa, wb) = (content_words(a), content_words(b));
-    if wa.len() < 3 || wb.len() < 3 {
-        return false;
-    }
-    let shared = wa.intersection(&wb).count();
-    let union = wa.union(&wb).count();
-    // Counts of words in one sentence: far below f64's exact-integer range.
-    #[allow(clippy::cast_precision_loss)]
-    let overlap = shared as f64 / union as f64;
-    overlap >= NEAR_DUPLICATE_OVERLAP
+    Wording::of(a).near_duplicate(&Wording::of(b))
 }
 
 /// Openings that announce a correction and say nothing themselves.
