@@ -8,13 +8,20 @@
 //! not go up, the first version of a chat that did not exist at the open) is
 //! confirmed by a fresh memory-store read first, and answered from that read.
 //! Ownership changes only through a deletion, which ends the stream, so an event
-//! never shows a caller a chat that is not theirs. A lost event delays the
-//! latest version until the next event or [`WatchSettings::recheck_ms`].
+//! never shows a caller a chat that is not theirs; nor does a deletion, which
+//! ends only a stream whose chat was confirmed (an unconfirmed stream learns
+//! nothing of a chat it may not see). A lost event delays the latest version
+//! until the next version's event or a read every
+//! [`WatchSettings::recheck_ms`] at the latest (events without a memory, such
+//! as acceptances, do not postpone that read). A stream opened with a
+//! `from_version` above the chat's current version (the client's copy is of a
+//! chat deleted and started again since) gets the deletion and ends.
 //!
 //! Each stream holds a buffer of `buffer` events. A client that stops reading
 //! fills it, and the stream then ends with RESOURCE_EXHAUSTED naming the last
 //! version it received, to resume from. Streams per gateway are bounded by
-//! `max_streams`. The stream writes one audit row when it opens (`watch`) and
+//! `max_streams`, counted until tonic drops the client's stream (so the
+//! buffers of clients that stopped reading are bounded too). The stream writes one audit row when it opens (`watch`) and
 //! one when it ends (`watch_end`, with the versions sent and why it ended).
 
 use std::pin::Pin;
@@ -26,6 +33,7 @@ use futures::Stream;
 use serde::{Deserialize, Serialize};
 use service_kit::settings::SettingsError;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
@@ -117,7 +125,10 @@ impl std::ops::Deref for Slot {
 
 /// Everything a stream's task needs once it is open.
 pub struct Opened {
-    slot: Slot,
+    /// Taken by the client's stream, which holds it until tonic drops the
+    /// stream: the events buffered for a client that stopped reading count
+    /// against `max_streams` until then.
+    slot: Option<Slot>,
     /// The chat, namespaced; its public id is what the client sees.
     chat: TenantChatId,
     access: Access,
@@ -127,6 +138,9 @@ pub struct Opened {
     /// Whether a memory-store read confirmed this caller may see the chat.
     confirmed: bool,
     first: Option<WatchMemoryResponse>,
+    /// The chat's current version is below `from_version`: the version the
+    /// client has was of a deleted chat (started again since).
+    superseded: bool,
     from_version: i64,
 }
 
@@ -185,42 +199,52 @@ impl Watches {
         let chat_id = chat.namespaced(&access.tenant)?;
         // Listen before reading: a version committed in between is not missed.
         let events = self.reads.feed().listen(chat_id.as_str());
-        let (last, confirmed, first) = match self.reads.read_fresh(&access, &chat_id).await {
-            Ok(current) => {
-                let version = current.memory.as_ref().map_or(0, |m| m.version);
-                let first = (version > req.from_version).then(|| response(chat.as_str(), current));
-                (version.max(req.from_version), true, first)
-            }
-            // No memory yet (or none this caller may see): wait for one.
-            Err(GatewayError::NotFound(_)) if req.from_version == 0 => (0, false, None),
-            Err(e) => return Err(e),
-        };
+        let (last, confirmed, first, superseded) =
+            match self.reads.read_fresh(&access, &chat_id).await {
+                Ok(current) => {
+                    let version = current.memory.as_ref().map_or(0, |m| m.version);
+                    let first =
+                        (version > req.from_version).then(|| response(chat.as_str(), current));
+                    (
+                        version.max(req.from_version),
+                        true,
+                        first,
+                        version < req.from_version,
+                    )
+                }
+                // No memory yet (or none this caller may see): wait for one.
+                Err(GatewayError::NotFound(_)) if req.from_version == 0 => (0, false, None, false),
+                Err(e) => return Err(e),
+            };
         facts.detail = format!("from_version={}", req.from_version);
         Ok(Opened {
-            slot,
+            slot: Some(slot),
             chat: chat_id,
             access,
             events,
             last,
             confirmed,
             first,
+            superseded,
             from_version: req.from_version,
         })
     }
 
     /// Runs an opened stream on its own task; the returned stream is the client's.
-    pub fn serve(&self, ctx: CallContext, opened: Opened) -> WatchStream {
+    pub fn serve(&self, ctx: CallContext, mut opened: Opened) -> WatchStream {
         // One slot more than the buffer: room for the status that ends the
         // stream when the client stops reading.
-        let (tx, mut rx) = mpsc::channel(self.settings.buffer + 1);
+        let (tx, rx) = mpsc::channel(self.settings.buffer + 1);
         let mut task = StreamTask {
             reads: self.reads.clone(),
             recheck: Duration::from_millis(self.settings.recheck_ms),
+            next_recheck: Instant::now() + Duration::from_millis(self.settings.recheck_ms),
             tx,
             sent: 0,
             queued: opened.from_version,
             shutdown: self.shutdown.clone(),
         };
+        let slot = opened.slot.take();
         let audit = self.audit.clone();
         tokio::spawn(async move {
             let public_chat = opened.chat.chat().to_owned();
@@ -241,8 +265,20 @@ impl Watches {
             let _ = audit.record(row).await;
             drop(task);
         });
-        Box::pin(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)))
+        client_stream(rx, slot)
     }
+}
+
+/// The client's end of a stream: it holds the stream's slot until tonic drops
+/// it, with whatever is still buffered for a client that stopped reading.
+fn client_stream(
+    mut rx: mpsc::Receiver<Result<WatchMemoryResponse, Status>>,
+    slot: Option<Slot>,
+) -> WatchStream {
+    Box::pin(futures::stream::poll_fn(move |cx| {
+        let _slot = &slot;
+        rx.poll_recv(cx)
+    }))
 }
 
 /// Why a stream ended.
@@ -279,6 +315,9 @@ impl End {
 struct StreamTask {
     reads: Reads,
     recheck: Duration,
+    /// When a read confirms the chat next if no event did meanwhile (events
+    /// that carry no memory do not postpone it).
+    next_recheck: Instant,
     tx: mpsc::Sender<Result<WatchMemoryResponse, Status>>,
     sent: u64,
     shutdown: CancellationToken,
@@ -290,7 +329,10 @@ impl StreamTask {
     /// Runs the stream until it ends. The caller keeps `self` (the client's
     /// sender) alive until the end is audited, so the client sees the end after.
     async fn run(&mut self, mut s: Opened) -> (u64, End) {
-        let _slot = &s.slot;
+        if s.superseded {
+            let end = self.deleted(&s);
+            return (self.sent, end);
+        }
         if let Some(first) = s.first.take()
             && let Err(end) = self.send(first)
         {
@@ -300,7 +342,7 @@ impl StreamTask {
             let event = tokio::select! {
                 () = self.tx.closed() => return (self.sent, End::ClientGone),
                 () = self.shutdown.cancelled() => return (self.sent, self.end(End::Shutdown)),
-                event = tokio::time::timeout(self.recheck, s.events.next()) => event,
+                event = tokio::time::timeout_at(self.next_recheck, s.events.next()) => event,
             };
             let step = match event {
                 Ok(Event::Changed(change)) => self.on_change(&mut s, &change).await,
@@ -316,13 +358,19 @@ impl StreamTask {
 
     async fn on_change(&mut self, s: &mut Opened, change: &MemoryChanged) -> Result<(), End> {
         if change.deleted {
+            if !s.confirmed {
+                // Never confirmed as this caller's: it learns nothing of the chat.
+                return Ok(());
+            }
             return Err(self.deleted(s));
         }
         let Some(memory) = &change.memory else {
             return Ok(()); // a failed job: nothing changed
         };
-        if s.confirmed && memory.version == s.last + 1 {
+        if s.confirmed && s.last.checked_add(1) == Some(memory.version) {
             s.last = memory.version;
+            // The next version in order, from its commit: as good as a read.
+            self.next_recheck = Instant::now() + self.recheck;
             let event = WatchMemoryResponse {
                 chat_id: s.chat.chat().to_owned(),
                 memory: Some(memory.clone()),
@@ -337,6 +385,7 @@ impl StreamTask {
 
     /// Reads the chat and sends what the client does not have yet.
     async fn confirm(&mut self, s: &mut Opened) -> Result<(), End> {
+        self.next_recheck = Instant::now() + self.recheck;
         match self.reads.read_fresh(&s.access, &s.chat).await {
             Ok(current) => {
                 let version = current.memory.as_ref().map_or(0, |m| m.version);
@@ -474,7 +523,7 @@ mod tests {
 
     fn opened(feed: &ChangeFeed) -> Opened {
         Opened {
-            slot: Slot(Arc::new(AtomicUsize::new(1))),
+            slot: Some(Slot(Arc::new(AtomicUsize::new(1)))),
             chat: TenantChatId::new("t", "c").expect("valid"),
             access: Access {
                 tenant: "t".into(),
@@ -485,6 +534,7 @@ mod tests {
             last: 0,
             confirmed: true,
             first: None,
+            superseded: false,
             from_version: 0,
         }
     }
@@ -500,6 +550,7 @@ mod tests {
         let task = StreamTask {
             reads: reads(feed.clone()),
             recheck: Duration::from_secs(3600),
+            next_recheck: Instant::now() + Duration::from_secs(3600),
             tx,
             sent: 0,
             shutdown: CancellationToken::new(),
@@ -588,5 +639,70 @@ mod tests {
             "{}",
             status.message()
         );
+    }
+
+    #[tokio::test]
+    async fn a_stream_not_confirmed_for_its_caller_learns_nothing_of_a_deletion() {
+        let feed = ChangeFeed::new(16, None, None);
+        let (mut task, mut rx) = task(&feed, 8);
+        let mut opened = opened(&feed);
+        opened.confirmed = false;
+        feed.dispatch(MemoryChanged {
+            chat_id: "t/c".into(),
+            deleted: true,
+            ..Default::default()
+        });
+        // Next, a version: the read that would confirm it fails (no store
+        // here), which ends the stream after the deletion was handled.
+        feed.dispatch(version(1));
+        let (sent, end) = task.run(opened).await;
+        assert_eq!((sent, end), (0, End::StoreFailed));
+        let status = rx
+            .recv()
+            .await
+            .expect("the end's status")
+            .expect_err("no deletion event before it");
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+    }
+
+    #[tokio::test]
+    async fn a_stream_from_a_version_above_the_current_one_gets_the_deletion_and_ends() {
+        let feed = ChangeFeed::new(16, None, None);
+        let (mut task, mut rx) = task(&feed, 8);
+        let mut opened = opened(&feed);
+        opened.superseded = true;
+        opened.last = 7;
+        let (sent, end) = task.run(opened).await;
+        assert_eq!((sent, end), (1, End::Deleted));
+        assert!(rx.recv().await.expect("deletion").expect("ok").deleted);
+    }
+
+    #[tokio::test]
+    async fn the_versions_after_the_largest_one_are_not_an_overflow() {
+        let feed = ChangeFeed::new(16, None, None);
+        let (mut task, _rx) = task(&feed, 8);
+        let mut opened = opened(&feed);
+        opened.last = i64::MAX;
+        feed.dispatch(version(i64::MIN));
+        // Not the next version: confirmed by a read (which fails here).
+        let (_, end) = task.run(opened).await;
+        assert_eq!(end, End::StoreFailed);
+    }
+
+    #[tokio::test]
+    async fn the_client_stream_holds_its_slot_until_dropped_even_after_its_task_ended() {
+        use futures::StreamExt as _;
+        let open = Arc::new(AtomicUsize::new(1));
+        let (tx, rx) = mpsc::channel(4);
+        let mut stream = client_stream(rx, Some(Slot(open.clone())));
+        tx.try_send(Ok(WatchMemoryResponse::default()))
+            .expect("room");
+        drop(tx); // the stream's task ended; one event is still buffered
+        assert_eq!(open.load(Ordering::Relaxed), 1, "held while buffered");
+        assert!(stream.next().await.is_some());
+        assert!(stream.next().await.is_none());
+        assert_eq!(open.load(Ordering::Relaxed), 1, "held until dropped");
+        drop(stream);
+        assert_eq!(open.load(Ordering::Relaxed), 0);
     }
 }

@@ -307,6 +307,55 @@ async fn a_watch_resumes_from_a_version_across_a_gateway_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_watch_resumed_from_a_version_of_a_deleted_chat_gets_the_deletion() {
+    let stack = TestStack::start().await;
+    let mut client = stack.gateway().await;
+    send(&mut client, user_update("reborn", "My deductible is $500.")).await;
+    let second = send(&mut client, user_update("reborn", "My pharmacy is CVS.")).await;
+    let had = client
+        .get_memory(after_job("reborn", &second, WAIT_MS))
+        .await
+        .expect("read")
+        .into_inner();
+    assert_eq!(had.memory.map(|m| m.version), Some(2));
+    // The client's copy is version 2; the chat is deleted and started again
+    // (version 1 now) while it is away.
+    client
+        .delete_memory(delete("reborn"))
+        .await
+        .expect("delete");
+    let job = send(&mut client, user_update("reborn", "My plan is Aetna.")).await;
+    let current = client
+        .get_memory(after_job("reborn", &job, WAIT_MS))
+        .await
+        .expect("read")
+        .into_inner();
+    assert_eq!(current.memory.map(|m| m.version), Some(1));
+    let mut stream = client
+        .watch_memory(watch("reborn", 2))
+        .await
+        .expect("watch opens")
+        .into_inner();
+    let event = next_event(&mut stream).await.expect("ok").expect("event");
+    assert!(event.deleted, "{event:?}");
+    assert!(
+        next_event(&mut stream)
+            .await
+            .expect("ends cleanly")
+            .is_none()
+    );
+    // From a version it does not have, it gets the new chat's memory.
+    let mut stream = client
+        .watch_memory(watch("reborn", 0))
+        .await
+        .expect("watch opens")
+        .into_inner();
+    let event = next_event(&mut stream).await.expect("ok").expect("event");
+    assert_eq!(version_of(&event), 1);
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_watch_never_shows_another_users_chat() {
     let stack = TestStack::start().await;
     let mut owner = stack.gateway().await;
@@ -347,6 +396,19 @@ async fn a_watch_never_shows_another_users_chat() {
     .await;
     let event = next_event(&mut watching).await.expect("ok").expect("event");
     assert_eq!(version_of(&event), 2);
+    for stream in [&mut spying, &mut spying_again] {
+        let leaked = tokio::time::timeout(Duration::from_millis(300), stream.message()).await;
+        assert!(leaked.is_err(), "the intruder's stream yielded {leaked:?}");
+    }
+
+    // A deletion ends the owner's stream; the intruder's streams learn nothing
+    // of it (neither that the chat existed nor when it went).
+    owner
+        .delete_memory(delete("private"))
+        .await
+        .expect("delete");
+    let event = next_event(&mut watching).await.expect("ok").expect("event");
+    assert!(event.deleted);
     for stream in [&mut spying, &mut spying_again] {
         let leaked = tokio::time::timeout(Duration::from_millis(300), stream.message()).await;
         assert!(leaked.is_err(), "the intruder's stream yielded {leaked:?}");
