@@ -35,7 +35,12 @@ pub struct Publisher {
     client: async_nats::Client,
     subject_prefix: String,
     id: String,
-    seq: std::sync::atomic::AtomicU64,
+    /// The last number given. Held while an event is numbered and handed to
+    /// the client, so events leave in their numbers' order: two tasks
+    /// numbering events at once (two threads) could otherwise hand them over
+    /// the other way round, and every gateway would see a gap and clear its
+    /// cache.
+    seq: tokio::sync::Mutex<u64>,
 }
 
 impl Publisher {
@@ -45,7 +50,7 @@ impl Publisher {
             client,
             subject_prefix: subject_prefix.into(),
             id: uuid::Uuid::now_v7().simple().to_string(),
-            seq: std::sync::atomic::AtomicU64::new(0),
+            seq: tokio::sync::Mutex::new(0),
         }
     }
 
@@ -55,7 +60,9 @@ impl Publisher {
     /// The client's error when its outgoing buffer is closed or full.
     pub async fn publish(&self, mut event: MemoryChanged) -> Result<(), async_nats::PublishError> {
         event.publisher.clone_from(&self.id);
-        event.seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let mut last = self.seq.lock().await;
+        *last += 1;
+        event.seq = *last;
         publish(&self.client, &self.subject_prefix, &event).await
     }
 

@@ -369,3 +369,55 @@ async fn a_deletion_announced_before_its_commit_reaches_every_gateway_even_if_it
     assert!(second.deleted && !second.deleting, "{second:?}");
     stack.shutdown().await;
 }
+
+/// Events numbered by one process leave it in their numbers' order, even when
+/// tasks on several threads publish at once: a gateway takes a number skipped
+/// (or come late) for a lost event and clears its whole cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_processs_change_events_arrive_in_their_numbers_order_from_many_threads() {
+    use futures::StreamExt as _;
+    const TASKS: u64 = 8;
+    const EACH: u64 = 300;
+    let client = async_nats::connect(test_support::nats_url())
+        .await
+        .expect("NATS is up (scripts/services.sh)");
+    let prefix = format!("CMT_order_{}", test_support::unique_suffix());
+    let mut events = client
+        .subscribe(job_queue::changes::wildcard(&prefix))
+        .await
+        .expect("subscribe");
+    client.flush().await.expect("flush");
+    let publisher = Arc::new(job_queue::changes::Publisher::new(
+        client.clone(),
+        prefix.clone(),
+    ));
+    let senders: Vec<_> = (0..TASKS)
+        .map(|t| {
+            let publisher = publisher.clone();
+            tokio::spawn(async move {
+                for i in 0..EACH {
+                    publisher
+                        .publish(job_queue::changes::MemoryChanged {
+                            chat_id: format!("{}/chat-{t}-{i}", auth::TENANT),
+                            ..Default::default()
+                        })
+                        .await
+                        .expect("published");
+                }
+            })
+        })
+        .collect();
+    for sender in senders {
+        sender.await.expect("sender");
+    }
+    let mut expected = 1;
+    while expected <= TASKS * EACH {
+        let message = tokio::time::timeout(JOB_TIMEOUT, events.next())
+            .await
+            .expect("every event arrives")
+            .expect("subscription open");
+        let event = job_queue::changes::decode(&message.payload).expect("an event");
+        assert_eq!(event.seq, expected, "events out of their numbers' order");
+        expected += 1;
+    }
+}

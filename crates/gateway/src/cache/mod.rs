@@ -205,7 +205,8 @@ pub enum Hit {
 /// The cache; share it behind an `Arc`.
 pub struct MemoryCache {
     entries: Option<quick_cache::sync::Cache<String, Entry>>,
-    /// Chat -> what was learnt of it (bounded by four times the capacity).
+    /// Chat -> what was learnt of it (bounded by four times the capacity;
+    /// see [`marks_cache`]).
     dropped: Option<quick_cache::sync::Cache<String, Mark>>,
     /// Held while a mark is read and written again (events and deletions;
     /// reads only look).
@@ -229,6 +230,34 @@ pub struct MemoryCache {
     reconnected_until: Mutex<Option<Instant>>,
 }
 
+/// The drop marks: more than entries, and kept in the order they were last
+/// written (a mark evicted early lets a late event install, or a read store,
+/// what only the TTLs then bound). Half the room is for recent marks:
+/// quick_cache's default keeps 97 % of it for marks written twice, so once
+/// full a new mark (a deletion's, say) was evicted after about 3 % of the room
+/// in newer marks (12 % of `read_cache.capacity`); now it outlives about half
+/// the room (twice `read_cache.capacity`).
+fn marks_cache(capacity: usize) -> quick_cache::sync::Cache<String, Mark> {
+    let options = quick_cache::OptionsBuilder::new()
+        .estimated_items_capacity(capacity)
+        .weight_capacity(u64::try_from(capacity).unwrap_or(u64::MAX))
+        .hot_allocation(MARKS_HOT_ALLOCATION)
+        .build();
+    match options {
+        Ok(options) => quick_cache::sync::Cache::with_options(
+            options,
+            quick_cache::UnitWeighter,
+            quick_cache::DefaultHashBuilder::default(),
+            quick_cache::sync::DefaultLifecycle::default(),
+        ),
+        // Cannot happen (both capacities are set); the default shape then.
+        Err(_) => quick_cache::sync::Cache::new(capacity),
+    }
+}
+
+/// The share of the marks' room kept for marks written more than once.
+const MARKS_HOT_ALLOCATION: f64 = 0.5;
+
 /// Taken before a memory-store read; the read's answer is stored only if
 /// nothing about its chat changed since.
 #[derive(Debug, Clone, Copy)]
@@ -239,9 +268,7 @@ impl MemoryCache {
         let on = settings.capacity > 0;
         Self {
             entries: on.then(|| quick_cache::sync::Cache::new(settings.capacity)),
-            // More drop marks than entries: a mark evicted early only lets a
-            // read store what it read, which the TTL still bounds.
-            dropped: on.then(|| quick_cache::sync::Cache::new(settings.capacity.saturating_mul(4))),
+            dropped: on.then(|| marks_cache(settings.capacity.saturating_mul(4))),
             marking: Mutex::new(()),
             install_commits: settings.install_commits,
             drops: AtomicU64::new(0),

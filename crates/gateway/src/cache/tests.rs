@@ -508,3 +508,24 @@ fn while_nats_is_down_nothing_is_answered_or_kept_and_everything_is_dropped_both
     settled.store_memory("t/a", settled.ticket(), &read_with_pending("t/a", 1, 0));
     assert_eq!(settled.lifetime_of("t/a"), Some(Duration::from_secs(1)));
 }
+
+#[test]
+fn a_deletions_mark_outlives_capacity_newer_marks_once_the_marks_are_full() {
+    let cache = MemoryCache::new(&settings()); // 100 entries, 400 marks
+    // A gateway that has run a while: the marks' room is full.
+    for i in 0..1_000 {
+        cache.apply_event(&commit(&format!("t/old-{i}"), 1, 10, &[]));
+    }
+    cache.apply_event(&MemoryChanged {
+        chat_id: "t/x".into(),
+        deleted: true,
+        ..Default::default()
+    });
+    // As many other chats change after the deletion as the cache holds.
+    for i in 0..100 {
+        cache.apply_event(&commit(&format!("t/new-{i}"), 1, 10, &[]));
+    }
+    // A commit of the deleted chat's, from before its deletion, arrives late.
+    cache.apply_event(&commit("t/x", 7, 70, &[]));
+    assert_eq!(version_cached(&cache, "t/x"), None);
+}
