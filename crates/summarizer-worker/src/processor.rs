@@ -213,7 +213,10 @@ impl Processor {
             return BatchResult::Done(Vec::new());
         };
         let all = |disposition: Disposition| BatchResult::Done(vec![disposition; batch.len()]);
-        let started = Instant::now();
+        // memory-store's retries are bounded from its first failure in a
+        // row (not from the batch's start: waits for a rate limit or an open
+        // circuit, and the model call itself, spend none of it).
+        let mut store_failing_since: Option<Instant> = None;
         let store_budget = Duration::from_millis(self.retry.store_retry_ms);
         let (mut agent_failures, mut store_retries, mut rate_limits) = (0u32, 0u32, 0u32);
         let mut outages = 0u32;
@@ -227,12 +230,17 @@ impl Processor {
                 }
                 Err(e) => e,
             };
+            if !matches!(error, StepError::VersionConflict | StepError::Store(_)) {
+                // Every other failure comes after a BeginJobs that succeeded.
+                store_failing_since = None;
+            }
             match error {
                 StepError::VersionConflict | StepError::Store(_) => {
                     if let StepError::Store(s) = &error {
                         tracing::warn!(job_id = %d.job.job_id, code = ?s.code(), error = %s.message(), "memory-store call failed");
                     }
-                    if started.elapsed() >= store_budget {
+                    let since = *store_failing_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= store_budget {
                         tracing::warn!(job_id = %d.job.job_id, jobs = batch.len(), "leaving the jobs for redelivery");
                         return all(Disposition::Abandon);
                     }
@@ -278,6 +286,12 @@ impl Processor {
                     crate::metrics::get().update("retried");
                     tracing::warn!(job_id = %d.job.job_id, attempt, error = %e, "agent call failed");
                     if agent_failures >= self.retry.max_attempts {
+                        // A coalesced batch is tried job by job first: one
+                        // job (or the batch's size) may be what fails, and a
+                        // job memory-store said to skip must not be failed.
+                        if batch.len() > 1 {
+                            return BatchResult::Split;
+                        }
                         let reason =
                             format!("agent unavailable after {agent_failures} attempts: {e}");
                         return BatchResult::Done(self.fail_all(batch, attempt, &reason).await);
@@ -469,11 +483,19 @@ impl Processor {
             .collect())
     }
 
-    /// Ends every job of the batch FAILED, in order.
+    /// Ends every job of the batch FAILED, in order. A job whose failure could
+    /// not be recorded is left for redelivery, and so are the jobs after it
+    /// (they would otherwise end before it).
     async fn fail_all(&self, batch: &[Delivery], attempt: u32, reason: &str) -> Vec<Disposition> {
         let mut out = Vec::with_capacity(batch.len());
         for d in batch {
-            out.push(self.fail(d, attempt, reason.to_owned()).await);
+            let disposition = self.fail(d, attempt, reason.to_owned()).await;
+            let abandon = disposition == Disposition::Abandon;
+            out.push(disposition);
+            if abandon {
+                out.resize(batch.len(), Disposition::Abandon);
+                break;
+            }
         }
         out
     }

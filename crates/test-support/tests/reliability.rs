@@ -149,6 +149,55 @@ async fn at_the_bound_a_coalesced_batch_is_split_and_only_the_failing_job_fails(
     stack.shutdown().await;
 }
 
+/// A coalesced batch that spends its attempts on transient failures is tried
+/// job by job before anything fails: the job that alone keeps failing fails,
+/// the other applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_coalesced_batch_out_of_attempts_is_split_and_only_the_failing_job_fails() {
+    let switch = Switch::new(Arc::new(OfflineBackend::new()), false);
+    switch.poison("POISON");
+    let mut stack = TestStack::start_with(StackOptions {
+        workers: 0,
+        backend: Some(Arc::new(SwitchedBackend(switch.clone()))),
+        ..StackOptions::default()
+    })
+    .await;
+    let mut client = stack.gateway().await;
+    // Both jobs wait before any worker runs, so the first takes them together.
+    let healthy = send(
+        &mut client,
+        user_update("chat-attempts", "My insurer is Aetna, member id W123."),
+    )
+    .await;
+    let poisoned = send(
+        &mut client,
+        user_update("chat-attempts", "POISON: this job's calls always fail."),
+    )
+    .await;
+    let w = &mut stack.worker_settings;
+    w.retry.max_attempts = 2;
+    w.retry.initial_backoff_ms = 10;
+    w.retry.max_backoff_ms = 20;
+    w.circuit.enabled = false;
+    stack.add_worker().await;
+
+    let healthy = stack.wait_job_done(&healthy, JOB_TIMEOUT).await;
+    let poisoned = stack.wait_job_done(&poisoned, JOB_TIMEOUT).await;
+    assert!(
+        switch
+            .coalesced_calls
+            .load(std::sync::atomic::Ordering::SeqCst)
+            > 0,
+        "the two jobs went to the agent together first"
+    );
+    assert_eq!(healthy.state, JobState::Succeeded as i32, "{healthy:?}");
+    assert_eq!(healthy.resulting_version, Some(1));
+    assert_eq!(poisoned.state, JobState::Failed as i32, "{poisoned:?}");
+    assert!(poisoned.error.contains("after 2 attempts"), "{poisoned:?}");
+    assert_eq!(dead_letters(&stack, 1).await.len(), 1);
+    stack.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn with_the_circuit_disabled_an_agent_outage_fails_the_job_after_its_attempts() {
     // The control for the test above: same outage, breaker off.
