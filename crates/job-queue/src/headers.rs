@@ -11,12 +11,17 @@ use std::collections::HashMap;
 /// so the server refuses the link if another job slipped in between.
 pub const PREV_SEQ: &str = "Chat-Memory-Prev-Seq";
 
-/// The chain link of a received job message (`0` when absent or unreadable).
-pub fn prev_seq(headers: Option<&async_nats::HeaderMap>) -> u64 {
-    headers
-        .and_then(|h| h.get(PREV_SEQ))
-        .and_then(|v| v.as_str().parse().ok())
-        .unwrap_or(0)
+/// The chain link of a received job message (`0` when absent).
+///
+/// # Errors
+/// The header's text when it is present but not a sequence number: such a job
+/// cannot be ordered, and running it as if it had no predecessor could run
+/// it before that one (which would then be superseded).
+pub fn prev_seq(headers: Option<&async_nats::HeaderMap>) -> Result<u64, String> {
+    match headers.and_then(|h| h.get(PREV_SEQ)) {
+        None => Ok(0),
+        Some(v) => v.as_str().parse().map_err(|_| v.as_str().to_owned()),
+    }
 }
 
 /// The trace context fields (`traceparent`, `tracestate`) of a received message.
@@ -30,4 +35,21 @@ pub fn trace_fields(headers: Option<&async_nats::HeaderMap>) -> HashMap<String, 
         }
     }
     fields
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chain_link_is_a_number_none_or_refused() {
+        let mut headers = async_nats::HeaderMap::new();
+        assert_eq!(prev_seq(None), Ok(0));
+        assert_eq!(prev_seq(Some(&headers)), Ok(0));
+        headers.insert(PREV_SEQ, "42");
+        assert_eq!(prev_seq(Some(&headers)), Ok(42));
+        let mut bad = async_nats::HeaderMap::new();
+        bad.insert(PREV_SEQ, "forty-two");
+        assert_eq!(prev_seq(Some(&bad)), Err("forty-two".to_owned()));
+    }
 }

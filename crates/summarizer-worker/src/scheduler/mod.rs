@@ -52,6 +52,9 @@ mod message;
 
 /// How long one pull request waits on the server for jobs.
 const PULL_EXPIRES: Duration = Duration::from_secs(5);
+/// At shutdown, how long the jobs of the current pull still on their way are
+/// waited for, each, to be handed back.
+const SHUTDOWN_HAND_BACK: Duration = Duration::from_millis(50);
 /// Most jobs asked for in one pull: small enough that the server spreads a burst
 /// over every worker's pull requests instead of filling one worker's.
 const FETCH_MAX: usize = 64;
@@ -176,11 +179,21 @@ impl Scheduler {
             loop {
                 let next = tokio::select! {
                     biased;
-                    () = inner.cancel.cancelled() => return,
+                    () = inner.cancel.cancelled() => {
+                        // Jobs of this pull already on their way are handed
+                        // back at once, not left waiting for their ack_wait.
+                        while let Ok(Some(Ok(message))) =
+                            tokio::time::timeout(SHUTDOWN_HAND_BACK, batch.next()).await
+                        {
+                            nak(&message, Duration::ZERO).await;
+                        }
+                        return;
+                    }
                     next = batch.next() => next,
                 };
                 match next {
                     Some(Ok(message)) => {
+                        puller.delivered();
                         let (Some(chat_slot), Some(job_slot)) =
                             (chat_slots.split(1), job_slots.split(1))
                         else {
@@ -242,8 +255,19 @@ impl Scheduler {
         if delivery.delivered > 1 {
             metrics::get().redelivery();
         }
+        let prev_seq = match job_queue::headers::prev_seq(message.headers.as_ref()) {
+            Ok(prev_seq) => prev_seq,
+            Err(link) => {
+                // Cannot be ordered: running it as if first could run it before
+                // its predecessor. Terminated, as an undecodable message is.
+                tracing::error!(job_id = %delivery.job.job_id, stream_seq = delivery.message_seq, link = %link, "job with an unreadable chain link; terminating it (poison)");
+                metrics::get().update("poison");
+                let _ = message.ack_with(async_nats::jetstream::AckKind::Term).await;
+                return;
+            }
+        };
         let held = Held {
-            prev_seq: job_queue::headers::prev_seq(message.headers.as_ref()),
+            prev_seq,
             delivery,
             message,
             _slot: job_slot,
