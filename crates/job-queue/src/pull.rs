@@ -51,16 +51,22 @@ impl Puller {
                 biased;
                 () = cancel.cancelled() => return None,
                 batch = request => match batch {
-                    Ok(batch) => {
-                        self.retries.reset();
-                        return Some(batch);
-                    }
+                    // The backoff starts again only once a message arrives
+                    // ([`Puller::delivered`]): a request the server takes and
+                    // then ends with an error is no recovery.
+                    Ok(batch) => return Some(batch),
                     Err(e) => e,
                 },
             };
             tracing::warn!(consumer = self.name, error = %failed, "pull request failed; retrying");
             self.pause(cancel).await;
         }
+    }
+
+    /// A message arrived: the consumer works, so the next error waits the
+    /// shortest pause again.
+    pub fn delivered(&mut self) {
+        self.retries.reset();
     }
 
     /// Waits out an error inside a batch (the server ended the request) before

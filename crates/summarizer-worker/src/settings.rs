@@ -297,10 +297,12 @@ impl Validate for Settings {
                 "must be at least 1000",
             ));
         }
-        if c.progress_interval_ms == 0 || c.progress_interval_ms * 2 > c.ack_wait_ms {
+        // A job waiting behind its chat's batches can go two intervals and the
+        // batches' acks without a progress ack: a third keeps that under ack_wait.
+        if c.progress_interval_ms == 0 || c.progress_interval_ms.saturating_mul(3) > c.ack_wait_ms {
             return Err(SettingsError::invalid(
                 "consumer.progress_interval_ms",
-                "must be positive and at most half of ack_wait_ms",
+                "must be positive and at most a third of ack_wait_ms",
             ));
         }
         if c.max_held_jobs == 0 {
@@ -388,3 +390,25 @@ impl Validate for Settings {
 }
 
 service_kit::service_settings!(Settings);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_acks_more_than_a_third_of_ack_wait_apart_are_refused_naming_the_field() {
+        let mut settings = Settings::default();
+        assert!(settings.validate().is_ok());
+        settings.consumer.ack_wait_ms = 30_000;
+        settings.consumer.progress_interval_ms = 10_000;
+        assert!(settings.validate().is_ok(), "a third is allowed");
+        settings.consumer.progress_interval_ms = 15_000;
+        let refused = settings.validate().err().map(|e| e.to_string());
+        assert!(
+            refused
+                .as_deref()
+                .is_some_and(|e| e.contains("consumer.progress_interval_ms")),
+            "{refused:?}"
+        );
+    }
+}

@@ -80,7 +80,10 @@ pub async fn run(js: jetstream::Context, queue: QueueSettings, store: StoreClien
             let mut group = Group::default();
             let mut pull_error = None;
             match next {
-                Ok(message) => group.push(message).await,
+                Ok(message) => {
+                    puller.delivered();
+                    group.push(message).await;
+                }
                 Err(e) => pull_error = Some(e),
             }
             let until = tokio::time::Instant::now() + LINGER;
