@@ -102,51 +102,14 @@ async fn a_job_whose_own_calls_keep_failing_while_the_circuit_is_open_fails_at_t
 /// so only the job whose calls keep failing fails, and the other applies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn at_the_bound_a_coalesced_batch_is_split_and_only_the_failing_job_fails() {
-    let switch = Switch::new(Arc::new(OfflineBackend::new()), false);
-    switch.poison("POISON");
-    let mut stack = TestStack::start_with(StackOptions {
-        workers: 0,
-        backend: Some(Arc::new(SwitchedBackend(switch.clone()))),
-        ..StackOptions::default()
+    let error = split_batch("chat-split", |w| {
+        w.retry.max_attempts = 10;
+        w.circuit.min_calls = 2;
+        w.circuit.open_ms = 100;
+        w.circuit.max_failed_calls_per_job = 3;
     })
     .await;
-    let mut client = stack.gateway().await;
-    // Both jobs wait before any worker runs, so the first takes them together.
-    let healthy = send(
-        &mut client,
-        user_update("chat-split", "My insurer is Aetna, member id W123."),
-    )
-    .await;
-    let poisoned = send(
-        &mut client,
-        user_update("chat-split", "POISON: this job's calls always fail."),
-    )
-    .await;
-    let w = &mut stack.worker_settings;
-    w.retry.max_attempts = 10;
-    w.circuit.min_calls = 2;
-    w.circuit.open_ms = 100;
-    w.circuit.max_failed_calls_per_job = 3;
-    stack.add_worker().await;
-
-    let healthy = stack.wait_job_done(&healthy, JOB_TIMEOUT).await;
-    let poisoned = stack.wait_job_done(&poisoned, JOB_TIMEOUT).await;
-    assert!(
-        switch
-            .coalesced_calls
-            .load(std::sync::atomic::Ordering::SeqCst)
-            > 0,
-        "the two jobs went to the agent together first"
-    );
-    assert_eq!(healthy.state, JobState::Succeeded as i32, "{healthy:?}");
-    assert_eq!(healthy.resulting_version, Some(1));
-    assert_eq!(poisoned.state, JobState::Failed as i32, "{poisoned:?}");
-    assert!(
-        poisoned.error.contains("while the circuit was open"),
-        "{poisoned:?}"
-    );
-    assert_eq!(dead_letters(&stack, 1).await.len(), 1);
-    stack.shutdown().await;
+    assert!(error.contains("while the circuit was open"), "{error}");
 }
 
 /// A coalesced batch that spends its attempts on transient failures is tried
@@ -154,6 +117,22 @@ async fn at_the_bound_a_coalesced_batch_is_split_and_only_the_failing_job_fails(
 /// the other applies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_coalesced_batch_out_of_attempts_is_split_and_only_the_failing_job_fails() {
+    let error = split_batch("chat-attempts", |w| {
+        w.retry.max_attempts = 2;
+        w.retry.initial_backoff_ms = 10;
+        w.retry.max_backoff_ms = 20;
+        w.circuit.enabled = false;
+    })
+    .await;
+    assert!(error.contains("after 2 attempts"), "{error}");
+}
+
+/// A healthy job and one whose agent calls always fail (transiently), queued
+/// on `chat` before a worker tuned by `tune` starts, so it takes them as one
+/// batch: checks that they went to the agent together first, that the
+/// healthy one applied and the other failed and was dead-lettered, and
+/// answers the failed job's error.
+async fn split_batch(chat: &str, tune: impl FnOnce(&mut summarizer_worker::Settings)) -> String {
     let switch = Switch::new(Arc::new(OfflineBackend::new()), false);
     switch.poison("POISON");
     let mut stack = TestStack::start_with(StackOptions {
@@ -163,22 +142,17 @@ async fn a_coalesced_batch_out_of_attempts_is_split_and_only_the_failing_job_fai
     })
     .await;
     let mut client = stack.gateway().await;
-    // Both jobs wait before any worker runs, so the first takes them together.
     let healthy = send(
         &mut client,
-        user_update("chat-attempts", "My insurer is Aetna, member id W123."),
+        user_update(chat, "My insurer is Aetna, member id W123."),
     )
     .await;
     let poisoned = send(
         &mut client,
-        user_update("chat-attempts", "POISON: this job's calls always fail."),
+        user_update(chat, "POISON: this job's calls always fail."),
     )
     .await;
-    let w = &mut stack.worker_settings;
-    w.retry.max_attempts = 2;
-    w.retry.initial_backoff_ms = 10;
-    w.retry.max_backoff_ms = 20;
-    w.circuit.enabled = false;
+    tune(&mut stack.worker_settings);
     stack.add_worker().await;
 
     let healthy = stack.wait_job_done(&healthy, JOB_TIMEOUT).await;
@@ -193,9 +167,9 @@ async fn a_coalesced_batch_out_of_attempts_is_split_and_only_the_failing_job_fai
     assert_eq!(healthy.state, JobState::Succeeded as i32, "{healthy:?}");
     assert_eq!(healthy.resulting_version, Some(1));
     assert_eq!(poisoned.state, JobState::Failed as i32, "{poisoned:?}");
-    assert!(poisoned.error.contains("after 2 attempts"), "{poisoned:?}");
     assert_eq!(dead_letters(&stack, 1).await.len(), 1);
     stack.shutdown().await;
+    poisoned.error
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
