@@ -21,8 +21,9 @@
 //! fills it, and the stream then ends with RESOURCE_EXHAUSTED naming the last
 //! version it received, to resume from. Streams per gateway are bounded by
 //! `max_streams`, counted until tonic drops the client's stream (so the
-//! buffers of clients that stopped reading are bounded too). The stream writes one audit row when it opens (`watch`) and
-//! one when it ends (`watch_end`, with the versions sent and why it ended).
+//! buffers of clients that stopped reading are bounded too). The stream
+//! writes one audit row when it opens (`watch`) and one when it ends
+//! (`watch_end`, with the versions sent and why it ended).
 
 use std::pin::Pin;
 use std::sync::Arc;
