@@ -13,10 +13,12 @@ const MAX_TRACKED_ADDRESSES: usize = 100_000;
 /// Limits calls that fail authentication (missing, malformed, expired, forged
 /// token), per client IP address, in this process.
 ///
-/// Token guessing and floods of garbage then cost the attacker time instead of
-/// costing the gateway signature checks and audit rows without end. Only
-/// failures count: callers with valid tokens are never slowed by it, even behind
-/// the same NAT or load balancer as an attacker. It is per replica on purpose:
+/// A client over its budget is answered RESOURCE_EXHAUSTED with a retry-after
+/// instead of UNAUTHENTICATED, so a well-behaved one backs off. The token is
+/// still checked first (each refusal is still audited as `denied`): that is
+/// what keeps callers with valid tokens from ever being slowed by it, even
+/// behind the same NAT or load balancer as an attacker; a flood of forged
+/// tokens from one address still costs a signature check each (DEBT D-42). It is per replica on purpose:
 /// an unauthenticated flood must not turn into writes to the shared NATS store.
 pub struct FailedAuthLimiter {
     limiter: governor::DefaultKeyedRateLimiter<IpAddr>,
