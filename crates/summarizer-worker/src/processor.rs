@@ -189,19 +189,12 @@ impl Processor {
     /// the job it cannot take fails.
     async fn one_by_one(&self, batch: &[Delivery]) -> Vec<Disposition> {
         let mut out = Vec::with_capacity(batch.len());
-        for (i, d) in batch.iter().enumerate() {
+        for d in batch {
             let disposition = Box::pin(self.handle_batch(std::slice::from_ref(d)))
                 .await
                 .pop()
                 .unwrap_or(Disposition::Abandon);
-            let abandon = disposition == Disposition::Abandon;
-            out.push(disposition);
-            if abandon {
-                // A job left for redelivery holds back the chat's later ones.
-                out.extend(std::iter::repeat_n(
-                    Disposition::Abandon,
-                    batch.len() - i - 1,
-                ));
+            if push_in_order(&mut out, disposition, batch.len()) {
                 break;
             }
         }
@@ -490,10 +483,7 @@ impl Processor {
         let mut out = Vec::with_capacity(batch.len());
         for d in batch {
             let disposition = self.fail(d, attempt, reason.to_owned()).await;
-            let abandon = disposition == Disposition::Abandon;
-            out.push(disposition);
-            if abandon {
-                out.resize(batch.len(), Disposition::Abandon);
+            if push_in_order(&mut out, disposition, batch.len()) {
                 break;
             }
         }
@@ -633,6 +623,18 @@ fn classify_store(s: Status) -> StepError {
         | Code::DataLoss
         | Code::Unauthenticated => StepError::Store(s),
     }
+}
+
+/// Adds the next job's disposition to a batch's `out` (of `len` in all). A
+/// job left for redelivery holds back the chat's later ones: they are
+/// abandoned too, and `true` says the batch is done.
+fn push_in_order(out: &mut Vec<Disposition>, disposition: Disposition, len: usize) -> bool {
+    let abandon = disposition == Disposition::Abandon;
+    out.push(disposition);
+    if abandon {
+        out.resize(len, Disposition::Abandon);
+    }
+    abandon
 }
 
 #[cfg(test)]

@@ -144,13 +144,6 @@ impl Wording {
     }
 }
 
-/// True when `a` and `b` say the same thing: equal once normalised, or
-/// sharing most of their content words.
-#[cfg(test)]
-pub(crate) fn near_duplicate(a: &str, b: &str) -> bool {
-    Wording::of(a).near_duplicate(&Wording::of(b))
-}
-
 /// Openings that announce a correction and say nothing themselves.
 const CORRECTION_OPENERS: &[&str] = &["actually", "sorry", "correction", "oh", "wait", "update"];
 
@@ -214,6 +207,10 @@ pub(crate) fn clauses(text: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn near_duplicate(a: &str, b: &str) -> bool {
+        Wording::of(a).near_duplicate(&Wording::of(b))
+    }
 
     #[test]
     fn sentences_split_on_terminators_and_lines_but_not_abbreviations() {

@@ -15,8 +15,12 @@ use super::Held;
 use crate::metrics;
 use crate::processor::{Delivery, Disposition, Outcome};
 
-/// The job in a message, or `None` after terminating a message that is not one.
-pub(super) async fn decode(message: &Message) -> Option<Delivery> {
+/// The job in a message and its chain link (the sequence of the job it must
+/// follow, 0 for none), or `None` after terminating a message that is not
+/// one: undecodable, or with a chain link that is not a sequence number (it
+/// cannot be ordered: running it as if first could run it before its
+/// predecessor).
+pub(super) async fn decode(message: &Message) -> Option<(Delivery, u64)> {
     let (stream_seq, delivered) = match message.info() {
         Ok(i) => (i.stream_sequence, i.delivered),
         Err(e) => {
@@ -25,25 +29,37 @@ pub(super) async fn decode(message: &Message) -> Option<Delivery> {
             return None;
         }
     };
-    match UpdateJob::decode(message.payload.as_ref()) {
-        Ok(job) => {
-            // A replay carries the job's original sequence: order is judged by it.
-            let replay_of = job_queue::dlq::replay_of(message.headers.as_ref());
-            Some(Delivery {
-                job,
-                stream_seq: replay_of.unwrap_or(stream_seq),
-                delivered: u32::try_from(delivered.max(1)).unwrap_or(u32::MAX),
-                replay: replay_of.is_some(),
-                message_seq: stream_seq,
-            })
-        }
+    let job = match UpdateJob::decode(message.payload.as_ref()) {
+        Ok(job) => job,
         Err(e) => {
             tracing::error!(stream_seq, error = %e, "undecodable job; terminating it (poison)");
-            metrics::get().update("poison");
-            let _ = message.ack_with(AckKind::Term).await;
-            None
+            return terminate(message).await;
         }
-    }
+    };
+    let prev_seq = match job_queue::headers::prev_seq(message.headers.as_ref()) {
+        Ok(prev_seq) => prev_seq,
+        Err(link) => {
+            tracing::error!(job_id = %job.job_id, stream_seq, link = %link, "job with an unreadable chain link; terminating it (poison)");
+            return terminate(message).await;
+        }
+    };
+    // A replay carries the job's original sequence: order is judged by it.
+    let replay_of = job_queue::dlq::replay_of(message.headers.as_ref());
+    let delivery = Delivery {
+        job,
+        stream_seq: replay_of.unwrap_or(stream_seq),
+        delivered: u32::try_from(delivered.max(1)).unwrap_or(u32::MAX),
+        replay: replay_of.is_some(),
+        message_seq: stream_seq,
+    };
+    Some((delivery, prev_seq))
+}
+
+/// Terminates a poison message (counted; never redelivered).
+async fn terminate<T>(message: &Message) -> Option<T> {
+    metrics::get().update("poison");
+    let _ = message.ack_with(AckKind::Term).await;
+    None
 }
 
 /// One span per batch, a child of the first job's publish (trace context in the

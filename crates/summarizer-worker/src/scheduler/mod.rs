@@ -249,23 +249,12 @@ impl Scheduler {
         chat_slot: OwnedSemaphorePermit,
         job_slot: OwnedSemaphorePermit,
     ) {
-        let Some(delivery) = decode(&message).await else {
+        let Some((delivery, prev_seq)) = decode(&message).await else {
             return;
         };
         if delivery.delivered > 1 {
             metrics::get().redelivery();
         }
-        let prev_seq = match job_queue::headers::prev_seq(message.headers.as_ref()) {
-            Ok(prev_seq) => prev_seq,
-            Err(link) => {
-                // Cannot be ordered: running it as if first could run it before
-                // its predecessor. Terminated, as an undecodable message is.
-                tracing::error!(job_id = %delivery.job.job_id, stream_seq = delivery.message_seq, link = %link, "job with an unreadable chain link; terminating it (poison)");
-                metrics::get().update("poison");
-                let _ = message.ack_with(async_nats::jetstream::AckKind::Term).await;
-                return;
-            }
-        };
         let held = Held {
             prev_seq,
             delivery,
