@@ -2,7 +2,9 @@
 //! shared budget in one compare-and-set, and serves calls from that local lease
 //! without touching the shared store until it runs low.
 //!
-//! Per key, a replica keeps a [`Slot`]:
+//! Per key and budget size, a replica keeps a [`Slot`] (one user's tokens of
+//! different shapes draw on one key with their own sizes, see [`gcra`]'s
+//! horizon; a slot's tokens are of one size):
 //! - `tokens`: leased and not used yet. A call takes one under a mutex, with no
 //!   I/O (the hot path);
 //! - when `tokens` falls below half a lease, one background task
@@ -25,7 +27,9 @@
 //! by the replicas at the start of any window can be served beyond the window's
 //! GCRA allowance (at most `replicas × lease` extra), and tokens held at its end
 //! were taken but not served (at most `replicas × lease` short). With leases of
-//! 2% of the budget and two replicas, both stay within 4%.
+//! 2% of the budget and two replicas, both stay within 4%. A user calling with
+//! tokens of several budget sizes at once holds a lease per size on each
+//! replica, so the bound grows with the sizes in use (two: 4% of each).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -239,11 +243,14 @@ struct Inner<S> {
     /// Tokens per lease, in thousandths of the per-minute budget.
     lease_per_mille: u32,
     /// Locked only for counter updates, never across an await.
-    slots: Mutex<HashMap<String, Slot>>,
+    slots: Mutex<HashMap<SlotKey, Slot>>,
 }
 
+/// A slot's key: the shared key and the size its tokens were leased at.
+type SlotKey = (String, u32);
+
 impl<S> Inner<S> {
-    fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
+    fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<SlotKey, Slot>> {
         // A panic under this lock leaves plain counters behind: still usable.
         self.slots.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -271,23 +278,24 @@ impl<S: SharedBudget> LeasedLimiter<S> {
     /// The retry delay when the key's budget is spent.
     pub async fn check(&self, key: &str, per_minute: u32) -> Result<(), Duration> {
         let deadline = tokio::time::Instant::now() + LEASE_TIMEOUT + LEASE_TIMEOUT;
+        let slot_key: SlotKey = (key.to_owned(), per_minute);
         loop {
             let mut refilled = {
                 let now = (self.inner.clock)();
                 let mut slots = self.inner.slots();
-                if slots.len() >= MAX_SLOTS && !slots.contains_key(key) {
+                if slots.len() >= MAX_SLOTS && !slots.contains_key(&slot_key) {
                     slots
                         .retain(|_, s| s.refilling || now.saturating_sub(s.last_used) < IDLE_NANOS);
                 }
                 let slot = slots
-                    .entry(key.to_owned())
+                    .entry(slot_key.clone())
                     .or_insert_with(|| Slot::new(per_minute, self.inner.lease_per_mille));
                 let (admit, refill) = slot.admit(now);
                 if let Some(want) = refill {
                     let (gcra, known) = (slot.gcra, slot.known);
                     tokio::spawn(refill_task(
                         Arc::clone(&self.inner),
-                        key.to_owned(),
+                        slot_key.clone(),
                         gcra,
                         want,
                         known,
@@ -311,25 +319,25 @@ impl<S: SharedBudget> LeasedLimiter<S> {
     }
 }
 
-/// Takes `want` more tokens of `key` and hands them to the slot; on failure
-/// opens the key for [`FAIL_OPEN_FOR`]. Runs as its own task, so a caller that
-/// goes away cannot leave a refill half done.
+/// Takes `want` more tokens of the slot's key and hands them to the slot; on
+/// failure opens the slot for [`FAIL_OPEN_FOR`]. Runs as its own task, so a
+/// caller that goes away cannot leave a refill half done.
 async fn refill_task<S: SharedBudget>(
     inner: Arc<Inner<S>>,
-    key: String,
+    slot_key: SlotKey,
     gcra: Gcra,
     want: u32,
     known: Option<Versioned>,
 ) {
     let taken = tokio::time::timeout(
         LEASE_TIMEOUT,
-        take_lease(&inner.store, &key, gcra, want, known, &inner.clock),
+        take_lease(&inner.store, &slot_key.0, gcra, want, known, &inner.clock),
     )
     .await;
     let now = (inner.clock)();
     let mut slots = inner.slots();
     // A refilling slot is never forgotten, so this always finds it.
-    let Some(slot) = slots.get_mut(&key) else {
+    let Some(slot) = slots.get_mut(&slot_key) else {
         return;
     };
     match taken {

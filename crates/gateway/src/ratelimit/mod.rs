@@ -83,8 +83,12 @@ impl Default for RateLimitSettings {
 /// The budget a call draws on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Budget {
-    /// The KV key of its shared state; it names the size too, so a changed
-    /// setting starts from a fresh state instead of another budget's.
+    /// The KV key of its shared state: the user's (or the tenant's), whatever
+    /// the size. Budgets of different sizes share it: the state is a time
+    /// (see [`gcra`]) that each call moves on by `60 s / per_minute` of its
+    /// own budget, within one minute of now for every size, so a user's
+    /// tokens of different scopes (`by_scope`) draw on one minute, and a
+    /// changed setting goes on from the state the old one left.
     pub key: String,
     pub per_minute: u32,
 }
@@ -166,16 +170,14 @@ impl RateLimitSettings {
     pub fn budget_for(&self, principal: &Principal) -> Budget {
         let tenant = hex(&principal.tenant);
         if principal.acts_for_tenant() {
-            let per_minute = self.per_tenant_per_minute;
             return Budget {
-                key: format!("t{per_minute}.{tenant}"),
-                per_minute,
+                key: format!("t.{tenant}"),
+                per_minute: self.per_tenant_per_minute,
             };
         }
-        let per_minute = self.limit_for(principal);
         Budget {
-            key: format!("u{per_minute}.{tenant}.{}", hex(&principal.user)),
-            per_minute,
+            key: format!("u.{tenant}.{}", hex(&principal.user)),
+            per_minute: self.limit_for(principal),
         }
     }
 }
@@ -269,6 +271,21 @@ mod tests {
         assert_eq!(alice.per_minute, 100);
         assert_ne!(alice.key, bob.key);
         assert_ne!(alice.key, other_tenant.key);
+    }
+
+    #[test]
+    fn a_users_tokens_of_different_scopes_draw_on_one_key_with_their_own_sizes() {
+        let settings = RateLimitSettings {
+            by_scope: BTreeMap::from([("memory:read".to_owned(), 600)]),
+            ..RateLimitSettings::default()
+        };
+        let reader = settings.budget_for(&principal("t", "alice", &[Scope::Read]));
+        let writer = settings.budget_for(&principal("t", "alice", &[Scope::Write]));
+        assert_eq!(reader.key, writer.key);
+        assert_eq!((reader.per_minute, writer.per_minute), (600, 100));
+        let changed =
+            RateLimitSettings::default().budget_for(&principal("t", "alice", &[Scope::Read]));
+        assert_eq!(changed.key, reader.key, "a changed size keeps the key");
     }
 
     #[test]

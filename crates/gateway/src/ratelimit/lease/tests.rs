@@ -251,5 +251,42 @@ async fn a_failing_store_lets_calls_through_without_asking_it_on_every_call() {
 }
 
 fn is_failing(replica: &LeasedLimiter<Arc<MemoryBudget>>, key: &str) -> bool {
-    replica.inner.slots().get(key).is_some_and(|s| s.failing)
+    replica
+        .inner
+        .slots()
+        .iter()
+        .any(|((k, _), s)| k == key && s.failing)
+}
+
+/// One user's tokens of two shapes (budgets of 60 and 30 calls a minute) share
+/// one key: a call of the smaller costs two of the larger's, and the minute
+/// spent by one is spent for the other, on any replica.
+#[tokio::test(flavor = "current_thread")]
+async fn budgets_of_two_sizes_on_one_key_draw_on_one_minute() {
+    let store = Arc::new(MemoryBudget::default());
+    let (clock, now) = frozen_clock();
+    let (first, second) = (limiter(&store, &clock), limiter(&store, &clock));
+    for _ in 0..60 {
+        assert_eq!(first.check("user", 60).await, Ok(()));
+    }
+    assert_eq!(
+        second.check("user", 30).await,
+        Err(Duration::from_secs(2)),
+        "the larger budget spent the minute"
+    );
+    assert_eq!(first.check("user", 60).await, Err(Duration::from_secs(1)));
+
+    // Half a minute later, on the replica that served the larger: 15 calls of
+    // the smaller (its tokens are not the larger's), then the minute is spent.
+    now.fetch_add(30 * SECOND, Ordering::SeqCst);
+    let mut allowed = 0;
+    while first.check("user", 30).await.is_ok() {
+        allowed += 1;
+        assert!(
+            allowed <= 15,
+            "more than half a minute of the smaller budget"
+        );
+    }
+    assert_eq!(allowed, 15);
+    assert!(second.check("user", 60).await.is_err());
 }
