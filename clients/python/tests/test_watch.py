@@ -87,11 +87,14 @@ def test_a_watch_receives_each_new_version(client: MemoryClient, events, chat_id
     assert event.version == 1
     assert event.last_applied_job_id == first.job_id
     assert event.memory is not None and "Blue Shield" in event.memory.user_confirmed
+    # Nothing else was sent: nothing pending when the version was made.
+    assert event.memory.pending_jobs == 0
 
     second = client.update(chat_id, [("user", "My copay is $20.")])
     event = watch.next()
     assert event.version == 2
     assert event.last_applied_job_id == second.job_id
+    assert event.memory is not None and event.memory.pending_jobs == 0
     assert watch.watch.last_version == 2
 
 
@@ -103,6 +106,7 @@ def test_a_watch_from_zero_starts_with_the_current_memory(client: MemoryClient, 
 
     assert event.version == 1
     assert event.last_applied_job_id == job.job_id
+    assert event.memory is not None and event.memory.pending_jobs == 0
 
 
 def test_a_watch_resumed_from_a_version_sends_only_later_ones(

@@ -119,8 +119,8 @@ class Memory:
     updated_at: Optional[datetime]
     #: The job whose messages were folded in last.
     last_applied_job_id: str
-    #: Accepted updates of the chat not applied yet (None in watch events, which
-    #: do not carry it).
+    #: Accepted updates of the chat not applied yet; in a watch event, when the
+    #: version was made (None when not known: a commit of an older worker).
     pending_jobs: Optional[int]
     #: Set when the read asked for ``min_version`` or ``after_job_id``.
     condition: Optional[ReadCondition] = None
@@ -265,7 +265,9 @@ def status_from_pb(resp: pb.GetUpdateStatusResponse) -> JobStatus:
 def watch_event_from_pb(resp: pb.WatchMemoryResponse) -> WatchEvent:
     memory = None
     if not resp.deleted and resp.HasField("memory"):
-        memory = memory_from_pb(resp.chat_id, resp.memory, resp.last_applied_job_id, None, None)
+        # The pending count when the version was made (None: not known).
+        pending = resp.freshness.pending_jobs if resp.HasField("freshness") else None
+        memory = memory_from_pb(resp.chat_id, resp.memory, resp.last_applied_job_id, pending, None)
     return WatchEvent(
         chat_id=resp.chat_id,
         memory=memory,

@@ -40,7 +40,7 @@ use tonic::Status;
 
 use chat_memory_proto::namespace::TenantChatId;
 use chat_memory_proto::store::{self as store_pb, Access};
-use chat_memory_proto::v1::{WatchMemoryRequest, WatchMemoryResponse};
+use chat_memory_proto::v1::{Freshness, WatchMemoryRequest, WatchMemoryResponse};
 
 use crate::audit::{Action, AuditSink, Facts, Row};
 use crate::changes::{ChatEvents, Event, MemoryChanged};
@@ -377,6 +377,11 @@ impl StreamTask {
                 memory: Some(memory.clone()),
                 last_applied_job_id: change.last_applied_job_id.clone(),
                 deleted: false,
+                // The commit's own count (unset from an older worker).
+                freshness: change.pending_jobs.map(|pending_jobs| Freshness {
+                    last_applied_job_id: change.last_applied_job_id.clone(),
+                    pending_jobs,
+                }),
             };
             return self.send(event);
         }
@@ -420,6 +425,7 @@ impl StreamTask {
             memory: None,
             last_applied_job_id: String::new(),
             deleted: true,
+            freshness: None,
         };
         match self.send(event) {
             Ok(()) => End::Deleted,
@@ -478,9 +484,11 @@ fn response(public_chat: &str, current: store_pb::GetMemoryResponse) -> WatchMem
         memory: current.memory,
         last_applied_job_id: current
             .freshness
-            .map(|f| f.last_applied_job_id)
+            .as_ref()
+            .map(|f| f.last_applied_job_id.clone())
             .unwrap_or_default(),
         deleted: false,
+        freshness: current.freshness,
     }
 }
 

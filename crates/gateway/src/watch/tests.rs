@@ -220,3 +220,62 @@ async fn the_client_stream_holds_its_slot_until_dropped_even_after_its_task_ende
     drop(stream);
     assert_eq!(open.load(Ordering::Relaxed), 0);
 }
+
+/// A version pushed from its commit carries the commit's pending count; one
+/// from an older worker (no count) carries none; the deletion none.
+#[tokio::test]
+async fn an_event_carries_the_pending_count_its_commit_announced_and_none_when_unknown() {
+    let feed = ChangeFeed::new(16, None, None);
+    let (mut task, mut rx) = task(&feed, 8);
+    let opened = opened(&feed);
+    feed.dispatch(MemoryChanged {
+        pending_jobs: Some(2),
+        ..version(1)
+    });
+    feed.dispatch(version(2));
+    feed.dispatch(MemoryChanged {
+        chat_id: "t/c".into(),
+        deleted: true,
+        ..Default::default()
+    });
+    assert_eq!(task.run(opened).await, (3, End::Deleted));
+    let first = rx.recv().await.expect("event").expect("ok");
+    assert_eq!(
+        first.freshness,
+        Some(Freshness {
+            last_applied_job_id: "job-1".into(),
+            pending_jobs: 2,
+        })
+    );
+    let second = rx.recv().await.expect("event").expect("ok");
+    assert_eq!(
+        second.freshness, None,
+        "an older worker's commit: not known"
+    );
+    let deletion = rx.recv().await.expect("deletion").expect("ok");
+    assert!(deletion.deleted && deletion.freshness.is_none());
+}
+
+/// A version read from the store carries what the read said.
+#[test]
+fn a_version_read_from_the_store_carries_the_reads_freshness() {
+    let freshness = Freshness {
+        last_applied_job_id: "job-7".into(),
+        pending_jobs: 3,
+    };
+    let event = response(
+        "c",
+        store_pb::GetMemoryResponse {
+            chat_id: "t/c".into(),
+            memory: Some(Memory {
+                version: 7,
+                ..Default::default()
+            }),
+            freshness: Some(freshness.clone()),
+            ..Default::default()
+        },
+    );
+    assert_eq!(event.chat_id, "c");
+    assert_eq!(event.last_applied_job_id, "job-7");
+    assert_eq!(event.freshness, Some(freshness));
+}
