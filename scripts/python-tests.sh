@@ -7,7 +7,8 @@
 #   - memory-store, the summarizer agent (offline backend), a worker, two gateways
 #     (plaintext, and TLS with a throwaway CA) and the MCP front (chat-memory-mcp) on
 #     ports outside the ephemeral range,
-#   - a Python virtualenv in .local/python-tests/venv-<version> with `pip install ./clients/python pytest`
+#   - a Python virtualenv in .local/python-tests/venv-<version> with `pip install ./clients/python pytest`,
+#     mypy with the grpc and protobuf stubs (the client's type hints are checked first)
 #     and, on Python >= 3.10, the `mcp` SDK (tests/test_mcp.py is skipped without it).
 # Everything started is stopped, and everything created removed, even on failure.
 #
@@ -95,6 +96,12 @@ if "$VENV/bin/python" -c 'import sys; sys.exit(sys.version_info < (3, 10))'; the
 else
   log "Python < 3.10: no mcp SDK, tests/test_mcp.py will be skipped"
 fi
+
+# The client's type hints, checked before anything starts (mypy's defaults;
+# grpc and protobuf through their typeshed stubs).
+log "pip install mypy types-grpcio types-protobuf; mypy clients/python/src/chat_memory"
+"$VENV/bin/pip" install -q --disable-pip-version-check 'mypy>=2,<3' types-grpcio types-protobuf
+(cd clients/python && "$VENV/bin/mypy" --no-error-summary src/chat_memory)
 
 log "database $DB_NAME, stream $STREAM"
 "$BIN/chat-memory-migrate" --database-url "$DATABASE_URL" up >/dev/null
