@@ -71,6 +71,10 @@ pub struct RunArgs {
     /// gRPC connections the load is spread over.
     #[arg(long, default_value_t = 8)]
     pub connections: usize,
+    /// Gateway replicas; the connections go to each in turn. Each receives
+    /// every chat's change events, so the extra ones show their fan-out cost.
+    #[arg(long, default_value_t = 1)]
+    pub gateways: usize,
     /// Give up sending and waiting this long after the start.
     #[arg(long, default_value_t = 900)]
     pub deadline_secs: u64,
@@ -256,8 +260,12 @@ async fn run(plan: Plan, workers: usize, args: &RunArgs) -> Result<Figures, Benc
     for _ in 1..workers {
         stack.spawn_replica("summarizer-worker").await;
     }
-    let clients = (0..args.connections.max(1))
-        .map(|_| crate::faults::load::client(stack.gateway_addr()))
+    let mut gateways = vec![stack.gateway_addr()];
+    for _ in 1..args.gateways {
+        gateways.push(stack.spawn_replica("gateway").await.grpc);
+    }
+    let clients = (0..args.connections.max(gateways.len()))
+        .map(|i| crate::faults::load::client(gateways[i % gateways.len()]))
         .collect::<Result<Vec<_>, _>>()
         .map_err(BenchError::Client)?;
     if args.history {
@@ -315,11 +323,12 @@ fn print(name: &str, plan: Plan, workers: usize, args: &RunArgs, f: &Figures) {
     };
     println!();
     println!(
-        "== {name}: {} updates over {} chats{}, {workers} worker(s), {model} ==",
+        "== {name}: {} updates over {} chats{}, {workers} worker(s), {} gateway(s), {model} ==",
         plan.updates,
         plan.chats,
         plan.rate
-            .map_or_else(|| ", at once".to_owned(), |r| format!(", {r}/s"))
+            .map_or_else(|| ", at once".to_owned(), |r| format!(", {r}/s")),
+        args.gateways.max(1)
     );
     let s = &f.sent;
     println!(

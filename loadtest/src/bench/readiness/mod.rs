@@ -195,6 +195,7 @@ pub async fn readiness(args: &ReadinessArgs) -> Result<(), ReadinessError> {
         model_max_concurrency: 0,
         model_concurrency: Some(args.model_concurrency.unwrap_or(scale.model_concurrency)),
         connections: 8,
+        gateways: 1,
         deadline_secs: args.deadline_secs,
         history: false,
         worker_threads: Some(args.worker_threads),
