@@ -7,6 +7,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args as _, FromArgMatches as _};
 use serde::Serialize;
@@ -24,8 +25,8 @@ pub trait ServiceSettings: Default + Serialize + DeserializeOwned + Validate {
     fn runtime(&self) -> &RuntimeSettings;
 }
 
-/// `[runtime]`: the process's tokio runtime.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+/// `[runtime]`: the process's tokio runtime and its end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RuntimeSettings {
     /// Threads running the service's tasks; 0 (the default) is one per CPU
@@ -33,16 +34,40 @@ pub struct RuntimeSettings {
     /// service on one 2-core machine), 1 costs less CPU per request: fewer
     /// cross-thread wake-ups (docs/benchmarks.md, "Capacity planning").
     pub worker_threads: usize,
+    /// After SIGTERM or SIGINT, how long the service may drain (finish the
+    /// calls and streams under way) before it stops with them cut off. Keep
+    /// it below the orchestrator's own grace (Kubernetes: 30 s by default).
+    pub shutdown_grace_ms: u64,
+}
+
+/// The default drain deadline: below Kubernetes' 30 s grace, above the
+/// longest wait a call may ask for (a read's 10 s `wait_ms`).
+pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 25_000;
+
+impl Default for RuntimeSettings {
+    fn default() -> Self {
+        Self {
+            worker_threads: 0,
+            shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE_MS,
+        }
+    }
 }
 
 impl RuntimeSettings {
     /// # Errors
-    /// [`SettingsError::Invalid`] naming `runtime.worker_threads`.
+    /// [`SettingsError::Invalid`] naming `runtime.worker_threads` or
+    /// `runtime.shutdown_grace_ms`.
     pub fn validate(&self) -> Result<(), SettingsError> {
         if self.worker_threads > 1024 {
             return Err(SettingsError::invalid(
                 "runtime.worker_threads",
                 "must be at most 1024 (0: one per CPU)",
+            ));
+        }
+        if !(1..=3_600_000).contains(&self.shutdown_grace_ms) {
+            return Err(SettingsError::invalid(
+                "runtime.shutdown_grace_ms",
+                "must be 1..=3600000",
             ));
         }
         Ok(())
@@ -137,14 +162,64 @@ where
             return failed(name, &line);
         }
     };
-    match run(settings, listener, Box::pin(crate::shutdown::signal())).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+    let grace = Duration::from_millis(settings.runtime().shutdown_grace_ms);
+    let ran = drain_within(crate::shutdown::signal(), grace, |shutdown| {
+        run(settings, listener, shutdown)
+    })
+    .await;
+    match ran {
+        Some(Ok(())) => ExitCode::SUCCESS,
+        Some(Err(e)) => {
             let line = cause_chain(&e);
             tracing::error!(error = %line, "stopped with an error");
             failed(name, &line)
         }
+        None => {
+            tracing::warn!(
+                grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
+                "drain deadline passed: stopping with calls still under way"
+            );
+            ExitCode::SUCCESS
+        }
     }
+}
+
+/// Runs `run` with a shutdown future that resolves once `signal` has; from
+/// then on, `run` has `grace` to finish before it is dropped (its calls and
+/// streams cut off). `None` when the deadline ended it.
+async fn drain_within<T, F>(
+    signal: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+    run: impl FnOnce(Shutdown) -> F,
+) -> Option<T>
+where
+    F: Future<Output = T>,
+{
+    let (signalled, seen) = tokio::sync::watch::channel(false);
+    let listener = tokio::spawn(async move {
+        signal.await;
+        let _ = signalled.send(true);
+    });
+    let mut for_run = seen.clone();
+    let shutdown: Shutdown = Box::pin(async move {
+        // An error means the listener is gone without a signal: never resolve.
+        if for_run.wait_for(|s| *s).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    });
+    let mut for_deadline = seen;
+    let deadline = async move {
+        if for_deadline.wait_for(|s| *s).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(grace).await;
+    };
+    let ran = tokio::select! {
+        out = run(shutdown) => Some(out),
+        () = deadline => None,
+    };
+    listener.abort();
+    ran
 }
 
 /// The one line a start-up or run failure prints, and its exit code.
@@ -187,13 +262,19 @@ mod tests {
 
     #[test]
     fn the_runtime_has_the_threads_the_setting_asks_for() {
-        let one = RuntimeSettings { worker_threads: 1 }
-            .build()
-            .expect("runtime");
+        let one = RuntimeSettings {
+            worker_threads: 1,
+            ..RuntimeSettings::default()
+        }
+        .build()
+        .expect("runtime");
         assert_eq!(one.metrics().num_workers(), 1);
-        let three = RuntimeSettings { worker_threads: 3 }
-            .build()
-            .expect("runtime");
+        let three = RuntimeSettings {
+            worker_threads: 3,
+            ..RuntimeSettings::default()
+        }
+        .build()
+        .expect("runtime");
         assert_eq!(three.metrics().num_workers(), 3);
         let per_cpu = RuntimeSettings::default().build().expect("runtime");
         // tokio's own default: TOKIO_WORKER_THREADS when set, else one per CPU.
@@ -204,10 +285,66 @@ mod tests {
         assert_eq!(per_cpu.metrics().num_workers(), cpus);
         let e = RuntimeSettings {
             worker_threads: 5000,
+            ..RuntimeSettings::default()
         }
         .validate()
         .expect_err("too many");
         assert!(e.to_string().contains("runtime.worker_threads"), "{e}");
+        let e = RuntimeSettings {
+            shutdown_grace_ms: 0,
+            ..RuntimeSettings::default()
+        }
+        .validate()
+        .expect_err("no drain");
+        assert!(e.to_string().contains("runtime.shutdown_grace_ms"), "{e}");
+    }
+
+    /// A signal the test fires.
+    fn fired() -> (
+        tokio::sync::oneshot::Sender<()>,
+        impl Future<Output = ()> + Send,
+    ) {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        (tx, async move {
+            let _ = rx.await;
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_service_that_drains_in_time_ends_with_its_own_result() {
+        let (fire, signal) = fired();
+        let started = tokio::time::Instant::now();
+        let ran = drain_within(signal, Duration::from_secs(25), |shutdown| async move {
+            shutdown.await;
+            tokio::time::sleep(Duration::from_secs(3)).await; // draining
+            "drained"
+        });
+        fire.send(()).expect("fire");
+        assert_eq!(ran.await, Some("drained"));
+        assert_eq!(started.elapsed(), Duration::from_secs(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_service_still_busy_at_the_deadline_is_stopped_there() {
+        let (fire, signal) = fired();
+        let started = tokio::time::Instant::now();
+        let ran = drain_within(signal, Duration::from_secs(25), |shutdown| async move {
+            shutdown.await;
+            std::future::pending::<()>().await; // a call that never ends
+        });
+        fire.send(()).expect("fire");
+        assert_eq!(ran.await, None);
+        assert_eq!(started.elapsed(), Duration::from_secs(25));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_signal_there_is_no_deadline() {
+        let (_keep, signal) = fired();
+        let ran = drain_within(signal, Duration::from_millis(1), |_shutdown| async {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            "ran its course"
+        });
+        assert_eq!(ran.await, Some("ran its course"));
     }
 
     #[test]

@@ -272,6 +272,17 @@ impl Default for MemoryBudget {
 impl Validate for Settings {
     fn validate(&self) -> Result<(), SettingsError> {
         self.runtime.validate()?;
+        // The process's drain deadline must leave the worker's own time to
+        // finish or hand back its jobs.
+        if self.runtime.shutdown_grace_ms <= self.consumer.shutdown_grace_ms {
+            return Err(SettingsError::invalid(
+                "runtime.shutdown_grace_ms",
+                format!(
+                    "must exceed consumer.shutdown_grace_ms ({})",
+                    self.consumer.shutdown_grace_ms
+                ),
+            ));
+        }
         self.listen_addr
             .parse::<SocketAddr>()
             .map_err(|e| SettingsError::invalid("listen_addr", e.to_string()))?;
@@ -408,6 +419,22 @@ mod tests {
             refused
                 .as_deref()
                 .is_some_and(|e| e.contains("consumer.progress_interval_ms")),
+            "{refused:?}"
+        );
+    }
+
+    #[test]
+    fn a_drain_deadline_no_longer_than_the_jobs_grace_is_refused_naming_the_field() {
+        let mut settings = Settings::default();
+        settings.consumer.shutdown_grace_ms = 10_000;
+        settings.runtime.shutdown_grace_ms = 10_001;
+        assert!(settings.validate().is_ok());
+        settings.runtime.shutdown_grace_ms = 10_000;
+        let refused = settings.validate().err().map(|e| e.to_string());
+        assert!(
+            refused
+                .as_deref()
+                .is_some_and(|e| e.contains("runtime.shutdown_grace_ms")),
             "{refused:?}"
         );
     }

@@ -374,3 +374,45 @@ async fn a_service_whose_port_was_taken_meanwhile_starts_again_on_fresh_ports() 
     assert_eq!(read_code(&mut client).await, tonic::Code::NotFound);
     stack.shutdown().await;
 }
+
+/// A gateway told to stop while a read waits for a version that is not
+/// coming stops at its drain deadline (`runtime.shutdown_grace_ms`), not
+/// when the read's own 10 s wait would end, and still exits cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_service_still_serving_at_its_drain_deadline_stops_there() {
+    let mut stack = ProcessStack::start(ProcessOptions::default()).await;
+    stack.terminate("gateway").await;
+    stack.set_env("gateway", "CHAT_MEMORY__RUNTIME__SHUTDOWN_GRACE_MS", "500");
+    stack.spawn("gateway").await;
+    let mut client = gateway_client(&stack).await;
+    let job = send(&mut client, user_update("drain", "My plan is Aetna.")).await;
+    client
+        .get_memory(after_job("drain", &job, 10_000))
+        .await
+        .expect("applied");
+
+    // A read that waits up to 10 s for a version that never comes.
+    let mut waiting = gateway_client(&stack).await;
+    let mut read = tokio::spawn(async move {
+        waiting
+            .get_memory(test_support::requests::min_version("drain", 100, 10_000))
+            .await
+    });
+    let early = tokio::time::timeout(Duration::from_millis(500), &mut read).await;
+    assert!(early.is_err(), "the read did not wait: {early:?}");
+    let started = std::time::Instant::now();
+    stack.terminate("gateway").await;
+    let took = started.elapsed();
+    // At least the deadline (the waiting read held the drain: a gateway with
+    // nothing under way stops at once), and far less than the read's wait.
+    assert!(
+        took >= Duration::from_millis(450) && took < Duration::from_secs(5),
+        "the gateway took {took:?} to stop with a 0.5 s drain deadline"
+    );
+    let answer = read.await.expect("read task");
+    assert!(
+        answer.is_err(),
+        "the cut-off read got an answer: {answer:?}"
+    );
+    stack.shutdown().await;
+}
