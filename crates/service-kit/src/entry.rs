@@ -140,8 +140,15 @@ where
         Ok(rt) => rt,
         Err(e) => return failed(name, &format!("cannot start the runtime: {e}")),
     };
-    runtime.block_on(serve(name, settings, run))
+    let code = runtime.block_on(serve(name, settings, run));
+    // Blocking tasks still running (a model call on the blocking pool, say)
+    // must not hold the exit past the drain deadline.
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+    code
 }
+
+/// How long the runtime's leftover tasks may take once `run` has returned.
+const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(1);
 
 async fn serve<S, R, Fut, E>(name: &'static str, settings: S, run: R) -> ExitCode
 where

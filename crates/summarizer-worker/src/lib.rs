@@ -184,7 +184,7 @@ pub async fn run(
     while loops.join_next().await.is_some() {}
     // The last acks and NAKs are in the client's buffer: put them on the
     // connection before it is dropped, or their jobs wait for ack_wait.
-    match tokio::time::timeout(std::time::Duration::from_secs(5), js.client().flush()).await {
+    match tokio::time::timeout(settings::FINAL_FLUSH, js.client().flush()).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "last acks not flushed; their jobs are redelivered after ack_wait")

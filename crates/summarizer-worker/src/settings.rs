@@ -269,17 +269,29 @@ impl Default for MemoryBudget {
     }
 }
 
+/// How long the worker's last acks may take to reach NATS at shutdown,
+/// after its jobs are finished or handed back.
+pub const FINAL_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// What the process's drain deadline must leave beyond `consumer.shutdown_grace_ms`:
+/// the final flush, and a second for handing jobs back and joining the loops.
+const SHUTDOWN_MARGIN_MS: u64 = 6_000;
+
 impl Validate for Settings {
     fn validate(&self) -> Result<(), SettingsError> {
         self.runtime.validate()?;
         // The process's drain deadline must leave the worker's own time to
-        // finish or hand back its jobs.
-        if self.runtime.shutdown_grace_ms <= self.consumer.shutdown_grace_ms {
+        // finish or hand back its jobs, and then to flush those acks.
+        let needed = self
+            .consumer
+            .shutdown_grace_ms
+            .saturating_add(SHUTDOWN_MARGIN_MS);
+        if self.runtime.shutdown_grace_ms < needed {
             return Err(SettingsError::invalid(
                 "runtime.shutdown_grace_ms",
                 format!(
-                    "must exceed consumer.shutdown_grace_ms ({})",
-                    self.consumer.shutdown_grace_ms
+                    "must be at least consumer.shutdown_grace_ms + {SHUTDOWN_MARGIN_MS} ({needed}): \
+                     the jobs' grace, then the last acks' flush"
                 ),
             ));
         }
@@ -424,12 +436,13 @@ mod tests {
     }
 
     #[test]
-    fn a_drain_deadline_no_longer_than_the_jobs_grace_is_refused_naming_the_field() {
+    fn a_drain_deadline_without_room_for_the_jobs_grace_and_the_flush_is_refused_naming_the_field()
+    {
         let mut settings = Settings::default();
         settings.consumer.shutdown_grace_ms = 10_000;
-        settings.runtime.shutdown_grace_ms = 10_001;
+        settings.runtime.shutdown_grace_ms = 16_000;
         assert!(settings.validate().is_ok());
-        settings.runtime.shutdown_grace_ms = 10_000;
+        settings.runtime.shutdown_grace_ms = 15_999;
         let refused = settings.validate().err().map(|e| e.to_string());
         assert!(
             refused

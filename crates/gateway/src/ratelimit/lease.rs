@@ -10,7 +10,7 @@
 //! - when `tokens` falls below half a lease, one background task
 //!   ([`refill_task`]) takes `lease - tokens` more, so a steady caller never
 //!   waits for the store. It only tops up to one lease, so a replica never
-//!   holds more than one lease of a key;
+//!   holds more than one lease of a key and size;
 //! - a denial from the shared state is remembered until the next token is due:
 //!   refused calls answer locally with that retry delay;
 //! - a store failure (or a lease slower than [`LEASE_TIMEOUT`]) lets the key's
@@ -18,7 +18,7 @@
 //!   waiting, while the store is probed in the background at most once every
 //!   [`FAIL_OPEN_FOR`] (fail open).
 //!
-//! A call waits for the store only when its replica holds nothing for the key:
+//! A call waits for the store only when its replica holds nothing for the key and size:
 //! the first call of a key, or a burst that outruns the background refill; and
 //! then at most twice [`LEASE_TIMEOUT`] before it is let through.
 //!
@@ -154,7 +154,7 @@ struct Slot {
     /// The last lease failed: while it does, calls pass without waiting for
     /// the next attempt (at most one every [`FAIL_OPEN_FOR`]).
     failing: bool,
-    /// A [`refill_task`] is running; at most one per key.
+    /// A [`refill_task`] is running; at most one per key and size.
     refilling: bool,
     /// Our last view of the stored value (see [`take_lease`]).
     known: Option<Versioned>,
