@@ -207,18 +207,9 @@ where
         signal.await;
         let _ = signalled.send(true);
     });
-    let mut for_run = seen.clone();
-    let shutdown: Shutdown = Box::pin(async move {
-        // An error means the listener is gone without a signal: never resolve.
-        if for_run.wait_for(|s| *s).await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    });
-    let mut for_deadline = seen;
+    let shutdown: Shutdown = Box::pin(signalled_on(seen.clone()));
     let deadline = async move {
-        if for_deadline.wait_for(|s| *s).await.is_err() {
-            std::future::pending::<()>().await;
-        }
+        signalled_on(seen).await;
         tokio::time::sleep(grace).await;
     };
     let ran = tokio::select! {
@@ -227,6 +218,14 @@ where
     };
     listener.abort();
     ran
+}
+
+/// Resolves once the signal was seen; never when the listener is gone
+/// without one.
+async fn signalled_on(mut seen: tokio::sync::watch::Receiver<bool>) {
+    if seen.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// The one line a start-up or run failure prints, and its exit code.

@@ -275,7 +275,7 @@ pub const FINAL_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What the process's drain deadline must leave beyond `consumer.shutdown_grace_ms`:
 /// the final flush, and a second for handing jobs back and joining the loops.
-const SHUTDOWN_MARGIN_MS: u64 = 6_000;
+const SHUTDOWN_MARGIN_MS: u64 = FINAL_FLUSH.as_secs() * 1_000 + 1_000;
 
 impl Validate for Settings {
     fn validate(&self) -> Result<(), SettingsError> {

@@ -278,24 +278,24 @@ impl<S: SharedBudget> LeasedLimiter<S> {
     /// The retry delay when the key's budget is spent.
     pub async fn check(&self, key: &str, per_minute: u32) -> Result<(), Duration> {
         let deadline = tokio::time::Instant::now() + LEASE_TIMEOUT + LEASE_TIMEOUT;
-        let slot_key: SlotKey = (key.to_owned(), per_minute);
         loop {
             let mut refilled = {
                 let now = (self.inner.clock)();
+                let slot_key: SlotKey = (key.to_owned(), per_minute);
                 let mut slots = self.inner.slots();
                 if slots.len() >= MAX_SLOTS && !slots.contains_key(&slot_key) {
                     slots
                         .retain(|_, s| s.refilling || now.saturating_sub(s.last_used) < IDLE_NANOS);
                 }
                 let slot = slots
-                    .entry(slot_key.clone())
+                    .entry(slot_key)
                     .or_insert_with(|| Slot::new(per_minute, self.inner.lease_per_mille));
                 let (admit, refill) = slot.admit(now);
                 if let Some(want) = refill {
                     let (gcra, known) = (slot.gcra, slot.known);
                     tokio::spawn(refill_task(
                         Arc::clone(&self.inner),
-                        slot_key.clone(),
+                        (key.to_owned(), per_minute),
                         gcra,
                         want,
                         known,
