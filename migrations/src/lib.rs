@@ -26,6 +26,8 @@
 //! - `m20261207_000001_batched_commit`: CommitJobs for several chats in one round trip.
 //! - `m20261207_000002_commit_answers_for_the_cache`: a commit also answers the chat's owner,
 //!   pending job count and highest registered stream sequence (a gateway caches the result).
+//! - `m20261207_000003_key_reuse_at_begin`: BeginJobs keeps a keyed job's digest when it registers
+//!   the job, and skips a message reusing a key for other messages (`key_reused`).
 //!
 //! Migrations never import entity types: an entity describes the schema of
 //! *today*, a migration the change of *one day*, and must keep compiling (and
@@ -51,6 +53,7 @@ mod m20261206_000008_coarse_owner_activity;
 mod m20261206_000009_accept_audit_with_job;
 mod m20261207_000001_batched_commit;
 mod m20261207_000002_commit_answers_for_the_cache;
+mod m20261207_000003_key_reuse_at_begin;
 
 /// Every migration of memory-store, oldest first.
 pub struct Migrator;
@@ -76,6 +79,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000009_accept_audit_with_job::Migration),
             Box::new(m20261207_000001_batched_commit::Migration),
             Box::new(m20261207_000002_commit_answers_for_the_cache::Migration),
+            Box::new(m20261207_000003_key_reuse_at_begin::Migration),
         ]
     }
 }

@@ -64,7 +64,7 @@ fn original() -> Result<&'static str, DbErr> {
 }
 
 /// The original with the carried row's insert and the deleted skip's flush.
-fn patched() -> Result<String, DbErr> {
+pub(crate) fn patched() -> Result<String, DbErr> {
     let original = original()?;
     let mut sql = original.to_owned();
     for (anchor, with) in [

@@ -133,7 +133,19 @@ async fn the_migrate_command_rolls_a_release_back_and_forward_with_rows_kept() {
     let viewed_commits = "SELECT count(*) AS n FROM pg_proc \
                           WHERE proname LIKE 'chat_memory_commit_jobs%_viewed'";
     assert_eq!(count(&db, viewed_commits).await, 2);
-    let down = migrate(&url, &["down", "--steps", "9"]);
+    let key_reuse = "SELECT count(*) AS n FROM pg_proc \
+                     WHERE proname = 'chat_memory_begin_jobs' AND prosrc LIKE '%key_reused%'";
+    assert_eq!(count(&db, key_reuse).await, 1);
+    let down = migrate(&url, &["down", "--steps", "10"]);
+    assert!(
+        down.contains("m20261207_000003_key_reuse_at_begin: rolled back"),
+        "{down}"
+    );
+    assert_eq!(
+        count(&db, key_reuse).await,
+        0,
+        "BeginJobs without the digest"
+    );
     assert!(
         down.contains("m20261207_000002_commit_answers_for_the_cache: rolled back"),
         "{down}"
@@ -179,11 +191,12 @@ async fn the_migrate_command_rolls_a_release_back_and_forward_with_rows_kept() {
         "{down}"
     );
     let status = migrate(&url, &["status"]);
-    assert_eq!(status.matches("Pending").count(), 9, "{status}");
+    assert_eq!(status.matches("Pending").count(), 10, "{status}");
     assert_eq!(count(&db, "SELECT count(*) AS n FROM jobs").await, 100);
 
     let again = migrate(&url, &["up"]);
-    assert_eq!(again.matches(": applied").count(), 9, "{again}");
+    assert_eq!(again.matches(": applied").count(), 10, "{again}");
+    assert_eq!(count(&db, key_reuse).await, 1);
     assert_eq!(count(&db, batch_commit).await, 1);
     assert_eq!(count(&db, viewed_commits).await, 2);
     assert_eq!(count(&db, coarse_claims).await, 1);

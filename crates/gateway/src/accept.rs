@@ -20,7 +20,11 @@
 //!    fails, the caller writes the same row through the audit sink (and the
 //!    worker's begin may store the message's copy: the same row, no second);
 //! 6. **deduplication**: a repeat JetStream recognised within its window, or
-//!    memory-store recognised after it, is answered `deduplicated`;
+//!    memory-store recognised after it, is answered `deduplicated`. A keyed
+//!    repeat is first compared with the job it repeats: with the message the
+//!    stream still holds (so the check needs no memory-store), else with the
+//!    digest memory-store registered; a repeat neither can check is refused
+//!    UNAVAILABLE rather than answered unchecked;
 //! 7. the acceptance is **announced** (a change event), which drops cached
 //!    reads of the chat on every gateway.
 
@@ -34,6 +38,7 @@ use chat_memory_proto::namespace::TenantChatId;
 use chat_memory_proto::store::Access;
 use chat_memory_proto::time::to_timestamp;
 use chat_memory_proto::v1::{AuditEntry, ChatMessage};
+use job_queue::digest::request_digest;
 use job_queue::{JobPublisher, QueueError};
 
 use crate::backpressure::Backpressure;
@@ -173,6 +178,21 @@ impl Acceptor {
             })
         })?;
         tracing::info!(job_id = %job.job_id, stream_seq = published.sequence, messages = message_count, duplicate = published.duplicate, "update accepted");
+        // A keyed repeat JetStream recognised stored nothing: compare it with
+        // the job it repeats while the stream still holds that one.
+        let keyed_repeat = published.duplicate && !request_hash.is_empty();
+        let checked_in_queue = if keyed_repeat {
+            match self
+                .repeats_queued_job(published.sequence, &request_hash)
+                .await
+            {
+                Some(true) => true,
+                Some(false) => return Err(refused(key_reused())),
+                None => false,
+            }
+        } else {
+            false
+        };
         // The job is durable now. Registering it makes its status and the chat's
         // pending count visible at once; if memory-store is down, the worker
         // registers it when it runs, so the update is still accepted.
@@ -191,13 +211,11 @@ impl Acceptor {
             .await
         {
             Ok(Registration::Recorded { earlier_acceptance }) => (earlier_acceptance, true),
-            Ok(Registration::KeyReused) => {
-                return Err(refused(GatewayError::Invalid(FieldViolation {
-                    field: "idempotency_key".to_owned(),
-                    reason: "already used for a different request in this chat; \
-                             send new messages with a new key"
-                        .to_owned(),
-                })));
+            Ok(Registration::KeyReused) => return Err(refused(key_reused())),
+            // A keyed repeat whose first request left the queue is checked
+            // only by memory-store: without it, it is not answered.
+            Err(status) if keyed_repeat && !checked_in_queue => {
+                return Err(refused(GatewayError::UnverifiedRepeat(status)));
             }
             Err(status) => {
                 tracing::warn!(job_id = %job.job_id, code = ?status.code(), "could not register accepted job; the worker will");
@@ -229,6 +247,20 @@ impl Acceptor {
         })
     }
 
+    /// Whether the job the stream holds at `sequence` has the messages whose
+    /// digest is `request_hash`; None when it has left the stream (or the
+    /// stream cannot be read), so only memory-store's digest can tell.
+    async fn repeats_queued_job(&self, sequence: u64, request_hash: &str) -> Option<bool> {
+        match self.publisher.stored_job(sequence).await {
+            Ok(Some(original)) => Some(request_digest(original.messages.iter()) == request_hash),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(stream_seq = sequence, error = %e, "repeat not compared with its queued job");
+                None
+            }
+        }
+    }
+
     /// First writer owns the chat. While memory-store is down the update is
     /// still accepted; memory-store then checks ownership before applying it.
     /// A writer confirmed recently skips the round trip (see [`OwnerCache`]).
@@ -248,26 +280,20 @@ impl Acceptor {
     }
 }
 
+/// The refusal of a key reused for other messages.
+fn key_reused() -> GatewayError {
+    GatewayError::Invalid(FieldViolation {
+        field: "idempotency_key".to_owned(),
+        reason: "already used for a different request in this chat; \
+                 send new messages with a new key"
+            .to_owned(),
+    })
+}
+
 /// Who writes, as far as ownership goes: the user, or the whole tenant for a
 /// service token acting for it.
 fn writer_key(writer: &Access) -> String {
     format!("{}\u{0}{}", writer.user, writer.acts_for_tenant)
-}
-
-/// SHA-256 of the messages' protobuf encoding, hex: equal for a retry of the
-/// same request, different when a key is reused for other messages.
-fn request_digest<'a>(messages: impl Iterator<Item = &'a ChatMessage>) -> String {
-    use prost::Message as _;
-    use sha2::Digest as _;
-    let mut hasher = sha2::Sha256::new();
-    for m in messages {
-        hasher.update(m.encode_length_delimited_to_vec());
-    }
-    hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 #[cfg(test)]

@@ -56,6 +56,11 @@ pub enum GatewayError {
     QueueUnavailable(#[source] QueueError),
     #[error("memory-store is unavailable")]
     StoreUnavailable(#[source] Status),
+    /// A repeat of a keyed update whose first request could not be compared
+    /// with it: the first has left the queue and memory-store is unavailable.
+    /// Answering "deduplicated" unchecked could drop other messages silently.
+    #[error("the idempotency key's first request cannot be compared now")]
+    UnverifiedRepeat(#[source] Status),
     /// A deletion could not be announced to every gateway before it is made
     /// (NATS unreachable, or no answer in time): it is not made.
     #[error("the deletion cannot be announced: {0}")]
@@ -262,6 +267,13 @@ impl From<GatewayError> for Status {
             GatewayError::StoreUnavailable(s) => {
                 tracing::error!(code = ?s.code(), error = %s.message(), "memory-store unavailable");
                 Status::unavailable("memory storage is unavailable, retry later")
+            }
+            GatewayError::UnverifiedRepeat(s) => {
+                tracing::warn!(code = ?s.code(), error = %s.message(), "repeat of a keyed update not checked: memory-store unavailable");
+                Status::unavailable(
+                    "idempotency_key: this key was used before and memory storage, which holds its request, \
+                     is unavailable to compare them; nothing was accepted, retry later",
+                )
             }
             GatewayError::Store(s) => {
                 tracing::error!(code = ?s.code(), error = %s.message(), "memory-store call failed");

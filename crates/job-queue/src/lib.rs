@@ -14,6 +14,7 @@
 //! - [`pull`]: the pull loop both durable consumers run (retried pull
 //!   requests with backoff, the depth watcher).
 //! - [`headers`]: the chain link and the trace context a job message carries.
+//! - [`digest`]: a keyed job's request digest (idempotency-key reuse).
 //!
 //! # Order per chat without partitions
 //! Each chat has its own subject, and each job carries the sequence of the chat's
@@ -28,6 +29,7 @@
 pub mod audit_outbox;
 pub mod changes;
 pub mod consumer;
+pub mod digest;
 pub mod dlq;
 pub mod headers;
 pub mod layout;

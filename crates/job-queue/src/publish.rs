@@ -223,6 +223,31 @@ impl JobPublisher {
         }
     }
 
+    /// The job the stream holds at `sequence`, or None once it has left the
+    /// stream (a job is removed when it is done). A repeat within the duplicate
+    /// window is told the original's sequence: this reads what it repeats.
+    ///
+    /// # Errors
+    /// [`QueueError::Stream`] when the stream cannot be read or the message
+    /// there is not a job.
+    pub async fn stored_job(&self, sequence: u64) -> Result<Option<UpdateJob>, QueueError> {
+        let stream = self
+            .js
+            .get_stream_no_info(&self.settings.stream)
+            .await
+            .map_err(|e| self.stream_error(e))?;
+        let message = match stream.get_raw_message(sequence).await {
+            Ok(m) => m,
+            Err(e) if e.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => {
+                return Ok(None);
+            }
+            Err(e) => return Err(self.stream_error(e)),
+        };
+        UpdateJob::decode(message.payload)
+            .map(Some)
+            .map_err(|e| self.stream_error(format!("message {sequence} is not a job: {e}")))
+    }
+
     /// The stream's last sequence: every job accepted so far has a sequence <= this.
     ///
     /// # Errors

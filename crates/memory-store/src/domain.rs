@@ -78,6 +78,28 @@ pub fn count(raw: u32, field: &'static str) -> Result<i32, StoreError> {
     i32::try_from(raw).map_err(|_| StoreError::invalid(field, "out of range"))
 }
 
+/// A keyed job's request digest (64 lowercase hex digits), or None for an
+/// unkeyed job (empty).
+///
+/// # Errors
+/// [`StoreError::InvalidArgument`] naming `field` for anything else.
+pub fn request_digest(raw: String, field: &'static str) -> Result<Option<String>, StoreError> {
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    if raw.len() == 64
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return Ok(Some(raw));
+    }
+    Err(StoreError::invalid(
+        field,
+        "a SHA-256 digest as 64 lowercase hex digits, or empty",
+    ))
+}
+
 /// The lifecycle of a job, stored as text in `jobs.state`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobState {
@@ -171,6 +193,9 @@ pub struct Delivery {
     /// The accepting call's audit row from the job message: stored when the
     /// job was never registered (durably if the job is then skipped as deleted).
     pub accept_audit: Option<crate::audit::AuditRecord>,
+    /// A keyed job's request digest: kept when the job was never registered;
+    /// a registered job with another digest is skipped ([`Skip::KeyReused`]).
+    pub request_hash: Option<String>,
 }
 
 /// Why a job must not be applied.
@@ -182,6 +207,9 @@ pub enum Skip {
     AlreadyFailed,
     /// Another user owns the chat.
     NotOwner,
+    /// The job id's job was registered with other messages: this message
+    /// reuses its idempotency key.
+    KeyReused,
 }
 
 /// What `begin_job` decided.

@@ -342,6 +342,7 @@ fn begin_jobs_json(chat_id: &ChatId, deliveries: &[Delivery]) -> serde_json::Val
                     "replay": d.replay,
                     "access": access,
                     "audit": d.accept_audit.as_ref().map(crate::audit::AuditRecord::as_json),
+                    "hash": d.request_hash,
                 })
             })
             .collect(),

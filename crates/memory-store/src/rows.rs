@@ -132,6 +132,7 @@ fn skip(decision: &serde_json::Value) -> Option<Option<Skip>> {
             "applied" => Skip::AlreadyApplied,
             "failed" => Skip::AlreadyFailed,
             "not_owner" => Skip::NotOwner,
+            "key_reused" => Skip::KeyReused,
             "superseded" => Skip::Superseded,
             _ => return None,
         })),

@@ -563,6 +563,13 @@ fn begin_request(d: &Delivery, attempt: u32) -> BeginJobRequest {
         replay: d.replay,
         // Stored by memory-store if the gateway's registration never was.
         accept_audit: job.accept_audit.clone(),
+        // A keyed job's digest: kept if this registers the job, compared with
+        // the registered one (a reused key is skipped, never applied).
+        request_hash: if job.idempotency_key.is_empty() {
+            String::new()
+        } else {
+            job_queue::digest::request_digest(&job.messages)
+        },
     }
 }
 

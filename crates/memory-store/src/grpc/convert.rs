@@ -15,7 +15,7 @@ use crate::{
     domain::{
         AcceptedJob, Access, Begin, Begun, ChatId, Commit, CommitBatch, CommitOutcome, Committed,
         CommittedJob, Delivery, Failure, JobId, JobState, JobView, MemoryContent, MemoryView, Skip,
-        StreamSeq, TokenCounts, count,
+        StreamSeq, TokenCounts, count, request_digest,
     },
     error::StoreError,
 };
@@ -53,7 +53,7 @@ pub fn accepted_job(r: pb::RecordAcceptedRequest) -> Result<AcceptedJob, StoreEr
         message_count: count(r.message_count, "message_count")?,
         accepted_at: time_or_now(r.accepted_at.as_ref(), "accepted_at")?,
         idempotency_key: Some(r.idempotency_key).filter(|k| !k.is_empty()),
-        request_hash: Some(r.request_hash).filter(|h| !h.is_empty()),
+        request_hash: request_digest(r.request_hash, "request_hash")?,
         audit: carried_audit(r.audit, "audit")?,
     })
 }
@@ -142,6 +142,7 @@ pub fn delivery(r: pb::BeginJobRequest) -> Result<Delivery, StoreError> {
         access: Access::parse(r.access)?,
         replay: r.replay,
         accept_audit: carried_audit(r.accept_audit, "accept_audit")?,
+        request_hash: request_digest(r.request_hash, "request_hash")?,
     })
 }
 
@@ -363,6 +364,7 @@ fn skip_to_pb(reason: Option<Skip>) -> pb::SkipReason {
         Some(Skip::ChatDeleted) => pb::SkipReason::ChatDeleted,
         Some(Skip::AlreadyFailed) => pb::SkipReason::AlreadyFailed,
         Some(Skip::NotOwner) => pb::SkipReason::NotOwner,
+        Some(Skip::KeyReused) => pb::SkipReason::KeyReused,
     }
 }
 

@@ -581,11 +581,11 @@ async fn a_batch_of_one_answers_each_verdict_as_a_larger_batch_does() {
         ..Default::default()
     };
     assert_eq!(
-        recorded(keyed_request("digest-a")).await,
+        recorded(keyed_request(DIGEST_A)).await,
         [record(true, false, false)]
     );
     assert_eq!(
-        recorded(keyed_request("digest-b")).await,
+        recorded(keyed_request(DIGEST_B)).await,
         [record(false, false, true)],
         "a key reused with other messages is this job's answer, not the call's error"
     );

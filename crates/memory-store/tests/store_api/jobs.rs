@@ -214,7 +214,7 @@ async fn a_key_reused_for_other_messages_is_refused_even_when_the_worker_registe
     store.apply(&job, "chat-key", 1, "applied").await;
     let first = RecordAcceptedRequest {
         idempotency_key: "turn-1".into(),
-        request_hash: "digest-a".into(),
+        request_hash: DIGEST_A.into(),
         ..accepted(&job, "chat-key", 1)
     };
     store
@@ -227,7 +227,7 @@ async fn a_key_reused_for_other_messages_is_refused_even_when_the_worker_registe
     // The key with other messages (JetStream deduplicated it to the same job).
     let other = RecordAcceptedRequest {
         idempotency_key: "turn-1".into(),
-        request_hash: "digest-b".into(),
+        request_hash: DIGEST_B.into(),
         ..accepted(&job, "chat-key", 1)
     };
     let refused = store
@@ -237,6 +237,77 @@ async fn a_key_reused_for_other_messages_is_refused_even_when_the_worker_registe
         .expect_err("a different request under the same key");
     assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
     assert!(refused.message().contains("idempotency_key"), "{refused:?}");
+}
+
+#[tokio::test]
+async fn a_job_the_worker_registers_keeps_its_digest_and_a_message_reusing_its_key_is_skipped() {
+    let mut store = TestStore::start().await;
+    let job = job_id();
+    let keyed = |hash: &str, seq: u64| BeginJobRequest {
+        request_hash: hash.into(),
+        ..begin(&job, "t/key", seq)
+    };
+    // The gateway's RecordAccepted never landed (memory-store was down): the
+    // worker's begin registers the job, with the request's digest.
+    let begun = store
+        .client
+        .begin_job(keyed(DIGEST_A, 1))
+        .await
+        .expect("begin")
+        .into_inner();
+    assert_eq!(skip(&begun), SkipReason::Unspecified);
+    store
+        .client
+        .commit_job(commit(&job, "t/key", 1, begun.prior_version, "plan noted"))
+        .await
+        .expect("commit");
+    // A later acceptance of the key with other messages is refused by that
+    // digest (before, the row had none and adopted the new one).
+    let other = RecordAcceptedRequest {
+        idempotency_key: "turn-1".into(),
+        request_hash: DIGEST_B.into(),
+        ..accepted(&job, "t/key", 2)
+    };
+    let refused = store
+        .client
+        .record_accepted(other)
+        .await
+        .expect_err("the key with other messages");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    // A second message of the job id with other messages (accepted after
+    // JetStream's duplicate window while memory-store was down) is skipped,
+    // and nothing of it is written.
+    let reused = store
+        .client
+        .begin_job(keyed(DIGEST_B, 2))
+        .await
+        .expect("begin the reuse")
+        .into_inner();
+    assert_eq!(skip(&reused), SkipReason::KeyReused);
+    assert_eq!(
+        store.job_state(&job).await,
+        (JobState::Succeeded, String::new())
+    );
+    assert_eq!(store.version("t/key").await, 1);
+    // The same request again is a repeat, already applied.
+    let repeat = store
+        .client
+        .begin_job(keyed(DIGEST_A, 2))
+        .await
+        .expect("begin the repeat")
+        .into_inner();
+    assert_eq!(skip(&repeat), SkipReason::AlreadyApplied);
+    // A digest that is not one is refused naming the field.
+    let malformed = store
+        .client
+        .begin_job(keyed("digest-a", 3))
+        .await
+        .expect_err("not a digest");
+    assert_eq!(malformed.code(), Code::InvalidArgument);
+    assert!(
+        malformed.message().contains("request_hash"),
+        "{malformed:?}"
+    );
 }
 
 #[tokio::test]
@@ -300,7 +371,7 @@ async fn a_batch_of_acceptances_answers_each_job_in_order_in_one_call() {
     };
     store
         .client
-        .record_accepted(keyed_request("digest-a"))
+        .record_accepted(keyed_request(DIGEST_A))
         .await
         .expect("record");
     store
@@ -319,7 +390,7 @@ async fn a_batch_of_acceptances_answers_each_job_in_order_in_one_call() {
             jobs: vec![
                 accepted(&fresh_a, "t/batch-a", 2),
                 accepted(&known, "t/batch-a", 7),
-                keyed_request("digest-b"),
+                keyed_request(DIGEST_B),
                 accepted(&late, "t/batch-c", 4),
                 accepted(&fresh_b, "t/batch-b", 2),
             ],
@@ -530,13 +601,13 @@ async fn an_acceptances_audit_row_is_stored_once_with_its_registration_or_at_its
     let first_row = row(&keyed, "t/k");
     store
         .client
-        .record_accepted(keyed_request("digest-a", &first_row))
+        .record_accepted(keyed_request(DIGEST_A, &first_row))
         .await
         .expect("record");
     let reused_row = row(&keyed, "t/k");
     let reused = store
         .client
-        .record_accepted(keyed_request("digest-b", &reused_row))
+        .record_accepted(keyed_request(DIGEST_B, &reused_row))
         .await;
     assert_eq!(
         reused.map(|_| ()).expect_err("reused").code(),
@@ -549,7 +620,7 @@ async fn an_acceptances_audit_row_is_stored_once_with_its_registration_or_at_its
         .client
         .record_accepted(RecordAcceptedRequest {
             stream_seq: 5,
-            ..keyed_request("digest-a", &repeat_row)
+            ..keyed_request(DIGEST_A, &repeat_row)
         })
         .await
         .expect("repeat")

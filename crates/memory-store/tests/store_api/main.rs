@@ -122,6 +122,10 @@ impl Drop for TestStore {
     }
 }
 
+/// Two request digests (SHA-256, hex) of different requests.
+const DIGEST_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+const DIGEST_B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
 fn job_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
@@ -150,6 +154,7 @@ fn begin(job: &str, chat: &str, seq: u64) -> BeginJobRequest {
         accepted_at: None,
         replay: false,
         accept_audit: None,
+        request_hash: String::new(),
     }
 }
 

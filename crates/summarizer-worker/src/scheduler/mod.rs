@@ -524,6 +524,15 @@ impl Scheduler {
             {
                 "the job had already failed (dead-lettered on redelivery)".to_owned()
             }
+            Disposition::Ack(Outcome::Skipped(SkipReason::KeyReused)) => {
+                tracing::error!(
+                    job_id = %held.delivery.job.job_id,
+                    "a message reuses the idempotency key of a job registered with other messages; not applied, dead-lettered"
+                );
+                "the idempotency key was used before for other messages (accepted while memory-store \
+                 could not compare them); not applied: send these messages again with a new key"
+                    .to_owned()
+            }
             Disposition::Ack(_) | Disposition::Abandon => return disposition,
         };
         if self

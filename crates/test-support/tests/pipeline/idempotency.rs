@@ -111,3 +111,112 @@ async fn a_repeated_idempotency_key_returns_the_same_job_and_applies_once() {
     );
     stack.shutdown().await;
 }
+
+/// memory-store down when a key is reused: the gateway compares the repeat
+/// with the queued job it repeats, refuses to answer a repeat it cannot
+/// compare, and the worker keeps the digest of the job it registers; a second
+/// message of the job id with other messages (what a reuse accepted after the
+/// duplicate window looks like) is dead-lettered, never applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_key_reused_while_memory_store_is_down_is_refused_or_dead_lettered_never_dropped() {
+    use chat_memory_proto::jobs::v1::UpdateJob;
+    use chat_memory_proto::namespace::TenantChatId;
+    use test_support::auth::{TENANT, USER};
+
+    let mut stack = TestStack::start().await;
+    let mut client = stack.gateway().await;
+    let chat = "chat-reuse-down";
+    let original = keyed(user_update(chat, "My plan is Blue Shield PPO."), "turn-7");
+    let reused = keyed(user_update(chat, "My deductible is $2,000."), "turn-7");
+    stack.stop_store().await;
+
+    let first = client
+        .update_memory(original.clone())
+        .await
+        .expect("accepted while memory-store is down")
+        .into_inner();
+    // Compared with the queued message: no memory-store needed.
+    let refused = client
+        .update_memory(reused.clone())
+        .await
+        .expect_err("the key with other messages must be refused");
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    let details = refused
+        .get_details_bad_request()
+        .unwrap_or_else(|| panic!("no BadRequest details: {refused:?}"));
+    assert_eq!(details.field_violations[0].field, "idempotency_key");
+    let retry = client
+        .update_memory(original.clone())
+        .await
+        .expect("a true retry")
+        .into_inner();
+    assert_eq!(retry.job_id, first.job_id);
+    assert!(retry.deduplicated);
+
+    stack.restart_store().await;
+    stack.wait_job_done(&first.job_id, JOB_TIMEOUT).await;
+    // The job left the stream, so only memory-store can compare a repeat:
+    // while it is down the repeat is not answered, not even a true one.
+    stack.stop_store().await;
+    let unchecked = client
+        .update_memory(original.clone())
+        .await
+        .expect_err("a repeat nothing can compare");
+    assert_eq!(unchecked.code(), Code::Unavailable, "{unchecked:?}");
+    assert!(
+        unchecked.message().contains("idempotency_key"),
+        "{unchecked:?}"
+    );
+    stack.restart_store().await;
+    // The worker registered the job with its digest: the reuse is refused.
+    let late = client
+        .update_memory(reused.clone())
+        .await
+        .expect_err("refused by the digest the worker kept");
+    assert_eq!(late.code(), Code::InvalidArgument, "{late:?}");
+    let again = client
+        .update_memory(original)
+        .await
+        .expect("a true retry")
+        .into_inner();
+    assert!(again.deduplicated);
+
+    // A second message of the job id with other messages, published under
+    // another message id as a reuse past the duplicate window would be.
+    let js = stack.jetstream().await;
+    let publisher = job_queue::JobPublisher::new(js.clone(), stack.queue.clone());
+    let namespaced = TenantChatId::new(TENANT, chat).expect("chat id");
+    let job = UpdateJob {
+        job_id: first.job_id.clone(),
+        chat_id: namespaced.as_str().to_owned(),
+        messages: reused.messages.clone(),
+        idempotency_key: "turn-7".into(),
+        owner_user: USER.into(),
+        ..Default::default()
+    };
+    publisher
+        .publish_payload(
+            &job.chat_id,
+            &format!("{}-past-the-window", first.job_id),
+            prost::Message::encode_to_vec(&job).into(),
+            Vec::new(),
+        )
+        .await
+        .expect("published");
+    let letters = test_support::wait::until("the reuse dead-lettered", JOB_TIMEOUT, || {
+        let js = js.clone();
+        let queue = stack.queue.clone();
+        async move {
+            let list = job_queue::dlq::list(&js, &queue, 10).await.ok()?;
+            (!list.is_empty()).then_some(list)
+        }
+    })
+    .await;
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].job_id, first.job_id);
+    assert!(letters[0].reason.contains("idempotency key"), "{letters:?}");
+    let m = memory(&mut client, chat).await.memory.expect("memory");
+    assert_eq!(m.version, 1);
+    assert!(!m.user_confirmed.contains("2,000"), "{}", m.user_confirmed);
+    stack.shutdown().await;
+}

@@ -1,0 +1,106 @@
+//! BeginJobs keeps a keyed job's request digest and refuses a message that
+//! reuses a key for other messages.
+//!
+//! The gateway compares a repeated idempotency key with the job it repeats
+//! (the queued message, or `jobs.request_hash` via RecordAccepted). Two cases
+//! escaped it while memory-store was down at an acceptance: a job the worker
+//! registered had no digest (so a later reuse of its key was adopted, not
+//! refused), and a reuse accepted after JetStream's duplicate window, while
+//! memory-store was down, reached the worker as a second message with the same
+//! job id (skipped as already applied: its messages dropped without a trace).
+//!
+//! The worker now hands each keyed job's digest (`hash` in a job's JSON) to
+//! `chat_memory_begin_jobs`, which
+//! - decides `key_reused` for a job whose row holds another digest, before any
+//!   other decision but a deletion: nothing of it is written, and the worker
+//!   dead-letters the message (visible, replayable under a new key);
+//! - stores the digest on the rows it registers (jobs whose RecordAccepted
+//!   never landed), in one statement after its loop, only when there are any.
+//!
+//! The function is migration `m20261206_000009`'s (`patched` there), changed
+//! at four anchors. `down` restores that body.
+
+use sea_orm_migration::prelude::*;
+
+#[derive(DeriveMigrationName)]
+pub struct Migration;
+
+const DECLARE: &str = "    carried_new boolean;\nBEGIN\n";
+const DECLARE_HASHES: &str = "    carried_new boolean;\n    known_hash text;\n    hashes text[] := '{}';\n    keyed_unregistered boolean := false;\nBEGIN\n";
+const LOOKUP: &str = "        SELECT j.chat_id, j.state INTO v_chat, job_state FROM jobs j WHERE j.job_id = v_job;\n        states := array_append(states, job_state);\n";
+const LOOKUP_HASH: &str = "        SELECT j.chat_id, j.state, j.request_hash INTO v_chat, job_state, known_hash\n          FROM jobs j WHERE j.job_id = v_job;\n        states := array_append(states, job_state);\n        hashes := array_append(hashes, known_hash);\n";
+/// After the deletion's skip, before the state's decisions.
+const STATE: &str = "        job_state := states[i];\n";
+const KEY_REUSED: &str = r#"        IF hashes[i] IS NOT NULL AND d->>'hash' IS NOT NULL AND hashes[i] <> d->>'hash' THEN
+            -- The job id's job was registered with other messages: this message
+            -- reuses its idempotency key. Never applied; nothing of it is written.
+            decided := decided || jsonb_build_array('key_reused');
+            CONTINUE;
+        END IF;
+        keyed_unregistered := keyed_unregistered OR (states[i] IS NULL AND d->>'hash' IS NOT NULL);
+"#;
+const AFTER_LOOP: &str = "    IF NOT must_be_durable THEN\n";
+const STORE_HASHES: &str = r#"    IF keyed_unregistered THEN
+        -- Jobs registered here keep their digest, as RecordAccepted's rows do.
+        UPDATE jobs j SET request_hash = x.hash
+          FROM jsonb_to_recordset(p_jobs) AS x(job uuid, hash text)
+         WHERE j.job_id = x.job AND x.hash IS NOT NULL AND j.request_hash IS NULL;
+    END IF;
+"#;
+
+/// `chat_memory_begin_jobs` of migration 000009 with the digest's check and keeping.
+fn patched() -> Result<String, DbErr> {
+    let original = super::m20261206_000009_accept_audit_with_job::patched()?;
+    let mut sql = original.clone();
+    for (anchor, with) in [
+        (DECLARE, DECLARE_HASHES.to_owned()),
+        (LOOKUP, LOOKUP_HASH.to_owned()),
+        (STATE, format!("{KEY_REUSED}{STATE}")),
+        (AFTER_LOOP, format!("{STORE_HASHES}{AFTER_LOOP}")),
+    ] {
+        if original.matches(anchor).count() != 1 {
+            return Err(DbErr::Custom(format!(
+                "chat_memory_begin_jobs of migration 000009 has not exactly one {anchor:?}"
+            )));
+        }
+        sql = sql.replacen(anchor, &with, 1);
+    }
+    Ok(sql)
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .get_connection()
+            .execute_unprepared(&patched()?)
+            .await?;
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .get_connection()
+            .execute_unprepared(&super::m20261206_000009_accept_audit_with_job::patched()?)
+            .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_patch_checks_the_digest_after_a_deletion_and_keeps_it_after_the_loop() {
+        let sql = patched().expect("patched");
+        assert!(sql.contains("known_hash text;"), "{sql}");
+        let deleted = sql.find("'deleted'").expect("the deleted skip");
+        let reused = sql.find("'key_reused'").expect("the reuse skip");
+        let applied = sql.find("'applied'").expect("the applied skip");
+        assert!(deleted < reused && reused < applied, "{sql}");
+        let keep = sql.find("SET request_hash").expect("the digest kept");
+        let durable = sql.find(AFTER_LOOP).expect("the loop's end");
+        assert!(reused < keep && keep < durable, "{sql}");
+    }
+}
