@@ -158,7 +158,7 @@ enum Command {
         tenant: String,
         #[arg(long)]
         user: String,
-        /// Comma-separated: memory:read, memory:write, memory:admin.
+        /// Comma-separated: memory:read, memory:write, memory:service, memory:admin.
         #[arg(
             long,
             value_delimiter = ',',

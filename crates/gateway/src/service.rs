@@ -7,7 +7,7 @@
 //! Isolation: chat ids are namespaced by tenant ([`ChatId::namespaced`], a
 //! [`TenantChatId`]) before anything downstream sees them, and every store call
 //! carries the caller's [`Access`], so memory-store answers NOT_FOUND for
-//! another tenant's (or, without `memory:admin`, another user's) chat or job,
+//! another tenant's (or, without `memory:service` or `memory:admin`, another user's) chat or job,
 //! exactly as for a missing one.
 
 use std::sync::Arc;

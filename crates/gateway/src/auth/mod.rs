@@ -34,6 +34,9 @@ pub enum Scope {
     Read,
     /// Update and delete memories.
     Write,
+    /// Read, update and delete every chat of the tenant (acts for the tenant):
+    /// an agent service calling for its end users. Not the audit log.
+    Service,
     /// Everything, for every user of the tenant (acts for the tenant), and the audit log.
     Admin,
 }
@@ -43,6 +46,7 @@ impl Scope {
         match self {
             Self::Read => "memory:read",
             Self::Write => "memory:write",
+            Self::Service => "memory:service",
             Self::Admin => "memory:admin",
         }
     }
@@ -51,6 +55,7 @@ impl Scope {
         match raw {
             "memory:read" => Some(Self::Read),
             "memory:write" => Some(Self::Write),
+            "memory:service" => Some(Self::Service),
             "memory:admin" => Some(Self::Admin),
             _ => None,
         }
@@ -66,14 +71,18 @@ pub struct Principal {
 }
 
 impl Principal {
-    /// `memory:admin` grants every scope.
+    /// `memory:admin` grants every scope; `memory:service` grants reading and
+    /// writing (never the audit log).
     pub fn has(&self, scope: Scope) -> bool {
-        self.scopes.contains(&scope) || self.scopes.contains(&Scope::Admin)
+        self.scopes.contains(&scope)
+            || self.scopes.contains(&Scope::Admin)
+            || (self.scopes.contains(&Scope::Service)
+                && matches!(scope, Scope::Read | Scope::Write))
     }
 
     /// Acts for every user of its tenant (not only its own chats).
     pub fn acts_for_tenant(&self) -> bool {
-        self.scopes.contains(&Scope::Admin)
+        self.scopes.contains(&Scope::Admin) || self.scopes.contains(&Scope::Service)
     }
 }
 

@@ -289,3 +289,22 @@ fn a_verified_token_is_answered_from_the_cache_until_its_expiry_then_verified_ag
     v.verified.insert(t.clone(), (marked, 1, 0));
     assert_eq!(v.verify(&t), Ok(real));
 }
+
+#[test]
+fn a_service_scope_reads_and_writes_for_its_tenant_without_the_audit_log() {
+    let principal = |scopes: &[Scope]| Principal {
+        tenant: "acme-health".into(),
+        user: "agent-svc".into(),
+        scopes: scopes.iter().copied().collect(),
+    };
+    let service = principal(&[Scope::Service]);
+    assert!(service.has(Scope::Read) && service.has(Scope::Write));
+    assert!(!service.has(Scope::Admin), "no audit log");
+    assert!(service.acts_for_tenant());
+    let admin = principal(&[Scope::Admin]);
+    assert!(admin.has(Scope::Service) && admin.has(Scope::Admin) && admin.acts_for_tenant());
+    let end_user = principal(&[Scope::Read, Scope::Write]);
+    assert!(!end_user.acts_for_tenant() && !end_user.has(Scope::Service));
+    assert_eq!(Scope::parse("memory:service"), Some(Scope::Service));
+    assert_eq!(Scope::Service.as_str(), "memory:service");
+}

@@ -122,10 +122,12 @@ impl RateLimitSettings {
             ));
         }
         for (scope, limit) in &self.by_scope {
-            if Scope::parse(scope) == Some(Scope::Admin) {
+            if matches!(Scope::parse(scope), Some(Scope::Admin | Scope::Service)) {
                 return Err(SettingsError::invalid(
                     "rate_limit.by_scope",
-                    "memory:admin tokens act for their tenant: set rate_limit.per_tenant_per_minute",
+                    format!(
+                        "{scope} tokens act for their tenant: set rate_limit.per_tenant_per_minute"
+                    ),
                 ));
             }
             if Scope::parse(scope).is_none() || *limit == 0 {
@@ -294,9 +296,9 @@ mod tests {
             per_tenant_per_minute: 20_000,
             ..RateLimitSettings::default()
         };
-        let agent = settings.budget_for(&principal("t", "agent-svc", &[Scope::Admin]));
+        let agent = settings.budget_for(&principal("t", "agent-svc", &[Scope::Service]));
         let operator = settings.budget_for(&principal("t", "ops", &[Scope::Admin, Scope::Read]));
-        let other_tenant = settings.budget_for(&principal("t2", "agent-svc", &[Scope::Admin]));
+        let other_tenant = settings.budget_for(&principal("t2", "agent-svc", &[Scope::Service]));
         let end_user = settings.budget_for(&principal("t", "agent-svc", &[Scope::Read]));
         assert_eq!(agent.per_minute, 20_000);
         assert_eq!(agent.key, operator.key);
@@ -307,11 +309,18 @@ mod tests {
 
     #[test]
     fn budgets_are_refused_when_unusable() {
-        let cases: [(&str, RateLimitSettings); 4] = [
+        let cases: [(&str, RateLimitSettings); 5] = [
             (
                 "rate_limit.by_scope",
                 RateLimitSettings {
                     by_scope: BTreeMap::from([("memory:admin".to_owned(), 1000)]),
+                    ..RateLimitSettings::default()
+                },
+            ),
+            (
+                "rate_limit.by_scope",
+                RateLimitSettings {
+                    by_scope: BTreeMap::from([("memory:service".to_owned(), 1000)]),
                     ..RateLimitSettings::default()
                 },
             ),

@@ -1,5 +1,7 @@
-//! Another tenant, or another user without `memory:admin`, cannot read, update,
-//! delete or learn the existence of a chat.
+//! Another tenant, or another user without `memory:admin` or `memory:service`,
+//! cannot read, update, delete or learn the existence of a chat; a
+//! `memory:service` token acts for its tenant's users but cannot read the
+//! audit log.
 
 use tonic::Code;
 
@@ -86,5 +88,60 @@ async fn another_tenant_or_user_cannot_read_update_delete_or_see_status_of_a_cha
         .get_memory(get("shared"))
         .await
         .expect("admin reads any chat of its tenant");
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_service_token_reads_and_updates_its_tenants_chats_but_not_the_audit_log() {
+    use chat_memory_proto::v1::QueryAuditRequest;
+    let stack = TestStack::start().await;
+    let mut owner = stack.gateway().await;
+    let job = owner
+        .update_memory(user_update("served", "My member ID is ISO-5151."))
+        .await
+        .unwrap_or_else(|s| panic!("owner update: {s:?}"))
+        .into_inner()
+        .job_id;
+    stack.wait_job_done(&job, JOB_TIMEOUT).await;
+
+    let mut service = stack
+        .gateway_as(&auth::mint(auth::TENANT, "agent-svc", &["memory:service"]))
+        .await;
+    service
+        .get_memory(get("served"))
+        .await
+        .expect("a service reads its tenant's chats");
+    let update = service
+        .update_memory(user_update("served", "My copay is $30."))
+        .await
+        .expect("and updates them")
+        .into_inner();
+    stack.wait_job_done(&update.job_id, JOB_TIMEOUT).await;
+    let memory = service
+        .get_memory(get("served"))
+        .await
+        .expect("read")
+        .into_inner()
+        .memory
+        .expect("memory");
+    assert_eq!(memory.version, 2);
+    let audit = service
+        .query_audit(QueryAuditRequest {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .expect_err("the audit log needs memory:admin");
+    assert_eq!(audit.code(), Code::PermissionDenied, "{audit:?}");
+    assert!(audit.message().contains("memory:admin"), "{audit:?}");
+    // Other tenants stay invisible.
+    let mut foreign = stack
+        .gateway_as(&auth::mint("tenant-b", "agent-svc", &["memory:service"]))
+        .await;
+    let hidden = foreign
+        .get_memory(get("served"))
+        .await
+        .expect_err("another tenant's service");
+    assert_eq!(hidden.code(), Code::NotFound, "{hidden:?}");
     stack.shutdown().await;
 }

@@ -118,7 +118,7 @@ async fn call_many(client: &GatewayClient, calls: usize, concurrency: usize) -> 
 }
 
 /// An agent service calling for many end users with one token that acts for its
-/// tenant (`memory:admin`) draws on the tenant's budget (default 6000/min), not
+/// tenant (`memory:service`) draws on the tenant's budget (default 6000/min), not
 /// on the per-user limit, and leases it in blocks of 2% (120 tokens), so its
 /// calls cost a handful of KV writes instead of one each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -135,7 +135,7 @@ async fn a_service_token_acting_for_its_tenant_draws_on_the_tenant_budget_not_th
         .gateway_as(&auth::mint(
             auth::TENANT,
             "agent-service",
-            &["memory:admin"],
+            &["memory:service"],
         ))
         .await;
     let end_user = stack
