@@ -11,6 +11,7 @@
 //! | `chat_memory_watch_streams` | gauge | open WatchMemory streams on this gateway |
 //! | `chat_memory_read_cache_total` | counter | `result`: `hit`, `miss`, `installed` (a commit's event cached its memory), `cleared` (a skipped change event emptied the cache) |
 //! | `chat_memory_jwks_reloads_total` | counter | `result`: `changed` (new keys in force), `failed` (file unusable; the current keys kept) |
+//! | `chat_memory_rate_limit_fail_open_total` | counter | `cause`: `unavailable` (NATS KV failed), `timeout` (a lease took over 1 s); each opens one budget's limit for a while (D-38) |
 
 use std::future::Future;
 use std::pin::Pin;
@@ -38,6 +39,7 @@ struct ApiInstruments {
     audit_rows: Counter<u64>,
     read_cache: Counter<u64>,
     jwks_reloads: Counter<u64>,
+    rate_limit_fail_open: Counter<u64>,
     /// Read by the observable gauges.
     outbox_depth: Arc<AtomicU64>,
     watch_streams: Arc<AtomicU64>,
@@ -62,6 +64,10 @@ fn instruments() -> &'static ApiInstruments {
             .with_callback(move |o| o.observe(streams.load(Ordering::Relaxed), &[]))
             .build();
         ApiInstruments {
+            rate_limit_fail_open: meter
+                .u64_counter("chat_memory_rate_limit_fail_open")
+                .with_description("Times a rate-limit budget was opened (calls let through unlimited) because its shared state failed")
+                .build(),
             jwks_reloads: meter
                 .u64_counter("chat_memory_jwks_reloads")
                 .with_description("JWKS file re-reads that changed the keys, or found the file unusable")
@@ -121,6 +127,14 @@ pub fn jwks_reload(result: &'static str) {
     instruments()
         .jwks_reloads
         .add(1, &[KeyValue::new("result", result)]);
+}
+
+/// Counts one budget opened because its shared state failed: `unavailable`
+/// or `timeout`.
+pub fn rate_limit_fail_open(cause: &'static str) {
+    instruments()
+        .rate_limit_fail_open
+        .add(1, &[KeyValue::new("cause", cause)]);
 }
 
 /// Records the open watch streams.

@@ -439,3 +439,62 @@ fn the_observability_profile_mounts_files_that_exist() {
         );
     }
 }
+
+/// The rate limiter fails open when its shared state is gone (by design: a
+/// limiter outage is not an outage), and counts it in
+/// `chat_memory_rate_limit_fail_open_total`, which ChatMemoryRateLimiterFailingOpen
+/// alerts on (DEBT D-38).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limiter_without_its_shared_state_lets_calls_through_and_counts_it() {
+    let bucket = format!("CMT_RL_open_{}", test_support::unique_suffix());
+    let stack = ProcessStack::start(ProcessOptions {
+        env: vec![(
+            "gateway",
+            vec![
+                ("CHAT_MEMORY__RATE_LIMIT__BUCKET".to_owned(), bucket.clone()),
+                // Small leases, so calls keep refilling from the bucket.
+                (
+                    "CHAT_MEMORY__RATE_LIMIT__PER_MINUTE".to_owned(),
+                    "100".to_owned(),
+                ),
+            ],
+        )],
+        ..ProcessOptions::default()
+    })
+    .await;
+    let metrics = format!("http://{}/metrics", stack.ports["gateway"].metrics);
+    let fail_opens = || async {
+        let text = reqwest::get(&metrics).await.ok()?.text().await.ok()?;
+        Some(
+            text.lines()
+                .filter(|l| l.starts_with("chat_memory_rate_limit_fail_open_total"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>(),
+        )
+    };
+    let mut client = test_support::processes::gateway_client(&stack).await;
+    let _ = client.get_memory(get("limited")).await;
+    assert_eq!(fail_opens().await.unwrap_or(0.0), 0.0, "the bucket works");
+
+    let js = job_queue::connect(&stack.queue_settings(), "test")
+        .await
+        .expect("nats");
+    js.delete_stream(format!("KV_{bucket}"))
+        .await
+        .expect("the bucket's stream deleted");
+    // More calls than a user's budget of 100: each is let through, none
+    // refused for the rate, and the fail-open is counted.
+    for _ in 0..150 {
+        let status = client
+            .get_memory(get("limited"))
+            .await
+            .expect_err("no memory");
+        assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
+    }
+    stack
+        .wait_until("the fail-open counted", Duration::from_secs(10), || async {
+            fail_opens().await.filter(|n| *n >= 1.0)
+        })
+        .await;
+    stack.shutdown().await;
+}

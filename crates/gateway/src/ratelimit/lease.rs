@@ -357,10 +357,12 @@ async fn refill_task<S: SharedBudget>(
                 cause = ?std::error::Error::source(&error),
                 "rate-limit state unavailable; allowing calls"
             );
+            crate::metrics::rate_limit_fail_open("unavailable");
             slot.fail_open(now);
         }
         Err(_elapsed) => {
             tracing::warn!("rate-limit lease took over {LEASE_TIMEOUT:?}; allowing calls");
+            crate::metrics::rate_limit_fail_open("timeout");
             slot.fail_open(now);
         }
     }
