@@ -183,8 +183,9 @@ impl Acceptor {
         let keyed_repeat = published.duplicate && !request_hash.is_empty();
         let checked_in_queue = if keyed_repeat {
             match self
-                .repeats_queued_job(published.sequence, &request_hash)
+                .repeats_queued_job(published.sequence, &job.job_id, &request_hash)
                 .await
+                .map_err(refused)?
             {
                 Some(true) => true,
                 Some(false) => return Err(refused(key_reused())),
@@ -211,11 +212,17 @@ impl Acceptor {
             .await
         {
             Ok(Registration::Recorded { earlier_acceptance }) => (earlier_acceptance, true),
+            // Past the duplicate window the reuse was published as a message
+            // of its own: the worker skips it (KEY_REUSED) and dead-letters it,
+            // a trace of a client reusing keys (runbooks/alert-dead-letters.md).
             Ok(Registration::KeyReused) => return Err(refused(key_reused())),
             // A keyed repeat whose first request left the queue is checked
             // only by memory-store: without it, it is not answered.
             Err(status) if keyed_repeat && !checked_in_queue => {
-                return Err(refused(GatewayError::UnverifiedRepeat(status)));
+                return Err(refused(match GatewayError::from_store(status, "job") {
+                    GatewayError::StoreUnavailable(s) => GatewayError::UnverifiedRepeat(s),
+                    other => other,
+                }));
             }
             Err(status) => {
                 tracing::warn!(job_id = %job.job_id, code = ?status.code(), "could not register accepted job; the worker will");
@@ -247,17 +254,29 @@ impl Acceptor {
         })
     }
 
-    /// Whether the job the stream holds at `sequence` has the messages whose
-    /// digest is `request_hash`; None when it has left the stream (or the
-    /// stream cannot be read), so only memory-store's digest can tell.
-    async fn repeats_queued_job(&self, sequence: u64, request_hash: &str) -> Option<bool> {
+    /// Whether the job the stream holds at `sequence` (job `job_id`) has the
+    /// messages whose digest is `request_hash`; None when it has left the
+    /// stream, so only memory-store's digest can tell.
+    ///
+    /// # Errors
+    /// [`GatewayError::QueueUnavailable`] when the stream cannot be read: the
+    /// repeat is not answered unchecked.
+    async fn repeats_queued_job(
+        &self,
+        sequence: u64,
+        job_id: &str,
+        request_hash: &str,
+    ) -> Result<Option<bool>, GatewayError> {
         match self.publisher.stored_job(sequence).await {
-            Ok(Some(original)) => Some(request_digest(original.messages.iter()) == request_hash),
-            Ok(None) => None,
-            Err(e) => {
-                tracing::warn!(stream_seq = sequence, error = %e, "repeat not compared with its queued job");
-                None
+            Ok(Some(original)) if original.job_id == job_id => Ok(Some(
+                request_digest(original.messages.iter()) == request_hash,
+            )),
+            Ok(Some(other)) => {
+                tracing::warn!(stream_seq = sequence, found = %other.job_id, "a repeat's sequence holds another job; left to memory-store's check");
+                Ok(None)
             }
+            Ok(None) => Ok(None),
+            Err(e) => Err(GatewayError::QueueUnavailable(e)),
         }
     }
 

@@ -81,7 +81,7 @@ impl Gate {
         };
         let principal = bearer(headers)
             .and_then(|token| self.verifier.verify(token))
-            .map_err(|e| self.unauthenticated(e, peer))?;
+            .map_err(|e| self.unauthenticated(e, peer, headers))?;
         if !principal.has(needed) {
             return Err(Denial::new(
                 Some(principal),
@@ -98,12 +98,19 @@ impl Gate {
     }
 
     /// The denial of a call without a valid token: UNAUTHENTICATED, or
-    /// RESOURCE_EXHAUSTED once its address failed too often.
-    fn unauthenticated(&self, error: AuthError, peer: Option<IpAddr>) -> Denial {
-        let limited = peer.and_then(|ip| self.failed_auth.check(ip).err());
+    /// RESOURCE_EXHAUSTED once its client's address failed too often (behind
+    /// a trusted proxy, the address it forwarded).
+    fn unauthenticated(
+        &self,
+        error: AuthError,
+        peer: Option<IpAddr>,
+        headers: &HeaderMap,
+    ) -> Denial {
+        let client = peer.map(|peer| self.failed_auth.client(peer, headers));
+        let limited = client.and_then(|ip| self.failed_auth.check(ip).err());
         match limited {
             Some(retry_after) => {
-                tracing::warn!(peer = ?peer, reason = %error, "failed authentications over the per-address limit");
+                tracing::warn!(client = ?client, peer = ?peer, reason = %error, "failed authentications over the per-address limit");
                 Denial::new(None, GatewayError::AuthFailuresLimited { retry_after })
             }
             None => Denial::new(None, GatewayError::Unauthenticated(error)),

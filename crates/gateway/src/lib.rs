@@ -140,6 +140,7 @@ pub async fn run(
         limiters,
         failed_auth: ratelimit::FailedAuthLimiter::new(
             settings.rate_limit.failed_auth_per_minute_per_ip,
+            settings.rate_limit.trusted_proxies(),
         ),
         audit: audit.clone(),
     });

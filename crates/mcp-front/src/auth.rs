@@ -8,8 +8,10 @@
 //! each call, exactly as for a gRPC client: a bad token comes back from the
 //! gateway as `UNAUTHENTICATED` and the tool reports it as a tool error.
 
+use std::net::{IpAddr, SocketAddr};
+
 use axum::{
-    extract::Request,
+    extract::{ConnectInfo, Request},
     http::{HeaderValue, StatusCode, header},
     middleware::Next,
     response::{IntoResponse, Response},
@@ -19,18 +21,27 @@ use tonic::metadata::{Ascii, MetadataValue};
 /// The challenge of a 401 (RFC 6750: no error code when no token was sent).
 pub const WWW_AUTHENTICATE: &str = "Bearer realm=\"chat-memory\"";
 
-/// The MCP caller's `authorization` value, normalised to `Bearer <token>`,
-/// as gRPC metadata for the gateway. Never printed.
+/// The MCP caller as the gateway must see it: its `authorization` value,
+/// normalised to `Bearer <token>` (never printed), and the `x-forwarded-for`
+/// chain ending with the caller's address, so the gateway (which trusts this
+/// front: `rate_limit.trusted_proxies`) limits failed authentications per
+/// real client, not per front.
 #[derive(Clone)]
-pub struct CallerToken(MetadataValue<Ascii>);
+pub struct Caller {
+    token: MetadataValue<Ascii>,
+    forwarded_for: Option<MetadataValue<Ascii>>,
+}
 
-impl std::fmt::Debug for CallerToken {
+impl std::fmt::Debug for Caller {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("CallerToken(<redacted>)")
+        f.debug_struct("Caller")
+            .field("token", &"<redacted>")
+            .field("forwarded_for", &self.forwarded_for)
+            .finish()
     }
 }
 
-impl CallerToken {
+impl Caller {
     /// The token of an `Authorization: Bearer <token>` header value; `None`
     /// without one, with another scheme, a blank token, or bytes gRPC metadata
     /// cannot carry.
@@ -42,22 +53,62 @@ impl CallerToken {
         }
         let mut value = MetadataValue::try_from(format!("Bearer {token}")).ok()?;
         value.set_sensitive(true);
-        Some(Self(value))
+        Some(Self {
+            token: value,
+            forwarded_for: None,
+        })
+    }
+
+    /// The caller with its `x-forwarded-for` chain: the chain it arrived with
+    /// (its own proxies', or anything a client wrote: the gateway believes
+    /// only hops its trusted proxies appended), then `peer`, the address of
+    /// the connection to this front. A chain gRPC metadata cannot carry is
+    /// dropped, leaving `peer` alone.
+    #[must_use]
+    pub fn forwarded(mut self, arrived_with: Option<&str>, peer: Option<IpAddr>) -> Self {
+        let Some(peer) = peer else { return self };
+        let chain = arrived_with
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map_or_else(|| peer.to_string(), |before| format!("{before}, {peer}"));
+        self.forwarded_for = MetadataValue::try_from(chain)
+            .or_else(|_| MetadataValue::try_from(peer.to_string()))
+            .ok();
+        self
     }
 
     /// The `authorization` metadata value to send.
     pub fn metadata_value(&self) -> MetadataValue<Ascii> {
-        self.0.clone()
+        self.token.clone()
+    }
+
+    /// The `x-forwarded-for` metadata value to send, if the caller's address is known.
+    pub fn forwarded_for(&self) -> Option<MetadataValue<Ascii>> {
+        self.forwarded_for.clone()
     }
 }
 
 /// Axum middleware in front of `/mcp`: a request without a bearer token is
-/// answered 401 here; otherwise the token rides along in the request's
+/// answered 401 here; otherwise the [`Caller`] (token, and the address chain
+/// ending with the connection's peer) rides along in the request's
 /// extensions, where rmcp hands it to the tools (inside `http::request::Parts`).
 pub async fn require_bearer(mut request: Request, next: Next) -> Response {
-    match CallerToken::from_header(request.headers().get(header::AUTHORIZATION)) {
-        Some(token) => {
-            request.extensions_mut().insert(token);
+    match Caller::from_header(request.headers().get(header::AUTHORIZATION)) {
+        Some(caller) => {
+            let peer = request
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(addr)| addr.ip());
+            // Every `x-forwarded-for` line, in order; one that is not text drops them all.
+            let arrived: Option<Vec<&str>> = request
+                .headers()
+                .get_all("x-forwarded-for")
+                .iter()
+                .map(|v| v.to_str().ok())
+                .collect();
+            let arrived = arrived.map(|lines| lines.join(", "));
+            let caller = caller.forwarded(arrived.as_deref(), peer);
+            request.extensions_mut().insert(caller);
             next.run(request).await
         }
         None => {
@@ -78,7 +129,7 @@ mod tests {
 
     fn token_of(raw: &str) -> Option<String> {
         let value = HeaderValue::from_str(raw).ok()?;
-        CallerToken::from_header(Some(&value))
+        Caller::from_header(Some(&value))
             .and_then(|t| t.metadata_value().to_str().ok().map(str::to_owned))
     }
 
@@ -103,13 +154,48 @@ mod tests {
         ] {
             assert_eq!(token_of(raw), None, "{raw:?}");
         }
-        assert!(CallerToken::from_header(None).is_none());
+        assert!(Caller::from_header(None).is_none());
     }
 
     #[test]
     fn the_token_never_prints() {
         let value = HeaderValue::from_static("Bearer secret-jwt");
-        let token = CallerToken::from_header(Some(&value));
-        assert_eq!(format!("{token:?}"), "Some(CallerToken(<redacted>))");
+        let token = Caller::from_header(Some(&value));
+        let printed = format!("{token:?}");
+        assert!(!printed.contains("secret-jwt"), "{printed}");
+        assert!(printed.contains("<redacted>"), "{printed}");
+    }
+
+    fn chain(caller: &Caller) -> Option<String> {
+        caller
+            .forwarded_for()
+            .and_then(|v| v.to_str().ok().map(str::to_owned))
+    }
+
+    #[test]
+    fn the_callers_address_is_appended_to_the_chain_it_arrived_with() {
+        let value = HeaderValue::from_static("Bearer abc");
+        let caller = || Caller::from_header(Some(&value)).expect("a token");
+        let peer: Option<IpAddr> = "203.0.113.7".parse().ok();
+        assert_eq!(
+            chain(&caller().forwarded(None, peer)).as_deref(),
+            Some("203.0.113.7")
+        );
+        assert_eq!(
+            chain(&caller().forwarded(Some("198.51.100.1, 10.0.0.2"), peer)).as_deref(),
+            Some("198.51.100.1, 10.0.0.2, 203.0.113.7")
+        );
+        assert_eq!(
+            chain(&caller().forwarded(Some("  "), peer)).as_deref(),
+            Some("203.0.113.7")
+        );
+        // Unknown peer (not served with connect info): nothing is claimed.
+        assert_eq!(chain(&caller().forwarded(Some("198.51.100.1"), None)), None);
+        // The token is not in its Debug form.
+        let debug = format!("{:?}", caller().forwarded(None, peer));
+        assert!(
+            !debug.contains("abc") && debug.contains("203.0.113.7"),
+            "{debug}"
+        );
     }
 }

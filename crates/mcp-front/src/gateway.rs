@@ -9,7 +9,7 @@ use chat_memory_proto::v1::{
 };
 use tonic::{Request, Status, transport::Channel};
 
-use crate::auth::CallerToken;
+use crate::auth::Caller;
 
 /// A cheap-to-clone handle on one lazily connecting channel to the gateway.
 #[derive(Clone, Debug)]
@@ -27,11 +27,14 @@ impl Gateway {
         }
     }
 
-    fn request<T>(&self, token: &CallerToken, message: T, extra: Duration) -> Request<T> {
+    fn request<T>(&self, token: &Caller, message: T, extra: Duration) -> Request<T> {
         let mut request = Request::new(message);
         request
             .metadata_mut()
             .insert("authorization", token.metadata_value());
+        if let Some(chain) = token.forwarded_for() {
+            request.metadata_mut().insert("x-forwarded-for", chain);
+        }
         request.set_timeout(self.request_timeout + extra);
         service_kit::telemetry::propagation::inject_into_metadata(request.metadata_mut());
         request
@@ -43,7 +46,7 @@ impl Gateway {
     /// The gateway's status, or the channel's when it is unreachable.
     pub async fn get_memory(
         &self,
-        token: &CallerToken,
+        token: &Caller,
         message: GetMemoryRequest,
     ) -> Result<GetMemoryResponse, Status> {
         let wait = Duration::from_millis(u64::from(message.wait_ms));
@@ -57,7 +60,7 @@ impl Gateway {
     /// As [`Gateway::get_memory`].
     pub async fn update_memory(
         &self,
-        token: &CallerToken,
+        token: &Caller,
         message: UpdateMemoryRequest,
     ) -> Result<UpdateMemoryResponse, Status> {
         let request = self.request(token, message, Duration::ZERO);
@@ -75,7 +78,7 @@ impl Gateway {
     /// As [`Gateway::get_memory`].
     pub async fn get_update_status(
         &self,
-        token: &CallerToken,
+        token: &Caller,
         message: GetUpdateStatusRequest,
     ) -> Result<GetUpdateStatusResponse, Status> {
         let request = self.request(token, message, Duration::ZERO);

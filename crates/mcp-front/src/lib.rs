@@ -10,7 +10,7 @@
 //! # Layout
 //! - [`server`]: `run`: MCP at `/mcp` (behind the bearer check) and gRPC health
 //!   on one listener.
-//! - [`auth`]: the bearer check (401 without a token) and [`auth::CallerToken`],
+//! - [`auth`]: the bearer check (401 without a token) and [`auth::Caller`],
 //!   the caller's token carried to the tools.
 //! - [`tools`]: `read_memory`, `add_messages`, `update_status`, and in
 //!   [`tools::types`] their schemas and conversions to the gateway's messages.

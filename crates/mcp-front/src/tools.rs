@@ -14,7 +14,7 @@ use rmcp::{
 };
 use tracing::Instrument;
 
-use crate::{auth::CallerToken, error::ToolError, gateway::Gateway, metrics};
+use crate::{auth::Caller, error::ToolError, gateway::Gateway, metrics};
 use types::{
     AddMessagesInput, AddMessagesOutput, ChatMemory, ReadMemoryInput, UpdateStatus,
     UpdateStatusInput,
@@ -150,10 +150,10 @@ impl ServerHandler for MemoryTools {
 }
 
 /// The token the HTTP layer put on the request (see [`crate::auth`]).
-fn caller(parts: &http::request::Parts) -> Result<&CallerToken, ToolError> {
+fn caller(parts: &http::request::Parts) -> Result<&Caller, ToolError> {
     parts
         .extensions
-        .get::<CallerToken>()
+        .get::<Caller>()
         .ok_or(ToolError::NoCallerToken)
 }
 

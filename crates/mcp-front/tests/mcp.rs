@@ -64,10 +64,21 @@ impl Front {
         &self,
         token: Option<&str>,
     ) -> Result<RunningService<RoleClient, ClientConfig>, String> {
+        self.client_with(token, std::collections::HashMap::new())
+            .await
+    }
+
+    /// An MCP session presenting `token` and these HTTP headers on every request.
+    async fn client_with(
+        &self,
+        token: Option<&str>,
+        headers: std::collections::HashMap<http::HeaderName, http::HeaderValue>,
+    ) -> Result<RunningService<RoleClient, ClientConfig>, String> {
         // rmcp's client builds a reqwest client: rustls (when a workspace
         // build enables it) needs its provider first.
         summarizer_contract::tls::install_ring_provider();
-        let mut config = StreamableHttpClientTransportConfig::with_uri(self.url());
+        let mut config =
+            StreamableHttpClientTransportConfig::with_uri(self.url()).custom_headers(headers);
         if let Some(token) = token {
             config = config.auth_header(token);
         }
@@ -421,6 +432,57 @@ async fn a_bad_token_is_refused_by_the_gateway_as_an_unauthenticated_tool_error(
         mcp.cancel().await.ok();
     }
 
+    front.stop().await;
+    stack.shutdown().await;
+}
+
+/// The front forwards its caller's address (after the chain the caller came
+/// with): a gateway that trusts the front limits failed authentications per
+/// MCP client, not per front (DEBT D-7).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failed_authentications_through_the_front_are_limited_per_client_address() {
+    let stack = TestStack::start_with(StackOptions {
+        workers: 0,
+        failed_auth_per_minute: 2,
+        trusted_proxies: vec!["127.0.0.1".to_owned()],
+        ..StackOptions::default()
+    })
+    .await;
+    let front = Front::start(stack.gateway_addr).await;
+    // As if behind the caller's own (trusted-by-nobody) proxy: the front
+    // appends its peer, 127.0.0.1, which the gateway trusts, so the client is
+    // the address before it.
+    let from = |client: &'static str| {
+        std::collections::HashMap::from([(
+            http::HeaderName::from_static("x-forwarded-for"),
+            http::HeaderValue::from_static(client),
+        )])
+    };
+    let guesser = front
+        .client_with(Some("not.a.token"), from("198.51.100.1"))
+        .await
+        .unwrap_or_else(|e| panic!("MCP initialisation failed: {e}"));
+    let mut codes = Vec::new();
+    for _ in 0..3 {
+        let error = tool_error(&guesser, "read_memory", json!({"chat_id": "c1"})).await;
+        codes.push(error["code"].as_str().unwrap_or_default().to_owned());
+    }
+    assert_eq!(
+        codes,
+        ["UNAUTHENTICATED", "UNAUTHENTICATED", "RESOURCE_EXHAUSTED"],
+        "the third failure of one client is limited"
+    );
+    let other = front
+        .client_with(Some("not.a.token"), from("198.51.100.2"))
+        .await
+        .unwrap_or_else(|e| panic!("MCP initialisation failed: {e}"));
+    let error = tool_error(&other, "read_memory", json!({"chat_id": "c1"})).await;
+    assert_eq!(
+        error["code"], "UNAUTHENTICATED",
+        "another client has its own budget: {error}"
+    );
+    guesser.cancel().await.ok();
+    other.cancel().await.ok();
     front.stop().await;
     stack.shutdown().await;
 }

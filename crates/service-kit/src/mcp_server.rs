@@ -55,17 +55,22 @@ pub async fn serve(
     let app = tonic::service::Routes::new(health)
         .into_axum_router()
         .merge(mcp_route);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!(service = name, "shutting down");
-            // Report NOT_SERVING first so health checks drain traffic away.
-            reporter
-                .set_service_status(health_name, ServingStatus::NotServing)
-                .await;
-            mcp_cancel.cancel();
-        })
-        .await
+    // The peer's address reaches the handlers (`ConnectInfo`): chat-memory-mcp
+    // forwards it to the gateway as `x-forwarded-for`.
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!(service = name, "shutting down");
+        // Report NOT_SERVING first so health checks drain traffic away.
+        reporter
+            .set_service_status(health_name, ServingStatus::NotServing)
+            .await;
+        mcp_cancel.cancel();
+    })
+    .await
 }
 
 /// Makes `span` continue the caller's trace when the tool call carries W3C

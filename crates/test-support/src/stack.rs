@@ -36,6 +36,11 @@ pub struct StackOptions {
     /// Failed authentications per client address per minute at the gateway;
     /// huge by default so only the test of that limit meets it.
     pub failed_auth_per_minute: u32,
+    /// The gateway's `rate_limit.trusted_proxies` (none by default).
+    pub trusted_proxies: Vec<String>,
+    /// JetStream's duplicate window on the jobs stream (120 s by default; a
+    /// test of what happens past it shortens it).
+    pub duplicate_window_secs: u64,
     /// memory-store's expiry of inactive chats.
     pub expiry: memory_store::settings::ExpirySettings,
     /// The gateway's backpressure limits (the gateway's defaults unless a test
@@ -67,6 +72,8 @@ impl Default for StackOptions {
             max_jobs: 1_000_000,
             rate_limit_per_minute: 1_000_000,
             failed_auth_per_minute: 1_000_000,
+            trusted_proxies: Vec::new(),
+            duplicate_window_secs: 120,
             expiry: memory_store::settings::ExpirySettings::default(),
             backpressure: gateway::backpressure::BackpressureSettings::default(),
             read_cache: gateway::cache::ReadCacheSettings::default(),
@@ -172,7 +179,7 @@ impl TestStack {
             // JetStream reserves a stream's max_bytes from the server's storage:
             // keep test streams small so many runs never exhaust it.
             max_bytes: crate::TEST_STREAM_BYTES,
-            duplicate_window_secs: 120,
+            duplicate_window_secs: opts.duplicate_window_secs,
             ..QueueSettings::default()
         };
 
@@ -243,6 +250,7 @@ impl TestStack {
         }
         gateway_settings.rate_limit.per_minute = opts.rate_limit_per_minute;
         gateway_settings.rate_limit.failed_auth_per_minute_per_ip = opts.failed_auth_per_minute;
+        gateway_settings.rate_limit.trusted_proxies = opts.trusted_proxies.clone();
         gateway_settings.backpressure = opts.backpressure.clone();
         gateway_settings.read_cache = opts.read_cache.clone();
         gateway_settings.rate_limit.bucket = format!("CMT_RL_{suffix}");

@@ -2,8 +2,8 @@
 //!
 //! Every authenticated call draws one token from a budget shared by all
 //! replicas (GCRA, [`gcra`]): per user (tenant + `sub`), or per tenant for a
-//! token acting for its whole tenant (`memory:admin`, e.g. an agent service
-//! calling on behalf of many end users), see [`RateLimitSettings::budget_for`].
+//! token acting for its whole tenant (`memory:service`: an agent service calling
+//! on behalf of many end users; `memory:admin`: operators), see [`RateLimitSettings::budget_for`].
 //!
 //! The state of a budget is one number in a NATS key-value bucket ([`kv`]).
 //! Replicas do not touch it per call: each leases a few tokens at a time (at
@@ -54,7 +54,7 @@ pub struct RateLimitSettings {
     /// gets the largest of its scopes' budgets, or `per_minute`.
     pub by_scope: BTreeMap<String, u32>,
     /// Requests per minute of a tenant's tokens that act for the whole tenant
-    /// (`memory:admin`: agent services calling for many end users, operators),
+    /// (`memory:service`: agent services calling for many end users; `memory:admin`: operators),
     /// all such tokens of the tenant together. They do not use `per_minute`.
     pub per_tenant_per_minute: u32,
     /// Tokens a replica leases at once, in thousandths of the per-minute budget
@@ -65,6 +65,10 @@ pub struct RateLimitSettings {
     /// Calls with a missing or invalid token per client IP address per minute,
     /// per gateway replica; beyond it they get RESOURCE_EXHAUSTED (see [`FailedAuthLimiter`]).
     pub failed_auth_per_minute_per_ip: u32,
+    /// Addresses or CIDR ranges of the proxies in front of the gateway (a load
+    /// balancer, chat-memory-mcp) whose `x-forwarded-for` is believed when
+    /// finding a failed call's client address. Empty: the connection's address.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for RateLimitSettings {
@@ -76,6 +80,7 @@ impl Default for RateLimitSettings {
             lease_per_mille: 20,
             bucket: "chat_memory_ratelimit".into(),
             failed_auth_per_minute_per_ip: 60,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -137,6 +142,14 @@ impl RateLimitSettings {
                 ));
             }
         }
+        for proxy in &self.trusted_proxies {
+            if failed_auth::parse_proxy(proxy).is_none() {
+                return Err(SettingsError::invalid(
+                    "rate_limit.trusted_proxies",
+                    format!("{proxy:?}: must be an IP address or a CIDR range (10.0.0.0/8)"),
+                ));
+            }
+        }
         let ok = !self.bucket.is_empty()
             && self
                 .bucket
@@ -149,6 +162,14 @@ impl RateLimitSettings {
             ));
         }
         Ok(())
+    }
+
+    /// The trusted proxies' ranges (entries [`Self::validate`] refused are left out).
+    pub fn trusted_proxies(&self) -> Vec<ipnet::IpNet> {
+        self.trusted_proxies
+            .iter()
+            .filter_map(|p| failed_auth::parse_proxy(p))
+            .collect()
     }
 
     /// The per-minute budget of a per-user `principal`.
@@ -309,7 +330,14 @@ mod tests {
 
     #[test]
     fn budgets_are_refused_when_unusable() {
-        let cases: [(&str, RateLimitSettings); 5] = [
+        let cases: [(&str, RateLimitSettings); 6] = [
+            (
+                "rate_limit.trusted_proxies",
+                RateLimitSettings {
+                    trusted_proxies: vec!["10.0.0.0/8".into(), "the-load-balancer".into()],
+                    ..RateLimitSettings::default()
+                },
+            ),
             (
                 "rate_limit.by_scope",
                 RateLimitSettings {

@@ -638,3 +638,87 @@ async fn a_batch_of_one_answers_each_verdict_as_a_larger_batch_does() {
     );
     assert_eq!(store.job_state(&fresh).await.0, JobState::Running);
 }
+
+/// Messages of one job id begun in one call (a repeat or a reuse published past
+/// the duplicate window, queued behind the first): the first decides, a reuse
+/// is KEY_REUSED, a repeat is not run twice; only the registered job keeps a
+/// digest, and the message matching the registered digest runs.
+#[tokio::test]
+async fn messages_of_one_job_id_in_one_begin_run_once_and_a_reuse_among_them_is_skipped() {
+    let mut store = TestStore::start().await;
+    let keyed = |job: &str, hash: &str, seq: u64| BeginJobRequest {
+        request_hash: hash.into(),
+        ..begin(job, "t/chat", seq)
+    };
+    let job = job_id();
+    let begun = store
+        .client
+        .begin_jobs(BeginJobsRequest {
+            chat_id: "t/chat".into(),
+            jobs: vec![
+                keyed(&job, DIGEST_A, 1),
+                keyed(&job, DIGEST_B, 2),
+                keyed(&job, DIGEST_A, 3),
+            ],
+        })
+        .await
+        .expect("begin")
+        .into_inner();
+    assert_eq!(
+        skips(&begun),
+        vec![
+            SkipReason::Unspecified,
+            SkipReason::KeyReused,
+            SkipReason::AlreadyApplied
+        ]
+    );
+    // The job kept the first message's digest, not the reuse's.
+    let reuse = RecordAcceptedRequest {
+        idempotency_key: "k".into(),
+        request_hash: DIGEST_B.into(),
+        ..accepted(&job, "t/chat", 4)
+    };
+    let refused = store
+        .client
+        .record_accepted(reuse)
+        .await
+        .expect_err("the reuse's digest");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+
+    // The edge DEBT D-20 names: memory-store was down at the first acceptance,
+    // up at the reuse's (past the window), so the row holds the reuse's
+    // digest. The first message is the one skipped, and the job still runs
+    // once, from the reuse: neither is dropped unseen, nor is the job stuck.
+    let other = job_id();
+    store
+        .client
+        .record_accepted(RecordAcceptedRequest {
+            idempotency_key: "k2".into(),
+            request_hash: DIGEST_B.into(),
+            ..accepted(&other, "t/other", 2)
+        })
+        .await
+        .expect("registered");
+    let begun = store
+        .client
+        .begin_jobs(BeginJobsRequest {
+            chat_id: "t/other".into(),
+            jobs: vec![
+                BeginJobRequest {
+                    request_hash: DIGEST_A.into(),
+                    ..begin(&other, "t/other", 1)
+                },
+                BeginJobRequest {
+                    request_hash: DIGEST_B.into(),
+                    ..begin(&other, "t/other", 2)
+                },
+            ],
+        })
+        .await
+        .expect("begin")
+        .into_inner();
+    assert_eq!(
+        skips(&begun),
+        vec![SkipReason::KeyReused, SkipReason::Unspecified]
+    );
+}

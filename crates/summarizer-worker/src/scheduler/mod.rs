@@ -396,7 +396,11 @@ impl Scheduler {
                 let fits = batch.len() < limits.max_jobs as usize
                     && messages + job.messages.len() <= limits.max_messages as usize
                     && tokens + estimated_tokens(job) <= limits.max_input_tokens as usize;
-                if !chained || !fits || next.delivery.replay || last.delivery.replay {
+                // A second message of a job id (a repeat, or a reuse of its key,
+                // published past the duplicate window) waits until the first
+                // is committed: BeginJobs then tells which it is.
+                let again = batch.iter().any(|h| h.delivery.job.job_id == job.job_id);
+                if !chained || !fits || again || next.delivery.replay || last.delivery.replay {
                     break;
                 }
             }
@@ -529,8 +533,9 @@ impl Scheduler {
                     job_id = %held.delivery.job.job_id,
                     "a message reuses the idempotency key of a job registered with other messages; not applied, dead-lettered"
                 );
-                "the idempotency key was used before for other messages (accepted while memory-store \
-                 could not compare them); not applied: send these messages again with a new key"
+                "the idempotency key (the job id) was used before for other messages; not applied \
+                 (its caller was refused INVALID_ARGUMENT unless memory-store was down when it \
+                 sent them): send these messages again with a new key"
                     .to_owned()
             }
             Disposition::Ack(_) | Disposition::Abandon => return disposition,

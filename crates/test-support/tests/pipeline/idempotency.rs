@@ -220,3 +220,142 @@ async fn a_key_reused_while_memory_store_is_down_is_refused_or_dead_lettered_nev
     assert!(!m.user_confirmed.contains("2,000"), "{}", m.user_confirmed);
     stack.shutdown().await;
 }
+
+/// memory-store down from a keyed update until two more messages of its job
+/// id arrive behind it (what a reuse and a true retry published past the
+/// duplicate window look like): the job applies once, the reuse is
+/// dead-lettered, the retry skipped. (Whether they meet in one batch depends
+/// on redelivery timing; store API `messages_of_one_job_id_in_one_begin_...`
+/// covers one call holding all three.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn messages_of_one_job_id_queued_together_apply_once_and_a_reuse_is_dead_lettered() {
+    use chat_memory_proto::jobs::v1::UpdateJob;
+    use chat_memory_proto::namespace::TenantChatId;
+    use test_support::auth::{TENANT, USER};
+
+    let mut stack = TestStack::start().await;
+    let mut client = stack.gateway().await;
+    let chat = "chat-queued-reuse";
+    let original = keyed(
+        user_update(chat, "My plan is Aetna Choice POS II."),
+        "turn-9",
+    );
+    let reused = user_update(chat, "My copay for specialists is $75.");
+    stack.stop_store().await;
+    let first = client
+        .update_memory(original.clone())
+        .await
+        .expect("accepted while memory-store is down")
+        .into_inner();
+    let js = stack.jetstream().await;
+    let publisher = job_queue::JobPublisher::new(js.clone(), stack.queue.clone());
+    let namespaced = TenantChatId::new(TENANT, chat).expect("chat id");
+    for (suffix, messages) in [("reuse", reused.messages), ("retry", original.messages)] {
+        let job = UpdateJob {
+            job_id: first.job_id.clone(),
+            chat_id: namespaced.as_str().to_owned(),
+            messages,
+            idempotency_key: "turn-9".into(),
+            owner_user: USER.into(),
+            ..Default::default()
+        };
+        publisher
+            .publish_payload(
+                &job.chat_id,
+                &format!("{}-{suffix}", first.job_id),
+                prost::Message::encode_to_vec(&job).into(),
+                Vec::new(),
+            )
+            .await
+            .expect("published");
+    }
+    stack.restart_store().await;
+    let letters = test_support::wait::until("the reuse dead-lettered", JOB_TIMEOUT, || {
+        let js = js.clone();
+        let queue = stack.queue.clone();
+        async move {
+            let list = job_queue::dlq::list(&js, &queue, 10).await.ok()?;
+            (!list.is_empty()).then_some(list)
+        }
+    })
+    .await;
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert!(letters[0].reason.contains("idempotency key"), "{letters:?}");
+    // Every message of the chat has left the stream.
+    test_support::wait::until("the queue drained", JOB_TIMEOUT, || {
+        let js = js.clone();
+        let stream = stack.queue.stream.clone();
+        async move {
+            let mut stream = js.get_stream(&stream).await.ok()?;
+            (stream.info().await.ok()?.state.messages == 0).then_some(())
+        }
+    })
+    .await;
+    let m = memory(&mut client, chat).await.memory.expect("memory");
+    assert_eq!(m.version, 1, "applied once");
+    assert!(m.user_confirmed.contains("Aetna"), "{}", m.user_confirmed);
+    assert!(!m.user_confirmed.contains("$75"), "{}", m.user_confirmed);
+    stack.shutdown().await;
+}
+
+/// Past the duplicate window a reused key's request is published as a message
+/// of its own before memory-store refuses it: the caller is refused naming the
+/// key, and the worker never applies the message; it dead-letters it, a
+/// visible trace of a client reusing keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reuse_refused_past_the_duplicate_window_is_never_applied() {
+    let stack = TestStack::start_with(test_support::StackOptions {
+        duplicate_window_secs: 1,
+        ..test_support::StackOptions::default()
+    })
+    .await;
+    let mut client = stack.gateway().await;
+    let chat = "chat-reuse-late";
+    let first = client
+        .update_memory(keyed(user_update(chat, "My plan is Kaiser HMO."), "turn-3"))
+        .await
+        .expect("accepted")
+        .into_inner();
+    stack.wait_job_done(&first.job_id, JOB_TIMEOUT).await;
+    let js = stack.jetstream().await;
+    let last_seq = || {
+        let js = js.clone();
+        let stream = stack.queue.stream.clone();
+        async move {
+            let mut stream = js.get_stream(&stream).await.ok()?;
+            stream.info().await.ok().map(|i| i.state.last_sequence)
+        }
+    };
+    let before = last_seq().await.expect("stream");
+    // Refused within the window (deduplicated) and past it (published, then
+    // refused); repeated until one was past it.
+    let reused = keyed(user_update(chat, "My deductible is $3,000."), "turn-3");
+    test_support::wait::until("a reuse past the duplicate window", JOB_TIMEOUT, || {
+        let mut client = client.clone();
+        let reused = reused.clone();
+        let last_seq = &last_seq;
+        async move {
+            let refused = client.update_memory(reused).await.err()?;
+            assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+            (last_seq().await? > before).then_some(())
+        }
+    })
+    .await;
+    let letters = test_support::wait::until("the refused reuse dead-lettered", JOB_TIMEOUT, || {
+        let js = js.clone();
+        let queue = stack.queue.clone();
+        async move {
+            let list = job_queue::dlq::list(&js, &queue, 10).await.ok()?;
+            (!list.is_empty()).then_some(list)
+        }
+    })
+    .await;
+    assert_eq!(letters[0].job_id, first.job_id, "{letters:?}");
+    // A later update of the chat applies on top of the first only.
+    let next = send(&mut client, user_update(chat, "My copay is $20.")).await;
+    stack.wait_job_done(&next, JOB_TIMEOUT).await;
+    let m = memory(&mut client, chat).await.memory.expect("memory");
+    assert_eq!(m.version, 2);
+    assert!(!m.user_confirmed.contains("3,000"), "{}", m.user_confirmed);
+    stack.shutdown().await;
+}

@@ -211,3 +211,62 @@ async fn failed_authentications_are_limited_per_address_without_slowing_valid_ca
     );
     stack.shutdown().await;
 }
+
+/// Behind a trusted proxy (a load balancer, chat-memory-mcp) failed
+/// authentications are limited per forwarded client address; from an
+/// untrusted peer `x-forwarded-for` is ignored, so a guesser cannot pick a
+/// fresh address per call (DEBT D-7, D-8).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failed_authentications_behind_a_trusted_proxy_are_limited_per_forwarded_client() {
+    async fn failing(client: &mut test_support::GatewayClient, forwarded_for: &str) -> Code {
+        let mut request = tonic::Request::new(get("any"));
+        request.metadata_mut().insert(
+            "x-forwarded-for",
+            forwarded_for.parse().expect("metadata value"),
+        );
+        client
+            .get_memory(request)
+            .await
+            .map(|_| ())
+            .expect_err("no valid token")
+            .code()
+    }
+    for (trusted, expected) in [
+        // The proxy (this test, on loopback) is trusted: each client its own budget.
+        (
+            vec!["127.0.0.0/8".to_owned()],
+            [
+                Code::Unauthenticated,
+                Code::Unauthenticated,
+                Code::ResourceExhausted,
+                Code::Unauthenticated,
+            ],
+        ),
+        // Not trusted: every call is the connection's address, whatever it claims.
+        (
+            Vec::new(),
+            [
+                Code::Unauthenticated,
+                Code::Unauthenticated,
+                Code::ResourceExhausted,
+                Code::ResourceExhausted,
+            ],
+        ),
+    ] {
+        let stack = TestStack::start_with(StackOptions {
+            failed_auth_per_minute: 2,
+            trusted_proxies: trusted.clone(),
+            workers: 0,
+            ..StackOptions::default()
+        })
+        .await;
+        let mut guesser = gateway_client(stack.gateway_addr, Bearer::new("not.a.token")).await;
+        let mut codes = Vec::new();
+        for _ in 0..3 {
+            codes.push(failing(&mut guesser, "198.51.100.1, 127.0.0.1").await);
+        }
+        codes.push(failing(&mut guesser, "198.51.100.2").await);
+        assert_eq!(codes, expected, "trusted proxies {trusted:?}");
+        stack.shutdown().await;
+    }
+}
