@@ -54,6 +54,7 @@ mod m20261206_000009_accept_audit_with_job;
 mod m20261207_000001_batched_commit;
 mod m20261207_000002_commit_answers_for_the_cache;
 mod m20261207_000003_key_reuse_at_begin;
+mod patch;
 
 /// Every migration of memory-store, oldest first.
 pub struct Migrator;

@@ -65,21 +65,15 @@ fn original() -> Result<&'static str, DbErr> {
 
 /// The original with the carried row's insert and the deleted skip's flush.
 pub(crate) fn patched() -> Result<String, DbErr> {
-    let original = original()?;
-    let mut sql = original.to_owned();
-    for (anchor, with) in [
-        (DECLARE_LAST, DECLARE_CARRIED.to_owned()),
-        (READ_FIELDS, format!("{READ_FIELDS}{STORE_CARRIED}")),
-        (DELETED, format!("{DELETED_DURABLE}{DELETED}")),
-    ] {
-        if original.matches(anchor).count() != 1 {
-            return Err(DbErr::Custom(format!(
-                "chat_memory_begin_jobs of migration 000005 has not exactly one {anchor:?}"
-            )));
-        }
-        sql = sql.replacen(anchor, &with, 1);
-    }
-    Ok(sql)
+    super::patch::at_anchors(
+        original()?,
+        "chat_memory_begin_jobs of migration 000005",
+        &[
+            (DECLARE_LAST, DECLARE_CARRIED.to_owned()),
+            (READ_FIELDS, format!("{READ_FIELDS}{STORE_CARRIED}")),
+            (DELETED, format!("{DELETED_DURABLE}{DELETED}")),
+        ],
+    )
 }
 
 #[async_trait::async_trait]

@@ -87,22 +87,16 @@ const STORE_HASHES: &str = r#"    IF cardinality(reg_jobs) > 0 THEN
 
 /// `chat_memory_begin_jobs` of migration 000009 with the digest's check and keeping.
 fn patched() -> Result<String, DbErr> {
-    let original = super::m20261206_000009_accept_audit_with_job::patched()?;
-    let mut sql = original.clone();
-    for (anchor, with) in [
-        (DECLARE, DECLARE_HASHES.to_owned()),
-        (LOOKUP, LOOKUP_HASH.to_owned()),
-        (STATE, format!("{KEY_REUSED}{STATE}")),
-        (AFTER_LOOP, format!("{STORE_HASHES}{AFTER_LOOP}")),
-    ] {
-        if original.matches(anchor).count() != 1 {
-            return Err(DbErr::Custom(format!(
-                "chat_memory_begin_jobs of migration 000009 has not exactly one {anchor:?}"
-            )));
-        }
-        sql = sql.replacen(anchor, &with, 1);
-    }
-    Ok(sql)
+    super::patch::at_anchors(
+        &super::m20261206_000009_accept_audit_with_job::patched()?,
+        "chat_memory_begin_jobs of migration 000009",
+        &[
+            (DECLARE, DECLARE_HASHES.to_owned()),
+            (LOOKUP, LOOKUP_HASH.to_owned()),
+            (STATE, format!("{KEY_REUSED}{STATE}")),
+            (AFTER_LOOP, format!("{STORE_HASHES}{AFTER_LOOP}")),
+        ],
+    )
 }
 
 #[async_trait::async_trait]

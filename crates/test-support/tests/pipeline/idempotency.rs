@@ -22,29 +22,8 @@ async fn an_idempotency_key_reused_for_other_messages_is_refused_naming_the_key(
         "turn-41",
     );
 
-    let first = client
-        .update_memory(original.clone())
-        .await
-        .expect("first")
-        .into_inner();
     // Within JetStream's duplicate window (the message itself is deduplicated).
-    let refused = client
-        .update_memory(reused.clone())
-        .await
-        .expect_err("a reused key with other messages must be refused");
-    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
-    let details = refused
-        .get_details_bad_request()
-        .unwrap_or_else(|| panic!("no BadRequest details: {refused:?}"));
-    assert_eq!(details.field_violations[0].field, "idempotency_key");
-    // A true retry is still answered as the same job.
-    let retry = client
-        .update_memory(original.clone())
-        .await
-        .expect("retry")
-        .into_inner();
-    assert_eq!(retry.job_id, first.job_id);
-    assert!(retry.deduplicated);
+    let first = accept_then_refuse_the_reuse(&mut client, &original, &reused).await;
     // After the job was applied too.
     stack.wait_job_done(&first.job_id, JOB_TIMEOUT).await;
     let late = client
@@ -119,10 +98,6 @@ async fn a_repeated_idempotency_key_returns_the_same_job_and_applies_once() {
 /// duplicate window looks like) is dead-lettered, never applied.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_key_reused_while_memory_store_is_down_is_refused_or_dead_lettered_never_dropped() {
-    use chat_memory_proto::jobs::v1::UpdateJob;
-    use chat_memory_proto::namespace::TenantChatId;
-    use test_support::auth::{TENANT, USER};
-
     let mut stack = TestStack::start().await;
     let mut client = stack.gateway().await;
     let chat = "chat-reuse-down";
@@ -130,28 +105,8 @@ async fn a_key_reused_while_memory_store_is_down_is_refused_or_dead_lettered_nev
     let reused = keyed(user_update(chat, "My deductible is $2,000."), "turn-7");
     stack.stop_store().await;
 
-    let first = client
-        .update_memory(original.clone())
-        .await
-        .expect("accepted while memory-store is down")
-        .into_inner();
     // Compared with the queued message: no memory-store needed.
-    let refused = client
-        .update_memory(reused.clone())
-        .await
-        .expect_err("the key with other messages must be refused");
-    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
-    let details = refused
-        .get_details_bad_request()
-        .unwrap_or_else(|| panic!("no BadRequest details: {refused:?}"));
-    assert_eq!(details.field_violations[0].field, "idempotency_key");
-    let retry = client
-        .update_memory(original.clone())
-        .await
-        .expect("a true retry")
-        .into_inner();
-    assert_eq!(retry.job_id, first.job_id);
-    assert!(retry.deduplicated);
+    let first = accept_then_refuse_the_reuse(&mut client, &original, &reused).await;
 
     stack.restart_store().await;
     stack.wait_job_done(&first.job_id, JOB_TIMEOUT).await;
@@ -183,35 +138,16 @@ async fn a_key_reused_while_memory_store_is_down_is_refused_or_dead_lettered_nev
 
     // A second message of the job id with other messages, published under
     // another message id as a reuse past the duplicate window would be.
-    let js = stack.jetstream().await;
-    let publisher = job_queue::JobPublisher::new(js.clone(), stack.queue.clone());
-    let namespaced = TenantChatId::new(TENANT, chat).expect("chat id");
-    let job = UpdateJob {
-        job_id: first.job_id.clone(),
-        chat_id: namespaced.as_str().to_owned(),
-        messages: reused.messages.clone(),
-        idempotency_key: "turn-7".into(),
-        owner_user: USER.into(),
-        ..Default::default()
-    };
-    publisher
-        .publish_payload(
-            &job.chat_id,
-            &format!("{}-past-the-window", first.job_id),
-            prost::Message::encode_to_vec(&job).into(),
-            Vec::new(),
-        )
-        .await
-        .expect("published");
-    let letters = test_support::wait::until("the reuse dead-lettered", JOB_TIMEOUT, || {
-        let js = js.clone();
-        let queue = stack.queue.clone();
-        async move {
-            let list = job_queue::dlq::list(&js, &queue, 10).await.ok()?;
-            (!list.is_empty()).then_some(list)
-        }
-    })
+    publish_past_the_window(
+        &stack,
+        &first.job_id,
+        chat,
+        "turn-7",
+        reused.messages.clone(),
+        "late",
+    )
     .await;
+    let letters = dead_letters(&stack).await;
     assert_eq!(letters.len(), 1, "{letters:?}");
     assert_eq!(letters[0].job_id, first.job_id);
     assert!(letters[0].reason.contains("idempotency key"), "{letters:?}");
@@ -229,10 +165,6 @@ async fn a_key_reused_while_memory_store_is_down_is_refused_or_dead_lettered_nev
 /// covers one call holding all three.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn messages_of_one_job_id_queued_together_apply_once_and_a_reuse_is_dead_lettered() {
-    use chat_memory_proto::jobs::v1::UpdateJob;
-    use chat_memory_proto::namespace::TenantChatId;
-    use test_support::auth::{TENANT, USER};
-
     let mut stack = TestStack::start().await;
     let mut client = stack.gateway().await;
     let chat = "chat-queued-reuse";
@@ -247,41 +179,15 @@ async fn messages_of_one_job_id_queued_together_apply_once_and_a_reuse_is_dead_l
         .await
         .expect("accepted while memory-store is down")
         .into_inner();
-    let js = stack.jetstream().await;
-    let publisher = job_queue::JobPublisher::new(js.clone(), stack.queue.clone());
-    let namespaced = TenantChatId::new(TENANT, chat).expect("chat id");
     for (suffix, messages) in [("reuse", reused.messages), ("retry", original.messages)] {
-        let job = UpdateJob {
-            job_id: first.job_id.clone(),
-            chat_id: namespaced.as_str().to_owned(),
-            messages,
-            idempotency_key: "turn-9".into(),
-            owner_user: USER.into(),
-            ..Default::default()
-        };
-        publisher
-            .publish_payload(
-                &job.chat_id,
-                &format!("{}-{suffix}", first.job_id),
-                prost::Message::encode_to_vec(&job).into(),
-                Vec::new(),
-            )
-            .await
-            .expect("published");
+        publish_past_the_window(&stack, &first.job_id, chat, "turn-9", messages, suffix).await;
     }
     stack.restart_store().await;
-    let letters = test_support::wait::until("the reuse dead-lettered", JOB_TIMEOUT, || {
-        let js = js.clone();
-        let queue = stack.queue.clone();
-        async move {
-            let list = job_queue::dlq::list(&js, &queue, 10).await.ok()?;
-            (!list.is_empty()).then_some(list)
-        }
-    })
-    .await;
+    let letters = dead_letters(&stack).await;
     assert_eq!(letters.len(), 1, "{letters:?}");
     assert!(letters[0].reason.contains("idempotency key"), "{letters:?}");
     // Every message of the chat has left the stream.
+    let js = stack.jetstream().await;
     test_support::wait::until("the queue drained", JOB_TIMEOUT, || {
         let js = js.clone();
         let stream = stack.queue.stream.clone();
@@ -341,15 +247,7 @@ async fn a_reuse_refused_past_the_duplicate_window_is_never_applied() {
         }
     })
     .await;
-    let letters = test_support::wait::until("the refused reuse dead-lettered", JOB_TIMEOUT, || {
-        let js = js.clone();
-        let queue = stack.queue.clone();
-        async move {
-            let list = job_queue::dlq::list(&js, &queue, 10).await.ok()?;
-            (!list.is_empty()).then_some(list)
-        }
-    })
-    .await;
+    let letters = dead_letters(&stack).await;
     assert_eq!(letters[0].job_id, first.job_id, "{letters:?}");
     // A later update of the chat applies on top of the first only.
     let next = send(&mut client, user_update(chat, "My copay is $20.")).await;
@@ -358,4 +256,87 @@ async fn a_reuse_refused_past_the_duplicate_window_is_never_applied() {
     assert_eq!(m.version, 2);
     assert!(!m.user_confirmed.contains("3,000"), "{}", m.user_confirmed);
     stack.shutdown().await;
+}
+
+/// Publishes another message of job `job_id` for `chat` under its own message
+/// id (`suffix`), as a request with the job's key published past JetStream's
+/// duplicate window would be.
+async fn publish_past_the_window(
+    stack: &TestStack,
+    job_id: &str,
+    chat: &str,
+    key: &str,
+    messages: Vec<chat_memory_proto::v1::ChatMessage>,
+    suffix: &str,
+) {
+    use chat_memory_proto::jobs::v1::UpdateJob;
+    use chat_memory_proto::namespace::TenantChatId;
+    use test_support::auth::{TENANT, USER};
+    let publisher = job_queue::JobPublisher::new(stack.jetstream().await, stack.queue.clone());
+    let job = UpdateJob {
+        job_id: job_id.to_owned(),
+        chat_id: TenantChatId::new(TENANT, chat)
+            .expect("chat id")
+            .as_str()
+            .to_owned(),
+        messages,
+        idempotency_key: key.to_owned(),
+        owner_user: USER.into(),
+        ..Default::default()
+    };
+    publisher
+        .publish_payload(
+            &job.chat_id,
+            &format!("{job_id}-{suffix}"),
+            prost::Message::encode_to_vec(&job).into(),
+            Vec::new(),
+        )
+        .await
+        .expect("published");
+}
+
+/// The dead letters, once there is any.
+async fn dead_letters(stack: &TestStack) -> Vec<job_queue::dlq::DeadLetterEntry> {
+    let js = stack.jetstream().await;
+    test_support::wait::until("a dead letter", JOB_TIMEOUT, || {
+        let js = js.clone();
+        let queue = stack.queue.clone();
+        async move {
+            let list = job_queue::dlq::list(&js, &queue, 10).await.ok()?;
+            (!list.is_empty()).then_some(list)
+        }
+    })
+    .await
+}
+
+/// Sends `original` (accepted), then `reused` (its key with other messages:
+/// refused naming the key), then `original` again (a true retry: the same job,
+/// deduplicated); the first answer.
+async fn accept_then_refuse_the_reuse(
+    client: &mut test_support::GatewayClient,
+    original: &chat_memory_proto::v1::UpdateMemoryRequest,
+    reused: &chat_memory_proto::v1::UpdateMemoryRequest,
+) -> chat_memory_proto::v1::UpdateMemoryResponse {
+    let first = client
+        .update_memory(original.clone())
+        .await
+        .expect("the first request")
+        .into_inner();
+    let refused = client
+        .update_memory(reused.clone())
+        .await
+        .expect_err("a reused key with other messages must be refused");
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    let details = refused
+        .get_details_bad_request()
+        .unwrap_or_else(|| panic!("no BadRequest details: {refused:?}"));
+    assert_eq!(details.field_violations[0].field, "idempotency_key");
+    let retry = client
+        .update_memory(original.clone())
+        .await
+        .expect("a true retry")
+        .into_inner();
+    assert_eq!(retry.job_id, first.job_id);
+    assert!(retry.deduplicated);
+    first
 }
