@@ -21,6 +21,10 @@ use tonic::metadata::{Ascii, MetadataValue};
 /// The challenge of a 401 (RFC 6750: no error code when no token was sent).
 pub const WWW_AUTHENTICATE: &str = "Bearer realm=\"chat-memory\"";
 
+/// `x-forwarded-for` hops the front passes on before its own: the gateway
+/// reads at most 16 from the right, the front's among them.
+const FORWARDED_HOPS_KEPT: usize = 15;
+
 /// The MCP caller as the gateway must see it: its `authorization` value,
 /// normalised to `Bearer <token>` (never printed), and the `x-forwarded-for`
 /// chain ending with the caller's address, so the gateway (which trusts this
@@ -67,10 +71,20 @@ impl Caller {
     #[must_use]
     pub fn forwarded(mut self, arrived_with: Option<&str>, peer: Option<IpAddr>) -> Self {
         let Some(peer) = peer else { return self };
-        let chain = arrived_with
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .map_or_else(|| peer.to_string(), |before| format!("{before}, {peer}"));
+        // The last hops only: the gateway reads no more from the right.
+        let peer_text = peer.to_string();
+        let mut hops: Vec<&str> = arrived_with
+            .map(|v| {
+                v.rsplit(',')
+                    .map(str::trim)
+                    .filter(|h| !h.is_empty())
+                    .take(FORWARDED_HOPS_KEPT)
+                    .collect()
+            })
+            .unwrap_or_default();
+        hops.reverse();
+        hops.push(&peer_text);
+        let chain = hops.join(", ");
         self.forwarded_for = MetadataValue::try_from(chain)
             .or_else(|_| MetadataValue::try_from(peer.to_string()))
             .ok();
@@ -188,6 +202,15 @@ mod tests {
         assert_eq!(
             chain(&caller().forwarded(Some("  "), peer)).as_deref(),
             Some("203.0.113.7")
+        );
+        // A long chain is cut to the hops the gateway reads, nearest first.
+        let long: Vec<String> = (0..40).map(|i| format!("10.0.0.{i}")).collect();
+        let forwarded = caller().forwarded(Some(&long.join(", ")), peer);
+        let kept = chain(&forwarded).unwrap_or_default();
+        assert_eq!(kept.split(", ").count(), 16, "{kept}");
+        assert!(
+            kept.starts_with("10.0.0.25, ") && kept.ends_with("10.0.0.39, 203.0.113.7"),
+            "{kept}"
         );
         // Unknown peer (not served with connect info): nothing is claimed.
         assert_eq!(chain(&caller().forwarded(Some("198.51.100.1"), None)), None);

@@ -119,13 +119,26 @@ async fn serving_or_exit(
 }
 
 /// A free local address for a child process to bind (see [`CHILD_PORTS`]).
+/// A port is handed out once per process: the probe's listener closes at
+/// once, so without that two services of one stack could both be told the
+/// same port, and the one that loses the bind would look SERVING through the
+/// other's health service.
 ///
 /// # Panics
 /// When no port of the range can be bound (hundreds of tries).
 pub fn free_addr() -> SocketAddr {
+    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
     for _ in 0..500 {
         let port = rand::random_range(CHILD_PORTS);
+        let mut handed_out = HANDED_OUT
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if handed_out.contains(&port) {
+            continue;
+        }
         if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            handed_out.insert(port);
             return listener
                 .local_addr()
                 .unwrap_or_else(|e| panic!("addr: {e}"));
@@ -498,4 +511,14 @@ pub async fn gateway_client(stack: &ProcessStack) -> crate::stack::GatewayClient
         &["memory:read", "memory:write"],
     );
     crate::stack::gateway_client(stack.gateway_addr(), crate::auth::Bearer::new(&token)).await
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn no_port_is_handed_out_twice() {
+        let ports: std::collections::BTreeSet<u16> =
+            (0..300).map(|_| super::free_addr().port()).collect();
+        assert_eq!(ports.len(), 300);
+    }
 }

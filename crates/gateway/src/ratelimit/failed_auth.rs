@@ -50,17 +50,21 @@ impl FailedAuthLimiter {
     /// right that is not one. A hop that is not an address ends the walk at
     /// the hop before it.
     pub fn client(&self, peer: IpAddr, headers: &http::HeaderMap) -> IpAddr {
-        let mut client = peer;
+        let mut client = peer.to_canonical();
         if !self.trusts(client) {
             return client;
         }
         let values: Vec<&http::HeaderValue> = headers.get_all("x-forwarded-for").iter().collect();
+        // Hop by hop from the right: bytes a client put further left cannot
+        // spoil the hops a trusted proxy appended.
         let hops = values
             .iter()
             .rev()
-            .flat_map(|v| match v.to_str() {
-                Ok(text) => text.rsplit(',').map(|h| parse_hop(h.trim())).collect(),
-                Err(_) => vec![None],
+            .flat_map(|v| v.as_bytes().rsplit(|b| *b == b','))
+            .map(|hop| {
+                std::str::from_utf8(hop)
+                    .ok()
+                    .and_then(|h| parse_hop(h.trim()))
             })
             .take(MAX_FORWARDED_HOPS);
         for hop in hops {
@@ -106,6 +110,7 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
     hop.parse::<IpAddr>()
         .ok()
         .or_else(|| hop.parse::<SocketAddr>().ok().map(|a| a.ip()))
+        .map(|ip| ip.to_canonical())
 }
 
 #[cfg(test)]
@@ -180,6 +185,23 @@ mod tests {
             chain.trusts(client),
             "{client}: the walk gave up inside the trusted chain"
         );
+    }
+
+    #[test]
+    fn a_proxy_seen_as_an_ipv4_mapped_address_is_still_trusted() {
+        let front = limiter(&["10.0.0.0/8"]);
+        let claims = forwarded(&["::ffff:198.51.100.9"]);
+        assert_eq!(
+            front.client(ip("::ffff:10.1.2.3"), &claims),
+            ip("198.51.100.9")
+        );
+        // A byte that is no text further left spoils only its own hop.
+        let mut headers = http::HeaderMap::new();
+        headers.append(
+            "x-forwarded-for",
+            http::HeaderValue::from_bytes(b"\xff\xfe, 198.51.100.7").expect("header value"),
+        );
+        assert_eq!(front.client(ip("10.1.2.3"), &headers), ip("198.51.100.7"));
     }
 
     #[test]
