@@ -40,13 +40,18 @@ pub fn outbox_subject(settings: &QueueSettings) -> String {
 
 /// The outbox stream's configuration.
 pub fn outbox_stream_config(settings: &QueueSettings) -> stream::Config {
-    crate::stream::durable_stream_config(
+    let config = crate::stream::durable_stream_config(
         settings,
         outbox_stream_name(settings),
         vec![outbox_subject(settings)],
         // A row is removed once relayed: the stream only holds rows in transit.
         stream::RetentionPolicy::WorkQueue,
-    )
+    );
+    stream::Config {
+        // Reserved by JetStream like the jobs stream's; rows only pass through.
+        max_bytes: settings.outbox_max_bytes.min(settings.max_bytes),
+        ..config
+    }
 }
 
 /// The relay consumer's configuration.

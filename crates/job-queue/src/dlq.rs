@@ -52,6 +52,8 @@ pub fn dlq_stream_config(settings: &QueueSettings) -> stream::Config {
         max_age: std::time::Duration::from_secs(
             u64::from(settings.dead_letter_max_age_days) * 24 * 3600,
         ),
+        // Reserved by JetStream like the jobs stream's, but dead letters are few.
+        max_bytes: settings.dead_letter_max_bytes.min(settings.max_bytes),
         ..config
     }
 }
@@ -290,6 +292,27 @@ mod tests {
         assert_eq!(dlq_stream_name(&s), "CHAT_MEMORY_JOBS_DLQ");
         assert_eq!(dlq_subject(&s), "chatmemory.dlq");
         assert!(!dlq_subject(&s).starts_with(&format!("{}.jobs.", s.subject_prefix)));
+    }
+
+    #[test]
+    fn the_dead_letter_and_outbox_streams_reserve_their_own_limits_at_most_the_jobs_one() {
+        let s = QueueSettings::default();
+        assert_eq!(dlq_stream_config(&s).max_bytes, 1 << 28);
+        assert_eq!(
+            crate::audit_outbox::outbox_stream_config(&s).max_bytes,
+            1 << 28
+        );
+        assert_eq!(crate::stream::stream_config(&s).max_bytes, 1 << 30);
+        // A small jobs stream (tests, a small server) caps the other two.
+        let small = QueueSettings {
+            max_bytes: 1 << 20,
+            ..QueueSettings::default()
+        };
+        assert_eq!(dlq_stream_config(&small).max_bytes, 1 << 20);
+        assert_eq!(
+            crate::audit_outbox::outbox_stream_config(&small).max_bytes,
+            1 << 20
+        );
     }
 
     #[test]

@@ -20,8 +20,14 @@ pub struct QueueSettings {
     pub duplicate_window_secs: u64,
     /// Stream limit on stored (unacknowledged) jobs; publishing beyond it fails with a full-queue error.
     pub max_jobs: i64,
-    /// Stream limit in bytes.
+    /// Stream limit in bytes (JetStream reserves it when the stream is created).
     pub max_bytes: i64,
+    /// The dead-letter stream's limit in bytes, at most `max_bytes` (the
+    /// smaller is used). Applies when the stream is created.
+    pub dead_letter_max_bytes: i64,
+    /// The audit outbox stream's limit in bytes, at most `max_bytes` (the
+    /// smaller is used). Applies when the stream is created.
+    pub outbox_max_bytes: i64,
     /// How long to wait for the server's publish acknowledgement.
     pub publish_timeout_ms: u64,
     /// How long to wait for the first connection at start.
@@ -41,6 +47,8 @@ impl Default for QueueSettings {
             duplicate_window_secs: 600,
             max_jobs: 1_000_000,
             max_bytes: 1 << 30,
+            dead_letter_max_bytes: 1 << 28,
+            outbox_max_bytes: 1 << 28,
             publish_timeout_ms: 5_000,
             connect_timeout_ms: 5_000,
             dead_letter_max_age_days: 30,
@@ -89,11 +97,15 @@ impl QueueSettings {
                 "must be at least 1",
             ));
         }
-        if self.max_jobs <= 0 || self.max_bytes <= 0 {
-            return Err(SettingsError::invalid(
-                "nats.max_jobs",
-                "limits must be positive",
-            ));
+        for (field, limit) in [
+            ("nats.max_jobs", self.max_jobs),
+            ("nats.max_bytes", self.max_bytes),
+            ("nats.dead_letter_max_bytes", self.dead_letter_max_bytes),
+            ("nats.outbox_max_bytes", self.outbox_max_bytes),
+        ] {
+            if limit <= 0 {
+                return Err(SettingsError::invalid(field, "must be positive"));
+            }
         }
         if self.publish_timeout_ms == 0 || self.connect_timeout_ms == 0 {
             return Err(SettingsError::invalid(
@@ -117,7 +129,12 @@ mod tests {
     #[test]
     fn bad_values_name_their_field() {
         type Mutation = fn(&mut QueueSettings);
-        let cases: [(&str, Mutation); 4] = [
+        let cases: [(&str, Mutation); 7] = [
+            ("nats.max_bytes", |s| s.max_bytes = 0),
+            ("nats.dead_letter_max_bytes", |s| {
+                s.dead_letter_max_bytes = -1
+            }),
+            ("nats.outbox_max_bytes", |s| s.outbox_max_bytes = 0),
             ("nats.url", |s| s.url = "http://x".into()),
             ("nats.stream", |s| s.stream = "a.b".into()),
             ("nats.subject_prefix", |s| s.subject_prefix = "a..b".into()),
