@@ -54,10 +54,10 @@ impl FailedAuthLimiter {
         if !self.trusts(client) {
             return client;
         }
-        let values: Vec<&http::HeaderValue> = headers.get_all("x-forwarded-for").iter().collect();
         // Hop by hop from the right: bytes a client put further left cannot
         // spoil the hops a trusted proxy appended.
-        let hops = values
+        let hops = headers
+            .get_all("x-forwarded-for")
             .iter()
             .rev()
             .flat_map(|v| v.as_bytes().rsplit(|b| *b == b','))
