@@ -71,6 +71,8 @@ struct Row {
     /// Of those, calls that applied more than one job.
     coalesced_calls: usize,
     drain: Duration,
+    /// The chats the scenario's workload spread over ([`Scenario::chats`]).
+    chats: usize,
     dead_letters: usize,
     after_replay: usize,
     /// Of the chats whose updates were grouped into calls as in the baseline,
@@ -134,7 +136,7 @@ pub async fn run(args: FaultArgs) -> Result<(), String> {
             Some(base) => Some(same_memories(base, &row)),
             None => Some((row.memories.len(), row.memories.len())),
         };
-        print_row(&row, args.chats);
+        print_row(&row);
         rows.push(row);
     }
     println!();
@@ -154,7 +156,7 @@ pub async fn run(args: FaultArgs) -> Result<(), String> {
     );
     print_header();
     for row in &rows {
-        print_line(row, args.chats);
+        print_line(row);
     }
     for row in &rows {
         print_notes(row);
@@ -188,6 +190,7 @@ async fn run_one(s: Scenario, args: &FaultArgs) -> Result<Row, String> {
     } else {
         None
     };
+    let chats = s.chats(args.chats, args.rate);
     let options = scenario::options(s, args.ack_wait_ms, model.as_ref().map(StandIn::base_url));
     let mut stack = ProcessStack::start(options).await;
     for _ in 1..s.workers() {
@@ -200,7 +203,7 @@ async fn run_one(s: Scenario, args: &FaultArgs) -> Result<Row, String> {
     let sending = tokio::spawn(load::send_all(
         client.clone(),
         args.updates,
-        args.chats.max(1),
+        chats,
         args.rate,
         accepted.clone(),
         deadline,
@@ -221,6 +224,7 @@ async fn run_one(s: Scenario, args: &FaultArgs) -> Result<Row, String> {
     let mut row = Row {
         label: s.label(),
         drain,
+        chats,
         ..Row::default()
     };
     match struck {
@@ -261,7 +265,13 @@ async fn run_one(s: Scenario, args: &FaultArgs) -> Result<Row, String> {
     }
     row.after_replay =
         row.succeeded + replay(&stack, &client, &sent, &ended, deadline, &mut row).await?;
-    for chat in 0..args.chats {
+    if chats != args.chats {
+        row.evidence.push(format!(
+            "the workload spread over {chats} chats instead of {} (each chat's next update within a quarter of a model call, so calls coalesce)",
+            args.chats
+        ));
+    }
+    for chat in 0..chats {
         if let Some((_, text)) = load::memory(&client, chat).await {
             row.memories.insert(chat, text);
         }
@@ -360,7 +370,8 @@ fn print_header() {
     println!("|{}|", dashes.join("|"));
 }
 
-fn print_line(r: &Row, chats: usize) {
+fn print_line(r: &Row) {
+    let chats = r.chats;
     let same = r.same_as_baseline.map_or_else(
         || "n/a (model)".to_owned(),
         |(same, alike)| format!("{same}/{alike} of {chats}"),
@@ -394,8 +405,8 @@ fn print_notes(r: &Row) {
     }
 }
 
-fn print_row(r: &Row, chats: usize) {
+fn print_row(r: &Row) {
     print_header();
-    print_line(r, chats);
+    print_line(r);
     print_notes(r);
 }

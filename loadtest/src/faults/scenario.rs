@@ -61,6 +61,24 @@ impl Scenario {
         self == Self::WorkerKilledMidBatch
     }
 
+    /// The chats the scenario's workload spreads over: `chats`, except that
+    /// scenario 8 concentrates it on so few chats that each chat's next
+    /// update arrives within a quarter of a model call (at `rate` updates a
+    /// second overall), so every chat has updates waiting while its call runs
+    /// and the next call coalesces them. Spread over 100 chats at 50/s, a
+    /// chat's updates came 2 s apart, after its 1 s call had ended: no call
+    /// coalesced and the fault was never struck (DEBT D-21).
+    pub fn chats(self, chats: usize, rate: f64) -> usize {
+        let chats = chats.max(1);
+        if self != Self::WorkerKilledMidBatch {
+            return chats;
+        }
+        let within = super::coalesced::MODEL_LATENCY.as_secs_f64() / 4.0;
+        // Saturating float-to-int cast: a huge rate gives usize::MAX.
+        let enough = (rate.max(0.1) * within).floor() as usize;
+        chats.min(enough.max(1))
+    }
+
     /// Worker processes the scenario runs.
     pub fn workers(self) -> usize {
         if self == Self::WorkerKilledMidBatch {
@@ -235,4 +253,31 @@ pub async fn strike(
         }
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scenario_8_concentrates_its_load_so_a_chats_updates_come_within_a_quarter_call() {
+        // The full form: 100 chats at 50/s would space a chat's updates 2 s apart.
+        let chats = Scenario::WorkerKilledMidBatch.chats(100, 50.0);
+        assert_eq!(chats, 12);
+        let gap = chats as f64 / 50.0;
+        assert!(gap <= super::super::coalesced::MODEL_LATENCY.as_secs_f64() / 4.0);
+        // CI's short form already does: unchanged.
+        assert_eq!(Scenario::WorkerKilledMidBatch.chats(10, 40.0), 10);
+        // A trickle still has one chat.
+        assert_eq!(Scenario::WorkerKilledMidBatch.chats(100, 0.5), 1);
+    }
+
+    #[test]
+    fn other_scenarios_keep_the_chats_asked_for() {
+        for n in 0..=7 {
+            let s = Scenario::from_number(n).expect("a scenario");
+            assert_eq!(s.chats(100, 50.0), 100, "{}", s.label());
+        }
+        assert_eq!(Scenario::Baseline.chats(0, 50.0), 1);
+    }
 }
