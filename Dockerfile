@@ -4,7 +4,8 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
-# `https` lets the agent's openai backend reach hosted endpoints (rustls with ring).
+# `https` (on by default; named here so the image never loses it) lets the agent's
+# openai backend reach hosted endpoints and the worker an https:// agent (rustls with ring).
 RUN cargo build --release --locked --bins --features summarizer-agent/https \
  && mkdir /out \
  && cp target/release/gateway target/release/memory-store target/release/summarizer-worker \

@@ -9,6 +9,8 @@ use std::time::Duration;
 /// # Errors
 /// The client could not be built.
 pub fn http() -> Result<reqwest::Client, String> {
+    // reqwest has rustls without a provider in this workspace (STACK-NOTES).
+    summarizer_contract::tls::install_ring_provider();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(1))
         .build()

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!             ┌─ /mcp ── require_bearer ──▶ StreamableHttpService ─▶ MemoryTools ──gRPC + caller's token──▶ gateway
-//! listener ───┤  (401 without a token)       (stateless JSON)
+//! listener ───┤  (401 without a token)       (stateless JSON; TLS when `tls.*` is set)
 //!             └─ /grpc.health.v1.Health/* ───▶ tonic-health (h2c)
 //! ```
 
@@ -37,6 +37,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), FrontError> {
     let addr = listener.local_addr().map_err(FrontError::ListenerAddress)?;
+    let tls = settings.tls.rustls_config()?;
     let gateway = Gateway::new(
         settings.gateway.lazy_channel()?,
         settings.gateway.request_timeout(),
@@ -52,9 +53,10 @@ pub async fn run(
     let mcp_route = axum::Router::new()
         .nest_service(MCP_PATH, mcp)
         .layer(axum::middleware::from_fn(crate::auth::require_bearer));
-    tracing::info!(%addr, gateway = %settings.gateway.url, "MCP front serving");
+    tracing::info!(%addr, gateway = %settings.gateway.url, tls = tls.is_some(), "MCP front serving");
     mcp_server::serve(
         listener,
+        tls,
         mcp_route,
         HEALTH_SERVICE_NAME,
         "MCP front",

@@ -28,6 +28,11 @@ pub struct Settings {
     pub allowed_hosts: Vec<String>,
     /// The gateway the tools call.
     pub gateway: GatewaySettings,
+    /// TLS of the listener: served when `cert_path` and `key_path` are set
+    /// (agents then dial `https://`; their bearer tokens never cross the
+    /// network in clear text); with `client_ca_path`, clients must present a
+    /// certificate that CA signed (mTLS).
+    pub tls: service_kit::tls::ServerTls,
     /// Log filter and format, traces, metrics.
     /// The tokio runtime (worker threads).
     pub runtime: service_kit::entry::RuntimeSettings,
@@ -40,6 +45,7 @@ impl Default for Settings {
             listen_addr: "127.0.0.1:50055".into(),
             allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             gateway: GatewaySettings::default(),
+            tls: service_kit::tls::ServerTls::default(),
             runtime: service_kit::entry::RuntimeSettings::default(),
             telemetry: TelemetrySettings {
                 // rmcp logs every stateless request's session start/end at info.
@@ -162,6 +168,7 @@ impl GatewaySettings {
 impl Validate for Settings {
     fn validate(&self) -> Result<(), SettingsError> {
         self.runtime.validate()?;
+        self.tls.validate("tls")?;
         self.listen_addr.parse::<SocketAddr>().map_err(|e| {
             SettingsError::invalid(
                 "listen_addr",

@@ -34,6 +34,11 @@ struct Front {
 
 impl Front {
     async fn start(gateway: SocketAddr) -> Self {
+        Self::start_with(gateway, service_kit::tls::ServerTls::default()).await
+    }
+
+    /// The front serving `tls` (plain HTTP when it is off).
+    async fn start_with(gateway: SocketAddr, tls: service_kit::tls::ServerTls) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .unwrap_or_else(|e| panic!("bind: {e}"));
@@ -42,6 +47,7 @@ impl Front {
             .unwrap_or_else(|e| panic!("local_addr: {e}"));
         let mut settings = Settings::default();
         settings.gateway.url = format!("http://{gateway}");
+        settings.tls = tls;
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(mcp_front::server::run(settings, listener, async move {
             let _ = stopped.await;
@@ -319,6 +325,73 @@ async fn messages_added_through_mcp_are_read_back_once_their_job_is_applied() {
     stack.shutdown().await;
 }
 
+/// With `tls.*` set the front serves TLS: an agent trusting its CA works
+/// through it, and neither plain HTTP nor a client that does not trust the
+/// certificate gets an answer (a bearer token never crosses in clear text).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_front_serves_tls_and_tool_calls_work_over_it_but_not_over_plain_http() {
+    let stack = TestStack::start_with(StackOptions {
+        workers: 0,
+        ..StackOptions::default()
+    })
+    .await;
+    let pki = test_support::pki::TestPki::generate();
+    let front = Front::start_with(stack.gateway_addr, pki.server_tls(false)).await;
+    summarizer_contract::tls::install_ring_provider();
+    let ca = std::fs::read(pki.path("ca.crt")).unwrap_or_else(|e| panic!("ca.crt: {e}"));
+    let trusting = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&ca).unwrap_or_else(|e| panic!("{e}"))])
+        .build()
+        .unwrap_or_else(|e| panic!("client: {e}"));
+    let https = format!("https://{}/mcp", front.addr);
+    let token = auth::mint(auth::TENANT, auth::USER, READ_WRITE);
+    let config = StreamableHttpClientTransportConfig::with_uri(https.clone()).auth_header(token);
+    let mcp = ClientConfig::default()
+        .serve(StreamableHttpClientTransport::with_client(trusting, config))
+        .await
+        .unwrap_or_else(|e| panic!("MCP over TLS: {e}"));
+    let chat = chat_id("over-tls");
+    let added = ok(
+        &mcp,
+        "add_messages",
+        json!({"chat_id": chat, "messages": turn("My plan is the Gold PPO.", "Noted.")}),
+    )
+    .await;
+    assert!(
+        added["job_id"].as_str().is_some_and(|id| !id.is_empty()),
+        "{added}"
+    );
+
+    let initialize = json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                   "clientInfo": {"name": "raw", "version": "0"}}
+    });
+    for (name, url, client) in [
+        (
+            "plain HTTP",
+            format!("http://{}/mcp", front.addr),
+            reqwest::Client::new(),
+        ),
+        (
+            "TLS trusting only the system's roots",
+            https,
+            reqwest::Client::new(),
+        ),
+    ] {
+        let answer = client
+            .post(&url)
+            .header("accept", "application/json, text/event-stream")
+            .json(&initialize)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await;
+        assert!(answer.is_err(), "{name} got an answer: {answer:?}");
+    }
+    front.stop().await;
+    stack.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_request_without_a_bearer_token_is_refused_with_401_before_any_tool_runs() {
     let stack = TestStack::start_with(StackOptions {
@@ -327,6 +400,7 @@ async fn a_request_without_a_bearer_token_is_refused_with_401_before_any_tool_ru
     })
     .await;
     let front = Front::start(stack.gateway_addr).await;
+    summarizer_contract::tls::install_ring_provider();
     let http = reqwest::Client::new();
     let chat = chat_id("no-token");
     let initialize = json!({

@@ -4,13 +4,23 @@
 //! health service reports NOT_SERVING first, so probes drain traffic away,
 //! then rmcp's in-process handling is cancelled and in-flight requests finish.
 //!
+//! With `tls` set the listener serves TLS ([`TlsListener`]: handshakes run
+//! concurrently, bounded in number and time, so a slow or silent client holds
+//! up nobody).
+//!
 //! Only with the `mcp-server` feature (the worker, which links this crate,
 //! builds no HTTP server).
 
 use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use rmcp::transport::streamable_http_server::StreamableHttpServerConfig;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 
@@ -31,14 +41,16 @@ pub fn stateless_config(
 }
 
 /// Serves `mcp_route` (the MCP service with its auth layer) and gRPC health
-/// (`health_name` and `""` reported SERVING) on `listener` until `shutdown`
-/// resolves; then reports NOT_SERVING, cancels `mcp_cancel` and finishes
-/// in-flight requests. `name` is the service's name in the logs.
+/// (`health_name` and `""` reported SERVING) on `listener`, over TLS when
+/// `tls` is set, until `shutdown` resolves; then reports NOT_SERVING, cancels
+/// `mcp_cancel` and finishes in-flight requests. `name` is the service's name
+/// in the logs.
 ///
 /// # Errors
 /// When serving fails (accepting connections, for example).
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     mcp_route: axum::Router,
     health_name: &'static str,
     name: &'static str,
@@ -57,11 +69,8 @@ pub async fn serve(
         .merge(mcp_route);
     // The peer's address reaches the handlers (`ConnectInfo`): chat-memory-mcp
     // forwards it to the gateway as `x-forwarded-for`.
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
+    let drain = async move {
         shutdown.await;
         tracing::info!(service = name, "shutting down");
         // Report NOT_SERVING first so health checks drain traffic away.
@@ -69,8 +78,108 @@ pub async fn serve(
             .set_service_status(health_name, ServingStatus::NotServing)
             .await;
         mcp_cancel.cancel();
-    })
-    .await
+    };
+    match tls {
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(drain)
+                .await
+        }
+        Some(config) => {
+            // The tap does nothing; a tapped listener is what axum gives
+            // `ConnectInfo<SocketAddr>` for (a plain `TcpListener` has it built in).
+            let listener = TlsListener::new(listener, config)?.tap_io(|_| {});
+            axum::serve(listener, app)
+                .with_graceful_shutdown(drain)
+                .await
+        }
+    }
+}
+
+/// Longest a client may take over its TLS handshake before it is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// TLS handshakes under way at once; at the limit no new connection is
+/// accepted until one ends (the kernel's backlog holds them meanwhile).
+const MAX_HANDSHAKES: usize = 256;
+
+/// A TCP listener that hands axum only connections whose TLS handshake
+/// completed. Its own task accepts and runs each handshake in a task of its
+/// own, at most [`MAX_HANDSHAKES`] at once and each within
+/// [`HANDSHAKE_TIMEOUT`]; a failed or late handshake drops its connection
+/// (logged at debug: scanners and plain-HTTP clients would flood warnings).
+pub struct TlsListener {
+    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    local: SocketAddr,
+    accepting: tokio::task::JoinHandle<()>,
+}
+
+impl TlsListener {
+    /// Starts accepting on `listener` with `config`.
+    ///
+    /// # Errors
+    /// When the listener's address cannot be read.
+    pub fn new(listener: TcpListener, config: Arc<rustls::ServerConfig>) -> std::io::Result<Self> {
+        let local = listener.local_addr()?;
+        let (handshaken, ready) = mpsc::channel(MAX_HANDSHAKES);
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let slots = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+        let accepting = tokio::spawn(async move {
+            loop {
+                let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+                    return;
+                };
+                let (tcp, peer) = match listener.accept().await {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // As axum does: out of descriptors and the like pass.
+                        tracing::warn!(error = %e, "accepting a connection failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let (acceptor, handshaken) = (acceptor.clone(), handshaken.clone());
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        // A closed channel: the server stopped taking connections.
+                        Ok(Ok(tls)) => drop(handshaken.send((tls, peer)).await),
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        Ok(Self {
+            ready,
+            local,
+            accepting,
+        })
+    }
+}
+
+impl Drop for TlsListener {
+    fn drop(&mut self) {
+        self.accepting.abort();
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(connection) => connection,
+            // The accepting task ended (its runtime is shutting down): no
+            // connection will come.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
+    }
 }
 
 /// Makes `span` continue the caller's trace when the tool call carries W3C

@@ -13,6 +13,9 @@ pub enum AgentError {
     /// The configured backend or the agent around it could not be built.
     #[error("cannot build the summarizer backend: {0}")]
     Backend(#[source] BackendError),
+    /// The listener's TLS could not be set up (a file missing or unusable).
+    #[error("{0}")]
+    Tls(#[source] service_kit::settings::SettingsError),
     /// Serving HTTP failed (accepting connections, for example).
     #[error("serving failed: {0}")]
     Serve(#[source] io::Error),

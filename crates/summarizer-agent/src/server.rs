@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!             ┌─ /mcp ───────────────────────▶ StreamableHttpService ─▶ SummarizerTools ─▶ backend
-//! listener ───┤  (HTTP/1.1 or h2c, stateless JSON)
+//! listener ───┤  (HTTP/1.1 or HTTP/2, over TLS when `tls.*` is set; stateless JSON)
 //!             └─ /grpc.health.v1.Health/* ───▶ tonic-health (h2c)
 //! ```
 
@@ -56,6 +56,7 @@ pub async fn run_with_backend(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AgentError> {
     let addr = listener.local_addr().map_err(AgentError::ListenerAddress)?;
+    let tls = settings.tls.rustls_config().map_err(AgentError::Tls)?;
     let backend_name = backend.name();
     let agent = Arc::new(
         SummarizerAgent::new(
@@ -79,9 +80,10 @@ pub async fn run_with_backend(
     let mcp_route = axum::Router::new().nest_service(MCP_PATH, mcp).layer(
         axum::middleware::from_fn_with_state(tokens, require_service_token),
     );
-    tracing::info!(%addr, backend = backend_name, "summarizer agent serving");
+    tracing::info!(%addr, backend = backend_name, tls = tls.is_some(), "summarizer agent serving");
     mcp_server::serve(
         listener,
+        tls,
         mcp_route,
         HEALTH_SERVICE_NAME,
         "summarizer agent",

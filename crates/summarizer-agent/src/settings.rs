@@ -47,6 +47,11 @@ pub struct Settings {
     /// Also accepted while a token rotation is under way (the old token);
     /// remove it once every worker presents `service_token`.
     pub service_token_previous: Option<service_kit::secret::Secret>,
+    /// TLS of the listener (MCP and health): served when `cert_path` and
+    /// `key_path` are set; with `client_ca_path`, workers must present a
+    /// client certificate that CA signed (mTLS). Off: plain HTTP, for
+    /// loopback or a mesh that adds TLS.
+    pub tls: service_kit::tls::ServerTls,
     /// Test-only fault injection (the reliability suite); off by default, and
     /// only in a build with the `fault-injection` feature.
     #[cfg(feature = "fault-injection")]
@@ -68,6 +73,7 @@ impl Default for Settings {
             openai: OpenAiSettings::default(),
             service_token: None,
             service_token_previous: None,
+            tls: service_kit::tls::ServerTls::default(),
             #[cfg(feature = "fault-injection")]
             faults: crate::faults::FaultSettings::default(),
             runtime: service_kit::entry::RuntimeSettings::default(),
@@ -120,6 +126,7 @@ impl Settings {
 impl Validate for Settings {
     fn validate(&self) -> Result<(), SettingsError> {
         self.runtime.validate()?;
+        self.tls.validate("tls")?;
         #[cfg(feature = "fault-injection")]
         self.faults.validate()?;
         let addr = self.listen_addr.parse::<SocketAddr>().map_err(|e| {

@@ -87,6 +87,67 @@ impl AgentClientError {
     }
 }
 
+/// TLS of an `https://` agent endpoint, as PEM bytes (the caller reads the
+/// files, so a missing one fails where its setting is named).
+#[derive(Clone, Default)]
+pub struct AgentTls {
+    /// CA bundle to trust instead of the system's roots (a private CA).
+    pub ca_pem: Option<Vec<u8>>,
+    /// Client certificate chain and its private key, in one PEM, for an
+    /// agent that requires client certificates (its `tls.client_ca_path`).
+    pub identity_pem: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for AgentTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The identity holds a private key: say only whether it is there.
+        f.debug_struct("AgentTls")
+            .field("ca_pem", &self.ca_pem.as_ref().map(Vec::len))
+            .field("identity_pem", &self.identity_pem.is_some())
+            .finish()
+    }
+}
+
+impl AgentTls {
+    fn is_set(&self) -> bool {
+        self.ca_pem.is_some() || self.identity_pem.is_some()
+    }
+
+    /// `builder` with the CA and the client certificate.
+    #[cfg(feature = "https")]
+    fn apply(
+        &self,
+        mut builder: reqwest::ClientBuilder,
+    ) -> Result<reqwest::ClientBuilder, AgentClientError> {
+        if let Some(pem) = &self.ca_pem {
+            let roots = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| AgentClientError::InvalidConfig(format!("agent CA: {e}")))?;
+            if roots.is_empty() {
+                return Err(AgentClientError::InvalidConfig(
+                    "agent CA: no certificate in it".into(),
+                ));
+            }
+            builder = builder.tls_certs_only(roots);
+        }
+        if let Some(pem) = &self.identity_pem {
+            let identity = reqwest::Identity::from_pem(pem)
+                .map_err(|e| AgentClientError::InvalidConfig(format!("client certificate: {e}")))?;
+            builder = builder.identity(identity);
+        }
+        Ok(builder)
+    }
+
+    /// Without the `https` feature no URL that uses this gets here.
+    #[cfg(not(feature = "https"))]
+    #[allow(clippy::unnecessary_wraps, clippy::unused_self)]
+    fn apply(
+        &self,
+        builder: reqwest::ClientBuilder,
+    ) -> Result<reqwest::ClientBuilder, AgentClientError> {
+        Ok(builder)
+    }
+}
+
 /// Client of the agent's `summarize` tool. Cheap to clone; clones share one
 /// connection, and any number of tasks may call it at once.
 #[derive(Clone)]
@@ -145,6 +206,23 @@ impl AgentClient {
         call_timeout: Duration,
         token: Option<&service_kit::secret::Secret>,
     ) -> Result<Self, AgentClientError> {
+        Self::with_options(url, call_timeout, token, &AgentTls::default())
+    }
+
+    /// [`AgentClient::with_service_token`], with `tls` for an `https://`
+    /// endpoint: its CA instead of the system's roots, and a client
+    /// certificate when the agent requires mTLS.
+    ///
+    /// # Errors
+    /// As [`AgentClient::with_service_token`]; also when a PEM is unusable,
+    /// when `tls` is set for an `http://` URL, and for an `https://` URL in a
+    /// build without the `https` feature.
+    pub fn with_options(
+        url: &str,
+        call_timeout: Duration,
+        token: Option<&service_kit::secret::Secret>,
+        tls: &AgentTls,
+    ) -> Result<Self, AgentClientError> {
         let parsed = reqwest::Url::parse(url)
             .map_err(|e| AgentClientError::InvalidConfig(format!("url {url:?}: {e}")))?;
         if !matches!(parsed.scheme(), "http" | "https") {
@@ -157,6 +235,17 @@ impl AgentClient {
                 "call_timeout must be positive".into(),
             ));
         }
+        let https = parsed.scheme() == "https";
+        if !https && tls.is_set() {
+            return Err(AgentClientError::InvalidConfig(format!(
+                "url {url:?}: TLS settings given for a plain http:// URL"
+            )));
+        }
+        if https && !crate::tls::HTTPS {
+            return Err(AgentClientError::InvalidConfig(format!(
+                "url {url:?}: this build has no TLS (build with the `https` feature)"
+            )));
+        }
         crate::tls::install_ring_provider();
         let mut headers = reqwest::header::HeaderMap::new();
         if let Some(token) = token.filter(|t| !t.is_empty()) {
@@ -168,9 +257,12 @@ impl AgentClient {
             value.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, value);
         }
-        let http = reqwest::Client::builder()
-            .connect_timeout(call_timeout)
-            .default_headers(headers)
+        let http = tls
+            .apply(
+                reqwest::Client::builder()
+                    .connect_timeout(call_timeout)
+                    .default_headers(headers),
+            )?
             .build()
             .map_err(|e| AgentClientError::InvalidConfig(format!("http client: {e}")))?;
         Ok(Self {

@@ -113,10 +113,11 @@ pub async fn run(
         settings.store.lazy_channel()?,
         settings.store.token_interceptor()?,
     );
-    let agent = AgentClient::with_service_token(
+    let agent = AgentClient::with_options(
         &settings.agent.url,
         Duration::from_millis(settings.agent.call_timeout_ms),
         settings.agent.service_token.as_ref(),
+        &settings.agent.tls_pem()?,
     )?
     .with_max_concurrent_calls(settings.agent.max_concurrent_calls as usize);
     let processor = Processor::new(

@@ -143,6 +143,46 @@ pub struct AgentSettings {
     pub max_concurrent_calls: u32,
     /// Bearer token the agent's MCP endpoint requires (its `service_token`).
     pub service_token: Option<service_kit::secret::Secret>,
+    /// TLS of an `https://` agent: `ca_path` (the CA that signed the
+    /// agent's certificate; empty: the system's roots), and `cert_path` with
+    /// `key_path` when the agent requires client certificates. `domain` is
+    /// not supported here: the URL's host is the name verified.
+    pub tls: service_kit::tls::ClientTls,
+}
+
+impl AgentSettings {
+    /// The agent client's TLS, its files read now (a missing file fails start
+    /// naming its setting).
+    ///
+    /// # Errors
+    /// [`SettingsError::Invalid`] naming the unreadable file's setting.
+    pub fn tls_pem(&self) -> Result<summarizer_contract::client::AgentTls, SettingsError> {
+        let read = |field: &'static str, path: &str| -> Result<Option<Vec<u8>>, SettingsError> {
+            if path.is_empty() {
+                return Ok(None);
+            }
+            std::fs::read(path)
+                .map(Some)
+                .map_err(|e| SettingsError::invalid(field, format!("cannot read {path}: {e}")))
+        };
+        let ca_pem = read("agent.tls.ca_path", &self.tls.ca_path)?;
+        let identity_pem = match (
+            read("agent.tls.cert_path", &self.tls.cert_path)?,
+            read("agent.tls.key_path", &self.tls.key_path)?,
+        ) {
+            (Some(mut cert), Some(key)) => {
+                // reqwest's rustls identity: the chain and the key in one PEM.
+                cert.push(b'\n');
+                cert.extend_from_slice(&key);
+                Some(cert)
+            }
+            _ => None,
+        };
+        Ok(summarizer_contract::client::AgentTls {
+            ca_pem,
+            identity_pem,
+        })
+    }
 }
 
 /// Token budget of each memory field, counted with the cl100k BPE.
@@ -253,6 +293,7 @@ impl Default for AgentSettings {
             call_timeout_ms: 30_000,
             max_concurrent_calls: 64,
             service_token: None,
+            tls: service_kit::tls::ClientTls::default(),
         }
     }
 }
@@ -276,6 +317,40 @@ pub const FINAL_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
 /// What the process's drain deadline must leave beyond `consumer.shutdown_grace_ms`:
 /// the final flush, and a second for handing jobs back and joining the loops.
 const SHUTDOWN_MARGIN_MS: u64 = FINAL_FLUSH.as_secs() * 1_000 + 1_000;
+
+impl Settings {
+    /// `agent.tls` fits `agent.url` and this build.
+    fn validate_agent_tls(&self) -> Result<(), SettingsError> {
+        let tls = &self.agent.tls;
+        let https = self.agent.url.starts_with("https://");
+        if !tls.domain.is_empty() {
+            return Err(SettingsError::invalid(
+                "agent.tls.domain",
+                "is not supported for the agent: the host of agent.url is the name verified",
+            ));
+        }
+        if tls.cert_path.is_empty() != tls.key_path.is_empty() {
+            return Err(SettingsError::invalid(
+                "agent.tls.cert_path",
+                "cert_path and key_path must be set together",
+            ));
+        }
+        let set = !(tls.ca_path.is_empty() && tls.cert_path.is_empty());
+        if set && !https {
+            return Err(SettingsError::invalid(
+                "agent.tls",
+                "is set, but agent.url is not https://",
+            ));
+        }
+        if https && !summarizer_contract::tls::HTTPS {
+            return Err(SettingsError::invalid(
+                "agent.url",
+                "is https://, but this build has no TLS (build with the `https` feature)",
+            ));
+        }
+        Ok(())
+    }
+}
 
 impl Validate for Settings {
     fn validate(&self) -> Result<(), SettingsError> {
@@ -391,6 +466,7 @@ impl Validate for Settings {
                 "must be an http:// or https:// URL",
             ));
         }
+        self.validate_agent_tls()?;
         if self.agent.call_timeout_ms == 0 {
             return Err(SettingsError::invalid(
                 "agent.call_timeout_ms",
@@ -450,5 +526,54 @@ mod tests {
                 .is_some_and(|e| e.contains("runtime.shutdown_grace_ms")),
             "{refused:?}"
         );
+    }
+
+    #[test]
+    fn agent_tls_that_does_not_fit_the_url_is_refused_naming_the_field() {
+        let refused = |settings: &Settings| settings.validate().err().map(|e| e.to_string());
+        let mut settings = Settings::default();
+        settings.agent.url = "https://summarizer-agent:50053/mcp".into();
+        settings.agent.tls.ca_path = "/etc/chat-memory/ca.crt".into();
+        assert_eq!(refused(&settings), None);
+
+        let mut plain = settings.clone();
+        plain.agent.url = "http://summarizer-agent:50053/mcp".into();
+        let e = refused(&plain);
+        assert!(
+            e.as_deref()
+                .is_some_and(|e| e.contains("agent.tls") && e.contains("not https://")),
+            "{e:?}"
+        );
+
+        let mut domain = settings.clone();
+        domain.agent.tls.domain = "agent.internal".into();
+        let e = refused(&domain);
+        assert!(
+            e.as_deref().is_some_and(|e| e.contains("agent.tls.domain")),
+            "{e:?}"
+        );
+
+        let mut half = settings;
+        half.agent.tls.cert_path = "/etc/chat-memory/worker.crt".into();
+        let e = refused(&half);
+        assert!(
+            e.as_deref()
+                .is_some_and(|e| e.contains("agent.tls.cert_path")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_agent_ca_fails_start_naming_its_setting() {
+        let mut settings = Settings::default();
+        settings.agent.url = "https://summarizer-agent:50053/mcp".into();
+        settings.agent.tls.ca_path = "/nonexistent/chat-memory-ca.crt".into();
+        let e = settings.agent.tls_pem().err().map(|e| e.to_string());
+        assert!(
+            e.as_deref().is_some_and(|e| e.contains("agent.tls.ca_path")
+                && e.contains("/nonexistent/chat-memory-ca.crt")),
+            "{e:?}"
+        );
+        assert!(Settings::default().agent.tls_pem().is_ok());
     }
 }

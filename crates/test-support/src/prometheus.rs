@@ -79,7 +79,11 @@ impl Prometheus {
         let prometheus = Self {
             _child: child,
             base: format!("http://127.0.0.1:{port}"),
-            http: reqwest::Client::new(),
+            http: {
+                // reqwest has rustls without a provider in this workspace (STACK-NOTES).
+                summarizer_agent::install_ring_provider();
+                reqwest::Client::new()
+            },
             targets: targets.len(),
         };
         let started = Instant::now();

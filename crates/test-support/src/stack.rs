@@ -198,8 +198,14 @@ impl TestStack {
         let store = spawn(|rx| memory_store::run(run_store, store_listener, signal(rx)));
 
         let (agent_listener, agent_addr) = bind().await;
+        // With a PKI the agent serves TLS and wants the worker's client
+        // certificate, as memory-store does.
         let agent_settings = summarizer_agent::settings::Settings {
             service_token: Some(auth::service_token()),
+            tls: pki
+                .as_deref()
+                .map(|pki| pki.server_tls(true))
+                .unwrap_or_default(),
             ..summarizer_agent::settings::Settings::default()
         };
         let backend = opts.backend.unwrap_or_else(|| {
@@ -226,6 +232,13 @@ impl TestStack {
         }
         worker_settings.agent.service_token = Some(auth::service_token());
         worker_settings.agent.url = format!("http://{agent_addr}/mcp");
+        if let Some(pki) = &pki {
+            worker_settings.agent.url = format!("https://{agent_addr}/mcp");
+            worker_settings.agent.tls = service_kit::tls::ClientTls {
+                domain: String::new(),
+                ..pki.client_tls()
+            };
+        }
         worker_settings.agent.call_timeout_ms = 10_000;
         worker_settings.consumer.durable_prefix = "w".into();
         worker_settings.consumer.ack_wait_ms = opts.ack_wait_ms;

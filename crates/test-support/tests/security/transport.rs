@@ -1,5 +1,5 @@
-//! TLS on every gRPC listener, mTLS into memory-store, JWKS-verified tokens, and
-//! the service token the agent requires.
+//! TLS on every gRPC listener, mTLS into memory-store and into the agent's MCP
+//! listener, JWKS-verified tokens, and the service token the agent requires.
 
 use std::time::Duration;
 
@@ -12,8 +12,9 @@ use test_support::{StackOptions, TestStack};
 use super::{JOB_TIMEOUT, RW};
 
 /// TLS on every gRPC listener, mTLS from the gateway and the worker into
-/// memory-store, and tokens verified with RS256/ES256 keys from a JWKS file:
-/// a whole update round trip over it, and what each listener refuses.
+/// memory-store and from the worker into the agent's MCP listener, and tokens
+/// verified with RS256/ES256 keys from a JWKS file: a whole update round trip
+/// over it, and what each listener refuses.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tls_everywhere_mtls_into_memory_store_and_jwks_signed_tokens() {
     use jsonwebtoken::Algorithm;
@@ -117,6 +118,75 @@ async fn tls_everywhere_mtls_into_memory_store_and_jwks_signed_tokens() {
         !without_cert,
         "memory-store answered a client without a certificate"
     );
+    // The agent's MCP listener: TLS with client certificates. The round trip
+    // above went through it (the worker dials https:// with its certificate);
+    // here, what it refuses.
+    let input: summarizer_agent::tool::SummarizeInput = serde_json::from_value(serde_json::json!({
+        "chat_id": "t/c", "messages": [{"id": "m1", "role": "user", "content": "hello"}]
+    }))
+    .unwrap_or_else(|e| panic!("input: {e}"));
+    let token = auth::service_token();
+    let agent_client = |url: String, tls: summarizer_agent::client::AgentTls| {
+        summarizer_agent::client::AgentClient::with_options(
+            &url,
+            Duration::from_secs(5),
+            Some(&token),
+            &tls,
+        )
+        .unwrap_or_else(|e| panic!("{url}: {e}"))
+    };
+    let read = |f: &str| std::fs::read(pki.path(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+    let https = format!("https://{}/mcp", stack.agent_addr);
+    let ca_only = summarizer_agent::client::AgentTls {
+        ca_pem: Some(read("ca.crt")),
+        identity_pem: None,
+    };
+    let with_cert = summarizer_agent::client::AgentTls {
+        identity_pem: Some([read("client.crt"), read("client.key")].join(&b'\n')),
+        ..ca_only.clone()
+    };
+    let summarized = agent_client(https.clone(), with_cert)
+        .summarize(&input)
+        .await;
+    assert!(summarized.is_ok(), "mTLS summarize: {summarized:?}");
+    for (name, client) in [
+        (
+            "plain HTTP",
+            agent_client(
+                format!("http://{}/mcp", stack.agent_addr),
+                summarizer_agent::client::AgentTls::default(),
+            ),
+        ),
+        (
+            "TLS without a client certificate",
+            agent_client(https.clone(), ca_only),
+        ),
+        (
+            "TLS trusting only the system's roots",
+            agent_client(https, summarizer_agent::client::AgentTls::default()),
+        ),
+    ] {
+        let refused = client.summarize(&input).await;
+        assert!(
+            matches!(
+                refused,
+                Err(summarizer_agent::client::AgentClientError::Unavailable(_))
+            ),
+            "{name}: {refused:?}"
+        );
+    }
+    let agent_health = HealthClient::new(
+        pki.channel(stack.agent_addr, true)
+            .await
+            .expect("TLS with a client certificate to the agent"),
+    )
+    .check(HealthCheckRequest::default())
+    .await;
+    assert!(
+        agent_health.is_ok(),
+        "agent health over TLS: {agent_health:?}"
+    );
+
     // The gateway does not (clients are authenticated by their tokens).
     let gateway_health = HealthClient::new(
         pki.channel(stack.gateway_addr, false)
