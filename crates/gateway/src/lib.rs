@@ -123,7 +123,7 @@ pub async fn run(
         settings.store.token_interceptor()?,
     );
     let verifier = Arc::new(Verifier::new(&settings.auth)?);
-    let limiters = Limiters::open(&js, settings.rate_limit.clone()).await?;
+    let limiters = Limiters::open(&js, settings.rate_limit.clone(), settings.nats.replicas).await?;
     let audit = AuditSink::new(
         store.clone(),
         js.clone(),

@@ -36,6 +36,13 @@ pub struct QueueSettings {
     /// removes it (its job record says FAILED either way); 0 keeps it until
     /// replayed or removed. Applies when the stream is created.
     pub dead_letter_max_age_days: u32,
+    /// Replicas of every stream the service creates (jobs, dead letters, audit
+    /// outbox) and of the gateway's rate-limit bucket: 1 on a single NATS
+    /// server, 3 in a JetStream cluster (an acknowledged publish is then on a
+    /// quorum of disks). At most 5, JetStream's limit. Applies when a stream
+    /// is created; an existing one keeps its count (raise it with
+    /// `nats stream edit <name> --replicas 3`, runbooks/maintenance.md).
+    pub replicas: usize,
 }
 
 impl Default for QueueSettings {
@@ -52,6 +59,7 @@ impl Default for QueueSettings {
             publish_timeout_ms: 5_000,
             connect_timeout_ms: 5_000,
             dead_letter_max_age_days: 30,
+            replicas: 1,
         }
     }
 }
@@ -107,6 +115,12 @@ impl QueueSettings {
                 return Err(SettingsError::invalid(field, "must be positive"));
             }
         }
+        if !(1..=5).contains(&self.replicas) {
+            return Err(SettingsError::invalid(
+                "nats.replicas",
+                "must be between 1 and 5 (1 on a single NATS server, 3 in a cluster)",
+            ));
+        }
         if self.publish_timeout_ms == 0 || self.connect_timeout_ms == 0 {
             return Err(SettingsError::invalid(
                 "nats.publish_timeout_ms",
@@ -129,7 +143,9 @@ mod tests {
     #[test]
     fn bad_values_name_their_field() {
         type Mutation = fn(&mut QueueSettings);
-        let cases: [(&str, Mutation); 7] = [
+        let cases: [(&str, Mutation); 9] = [
+            ("nats.replicas", |s| s.replicas = 0),
+            ("nats.replicas", |s| s.replicas = 6),
             ("nats.max_bytes", |s| s.max_bytes = 0),
             ("nats.dead_letter_max_bytes", |s| {
                 s.dead_letter_max_bytes = -1

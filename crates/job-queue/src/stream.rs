@@ -132,7 +132,7 @@ async fn connect_with(
 /// - file storage: an acknowledged publish survives a NATS restart;
 /// - discard-new: when full, refuse a new message rather than drop an accepted one;
 /// - the settings' limits (JetStream reserves `max_bytes` per stream) and duplicate window;
-/// - one replica (the server here is a single NATS 2.9).
+/// - `nats.replicas` replicas (1 on a single server, 3 in a cluster).
 pub(crate) fn durable_stream_config(
     settings: &QueueSettings,
     name: String,
@@ -148,7 +148,7 @@ pub(crate) fn durable_stream_config(
         max_messages: settings.max_jobs,
         max_bytes: settings.max_bytes,
         duplicate_window: Duration::from_secs(settings.duplicate_window_secs),
-        num_replicas: 1,
+        num_replicas: settings.replicas,
         ..Default::default()
     }
 }
@@ -205,10 +205,13 @@ pub async fn ensure_stream(
     }
     if info.config.duplicate_window != wanted.duplicate_window
         || info.config.max_messages != wanted.max_messages
+        || info.config.num_replicas != wanted.num_replicas
     {
         tracing::warn!(
             stream = %settings.stream,
-            "jobs stream limits differ from settings; keeping the stream's (change them explicitly, see runbooks/maintenance.md)"
+            replicas = info.config.num_replicas,
+            wanted_replicas = wanted.num_replicas,
+            "jobs stream limits or replicas differ from settings; keeping the stream's (change them explicitly, see runbooks/maintenance.md)"
         );
     }
     Ok(stream)

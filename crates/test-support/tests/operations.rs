@@ -416,3 +416,45 @@ async fn a_service_still_serving_at_its_drain_deadline_stops_there() {
     );
     stack.shutdown().await;
 }
+
+/// `nats.replicas` reaches JetStream: this machine's single server refuses a
+/// stream of 3 replicas, and the start fails naming the stream and the
+/// server's reason instead of running with fewer copies than configured; with
+/// 1 the stream is created with 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_stream_replicas_than_the_nats_deployment_has_fail_at_start_naming_the_stream() {
+    let suffix = test_support::unique_suffix();
+    let settings = job_queue::QueueSettings {
+        url: test_support::nats_url(),
+        stream: format!("REPLICAS_{suffix}"),
+        subject_prefix: format!("replicas{suffix}"),
+        replicas: 3,
+        ..job_queue::QueueSettings::default()
+    };
+    let js = job_queue::connect(&settings, "replicas-test")
+        .await
+        .unwrap_or_else(|e| panic!("NATS: {e}"));
+    let refused = job_queue::ensure_stream(&js, &settings)
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        refused.contains(&settings.stream) && refused.to_lowercase().contains("replica"),
+        "{refused:?}"
+    );
+    let single = job_queue::QueueSettings {
+        replicas: 1,
+        ..settings.clone()
+    };
+    let mut stream = job_queue::ensure_stream(&js, &single)
+        .await
+        .unwrap_or_else(|e| panic!("one replica: {e}"));
+    let replicas = stream
+        .info()
+        .await
+        .map(|i| i.config.num_replicas)
+        .unwrap_or_else(|e| panic!("stream info: {e}"));
+    assert_eq!(replicas, 1);
+    let _ = js.delete_stream(&settings.stream).await;
+}

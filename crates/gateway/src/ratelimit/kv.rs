@@ -23,7 +23,11 @@ impl KvBudget {
     ///
     /// # Errors
     /// [`LimiterError`] when JetStream refuses the stream or the bucket.
-    pub async fn open(js: &jetstream::Context, bucket: &str) -> Result<Self, LimiterError> {
+    pub async fn open(
+        js: &jetstream::Context,
+        bucket: &str,
+        replicas: usize,
+    ) -> Result<Self, LimiterError> {
         let err = |reason: String| LimiterError {
             bucket: bucket.to_owned(),
             reason,
@@ -41,7 +45,8 @@ impl KvBudget {
             duplicate_window: Duration::from_secs(60),
             storage: stream::StorageType::File,
             discard: stream::DiscardPolicy::New,
-            num_replicas: 1,
+            // As the queue's streams (`nats.replicas`).
+            num_replicas: replicas,
             ..Default::default()
         };
         js.get_or_create_stream(config)

@@ -220,15 +220,16 @@ pub struct Limiters {
 }
 
 impl Limiters {
-    /// Opens (creating if needed) the KV bucket.
+    /// Opens (creating if needed, with `replicas` replicas) the KV bucket.
     ///
     /// # Errors
     /// [`LimiterError`] when JetStream refuses the bucket.
     pub async fn open(
         js: &jetstream::Context,
         settings: RateLimitSettings,
+        replicas: usize,
     ) -> Result<Self, LimiterError> {
-        let store = KvBudget::open(js, &settings.bucket).await?;
+        let store = KvBudget::open(js, &settings.bucket, replicas).await?;
         let clock: Clock = Arc::new(epoch_nanos);
         let leases = LeasedLimiter::new(store, settings.lease_per_mille, clock);
         Ok(Self { settings, leases })
