@@ -9,7 +9,7 @@ use std::time::Duration;
 /// # Errors
 /// The client could not be built.
 pub fn http() -> Result<reqwest::Client, String> {
-    // reqwest has rustls without a provider in this workspace (STACK-NOTES).
+    // reqwest has rustls without a provider in this workspace (`summarizer_contract::tls`).
     summarizer_contract::tls::install_ring_provider();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(1))

@@ -4,7 +4,7 @@
 //! ```text
 //!             ┌─ /mcp ── require_bearer ──▶ StreamableHttpService ─▶ MemoryTools ──gRPC + caller's token──▶ gateway
 //! listener ───┤  (401 without a token)       (stateless JSON; TLS when `tls.*` is set)
-//!             └─ /grpc.health.v1.Health/* ───▶ tonic-health (h2c)
+//!             └─ /grpc.health.v1.Health/* ───▶ tonic-health (h2c, or HTTP/2 over TLS)
 //! ```
 
 use std::{future::Future, sync::Arc};

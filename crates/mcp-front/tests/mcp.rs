@@ -326,8 +326,10 @@ async fn messages_added_through_mcp_are_read_back_once_their_job_is_applied() {
 }
 
 /// With `tls.*` set the front serves TLS: an agent trusting its CA works
-/// through it, and neither plain HTTP nor a client that does not trust the
-/// certificate gets an answer (a bearer token never crosses in clear text).
+/// through it, even while silent connections hold handshakes open (each
+/// handshake runs on its own, so they stop nobody), and neither plain HTTP
+/// nor a client that does not trust the certificate gets an answer (a bearer
+/// token never crosses in clear text).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_front_serves_tls_and_tool_calls_work_over_it_but_not_over_plain_http() {
     let stack = TestStack::start_with(StackOptions {
@@ -344,19 +346,36 @@ async fn the_front_serves_tls_and_tool_calls_work_over_it_but_not_over_plain_htt
         .build()
         .unwrap_or_else(|e| panic!("client: {e}"));
     let https = format!("https://{}/mcp", front.addr);
+    // Connections that never start their handshake: each holds one handshake
+    // open until its 5 s timeout.
+    let mut silent = Vec::new();
+    for _ in 0..32 {
+        silent.push(
+            tokio::net::TcpStream::connect(front.addr)
+                .await
+                .unwrap_or_else(|e| panic!("connect: {e}")),
+        );
+    }
     let token = auth::mint(auth::TENANT, auth::USER, READ_WRITE);
     let config = StreamableHttpClientTransportConfig::with_uri(https.clone()).auth_header(token);
-    let mcp = ClientConfig::default()
-        .serve(StreamableHttpClientTransport::with_client(trusting, config))
-        .await
-        .unwrap_or_else(|e| panic!("MCP over TLS: {e}"));
     let chat = chat_id("over-tls");
-    let added = ok(
-        &mcp,
-        "add_messages",
-        json!({"chat_id": chat, "messages": turn("My plan is the Gold PPO.", "Noted.")}),
-    )
-    .await;
+    // Well inside the silent handshakes' 5 s: a listener that waited for
+    // them would not answer in time.
+    let added = tokio::time::timeout(Duration::from_secs(4), async {
+        let mcp = ClientConfig::default()
+            .serve(StreamableHttpClientTransport::with_client(trusting, config))
+            .await
+            .unwrap_or_else(|e| panic!("MCP over TLS: {e}"));
+        ok(
+            &mcp,
+            "add_messages",
+            json!({"chat_id": chat, "messages": turn("My plan is the Gold PPO.", "Noted.")}),
+        )
+        .await
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no answer over TLS while silent connections were open"));
+    drop(silent);
     assert!(
         added["job_id"].as_str().is_some_and(|id| !id.is_empty()),
         "{added}"

@@ -6,7 +6,7 @@
 //!
 //! With `tls` set the listener serves TLS ([`TlsListener`]: handshakes run
 //! concurrently, bounded in number and time, so a slow or silent client holds
-//! up nobody).
+//! only its own connection, for at most 5 s).
 //!
 //! Only with the `mcp-server` feature (the worker, which links this crate,
 //! builds no HTTP server).
@@ -19,7 +19,6 @@ use std::time::Duration;
 use axum::serve::ListenerExt;
 use rmcp::transport::streamable_http_server::StreamableHttpServerConfig;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
@@ -88,7 +87,7 @@ pub async fn serve(
         Some(config) => {
             // The tap does nothing; a tapped listener is what axum gives
             // `ConnectInfo<SocketAddr>` for (a plain `TcpListener` has it built in).
-            let listener = TlsListener::new(listener, config)?.tap_io(|_| {});
+            let listener = TlsListener::new(listener, config).tap_io(|_| {});
             axum::serve(listener, app)
                 .with_graceful_shutdown(drain)
                 .await
@@ -97,70 +96,55 @@ pub async fn serve(
 }
 
 /// Longest a client may take over its TLS handshake before it is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// TLS handshakes under way at once; at the limit no new connection is
-/// accepted until one ends (the kernel's backlog holds them meanwhile).
-const MAX_HANDSHAKES: usize = 256;
+/// TLS handshakes under way at once. A connection arriving while this many
+/// are under way is closed at once (logged at debug), so silent clients can
+/// fill at most this many slots for [`HANDSHAKE_TIMEOUT`] each, and new
+/// connections are still accepted and answered meanwhile.
+const MAX_HANDSHAKES: usize = 4096;
 
 /// A TCP listener that hands axum only connections whose TLS handshake
-/// completed. Its own task accepts and runs each handshake in a task of its
-/// own, at most [`MAX_HANDSHAKES`] at once and each within
-/// [`HANDSHAKE_TIMEOUT`]; a failed or late handshake drops its connection
-/// (logged at debug: scanners and plain-HTTP clients would flood warnings).
+/// completed. Handshakes run concurrently (tasks of a `JoinSet` the listener
+/// owns, so dropping the listener closes its socket and ends every handshake
+/// with it), each within [`HANDSHAKE_TIMEOUT`], at most [`MAX_HANDSHAKES`] at
+/// once; a failed or late handshake drops its connection (logged at debug:
+/// scanners and plain-HTTP clients would flood warnings). Accept errors are
+/// handled as axum handles them for a plain listener.
 pub struct TlsListener {
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    local: SocketAddr,
-    accepting: tokio::task::JoinHandle<()>,
+    tcp: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    handshakes: tokio::task::JoinSet<Option<(TlsStream<TcpStream>, SocketAddr)>>,
 }
 
 impl TlsListener {
-    /// Starts accepting on `listener` with `config`.
-    ///
-    /// # Errors
-    /// When the listener's address cannot be read.
-    pub fn new(listener: TcpListener, config: Arc<rustls::ServerConfig>) -> std::io::Result<Self> {
-        let local = listener.local_addr()?;
-        let (handshaken, ready) = mpsc::channel(MAX_HANDSHAKES);
-        let acceptor = tokio_rustls::TlsAcceptor::from(config);
-        let slots = Arc::new(Semaphore::new(MAX_HANDSHAKES));
-        let accepting = tokio::spawn(async move {
-            loop {
-                let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
-                    return;
-                };
-                let (tcp, peer) = match listener.accept().await {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        // As axum does: out of descriptors and the like pass.
-                        tracing::warn!(error = %e, "accepting a connection failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let (acceptor, handshaken) = (acceptor.clone(), handshaken.clone());
-                tokio::spawn(async move {
-                    let _slot = slot;
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        // A closed channel: the server stopped taking connections.
-                        Ok(Ok(tls)) => drop(handshaken.send((tls, peer)).await),
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    }
-                });
+    pub fn new(tcp: TcpListener, config: Arc<rustls::ServerConfig>) -> Self {
+        Self {
+            tcp,
+            acceptor: tokio_rustls::TlsAcceptor::from(config),
+            handshakes: tokio::task::JoinSet::new(),
+        }
+    }
+
+    fn start_handshake(&mut self, tcp: TcpStream, peer: SocketAddr) {
+        if self.handshakes.len() >= MAX_HANDSHAKES {
+            tracing::debug!(%peer, "too many TLS handshakes under way; connection closed");
+            return;
+        }
+        let acceptor = self.acceptor.clone();
+        self.handshakes.spawn(async move {
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => Some((tls, peer)),
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    None
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    None
+                }
             }
         });
-        Ok(Self {
-            ready,
-            local,
-            accepting,
-        })
-    }
-}
-
-impl Drop for TlsListener {
-    fn drop(&mut self) {
-        self.accepting.abort();
     }
 }
 
@@ -169,16 +153,24 @@ impl axum::serve::Listener for TlsListener {
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(connection) => connection,
-            // The accepting task ended (its runtime is shutting down): no
-            // connection will come.
-            None => std::future::pending().await,
+        loop {
+            // Both branches are cancel-safe: a connection accepted or a
+            // handshake finished is never lost between two calls.
+            tokio::select! {
+                (tcp, peer) = axum::serve::Listener::accept(&mut self.tcp) => {
+                    self.start_handshake(tcp, peer);
+                }
+                Some(done) = self.handshakes.join_next(), if !self.handshakes.is_empty() => {
+                    if let Ok(Some(connection)) = done {
+                        return connection;
+                    }
+                }
+            }
         }
     }
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
+        self.tcp.local_addr()
     }
 }
 

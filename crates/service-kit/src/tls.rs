@@ -67,8 +67,10 @@ impl ServerTls {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClientTls {
-    /// PEM CA bundle to trust. Required for `https://` endpoints: the build
-    /// bundles no public root store (internal services use a private CA).
+    /// PEM CA bundle to trust. Required for `https://` gRPC endpoints (tonic):
+    /// the build bundles no public root store (internal services use a
+    /// private CA). The worker's agent client (reqwest, `agent.tls`) uses the
+    /// system's roots when it is empty.
     pub ca_path: String,
     /// Client certificate for mTLS (optional).
     pub cert_path: String,
@@ -158,9 +160,10 @@ impl ServerTls {
             .map_err(|e| invalid_file(&self.client_ca_path, &e))?;
             builder.with_client_cert_verifier(verifier)
         };
+        // An unsupported key, or one that is not the certificate's.
         let mut config = builder
             .with_single_cert(chain, key)
-            .map_err(|e| invalid_file(&self.cert_path, &e))?;
+            .map_err(|e| invalid_file(&format!("{} with {}", self.cert_path, self.key_path), &e))?;
         // HTTP/2 first: gRPC health needs it; MCP clients may use either.
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Some(Arc::new(config)))

@@ -4,7 +4,7 @@
 //! ```text
 //!             ┌─ /mcp ───────────────────────▶ StreamableHttpService ─▶ SummarizerTools ─▶ backend
 //! listener ───┤  (HTTP/1.1 or HTTP/2, over TLS when `tls.*` is set; stateless JSON)
-//!             └─ /grpc.health.v1.Health/* ───▶ tonic-health (h2c)
+//!             └─ /grpc.health.v1.Health/* ───▶ tonic-health (h2c, or HTTP/2 over TLS)
 //! ```
 
 mod mcp;

@@ -120,18 +120,22 @@ impl AgentTls {
         mut builder: reqwest::ClientBuilder,
     ) -> Result<reqwest::ClientBuilder, AgentClientError> {
         if let Some(pem) = &self.ca_pem {
-            let roots = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| AgentClientError::InvalidConfig(format!("agent CA: {e}")))?;
+            let roots = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
+                AgentClientError::InvalidConfig(format!("agent CA (agent.tls.ca_path): {e}"))
+            })?;
             if roots.is_empty() {
                 return Err(AgentClientError::InvalidConfig(
-                    "agent CA: no certificate in it".into(),
+                    "agent CA (agent.tls.ca_path): no certificate in it".into(),
                 ));
             }
             builder = builder.tls_certs_only(roots);
         }
         if let Some(pem) = &self.identity_pem {
-            let identity = reqwest::Identity::from_pem(pem)
-                .map_err(|e| AgentClientError::InvalidConfig(format!("client certificate: {e}")))?;
+            let identity = reqwest::Identity::from_pem(pem).map_err(|e| {
+                AgentClientError::InvalidConfig(format!(
+                    "client certificate (agent.tls.cert_path, agent.tls.key_path): {e}"
+                ))
+            })?;
             builder = builder.identity(identity);
         }
         Ok(builder)

@@ -1,4 +1,6 @@
-//! TLS for the `openai` backend, behind the `https` feature. With it,
+//! TLS for `https://` endpoints reached with reqwest (the agent's `openai`
+//! backend, the worker's agent client), behind the `https` feature (on by
+//! default). With it,
 //! reqwest has rustls but no default crypto provider (the default would be
 //! aws-lc, a slow C build), and building a client before a provider is
 //! installed panics, even for plain HTTP. Everything here that builds a

@@ -80,7 +80,7 @@ impl Prometheus {
             _child: child,
             base: format!("http://127.0.0.1:{port}"),
             http: {
-                // reqwest has rustls without a provider in this workspace (STACK-NOTES).
+                // reqwest has rustls without a provider in this workspace (`summarizer_contract::tls`).
                 summarizer_agent::install_ring_provider();
                 reqwest::Client::new()
             },
