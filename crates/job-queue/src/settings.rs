@@ -10,7 +10,9 @@ use service_kit::settings::SettingsError;
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct QueueSettings {
-    /// NATS server URL.
+    /// NATS server URL, or a cluster's nodes' URLs separated by commas (any
+    /// reachable one is used at start; on reconnect the others, and the
+    /// servers the cluster advertises).
     pub url: String,
     /// JetStream stream holding the update jobs.
     pub stream: String,
@@ -65,16 +67,26 @@ impl Default for QueueSettings {
 }
 
 impl QueueSettings {
+    /// The servers `url` names, in order.
+    pub fn servers(&self) -> Vec<&str> {
+        self.url.split(',').map(str::trim).collect()
+    }
+
     /// Checks the values that would otherwise fail late or silently.
     ///
     /// # Errors
     /// [`SettingsError::Invalid`] naming the first bad field.
     pub fn validate(&self) -> Result<(), SettingsError> {
-        if !self.url.starts_with("nats://") && !self.url.starts_with("tls://") {
-            return Err(SettingsError::invalid(
-                "nats.url",
-                "must start with nats:// or tls://",
-            ));
+        for server in self.servers() {
+            let scheme_ok = server.starts_with("nats://") || server.starts_with("tls://");
+            if !scheme_ok || server.parse::<async_nats::ServerAddr>().is_err() {
+                return Err(SettingsError::invalid(
+                    "nats.url",
+                    format!(
+                        "{server:?} is not a nats:// or tls:// URL (several are separated by commas)"
+                    ),
+                ));
+            }
         }
         let name_ok = !self.stream.is_empty()
             && self
@@ -141,9 +153,26 @@ mod tests {
     }
 
     #[test]
+    fn a_clusters_nodes_are_listed_separated_by_commas() {
+        let s = QueueSettings {
+            url: "nats://nats-0:4222, nats://nats-1:4222,tls://nats-2:4222".into(),
+            ..QueueSettings::default()
+        };
+        assert!(s.validate().is_ok());
+        assert_eq!(
+            s.servers(),
+            [
+                "nats://nats-0:4222",
+                "nats://nats-1:4222",
+                "tls://nats-2:4222"
+            ]
+        );
+    }
+
+    #[test]
     fn bad_values_name_their_field() {
         type Mutation = fn(&mut QueueSettings);
-        let cases: [(&str, Mutation); 9] = [
+        let cases: [(&str, Mutation); 11] = [
             ("nats.replicas", |s| s.replicas = 0),
             ("nats.replicas", |s| s.replicas = 6),
             ("nats.max_bytes", |s| s.max_bytes = 0),
@@ -152,6 +181,10 @@ mod tests {
             }),
             ("nats.outbox_max_bytes", |s| s.outbox_max_bytes = 0),
             ("nats.url", |s| s.url = "http://x".into()),
+            ("nats.url", |s| {
+                s.url = "nats://a:4222,,nats://b:4222".into()
+            }),
+            ("nats.url", |s| s.url = "nats://a:4222,http://b:4222".into()),
             ("nats.stream", |s| s.stream = "a.b".into()),
             ("nats.subject_prefix", |s| s.subject_prefix = "a..b".into()),
             ("nats.duplicate_window_secs", |s| {

@@ -111,7 +111,7 @@ async fn connect_with(
     // background; we still want a clear failure at start, so wait for the first
     // connection with a deadline.
     let client = options
-        .connect(&settings.url)
+        .connect(settings.servers())
         .await
         .map_err(|source| QueueError::Connect {
             url: settings.url.clone(),

@@ -16,12 +16,14 @@
 //! - [`otlp`]: an OTLP receiver collecting the spans services export.
 //! - [`prometheus`]: a real Prometheus scraping a process stack, with alert rules.
 //! - [`pki`]: a throwaway CA and certificates for TLS tests.
+//! - [`nats_cluster`]: a three-node JetStream cluster of private servers (`nats.replicas = 3`).
 //! - [`requests`]: request builders the tests share, and `send` / `memory`.
 //! - [`wait`]: waiting for a condition with a deadline.
 
 pub mod auth;
 pub mod database;
 pub mod gate;
+pub mod nats_cluster;
 pub mod otlp;
 pub mod pki;
 pub mod processes;

@@ -56,6 +56,11 @@ pub struct StackOptions {
     /// TLS on the gateway's listener from these files (over `pki`'s, if both
     /// are set); the stack's own gateway clients then trust its CA.
     pub gateway_tls: Option<crate::pki::GatewayTls>,
+    /// The NATS server (or cluster node) the services use; the machine's
+    /// ([`crate::nats_url`]) when `None`.
+    pub nats_url: Option<String>,
+    /// `nats.replicas` of the stack's streams and rate-limit bucket.
+    pub nats_replicas: usize,
 }
 
 /// A client of the public API that presents a bearer token.
@@ -80,6 +85,8 @@ impl Default for StackOptions {
             pki: None,
             auth: None,
             gateway_tls: None,
+            nats_url: None,
+            nats_replicas: 1,
         }
     }
 }
@@ -172,7 +179,8 @@ impl TestStack {
         let database = crate::database::create().await;
         let suffix = crate::unique_suffix();
         let queue = QueueSettings {
-            url: crate::nats_url(),
+            url: opts.nats_url.clone().unwrap_or_else(crate::nats_url),
+            replicas: opts.nats_replicas,
             stream: format!("CMT_{suffix}"),
             subject_prefix: format!("cmt.{suffix}"),
             max_jobs: opts.max_jobs,

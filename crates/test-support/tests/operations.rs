@@ -458,3 +458,133 @@ async fn more_stream_replicas_than_the_nats_deployment_has_fail_at_start_naming_
     assert_eq!(replicas, 1);
     let _ = js.delete_stream(&settings.stream).await;
 }
+
+/// `nats.replicas = 3` on a three-node JetStream cluster of private servers,
+/// the services given all three nodes (`nats.url` lists them): the node
+/// leading the jobs stream is SIGKILLed in the middle of a run (whichever
+/// node the services happen to be connected to), and every accepted update
+/// still applies exactly once and in acceptance order. Callers repeat a
+/// refused update with its idempotency key, as the API asks (DEBT D-27).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_three_replicas_killing_the_jobs_stream_leader_loses_and_repeats_no_update() {
+    use test_support::nats_cluster::NatsCluster;
+    use test_support::{StackOptions, TestStack};
+
+    const CHATS: usize = 12;
+    const ROUNDS: usize = 8;
+    const KILL_AFTER_ROUND: usize = 3;
+
+    let mut cluster = NatsCluster::start(3).await;
+    let stack = TestStack::start_with(StackOptions {
+        nats_url: Some((0..3).map(|i| cluster.url(i)).collect::<Vec<_>>().join(",")),
+        nats_replicas: 3,
+        ..StackOptions::default()
+    })
+    .await;
+    let js = stack.jetstream().await;
+    let mut jobs_stream = js
+        .get_stream(&stack.queue.stream)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let info = jobs_stream
+        .info()
+        .await
+        .unwrap_or_else(|e| panic!("stream info: {e}"));
+    assert_eq!(
+        info.config.num_replicas, 3,
+        "the jobs stream is created with nats.replicas"
+    );
+    let leader = info
+        .cluster
+        .as_ref()
+        .and_then(|c| c.leader.clone())
+        .unwrap_or_else(|| panic!("the jobs stream has no leader: {:?}", info.cluster));
+    let victim = cluster
+        .index_of(&leader)
+        .unwrap_or_else(|| panic!("leader {leader} is not a node of the cluster"));
+
+    let client = stack.gateway().await;
+    let chats: Vec<String> = (0..CHATS).map(|c| format!("replicated-{c}")).collect();
+    let mut jobs: Vec<Vec<String>> = vec![Vec::new(); CHATS];
+    let mut repeated = 0usize;
+    let mut election = Duration::ZERO;
+    for round in 0..ROUNDS {
+        let began = std::time::Instant::now();
+        if round == KILL_AFTER_ROUND {
+            cluster.kill(victim).await;
+        }
+        let sent = futures::future::join_all(chats.iter().map(|chat| {
+            let mut client = client.clone();
+            let mut request =
+                user_update(chat, &format!("Claim CLM-{round:03} for {chat} was filed."));
+            request.idempotency_key = format!("{chat}-{round}");
+            async move {
+                let deadline = std::time::Instant::now() + Duration::from_secs(60);
+                let mut tries = 0usize;
+                loop {
+                    tries += 1;
+                    match client.update_memory(request.clone()).await {
+                        Ok(r) => return (r.into_inner().job_id, tries - 1),
+                        Err(s)
+                            if s.code() == tonic::Code::Unavailable
+                                && std::time::Instant::now() < deadline =>
+                        {
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                        Err(s) => panic!("{chat} round {round}: {s:?}"),
+                    }
+                }
+            }
+        }))
+        .await;
+        for (c, (job, retries)) in sent.into_iter().enumerate() {
+            jobs[c].push(job);
+            repeated += retries;
+        }
+        if round == KILL_AFTER_ROUND {
+            election = began.elapsed();
+        }
+    }
+
+    let mut client = client.clone();
+    for (c, chat_jobs) in jobs.iter().enumerate() {
+        let mut previous: Option<(i64, String)> = None;
+        let mut calls = 0i64;
+        for (i, job) in chat_jobs.iter().enumerate() {
+            let status = stack.wait_job_done(job, Duration::from_secs(120)).await;
+            assert_eq!(
+                status.state,
+                JobState::Succeeded as i32,
+                "{}: {status:?}",
+                chats[c]
+            );
+            let version = status.resulting_version.unwrap_or_default();
+            let call = status.applied_in_call.clone();
+            match &previous {
+                Some((v, prev)) if *prev == call => {
+                    assert_eq!(version, *v, "{} job {i}: one call, one version", chats[c]);
+                }
+                Some((v, _)) => assert_eq!(version, v + 1, "{} job {i} out of order", chats[c]),
+                None => assert_eq!(version, 1, "{} job 0 out of order", chats[c]),
+            }
+            if previous.as_ref().is_none_or(|(_, prev)| *prev != call) {
+                calls += 1;
+            }
+            previous = Some((version, call));
+        }
+        let version = memory(&mut client, &chats[c])
+            .await
+            .memory
+            .map(|m| m.version)
+            .unwrap_or_default();
+        assert_eq!(
+            version, calls,
+            "{}: one version per summarizer call",
+            chats[c]
+        );
+    }
+    eprintln!(
+        "killed node {victim} (the jobs stream's leader) after round {KILL_AFTER_ROUND}; {repeated} updates were repeated by their callers; that round took {election:?}"
+    );
+    stack.shutdown().await;
+}
