@@ -1,8 +1,10 @@
-//! A three-node JetStream cluster of private `nats-server` processes on
-//! loopback, for the tests of `nats.replicas = 3` (DEBT D-27): each node has
-//! its own ports and store directory (removed on drop), the nodes route to
-//! each other, and [`NatsCluster::start`] returns once the cluster places a
-//! replicated stream.
+//! Private `nats-server` processes on loopback, each with its own ports and
+//! store directory (removed on drop):
+//! - [`NatsServer`]: one server, stopped and started again by the fault
+//!   suite's scenario 5 (the machine's shared server stays untouched);
+//! - [`NatsCluster`]: a three-node JetStream cluster whose nodes route to each
+//!   other, for the tests of `nats.replicas = 3` (DEBT D-27);
+//!   [`NatsCluster::start`] returns once the cluster places a replicated stream.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -109,21 +111,9 @@ impl NatsCluster {
         let mut last = String::from("no attempt");
         while started.elapsed() < FORMING {
             if let Ok(client) = async_nats::connect(self.url(0)).await {
-                let js = jetstream::new(client);
-                let name = format!("CLUSTER_PROBE_{}", crate::unique_suffix());
-                let probe = jetstream::stream::Config {
-                    name: name.clone(),
-                    subjects: vec![format!("cluster-probe.{name}")],
-                    num_replicas: replicas,
-                    storage: jetstream::stream::StorageType::Memory,
-                    ..Default::default()
-                };
-                match js.create_stream(probe).await {
-                    Ok(_) => {
-                        let _ = js.delete_stream(&name).await;
-                        return;
-                    }
-                    Err(e) => last = e.to_string(),
+                match create_probe(&jetstream::new(client), replicas).await {
+                    Ok(()) => return,
+                    Err(e) => last = e,
                 }
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
@@ -136,6 +126,22 @@ impl NatsCluster {
     }
 }
 
+/// Creates and deletes a small in-memory stream of `replicas` replicas: `Ok`
+/// once JetStream (and, in a cluster, enough peers) answers.
+async fn create_probe(js: &jetstream::Context, replicas: usize) -> Result<(), String> {
+    let name = format!("PROBE_{}", crate::unique_suffix());
+    let probe = jetstream::stream::Config {
+        name: name.clone(),
+        subjects: vec![format!("probe.{name}")],
+        num_replicas: replicas,
+        storage: jetstream::stream::StorageType::Memory,
+        ..Default::default()
+    };
+    js.create_stream(probe).await.map_err(|e| e.to_string())?;
+    let _ = js.delete_stream(&name).await;
+    Ok(())
+}
+
 impl Drop for NatsCluster {
     fn drop(&mut self) {
         for node in &mut self.nodes {
@@ -144,5 +150,114 @@ impl Drop for NatsCluster {
             }
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One private JetStream server on a loopback port of its own, with its own
+/// store directory (removed on drop): what the fault suite restarts in
+/// scenario 5 instead of the machine's shared server.
+pub struct NatsServer {
+    client: std::net::SocketAddr,
+    store: PathBuf,
+    process: Option<tokio::process::Child>,
+}
+
+impl NatsServer {
+    /// Starts the server and waits until JetStream answers.
+    ///
+    /// # Panics
+    /// When it cannot start or JetStream does not answer within a minute.
+    pub async fn start() -> Self {
+        let store =
+            std::env::temp_dir().join(format!("chat-memory-nats-{}", crate::unique_suffix()));
+        std::fs::create_dir_all(&store).unwrap_or_else(|e| panic!("{}: {e}", store.display()));
+        let mut server = Self {
+            client: crate::processes::free_addr(),
+            store,
+            process: None,
+        };
+        server.start_again().await;
+        server
+    }
+
+    /// The client URL.
+    pub fn url(&self) -> String {
+        format!("nats://{}", self.client)
+    }
+
+    /// Stops the server as `start-stop-daemon --stop` does (SIGTERM: it
+    /// flushes its store), waiting for it to exit.
+    pub async fn stop(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            if let Some(pid) = process.id() {
+                let _ = std::process::Command::new("kill")
+                    .args(["-TERM", &pid.to_string()])
+                    .status();
+            }
+            if tokio::time::timeout(Duration::from_secs(20), process.wait())
+                .await
+                .is_err()
+            {
+                let _ = process.kill().await;
+            }
+        }
+    }
+
+    /// Starts the server (again) on the same port and store, and waits until
+    /// JetStream answers.
+    ///
+    /// # Panics
+    /// As [`NatsServer::start`].
+    pub async fn start_again(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.store.join("server.log"))
+            .unwrap_or_else(|e| panic!("log: {e}"));
+        let process = tokio::process::Command::new(server_binary())
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.client.port().to_string(),
+                "-js",
+            ])
+            .arg("-sd")
+            .arg(&self.store)
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", server_binary()));
+        self.process = Some(process);
+        let started = Instant::now();
+        let mut last;
+        loop {
+            // JetStream answers once a stream can be created (async-nats'
+            // account query cannot read NATS 2.9's answer).
+            match async_nats::connect(self.url()).await {
+                Ok(client) => match create_probe(&jetstream::new(client), 1).await {
+                    Ok(()) => return,
+                    Err(e) => last = e,
+                },
+                Err(e) => last = e.to_string(),
+            }
+            assert!(
+                started.elapsed() < FORMING,
+                "the private NATS server on {} did not answer within {FORMING:?} (last: {last}); log in {}",
+                self.client,
+                self.store.display()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        if let Some(process) = self.process.as_mut() {
+            let _ = process.start_kill();
+        }
+        let _ = std::fs::remove_dir_all(&self.store);
     }
 }

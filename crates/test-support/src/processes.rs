@@ -32,6 +32,9 @@ pub struct ProcessOptions {
     pub otlp_endpoint: Option<String>,
     /// Extra environment per service (e.g. auth settings), by binary name.
     pub env: Vec<(&'static str, Vec<(String, String)>)>,
+    /// The NATS server the services use; the machine's ([`crate::nats_url`])
+    /// when `None` (the fault suite's scenario 5 brings a private one).
+    pub nats_url: Option<String>,
 }
 
 /// A service's addresses.
@@ -53,6 +56,7 @@ pub struct ProcessStack {
     /// Further processes of a service ([`Self::spawn_replica`]), e.g. a second
     /// worker; killed when dropped, terminated by [`Self::shutdown`].
     replicas: Vec<(&'static str, Child)>,
+    nats_url: String,
 }
 
 /// Where cargo put the binaries: next to the current executable when it is one
@@ -163,6 +167,7 @@ impl ProcessStack {
             );
         }
         let database = crate::database::create().await;
+        let nats_url = opts.nats_url.clone().unwrap_or_else(crate::nats_url);
         let suffix = crate::unique_suffix();
         let stream = format!("CMP_{suffix}");
         let subject_prefix = format!("cmp.{suffix}");
@@ -183,7 +188,7 @@ impl ProcessStack {
 
         // Each service gets only its own settings: unknown settings fail the start.
         let nats = [
-            ("CHAT_MEMORY__NATS__URL", crate::nats_url()),
+            ("CHAT_MEMORY__NATS__URL", nats_url.clone()),
             ("CHAT_MEMORY__NATS__STREAM", stream.clone()),
             ("CHAT_MEMORY__NATS__SUBJECT_PREFIX", subject_prefix.clone()),
             // Small reservations of JetStream storage (see `TEST_STREAM_BYTES`).
@@ -291,6 +296,7 @@ impl ProcessStack {
             env,
             children: BTreeMap::new(),
             replicas: Vec::new(),
+            nats_url,
         };
         for name in SERVICES {
             stack.spawn(name).await;
@@ -430,7 +436,7 @@ impl ProcessStack {
     /// The queue settings the services were started with.
     pub fn queue_settings(&self) -> job_queue::QueueSettings {
         job_queue::QueueSettings {
-            url: crate::nats_url(),
+            url: self.nats_url.clone(),
             stream: self.stream.clone(),
             subject_prefix: self.subject_prefix.clone(),
             ..job_queue::QueueSettings::default()
@@ -470,7 +476,7 @@ impl ProcessStack {
         }
         if let Ok(js) = job_queue::connect(
             &job_queue::QueueSettings {
-                url: crate::nats_url(),
+                url: self.nats_url.clone(),
                 ..Default::default()
             },
             "test-cleanup",

@@ -223,6 +223,7 @@ async fn jwt_keys_rotate_by_rewriting_the_jwks_file_without_restarting_the_gatew
                 env("CHAT_MEMORY__AUTH__JWKS_RELOAD_SECS", "1".to_owned()),
             ],
         )],
+        nats_url: None,
     })
     .await;
     let gateway_pid = stack.pids().into_iter().find(|(n, _)| *n == "gateway");
@@ -587,4 +588,43 @@ async fn with_three_replicas_killing_the_jobs_stream_leader_loses_and_repeats_no
         "killed node {victim} (the jobs stream's leader) after round {KILL_AFTER_ROUND}; {repeated} updates were repeated by their callers; that round took {election:?}"
     );
     stack.shutdown().await;
+}
+
+/// The fault suite's private NATS server (scenario 5) keeps its streams and
+/// their messages across a stop and a start on the same port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_nats_server_keeps_its_streams_across_a_restart() {
+    let mut nats = test_support::nats_cluster::NatsServer::start().await;
+    let settings = job_queue::QueueSettings {
+        url: nats.url(),
+        stream: "RESTART_PROBE".into(),
+        subject_prefix: "restartprobe".into(),
+        max_bytes: test_support::TEST_STREAM_BYTES,
+        ..job_queue::QueueSettings::default()
+    };
+    let js = job_queue::connect(&settings, "restart-test")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    job_queue::ensure_stream(&js, &settings)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    js.publish("restartprobe.jobs.0000000000000001", "kept".into())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    nats.stop().await;
+    nats.start_again().await;
+    let js = job_queue::connect(&settings, "restart-test")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let messages = js
+        .get_stream("RESTART_PROBE")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .info()
+        .await
+        .map(|i| i.state.messages)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(messages, 1);
 }

@@ -239,6 +239,7 @@ pub(super) fn stack_options(args: &RunArgs, stand_in: Option<&StandIn>) -> Proce
     ProcessOptions {
         otlp_endpoint: None,
         env,
+        nats_url: None,
     }
 }
 

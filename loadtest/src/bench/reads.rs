@@ -210,6 +210,7 @@ pub async fn read_path(args: &ReadArgs) -> Result<(), ReadBenchError> {
     let mut stack = ProcessStack::start(ProcessOptions {
         otlp_endpoint: None,
         env,
+        nats_url: None,
     })
     .await;
     let tag = format!("{:x}", crate::run_tag());

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use chat_memory_loadtest::stand_in::{StandIn, StandInConfig};
 use chat_memory_proto::v1::JobState;
+use test_support::nats_cluster::NatsServer;
 use test_support::processes::ProcessStack;
 
 use self::scenario::Scenario;
@@ -37,8 +38,8 @@ pub struct FaultArgs {
     pub updates: usize,
     #[arg(long, default_value_t = 100)]
     pub chats: usize,
-    /// Scenarios to run, comma-separated (1-8; 5 and 6 restart this machine's
-    /// NATS and Postgres). The fault-free baseline (0) always runs first.
+    /// Scenarios to run, comma-separated (1-8; 5 restarts a NATS server of its
+    /// own, 6 this machine's Postgres). The fault-free baseline (0) always runs first.
     #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5,6,7,8")]
     pub scenarios: Vec<u8>,
     /// Updates sent per second, overall.
@@ -191,7 +192,15 @@ async fn run_one(s: Scenario, args: &FaultArgs) -> Result<Row, String> {
         None
     };
     let chats = s.chats(args.chats, args.rate);
-    let options = scenario::options(s, args.ack_wait_ms, model.as_ref().map(StandIn::base_url));
+    let mut options = scenario::options(s, args.ack_wait_ms, model.as_ref().map(StandIn::base_url));
+    // Scenario 5 restarts a NATS server of its own, never the machine's.
+    let mut nats = if s == Scenario::NatsRestart {
+        let server = NatsServer::start().await;
+        options.nats_url = Some(server.url());
+        Some(server)
+    } else {
+        None
+    };
     let mut stack = ProcessStack::start(options).await;
     for _ in 1..s.workers() {
         stack.spawn_replica("summarizer-worker").await;
@@ -215,6 +224,7 @@ async fn run_one(s: Scenario, args: &FaultArgs) -> Result<Row, String> {
         args.updates,
         Duration::from_secs(args.agent_outage_secs),
         model.as_ref(),
+        nats.as_mut(),
     )
     .await;
     let sent = sending.await.map_err(|e| format!("load task: {e}"))?;
@@ -277,7 +287,8 @@ async fn run_one(s: Scenario, args: &FaultArgs) -> Result<Row, String> {
         }
     }
     stack.shutdown().await;
-    if matches!(s, Scenario::NatsRestart | Scenario::PostgresRestart) {
+    drop(nats);
+    if s == Scenario::PostgresRestart {
         scenario::ensure_infrastructure();
     }
     Ok(row)

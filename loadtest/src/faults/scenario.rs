@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use chat_memory_loadtest::stand_in::StandIn;
+use test_support::nats_cluster::NatsServer;
 use test_support::processes::{ProcessOptions, ProcessStack};
 
 /// The scenarios, numbered as in issue 6 (0 is the fault-free baseline; 8
@@ -17,6 +18,7 @@ pub enum Scenario {
     AgentDown,
     WorkerKilled,
     StoreKilled,
+    /// A private NATS server (the scenario's own) stopped and started again.
     NatsRestart,
     PostgresRestart,
     GatewayKilled,
@@ -120,6 +122,7 @@ pub fn options(scenario: Scenario, ack_wait_ms: u64, model_url: Option<String>) 
     ProcessOptions {
         otlp_endpoint: None,
         env: vec![("summarizer-agent", agent), ("summarizer-worker", worker)],
+        nats_url: None,
     }
 }
 
@@ -149,7 +152,7 @@ fn pg_cluster_version() -> String {
         .unwrap_or_else(|| "15".into())
 }
 
-/// Makes sure this machine's NATS and Postgres run (after scenarios 5 and 6).
+/// Makes sure this machine's NATS and Postgres run (after scenario 6).
 pub fn ensure_infrastructure() {
     shell(
         "start-stop-daemon",
@@ -195,6 +198,7 @@ pub async fn strike(
     total: usize,
     outage: Duration,
     model: Option<&StandIn>,
+    nats: Option<&mut NatsServer>,
 ) -> Result<Option<String>, String> {
     match scenario {
         Scenario::Baseline | Scenario::AgentFlaky => {}
@@ -218,20 +222,18 @@ pub async fn strike(
             stack.spawn("memory-store").await;
         }
         Scenario::NatsRestart => {
+            // The scenario's own server: the machine's shared one is untouched.
+            let nats = nats.ok_or("scenario 5 needs its private NATS server")?;
             after(accepted, total, 0.3).await;
-            shell(
-                "start-stop-daemon",
-                &[
-                    "--stop",
-                    "--oknodo",
-                    "--retry",
-                    "10",
-                    "--exec",
-                    "/usr/sbin/nats-server",
-                ],
-            );
+            let at = accepted.load(Ordering::SeqCst);
+            let stopped = Instant::now();
+            nats.stop().await;
             tokio::time::sleep(Duration::from_secs(1)).await;
-            ensure_infrastructure();
+            nats.start_again().await;
+            return Ok(Some(format!(
+                "stopped the scenario's own NATS server (SIGTERM) after {at} acceptances and started it again on the same port and store: down {} ms",
+                stopped.elapsed().as_millis()
+            )));
         }
         Scenario::PostgresRestart => {
             after(accepted, total, 0.3).await;
