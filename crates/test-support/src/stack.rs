@@ -450,6 +450,56 @@ impl TestStack {
     }
 
     /// Waits until the job is SUCCEEDED or FAILED and returns its status.
+    /// Waits for every job of `chat` (its ids in acceptance order) and checks
+    /// the order and exactly-once promise: each succeeded, each summarizer
+    /// call applied a contiguous run of them (several when coalesced) and made
+    /// exactly the next version, and the chat's memory has one version per
+    /// call. Returns the number of calls.
+    ///
+    /// # Panics
+    /// When a job did not succeed within `timeout`, or a promise is broken.
+    pub async fn assert_applied_in_order(
+        &self,
+        chat: &str,
+        jobs: &[String],
+        timeout: Duration,
+    ) -> i64 {
+        let mut previous: Option<(i64, String)> = None;
+        let mut calls = 0i64;
+        for (i, job) in jobs.iter().enumerate() {
+            let status = self.wait_job_done(job, timeout).await;
+            assert_eq!(
+                status.state,
+                JobState::Succeeded as i32,
+                "{chat}: {status:?}"
+            );
+            let version = status.resulting_version.unwrap_or_default();
+            let call = status.applied_in_call.clone();
+            match &previous {
+                Some((v, prev_call)) if *prev_call == call => {
+                    assert_eq!(version, *v, "{chat} job {i}: one call, one version");
+                }
+                Some((v, _)) => assert_eq!(version, v + 1, "{chat} job {i} applied out of order"),
+                None => assert_eq!(version, 1, "{chat} job 0 applied out of order"),
+            }
+            if previous
+                .as_ref()
+                .is_none_or(|(_, prev_call)| *prev_call != call)
+            {
+                calls += 1;
+            }
+            previous = Some((version, call));
+        }
+        let mut client = self.gateway().await;
+        let memory = crate::requests::memory(&mut client, chat).await;
+        assert_eq!(
+            memory.memory.map(|m| m.version),
+            Some(calls),
+            "{chat}: one version per summarizer call"
+        );
+        calls
+    }
+
     pub async fn wait_job_done(&self, job_id: &str, timeout: Duration) -> GetUpdateStatusResponse {
         let client = self.gateway().await;
         wait_job(&client, job_id, "finish", timeout, |s| {

@@ -547,42 +547,10 @@ async fn with_three_replicas_killing_the_jobs_stream_leader_loses_and_repeats_no
         }
     }
 
-    let mut client = client.clone();
-    for (c, chat_jobs) in jobs.iter().enumerate() {
-        let mut previous: Option<(i64, String)> = None;
-        let mut calls = 0i64;
-        for (i, job) in chat_jobs.iter().enumerate() {
-            let status = stack.wait_job_done(job, Duration::from_secs(120)).await;
-            assert_eq!(
-                status.state,
-                JobState::Succeeded as i32,
-                "{}: {status:?}",
-                chats[c]
-            );
-            let version = status.resulting_version.unwrap_or_default();
-            let call = status.applied_in_call.clone();
-            match &previous {
-                Some((v, prev)) if *prev == call => {
-                    assert_eq!(version, *v, "{} job {i}: one call, one version", chats[c]);
-                }
-                Some((v, _)) => assert_eq!(version, v + 1, "{} job {i} out of order", chats[c]),
-                None => assert_eq!(version, 1, "{} job 0 out of order", chats[c]),
-            }
-            if previous.as_ref().is_none_or(|(_, prev)| *prev != call) {
-                calls += 1;
-            }
-            previous = Some((version, call));
-        }
-        let version = memory(&mut client, &chats[c])
-            .await
-            .memory
-            .map(|m| m.version)
-            .unwrap_or_default();
-        assert_eq!(
-            version, calls,
-            "{}: one version per summarizer call",
-            chats[c]
-        );
+    for (chat, chat_jobs) in chats.iter().zip(&jobs) {
+        stack
+            .assert_applied_in_order(chat, chat_jobs, Duration::from_secs(120))
+            .await;
     }
     eprintln!(
         "killed node {victim} (the jobs stream's leader) after round {KILL_AFTER_ROUND}; {repeated} updates were repeated by their callers; that round took {election:?}"

@@ -48,49 +48,14 @@ async fn fifty_chats_with_twenty_updates_each_apply_in_acceptance_order_across_t
             jobs[c].push(job);
         }
     }
-    let mut calls_per_chat = Vec::with_capacity(chats.len());
-    for (c, chat_jobs) in jobs.iter().enumerate() {
-        // In acceptance order, each summarizer call applies a contiguous run of
-        // jobs (several when coalesced) and makes exactly the next version.
-        let mut previous: Option<(i64, String)> = None;
-        let mut calls = 0i64;
-        for (i, job) in chat_jobs.iter().enumerate() {
-            let status = stack.wait_job_done(job, Duration::from_secs(120)).await;
-            assert_eq!(
-                status.state,
-                JobState::Succeeded as i32,
-                "{}: {status:?}",
-                chats[c]
-            );
-            let version = status.resulting_version.unwrap_or_default();
-            let call = status.applied_in_call.clone();
-            match &previous {
-                Some((v, prev_call)) if *prev_call == call => {
-                    assert_eq!(version, *v, "{} job {i}: one call, one version", chats[c])
-                }
-                Some((v, _)) => {
-                    assert_eq!(version, v + 1, "{} job {i} applied out of order", chats[c])
-                }
-                None => assert_eq!(version, 1, "{} job 0 applied out of order", chats[c]),
-            }
-            if previous
-                .as_ref()
-                .is_none_or(|(_, prev_call)| *prev_call != call)
-            {
-                calls += 1;
-            }
-            previous = Some((version, call));
-        }
-        calls_per_chat.push(calls);
-    }
     let mut client = client.clone();
-    for (chat, calls) in chats.iter().zip(&calls_per_chat) {
+    for (chat, chat_jobs) in chats.iter().zip(&jobs) {
+        // In acceptance order, each summarizer call applies a contiguous run
+        // of jobs (several when coalesced) and makes exactly the next version.
+        stack
+            .assert_applied_in_order(chat, chat_jobs, Duration::from_secs(120))
+            .await;
         let got = memory(&mut client, chat).await;
-        assert_eq!(
-            got.memory.expect("memory").version,
-            *calls,
-            "{chat}: one version per summarizer call"
-        );
         assert_eq!(got.freshness.expect("freshness").pending_jobs, 0, "{chat}");
     }
     stack.shutdown().await;
