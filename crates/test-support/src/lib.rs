@@ -17,6 +17,7 @@
 //! - [`prometheus`]: a real Prometheus scraping a process stack, with alert rules.
 //! - [`pki`]: a throwaway CA and certificates for TLS tests.
 //! - [`nats_cluster`]: a three-node JetStream cluster of private servers (`nats.replicas = 3`).
+//! - [`reach`]: channels, health checks, gateway clients, waits for a job or the audit outbox.
 //! - [`requests`]: request builders the tests share, and `send` / `memory`.
 //! - [`wait`]: waiting for a condition with a deadline.
 
@@ -28,6 +29,7 @@ pub mod otlp;
 pub mod pki;
 pub mod processes;
 pub mod prometheus;
+pub mod reach;
 pub mod requests;
 pub mod stack;
 pub mod switch;

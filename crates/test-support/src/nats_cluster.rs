@@ -37,8 +37,57 @@ fn server_binary() -> String {
     })
 }
 
-/// Longest wait for the cluster to elect its leaders and place a stream.
+/// Longest wait for a server to answer, or a cluster to elect its leaders
+/// and place a stream.
 const FORMING: Duration = Duration::from_secs(60);
+
+/// Starts `nats-server` with JetStream on `client` (loopback) and `store`,
+/// its log appended to `log`, with `extra` arguments (a cluster's).
+fn spawn_server(
+    client: std::net::SocketAddr,
+    store: &std::path::Path,
+    log: &std::path::Path,
+    extra: &[String],
+) -> tokio::process::Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+    tokio::process::Command::new(server_binary())
+        .args(["-a", "127.0.0.1", "-p", &client.port().to_string(), "-js"])
+        .arg("-sd")
+        .arg(store)
+        .args(extra)
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {}: {e}", server_binary()))
+}
+
+/// Waits until a stream of `replicas` replicas can be created through
+/// `url` (JetStream answers and, in a cluster, the meta leader is elected
+/// and enough peers are known); panics naming `what` and `logs` after
+/// [`FORMING`]. (async-nats' account query cannot read NATS 2.9's answer.)
+async fn wait_for_jetstream(url: &str, replicas: usize, what: &str, logs: &std::path::Path) {
+    let started = Instant::now();
+    loop {
+        let last = match async_nats::connect(url).await {
+            Ok(client) => match create_probe(&jetstream::new(client), replicas).await {
+                Ok(()) => return,
+                Err(e) => e,
+            },
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            started.elapsed() < FORMING,
+            "{what} did not answer within {FORMING:?} (last: {last}); logs in {}",
+            logs.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
 
 impl NatsCluster {
     /// Starts `size` nodes and waits until a stream of `size` replicas can be
@@ -61,21 +110,21 @@ impl NatsCluster {
             let name = format!("cm-test-{suffix}-n{i}");
             let store = dir.join(&name);
             std::fs::create_dir_all(&store).unwrap_or_else(|e| panic!("{}: {e}", store.display()));
-            let log = std::fs::File::create(dir.join(format!("{name}.log")))
-                .unwrap_or_else(|e| panic!("log: {e}"));
-            let process = tokio::process::Command::new(server_binary())
-                .args(["-a", "127.0.0.1", "-p", &client.port().to_string(), "-js"])
-                .arg("-sd")
-                .arg(&store)
-                .args(["--server_name", &name])
-                .args(["--cluster_name", &format!("cm-test-{suffix}")])
-                .args(["--cluster", &format!("nats://{route}")])
-                .args(["--routes", &routes.join(",")])
-                .stdout(std::process::Stdio::null())
-                .stderr(log)
-                .kill_on_drop(true)
-                .spawn()
-                .unwrap_or_else(|e| panic!("starting {}: {e}", server_binary()));
+            let process = spawn_server(
+                *client,
+                &store,
+                &dir.join(format!("{name}.log")),
+                &[
+                    "--server_name".into(),
+                    name.clone(),
+                    "--cluster_name".into(),
+                    format!("cm-test-{suffix}"),
+                    "--cluster".into(),
+                    format!("nats://{route}"),
+                    "--routes".into(),
+                    routes.join(","),
+                ],
+            );
             nodes.push(Node {
                 name,
                 client: *client,
@@ -83,7 +132,8 @@ impl NatsCluster {
             });
         }
         let cluster = Self { nodes, dir };
-        cluster.wait_formed(size).await;
+        let what = format!("the {size}-node NATS cluster");
+        wait_for_jetstream(&cluster.url(0), size, &what, &cluster.dir).await;
         cluster
     }
 
@@ -102,27 +152,6 @@ impl NatsCluster {
         if let Some(mut process) = self.nodes[i].process.take() {
             let _ = process.kill().await;
         }
-    }
-
-    /// Waits until a stream of `replicas` replicas can be created through
-    /// node 0 (the meta leader elected, enough peers known), then deletes it.
-    async fn wait_formed(&self, replicas: usize) {
-        let started = Instant::now();
-        let mut last = String::from("no attempt");
-        while started.elapsed() < FORMING {
-            if let Ok(client) = async_nats::connect(self.url(0)).await {
-                match create_probe(&jetstream::new(client), replicas).await {
-                    Ok(()) => return,
-                    Err(e) => last = e,
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-        panic!(
-            "the {}-node NATS cluster did not form within {FORMING:?} (last: {last}); logs in {}",
-            self.nodes.len(),
-            self.dir.display()
-        );
     }
 }
 
@@ -188,18 +217,12 @@ impl NatsServer {
     /// Stops the server as `start-stop-daemon --stop` does (SIGTERM: it
     /// flushes its store), waiting for it to exit.
     pub async fn stop(&mut self) {
-        if let Some(mut process) = self.process.take() {
-            if let Some(pid) = process.id() {
-                let _ = std::process::Command::new("kill")
-                    .args(["-TERM", &pid.to_string()])
-                    .status();
-            }
-            if tokio::time::timeout(Duration::from_secs(20), process.wait())
+        if let Some(mut process) = self.process.take()
+            && crate::processes::sigterm(&mut process, Duration::from_secs(20))
                 .await
-                .is_err()
-            {
-                let _ = process.kill().await;
-            }
+                .is_none()
+        {
+            let _ = process.kill().await;
         }
     }
 
@@ -209,47 +232,14 @@ impl NatsServer {
     /// # Panics
     /// As [`NatsServer::start`].
     pub async fn start_again(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.store.join("server.log"))
-            .unwrap_or_else(|e| panic!("log: {e}"));
-        let process = tokio::process::Command::new(server_binary())
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.client.port().to_string(),
-                "-js",
-            ])
-            .arg("-sd")
-            .arg(&self.store)
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", server_binary()));
-        self.process = Some(process);
-        let started = Instant::now();
-        let mut last;
-        loop {
-            // JetStream answers once a stream can be created (async-nats'
-            // account query cannot read NATS 2.9's answer).
-            match async_nats::connect(self.url()).await {
-                Ok(client) => match create_probe(&jetstream::new(client), 1).await {
-                    Ok(()) => return,
-                    Err(e) => last = e,
-                },
-                Err(e) => last = e.to_string(),
-            }
-            assert!(
-                started.elapsed() < FORMING,
-                "the private NATS server on {} did not answer within {FORMING:?} (last: {last}); log in {}",
-                self.client,
-                self.store.display()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        self.process = Some(spawn_server(
+            self.client,
+            &self.store,
+            &self.store.join("server.log"),
+            &[],
+        ));
+        let what = format!("the private NATS server on {}", self.client);
+        wait_for_jetstream(&self.url(), 1, &what, &self.store).await;
     }
 }
 

@@ -122,6 +122,20 @@ async fn serving_or_exit(
     .await
 }
 
+/// Sends `child` SIGTERM and waits for it to exit: `None` when it is still
+/// running after `within`.
+pub async fn sigterm(
+    child: &mut Child,
+    within: Duration,
+) -> Option<std::io::Result<std::process::ExitStatus>> {
+    if let Some(pid) = child.id() {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+    }
+    tokio::time::timeout(within, child.wait()).await.ok()
+}
+
 /// A free local address for a child process to bind (see [`CHILD_PORTS`]).
 /// A port is handed out once per process: the probe's listener closes at
 /// once, so without that two services of one stack could both be told the
@@ -410,14 +424,9 @@ impl ProcessStack {
         let Some(mut child) = self.children.remove(name) else {
             return;
         };
-        if let Some(pid) = child.id() {
-            let _ = std::process::Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .status();
-        }
-        let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        let status = sigterm(&mut child, Duration::from_secs(20))
             .await
-            .unwrap_or_else(|_| panic!("{name} did not exit within 20 s of SIGTERM"))
+            .unwrap_or_else(|| panic!("{name} did not exit within 20 s of SIGTERM"))
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(
             status.success(),
@@ -464,12 +473,7 @@ impl ProcessStack {
     /// Stops every service with SIGTERM, then removes the stream and database.
     pub async fn shutdown(mut self) {
         for (_, mut child) in std::mem::take(&mut self.replicas) {
-            if let Some(pid) = child.id() {
-                let _ = std::process::Command::new("kill")
-                    .args(["-TERM", &pid.to_string()])
-                    .status();
-            }
-            let _ = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
+            let _ = sigterm(&mut child, Duration::from_secs(20)).await;
         }
         for name in SERVICES.iter().rev() {
             self.terminate(name).await;

@@ -187,7 +187,8 @@ async fn tls_everywhere_mtls_into_memory_store_and_jwks_signed_tokens() {
         "agent health over TLS: {agent_health:?}"
     );
 
-    // The gateway does not (clients are authenticated by their tokens).
+    // The gateway does not want a client certificate (its clients are
+    // authenticated by their tokens).
     let gateway_health = HealthClient::new(
         pki.channel(stack.gateway_addr, false)
             .await
